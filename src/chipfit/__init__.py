@@ -1,0 +1,59 @@
+"""chipfit: which processor should run this model - CPU, GPU or TPU - at which batch size, and why.
+
+``import chipfit`` is cheap: it imports no torch, jax, ray or matplotlib and touches no
+hardware. The functions below import what they need when called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chipfit._version import __version__
+from chipfit.errors import (
+    BackendUnavailableError,
+    ChipfitError,
+    InvalidInputError,
+    OutOfMemoryError,
+    SchemaError,
+    UnknownNameError,
+    UnsafeFileError,
+    UnsupportedError,
+    UsageError,
+)
+from chipfit.results import Cost, DeviceInfo, Discovery, Measurement, Problem, Run
+from chipfit.spec import DeviceRef, Job, TimingConfig
+
+__all__ = sorted([
+    "BackendUnavailableError", "ChipfitError", "Cost", "DeviceInfo", "DeviceRef", "Discovery",
+    "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
+    "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
+    "UsageError", "__version__", "bench", "discover", "load_run", "measure",
+])
+
+
+def discover(backends: Any = None) -> Discovery:
+    """Every usable device of the installed frameworks, with reasons for what is missing."""
+    from chipfit.api import discover as _discover
+
+    return _discover(backends)
+
+
+def measure(workload: str, size: Any, device: Any = "torch:cpu", **kwargs: Any) -> Measurement:
+    """Measure one workload at one size on one device; see :func:`chipfit.api.measure`."""
+    from chipfit.api import measure as _measure
+
+    return _measure(workload, size, device, **kwargs)
+
+
+def bench(workloads: Any = ("matmul", "elementwise"), devices: Any = None, **kwargs: Any) -> Run:
+    """Run a suite, like ``chipfit bench``; see :func:`chipfit.bench.bench`."""
+    from chipfit.bench import bench as _bench
+
+    return _bench(workloads, devices, **kwargs)
+
+
+def load_run(path: Any) -> Run:
+    """Read a results JSON file written by ``--json`` or kept under the data directory."""
+    from chipfit.report.export import load_run as _load
+
+    return _load(path)

@@ -1,0 +1,7 @@
+"""``python -m chipfit``."""
+
+import sys
+
+from chipfit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,31 @@
+"""The Python API, mirroring the CLI: each function is one subcommand."""
+
+from __future__ import annotations
+
+from chipfit.bench import bench
+from chipfit.discover import discover
+from chipfit.errors import InvalidInputError
+from chipfit.results import Measurement
+from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
+
+__all__ = ["bench", "discover", "measure"]
+
+
+def measure(workload: str, size: str | int, device: str | DeviceRef = "torch:cpu", *,
+            dtype: str = "float32", mode: str | None = None,
+            timing: TimingConfig | None = None) -> Measurement:
+    """Measure one workload at one size on one device (``chipfit bench`` for a single point)."""
+    from chipfit.discover import resolve_devices
+    from chipfit.execute.inline import run_job
+    from chipfit.workloads import get_workload
+
+    wl = get_workload(workload)
+    ref = device if isinstance(device, DeviceRef) else None
+    found = discover([ref.backend if ref else DeviceRef.parse(str(device)).backend])
+    ref = resolve_devices([str(device)], found)[0]
+    mode = mode or wl.modes[0]
+    if mode not in wl.modes:
+        raise InvalidInputError(f"{workload} has no mode {mode!r} (modes: {', '.join(wl.modes)})")
+    job = Job(workload, wl.parse_size(str(size)), ref, parse_dtype(dtype), mode,
+              timing or TimingConfig())
+    return run_job(job, found)

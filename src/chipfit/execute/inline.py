@@ -1,0 +1,120 @@
+"""Run one job in this process: build, copy, time, copy back, and classify failures.
+
+Failures are values: an unsupported dtype, an out-of-memory error or a crash in a kernel
+becomes a :class:`Measurement` with that status, so a suite goes on. Only Ctrl-C
+(KeyboardInterrupt) propagates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chipfit.backends import Session, get_backend
+from chipfit.errors import OutOfMemoryError, UnsupportedError, UsageError
+from chipfit.results import Discovery, Measurement
+from chipfit.spec import Job
+from chipfit.timing import stats
+from chipfit.timing.timer import measure
+from chipfit.workloads import get_workload
+
+__all__ = ["run_job"]
+
+_COPY_REPEATS = 5
+_UNSUPPORTED_HINTS = ("not implemented for", "unsupported", "does not support", "not supported")
+
+
+def _time_copy(session: Session, copy: Callable[[Any], Any], value: Any) -> tuple[float, Any]:
+    """Median time of a fenced copy of ``value``, and the copied value."""
+    times, out = [], value
+    for _ in range(_COPY_REPEATS):
+        session.wait(None)
+        start = time.perf_counter()
+        out = copy(value)
+        session.wait(out)
+        times.append(time.perf_counter() - start)
+    return stats.median(times), out
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if hasattr(value, "element_size"):
+        return int(value.element_size() * value.nelement())
+    return 0
+
+
+def _classify(exc: BaseException, session: Session | None) -> tuple[str, str]:
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    if isinstance(exc, UnsupportedError):
+        return "unsupported", str(exc)
+    if isinstance(exc, OutOfMemoryError) or (session is not None and session.is_oom(exc)):
+        return "oom", f"does not fit: {text}"
+    if isinstance(exc, (RuntimeError, TypeError, NotImplementedError)) and any(
+            h in str(exc).lower() for h in _UNSUPPORTED_HINTS):
+        return "unsupported", text
+    return "error", text
+
+
+def _guard_memory(job: Job, discovery: Discovery) -> None:
+    workload = get_workload(job.workload)
+    need = workload.memory_estimate(job.size, job.dtype, job.mode)
+    info = discovery.get(str(job.device.base))
+    if need is None or info is None or not info.memory_bytes:
+        return
+    if need > info.memory_bytes * 0.9:  # keep headroom for the framework and the OS
+        raise OutOfMemoryError(f"does not fit in {info.memory_bytes / 2**30:.1f} GiB "
+                               f"(estimated {need / 2**30:.1f} GiB)")
+
+
+def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
+    """Measure ``job`` here and now; never raises for a failing workload (Ctrl-C excepted)."""
+    workload = get_workload(job.workload)
+    size = workload.parse_size(job.size)
+    cost = workload.cost(size, job.dtype, job.mode)
+    backend = get_backend(job.device.backend)
+    discovery = discovery or backend.discover()
+    base = dict(workload=job.workload, size=size, device=str(job.device), dtype=job.dtype,
+                mode=job.mode, flops=cost.flops, bytes_moved=cost.bytes_moved)
+    with backend.session(job.device, discovery) as session:
+        try:
+            _guard_memory(job, discovery)
+            return _measure(job, session, base)
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as exc:  # a failing kernel is a result, not a crash
+            status, note = _classify(exc, session)
+            return Measurement(status=status, note=note, **base)
+
+
+def _measure(job: Job, session: Session, base: dict[str, Any]) -> Measurement:
+    workload = get_workload(job.workload)
+    session.memory_reset()
+    prepared = workload.build(job.device.backend, base["size"], job.dtype, job.mode, session)
+    if session.copies:
+        h2d_s, dev_args = _time_copy(session, session.to_device, prepared.host_args)
+    else:
+        h2d_s, dev_args = 0.0, session.to_device(prepared.host_args)
+    fn = prepared.fn
+    timing, out = measure(lambda: fn(*dev_args), session.wait, job.timing,
+                          device_timer=session.device_timer())
+    d2h_s = _time_copy(session, session.to_host, out)[0] if session.copies else 0.0
+    peak, method = session.memory_peak()
+    return Measurement(
+        **base, block_times_s=timing.block_times_s, number_per_block=timing.number_per_block,
+        first_call_s=timing.first_call_s, warmup_calls=timing.warmup_calls,
+        stop_reason=timing.stop_reason, transfer_h2d_s=h2d_s, transfer_d2h_s=d2h_s,
+        transfer_h2d_bytes=_nbytes(prepared.host_args) if session.copies else 0,
+        transfer_d2h_bytes=_nbytes(out) if session.copies else 0,
+        peak_memory_bytes=peak, memory_method=method, items_per_call=prepared.items,
+        device_block_times_s=timing.device_block_times_s,
+        metadata=prepared.details + (("copies", "measured" if session.copies else
+                                      "none: host memory"),),
+    )
+
+

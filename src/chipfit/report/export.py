@@ -1,0 +1,146 @@
+"""JSON and CSV exports of a :class:`~chipfit.results.Run`.
+
+The JSON format carries a schema version; files from a newer chipfit are refused, never
+misread. History of ``SCHEMA_VERSION``:
+
+1. chipfit 0.1: run metadata, discovery, measurements with raw block times.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from chipfit.errors import InvalidInputError, SchemaError
+from chipfit.results import Discovery, Measurement, Run, from_plain
+
+__all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
+           "save_run", "write_csv"]
+
+SCHEMA_VERSION = 1
+FORMAT = "chipfit-run"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "command": run.command,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "interrupted": run.interrupted,
+        "chipfit_version": run.chipfit_version,
+        "machine": dict(run.machine),
+        "settings": dict(run.settings),
+        "discovery": {
+            "devices": [{f.name: _jsonable(getattr(d, f.name)) for f in fields(d)}
+                        for d in run.discovery.devices],
+            "problems": [{"scope": p.scope, "reason": p.reason} for p in run.discovery.problems],
+        },
+        "measurements": [{k: _jsonable(v) for k, v in m.to_dict().items()}
+                         for m in run.measurements],
+    }
+
+
+def run_from_dict(data: Mapping[str, Any], origin: str = "input") -> Run:
+    if data.get("format") != FORMAT:
+        raise InvalidInputError(f"{origin} is not a chipfit results file")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
+                          f"understands ({SCHEMA_VERSION}); upgrade chipfit to read it")
+    return Run(
+        run_id=data["run_id"], command=data.get("command", ""),
+        started_at=data.get("started_at", ""), finished_at=data.get("finished_at", ""),
+        machine=tuple(sorted(data.get("machine", {}).items())),
+        discovery=Discovery.from_dict(data.get("discovery", {})),
+        measurements=tuple(_measurement(m) for m in data.get("measurements", ())),
+        interrupted=bool(data.get("interrupted", False)),
+        chipfit_version=data.get("chipfit_version", ""),
+        settings=tuple(sorted(data.get("settings", {}).items())),
+    )
+
+
+def _measurement(data: Mapping[str, Any]) -> Measurement:
+    clean = {k: v for k, v in data.items() if v is not None or k in ("first_call_s",
+                                                                      "peak_memory_bytes",
+                                                                      "energy_j")}
+    return from_plain(Measurement, clean)
+
+
+def save_run(run: Run, path: str | os.PathLike[str]) -> Path:
+    """Write ``run`` as JSON atomically (a crash mid-write leaves the old file whole)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(run_to_dict(run), fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} is not a chipfit results file")
+    return run_from_dict(data, str(path))
+
+
+CSV_COLUMNS = (
+    "run_id", "workload", "size", "device", "dtype", "mode", "status", "source", "median_s",
+    "ci_low_s", "ci_high_s", "rel_ci", "iqr_s", "samples", "number_per_block", "first_call_s",
+    "transfer_h2d_s", "transfer_d2h_s", "end_to_end_s", "gflops", "gbps", "throughput_per_s",
+    "peak_memory_bytes", "memory_method", "stop_reason", "noisy", "note",
+)
+
+
+def csv_row(run_id: str, m: Measurement) -> dict[str, Any]:
+    lo, hi = m.ci_s
+    return {
+        "run_id": run_id, "workload": m.workload, "size": m.size, "device": m.device,
+        "dtype": m.dtype, "mode": m.mode, "status": m.status, "source": m.source,
+        "median_s": m.median_s, "ci_low_s": lo, "ci_high_s": hi, "rel_ci": m.rel_ci,
+        "iqr_s": m.iqr_s, "samples": len(m.block_times_s), "number_per_block": m.number_per_block,
+        "first_call_s": m.first_call_s, "transfer_h2d_s": m.transfer_h2d_s,
+        "transfer_d2h_s": m.transfer_d2h_s, "end_to_end_s": m.end_to_end_s, "gflops": m.gflops,
+        "gbps": m.gbps, "throughput_per_s": m.throughput, "peak_memory_bytes": m.peak_memory_bytes,
+        "memory_method": m.memory_method, "stop_reason": m.stop_reason, "noisy": m.noisy,
+        "note": m.note,
+    }
+
+
+def write_csv(runs: Iterable[Run], path: str | os.PathLike[str]) -> Path:
+    """One row per measurement with derived statistics (raw samples live in the JSON)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for run in runs:
+            for m in run.measurements:
+                writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                                 for k, v in csv_row(run.run_id, m).items()})
+    return path

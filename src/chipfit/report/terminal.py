@@ -1,0 +1,91 @@
+"""Rich renderables for the terminal. Results never print themselves; these views do."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from rich.table import Table
+from rich.text import Text
+
+from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
+from chipfit.results import Discovery, Measurement, Run
+
+__all__ = ["bench_table", "devices_table", "problems_table", "reference_device"]
+
+
+def devices_table(discovery: Discovery) -> Table:
+    table = Table(title="Devices found (probed on this machine)", title_justify="left")
+    for col in ("id", "kind", "name", "memory", "parallel units", "ISA / details", "versions"):
+        table.add_column(col, overflow="fold")
+    for d in discovery.devices:
+        units = []
+        if d.cores is not None:
+            units.append(f"{d.cores} cores / {d.threads} threads")
+        if d.compute_units is not None:
+            units.append(f"{d.compute_units} compute units")
+        extra = " ".join(d.isa) or ", ".join(f"{k}={v}" for k, v in d.details)
+        table.add_row(d.ref, d.kind, d.name, fmt_bytes(d.memory_bytes), "; ".join(units) or "-",
+                      extra or "-", ", ".join(f"{k} {v}" for k, v in d.versions))
+    return table
+
+
+def problems_table(discovery: Discovery) -> Table:
+    table = Table(title="Not available, and why", title_justify="left")
+    table.add_column("backend / device")
+    table.add_column("reason", overflow="fold")
+    for p in discovery.problems:
+        table.add_row(p.scope, p.reason)
+    return table
+
+
+def reference_device(devices: list[str]) -> str:
+    """The column speed-ups are relative to: torch's CPU at its default threads if present."""
+    for candidate in ("torch:cpu", "jax:cpu:0"):
+        if candidate in devices:
+            return candidate
+    return devices[0]
+
+
+def _cell(m: Measurement | None, ref: Measurement | None) -> Text:
+    if m is None:
+        return Text("-")
+    if not m.ok:
+        return Text(f"{m.status}\n{m.note[:60]}", style="yellow")
+    text = Text(fmt_seconds(m.median_s))
+    rel = m.rel_ci
+    text.append(f" ±{rel * 100:.1f}%" if math.isfinite(rel) else " ±?", style="dim")
+    if m.noisy:
+        text.append(" !", style="bold red")
+    rate = fmt_rate(m.flops / m.median_s, "FLOP/s") if m.flops else "-"
+    text.append(f"\n{rate}")
+    if m.transfer_h2d_s or m.transfer_d2h_s:
+        text.append(f"\ne2e {fmt_seconds(m.end_to_end_s)}", style="cyan")
+    if ref is not None and ref.ok and ref is not m:
+        speedup = ref.median_s / m.median_s
+        text.append(f"\n×{speedup:.2f}", style="green" if speedup > 1 else "red")
+    return text
+
+
+def bench_table(run: Run) -> Table:
+    """Rows workload x size (x dtype, mode); columns devices."""
+    devices = list(OrderedDict.fromkeys(m.device for m in run.measurements))
+    rows: OrderedDict[tuple[str, str, str, str], dict[str, Measurement]] = OrderedDict()
+    for m in run.measurements:
+        rows.setdefault((m.workload, m.size, m.dtype, m.mode), {})[m.device] = m
+    ref_name = reference_device(devices) if devices else ""
+    table = Table(title=f"chipfit bench — measured on this machine (run {run.run_id})",
+                  title_justify="left", show_lines=True,
+                  caption=f"median per call ±95% CI of the median; FLOP/s achieved; "
+                          f"×: speed-up vs {ref_name}; e2e: with host<->device copies; "
+                          "! noisy (IQR >10% or CI target not met). All figures measured.",
+                  caption_justify="left")
+    table.add_column("workload")
+    table.add_column("size")
+    table.add_column("dtype / mode")
+    for d in devices:
+        table.add_column(d + (" (ref)" if d == ref_name else ""), justify="right")
+    for (workload, size, dtype, mode), cells in rows.items():
+        ref = cells.get(ref_name)
+        table.add_row(workload, size, f"{dtype}\n{mode}", *(_cell(cells.get(d), ref) for d in devices))
+    return table

@@ -1,0 +1,240 @@
+"""Outputs: frozen values that every stage passes on and every exporter reads.
+
+Raw samples are the truth: a :class:`Measurement` stores the measured block times, and its
+median, IQR and confidence interval are derived from them on demand. Every value says where
+its numbers came from in ``source`` (``measured``, ``predicted``, ``catalog``, ``estimated``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from chipfit.timing import stats
+
+__all__ = [
+    "SOURCES",
+    "STATUSES",
+    "Cost",
+    "DeviceInfo",
+    "Discovery",
+    "Measurement",
+    "Problem",
+]
+
+SOURCES = ("measured", "predicted", "catalog", "estimated")
+STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
+
+
+def _tupled(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tupled(v) for v in value)
+    return value
+
+
+def from_plain(cls: type, data: Mapping[str, Any]) -> Any:
+    """Build dataclass ``cls`` from a JSON-like mapping, ignoring unknown keys."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: _tupled(v) for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a backend or a device is missing or degraded: kept, never swallowed."""
+
+    scope: str  # "torch", "torch:cuda", "jax:tpu", "cpu:isa", ...
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One processor as discovered on this machine (all figures are ``measured``/probed)."""
+
+    ref: str
+    backend: str
+    platform: str
+    kind: str  # cpu | gpu | tpu | other
+    name: str
+    memory_bytes: int | None = None
+    cores: int | None = None  # CPU physical cores
+    threads: int | None = None  # CPU logical threads
+    compute_units: int | None = None  # GPU multiprocessors / TPU cores
+    isa: tuple[str, ...] = ()
+    versions: tuple[tuple[str, str], ...] = ()
+    details: tuple[tuple[str, str], ...] = ()
+    source: str = "measured"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Every usable device plus the reasons anything else is not usable."""
+
+    devices: tuple[DeviceInfo, ...]
+    problems: tuple[Problem, ...] = ()
+
+    def get(self, ref: str) -> DeviceInfo | None:
+        return next((d for d in self.devices if d.ref == ref), None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Discovery:
+        return cls(
+            tuple(from_plain(DeviceInfo, d) for d in data.get("devices", ())),
+            tuple(from_plain(Problem, p) for p in data.get("problems", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Analytic work of one call: floating-point operations, bytes moved, copies, launches.
+
+    Composes with ``+`` (a model is the sum of its operators) and ``*`` (n calls).
+    """
+
+    flops: float = 0.0
+    bytes_moved: float = 0.0
+    transfer_bytes: float = 0.0
+    kernels: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.flops + other.flops, self.bytes_moved + other.bytes_moved,
+                    self.transfer_bytes + other.transfer_bytes, self.kernels + other.kernels)
+
+    def __mul__(self, times: float) -> Cost:
+        return Cost(self.flops * times, self.bytes_moved * times, self.transfer_bytes * times,
+                    int(round(self.kernels * times)))
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity in FLOP per byte moved (roofline x axis)."""
+        return self.flops / self.bytes_moved if self.bytes_moved else math.inf
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured point. Statistics are properties over ``block_times_s``.
+
+    ``block_times_s[i]`` is the fenced wall time of block ``i``, each block running the
+    workload ``number_per_block`` times; per-call times are block time / number.
+    ``transfer_*`` are separate host<->device copy times per call (0.0 on a CPU, where data
+    never moves). ``status`` other than ``ok`` means no timing (``note`` says why).
+    """
+
+    workload: str
+    size: str
+    device: str
+    dtype: str = "float32"
+    mode: str = "inference"
+    status: str = "ok"
+    note: str = ""
+    block_times_s: tuple[float, ...] = ()
+    number_per_block: int = 1
+    first_call_s: float | None = None
+    warmup_calls: int = 0
+    stop_reason: str = ""
+    transfer_h2d_s: float = 0.0
+    transfer_d2h_s: float = 0.0
+    transfer_h2d_bytes: int = 0
+    transfer_d2h_bytes: int = 0
+    peak_memory_bytes: int | None = None
+    memory_method: str = ""
+    flops: float = 0.0
+    bytes_moved: float = 0.0
+    items_per_call: int = 1
+    device_block_times_s: tuple[float, ...] = ()
+    energy_j: float | None = None
+    energy_source: str = ""
+    clock: str = "perf_counter"
+    metadata: tuple[tuple[str, str], ...] = ()
+    source: str = "measured"
+
+    # ---- statistics over the raw samples -------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and bool(self.block_times_s)
+
+    @property
+    def times_s(self) -> tuple[float, ...]:
+        """Per-call times, one per block."""
+        return tuple(t / self.number_per_block for t in self.block_times_s)
+
+    @property
+    def median_s(self) -> float:
+        return stats.median(self.times_s) if self.ok else math.nan
+
+    @property
+    def iqr_s(self) -> float:
+        times = self.times_s
+        return stats.quantile(times, 0.75) - stats.quantile(times, 0.25) if self.ok else math.nan
+
+    @property
+    def ci_s(self) -> tuple[float, float]:
+        return stats.median_ci(self.times_s) if self.ok else (math.nan, math.nan)
+
+    @property
+    def rel_ci(self) -> float:
+        """Half-width of the 95% CI of the median over the median (0.02 = +-2%)."""
+        return stats.rel_ci_halfwidth(self.times_s) if self.ok else math.nan
+
+    @property
+    def rel_iqr(self) -> float:
+        return stats.rel_iqr(self.times_s) if self.ok else math.nan
+
+    @property
+    def noisy(self) -> bool:
+        """IQR above 10% of the median, or the CI target was not reached."""
+        return self.ok and (self.rel_iqr > 0.10 or self.stop_reason != "ci_target")
+
+    @property
+    def end_to_end_s(self) -> float:
+        """Median compute time plus the host->device and device->host copies."""
+        return self.median_s + self.transfer_h2d_s + self.transfer_d2h_s
+
+    def seconds(self, view: str = "resident") -> float:
+        """Time per call for ``view`` ``resident`` (data already on device) or ``end_to_end``."""
+        return self.end_to_end_s if view == "end_to_end" else self.median_s
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.median_s / 1e9 if self.ok and self.flops else math.nan
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes_moved / self.median_s / 1e9 if self.ok and self.bytes_moved else math.nan
+
+    @property
+    def throughput(self) -> float:
+        """Items (samples) per second, resident."""
+        return self.items_per_call / self.median_s if self.ok else math.nan
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return dict(self.metadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["block_times_s"] = list(self.block_times_s)
+        out["device_block_times_s"] = list(self.device_block_times_s)
+        out["metadata"] = [list(p) for p in self.metadata]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        return from_plain(cls, data)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One invocation of bench or sweep: devices seen, measurements made, and context."""
+
+    run_id: str
+    command: str
+    started_at: str
+    finished_at: str = ""
+    machine: tuple[tuple[str, str], ...] = ()
+    discovery: Discovery = field(default_factory=lambda: Discovery(()))
+    measurements: tuple[Measurement, ...] = ()
+    interrupted: bool = False
+    chipfit_version: str = ""
+    settings: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,129 @@
+"""Inputs: what to measure, where, and how carefully.
+
+Everything here is a frozen dataclass, cheap to build, picklable and free of framework
+imports, so jobs can be sent to subprocesses or Ray workers unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from chipfit.errors import InvalidInputError
+
+__all__ = ["DTYPES", "MODES", "DeviceRef", "Job", "TimingConfig", "parse_dtype"]
+
+DTYPES = ("float32", "bfloat16", "float16")
+MODES = ("inference", "train", "finetune")
+_DTYPE_ALIASES = {
+    "fp32": "float32", "f32": "float32", "float": "float32",
+    "bf16": "bfloat16", "fp16": "float16", "f16": "float16", "half": "float16",
+}
+
+# "torch:cuda:0", "jax:tpu:3", "torch:cpu", "torch:cpu@1t" (the CPU pinned to 1 thread)
+_REF = re.compile(r"^(?P<backend>[a-z_]+):(?P<platform>[a-z_]+)(?::(?P<index>\d+))?(?:@(?P<threads>\d+)t)?$")
+
+
+def parse_dtype(text: str) -> str:
+    """Return the canonical dtype name for ``text`` (``bf16`` -> ``bfloat16``)."""
+    name = _DTYPE_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if name not in DTYPES:
+        from chipfit.errors import UnknownNameError
+
+        raise UnknownNameError("dtype", text, DTYPES + tuple(_DTYPE_ALIASES))
+    return name
+
+
+@dataclass(frozen=True, order=True)
+class DeviceRef:
+    """A processor as a framework sees it, printed as ``backend:platform[:index][@Nt]``.
+
+    ``threads`` pins a CPU's intra-op thread count (the seeds' serial-vs-parallel point);
+    ``None`` means the framework's default (all physical cores).
+    """
+
+    backend: str
+    platform: str
+    index: int | None = None
+    threads: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DeviceRef:
+        match = _REF.match(text.strip().lower())
+        if not match:
+            raise InvalidInputError(
+                f"malformed device {text!r}: expected backend:platform[:index], "
+                "for example torch:cpu, torch:cuda:0, jax:tpu:0 or torch:cpu@1t"
+            )
+        index = match["index"]
+        threads = match["threads"]
+        return cls(
+            match["backend"], match["platform"],
+            int(index) if index is not None else None,
+            int(threads) if threads is not None else None,
+        )
+
+    def __str__(self) -> str:
+        text = f"{self.backend}:{self.platform}"
+        if self.index is not None:
+            text += f":{self.index}"
+        if self.threads is not None:
+            text += f"@{self.threads}t"
+        return text
+
+    @property
+    def base(self) -> DeviceRef:
+        """The same device without a thread pin."""
+        return replace(self, threads=None)
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.platform == "cpu"
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long and how carefully to time one (workload, size, device) point.
+
+    The timer stops at the first of: the 95% confidence interval of the median is within
+    ``target_rel_ci`` of it (after ``min_samples``), ``budget_s`` of timing has elapsed, or
+    ``max_samples`` blocks were taken.
+    """
+
+    warmup_s: float = 0.05
+    warmup_min_calls: int = 2
+    min_block_s: float = 0.005
+    min_samples: int = 7
+    max_samples: int = 500
+    target_rel_ci: float = 0.02
+    budget_s: float = 3.0
+    noisy_rel_iqr: float = 0.10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_rel_ci < 1:
+            raise InvalidInputError("target_rel_ci must be between 0 and 1, e.g. 0.02 for +-2%")
+        if self.min_samples < 3 or self.max_samples < self.min_samples:
+            raise InvalidInputError("need 3 <= min_samples <= max_samples")
+        if self.budget_s <= 0 or self.min_block_s <= 0:
+            raise InvalidInputError("budget_s and min_block_s must be positive")
+
+    @classmethod
+    def quick(cls) -> TimingConfig:
+        return cls(warmup_s=0.02, min_block_s=0.004, min_samples=5, target_rel_ci=0.05,
+                   budget_s=0.8)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point to measure: a workload at one size, dtype and mode on one device."""
+
+    workload: str
+    size: str
+    device: DeviceRef
+    dtype: str = "float32"
+    mode: str = "inference"
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.workload, self.size, str(self.device), self.dtype, self.mode)

@@ -1,0 +1,107 @@
+"""The workload seam: a name, a size axis, an analytic cost, and one builder per backend.
+
+A builder turns (size, dtype, mode) into a :class:`Prepared`: host-side inputs plus a
+function that runs one call on inputs already resident on the device. The runner copies the
+inputs (timing the copy apart), then times ``fn(*device_args)``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chipfit.errors import InvalidInputError, UnsupportedError
+from chipfit.results import Cost
+
+__all__ = ["Prepared", "Workload", "parse_count"]
+
+_SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def parse_count(text: str, what: str = "size") -> int:
+    """Parse ``4096``, ``2^20``, ``64k``, ``16Mi`` into a positive int."""
+    raw = str(text).strip().lower().replace("_", "")
+    try:
+        if "^" in raw:
+            base, exp = raw.split("^", 1)
+            value = int(base) ** int(exp)
+        else:
+            digits = raw.rstrip("kmgi")
+            suffix = raw[len(digits):]
+            value = int(digits) * (_SUFFIX[suffix] if suffix else 1)
+    except (ValueError, KeyError):
+        raise InvalidInputError(f"malformed {what} {text!r}: use a positive integer such as "
+                                "4096, 2^20, 64k or 16Mi") from None
+    if value <= 0:
+        raise InvalidInputError(f"{what} must be positive, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A workload ready to run: ``fn(*device_args)`` performs one call."""
+
+    fn: Callable[..., Any]
+    host_args: tuple[Any, ...]
+    items: int = 1
+    details: tuple[tuple[str, str], ...] = field(default=())
+
+
+class Workload(abc.ABC):
+    """A family member chipfit can build on any backend that has a builder for it."""
+
+    name: str = ""
+    family: str = ""
+    axis: str = "n"  # what the size means: n (matrix side), elements, batch
+    description: str = ""
+    modes: tuple[str, ...] = ("inference",)
+    default_sizes: tuple[str, ...] = ()
+    quick_sizes: tuple[str, ...] = ()
+
+    def sizes(self, quick: bool = False) -> list[str]:
+        return list(self.quick_sizes if quick else self.default_sizes)
+
+    def parse_size(self, text: str) -> str:
+        """Validate ``text`` and return the canonical size label."""
+        return str(parse_count(text, f"{self.name} {self.axis}"))
+
+    def size_value(self, size: str) -> float:
+        """The numeric position of ``size`` on the axis (for ladders and plots)."""
+        return float(parse_count(size))
+
+    def ladder(self, start: float, stop: float, points: int | None = None) -> list[str]:
+        """A geometric ladder of sizes from ``start`` to ``stop`` (powers of two by default)."""
+        from chipfit.sweep import geometric_ladder
+
+        return [str(v) for v in geometric_ladder(int(start), int(stop), points)]
+
+    @abc.abstractmethod
+    def cost(self, size: str, dtype: str, mode: str = "inference") -> Cost:
+        """Analytic FLOPs, bytes moved and host<->device bytes of one call."""
+
+    def memory_estimate(self, size: str, dtype: str, mode: str = "inference") -> int | None:
+        """Bytes the run needs on the device, for the memory guard (None: unknown)."""
+        return None
+
+    def backends(self) -> Sequence[str]:
+        return tuple(name[len("_build_"):] for name in dir(self) if name.startswith("_build_"))
+
+    def build(self, backend: str, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        if mode not in self.modes:
+            raise UnsupportedError(f"{self.name} has no {mode!r} mode (modes: {', '.join(self.modes)})")
+        builder = getattr(self, f"_build_{backend}", None)
+        if builder is None:
+            raise UnsupportedError(f"{self.name} has no {backend} implementation")
+        return builder(size, dtype, mode, session)
+
+
+def itemsize(dtype: str) -> int:
+    return {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}[dtype]
+
+
+def torch_dtype(dtype: str) -> Any:
+    import torch
+
+    return getattr(torch, dtype)
