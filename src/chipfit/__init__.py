@@ -46,8 +46,8 @@ def measure(workload: str, size: Any, device: Any = "torch:cpu", **kwargs: Any) 
 
 
 def bench(workloads: Any = ("matmul", "elementwise"), devices: Any = None, **kwargs: Any) -> Run:
-    """Run a suite, like ``chipfit bench``; see :func:`chipfit.bench.bench`."""
-    from chipfit.bench import bench as _bench
+    """Run a suite, like ``chipfit bench``; see :func:`chipfit.runner.bench`."""
+    from chipfit.runner import bench as _bench
 
     return _bench(workloads, devices, **kwargs)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chipfit.bench import bench
-from chipfit.discover import discover
+from chipfit.runner import bench
+from chipfit.discovery import discover
 from chipfit.errors import InvalidInputError
 from chipfit.results import Measurement
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -15,7 +15,7 @@ def measure(workload: str, size: str | int, device: str | DeviceRef = "torch:cpu
             dtype: str = "float32", mode: str | None = None,
             timing: TimingConfig | None = None) -> Measurement:
     """Measure one workload at one size on one device (``chipfit bench`` for a single point)."""
-    from chipfit.discover import resolve_devices
+    from chipfit.discovery import resolve_devices
     from chipfit.execute.inline import run_job
     from chipfit.workloads import get_workload
 

@@ -41,7 +41,7 @@ def timing_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.bench import bench
+    from chipfit.runner import bench
     from chipfit.report.terminal import bench_table
 
     timing = timing_from_args(args)

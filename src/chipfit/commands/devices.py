@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.discover import discover
+    from chipfit.discovery import discover
     from chipfit.report.terminal import devices_table, problems_table
 
     found = discover()

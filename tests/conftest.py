@@ -1,0 +1,36 @@
+"""Shared fixtures: an isolated chipfit data directory and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("chipfit-home")
+    monkeypatch.setenv("CHIPFIT_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m chipfit ARGS`` as a user would, capturing output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("COLUMNS", "200")
+    proc = subprocess.run([sys.executable, "-m", "chipfit", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"chipfit {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,27 @@
+"""The public surface is explicit, sorted, importable, and cheap to import."""
+
+import subprocess
+import sys
+
+import chipfit
+
+
+def test_all_is_sorted_and_complete():
+    assert list(chipfit.__all__) == sorted(chipfit.__all__)
+    for name in chipfit.__all__:
+        assert hasattr(chipfit, name), name
+
+
+def test_import_chipfit_imports_no_heavy_framework():
+    code = ("import sys, chipfit, chipfit.cli; "
+            "print(','.join(m for m in ('torch','jax','ray','matplotlib','transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_help_imports_no_heavy_framework():
+    code = ("import sys\nfrom chipfit.cli import build_parser\nbuild_parser()\n"
+            "print(','.join(m for m in ('torch','jax','ray','matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
