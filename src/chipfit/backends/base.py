@@ -53,6 +53,12 @@ class Session(abc.ABC):
         """Device-side event clock, where the device has one."""
         return None
 
+    def energy_meter(self) -> Any:
+        """A cumulative energy counter for this device (or a MeterUnavailable saying why)."""
+        from chipfit.hardware.energy import MeterUnavailable
+
+        return MeterUnavailable(f"no energy counter for {self.ref}")
+
     def is_oom(self, exc: BaseException) -> bool:
         """Whether ``exc`` is this framework's out-of-memory error."""
         return isinstance(exc, MemoryError)

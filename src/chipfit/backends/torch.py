@@ -64,6 +64,11 @@ class _CpuSession(Session):
         top = max(now, maxrss if maxrss > self._base_maxrss else 0)
         return max(0, top - self._base_rss), "rss-growth"
 
+    def energy_meter(self) -> Any:
+        from chipfit.hardware.energy import open_meter
+
+        return open_meter("cpu")
+
     def is_oom(self, exc: BaseException) -> bool:
         text = str(exc).lower()
         return isinstance(exc, MemoryError) or "can't allocate memory" in text or (
@@ -137,6 +142,13 @@ class _AcceleratorSession(Session):
 
     def device_timer(self) -> _EventTimer | None:
         return _EventTimer(self._torch, self.handle) if self.handle.type != "xla" else None
+
+    def energy_meter(self) -> Any:
+        from chipfit.hardware.energy import MeterUnavailable, open_meter
+
+        if self.handle.type != "cuda" or getattr(self._torch.version, "hip", None):
+            return MeterUnavailable(f"no energy counter for {self.handle.type} devices")
+        return open_meter("gpu", self.handle.index or 0)
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, self._torch.OutOfMemoryError) or "out of memory" in str(exc).lower()

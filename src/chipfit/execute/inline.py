@@ -16,7 +16,8 @@ from chipfit.errors import OutOfMemoryError, UnsupportedError, UsageError
 from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job
 from chipfit.timing import stats
-from chipfit.timing.timer import measure
+from chipfit.hardware.energy import MeterUnavailable
+from chipfit.timing.timer import TimerResult, measure
 from chipfit.workloads import get_workload
 
 __all__ = ["run_job"]
@@ -72,6 +73,14 @@ def _guard_memory(job: Job, discovery: Discovery) -> None:
                                f"(estimated {need / 2**30:.1f} GiB)")
 
 
+def _energy_per_call(meter: Any, start_j: float | None, timing: TimerResult) -> tuple[float | None, str]:
+    """Joules per call over the whole timed window (first call, warm-up and blocks)."""
+    if start_j is None:
+        return None, f"unavailable: {meter.reason}"
+    calls = 1 + timing.warmup_calls + timing.number_per_block * len(timing.block_times_s)
+    return (meter.read_j() - start_j) / calls, f"measured: {meter.name} (device-wide counter)"
+
+
 def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
     """Measure ``job`` here and now; never raises for a failing workload (Ctrl-C excepted)."""
     workload = get_workload(job.workload)
@@ -101,8 +110,11 @@ def _measure(job: Job, session: Session, base: dict[str, Any]) -> Measurement:
     else:
         h2d_s, dev_args = 0.0, session.to_device(prepared.host_args)
     fn = prepared.fn
+    meter = session.energy_meter()
+    start_j = meter.read_j() if not isinstance(meter, MeterUnavailable) else None
     timing, out = measure(lambda: fn(*dev_args), session.wait, job.timing,
                           device_timer=session.device_timer())
+    energy_j, energy_source = _energy_per_call(meter, start_j, timing)
     d2h_s = _time_copy(session, session.to_host, out)[0] if session.copies else 0.0
     peak, method = session.memory_peak()
     return Measurement(
@@ -113,6 +125,7 @@ def _measure(job: Job, session: Session, base: dict[str, Any]) -> Measurement:
         transfer_d2h_bytes=_nbytes(out) if session.copies else 0,
         peak_memory_bytes=peak, memory_method=method, items_per_call=prepared.items,
         device_block_times_s=timing.device_block_times_s,
+        energy_j=energy_j, energy_source=energy_source,
         metadata=prepared.details + (("copies", "measured" if session.copies else
                                       "none: host memory"),),
     )

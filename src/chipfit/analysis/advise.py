@@ -1,0 +1,93 @@
+"""Rank processors for one model under an objective and constraints; attach the reasons.
+
+Pure: it takes :class:`Evidence` (measured and predicted options) and returns a
+:class:`Recommendation`. The numbers decide the ranking; the rules in
+:mod:`chipfit.analysis.rules` explain it and flag caveats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from chipfit.analysis.evidence import Evidence, Option, Reason, Recommendation
+from chipfit.analysis.rules import evaluate
+from chipfit.errors import UnknownNameError
+
+__all__ = ["OBJECTIVES", "recommend"]
+
+
+def _energy_key(o: Option) -> float:
+    return o.joules_per_item if o.joules_per_item is not None else math.inf
+
+
+def _cost_key(o: Option) -> float:
+    value = o.usd_per_million
+    return value if value is not None else math.inf
+
+
+OBJECTIVES: dict[str, Callable[[Option], float]] = {
+    "latency": lambda o: o.latency_s,
+    "throughput": lambda o: -o.throughput,
+    "cost": _cost_key,
+    "energy": _energy_key,
+}
+
+
+def _excluded(o: Option, ev: Evidence, max_latency: float | None,
+              budget: float | None) -> str | None:
+    if not o.fits:
+        need, have = (o.memory_need_bytes or 0) / 2**30, (o.memory_have_bytes or 0) / 2**30
+        return f"does not fit: needs {need:.1f} GiB, has {have:.1f} GiB"
+    if max_latency is not None and o.latency_s > max_latency:
+        return f"latency {o.latency_s * 1e3:.3g} ms exceeds --max-latency {max_latency * 1e3:.3g} ms"
+    if budget is not None:
+        spend = _spend(o, ev)
+        if spend is None:
+            return "no price known, so the budget cannot be checked"
+        if spend > budget:
+            return f"costs ${spend:,.2f}, over the ${budget:,.2f} budget"
+    return None
+
+
+def _spend(o: Option, ev: Evidence) -> float | None:
+    """Dollars for the training run (with a training plan) or per 1M inferences."""
+    if o.price_usd_hr is None:
+        return None
+    if ev.train_samples is not None:
+        seconds = o.train_time_s(ev.train_samples, ev.epochs)
+        return None if seconds is None else o.price_usd_hr * seconds / 3600
+    return o.usd_per_million
+
+
+def recommend(ev: Evidence, objective: str = "latency", *, max_latency: float | None = None,
+              budget: float | None = None) -> Recommendation:
+    """Rank ``ev.options`` by ``objective`` among those meeting the constraints."""
+    if objective not in OBJECTIVES:
+        raise UnknownNameError("objective", objective, OBJECTIVES)
+    key = OBJECTIVES[objective]
+    excluded, eligible = [], []
+    for option in ev.options:
+        why = _excluded(option, ev, max_latency, budget)
+        if why:
+            excluded.append((option.device, why))
+        else:
+            eligible.append(option)
+    if ev.train_samples is not None and objective in ("latency", "throughput"):
+        key = _train_key(ev)
+    ranked = tuple(sorted(eligible, key=lambda o: (key(o), o.device)))
+    ranked = tuple(o for o in ranked if math.isfinite(key(o))) + tuple(
+        o for o in ranked if not math.isfinite(key(o)))
+    reasons: tuple[Reason, ...] = evaluate(ev)
+    return Recommendation(ranked[0] if ranked else None, objective, ranked, reasons,
+                          tuple(excluded))
+
+
+def _train_key(ev: Evidence) -> Callable[[Option], float]:
+    """With a training plan, speed means time to train."""
+
+    def key(o: Option) -> float:
+        seconds = o.train_time_s(ev.train_samples or 0, ev.epochs)
+        return seconds if seconds is not None else math.inf
+
+    return key

@@ -1,0 +1,341 @@
+"""Bring your own model, safely.
+
+Accepted, in order of safety:
+
+- a built-in workload name (``resnet50``);
+- a torch.export program (``.pt2``, ``torch.export.save``);
+- a TorchScript archive (``torch.jit.save``);
+- a Python factory ``package.module:function`` (or ``path/to/file.py:function``) returning a
+  module, or ``(module, example_inputs)``; optionally with a safetensors state dict to load;
+- a full pickle (the seeds' ``torch.save(model)`` then ``torch.load``) **only** with
+  ``trust_pickle=True``: unpickling runs whatever code the file names.
+
+Any other ``.pt``/``.pth`` file is opened with ``torch.load(weights_only=True)``, whose
+restricted unpickler refuses to call arbitrary code; a file that needs more is refused with
+an explanation. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chipfit.errors import InvalidInputError, UnsafeFileError, UnsupportedError
+from chipfit.results import Cost
+from chipfit.workloads.base import Prepared, Workload
+
+__all__ = ["InputSpec", "UserModel", "UserWorkload", "load_model", "parse_input"]
+
+_INPUT = re.compile(r"^(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>[a-z0-9]+))?$")
+_INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
+PICKLE_RISK = (
+    "{path} is a full pickle (the torch.save(model) pattern); loading it runs whatever code "
+    "the file names, so chipfit refuses it by default. Save the model with torch.jit.save or "
+    "torch.export.save, or pass a factory plus a safetensors state dict; re-run with "
+    "--trust-pickle only if you trust where the file came from"
+)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: shape with the batch first, and dtype (``1x3x224x224:float32``)."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def __str__(self) -> str:
+        return "x".join(map(str, self.shape)) + f":{self.dtype}"
+
+    def make(self, batch: int, seed: int = 0) -> Any:
+        import torch
+
+        shape = (batch, *self.shape[1:])
+        gen = torch.Generator().manual_seed(seed)
+        if self.dtype in ("int64", "int32"):
+            return torch.randint(0, 100, shape, generator=gen, dtype=getattr(torch, self.dtype))
+        if self.dtype == "bool":
+            return torch.ones(shape, dtype=torch.bool)
+        return torch.randn(shape, generator=gen).to(getattr(torch, self.dtype))
+
+
+def parse_input(text: str) -> InputSpec:
+    match = _INPUT.match(text.strip().lower())
+    if not match:
+        raise InvalidInputError(f"malformed --input {text!r}: use SHAPE[:DTYPE] with the batch "
+                                "first, e.g. 1x3x224x224:float32 or 1x128:int64")
+    dtype = match["dtype"] or "float32"
+    if dtype not in _INPUT_DTYPES:
+        from chipfit.errors import UnknownNameError
+
+        raise UnknownNameError("input dtype", dtype, _INPUT_DTYPES)
+    return InputSpec(tuple(int(d) for d in match["shape"].split("x")), dtype)
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A loaded model: the module, example input specs, and where it came from."""
+
+    name: str
+    module: Any
+    inputs: tuple[InputSpec, ...]
+    origin: str  # export | torchscript | factory | pickle | module
+    static_batch: int | None = None  # exported programs without a dynamic batch dimension
+    reload: Callable[[], Any] | None = None  # a fresh copy (deepcopy breaks TorchScript params)
+
+    def fresh(self) -> Any:
+        """An independent copy of the module, safe to move and train."""
+        return self.reload() if self.reload is not None else copy.deepcopy(self.module)
+
+
+def _load_factory(spec: str) -> Any:
+    target, _, func = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.exists():
+            raise InvalidInputError(f"factory file {target} does not exist")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
+        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise InvalidInputError(f"cannot import factory module {target!r}: {exc}") from None
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise InvalidInputError(f"{target} has no callable {func!r}")
+    return fn()
+
+
+def _tensor_specs(values: Any) -> tuple[InputSpec, ...]:
+    values = values if isinstance(values, (tuple, list)) else (values,)
+    return tuple(InputSpec(tuple(v.shape), str(v.dtype).removeprefix("torch.")) for v in values)
+
+
+def _from_factory(spec: str, weights: str | None) -> tuple[Any, tuple[InputSpec, ...]]:
+    made = _load_factory(spec)
+    module, inputs = (made if isinstance(made, tuple) else (made, None))
+    if not hasattr(module, "parameters"):
+        raise InvalidInputError(f"factory {spec} returned {type(module).__name__}, not a torch module")
+    if weights:
+        from safetensors.torch import load_file
+
+        state = load_file(weights)
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise InvalidInputError(f"{weights} does not match the factory's model: missing "
+                                    f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    return module, (_tensor_specs(inputs) if inputs is not None else ())
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except zipfile.BadZipFile:
+        return []
+
+
+def _load_file(path: Path, trust_pickle: bool) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+    import torch
+
+    names = _zip_names(path)
+    if any(n.endswith("models/model.json") or n.endswith("archive_format") for n in names):
+        program = torch.export.load(str(path))
+        return _exported(program)
+    if any("/code/" in n for n in names):
+        return torch.jit.load(str(path), map_location="cpu"), (), "torchscript", None
+    try:
+        value = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the restricted unpickler refused: a full pickle
+        if not trust_pickle:
+            raise UnsafeFileError(PICKLE_RISK.format(path=path)) from None
+        value = torch.load(str(path), map_location="cpu", weights_only=False)
+        if not hasattr(value, "parameters"):
+            raise InvalidInputError(f"{path} holds a {type(value).__name__}, not a module") from exc
+        return value, (), "pickle", None
+    raise InvalidInputError(f"{path} holds only weights ({type(value).__name__}); give the "
+                            "model's code as --factory package.module:function with --weights")
+
+
+def _exported(program: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+    import torch
+
+    class _Exported(torch.nn.Module):
+        """An exported graph; its module refuses train()/eval(), which are moot for it."""
+
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def train(self, mode: bool = True) -> _Exported:
+            self.training = mode
+            return self
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(*args)
+
+    inputs: tuple[InputSpec, ...] = ()
+    static = None
+    example = getattr(program, "example_inputs", None)
+    if example:
+        args = example[0]
+        inputs = _tensor_specs(args)
+        first = args[0] if args else None
+        if first is not None and all(isinstance(d, int) for d in first.shape):
+            static = int(first.shape[0]) if first.dim() else None
+    return _Exported(program.module()), inputs, "export", static
+
+
+def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None = None,
+               trust_pickle: bool = False, name: str | None = None) -> UserModel:
+    """Load a user model from ``spec`` (a file or ``module:function``), safely by default."""
+    parsed = tuple(parse_input(t) for t in inputs)
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".pt2", ".ts", ".bin", ".pkl", ".zip") or path.exists():
+        if not path.exists():
+            raise InvalidInputError(f"model file {spec} does not exist")
+        if weights:
+            raise InvalidInputError("--weights goes with --factory, not with a model file")
+        module, found, origin, static = _load_file(path, trust_pickle)
+        reload = (lambda: _load_file(path, trust_pickle)[0])
+    elif ":" in spec:
+        module, found = _from_factory(spec, weights)
+        origin, static = "factory", None
+        reload = (lambda: _from_factory(spec, weights)[0])
+    else:
+        raise InvalidInputError(f"{spec!r} is neither a model file nor a module:function factory")
+    specs = parsed or found
+    if not specs:
+        raise InvalidInputError(f"{spec}: say what the model takes, e.g. --input 1x3x224x224:float32")
+    return UserModel(name or (path.stem if origin != "factory" else spec.rpartition(":")[2]),
+                     module, specs, origin, static, reload)
+
+
+def expected_inputs(module: Any) -> str:
+    """Words for what the first layer of ``module`` expects, for wrong-shape errors."""
+    for _, layer in module.named_modules():
+        kind = getattr(layer, "original_name", type(layer).__name__)
+        if kind in ("Conv1d", "Conv2d", "Conv3d") and hasattr(layer, "in_channels"):
+            return f"{layer.in_channels} input channels ({kind}: batch x channels x spatial dims)"
+        if kind == "Linear" and hasattr(layer, "in_features"):
+            return f"a last dimension of {layer.in_features} features (Linear)"
+        if kind in ("LSTM", "GRU", "RNN") and hasattr(layer, "input_size"):
+            return f"{layer.input_size} features per step ({kind})"
+        if kind == "Embedding" and hasattr(layer, "num_embeddings"):
+            return f"integer token ids below {layer.num_embeddings} (Embedding)"
+        weight = getattr(layer, "weight", None)
+        if kind in ("Conv2d", "Linear") and weight is not None:  # TorchScript keeps no attrs
+            dims = tuple(weight.shape)
+            return (f"{dims[1]} input channels ({kind})" if kind == "Conv2d"
+                    else f"a last dimension of {dims[1]} features (Linear)")
+    return "an input shape it accepts (its first layer could not be inspected)"
+
+
+def check_inputs(model: UserModel, batch: int = 1) -> None:
+    """Run one inference on the CPU; a shape mismatch becomes a clear usage error."""
+    import torch
+
+    args = [s.make(model.static_batch or batch) for s in model.inputs]
+    try:
+        with torch.inference_mode():
+            model.module.eval()
+            model.module(*args)
+    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
+        given = ", ".join(str(s) for s in model.inputs)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
+                                f"{expected_inputs(model.module)} ({first})") from None
+
+
+def _loss(out: Any) -> Any:
+    value = out
+    while isinstance(value, (tuple, list)):
+        value = value[0]
+    if isinstance(value, dict):
+        value = next(iter(value.values()))
+    if hasattr(value, "logits"):
+        value = value.logits
+    return value.float().pow(2).mean()
+
+
+def _head_prefix(module: Any) -> tuple[str, ...]:
+    """The last child holding parameters: the part transfer learning retrains."""
+    owners = [name for name, child in module.named_children() if any(True for _ in child.parameters())]
+    if owners:
+        return (owners[-1],)
+    names = [n for n, _ in module.named_parameters()]
+    return (names[-1].rsplit(".", 1)[0],) if names else ()
+
+
+class UserWorkload(Workload):
+    """A user's model as a workload: batch is the size axis."""
+
+    family = "user"
+    axis = "batch"
+    modes = ("inference", "train", "finetune")
+    default_sizes = ("1", "2", "4", "8", "16", "32")
+    quick_sizes = ("1", "8")
+
+    def __init__(self, model: UserModel) -> None:
+        self.model = model
+        self.name = model.name
+        self.description = f"user model ({model.origin}): inputs {', '.join(map(str, model.inputs))}"
+        if model.static_batch:
+            self.default_sizes = self.quick_sizes = (str(model.static_batch),)
+        self._costs: dict[tuple[str, str, str], Cost] = {}
+
+    def parse_size(self, text: str) -> str:
+        size = super().parse_size(text)
+        if self.model.static_batch and int(size) != self.model.static_batch:
+            raise InvalidInputError(f"{self.name} was exported for batch {self.model.static_batch} "
+                                    "only; re-export it with a dynamic batch dimension")
+        return size
+
+    def _inputs(self, batch: int) -> tuple[Any, ...]:
+        return tuple(s.make(batch, seed=i) for i, s in enumerate(self.model.inputs))
+
+    def cost(self, size: str, dtype: str, mode: str = "inference") -> Cost:
+        key = (size, dtype, mode)
+        if key not in self._costs:
+            self._costs[key] = self._count(int(size), mode)
+        return self._costs[key]
+
+    def _count(self, batch: int, mode: str) -> Cost:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        module = self.model.fresh().eval()
+        args = self._inputs(batch)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            module(*args)
+        forward = float(counter.get_total_flops())
+        flops = forward if mode == "inference" else 3 * forward  # backward ~ 2x forward
+        param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+        input_bytes = sum(a.numel() * a.element_size() for a in args)
+        return Cost(flops=flops, bytes_moved=float(param_bytes + input_bytes),
+                    transfer_bytes=float(input_bytes), kernels=0)
+
+    def memory_estimate(self, size: str, dtype: str, mode: str = "inference") -> int:
+        params = sum(p.numel() * 4 for p in self.model.module.parameters())
+        inputs = sum(a.numel() * a.element_size() for a in self._inputs(int(size)))
+        # weights (+ gradients + SGD momentum when training) and a generous activation allowance
+        return params * (1 if mode == "inference" else 3) + inputs * 64
+
+    def _build_torch(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        from chipfit.workloads.training import prepared, torch_model_call
+
+        if self.model.origin == "export" and mode != "inference":
+            raise UnsupportedError("exported programs are inference graphs; train a module or "
+                                   "TorchScript model instead")
+        module = self.model.fresh()
+        fn = torch_model_call(module, mode, dtype, session.handle, _loss, _head_prefix(module))
+        return prepared(fn, self._inputs(int(size)), module, int(size), mode)
