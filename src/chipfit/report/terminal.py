@@ -57,7 +57,11 @@ def _cell(m: Measurement | None, ref: Measurement | None) -> Text:
     text.append(f" ±{rel * 100:.1f}%" if math.isfinite(rel) else " ±?", style="dim")
     if m.noisy:
         text.append(" !", style="bold red")
-    rate = fmt_rate(m.flops / m.median_s, "FLOP/s") if m.flops else "-"
+    # Show the roof that binds: FLOP/s for arithmetic-heavy work, GB/s for streaming work.
+    if m.bytes_moved and m.flops / m.bytes_moved < 1:
+        rate = fmt_rate(m.bytes_moved / m.median_s, "B/s")
+    else:
+        rate = fmt_rate(m.flops / m.median_s, "FLOP/s") if m.flops else "-"
     text.append(f"\n{rate}")
     if m.transfer_h2d_s or m.transfer_d2h_s:
         text.append(f"\ne2e {fmt_seconds(m.end_to_end_s)}", style="cyan")
@@ -76,7 +80,7 @@ def bench_table(run: Run) -> Table:
     ref_name = reference_device(devices) if devices else ""
     table = Table(title=f"chipfit bench — measured on this machine (run {run.run_id})",
                   title_justify="left", show_lines=True,
-                  caption=f"median per call ±95% CI of the median; FLOP/s achieved; "
+                  caption=f"median per call ±95% CI of the median; FLOP/s (or B/s when memory-bound) achieved; "
                           f"×: speed-up vs {ref_name}; e2e: with host<->device copies; "
                           "! noisy (IQR >10% or CI target not met). All figures measured.",
                   caption_justify="left")
