@@ -27,7 +27,7 @@ __all__ = sorted([
     "BackendUnavailableError", "ChipfitError", "Cost", "DeviceInfo", "DeviceRef", "Discovery",
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
-    "UsageError", "__version__", "bench", "discover", "load_run", "measure",
+    "UsageError", "__version__", "advise", "bench", "discover", "load_run", "measure",
 ])
 
 
@@ -57,3 +57,10 @@ def load_run(path: Any) -> Run:
     from chipfit.report.export import load_run as _load
 
     return _load(path)
+
+
+def advise(model: Any, example_inputs: Any = None, **kwargs: Any) -> Any:
+    """Which processor should run ``model``, and why; see :func:`chipfit.advisor.advise`."""
+    from chipfit.advisor import advise as _advise
+
+    return _advise(model, example_inputs, **kwargs)

@@ -50,6 +50,9 @@ def below_crossover(ev: Evidence) -> Reason | None:
     items = [("batch", str(ev.batch)), ("cpu", f"{cpu.device} {cpu.latency_s:.3g} s "
                                                f"({cpu.latency_source})")]
     items += [(f"crossover vs {a}", f"batch {x:.3g}") for a, x in known]
+    never = [a for c, a, x in ev.crossover_batch if c == cpu.device and x is None]
+    if never:
+        items.append(("no crossover in the batches measured", ", ".join(never[:6])))
     return Reason("below-crossover", "cpu", tuple(items), cpu.latency_source,
                   f"{SEED_003}: small tasks lose to transfer and launch time on a GPU")
 

@@ -42,27 +42,30 @@ def reason_text(reason: Reason) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.2f}"
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.3g}"
 
 
 def _joules(o: Option) -> str:
     if o.joules_per_item is None:
         return "-"
-    return f"{o.joules_per_item:.3g} J ({o.energy_source.split(':')[0]})"
+    return f"{o.joules_per_item:.3g}" + (" meas." if o.energy_source == "measured" else " est.")
 
 
 def options_table(rec: Recommendation, train: tuple[int, float] | None = None) -> Table:
-    table = Table(title=f"Processors ranked by {rec.objective}", title_justify="left")
-    for col in ("#", "device", "kind", "batch", "latency / batch", "throughput", "$ per 1M",
-                "J / sample", "bound"):
-        table.add_column(col, justify="right" if col not in ("device", "kind", "bound") else "left")
+    table = Table(title=f"Processors ranked by {rec.objective}", title_justify="left",
+                  caption="source: measured here, or predicted from the catalog; $ (catalog price "
+                  "x time) and J are estimated unless marked meas.", caption_justify="left")
+    for col in ("#", "device", "kind", "source", "batch", "latency", "samples/s", "$ per 1M",
+                "J/sample", "bound"):
+        table.add_column(col, justify="right" if col not in ("device", "kind", "bound", "source")
+                         else "left")
     if train:
         table.add_column("time to train", justify="right")
     for i, o in enumerate(rec.ranked, 1):
-        row = [str(i), o.device + ("" if o.present else " (catalog)"), o.kind, str(o.batch),
-               f"{fmt_seconds(o.latency_s)} ({o.latency_source})",
-               f"{o.throughput:,.1f}/s ({o.latency_source})",
-               _money(o.usd_per_million) + (" (estimated)" if o.usd_per_million else ""),
+        row = [str(i), o.device, o.kind, o.latency_source, str(o.batch),
+               fmt_seconds(o.latency_s), f"{o.throughput:,.0f}", _money(o.usd_per_million),
                _joules(o), o.bound or "-"]
         if train:
             seconds = o.train_time_s(*train)

@@ -211,7 +211,11 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
         origin, static = "factory", None
         reload = (lambda: _from_factory(spec, weights)[0])
     else:
-        raise InvalidInputError(f"{spec!r} is neither a model file nor a module:function factory")
+        from chipfit.errors import UnknownNameError
+        from chipfit.workloads import all_workloads
+
+        raise UnknownNameError("workload (or model file / module:function)", spec,
+                               [w.name for w in all_workloads()])
     specs = parsed or found
     if not specs:
         raise InvalidInputError(f"{spec}: say what the model takes, e.g. --input 1x3x224x224:float32")
@@ -239,6 +243,15 @@ def expected_inputs(module: Any) -> str:
     return "an input shape it accepts (its first layer could not be inspected)"
 
 
+def _last_error_line(exc: BaseException) -> str:
+    """The informative line of an error (TorchScript puts the real one last)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    errors = [line for line in lines if "Error" in line or "shape" in line]
+    return (errors[-1] if errors else lines[-1])[:200]
+
+
 def check_inputs(model: UserModel, batch: int = 1) -> None:
     """Run one inference on the CPU; a shape mismatch becomes a clear usage error."""
     import torch
@@ -250,7 +263,7 @@ def check_inputs(model: UserModel, batch: int = 1) -> None:
             model.module(*args)
     except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
         given = ", ".join(str(s) for s in model.inputs)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = _last_error_line(exc)
         raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
                                 f"{expected_inputs(model.module)} ({first})") from None
 

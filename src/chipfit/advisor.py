@@ -1,0 +1,244 @@
+"""``chipfit advise``: gather evidence for one model, then rank processors and explain.
+
+Evidence comes from three places, each kept apart and labelled:
+- **measured**: the model timed on every local device over a short batch sweep;
+- **predicted**: the model's per-operator costs run through the roofline predictor for each
+  catalog device (peaks x documented efficiencies, plus launch and copy terms);
+- **estimated**: dollars (catalog price x time) and joules (a power reading where the machine
+  exposes one, otherwise TDP x busy fraction).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from chipfit.analysis.advise import recommend
+from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
+from chipfit.errors import InvalidInputError, UnsupportedError
+from chipfit.results import Measurement, Run
+from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
+from chipfit.workloads import Workload, all_workloads, get_workload, register
+
+__all__ = ["DEFAULT_HARDWARE", "Advice", "advise", "resolve_model"]
+
+# A spread of what users rent or buy: datacenter and inference GPUs, a consumer GPU, TPUs.
+DEFAULT_HARDWARE = ("h100-sxm", "a100-sxm-80gb", "l4", "t4", "rtx-4090", "mi300x", "tpu-v5e",
+                    "tpu-v5p", "apple-m3-max-gpu")
+# A device draws power even while it waits on launches: below this busy fraction the
+# estimate uses the floor (idle and static power are roughly a quarter to a third of TDP on
+# datacenter GPUs; 0.3 is an assumption, and energy figures are labelled estimated).
+BUSY_FLOOR = 0.3
+
+
+@dataclass(frozen=True)
+class Advice:
+    """A recommendation with the evidence behind it and the local measurements made."""
+
+    recommendation: Recommendation
+    evidence: Evidence
+    run: Run
+    workload: str
+    dtype: str
+    mode: str
+
+
+def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None = None,
+                  trust_pickle: bool = False, name: str | None = None) -> Workload:
+    """A workload for ``model``: a built-in name, a file or factory spec, or an nn.Module."""
+    from chipfit.workloads.user import UserModel, UserWorkload, check_inputs, load_model, parse_input
+
+    known = {w.name for w in all_workloads()}
+    if isinstance(model, str) and model in known and not example_inputs:
+        return get_workload(model)
+    if isinstance(model, str):
+        specs = tuple(example_inputs or ())
+        if any(not isinstance(s, str) for s in specs):
+            raise InvalidInputError("with a model file or factory, give inputs as strings "
+                                    "such as '1x3x224x224:float32'")
+        loaded = load_model(model, inputs=specs, weights=weights, trust_pickle=trust_pickle,
+                            name=name)
+    elif hasattr(model, "parameters"):
+        if example_inputs is None:
+            raise InvalidInputError("advise(module, example_inputs): give example inputs (tensors "
+                                    "or '1x16:float32' strings) for an nn.Module")
+        items = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        specs = tuple(parse_input(i) if isinstance(i, str) else
+                      parse_input("x".join(map(str, i.shape)) + ":" +
+                                  str(i.dtype).removeprefix("torch.")) for i in items)
+        loaded = UserModel(name or type(model).__name__.lower(), model, specs, "module")
+    else:
+        raise InvalidInputError(f"cannot advise on a {type(model).__name__}: give a built-in "
+                                "workload name, a model file, module:function, or an nn.Module")
+    if loaded.name in known:
+        loaded = replace(loaded, name=f"{loaded.name}-user")
+    check_inputs(loaded)
+    workload = UserWorkload(loaded)
+    register(workload)
+    return workload
+
+
+def _local_devices(devices: Sequence[str] | None) -> list[DeviceRef]:
+    from chipfit.discovery import discover, resolve_devices
+
+    found = discover()
+    if devices:
+        return resolve_devices(devices, found)
+    return [DeviceRef.parse(d.ref) for d in found.devices]
+
+
+def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], dtype: str,
+                   modes: list[str], timing: TimingConfig, on_result: Any) -> Run:
+    from chipfit.discovery import discover
+    from chipfit.runner import new_run, run_jobs
+
+    jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
+    settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
+                "modes": ",".join(modes), "command": "advise"}
+    run = run_jobs(jobs, new_run("advise", discover(), settings), on_result)
+    if run.interrupted:
+        raise KeyboardInterrupt
+    return run
+
+
+def _facts(workload: Workload, costs: Any, params: int) -> ModelFacts:
+    items = max(costs.items, 1)
+    return ModelFacts(workload.name, params, costs.flops / items, costs.op_mix(),
+                      costs.kernels, costs.recurrent, costs.small_op_share())
+
+
+def _crossing(sizes: list[int], cpu: list[float], acc: list[float]) -> float | None:
+    """First batch where the accelerator becomes faster, interpolated in log space."""
+    pairs = [(s, c, a) for s, c, a in zip(sizes, cpu, acc, strict=True)
+             if math.isfinite(c) and math.isfinite(a)]
+    for (s0, c0, a0), (s1, c1, a1) in zip(pairs, pairs[1:], strict=False):
+        d0, d1 = math.log(a0 / c0), math.log(a1 / c1)
+        if d0 > 0 >= d1:
+            t = d0 / (d0 - d1)
+            return math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0)))
+    if pairs and pairs[0][2] < pairs[0][1]:
+        return float(pairs[0][0])  # faster from the smallest batch on
+    return None
+
+
+def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measurement | None,
+                  need: int | None) -> Option:
+    if m.energy_j is not None:
+        joules, source = m.energy_j / batch, "measured"
+    elif spec is not None and spec.tdp_w:
+        joules, source = spec.tdp_w * m.median_s / batch, "estimated: TDP x busy time"
+    else:
+        joules, source = None, "unavailable: no power counter and no TDP in the catalog"
+    return Option(
+        device=m.device, kind=info.kind if info else "cpu", name=info.name if info else m.device,
+        present=True, batch=batch, latency_s=m.end_to_end_s, latency_source="measured",
+        memory_need_bytes=need, memory_have_bytes=info.memory_bytes if info else None,
+        price_usd_hr=spec.price_usd_hr if spec is not None else None,
+        power_w=spec.tdp_w if spec is not None else None, joules_per_item=joules,
+        energy_source=source, train_step_s=train.median_s if train is not None and train.ok else None,
+        train_source="measured" if train is not None and train.ok else "",
+        notes=(f"catalog match: {spec.key}",) if spec is not None else (),
+    )
+
+
+def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int | None) -> Option:
+    latency = pred.end_to_end_s
+    busy = (pred.compute_s + pred.memory_s) / pred.seconds if pred.seconds > 0 else 1.0
+    joules = (spec.tdp_w * max(busy, BUSY_FLOOR) * latency / batch) if spec.tdp_w else None
+    return Option(
+        device=spec.key, kind=spec.kind, name=spec.name, present=False, batch=batch,
+        latency_s=latency, latency_source="predicted", bound=pred.bound,
+        memory_need_bytes=need, memory_have_bytes=int(spec.memory_bytes) if spec.memory_bytes else None,
+        price_usd_hr=spec.price_usd_hr, power_w=spec.tdp_w, joules_per_item=joules,
+        energy_source="estimated: TDP x busy fraction" if joules is not None else
+        "unavailable: TDP not in the catalog",
+        train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
+        train_source="predicted" if train_pred is not None else "",
+        notes=(f"uncertainty x/÷{1 + pred.band:.2g} ({pred.band_basis})",),
+    )
+
+
+def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency",
+           batch: int | None = None, batches: Sequence[int] | None = None,
+           mode: str = "inference", dtype: str = "float32",
+           hardware: Sequence[str] = DEFAULT_HARDWARE, devices: Sequence[str] | None = None,
+           max_latency: float | None = None, budget: float | None = None,
+           train_samples: int | None = None, epochs: float = 1.0,
+           weights: str | None = None, trust_pickle: bool = False,
+           timing: TimingConfig | None = None, on_result: Any = None) -> Advice:
+    """Which processor should run ``model``, measured here and predicted elsewhere, and why."""
+    from chipfit.analysis.costs import extract_costs
+    from chipfit.analysis.roofline import catalog_roofs, predict
+    from chipfit.discovery import discover
+    from chipfit.hardware.catalog import load_catalog
+
+    dtype = parse_dtype(dtype)
+    workload = resolve_model(model, example_inputs, weights=weights, trust_pickle=trust_pickle)
+    if workload.axis != "batch":
+        raise InvalidInputError(f"advise ranks processors for models, whose size is the batch; "
+                                f"{workload.name} is sized by {workload.axis}: use chipfit sweep")
+    sizes = sorted({int(workload.parse_size(str(b))) for b in (batches or _default_batches(workload, batch))})
+    target = batch or (sizes[0] if objective == "latency" else sizes[-1])
+    if target not in sizes:
+        sizes = sorted({*sizes, target})
+    catalog = load_catalog()
+    specs = [catalog[key] for key in hardware]
+    refs = _local_devices(devices)
+    modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
+    run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
+                         timing or TimingConfig.quick(), on_result)
+    found = discover()
+    costs = {s: extract_costs(workload, str(s), dtype, mode) for s in sizes}
+    train_costs = extract_costs(workload, str(target), dtype, "train") if train_samples else None
+    need = workload.memory_estimate(str(target), dtype, "train" if train_samples else mode)
+    options, cross = [], []
+    by_key = {(m.device, int(m.size), m.mode): m for m in run.measurements}
+    cpu_times = {r: [_time(by_key.get((str(r), s, mode))) for s in sizes] for r in refs}
+    for ref in refs:
+        m = by_key.get((str(ref), target, mode))
+        if m is None or not m.ok:
+            continue
+        info = found.get(str(ref.base))
+        spec = catalog.match(info.name, info.cores) if info is not None else None
+        options.append(_local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
+                                     need))
+    for spec in specs:
+        try:
+            roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))
+            preds = {s: predict(costs[s], roofs) for s in sizes}
+            train_pred = predict(train_costs, roofs) if train_costs is not None else None
+        except UnsupportedError:
+            continue  # a catalog device without the figures to predict this dtype
+        options.append(_catalog_option(spec, preds[target], train_pred, target, need))
+        for ref in refs:
+            if found.get(str(ref.base)) and found.get(str(ref.base)).kind == "cpu":
+                acc = [preds[s].end_to_end_s for s in sizes]
+                cross.append((str(ref), spec.key, _crossing(sizes, cpu_times[ref], acc)))
+    params = _params(run)
+    evidence = Evidence(_facts(workload, costs[target], params), target, mode, tuple(options),
+                        _host_memory(found), tuple(cross), train_samples, epochs)
+    rec = recommend(evidence, objective, max_latency=max_latency, budget=budget)
+    return Advice(rec, evidence, run, workload.name, dtype, mode)
+
+
+def _default_batches(workload: Workload, batch: int | None) -> list[int]:
+    base = [1, 8, 32]
+    return sorted({*base, batch}) if batch else base
+
+
+def _time(m: Measurement | None) -> float:
+    return m.end_to_end_s if m is not None and m.ok else math.nan
+
+
+def _params(run: Run) -> int:
+    for m in run.measurements:
+        if m.ok and "params" in m.meta:
+            return int(m.meta["params"])
+    return 0
+
+
+def _host_memory(found: Any) -> int | None:
+    cpu = next((d for d in found.devices if d.kind == "cpu"), None)
+    return cpu.memory_bytes if cpu is not None else None

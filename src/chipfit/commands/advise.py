@@ -1,0 +1,90 @@
+"""``chipfit advise``: which processor for my model, with reasons, cost and energy."""
+
+from __future__ import annotations
+
+import argparse
+
+from chipfit.commands._common import Saver, csv_list, err, out, print_json, progress
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("advise", help="which processor should run this model, and why")
+    p.add_argument("model", help="a built-in workload (resnet50), a TorchScript/.pt2 file, or "
+                   "package.module:function returning a module")
+    p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
+                   help="model input with the batch first, e.g. 1x3x224x224:float32 (repeat "
+                   "for several inputs)")
+    p.add_argument("--weights", help="safetensors state dict to load into the factory's model")
+    p.add_argument("--trust-pickle", action="store_true", help="allow full-pickle model files "
+                   "(torch.save(model)); unpickling runs code named in the file: only for files "
+                   "you trust")
+    p.add_argument("--objective", default="latency",
+                   choices=("latency", "throughput", "cost", "energy"))
+    p.add_argument("--batch", type=int, help="batch size to rank at (default: 1 for latency, "
+                   "the largest swept otherwise)")
+    p.add_argument("--batches", help="comma-separated batch sweep (default 1,8,32)")
+    p.add_argument("--mode", default="inference", choices=("inference", "train", "finetune"))
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--hardware", help="comma-separated catalog keys to predict (default: a "
+                   "spread of GPUs and TPUs; see chipfit catalog)")
+    p.add_argument("--devices", help="local devices to measure (default: all found)")
+    p.add_argument("--max-latency", type=float, metavar="MS", help="latency limit per batch, ms")
+    p.add_argument("--budget", type=float, metavar="USD", help="dollars per training run (with "
+                   "--train-samples) or per 1M inferences")
+    p.add_argument("--train-samples", type=int, help="samples per epoch, for a time-to-train "
+                   "estimate")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--json", metavar="PATH", help="write the advice as JSON to PATH ('-' for "
+                   "stdout)")
+    p.add_argument("--no-save", action="store_true", help="do not keep the measurements")
+    p.set_defaults(func=run)
+
+
+def _positive(name: str, value: float | None) -> None:
+    from chipfit.errors import InvalidInputError
+
+    if value is not None and value <= 0:
+        raise InvalidInputError(f"{name} must be positive")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from chipfit.advisor import DEFAULT_HARDWARE, advise
+    from chipfit.paths import runs_dir
+    from chipfit.report.advise_view import advice_json, advice_renderable
+
+    for flag in ("batch", "max_latency", "budget", "train_samples", "epochs"):
+        _positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    batches = [int(b) for b in csv_list(args.batches)] if args.batches else None
+    with progress() as bar:
+        task = bar.add_task("advise", total=None, current="")
+        saver = Saver(argparse.Namespace(no_save=args.no_save, json=None, csv=None), bar, task)
+        advice = advise(args.model, tuple(args.input), objective=args.objective, batch=args.batch,
+                        batches=batches, mode=args.mode, dtype=args.dtype,
+                        hardware=csv_list(args.hardware) if args.hardware else DEFAULT_HARDWARE,
+                        devices=csv_list(args.devices) if args.devices else None,
+                        max_latency=args.max_latency / 1e3 if args.max_latency else None,
+                        budget=args.budget, train_samples=args.train_samples,
+                        epochs=args.epochs, weights=args.weights,
+                        trust_pickle=args.trust_pickle, on_result=saver)
+    saver.finish(advice.run)
+    train = (args.train_samples, args.epochs) if args.train_samples else None
+    data = advice_json(advice.recommendation, train)
+    data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,
+                run_id=advice.run.run_id, batch=advice.evidence.batch)
+    if not args.no_save:
+        path = runs_dir() / f"{advice.run.run_id}.advice.json"
+        path.write_text(json.dumps(data, indent=1, default=str))
+        err.print(f"wrote {path}")
+    if args.json == "-":
+        print_json(data)
+        return 0
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, default=str)
+        err.print(f"wrote {args.json}")
+    out.print(advice_renderable(advice.recommendation, train))
+    return 0

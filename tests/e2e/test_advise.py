@@ -1,0 +1,86 @@
+"""chipfit advise end to end on real torch: the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import chipfit
+from chipfit.spec import TimingConfig
+
+torch = pytest.importorskip("torch")
+FAST = TimingConfig(warmup_s=0.01, min_block_s=0.002, budget_s=0.3, target_rel_ci=0.1)
+
+
+def _tiny_mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def test_tiny_mlp_at_batch_1_goes_to_the_cpu_for_a_crossover_or_launch_reason():
+    advice = chipfit.advise(_tiny_mlp(), (torch.randn(1, 16),), objective="latency", batch=1,
+                            devices=["torch:cpu"], timing=FAST)
+    rec = advice.recommendation
+    assert rec.choice is not None and rec.choice.kind == "cpu"
+    assert rec.choice.latency_source == "measured"
+    codes = {r.code for r in rec.reasons}
+    assert codes & {"below-crossover", "launch-bound"}
+    predicted = [o for o in rec.ranked if not o.present]
+    assert predicted and all(o.latency_source == "predicted" for o in predicted)
+    assert advice.evidence.model.params == 16 * 32 + 32 + 32 * 4 + 4
+
+
+def test_throughput_objective_ranks_and_costs_are_estimated():
+    advice = chipfit.advise(_tiny_mlp(), ("1x16:float32",), objective="cost",
+                            batches=[1, 64], devices=["torch:cpu"], timing=FAST,
+                            hardware=["t4", "h100-sxm", "tpu-v5e"])
+    ranked = advice.recommendation.ranked
+    priced = [o for o in ranked if o.usd_per_million is not None]
+    assert priced == sorted(priced, key=lambda o: o.usd_per_million)
+    assert all(o.batch == 64 for o in ranked)
+
+
+def test_training_plan_gives_time_to_train():
+    advice = chipfit.advise(_tiny_mlp(), ("1x16",), batch=8, devices=["torch:cpu"], timing=FAST,
+                            hardware=["t4"], train_samples=10_000, epochs=2)
+    for option in advice.recommendation.ranked:
+        assert option.train_time_s(10_000, 2) is not None
+
+
+def test_cli_advise_json_and_text(cli, tmp_path):
+    model = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(_tiny_mlp()), str(model))
+    proc = cli("advise", str(model), "--input", "1x16:float32", "--devices", "torch:cpu",
+               "--hardware", "t4,h100-sxm", "--json", "-", check=True)
+    data = json.loads(proc.stdout)
+    assert data["choice"] == "torch:cpu"
+    assert data["ranked"][0]["latency_s"]["source"] == "measured"
+    assert {r["code"] for r in data["reasons"]} & {"below-crossover", "launch-bound"}
+    text = cli("advise", str(model), "--input", "1x16", "--devices", "torch:cpu",
+               "--hardware", "t4", check=True).stdout
+    assert "Recommendation: torch:cpu" in text and "seeds/" in text
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--input", "1x3x8"], "expects a last dimension of 16 features"),
+    (["--input", "1x16", "--objective", "speed"], "invalid choice"),
+    (["--input", "1x16", "--hardware", "h100"], "did you mean 'h100-sxm' or 'h100-pcie'"),
+    (["--input", "1x16", "--max-latency", "-1"], "--max-latency must be positive"),
+])
+def test_cli_advise_bad_input(cli, tmp_path, extra, expect):
+    model = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(_tiny_mlp()), str(model))
+    proc = cli("advise", str(model), "--devices", "torch:cpu", *extra)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert expect in proc.stderr
+
+
+def test_cli_refuses_a_pickle_by_default(cli, tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(_tiny_mlp(), str(path))
+    proc = cli("advise", str(path), "--input", "1x16", "--devices", "torch:cpu")
+    assert proc.returncode == 2 and "--trust-pickle" in proc.stderr
+    ok = cli("advise", str(path), "--input", "1x16", "--devices", "torch:cpu", "--hardware", "t4",
+             "--trust-pickle", "--json", "-", check=True)
+    assert json.loads(ok.stdout)["choice"]
