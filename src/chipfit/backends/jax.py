@@ -1,13 +1,20 @@
 """JAX backend: CPU, GPU and TPU devices through XLA (chipfit's TPU path).
 
-Fencing is ``jax.block_until_ready`` on the output; copies are ``jax.device_put`` and
-``jax.device_get``. The first call includes tracing and XLA compilation, which the timer
-records apart from steady state.
+Fencing is ``jax.block_until_ready`` on the output (JAX dispatches asynchronously, so a call
+returns before the device is done); copies are ``jax.device_put`` (fenced the same way) and
+``jax.device_get``. The first call of a jitted program includes tracing and XLA compilation;
+the timer records it apart from steady state (``Measurement.first_call_s``).
+
+TPU facts come from what JAX exposes per device: ``device_kind`` (the generation, "TPU v4",
+"TPU v5 lite"), ``num_cores`` (TensorCores behind the device), ``coords``/``core_on_chip``
+and ``memory_stats()["bytes_limit"]``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import resource
+import sys
 from typing import Any
 
 from chipfit.backends.base import Backend, Session
@@ -19,6 +26,26 @@ from chipfit.spec import DeviceRef
 __all__ = ["JaxBackend"]
 
 _PLATFORMS = ("cpu", "gpu", "tpu")
+_HINTS = {
+    "gpu": "for NVIDIA GPUs: pip install 'jax[cuda12]'",
+    "tpu": "on a Cloud TPU VM: pip install 'jax[tpu]'",
+}
+_TOPOLOGY = ("coords", "core_on_chip", "slice_index", "compute_capability")
+
+
+def _maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _rss_growth(base_rss: int, base_maxrss: int) -> int:
+    """Resident-set growth since the base: the current RSS, or the process high-water mark if
+    this run raised it (transient peaks below an earlier high-water mark are not visible)."""
+    import psutil
+
+    maxrss = _maxrss_bytes()
+    top = max(psutil.Process().memory_info().rss, maxrss if maxrss > base_maxrss else 0)
+    return max(0, top - base_rss)
 
 
 class _JaxSession(Session):
@@ -33,6 +60,7 @@ class _JaxSession(Session):
         super().__init__(ref, jax.devices(ref.platform)[ref.index or 0])
         self._jax = jax
         self.copies = ref.platform != "cpu"
+        self._base_peak = self._base_rss = self._base_maxrss = 0
 
     def wait(self, out: Any) -> None:
         if out is not None:
@@ -45,14 +73,22 @@ class _JaxSession(Session):
         return self._jax.device_get(value)
 
     def memory_reset(self) -> None:
-        self._base = self._stats().get("bytes_in_use", 0)
+        import psutil
+
+        self._base_peak = int(self._stats().get("peak_bytes_in_use", 0))
+        self._base_rss = psutil.Process().memory_info().rss
+        self._base_maxrss = _maxrss_bytes()
 
     def memory_peak(self) -> tuple[int | None, str]:
         stats = self._stats()
-        if "peak_bytes_in_use" not in stats:
-            return None, "unavailable"
-        # XLA cannot reset its peak counter: this is the process-lifetime high-water mark.
-        return int(stats["peak_bytes_in_use"]), "allocator-peak-lifetime"
+        if "peak_bytes_in_use" in stats:
+            peak = int(stats["peak_bytes_in_use"])
+            # XLA cannot reset its peak counter: if this run did not raise it, all we know is
+            # the process-lifetime high-water mark (an upper bound for this run).
+            return peak, ("allocator-peak" if peak > self._base_peak else "allocator-peak-lifetime")
+        if self.ref.platform == "cpu":  # XLA's CPU client keeps no stats: host RSS growth
+            return _rss_growth(self._base_rss, self._base_maxrss), "rss-growth"
+        return None, "unavailable"
 
     def _stats(self) -> dict[str, int]:
         with contextlib.suppress(Exception):
@@ -78,10 +114,11 @@ class JaxBackend(Backend):
         for platform in _PLATFORMS:
             try:
                 found = jax.devices(platform)
-            except RuntimeError as exc:  # "Unknown backend", "failed to initialize", ...
-                problems.append(Problem(f"jax:{platform}", str(exc).splitlines()[0]))
+            except Exception as exc:  # "Unknown backend", "failed to initialize", a plugin's crash
+                hint = f" ({_HINTS[platform]})" if platform in _HINTS else ""
+                problems.append(Problem(f"jax:{platform}", str(exc).splitlines()[0] + hint))
                 continue
-            devices += [_info(d, platform, i, versions) for i, d in enumerate(found)]
+            devices += [_info(d, platform, i, len(found), versions) for i, d in enumerate(found)]
         return devices, problems
 
     def _open(self, ref: DeviceRef) -> Session:
@@ -96,22 +133,30 @@ def _jaxlib_version() -> str:
     return "unknown"
 
 
-def _info(device: Any, platform: str, index: int,
+def _info(device: Any, platform: str, index: int, count: int,
           versions: tuple[tuple[str, str], ...]) -> DeviceInfo:
     ref = f"jax:{platform}:{index}"
-    kind = platform if platform in ("gpu", "tpu") else "cpu"
     if platform == "cpu":
         facts = probe_cpu()
-        return DeviceInfo(ref, "jax", platform, kind, facts.name, facts.memory_bytes, facts.cores,
-                          facts.threads, None, facts.isa, versions,
-                          (("jax_device", str(device)),))
+        details = [("jax_device", str(device))]
+        if count > 1:  # --xla_force_host_platform_device_count / jax_num_cpu_devices
+            details.append(("host_devices", f"{count} simulated XLA CPU devices sharing "
+                                            f"the same {facts.cores} cores"))
+        return DeviceInfo(ref, "jax", platform, "cpu", facts.name, facts.memory_bytes,
+                          facts.cores, facts.threads, None, facts.isa, versions, tuple(details))
+    kind = str(getattr(device, "device_kind", "") or platform)
     memory = None
     with contextlib.suppress(Exception):
         memory = int((device.memory_stats() or {}).get("bytes_limit")) or None
+    # TPU: TensorCores behind this device (2 on a v4/v5p megacore chip); GPU: SMs.
     units = getattr(device, "num_cores", None) or getattr(device, "core_count", None)
-    details = [("device_kind", str(getattr(device, "device_kind", "")))]
-    for attr in ("coords", "core_on_chip", "slice_index"):
-        if hasattr(device, attr):
-            details.append((attr, str(getattr(device, attr))))
-    return DeviceInfo(ref, "jax", platform, kind, str(getattr(device, "device_kind", platform)),
-                      memory, None, None, units, (), versions, tuple(details))
+    details = [("device_kind", kind), ("runtime", _runtime(device))]
+    details += [(a, str(getattr(device, a))) for a in _TOPOLOGY if hasattr(device, a)]
+    return DeviceInfo(ref, "jax", platform, platform, kind, memory, None, None,
+                      int(units) if units else None, (), versions, tuple(details))
+
+
+def _runtime(device: Any) -> str:
+    with contextlib.suppress(Exception):
+        return str(device.client.platform_version).splitlines()[0]
+    return "unknown"

@@ -97,14 +97,23 @@ class _EventTimer:
 
 
 def _synchronizer(torch: Any, device: Any) -> Any:
-    acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-    if acc is not None and acc.type == device.type:
-        return lambda: torch.accelerator.synchronize(device)
     if device.type == "xla":
+        # XLA tensors are lazy: a call only records a graph. torch_xla.sync() cuts it and
+        # launches it asynchronously (xm.mark_step before torch_xla 2.4); wait_device_ops()
+        # then blocks until every local device has finished what was launched.
         import torch_xla
         import torch_xla.core.xla_model as xm
 
-        return lambda: (torch_xla.sync(), xm.wait_device_ops())
+        launch = getattr(torch_xla, "sync", None) or xm.mark_step
+
+        def xla_sync() -> None:
+            launch()
+            xm.wait_device_ops()
+
+        return xla_sync
+    acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if acc is not None and acc.type == device.type:
+        return lambda: torch.accelerator.synchronize(device)
     module = getattr(torch, device.type, None)
     if module is None or not hasattr(module, "synchronize"):
         raise RuntimeError(f"torch has no synchronize for device type {device.type!r}")
@@ -250,13 +259,29 @@ def _xla_devices(versions: tuple[tuple[str, str], ...]) -> tuple[list[DeviceInfo
         import torch_xla.core.xla_model as xm
         import torch_xla.runtime as xr
     except ImportError as exc:
-        return [], f"torch_xla is not installed ({exc.name}); it is optional (JAX is the TPU path)"
+        if exc.name == "torch_xla":
+            return [], "torch_xla is not installed; it is optional (JAX is the TPU path)"
+        return [], f"torch_xla is installed but does not import (built for another torch?): {exc}"
     try:
-        kind = str(xr.device_type()).lower()
-        devices = xm.get_xla_supported_devices()
+        devices = xm.get_xla_supported_devices() or []  # ["xla:0", ...]; starts the runtime
+        pjrt = str(xr.device_type() or "").upper()  # PJRT_DEVICE: TPU, CUDA, CPU, NEURON ...
     except Exception as exc:  # runtime init failure: keep the reason
         return [], f"torch_xla is installed but its runtime failed: {exc}"
+    if not devices:
+        return [], f"torch_xla found no devices (PJRT_DEVICE={pjrt or 'unset'})"
+    kinds = {"TPU": "tpu", "CUDA": "gpu", "GPU": "gpu", "ROCM": "gpu", "CPU": "cpu"}
+    kind = kinds.get(pjrt, "other")
     xla_versions = versions + (("torch_xla", torch_xla.__version__),)
-    return [DeviceInfo(f"torch:xla:{i}", "torch", "xla", kind if kind in ("tpu", "gpu") else "other",
-                       f"XLA {kind.upper()} {dev}", versions=xla_versions)
-            for i, dev in enumerate(devices)], ""
+
+    def describe(dev: str) -> DeviceInfo:
+        name, memory = f"XLA {pjrt}", None
+        with contextlib.suppress(Exception):  # "TPU v4", "NVIDIA H100 80GB HBM3", ...
+            name = str(xm.xla_device_kind(dev)) or name
+        with contextlib.suppress(Exception):  # torch_xla >= 2.1 bytes_limit, older kb_total
+            info = xm.get_memory_info(dev)
+            memory = int(info.get("bytes_limit") or info["kb_total"] * 1024)
+        return DeviceInfo(f"torch:xla:{dev.rsplit(':', 1)[1]}", "torch", "xla", kind, name, memory,
+                          versions=xla_versions, details=(("pjrt_device", pjrt),
+                                                          ("xla_device", dev)))
+
+    return [describe(str(dev)) for dev in devices], ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -25,8 +26,9 @@ def devices_table(discovery: Discovery) -> Table:
         if d.compute_units is not None:
             units.append(f"{d.compute_units} compute units")
         extra = " ".join(d.isa) or ", ".join(f"{k}={v}" for k, v in d.details)
-        table.add_row(d.ref, d.kind, d.name, fmt_bytes(d.memory_bytes), "; ".join(units) or "-",
-                      extra or "-", ", ".join(f"{k} {v}" for k, v in d.versions))
+        cells = (d.ref, d.kind, d.name, fmt_bytes(d.memory_bytes), "; ".join(units) or "-",
+                 extra or "-", ", ".join(f"{k} {v}" for k, v in d.versions))
+        table.add_row(*(escape(c) for c in cells))
     return table
 
 
@@ -35,7 +37,7 @@ def problems_table(discovery: Discovery) -> Table:
     table.add_column("backend / device")
     table.add_column("reason", overflow="fold")
     for p in discovery.problems:
-        table.add_row(p.scope, p.reason)
+        table.add_row(escape(p.scope), escape(p.reason))
     return table
 
 

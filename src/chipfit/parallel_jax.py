@@ -1,0 +1,246 @@
+"""Data-parallel scaling over N JAX devices (TPU cores, GPUs, or simulated CPU devices).
+
+One network's step runs on a 1-D device mesh (``jax.sharding.Mesh`` with axis ``data``): the
+batch is sharded along it (``NamedSharding(mesh, P("data"))``), the weights and optimizer
+state are replicated (``P()``), and XLA's SPMD partitioner inserts the gradient all-reduce.
+The same program is timed with the existing fenced timer on 1, 2, 4 ... N devices.
+
+Two ways to grow the work with the device count:
+- **weak** scaling keeps the per-device batch ``b`` fixed: N devices run a global batch N*b.
+  Ideal: the step time stays T1.
+- **strong** scaling keeps the global batch ``B`` fixed: each of N devices gets B/N.
+  Ideal: the step time falls to T1/N.
+Both report ``efficiency = (T1 * B_N / B_1) / (N * T_N)``, the throughput on N devices over N
+times the throughput on one (weak: T1/T_N; strong: T1/(N*T_N)); 1.0 is perfect scaling.
+
+Simulated CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, or
+:func:`simulate_cpu_devices` before JAX starts) share the same cores, so on them this measures
+the partitioned program's overhead, not a speed-up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chipfit.errors import InvalidInputError, UnknownNameError
+from chipfit.results import Measurement
+from chipfit.spec import TimingConfig
+
+__all__ = ["SCALINGS", "ScalingPoint", "ScalingResult", "device_counts", "scale",
+           "simulate_cpu_devices"]
+
+SCALINGS = ("weak", "strong")
+_PLATFORM_ORDER = ("tpu", "gpu", "cpu")
+#: JSON written by ``ScalingResult.to_dict`` (``chipfit scale --json``). History:
+#: 1. chipfit 0.1: scaling settings and, per device count, batch, efficiency and measurement.
+SCHEMA_VERSION = 1
+FORMAT = "chipfit-scaling"
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One measured device count: the global batch it ran and the step's timing."""
+
+    devices: int
+    global_batch: int
+    measurement: Measurement
+
+    @property
+    def per_device_batch(self) -> int:
+        return self.global_batch // self.devices
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second over all devices (measured)."""
+        return self.measurement.throughput
+
+
+@dataclass(frozen=True)
+class ScalingResult:
+    """A scaling sweep; ``points[0]`` is the one-device baseline. All figures are measured."""
+
+    workload: str
+    mode: str
+    dtype: str
+    platform: str
+    scaling: str  # weak | strong
+    points: tuple[ScalingPoint, ...]
+    simulated: bool = False
+    source: str = "measured"
+
+    @property
+    def baseline(self) -> ScalingPoint:
+        return self.points[0]
+
+    def speedup(self, point: ScalingPoint) -> float:
+        """Throughput on ``point.devices`` devices over throughput on one."""
+        return point.throughput / self.baseline.throughput
+
+    def efficiency(self, point: ScalingPoint) -> float:
+        """(T1 * B_N / B_1) / (N * T_N): 1.0 is perfect weak or strong scaling."""
+        return self.speedup(point) / point.devices
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (non-finite numbers become None), with format and schema version."""
+        points = [{"devices": p.devices, "global_batch": p.global_batch,
+                   "per_device_batch": p.per_device_batch, "median_s": p.measurement.median_s,
+                   "throughput": p.throughput, "speedup": self.speedup(p),
+                   "efficiency": self.efficiency(p), "measurement": p.measurement.to_dict()}
+                  for p in self.points]
+        return _finite({"format": FORMAT, "schema_version": SCHEMA_VERSION,
+                        "workload": self.workload, "mode": self.mode, "dtype": self.dtype,
+                        "platform": self.platform, "scaling": self.scaling,
+                        "simulated": self.simulated, "source": self.source, "points": points})
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def device_counts(n: int) -> list[int]:
+    """1, 2, 4, ... up to ``n`` (``n`` itself always included)."""
+    counts, c = [], 1
+    while c < n:
+        counts.append(c)
+        c *= 2
+    return counts + [n]
+
+
+def simulate_cpu_devices(n: int) -> None:
+    """Split the host CPU into ``n`` XLA devices; must run before JAX starts its backends."""
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX already started: fine if it already has enough CPU devices
+        if len(jax.devices("cpu")) < n:
+            flag = f"XLA_FLAGS=--xla_force_host_platform_device_count={n}"
+            raise InvalidInputError(
+                f"JAX is already running with {len(jax.devices('cpu'))} CPU device(s) in this "
+                f"process; start a new one with {flag}") from None
+
+
+def scale(workload: str = "mlp", devices: int | None = None, *, batch: int | None = None,
+          scaling: str = "weak", mode: str = "train", dtype: str = "float32",
+          platform: str | None = None, counts: Sequence[int] | None = None,
+          timing: TimingConfig | None = None,
+          on_point: Callable[[ScalingPoint], None] | None = None) -> ScalingResult:
+    """Time a data-parallel step of ``workload`` on 1, 2, 4 ... ``devices`` JAX devices.
+
+    ``batch`` is the per-device batch for weak scaling and the global batch for strong scaling
+    (default: the network's ``scale_batch`` per device). ``platform`` defaults to the first of
+    tpu, gpu, cpu that JAX can use here. ``counts`` replaces the 1, 2, 4 ... ladder (one
+    device, the baseline, is always measured).
+    """
+    net = _net(workload)
+    if mode not in net.modes:
+        raise UnknownNameError("mode", mode, net.modes)
+    if scaling not in SCALINGS:
+        raise UnknownNameError("scaling", scaling, SCALINGS)
+    platform, found = _devices(platform)
+    n = len(found) if devices is None else devices
+    counts = sorted(set(counts) | {1}) if counts else device_counts(n)  # 1: the baseline
+    _check_count(min(counts), len(found), platform)
+    _check_count(max(counts), len(found), platform)
+    default = net.scale_batch * (max(counts) if scaling == "strong" else 1)
+    batches = _global_batches(counts, default if batch is None else batch, scaling)
+    timing = timing or TimingConfig()
+    points = []
+    for count, global_batch in zip(counts, batches, strict=True):
+        m = _measure(net, mode, dtype, found[:count], platform, global_batch, scaling, timing)
+        points.append(ScalingPoint(count, global_batch, m))
+        if on_point is not None:
+            on_point(points[-1])
+    simulated = platform == "cpu" and len(found) > 1
+    return ScalingResult(workload, mode, dtype, platform, scaling, tuple(points), simulated)
+
+
+def _net(workload: str) -> Any:
+    from chipfit.workloads.nets import Net, workloads
+
+    nets = {w.name: w for w in workloads() if isinstance(w, Net)}
+    if workload not in nets:
+        raise UnknownNameError("workload for scaling", workload, nets)
+    return nets[workload]
+
+
+def _devices(platform: str | None) -> tuple[str, list[Any]]:
+    import jax
+
+    for name in (platform,) if platform else _PLATFORM_ORDER:
+        try:
+            found = jax.devices(name)
+        except Exception as exc:  # unknown or failed backend
+            if platform:
+                raise InvalidInputError(f"JAX has no {platform} devices here: "
+                                        f"{str(exc).splitlines()[0]}") from None
+            continue
+        if found:
+            return name, list(found)
+    raise InvalidInputError("JAX found no devices")  # pragma: no cover - cpu always exists
+
+
+def _check_count(n: int, present: int, platform: str) -> None:
+    if n < 1:
+        raise InvalidInputError(f"--devices must be at least 1, got {n}")
+    if n > present:
+        hint = (f"; simulate CPU devices with --simulate or "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={n}"
+                if platform == "cpu" else "")
+        raise InvalidInputError(f"asked for {n} {platform} devices but JAX sees {present}{hint}")
+
+
+def _global_batches(counts: Sequence[int], batch: int, scaling: str) -> list[int]:
+    if batch < 1:
+        raise InvalidInputError(f"--batch must be at least 1, got {batch}")
+    if scaling == "weak":
+        return [batch * c for c in counts]
+    uneven = [c for c in counts if batch % c]
+    if uneven:
+        raise InvalidInputError(f"global batch {batch} does not split evenly over {uneven[0]} "
+                                f"devices; use a multiple of {max(counts)}")
+    return [batch] * len(counts)
+
+
+def _measure(net: Any, mode: str, dtype: str, devices: Sequence[Any], platform: str,
+             global_batch: int, scaling: str, timing: TimingConfig) -> Measurement:
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from chipfit.timing.timer import measure
+    from chipfit.workloads import _jax_nets
+    from chipfit.workloads.nets import LR, MOMENTUM
+
+    mesh = Mesh(np.array(devices), ("data",))
+    label = f"jax:{platform}:0" + (f"-{len(devices) - 1}" if len(devices) > 1 else "")
+    cost = net.cost(str(global_batch), dtype, mode)
+    meta = (("devices", str(len(devices))), ("mesh", f"data:{len(devices)}"),
+            ("per_device_batch", str(global_batch // len(devices))), ("scaling", scaling))
+    base = dict(workload=net.name, size=str(global_batch), device=label, dtype=dtype, mode=mode,
+                flops=cost.flops, bytes_moved=cost.bytes_moved, items_per_call=global_batch)
+    try:
+        params = jax.device_put(net.init_weights(), NamedSharding(mesh, P()))
+        call = _jax_nets.program(net.jax_apply, mode, dtype, params, LR, MOMENTUM)
+        x, y = net.sample_batch(global_batch)
+        host = (x,) if mode == "inference" else (x, y.astype(np.int32))
+        args = jax.device_put(host, NamedSharding(mesh, P("data")))
+        result, _ = measure(lambda: call(*args), jax.block_until_ready, timing)
+    except Exception as exc:  # a failing point is a result; the sweep goes on
+        text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        status = "oom" if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower() else (
+            "error")
+        return Measurement(status=status, note=text, metadata=meta, **base)
+    return Measurement(block_times_s=result.block_times_s, number_per_block=result.number_per_block,
+                       first_call_s=result.first_call_s, warmup_calls=result.warmup_calls,
+                       stop_reason=result.stop_reason, metadata=meta, **base)

@@ -1,0 +1,103 @@
+"""``chipfit scale``: data-parallel sharding over 4 simulated JAX CPU devices.
+
+XLA fixes the device count when JAX starts, so every test runs in a fresh process with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("jax")
+
+FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+def _points(path):
+    data = json.loads(path.read_text())
+    assert data["format"] == "chipfit-scaling" and data["schema_version"] == 1
+    return data, data["points"]
+
+
+def test_weak_scaling_over_four_simulated_devices(cli, tmp_path):
+    out = tmp_path / "scale.json"
+    proc = cli("scale", "--backend", "jax", "--devices", "4", "--workload", "mlp", "--batch", "8",
+               "--quick", "--json", str(out), env=FOUR, check=True)
+    data, points = _points(out)
+    assert data["scaling"] == "weak" and data["simulated"] and data["source"] == "measured"
+    assert [p["devices"] for p in points] == [1, 2, 4]
+    assert [p["global_batch"] for p in points] == [8, 16, 32]
+    assert all(p["per_device_batch"] == 8 and p["measurement"]["status"] == "ok" for p in points)
+    assert points[0]["efficiency"] == pytest.approx(1.0)
+    for p in points:  # efficiency = (T1 * B_N / B_1) / (N * T_N), as the table's caption says
+        t1, tn = points[0]["median_s"], p["median_s"]
+        expected = t1 * (p["global_batch"] / 8) / (p["devices"] * tn)
+        assert p["efficiency"] == pytest.approx(expected) and math.isfinite(p["efficiency"])
+    assert points[-1]["measurement"]["device"] == "jax:cpu:0-3"
+    assert "efficiency" in proc.stdout and "Simulated CPU devices" in proc.stdout
+
+
+def test_strong_scaling_with_simulate_and_no_xla_flags(cli, tmp_path):
+    out = tmp_path / "scale.json"
+    cli("scale", "--devices", "4", "--simulate", "--scaling", "strong", "--workload",
+        "transformer-block", "--batch", "4", "--mode", "inference", "--quick", "--json",
+        str(out), check=True)
+    data, points = _points(out)
+    assert data["scaling"] == "strong" and data["mode"] == "inference"
+    assert [p["global_batch"] for p in points] == [4, 4, 4]
+    assert [p["per_device_batch"] for p in points] == [4, 2, 1]
+
+
+def test_more_devices_than_present_or_an_uneven_batch_are_usage_errors(cli):
+    proc = cli("scale", "--devices", "8", "--quick", env=FOUR)
+    assert proc.returncode == 2 and "JAX sees 4" in proc.stderr and "--simulate" in proc.stderr
+    proc = cli("scale", "--devices", "4", "--scaling", "strong", "--batch", "6", env=FOUR)
+    assert proc.returncode == 2 and "does not split evenly" in proc.stderr
+    proc = cli("scale", "--devices", "2", "--workload", "matmul", env=FOUR)
+    assert proc.returncode == 2 and "mlp" in proc.stderr
+
+
+_SHARDED_EQUALS_SINGLE = textwrap.dedent("""
+    import json
+    import jax
+    from chipfit.workloads import _jax_nets, get_workload
+    from chipfit.workloads.nets import LR, MOMENTUM
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    net = get_workload("mlp")
+    x, y = net.sample_batch(16)
+    losses, heads, shardings = [], [], []
+    for n in (1, 4):
+        mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
+        params = jax.device_put(net.init_weights(), NamedSharding(mesh, P()))
+        call = _jax_nets.program(net.jax_apply, "train", "float32", params, LR, MOMENTUM)
+        args = jax.device_put((x, y.astype(np.int32)), NamedSharding(mesh, P("data")))
+        losses.append([float(call(*args)) for _ in range(3)])
+        head = call.state[0]["head.weight"]
+        heads.append(np.asarray(head))
+        shardings.append([len(head.devices()), head.sharding.is_fully_replicated,
+                          len(args[0].addressable_shards)])
+    diff = float(np.max(np.abs(heads[0] - heads[1])) / np.max(np.abs(heads[0])))
+    print(json.dumps({"losses": losses, "head_rel_diff": diff, "shardings": shardings}))
+""")
+
+
+def test_a_sharded_train_step_computes_what_one_device_computes():
+    env = dict(os.environ, **FOUR)
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_EQUALS_SINGLE], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    one, four = data["losses"]
+    assert one == pytest.approx(four, rel=1e-5)  # same data-parallel SGD steps
+    assert data["head_rel_diff"] < 1e-5  # and the same updated weights
+    # weights replicated on all 4 devices; the batch split into 4 shards
+    assert data["shardings"] == [[1, True, 1], [4, True, 4]]
