@@ -27,7 +27,8 @@ __all__ = sorted([
     "BackendUnavailableError", "ChipfitError", "Cost", "DeviceInfo", "DeviceRef", "Discovery",
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
-    "UsageError", "__version__", "advise", "bench", "discover", "load_run", "measure",
+    "UsageError", "__version__", "advise", "bench", "compare_runs", "discover", "load_run",
+    "measure", "open_store", "scale", "scale_torch", "to_dataframe",
 ])
 
 
@@ -64,3 +65,38 @@ def advise(model: Any, example_inputs: Any = None, **kwargs: Any) -> Any:
     from chipfit.advisor import advise as _advise
 
     return _advise(model, example_inputs, **kwargs)
+
+
+def open_store(path: Any = None) -> Any:
+    """The results database (default: chipfit.sqlite3 under the data directory)."""
+    from chipfit.store import open_store as _open
+
+    return _open(path)
+
+
+def to_dataframe(runs: Any) -> Any:
+    """One pandas row per measurement (needs pandas)."""
+    from chipfit.store.frames import to_dataframe as _frame
+
+    return _frame(runs)
+
+
+def compare_runs(a: Any, b: Any, **kwargs: Any) -> Any:
+    """Compare run ``b`` against baseline ``a``: ratios, Mann-Whitney U, regressions."""
+    from chipfit.analysis.compare import compare_runs as _compare
+
+    return _compare(a, b, **kwargs)
+
+
+def scale(workload: str = "mlp", devices: Any = None, **kwargs: Any) -> Any:
+    """Data-parallel scaling over N JAX devices, like ``chipfit scale``."""
+    from chipfit.parallel_jax import scale as _scale
+
+    return _scale(workload, devices, **kwargs)
+
+
+def scale_torch(workload: str = "mlp", processes: Any = None, **kwargs: Any) -> Any:
+    """Data-parallel scaling of a network over N torch processes or GPUs."""
+    from chipfit.parallel_torch import scale_torch as _scale
+
+    return _scale(workload, processes, **kwargs)

@@ -1,27 +1,36 @@
 """Plan and run a suite: workloads x sizes x dtypes x modes over devices.
 
-Each finished measurement is handed to ``on_result`` at once (the CLI saves the run file
-after every one), so a crash or Ctrl-C keeps what was measured. Ctrl-C ends the suite and
-returns the partial run marked ``interrupted``.
+Each finished measurement is committed to the store (when one is given) and handed to
+``on_result`` at once (the CLI also rewrites the run's JSON file after every one), so a crash
+or Ctrl-C keeps what was measured, and ``resume`` picks the run up again. Ctrl-C ends the
+suite and returns the partial run marked ``interrupted``. Where jobs run is the executor's
+business (:mod:`chipfit.execute.base`): inline, in subprocesses, or on a Ray cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import platform
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 from chipfit._version import __version__
-from chipfit.discovery import discover, resolve_devices
+from chipfit.discovery import resolve_devices
+from chipfit.errors import InvalidInputError
+from chipfit.execute.base import Executor, InlineExecutor
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import MODES, DeviceRef, Job, TimingConfig, parse_dtype
 from chipfit.workloads import get_workload
 
-__all__ = ["bench", "default_devices", "machine_fingerprint", "plan", "run_jobs"]
+if TYPE_CHECKING:
+    from chipfit.store.sqlite import Store
+
+__all__ = ["bench", "default_devices", "machine_fingerprint", "plan", "resume_run", "run_jobs"]
 
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
@@ -84,32 +93,99 @@ def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run
 
 
 def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
-             runner: Callable[[Job, Discovery], Measurement] | None = None) -> Run:
-    """Run ``jobs`` one by one; returns ``run`` with the measurements (partial on Ctrl-C)."""
-    if runner is None:
-        from chipfit.execute.inline import run_job as runner
+             runner: Callable[[Job, Discovery], Measurement] | None = None, *,
+             executor: Executor | None = None, store: Store | None = None) -> Run:
+    """Run ``jobs``; returns ``run`` with the measurements (partial on Ctrl-C).
+
+    Each measurement is committed to ``store`` the moment it arrives, before ``on_result``
+    sees it, so a crash of the driver loses nothing already measured.
+    """
+    executor = executor or InlineExecutor(runner)
     done: list[Measurement] = list(run.measurements)
     try:
-        for i, job in enumerate(jobs):
-            done.append(runner(job, run.discovery))
-            run = replace(run, measurements=tuple(done))
-            if on_result is not None:
-                on_result(i + 1, len(jobs), job, done[-1], run)
+        with contextlib.closing(executor.run(jobs, run.discovery)) as outcomes:
+            for i, (job, m) in enumerate(outcomes, 1):
+                done.append(m)
+                run = replace(run, measurements=tuple(done))
+                if store is not None:
+                    store.add_measurement(run.run_id, m)
+                if on_result is not None:
+                    on_result(i, len(jobs), job, m, run)
+        run = replace(run, finished_at=_now())
     except KeyboardInterrupt:
-        return replace(run, measurements=tuple(done), interrupted=True, finished_at=_now())
-    return replace(run, measurements=tuple(done), finished_at=_now())
+        run = replace(run, measurements=tuple(done), interrupted=True, finished_at=_now())
+    if store is not None:
+        store.finish_run(run)
+    return run
 
 
-def bench(workloads: Iterable[str] = ("matmul", "elementwise"), devices: Iterable[str] | None = None,
-          *, sizes: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32",),
-          modes: Sequence[str] | None = None, quick: bool = False,
+def _settings(names: Sequence[str], refs: Sequence[DeviceRef], sizes: Sequence[str] | None,
+              dtypes: Sequence[str], modes: Sequence[str] | None, quick: bool,
+              timing: TimingConfig | None) -> dict[str, str]:
+    """Everything that shapes the plan: what ``--resume`` matches an old run on."""
+    timing = timing or (TimingConfig.quick() if quick else TimingConfig())
+    return {"workloads": ",".join(names), "devices": ",".join(map(str, refs)),
+            "dtypes": ",".join(dtypes), "quick": str(quick),
+            "sizes": ",".join(sizes) if sizes else "default",
+            "modes": ",".join(modes) if modes else "default",
+            "timing": ",".join(f"{k}={v}" for k, v in sorted(asdict(timing).items()))}
+
+
+def resume_run(store: Store, ref: str) -> tuple[Run, list[Job]]:
+    """Run ``ref`` from ``store`` and its planned jobs that have no measurement yet."""
+    run_id = store.resolve(ref)
+    driver = store.live_driver(run_id)
+    if driver is not None:
+        raise InvalidInputError(f"run {run_id} is still being measured by process {driver}")
+    run = store.load_run(run_id)
+    if run.finished_at and not run.interrupted:
+        raise InvalidInputError(f"run {run_id} is complete: nothing to resume")
+    done = store.done_keys(run_id)
+    todo = [job for job in store.planned_jobs(run_id) if job.key not in done]
+    store.claim_run(run_id)
+    return replace(run, finished_at="", interrupted=False), todo
+
+
+def _resumable(store: Store, command: str, settings: dict[str, str]) -> str:
+    fingerprint = dict(machine_fingerprint())["fingerprint"]
+    run_id = store.find_resumable(command, settings, fingerprint)
+    if run_id is None:
+        raise InvalidInputError(f"{store.path} holds no unfinished {command} run with these "
+                                "settings on this machine; `chipfit runs` lists the runs, and "
+                                "--resume RUN_ID picks one")
+    return run_id
+
+
+def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
+          devices: Iterable[str] | None = None, *, sizes: Sequence[str] | None = None,
+          dtypes: Sequence[str] = ("float32",), modes: Sequence[str] | None = None,
+          quick: bool = False,
           timing: TimingConfig | None = None, on_result: OnResult | None = None,
-          discovery: Discovery | None = None, command: str = "bench") -> Run:
-    """Measure ``workloads`` on ``devices`` (default: every device found, plus CPU at 1 thread)."""
-    discovery = discovery or discover()
+          discovery: Discovery | None = None, command: str = "bench",
+          executor: Executor | None = None, store: Store | None = None,
+          resume: bool | str = False) -> Run:
+    """Measure ``workloads`` on ``devices`` (default: every device found, plus CPU at 1 thread).
+
+    ``executor`` says where jobs run (default: inline, in this process); ``store`` keeps every
+    measurement as it arrives. ``resume=True`` continues the newest unfinished run in
+    ``store`` with the same settings; ``resume="RUN_ID"`` continues that run, whatever the
+    other arguments say. Either way only jobs without a stored measurement run again.
+    """
+    executor = executor or InlineExecutor()
+    if resume and store is None:
+        raise InvalidInputError("resuming needs the results database (--db, and no --no-save)")
+    if isinstance(resume, str) and resume:
+        run, todo = resume_run(store, resume)  # type: ignore[arg-type]
+        return run_jobs(todo, run, on_result, executor=executor, store=store)
+    discovery = discovery or executor.discover()
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     names = list(workloads)
     jobs = plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick, timing=timing)
-    settings = {"workloads": ",".join(names), "devices": ",".join(map(str, refs)),
-                "dtypes": ",".join(dtypes), "quick": str(quick)}
-    return run_jobs(jobs, new_run(command, discovery, settings), on_result)
+    settings = _settings(names, refs, sizes, dtypes, modes, quick, timing)
+    if resume:
+        run, todo = resume_run(store, _resumable(store, command, settings))  # type: ignore[arg-type]
+        return run_jobs(todo, run, on_result, executor=executor, store=store)
+    run = new_run(command, discovery, {**settings, **executor.settings()})
+    if store is not None:
+        store.begin_run(run, jobs)
+    return run_jobs(jobs, run, on_result, executor=executor, store=store)

@@ -32,6 +32,28 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         help="do not keep the run under the chipfit data directory")
 
 
+def add_db_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="PATH", help="the results database (default: "
+                        "chipfit.sqlite3 under the chipfit data directory)")
+
+
+def open_db(args: argparse.Namespace, create: bool = False) -> Any:
+    """The store named by ``--db`` (or the default); ``create`` for commands that write."""
+    from chipfit.store import open_store
+
+    return open_store(args.db, create=create)
+
+
+def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
+    """A run named on the command line: a results JSON file, or a run in the database."""
+    if ref.endswith(".json") and Path(ref).is_file():
+        from chipfit.report.export import load_run
+
+        return load_run(ref)
+    with open_db(args) as store:
+        return store.load_run(ref)
+
+
 def progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=err,

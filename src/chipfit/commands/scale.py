@@ -15,9 +15,10 @@ ORDER = 40
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scale", help="data-parallel scaling of a network over N devices "
                        "(weak or strong), with scaling efficiency")
-    p.add_argument("--backend", choices=("jax",), default="jax",
+    p.add_argument("--backend", choices=("jax", "torch"), default="jax",
                    help="framework whose data parallelism is measured (jax: sharding over a "
-                   "device mesh)")
+                   "device mesh; torch: DistributedDataParallel over N processes, gloo on CPU, "
+                   "nccl on GPUs)")
     p.add_argument("--devices", "-n", type=int,
                    help="largest device count; 1, 2, 4 ... up to it are measured (default: all)")
     p.add_argument("--workload", "-w", default="mlp",
@@ -28,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weak: fixed per-device batch; strong: fixed global batch (default weak)")
     p.add_argument("--mode", choices=("train", "inference", "finetune"), default="train")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    p.add_argument("--platform", choices=("cpu", "gpu", "tpu"),
-                   help="JAX platform (default: tpu, else gpu, else cpu)")
+    p.add_argument("--platform", choices=("cpu", "gpu", "tpu", "cuda"),
+                   help="platform (JAX default: tpu, else gpu, else cpu; torch: cuda or cpu)")
     p.add_argument("--simulate", action="store_true", help="split this CPU into --devices "
                    "simulated XLA devices (they share the same cores)")
     p.add_argument("--quick", action="store_true", help="short timing per point")
@@ -50,14 +51,24 @@ def run(args: argparse.Namespace) -> int:
         if args.budget <= 0:
             raise InvalidInputError("--budget must be positive")
         timing = replace(timing, budget_s=args.budget)
-    if args.simulate:
-        if args.devices is None or args.platform not in (None, "cpu"):
-            raise InvalidInputError("--simulate needs --devices N and the cpu platform")
-        simulate_cpu_devices(args.devices)
-    result = scale(args.workload, args.devices, batch=args.batch, scaling=args.scaling,
-                   mode=args.mode, dtype=parse_dtype(args.dtype),
-                   platform="cpu" if args.simulate else args.platform, timing=timing,
-                   on_point=_progress)
+    if args.backend == "torch":
+        if args.simulate:
+            raise InvalidInputError("--simulate is for JAX; torch runs one process per device")
+        from chipfit.parallel_torch import scale_torch
+
+        result = scale_torch(args.workload, args.devices, batch=args.batch,
+                             scaling=args.scaling, mode=args.mode, dtype=parse_dtype(args.dtype),
+                             platform=args.platform, budget_s=timing.budget_s,
+                             on_point=_progress)
+    else:
+        if args.simulate:
+            if args.devices is None or args.platform not in (None, "cpu"):
+                raise InvalidInputError("--simulate needs --devices N and the cpu platform")
+            simulate_cpu_devices(args.devices)
+        result = scale(args.workload, args.devices, batch=args.batch, scaling=args.scaling,
+                       mode=args.mode, dtype=parse_dtype(args.dtype),
+                       platform="cpu" if args.simulate else args.platform, timing=timing,
+                       on_point=_progress)
     if args.json:
         path = Path(args.json)
         path.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
@@ -78,7 +89,8 @@ def _table(result: Any) -> Any:
 
     from chipfit.report.fmt import fmt_seconds
 
-    title = (f"chipfit scale - {result.workload} {result.mode} {result.dtype} on jax "
+    backend = result.points[0].measurement.device.split(":")[0] if result.points else "?"
+    title = (f"chipfit scale - {result.workload} {result.mode} {result.dtype} on {backend} "
              f"{result.platform}, {result.scaling} scaling (measured)")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("devices", "batch", "step time", "samples/s", "speed-up", "efficiency",

@@ -62,15 +62,35 @@ def _classify(exc: BaseException, session: Session | None) -> tuple[str, str]:
     return "error", text
 
 
+MEMORY_LIMIT_ENV = "CHIPFIT_MEMORY_LIMIT_BYTES"
+
+
+def _memory_limit(info: Any) -> tuple[float | None, float, str]:
+    """Bytes a job may use, the capacity to name in the message, and where the limit came
+    from: 90% of the device's memory (headroom for the framework and the OS), or
+    ``$CHIPFIT_MEMORY_LIMIT_BYTES`` (e.g. ``2Gi``) when that is lower."""
+    import os
+
+    from chipfit.workloads.base import parse_count
+
+    total = info.memory_bytes if info is not None and info.memory_bytes else None
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        chosen = parse_count(text, MEMORY_LIMIT_ENV)
+        if total is None or chosen < total * 0.9:
+            return float(chosen), float(chosen), f"; limit set by {MEMORY_LIMIT_ENV}"
+    return (total * 0.9, float(total), "") if total else (None, 0.0, "")
+
+
 def _guard_memory(job: Job, discovery: Discovery) -> None:
     workload = get_workload(job.workload)
-    need = workload.memory_estimate(job.size, job.dtype, job.mode)
-    info = discovery.get(str(job.device.base))
-    if need is None or info is None or not info.memory_bytes:
+    limit, capacity, why = _memory_limit(discovery.get(str(job.device.base)))
+    if limit is None:
         return
-    if need > info.memory_bytes * 0.9:  # keep headroom for the framework and the OS
-        raise OutOfMemoryError(f"does not fit in {info.memory_bytes / 2**30:.1f} GiB "
-                               f"(estimated {need / 2**30:.1f} GiB)")
+    need = workload.memory_estimate(job.size, job.dtype, job.mode)
+    if need is not None and need > limit:
+        raise OutOfMemoryError(f"does not fit in {capacity / 2**30:.1f} GiB "
+                               f"(estimated {need / 2**30:.1f} GiB{why})")
 
 
 def _energy_per_call(meter: Any, start_j: float | None, timing: TimerResult) -> tuple[float | None, str]:

@@ -1,0 +1,450 @@
+"""The SQLite store: one row per run, per planned job and per measurement.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL`` and every measurement is
+its own committed transaction, so a ``kill -9`` (or a power cut) loses nothing that was
+already handed to :meth:`Store.add_measurement`. Several processes may write at once: WAL lets
+readers go on while one writer commits, and writers queue behind ``BEGIN IMMEDIATE`` with a
+busy timeout instead of failing.
+
+Raw samples are the truth: a measurement is stored whole (raw block times included) as JSON
+text beside the columns used to find it; statistics are derived again when it is read.
+
+History of ``SCHEMA_VERSION`` (each step is a migration in ``_MIGRATIONS``; the applied ones
+are rows of the ``schema_migrations`` table, and a database from a newer chipfit is refused):
+
+1. chipfit 0.1: runs, planned_jobs (what ``--resume`` finishes), measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chipfit.errors import ChipfitError, InvalidInputError, SchemaError
+from chipfit.paths import data_dir
+from chipfit.results import Discovery, Measurement, Run, from_plain
+from chipfit.spec import DeviceRef, Job, TimingConfig
+
+__all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "default_db_path", "open_store"]
+
+SCHEMA_VERSION = 1
+#: Marks the file as chipfit's in its header ("chip"), so a foreign database is not misread.
+APPLICATION_ID = 0x63686970
+_BUSY_TIMEOUT_S = 60.0
+#: Run settings that say where a run was measured, not what: ignored when resuming.
+_EXECUTOR_SETTINGS = frozenset({"executor", "address", "job_timeout_s", "labels"})
+
+_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "runs, planned jobs and measurements with raw block times", (
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            command TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL DEFAULT '',
+            interrupted INTEGER NOT NULL DEFAULT 0,
+            chipfit_version TEXT NOT NULL DEFAULT '',
+            fingerprint TEXT NOT NULL DEFAULT '',
+            hostname TEXT NOT NULL DEFAULT '',
+            driver TEXT NOT NULL DEFAULT '',
+            machine_json TEXT NOT NULL DEFAULT '{}',
+            settings_json TEXT NOT NULL DEFAULT '{}',
+            discovery_json TEXT NOT NULL DEFAULT '{}')""",
+        """CREATE TABLE planned_jobs (
+            run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            job_key TEXT NOT NULL,
+            job_json TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq))""",
+        """CREATE TABLE measurements (
+            run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            job_key TEXT NOT NULL,
+            workload TEXT NOT NULL,
+            size TEXT NOT NULL,
+            device TEXT NOT NULL,
+            dtype TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            status TEXT NOT NULL,
+            source TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            data_json TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq))""",
+        "CREATE INDEX measurements_by_key ON measurements (run_id, job_key)",
+        "CREATE INDEX runs_by_start ON runs (started_at)",
+    )),
+)
+
+T = TypeVar("T")
+Key = tuple[str, str, str, str, str]
+
+
+def default_db_path() -> Path:
+    """``chipfit.sqlite3`` under the user's data directory (``$CHIPFIT_HOME`` if set)."""
+    return data_dir() / "chipfit.sqlite3"
+
+
+def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """Open (and with ``create``, make or migrate) the store at ``path`` or the default."""
+    return Store(path if path is not None else default_db_path(), create=create)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``chipfit runs``: who measured what, when, and how far it got."""
+
+    run_id: str
+    command: str
+    started_at: str
+    finished_at: str
+    interrupted: bool
+    chipfit_version: str
+    fingerprint: str
+    hostname: str
+    devices: tuple[str, ...]
+    versions: tuple[tuple[str, str], ...]
+    planned: int
+    measured: int
+    ok: int
+
+    @property
+    def state(self) -> str:
+        """``complete``, ``interrupted`` (Ctrl-C) or ``unfinished`` (killed, or still running)."""
+        if self.interrupted:
+            return "interrupted"
+        return "complete" if self.finished_at else "unfinished"
+
+
+def key_text(key: Sequence[str]) -> str:
+    """The stored form of a job key (``Job.key``, or a measurement's own key)."""
+    return json.dumps(list(key))
+
+
+def measurement_key(m: Measurement) -> Key:
+    """The :attr:`Job.key` of the job that produced ``m``."""
+    return (m.workload, m.size, m.device, m.dtype, m.mode)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn sqlite's errors into chipfit's, naming the file and what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
+
+    return wrapper
+
+
+class Store:
+    """A chipfit history database. Use :func:`open_store`; close it (or use ``with``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            if not create:
+                raise InvalidInputError(f"no chipfit database at {self.path}: run `chipfit "
+                                        "bench` first, or point --db at an existing one")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise InvalidInputError(f"{self.path} is a directory; --db wants a database file")
+        self._conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> ChipfitError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return ChipfitError(f"{self.path} stayed locked by another process for "
+                                f"{_BUSY_TIMEOUT_S:.0f} s; try again when it has finished")
+        if "readonly" in text or "unable to open" in text:
+            return InvalidInputError(f"cannot write to {self.path} ({text}); check its "
+                                     "permissions, or pass --db with another file")
+        return InvalidInputError(f"{self.path} is not a chipfit database or is damaged ({text}); "
+                                 "move it aside or pass --db with another file")
+
+    @_guarded
+    def _setup(self) -> None:
+        conn = self._conn
+        conn.execute("PRAGMA foreign_keys = ON")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # reads the header
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        if self._check(conn) == SCHEMA_VERSION:
+            return  # up to date: no write lock needed just to read
+        with self._write():
+            current = self._check(conn)  # again: another process may have migrated meanwhile
+            if current == 0:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
+                             "PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            for version, description, statements in _MIGRATIONS:
+                if version > current:
+                    for sql in statements:
+                        conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                                 (version, description, _now()))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check(self, conn: sqlite3.Connection) -> int:
+        """The schema version found (0 for a new file); refuse foreign and newer databases."""
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app != APPLICATION_ID:
+            if app or conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                raise InvalidInputError(f"{self.path} is an SQLite database, but not chipfit's; "
+                                        "pass --db with another file")
+            return 0
+        current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        if current > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path} has schema version {current}, newer than this chipfit "
+                              f"understands ({SCHEMA_VERSION}); upgrade chipfit to use it")
+        return current
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``IMMEDIATE`` so concurrent writers queue, never deadlock."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @property
+    @_guarded
+    def schema_version(self) -> int:
+        return self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+
+    # ---- writing -----------------------------------------------------------------------
+    @_guarded
+    def begin_run(self, run: Run, jobs: Sequence[Job] = ()) -> None:
+        """Record a new run, the jobs it plans to run, and any measurements it already has."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
+            conn.executemany("INSERT INTO planned_jobs VALUES (?,?,?,?)",
+                             [(run.run_id, i, key_text(j.key), _job_json(j))
+                              for i, j in enumerate(jobs)])
+            for m in run.measurements:
+                self._insert(conn, run.run_id, m)
+
+    @_guarded
+    def add_measurement(self, run_id: str, m: Measurement) -> None:
+        """Append one measurement to ``run_id``, committed before this returns."""
+        with self._write() as conn:
+            self._insert(conn, run_id, m)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, run_id: str, m: Measurement) -> None:
+        seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE run_id = ?",
+                           (run_id,)).fetchone()[0]
+        conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (run_id, seq, key_text(measurement_key(m)), m.workload, m.size, m.device,
+                      m.dtype, m.mode, m.status, m.source, _now(), json.dumps(m.to_dict())))
+
+    @_guarded
+    def finish_run(self, run: Run) -> None:
+        """Record how ``run`` ended (its ``finished_at`` and ``interrupted`` flag)."""
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET finished_at = ?, interrupted = ? WHERE run_id = ?",
+                         (run.finished_at, int(run.interrupted), run.run_id))
+
+    @_guarded
+    def claim_run(self, run_id: str) -> None:
+        """Mark ``run_id`` as being continued by this process (``--resume``)."""
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET driver = ?, finished_at = '', interrupted = 0 "
+                         "WHERE run_id = ?", (_driver(), run_id))
+
+    @_guarded
+    def save_run(self, run: Run) -> None:
+        """Store a whole run (for example one read from JSON), replacing one with its id."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
+            for m in run.measurements:
+                self._insert(conn, run.run_id, m)
+
+    # ---- reading -----------------------------------------------------------------------
+    @_guarded
+    def resolve(self, ref: str) -> str:
+        """The run id that ``ref`` names: an id, a unique prefix, ``latest`` or ``latest~N``."""
+        ref = ref.strip()
+        if ref == "latest" or ref.startswith("latest~"):
+            return self._nth_latest(ref)
+        rows = self._conn.execute("SELECT run_id FROM runs WHERE run_id = ? OR substr(run_id, 1, "
+                                  "?) = ? ORDER BY run_id", (ref, len(ref), ref)).fetchall()
+        ids = [r[0] for r in rows]
+        if ref in ids:
+            return ref
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise InvalidInputError(f"no run {ref!r} in {self.path}; `chipfit runs` lists them")
+        raise InvalidInputError(f"{ref!r} matches {len(ids)} runs ({', '.join(ids[:3])} ...); "
+                                "give more of the id")
+
+    def _nth_latest(self, ref: str) -> str:
+        back = ref.partition("~")[2] or "0"
+        if not back.isdigit():
+            raise InvalidInputError(f"malformed run {ref!r}: use latest, latest~1, latest~2 ...")
+        row = self._conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC "
+                                 "LIMIT 1 OFFSET ?", (int(back),)).fetchone()
+        if row is None:
+            raise InvalidInputError(f"{self.path} holds no run {ref!r}; `chipfit runs` lists them")
+        return row[0]
+
+    @_guarded
+    def load_run(self, ref: str) -> Run:
+        """The run ``ref`` names (see :meth:`resolve`), with every measurement, in order."""
+        run_id = self.resolve(ref)
+        row = self._conn.execute("SELECT run_id, command, started_at, finished_at, interrupted, "
+                                 "chipfit_version, machine_json, settings_json, discovery_json "
+                                 "FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        data = self._conn.execute("SELECT data_json FROM measurements WHERE run_id = ? "
+                                  "ORDER BY seq", (run_id,)).fetchall()
+        return Run(run_id=row[0], command=row[1], started_at=row[2], finished_at=row[3],
+                   interrupted=bool(row[4]), chipfit_version=row[5],
+                   machine=tuple(sorted(json.loads(row[6]).items())),
+                   settings=tuple(sorted(json.loads(row[7]).items())),
+                   discovery=Discovery.from_dict(json.loads(row[8])),
+                   measurements=tuple(Measurement.from_dict(json.loads(d[0])) for d in data))
+
+    @_guarded
+    def list_runs(self, limit: int | None = None) -> list[RunSummary]:
+        """Runs, newest first."""
+        rows = self._conn.execute(
+            "SELECT r.run_id, command, started_at, finished_at, interrupted, chipfit_version, "
+            "fingerprint, hostname, settings_json, discovery_json, "
+            "(SELECT COUNT(*) FROM planned_jobs p WHERE p.run_id = r.run_id), "
+            "(SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id), "
+            "(SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id AND status = 'ok') "
+            "FROM runs r ORDER BY started_at DESC, r.rowid DESC LIMIT ?",
+            (-1 if limit is None else limit,)).fetchall()
+        return [_summary(r) for r in rows]
+
+    @_guarded
+    def planned_jobs(self, run_id: str) -> list[Job]:
+        rows = self._conn.execute("SELECT job_json FROM planned_jobs WHERE run_id = ? ORDER BY seq",
+                                  (run_id,)).fetchall()
+        return [_job_from_json(r[0]) for r in rows]
+
+    @_guarded
+    def done_keys(self, run_id: str) -> set[Key]:
+        """Keys of the jobs of ``run_id`` that already have a stored measurement."""
+        rows = self._conn.execute("SELECT DISTINCT job_key FROM measurements WHERE run_id = ?",
+                                  (run_id,)).fetchall()
+        return {tuple(json.loads(r[0])) for r in rows}  # type: ignore[misc]
+
+    @_guarded
+    def find_resumable(self, command: str, settings: Mapping[str, str],
+                       fingerprint: str) -> str | None:
+        """The newest unfinished run of ``command`` with these settings on this machine.
+
+        Where it ran (the executor's own settings) does not count: a run started inline may
+        be finished in subprocesses.
+        """
+        wanted = _plan_settings(settings)
+        rows = self._conn.execute(
+            "SELECT run_id, settings_json FROM runs WHERE (finished_at = '' OR interrupted = 1) "
+            "AND command = ? AND fingerprint = ? ORDER BY started_at DESC, rowid DESC",
+            (command, fingerprint)).fetchall()
+        return next((r[0] for r in rows if _plan_settings(json.loads(r[1])) == wanted), None)
+
+    @_guarded
+    def live_driver(self, run_id: str) -> str | None:
+        """``host:pid`` of another live process on this host still writing ``run_id``."""
+        row = self._conn.execute("SELECT driver, finished_at FROM runs WHERE run_id = ?",
+                                 (run_id,)).fetchone()
+        if row is None or row[1] or not row[0]:
+            return None
+        host, _, pid = row[0].rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+            return None
+        return row[0] if _pid_alive(int(pid)) else None
+
+
+# ---- row mapping ----------------------------------------------------------------------------
+def _driver() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _settings_json(settings: Iterable[tuple[str, str]]) -> str:
+    return json.dumps(dict(settings), sort_keys=True)
+
+
+def _plan_settings(settings: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in settings.items() if k not in _EXECUTOR_SETTINGS}
+
+
+def _run_row(run: Run) -> tuple[Any, ...]:
+    machine = dict(run.machine)
+    discovery = {"devices": [asdict(d) for d in run.discovery.devices],
+                 "problems": [asdict(p) for p in run.discovery.problems]}
+    return (run.run_id, run.command, run.started_at, run.finished_at, int(run.interrupted),
+            run.chipfit_version, machine.get("fingerprint", ""), machine.get("hostname", ""),
+            _driver(), json.dumps(machine, sort_keys=True), _settings_json(run.settings),
+            json.dumps(discovery))
+
+
+def _job_json(job: Job) -> str:
+    return json.dumps({"workload": job.workload, "size": job.size, "device": str(job.device),
+                       "dtype": job.dtype, "mode": job.mode, "timing": asdict(job.timing)})
+
+
+def _job_from_json(text: str) -> Job:
+    data = json.loads(text)
+    return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]), data["dtype"],
+               data["mode"], from_plain(TimingConfig, data["timing"]))
+
+
+def _summary(row: Sequence[Any]) -> RunSummary:
+    settings, discovery = json.loads(row[8]), Discovery.from_dict(json.loads(row[9]))
+    devices = settings.get("devices", "")
+    used = {ref.split(":")[0] for ref in devices.split(",")} if devices else None
+    versions = {pair for d in discovery.devices for pair in d.versions
+                if used is None or d.backend in used}
+    return RunSummary(run_id=row[0], command=row[1], started_at=row[2], finished_at=row[3],
+                      interrupted=bool(row[4]), chipfit_version=row[5], fingerprint=row[6],
+                      hostname=row[7],
+                      devices=tuple(devices.split(",")) if devices else
+                      tuple(d.ref for d in discovery.devices),
+                      versions=tuple(sorted(versions)), planned=row[10], measured=row[11],
+                      ok=row[12])

@@ -1,0 +1,69 @@
+"""Data-parallel scaling with torch.distributed: 2 CPU processes over gloo, for real."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from chipfit.errors import InvalidInputError, UnknownNameError
+from chipfit.parallel_torch import scale_torch
+
+pytest.importorskip("torch")
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_in_step_and_report_efficiency() -> None:
+    seen = []
+    result = scale_torch("mlp", 2, batch=16, platform="cpu", warmup=2, steps=4,
+                         on_point=seen.append)
+    assert (result.platform, result.scaling, result.mode, result.source) == (
+        "cpu", "weak", "train", "measured")
+    assert [p.devices for p in result.points] == [1, 2] and list(result.points) == seen
+    for point in result.points:
+        m = point.measurement
+        assert m.ok and m.source == "measured" and len(m.block_times_s) == 4
+        assert m.meta["comm_backend"] == "gloo" and m.meta["per_device_batch"] == "16"
+        assert point.global_batch == 16 * point.devices == m.items_per_call
+        assert m.first_call_s > 0 and m.flops > 0
+    two = result.points[1]
+    # Each rank trained on different data; DDP's gradient averaging kept the replicas equal.
+    assert float(two.measurement.meta["replica_max_diff"]) == 0.0
+    assert result.efficiency(result.baseline) == 1.0
+    assert two.throughput == pytest.approx(32 / two.measurement.median_s)
+    assert result.efficiency(two) == pytest.approx(
+        result.baseline.measurement.median_s / two.measurement.median_s)
+    assert math.isfinite(result.efficiency(two)) and result.efficiency(two) > 0
+    assert result.to_dict()["points"][1]["devices"] == 2  # the JAX command's JSON shape
+
+
+@pytest.mark.slow
+def test_strong_scaling_finetune_splits_the_global_batch() -> None:
+    result = scale_torch("mlp", counts=(2,), batch=16, scaling="strong", mode="finetune",
+                         platform="cpu", warmup=1, steps=3)
+    assert [(p.devices, p.global_batch, p.per_device_batch) for p in result.points] == [
+        (1, 16, 16), (2, 16, 8)]
+    assert float(result.points[1].measurement.meta["replica_max_diff"]) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"workload": "matmul"}, InvalidInputError, "not a trainable network"),
+    ({"counts": (0,)}, InvalidInputError, "1 or more"),
+    ({"platform": "tpu"}, InvalidInputError, "cpu or cuda"),
+    ({"batch": 0}, InvalidInputError, "at least 1"),
+    ({"scaling": "strong", "counts": (3,), "batch": 16}, InvalidInputError, "split evenly"),
+    ({"scaling": "wide"}, UnknownNameError, "scaling"),
+    ({"mode": "serve"}, UnknownNameError, "mode"),
+])
+def test_bad_requests_are_refused(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        scale_torch(**{"workload": "mlp", "platform": "cpu", **kwargs})
+
+
+def test_cuda_without_enough_gpus_is_refused() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() >= 64:
+        pytest.skip("has 64 GPUs")
+    with pytest.raises(InvalidInputError, match="CUDA devices"):
+        scale_torch("mlp", 64, platform="cuda")

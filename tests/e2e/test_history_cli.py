@@ -1,0 +1,122 @@
+"""``chipfit runs``, ``show`` and ``compare`` on real measured runs, as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from chipfit.report.export import load_run
+from chipfit.store import SCHEMA_VERSION, open_store
+
+BENCH = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "32,64", "--quick")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A database with one real run and a copy of it made twice as slow: (db, A, B)."""
+    home = tmp_path_factory.mktemp("history-home")
+    db = home / "h.sqlite3"
+    proc = subprocess.run([sys.executable, "-m", "chipfit", *BENCH, "--db", str(db)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CHIPFIT_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    with open_store(db) as store:
+        a = store.load_run("latest")
+        slow = tuple(replace(m, block_times_s=tuple(2 * t for t in m.block_times_s))
+                     for m in a.measurements)
+        b = replace(a, run_id="slow-" + a.run_id, measurements=slow)
+        store.save_run(b)
+    return db, a.run_id, b.run_id
+
+
+def test_runs_lists_machine_devices_and_versions(history, cli) -> None:
+    db, a, b = history
+    proc = cli("runs", "--db", str(db), check=True)
+    assert a in proc.stdout and b in proc.stdout
+    assert "torch:cpu" in proc.stdout and "torch 2." in proc.stdout
+    listed = json.loads(cli("runs", "--db", str(db), "--json", check=True).stdout)
+    mine = next(r for r in listed if r["run_id"] == a)
+    assert mine["state"] == "complete" and mine["devices"] == ["torch:cpu"]
+    assert mine["planned"] == mine["measured"] == mine["ok"] == 2
+    assert len(mine["fingerprint"]) == 16 and "torch" in mine["versions"]
+
+
+def test_show_prints_and_exports_a_run(history, cli, tmp_path: Path) -> None:
+    db, a, _ = history
+    proc = cli("show", a[:12], "--db", str(db), "--json", str(tmp_path / "r.json"), "--csv",
+               str(tmp_path / "r.csv"), check=True)
+    assert f"Run {a}" in proc.stdout and "matmul" in proc.stdout and "fingerprint" in proc.stdout
+    run = load_run(tmp_path / "r.json")
+    assert run.run_id == a and len(run.measurements) == 2 and run.measurements[0].block_times_s
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [r["size"] for r in rows] == ["32", "64"]
+    raw = json.loads(cli("show", a, "--db", str(db), "--json", "-", check=True).stdout)
+    assert raw["run_id"] == a
+
+
+def test_compare_flags_an_injected_2x_slowdown(history, cli, tmp_path: Path) -> None:
+    db, a, b = history
+    proc = cli("compare", a, b, "--db", str(db), "--fail-on-regression", "--csv",
+               str(tmp_path / "c.csv"))
+    assert proc.returncode == 1, proc.stderr
+    assert "regression" in proc.stdout and "2 regression(s)" in proc.stdout
+    data = json.loads(cli("compare", a, b, "--db", str(db), "--json", "-").stdout)
+    assert data["regressions"] == 2
+    for point in data["points"]:
+        assert point["verdict"] == "regression" and point["ratio"] == pytest.approx(2.0)
+        assert point["p_value"] < 0.01
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert {r["verdict"] for r in rows} == {"regression"}
+
+
+def test_compare_of_a_run_with_itself_or_a_json_copy_flags_nothing(history, cli,
+                                                                   tmp_path: Path) -> None:
+    db, a, _ = history
+    cli("show", a, "--db", str(db), "--json", str(tmp_path / "a.json"), check=True)
+    proc = cli("compare", str(tmp_path / "a.json"), a, "--db", str(db), "--fail-on-regression")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 regression(s)" in proc.stdout
+
+
+def test_a_newer_or_corrupt_database_is_a_one_line_error(tmp_path: Path, cli) -> None:
+    newer = tmp_path / "newer.sqlite3"
+    open_store(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("INSERT INTO schema_migrations VALUES (?, 'future', 'x')", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(os.urandom(4096))
+    for db, words in ((newer, "newer than this chipfit"), (corrupt, "is damaged")):
+        for args in (("runs",), ("show",), ("bench", "-w", "matmul", "-s", "16", "--quick")):
+            proc = cli(*args, "--db", str(db))
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_history_commands_on_an_empty_or_missing_database(tmp_path: Path, cli) -> None:
+    proc = cli("runs", "--db", str(tmp_path / "missing.sqlite3"))
+    assert proc.returncode == 2 and "no chipfit database" in proc.stderr
+    open_store(tmp_path / "empty.sqlite3").close()
+    assert "no runs" in cli("runs", "--db", str(tmp_path / "empty.sqlite3"), check=True).stdout
+    proc = cli("show", "nope", "--db", str(tmp_path / "empty.sqlite3"))
+    assert proc.returncode == 2 and "no run 'nope'" in proc.stderr
+
+
+def test_bench_keeps_runs_in_the_default_database(cli) -> None:
+    proc = cli(*BENCH, check=True)
+    default = Path(os.environ["CHIPFIT_HOME"]) / "chipfit.sqlite3"
+    assert f"kept in {default}" in proc.stderr
+    assert "2 ok of 2" in cli("show", check=True).stdout
+    listed = json.loads(cli("runs", "--json", check=True).stdout)
+    assert len(listed) == 1 and listed[0]["ok"] == 2
+    cli(*BENCH, "--no-save", check=True)
+    assert len(json.loads(cli("runs", "--json", check=True).stdout)) == 1  # --no-save: not kept
