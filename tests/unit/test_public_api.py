@@ -25,3 +25,17 @@ def test_help_imports_no_heavy_framework():
             "print(','.join(m for m in ('torch','jax','ray','matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_no_submodule_shadows_an_api_function():
+    """``import chipfit.x`` binds ``chipfit.x``: no module may share an API function's name."""
+    import importlib
+    import pkgutil
+
+    modules = [m.name for m in pkgutil.iter_modules(chipfit.__path__)]
+    assert not set(modules) & set(chipfit.__all__)
+    for name in modules:
+        if name not in ("__main__", "_worker"):
+            importlib.import_module(f"chipfit.{name}")
+    for name in ("advise", "bench", "discover", "measure"):
+        assert callable(getattr(chipfit, name)), name
