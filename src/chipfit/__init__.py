@@ -28,7 +28,8 @@ __all__ = sorted([
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
     "UsageError", "__version__", "advise", "bench", "compare_runs", "discover", "load_run",
-    "measure", "open_store", "scale", "scale_torch", "to_dataframe",
+    "analyze_run", "measure", "open_store", "scale", "scale_torch", "sweep",
+    "to_dataframe", "write_report",
 ])
 
 
@@ -100,3 +101,24 @@ def scale_torch(workload: str = "mlp", processes: Any = None, **kwargs: Any) -> 
     from chipfit.parallel_torch import scale_torch as _scale
 
     return _scale(workload, processes, **kwargs)
+
+
+def sweep(workload: str, devices: Any = None, **kwargs: Any) -> Any:
+    """Measure ``workload`` over a size ladder and find crossovers, like ``chipfit sweep``."""
+    from chipfit.sweeper import sweep as _sweep
+
+    return _sweep(workload, devices, **kwargs)
+
+
+def analyze_run(run: Any, **kwargs: Any) -> Any:
+    """Crossovers, largest fitting and best-throughput sizes of a saved run."""
+    from chipfit.sweeper import analyze_run as _analyze
+
+    return _analyze(run, **kwargs)
+
+
+def write_report(runs: Any, path: Any, **kwargs: Any) -> Any:
+    """Write the self-contained HTML report for ``runs``, like ``chipfit report -o PATH``."""
+    from chipfit.report.html import write_report as _write
+
+    return _write(list(runs) if isinstance(runs, (list, tuple)) else [runs], path, **kwargs)

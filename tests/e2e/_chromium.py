@@ -120,13 +120,15 @@ def _start(executable: str, profile: str) -> _Pipe:
     ev_r, ev_w = os.pipe()  # Chromium writes on fd 4, we read
 
     def child_fds() -> None:
-        os.dup2(cmd_r, 3)
-        os.dup2(ev_w, 4)
+        # Copy both ends out of the way first: either may already sit on 3 or 4.
+        high_r, high_w = os.dup(cmd_r), os.dup(ev_w)
+        os.dup2(high_r, 3)
+        os.dup2(high_w, 4)
 
+    # pass_fds=(3, 4): close_fds runs after preexec_fn and must keep the renumbered ends.
     proc = subprocess.Popen([executable, *_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, pass_fds=(cmd_r, ev_w),
-                            preexec_fn=child_fds)
+                            stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=child_fds)
     os.close(cmd_r)
     os.close(ev_w)
     return _Pipe(proc, cmd_w, ev_r)

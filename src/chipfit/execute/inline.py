@@ -63,9 +63,12 @@ def _classify(exc: BaseException, session: Session | None) -> tuple[str, str]:
 
 
 MEMORY_LIMIT_ENV = "CHIPFIT_MEMORY_LIMIT_BYTES"
+#: Share of a device's memory a job may plan to use: the rest is headroom for the framework
+#: and the OS.
+MEMORY_HEADROOM = 0.9
 
 
-def _memory_limit(info: Any) -> tuple[float | None, float, str]:
+def memory_limit(info: Any) -> tuple[float | None, float, str]:
     """Bytes a job may use, the capacity to name in the message, and where the limit came
     from: 90% of the device's memory (headroom for the framework and the OS), or
     ``$CHIPFIT_MEMORY_LIMIT_BYTES`` (e.g. ``2Gi``) when that is lower."""
@@ -77,14 +80,15 @@ def _memory_limit(info: Any) -> tuple[float | None, float, str]:
     text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
     if text:
         chosen = parse_count(text, MEMORY_LIMIT_ENV)
-        if total is None or chosen < total * 0.9:
+        if total is None or chosen < total * MEMORY_HEADROOM:
             return float(chosen), float(chosen), f"; limit set by {MEMORY_LIMIT_ENV}"
-    return (total * 0.9, float(total), "") if total else (None, 0.0, "")
+    return (total * MEMORY_HEADROOM, float(total), "") if total else (None, 0.0, "")
 
 
-def _guard_memory(job: Job, discovery: Discovery) -> None:
+def guard_memory(job: Job, discovery: Discovery) -> None:
+    """Raise OutOfMemoryError when the workload's estimate exceeds the device's limit."""
     workload = get_workload(job.workload)
-    limit, capacity, why = _memory_limit(discovery.get(str(job.device.base)))
+    limit, capacity, why = memory_limit(discovery.get(str(job.device.base)))
     if limit is None:
         return
     need = workload.memory_estimate(job.size, job.dtype, job.mode)
@@ -112,7 +116,7 @@ def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
                 mode=job.mode, flops=cost.flops, bytes_moved=cost.bytes_moved)
     with backend.session(job.device, discovery) as session:
         try:
-            _guard_memory(job, discovery)
+            guard_memory(job, discovery)
             return _measure(job, session, base)
         except (KeyboardInterrupt, UsageError):
             raise

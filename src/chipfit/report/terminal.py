@@ -80,7 +80,8 @@ def bench_table(run: Run) -> Table:
     for m in run.measurements:
         rows.setdefault((m.workload, m.size, m.dtype, m.mode), {})[m.device] = m
     ref_name = reference_device(devices) if devices else ""
-    table = Table(title=f"chipfit bench — measured on this machine (run {run.run_id})",
+    table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
+                        f"(run {run.run_id})",
                   title_justify="left", show_lines=True,
                   caption=f"median per call ±95% CI of the median; FLOP/s (or B/s when memory-bound) achieved; "
                           f"×: speed-up vs {ref_name}; e2e: with host<->device copies; "

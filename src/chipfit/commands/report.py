@@ -1,0 +1,62 @@
+"""``chipfit report``: one self-contained HTML file (and optional PNGs) from results files."""
+
+from __future__ import annotations
+
+import argparse
+
+from chipfit.commands._common import add_db_flag, err, load_run_ref, out
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report (plots, crossovers, "
+                       "roofline, claims check) from results files",
+                       description="Write one HTML file that needs no network: the device "
+                       "table, time vs size per workload with crossovers marked, throughput, "
+                       "a roofline, the seeds' claims check and the run metadata.")
+    p.add_argument("results", nargs="*", metavar="RUN",
+                   help="results JSON files (from --json or the data directory) or run ids in "
+                   "the results database (latest, latest~1, an id prefix); default: the "
+                   "latest run")
+    p.add_argument("-o", "--output", default="chipfit-report.html", metavar="PATH",
+                   help="HTML file to write (default: chipfit-report.html)")
+    p.add_argument("--png", metavar="DIR", help="also write every plot as a PNG into DIR")
+    p.add_argument("--level", type=float, default=0.95,
+                   help="confidence level of the crossover statements (default 0.95)")
+    add_db_flag(p)
+    p.set_defaults(func=run)
+
+
+def _runs(args: argparse.Namespace) -> list:
+    """The runs named (files or database ids), else the newest results file, else the
+    database's latest run."""
+    from chipfit.errors import InvalidInputError
+    from chipfit.paths import latest_run, runs_dir
+    from chipfit.report.export import load_run
+    from chipfit.store.sqlite import default_db_path
+
+    if args.results:
+        return [load_run(ref) if ref.endswith(".json") else load_run_ref(args, ref)
+                for ref in args.results]
+    latest = latest_run()
+    if latest is not None:
+        return [load_run(latest)]
+    if args.db or default_db_path().exists():
+        return [load_run_ref(args, "latest")]
+    raise InvalidInputError(f"no results yet in {runs_dir()}: run chipfit sweep or chipfit "
+                            "bench first, or name a results file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from chipfit.analysis.crossover import check_settings
+    from chipfit.report.html import write_report
+
+    check_settings(args.level, 2000)
+    runs = _runs(args)
+    path = write_report(runs, args.output, png_dir=args.png, level=args.level)
+    count = sum(len(r.measurements) for r in runs)
+    out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
+    if args.png:
+        err.print(f"plots as PNG in {args.png}", markup=False)
+    return 0

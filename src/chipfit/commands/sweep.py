@@ -1,0 +1,93 @@
+"""``chipfit sweep``: one workload over a ladder of sizes; where does the faster device change?"""
+
+from __future__ import annotations
+
+import argparse
+
+from chipfit.commands._common import (
+    Saver,
+    add_output_flags,
+    csv_list,
+    err,
+    finish_run,
+    open_db,
+    progress,
+)
+
+ORDER = 25
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="measure one workload over a size ladder and find the "
+                       "crossovers between devices (and dtypes)",
+                       description="Measure WORKLOAD over a geometric ladder of sizes on each "
+                       "device, resident and end to end, and state every crossover: the size "
+                       "at which the faster device (or dtype) changes.")
+    p.add_argument("workload", help="workload name (see chipfit bench --help for the list)")
+    p.add_argument("--axis", choices=("batch", "n", "elements"),
+                   help="what the sizes mean; must be the workload's own axis (default: it)")
+    p.add_argument("--from", dest="start", metavar="A", help="smallest size (e.g. 16, 1k, 2^10)")
+    p.add_argument("--to", dest="stop", metavar="B", help="largest size (default: the "
+                   "workload's range, ending before one call would exceed 500 GFLOP; 20 GFLOP "
+                   "with --quick)")
+    p.add_argument("--points", type=int, help="ladder points, evenly spaced in log size "
+                   "(default: doubling)")
+    p.add_argument("--devices", "-d", help="comma-separated device ids (default: all found, "
+                   "plus torch:cpu@1t)")
+    p.add_argument("--dtypes", default="float32",
+                   help="comma-separated dtypes; two or more add dtype crossovers "
+                   "(e.g. float32,bfloat16)")
+    p.add_argument("--mode", help="inference, train or finetune (default: the workload's first)")
+    p.add_argument("--quick", action="store_true",
+                   help="short ladder and short timing (under two minutes on two cores)")
+    p.add_argument("--target", type=float, help="stop timing a point when the 95%% CI of the "
+                   "median is within this fraction (default 0.02)")
+    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
+    p.add_argument("--level", type=float, default=0.95,
+                   help="confidence level of the crossover statements (default 0.95)")
+    p.add_argument("--html", metavar="PATH", help="also write the HTML report of this sweep")
+    add_output_flags(p)
+    from chipfit.commands.bench import add_fleet_flags
+
+    add_fleet_flags(p)  # --db, --executor and friends, as for bench
+    p._option_string_actions["--resume"].help = argparse.SUPPRESS  # refused: not for sweeps
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Group
+
+    from chipfit.commands.bench import executor_from_args, timing_from_args
+    from chipfit.errors import InvalidInputError
+    from chipfit.report.crossover_view import crossover_panel
+    from chipfit.report.terminal import bench_table
+    from chipfit.sweeper import sweep
+    from chipfit.workloads import get_workload
+
+    if args.resume:
+        raise InvalidInputError("chipfit sweep cannot --resume: run the sweep again (a short "
+                                "ladder with --from/--to redoes only what you name)")
+    axis = get_workload(args.workload).axis
+    timing = timing_from_args(args)
+    executor = executor_from_args(args)
+    store = None if args.no_save and not args.db else open_db(args, create=True)
+    with progress() as bar, executor:
+        task = bar.add_task("sweep", total=None, current="")
+        saver = Saver(args, bar, task)
+        try:
+            result = sweep(args.workload, csv_list(args.devices) if args.devices else None,
+                           axis=args.axis, start=args.start, stop=args.stop,
+                           points=args.points, dtypes=csv_list(args.dtypes), mode=args.mode,
+                           quick=args.quick, timing=timing, on_result=saver, level=args.level,
+                           executor=executor, store=store)
+        finally:
+            if store is not None:
+                store.close()
+    if store is not None:
+        err.print(f"run {result.run.run_id} kept in {store.path}")
+    if args.html:
+        from chipfit.report.html import write_report
+
+        err.print(f"wrote {write_report([result.run], args.html)}")
+    return finish_run(result.run, saver, lambda run: Group(
+        bench_table(run), crossover_panel(result.analysis, {args.workload: axis})))

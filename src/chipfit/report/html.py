@@ -1,0 +1,465 @@
+"""The HTML report: one self-contained file, readable offline, safe to open.
+
+Self-contained: plots are inline SVG (matplotlib), styles are one inline ``<style>``, fonts
+are the reader's own; there is no script, no external reference, and a Content-Security-
+Policy that forbids loading anything. Safe: every piece of text that came from a user or a
+results file (workload and model names, device names, paths, labels, notes) is HTML-escaped
+through :func:`esc`; only :class:`Safe` strings built here pass through unescaped.
+
+Provenance: every number carries a ``measured`` / ``predicted`` / ``catalog`` tag (a
+``source`` column, or a tag beside the number), as everywhere in chipfit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from chipfit._version import __version__
+from chipfit.analysis.crossover import (
+    Crossover,
+    SeriesSummary,
+    SweepAnalysis,
+    analyze,
+    build_series,
+    default_position,
+    rate_unit,
+)
+from chipfit.report import crossover_view as words
+from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
+from chipfit.results import Measurement, Run
+
+__all__ = ["ClaimRow", "ReportData", "Safe", "catalog_ceilings", "esc", "load_claims", "num",
+           "prepare", "render_report", "report_figures", "src", "write_report"]
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_SOURCES_HELP = {
+    "measured": "timed or probed on the machine named in the run metadata",
+    "predicted": "estimated by a model (here: the memory guard's estimate of what fits)",
+    "catalog": "a datasheet figure from chipfit's hardware catalog",
+}
+_STYLE = """
+html{background:#fff}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1100px;
+padding:1rem 1.5rem;color:#1a1a1a;background:#fff;line-height:1.45}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.n{text-align:right;white-space:nowrap}
+figure{margin:1rem 0}figure svg{width:100%;height:auto}
+figcaption{font-size:.85rem;color:#444}
+.src{font-size:.68rem;border-radius:3px;padding:0 .25rem;margin-left:.25rem;
+white-space:nowrap;vertical-align:middle}
+.src-measured{background:#e3f1e3;color:#1d5c1d}.src-predicted{background:#fdf0d5;color:#7a4d00}
+.src-catalog{background:#e1ecf8;color:#17457a}.src-estimated{background:#eee;color:#444}
+.kind-one{color:#1d5c1d}.kind-several{color:#7a4d00}.muted{color:#666}
+ul.findings li{margin:.3rem 0}details{margin:.5rem 0}code{font-size:.85rem}
+nav a{margin-right:.8rem}
+"""
+
+
+class Safe(str):
+    """Markup built by this module: passes through :func:`esc` unchanged."""
+
+
+def esc(value: Any) -> Safe:
+    """``value`` as HTML text: user-supplied strings can never become markup."""
+    if isinstance(value, Safe):
+        return value
+    return Safe(html.escape(str(value), quote=True))
+
+
+def _join(parts: Iterable[Any]) -> Safe:
+    return Safe("".join(esc(p) for p in parts))
+
+
+def _el(tag: str, body: Any = "", **attrs: str) -> Safe:
+    attr = "".join(f' {k.rstrip("_")}="{esc(v)}"' for k, v in attrs.items())
+    return Safe(f"<{tag}{attr}>{esc(body)}</{tag}>")
+
+
+def src(source: str) -> Safe:
+    """The provenance tag shown beside a number."""
+    return _el("span", source, class_=f"src src-{source}",
+               title=_SOURCES_HELP.get(source, source))
+
+
+def num(text: Any, source: str) -> Safe:
+    """A number with its provenance tag."""
+    return Safe(_el("span", text, class_="v") + src(source))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterable[int] = ()
+           ) -> Safe:
+    right = set(numeric)
+    head = _join(_el("th", h) for h in headers)
+    body = _join(_el("tr", _join(_el("td", c, class_="n") if i in right else _el("td", c)
+                                 for i, c in enumerate(row))) for row in rows)
+    return Safe(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One checked claim of the seeds, as the claims section shows it."""
+
+    claim: str
+    verdict: str
+    evidence: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything a report shows, merged from one or more runs and analysed once.
+
+    ``ceilings`` are per-device roofs from the hardware catalog (devices it knows); the
+    roofline falls back to measured ceilings for the others.
+    """
+
+    runs: tuple[Run, ...]
+    measurements: tuple[Measurement, ...]
+    analysis: SweepAnalysis
+    axes: Mapping[str, str]
+    ceilings: Mapping[str, Any]
+
+
+def _machine(run: Run) -> str:
+    facts = dict(run.machine)
+    return facts.get("fingerprint") or facts.get("hostname") or run.run_id
+
+
+def _renamer(run: Run, several: bool) -> Any:
+    """Device names as the report shows them: tagged with the host when runs span machines."""
+    host = dict(run.machine).get("hostname") or _machine(run)
+    return (lambda d: f"{d} [{host}]") if several else (lambda d: d)
+
+
+def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | None]]:
+    """All measurements, and the memory guard's limits the runs recorded."""
+    from chipfit.sweeper import guard_limits
+
+    several = len({_machine(r) for r in runs}) > 1
+    out: list[Measurement] = []
+    limits: dict[Any, str | None] = {}
+    for run in runs:
+        rename = _renamer(run, several)
+        out += [replace(m, device=rename(m.device)) for m in run.measurements]
+        limits.update({(w, rename(d), t, mo): v
+                       for (w, d, t, mo), v in guard_limits(run, compute=False).items()})
+    return out, limits
+
+
+def catalog_ceilings(runs: Sequence[Run], precision: str = "fp32") -> dict[str, Any]:
+    """Roofs from the hardware catalog for every discovered device it knows (by name, and by
+    core count for CPUs). Thread-pinned CPUs (``@1t``) get none: their peak is not a catalog
+    figure."""
+    from chipfit.report.plots import Ceiling
+
+    try:
+        from chipfit.hardware.catalog import load_catalog
+    except ImportError:  # a build without the catalog: measured ceilings only
+        return {}
+    catalog = load_catalog()
+    several = len({_machine(r) for r in runs}) > 1
+    found: dict[str, Any] = {}
+    for run in runs:
+        rename = _renamer(run, several)
+        for d in run.discovery.devices:
+            spec = catalog.match(d.name, d.cores if d.kind == "cpu" else None)
+            if spec is not None and (spec.peak(precision) or spec.memory_bw):
+                found[rename(d.ref)] = Ceiling(spec.peak(precision), spec.memory_bw, "catalog",
+                                               f"{spec.name} ({spec.key}), {precision} peak")
+    return found
+
+
+def _axis(workload: str, runs: Sequence[Run]) -> str:
+    from chipfit.errors import ChipfitError
+    from chipfit.workloads import get_workload
+
+    try:
+        return get_workload(workload).axis
+    except ChipfitError:
+        axes = {dict(r.settings).get("axis") for r in runs} - {None}
+        return axes.pop() if len(axes) == 1 else "size"
+
+
+def prepare(runs: Sequence[Run], *, level: float = 0.95, resamples: int = 2000,
+            ceilings: Mapping[str, Any] | None = None) -> ReportData:
+    """Merge ``runs`` and analyse them: the data every section and plot draws from.
+
+    ``ceilings`` maps device names to :class:`chipfit.report.plots.Ceiling`; by default the
+    catalog's, where it knows the device.
+    """
+    measurements, limits = _merged(runs)
+    analysis = analyze(measurements, limits=limits, level=level, resamples=resamples)
+    names = dict.fromkeys(m.workload for m in measurements)
+    return ReportData(tuple(runs), tuple(measurements), analysis,
+                      {w: _axis(w, runs) for w in names},
+                      catalog_ceilings(runs) if ceilings is None else dict(ceilings))
+
+
+# ---- figures --------------------------------------------------------------------------------
+
+def _workload_ids(data: ReportData) -> dict[str, str]:
+    from chipfit.report.plots import slug
+
+    return {w: f"w{i}-{slug(w)}" for i, w in enumerate(data.axes)}
+
+
+def report_figures(data: ReportData) -> list[tuple[str, str, Any]]:
+    """(element id, caption, matplotlib Figure) for every plot, in page order."""
+    from chipfit.report import plots
+
+    figures = []
+    for workload, wid in _workload_ids(data).items():
+        axis = data.axes[workload]
+        ms = [m for m in data.measurements if m.workload == workload]
+        series = build_series(ms)
+        figures.append((f"{wid}-time", f"{workload}: time per call vs {axis}", plots.time_plot(
+            series, data.analysis.crossovers_of(workload), title=f"{workload}: time vs {axis}",
+            axis=axis)))
+        unit = rate_unit(ms)
+        figures.append((f"{wid}-rate", f"{workload}: {unit} vs {axis}", plots.throughput_plot(
+            ms, title=f"{workload}: throughput vs {axis}", axis=axis, unit=unit,
+            position=default_position)))
+    figures.append(("roofline", "Roofline: achieved FLOP/s vs arithmetic intensity",
+                    plots.roofline_plot(data.measurements, data.ceilings)))
+    return figures
+
+
+def _figure(element_id: str, caption: str, fig: Any) -> Safe:
+    from chipfit.report.plots import to_svg
+
+    return Safe(f'<figure id="fig-{esc(element_id)}">{to_svg(fig, element_id)}'
+                f"{_el('figcaption', caption)}</figure>")
+
+
+# ---- sections -------------------------------------------------------------------------------
+
+def _devices(data: ReportData, ceilings: Mapping[str, Any]) -> Safe:
+    rows = []
+    several = len({_machine(r) for r in data.runs}) > 1
+    for run in data.runs:
+        rename = _renamer(run, several)
+        for d in run.discovery.devices:
+            ceiling = ceilings.get(rename(d.ref))
+            units = "; ".join(filter(None, [
+                f"{d.cores} cores / {d.threads} threads" if d.cores is not None else "",
+                f"{d.compute_units} compute units" if d.compute_units is not None else ""]))
+            peaks = (num(fmt_rate(ceiling.flops, "FLOP/s"), ceiling.source) if ceiling and
+                     ceiling.flops else "-",
+                     num(fmt_rate(ceiling.bandwidth, "B/s"), ceiling.source) if ceiling and
+                     ceiling.bandwidth else "-")
+            rows.append((run.run_id, d.ref, d.kind, d.name,
+                         num(fmt_bytes(d.memory_bytes), d.source) if d.memory_bytes else "-",
+                         num(units, d.source) if units else "-", " ".join(d.isa) or "-",
+                         ", ".join(f"{k} {v}" for k, v in d.versions), *peaks))
+    headers = ("run", "device", "kind", "name", "memory", "parallel units", "ISA", "versions",
+               "peak FLOP/s", "peak bandwidth")
+    return Safe(_el("h2", "Devices", id="devices") + _table(headers, rows, (4, 5, 8, 9)))
+
+
+def _crossover_rows(crossovers: Sequence[Crossover]) -> list[tuple[Any, ...]]:
+    rows = []
+    for c in crossovers:
+        pair = f"{words.series_name(c.a, c.differs)} vs {words.series_name(c.b, c.differs)}"
+        if not c.crossings:
+            faster = words.series_name(c.faster, c.differs) if c.faster else "no difference"
+            rows.append((pair, words.view_words(c), c.kind, "-", "-", "-", "-",
+                         f"faster throughout: {faster}", src(c.source)))
+        for x in c.crossings:
+            lo, hi = (words.fmt_position(v) for v in x.interval)
+            rows.append((pair, words.view_words(c), c.kind, num(words.fmt_position(x.x), c.source),
+                         f"{x.lower} - {x.upper}", f"{lo} - {hi}", f"{x.confidence:.0%}",
+                         f"{words.series_name(x.faster_below, c.differs)} below, "
+                         f"{words.series_name(x.faster_above, c.differs)} above", src(c.source)))
+    return rows
+
+
+def _summary_rows(summaries: Sequence[SeriesSummary]) -> list[tuple[Any, ...]]:
+    rows = []
+    for s in summaries:
+        rate = words.fmt_best_rate(s.best_rate, s.rate_unit)
+        rows.append((s.device, s.dtype, s.mode, num(f"{s.ok} / {s.tried}", s.source),
+                     num(s.largest_ok, s.source) if s.largest_ok else "-",
+                     num(s.first_oom, s.source) if s.first_oom else "none",
+                     num(s.guard_limit, "predicted") if s.guard_limit else "-",
+                     num(s.best_size, s.source) if s.best_size else "-",
+                     num(rate, s.source) if s.best_size else "-"))
+    return rows
+
+
+def _measurement_rows(ms: Sequence[Measurement]) -> list[tuple[Any, ...]]:
+    rows = []
+    for m in ms:
+        lo, hi = m.ci_s
+        ci = f"{fmt_seconds(lo)} - {fmt_seconds(hi)}" if m.ok and math.isfinite(lo) else "-"
+        rows.append((m.size, m.device, m.dtype, m.mode, m.status, fmt_seconds(m.median_s), ci,
+                     fmt_seconds(m.end_to_end_s) if m.ok else "-", fmt_rate(m.gflops * 1e9,
+                                                                             "FLOP/s"),
+                     fmt_rate(m.gbps * 1e9, "B/s"), f"{m.throughput:,.4g}" if m.ok else "-",
+                     len(m.block_times_s), m.note or "", src(m.source)))
+    return rows
+
+
+def _workload_section(data: ReportData, workload: str, wid: str,
+                      figures: Mapping[str, Safe]) -> Safe:
+    axis = data.axes[workload]
+    crossovers = data.analysis.crossovers_of(workload)
+    sentences, limits = words.workload_sentences(data.analysis, workload, axis)
+    ms = [m for m in data.measurements if m.workload == workload]
+    parts = [_el("h2", Safe(f"Workload {_el('code', workload)}"), id=wid),
+             _el("p", f"Size axis: {axis}. {len(ms)} measurement(s).", class_="muted"),
+             _el("h3", "Crossovers"),
+             _el("ul", _join(_el("li", s, class_=f"kind-{c.kind}")
+                             for s, c in zip(sentences, crossovers, strict=True)))
+             if sentences else _el("p", "Nothing to compare: fewer than two series ran."),
+             figures[f"{wid}-time"]]
+    if crossovers:
+        parts.append(_table(("pair", "view", "kind", f"crossover at ({axis})", "between measured",
+                             f"{data.analysis.level:.0%} interval", "confidence", "faster",
+                             "source"), _crossover_rows(crossovers), (3, 6)))
+    parts += [_el("h3", "Limits and throughput"),
+              _el("ul", _join(_el("li", s) for s in limits)),
+              figures[f"{wid}-rate"],
+              _table(("device", "dtype", "mode", "sizes ok", "largest that fits", "first OOM",
+                      "memory-guard limit", "best size", "best rate"),
+                     _summary_rows(data.analysis.summaries_of(workload)), (3, 4, 5, 6, 7, 8)),
+              Safe("<details><summary>Every measurement</summary>" + _table(
+                  ("size", "device", "dtype", "mode", "status", "median", "95% CI of median",
+                   "end to end", "FLOP/s", "B/s", "items/s", "samples", "note", "source"),
+                  _measurement_rows(ms), (5, 6, 7, 8, 9, 10, 11)) + "</details>")]
+    return _join(parts)
+
+
+def _roofline_section(data: ReportData, ceilings: Mapping[str, Any], figure: Safe) -> Safe:
+    from chipfit.report.plots import measured_ceilings
+
+    measured = measured_ceilings(data.measurements)
+    rows = []
+    for device in dict.fromkeys(list(measured) + list(ceilings)):
+        c = ceilings.get(device) or measured[device]
+        rows.append((device, num(fmt_rate(c.flops, "FLOP/s"), c.source) if c.flops else "-",
+                     num(fmt_rate(c.bandwidth, "B/s"), c.source) if c.bandwidth else "-",
+                     c.note or "-"))
+    note = ("Each point is one measurement: FLOPs over bytes moved (analytic cost) against the "
+            "FLOP/s achieved. Solid lines are catalog peaks; dashed lines are measured ceilings, "
+            "the best FLOP/s and bytes/s this report's own measurements reached on the device "
+            "(a floor under the true peak, not a datasheet figure).")
+    return _join([_el("h2", "Roofline", id="roofline"), _el("p", note), figure,
+                  _table(("device", "compute roof", "memory roof", "note"), rows, (1, 2))])
+
+
+def load_claims(runs: Sequence[Run]) -> list[ClaimRow] | None:
+    """The seeds' claims checked against each run; None when this build has no claims check."""
+    try:
+        from chipfit.report.claims import measured_text, verdict_text
+        from chipfit.suites import check_claims
+    except ImportError:
+        return None
+    rows = []
+    for run in runs:
+        for r in check_claims(run):
+            where = f" [run {run.run_id}]" if len(runs) > 1 else ""
+            rows.append(ClaimRow(f"{r.claim.quote} (seed {r.claim.source})",
+                                 verdict_text(r) + where, measured_text(r).replace("\n", " "),
+                                 "measured" if r.measured is not None else ""))
+    return rows
+
+
+def _claims_section(claims: Sequence[ClaimRow] | None) -> Safe:
+    head = _el("h2", "The seeds' claims, checked", id="claims")
+    if claims is None:
+        return _join([head, _el("p", "claims check not available in this build", class_="muted")])
+    note = _el("p", "Claims quoted from the seed articles; a claim is testable only when the "
+               "run measured its experiment (chipfit bench --suite seeds measures them all).",
+               class_="muted")
+    rows = [(c.claim, c.verdict, c.evidence, src(c.source) if c.source else "-")
+            for c in claims]
+    return _join([head, note, _table(("claim", "verdict", "measured here", "source"), rows)])
+
+
+def _metadata_section(data: ReportData) -> Safe:
+    parts = [_el("h2", "Run metadata", id="metadata")]
+    for run in data.runs:
+        rows = [("run id", run.run_id, ""), ("command", run.command, ""),
+                ("started", run.started_at, ""), ("finished", run.finished_at or "-", ""),
+                ("interrupted", str(run.interrupted), ""),
+                ("chipfit version", run.chipfit_version, "")]
+        rows += [(f"machine: {k}", v, src("measured")) for k, v in run.machine]
+        rows += [(f"setting: {k}", v, "") for k, v in run.settings]
+        rows += [(f"unavailable: {p.scope}", p.reason, src("measured"))
+                 for p in run.discovery.problems]
+        parts += [_el("h3", f"Run {run.run_id}"), _table(("field", "value", "source"), rows)]
+    return _join(parts)
+
+
+def render_report(runs: Sequence[Run], *, ceilings: Mapping[str, Any] | None = None,
+                  claims: Sequence[ClaimRow] | None | str = "auto", level: float = 0.95,
+                  figures: list[tuple[str, str, Any]] | None = None,
+                  data: ReportData | None = None) -> str:
+    """The whole report as one HTML string.
+
+    ``ceilings`` maps device ids to :class:`chipfit.report.plots.Ceiling` (default: the
+    catalog's peaks, where it knows the device; measured ceilings for the rest).
+    ``claims="auto"`` asks :func:`load_claims`.
+    """
+    data = data or prepare(runs, level=level, ceilings=ceilings)
+    ceilings = data.ceilings
+    figures = figures if figures is not None else report_figures(data)
+    svg = {fid: _figure(fid, caption, fig) for fid, caption, fig in figures}
+    ids = _workload_ids(data)
+    findings = [words.crossover_sentence(c, data.axes.get(c.workload, "size"))
+                for c in data.analysis.crossovers]
+    body = [_header(data),
+            _el("h2", "Findings", id="findings"),
+            _el("ul", _join(_el("li", s) for s in findings), class_="findings") if findings
+            else _el("p", "No pair of series to compare."),
+            _devices(data, ceilings),
+            *(_workload_section(data, w, wid, svg) for w, wid in ids.items()),
+            _roofline_section(data, ceilings, svg["roofline"]),
+            _claims_section(load_claims(data.runs) if claims == "auto" else claims),  # type: ignore[arg-type]
+            _metadata_section(data),
+            _el("footer", f"Generated by chipfit {__version__}. This file is self-contained: "
+                "no scripts, no external resources.", class_="muted")]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>chipfit report</title><style>{_STYLE}</style></head>"
+            f"<body>{_join(body)}</body></html>\n")
+
+
+def _header(data: ReportData) -> Safe:
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    legend = _join(Safe(f"{src(k)} {esc(v)}; ") for k, v in _SOURCES_HELP.items())
+    nav = _join([_el("a", "Findings", href="#findings"), _el("a", "Devices", href="#devices"),
+                 *(_el("a", w, href=f"#{wid}") for w, wid in _workload_ids(data).items()),
+                 _el("a", "Roofline", href="#roofline"), _el("a", "Claims", href="#claims"),
+                 _el("a", "Metadata", href="#metadata")])
+    runs = ", ".join(r.run_id for r in data.runs)
+    return _join([_el("h1", "chipfit report"),
+                  _el("p", f"Generated {now} from {len(data.runs)} run(s): {runs}.",
+                      class_="muted"),
+                  _el("p", Safe("Every number carries its source: " + legend)),
+                  _el("nav", nav)])
+
+
+def write_report(runs: Sequence[Run], path: str | Path, *,
+                 ceilings: Mapping[str, Any] | None = None, png_dir: str | Path | None = None,
+                 level: float = 0.95) -> Path:
+    """Write the HTML report of ``runs`` to ``path`` (and each plot as PNG under ``png_dir``)."""
+    from chipfit.report.plots import save_png
+
+    data = prepare(runs, level=level, ceilings=ceilings)
+    figures = report_figures(data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(runs, figures=figures, data=data), encoding="utf-8")
+    for fid, _, fig in figures if png_dir is not None else ():
+        save_png(fig, Path(png_dir) / f"{fid}.png")
+    return path

@@ -1,0 +1,60 @@
+"""The sweep library on real torch: OOM-aware ladders and the memory guard's limit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from chipfit.discovery import discover
+from chipfit.spec import TimingConfig
+from chipfit.sweeper import guard_limit, guard_limits, sweep
+
+FAST = TimingConfig(warmup_s=0.01, min_block_s=0.002, min_samples=3, target_rel_ci=0.1,
+                    budget_s=0.1)
+
+
+def small_memory_discovery(mib: int):
+    """This machine's torch CPU, but claiming only ``mib`` MiB, so the guard refuses sizes."""
+    found = discover(["torch"])
+    cpu = replace(found.get("torch:cpu"), memory_bytes=mib * 2**20)
+    return replace(found, devices=(cpu,))
+
+
+def test_sizes_past_the_first_that_does_not_fit_are_not_tried():
+    found = small_memory_discovery(64)
+    # elementwise needs 3 x 4 bytes per element: 64 MiB x 0.9 headroom admits ~5.03M elements
+    result = sweep("elementwise", ["torch:cpu@1t"], start="2^10", stop="2^30", points=6,
+                   timing=FAST, discovery=found)
+    sizes = [(m.size, m.status) for m in result.run.measurements]
+    assert sizes == [("1024", "ok"), ("16384", "ok"), ("262144", "ok"), ("4194304", "ok"),
+                     ("67108864", "oom")]  # 2^30 is not tried once 2^26 did not fit
+    assert "does not fit" in result.run.measurements[-1].note
+    (summary,) = result.analysis.summaries
+    assert summary.largest_ok == "4194304" and summary.first_oom == "67108864"
+    limit = int(summary.guard_limit)
+    assert 4194304 <= limit < 67108864
+    assert limit == int(64 * 2**20 * 0.9 // 12)
+    # recorded with the run, so a report shows it without estimating again
+    settings = dict(result.run.settings)
+    assert settings["guard_limit|elementwise|torch:cpu@1t|float32|inference"] == str(limit)
+    assert guard_limits(result.run, compute=False) == {
+        ("elementwise", "torch:cpu@1t", "float32", "inference"): str(limit)}
+
+
+def test_guard_limit_is_none_without_a_memory_estimate_or_device_memory():
+    found = small_memory_discovery(64)
+    from chipfit.spec import DeviceRef
+
+    no_memory = replace(found, devices=(replace(found.devices[0], memory_bytes=None),))
+    assert guard_limit("matmul", "float32", "inference", DeviceRef.parse("torch:cpu"),
+                       no_memory) is None
+    # matmul holds 3 n^2 floats: with 64 MiB, n is about 2^11.8
+    n = int(guard_limit("matmul", "float32", "inference", DeviceRef.parse("torch:cpu"), found))
+    assert 3 * n * n * 4 <= 0.9 * 64 * 2**20 < 3 * (n + 1) ** 2 * 4
+
+
+def test_progress_counts_every_job_once():
+    seen = []
+    result = sweep("matmul", ["torch:cpu@1t", "torch:cpu"], start="8", stop="16",
+                   timing=FAST, on_result=lambda i, n, job, m, run: seen.append((i, n)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert len(result.run.measurements) == 4 and not result.run.interrupted

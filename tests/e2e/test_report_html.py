@@ -1,0 +1,228 @@
+"""``chipfit report``: the HTML file opened in headless Chromium, offline and inert.
+
+Chromium (Debian's ``chromium`` package, installed by .ci/run) is driven over its DevTools
+pipe (tests/e2e/_chromium.py). Without it these tests skip on a developer machine and fail
+in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _chromium import find_chromium, load_page
+
+from chipfit.report.export import load_run, save_run
+from chipfit.results import Measurement, Run
+
+XSS_SCRIPT = "<script>alert(1)</script>"
+XSS_IMG = "<img src=x onerror=alert(2)>"
+XSS_ATTR = "\"'><svg onload=alert(3)>"
+PROBES = {
+    "figures": "document.querySelectorAll('figure svg').length",
+    "paths": "Math.min(...[...document.querySelectorAll('figure svg')]"
+             ".map(s => s.querySelectorAll('path').length))",
+    "series": "document.querySelectorAll('[id^=\"series-\"]').length",
+    "crossovers": "document.querySelectorAll('[id^=\"crossover-\"]').length",
+    "scripts": "document.scripts.length",
+    "images": "document.images.length",
+    "tags": "document.querySelectorAll('.src').length",
+    "claims": "document.getElementById('claims') !== null",
+    "text": "document.body.innerText",
+}
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is required in CI: .ci/run installs Debian's chromium")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def chipfit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CHIPFIT_HOME=str(home), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "chipfit", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sweep_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real sweep: matmul on torch's CPU at 1 and 2 threads, short timing."""
+    home = tmp_path_factory.mktemp("home")
+    out = home / "sweep.json"
+    proc = chipfit("sweep", "matmul", "--from", "16", "--to", "64", "--devices",
+                   "torch:cpu@1t,torch:cpu@2t", "--budget", "0.2", "--target", "0.05",
+                   "--no-save", "--json", str(out), home=home)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def report(tmp_path: Path, *inputs: Path, png: bool = True) -> tuple[Path, Path]:
+    html, pngs = tmp_path / "report.html", tmp_path / "png"
+    args = ["report", *map(str, inputs), "-o", str(html)] + (["--png", str(pngs)] if png else [])
+    proc = chipfit(*args, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(html) in proc.stdout
+    return html, pngs
+
+
+def assert_offline_markup(text: str) -> None:
+    """No script, no external reference of any kind in the file itself."""
+    assert "<script" not in text.lower()
+    assert not re.search(r"(?:src|href)\s*=\s*[\"']?\s*(?:https?:|//|file:)", text, re.I)
+    assert not re.search(r"url\(\s*(?!#)", text), "only in-document url(#id) references"
+    assert "@import" not in text and "@font-face" not in text
+
+
+def assert_not_blank(png: bytes) -> None:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    pixels = np.asarray(image).reshape(-1, 3)
+    assert image.width >= 800 and image.height >= 600
+    assert (pixels.min(axis=1) < 200).mean() > 0.02  # enough ink: text, lines, plot marks
+    assert (pixels.max(axis=1) < 30).mean() < 0.2  # ... on a white page, not a black void
+    assert len(np.unique(pixels, axis=0)) > 50  # plots and tags, not a flat page
+
+
+def test_report_of_a_real_sweep_loads_offline_with_plots(chromium, sweep_json, tmp_path):
+    html, pngs = report(tmp_path, sweep_json)
+    text = html.read_text(encoding="utf-8")
+    assert_offline_markup(text)
+    page = load_page(html, PROBES, chromium)
+    assert page.console_errors == [] and page.requests == [] and page.dialogs == []
+    values = page.values
+    assert values["figures"] == 3  # time and throughput for matmul, and the roofline
+    assert values["paths"] > 10 and values["series"] >= 2
+    assert values["scripts"] == 0 and values["claims"] is True
+    assert values["tags"] > 20  # every number carries its provenance
+    body = " ".join(values["text"].split())
+    assert "torch:cpu@1t vs torch:cpu@2t" in body and load_run(sweep_json).run_id in body
+    assert "measured ceiling" in text  # no catalog peaks given: the roofline says so
+    assert "memory guard admits up to n =" in body and "src-predicted" in text
+    assert_not_blank(page.screenshot_png)
+    names = sorted(p.name for p in pngs.iterdir())
+    assert names == ["roofline.png", "w0-matmul-rate.png", "w0-matmul-time.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in pngs.iterdir())
+
+
+def crossing_run() -> Run:
+    """Two series built to cross at n = 111 (1e-4 + 1e-7 n s vs 1e-6 n s): the marker test."""
+    rng = np.random.default_rng(0)
+    ms = []
+    for n in (16, 32, 64, 128, 256, 512, 1024):
+        for device, t in (("torch:cpu", 1e-4 + 1e-7 * n), ("torch:cpu@1t", 1e-6 * n)):
+            times = tuple(t * rng.lognormal(0, 0.01, 9))
+            ms.append(Measurement("matmul", str(n), device, block_times_s=times,
+                                  stop_reason="ci_target", flops=2.0 * n**3,
+                                  bytes_moved=12.0 * n * n))
+    return Run("constructed-crossing", "sweep", "2025-01-01T00:00:00+00:00", measurements=tuple(ms))
+
+
+def test_a_crossover_is_marked_on_the_plot(chromium, tmp_path):
+    path = save_run(crossing_run(), tmp_path / "crossing.json")
+    html, _ = report(tmp_path, path, png=False)
+    page = load_page(html, PROBES, chromium)
+    assert page.console_errors == [] and page.requests == []
+    assert page.values["crossovers"] >= 1
+    body = " ".join(page.values["text"].split())
+    assert "torch:cpu vs torch:cpu@1t: one crossover at n ≈" in body
+    assert "n ≈ 111 (between the measured 64 and 128)" in body
+    assert "torch:cpu@1t is faster below, torch:cpu above" in body
+
+
+def poisoned(sweep_json: Path, tmp_path: Path) -> Path:
+    """The real sweep, with hostile text in every user-controlled string the report shows."""
+    data = json.loads(sweep_json.read_text())
+    data["run_id"] = XSS_ATTR
+    data["command"] = XSS_IMG
+    data["machine"]["hostname"] = "</title>" + XSS_SCRIPT
+    data["settings"] = {"workload": XSS_SCRIPT, "label": XSS_ATTR, "axis": "n"}
+    for m in data["measurements"]:
+        m["workload"] = XSS_SCRIPT + " $5 model"  # $ would start mathtext in matplotlib
+        m["note"] = XSS_IMG
+    for d in data["discovery"]["devices"]:
+        d["name"] = XSS_IMG
+    data["discovery"]["problems"] = [{"scope": XSS_SCRIPT, "reason": XSS_IMG}]
+    path = tmp_path / "poisoned.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_user_text_is_shown_as_text_and_runs_nothing(chromium, sweep_json, tmp_path):
+    html, pngs = report(tmp_path, poisoned(sweep_json, tmp_path))
+    text = html.read_text(encoding="utf-8")
+    assert_offline_markup(text)
+    assert "<img" not in text and "<svg onload" not in text  # only as escaped text
+    page = load_page(html, PROBES, chromium)
+    assert page.dialogs == [] and page.console_errors == [] and page.requests == []
+    assert page.values["scripts"] == 0 and page.values["images"] == 0
+    body = page.values["text"]
+    assert XSS_SCRIPT + " $5 model" in body and XSS_IMG in body and XSS_ATTR in body
+    assert page.values["figures"] == 3
+    assert all(re.fullmatch(r"[a-z0-9-]+\.png", p.name) for p in pngs.iterdir())
+
+
+def test_report_defaults_to_the_latest_run(cli, sweep_json, tmp_path):
+    proc = cli("report", "-o", str(tmp_path / "none.html"))
+    assert proc.returncode == 2 and "no results yet" in proc.stderr
+    runs = Path(os.environ["CHIPFIT_HOME"]) / "runs"
+    runs.mkdir(parents=True)
+    (runs / "latest.json").write_text(sweep_json.read_text())
+    out = tmp_path / "latest.html"
+    cli("report", "-o", str(out), check=True)
+    assert load_run(sweep_json).run_id in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("content, expect", [
+    ("{}", "not a chipfit results file"),
+    ("not json", "not valid JSON"),
+    (json.dumps({"format": "chipfit-run", "schema_version": 99}), "newer than this chipfit"),
+])
+def test_bad_results_files_are_one_line_errors(cli, tmp_path, content, expect):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    proc = cli("report", str(bad), "-o", str(tmp_path / "x.html"))
+    assert proc.returncode == 2 and expect in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_roofline_uses_catalog_peaks_for_devices_the_catalog_knows():
+    from chipfit.report.html import render_report
+    from chipfit.results import DeviceInfo, Discovery
+
+    h100 = DeviceInfo("torch:cuda:0", "torch", "cuda", "gpu", "NVIDIA H100 80GB HBM3",
+                      memory_bytes=80 * 10**9)
+    run = crossing_run()
+    ms = tuple(replace(m, device="torch:cuda:0") if m.device == "torch:cpu" else m
+               for m in run.measurements)
+    text = render_report([replace(run, measurements=ms, discovery=Discovery((h100,)))])
+    assert "torch:cuda:0: catalog peak" in text  # the roof's legend entry
+    assert "torch:cpu@1t: measured ceiling" in text  # pinned CPUs are not catalog devices
+    assert re.search(r"67(\.0)? TFLOP/s</span><span class=\"src src-catalog\"", text)
+    assert "claims check not available" in text or "ResNet-50" in text
+
+
+def test_report_reads_runs_from_the_results_database(cli, tmp_path):
+    db = tmp_path / "results.sqlite3"
+    proc = cli("sweep", "elementwise", "--from", "1Ki", "--to", "2Ki", "--devices",
+               "torch:cpu@1t", "--budget", "0.1", "--target", "0.1", "--no-save",
+               "--db", str(db), check=True)
+    assert f"kept in {db}" in " ".join(proc.stderr.split())
+    out = tmp_path / "from-db.html"
+    cli("report", "latest", "--db", str(db), "-o", str(out), check=True)
+    text = out.read_text(encoding="utf-8")
+    assert "elementwise" in text and "memory guard admits up to elements =" in text
+    missing = cli("report", str(tmp_path / "missing.json"), "-o", str(out))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
