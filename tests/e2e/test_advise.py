@@ -84,3 +84,16 @@ def test_cli_refuses_a_pickle_by_default(cli, tmp_path):
     ok = cli("advise", str(path), "--input", "1x16", "--devices", "torch:cpu", "--hardware", "t4",
              "--trust-pickle", "--json", "-", check=True)
     assert json.loads(ok.stdout)["choice"]
+
+
+def test_advice_appears_in_the_html_report(cli, tmp_path):
+    model = tmp_path / "tiny<b>.pt"
+    torch.jit.save(torch.jit.script(_tiny_mlp()), str(model))
+    cli("advise", str(model), "--input", "1x16", "--devices", "torch:cpu", "--hardware", "t4",
+        check=True)
+    out = tmp_path / "report.html"
+    cli("report", "-o", str(out), check=True)
+    page = out.read_text()
+    assert 'id="advice"' in page and "Recommendation: torch:cpu" in page
+    assert "tiny&lt;b&gt;" in page and "tiny<b>" not in page
+    assert "below the crossover" in page or "launches or host-device copies" in page

@@ -51,9 +51,9 @@ def _positive(name: str, value: float | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
 
     from chipfit.advisor import DEFAULT_HARDWARE, advise
-    from chipfit.paths import runs_dir
     from chipfit.report.advise_view import advice_json, advice_renderable
 
     for flag in ("batch", "max_latency", "budget", "train_samples", "epochs"):
@@ -70,15 +70,13 @@ def run(args: argparse.Namespace) -> int:
                         budget=args.budget, train_samples=args.train_samples,
                         epochs=args.epochs, weights=args.weights,
                         trust_pickle=args.trust_pickle, on_result=saver)
-    saver.finish(advice.run)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     data = advice_json(advice.recommendation, train)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,
                 run_id=advice.run.run_id, batch=advice.evidence.batch)
-    if not args.no_save:
-        path = runs_dir() / f"{advice.run.run_id}.advice.json"
-        path.write_text(json.dumps(data, indent=1, default=str))
-        err.print(f"wrote {path}")
+    # The advice travels inside the run, so `chipfit report` shows it beside the measurements.
+    saver.finish(replace(advice.run, settings=advice.run.settings + (
+        ("advice", json.dumps(data, default=str)),)))
     if args.json == "-":
         print_json(data)
         return 0
