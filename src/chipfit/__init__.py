@@ -27,7 +27,8 @@ __all__ = sorted([
     "BackendUnavailableError", "ChipfitError", "Cost", "DeviceInfo", "DeviceRef", "Discovery",
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
-    "UsageError", "__version__", "advise", "bench", "compare_runs", "discover", "load_run",
+    "UsageError", "__version__", "advise", "bench", "calibrate", "catalog", "compare_runs",
+    "costs", "discover", "load_run", "predict", "validate",
     "analyze_run", "measure", "open_store", "scale", "scale_torch", "sweep",
     "to_dataframe", "write_report",
 ])
@@ -122,3 +123,47 @@ def write_report(runs: Any, path: Any, **kwargs: Any) -> Any:
     from chipfit.report.html import write_report as _write
 
     return _write(list(runs) if isinstance(runs, (list, tuple)) else [runs], path, **kwargs)
+
+
+def catalog() -> Any:
+    """The hardware catalog: key -> HardwareSpec, every figure with its source."""
+    from chipfit.hardware.catalog import load_catalog
+
+    return load_catalog()
+
+
+def costs(workload: str, size: Any, dtype: str = "float32", mode: str = "inference",
+          backend: str = "torch", **kwargs: Any) -> Any:
+    """Per-operator FLOPs, bytes and kernels of one call; see chipfit.analysis.costs."""
+    from chipfit.analysis.costs import extract_costs
+
+    return extract_costs(workload, str(size), dtype, mode, backend, **kwargs)
+
+
+def predict(workload: str, sizes: Any = (), hardware: Any = ("local",), **kwargs: Any) -> Any:
+    """Predict on catalog hardware and local devices (local ones measured too)."""
+    from chipfit.analysis.predict import predict_workload
+
+    sizes = [sizes] if isinstance(sizes, (str, int)) else sizes
+    return predict_workload(workload, [str(s) for s in sizes], list(hardware), **kwargs)
+
+
+def calibrate(device: Any = "torch:cpu", *, save: bool = True, **kwargs: Any) -> Any:
+    """Measure a local device's achievable rates (stored for predict unless save=False)."""
+    from chipfit.analysis.calibrate import calibrate as _calibrate
+    from chipfit.analysis.calibrate import save_calibration
+
+    cal = _calibrate(device, **kwargs)
+    if save:
+        save_calibration(cal)
+    return cal
+
+
+def validate(devices: Any = None, **kwargs: Any) -> Any:
+    """Predicted vs measured here, and vs published results; the report is kept."""
+    from chipfit.analysis.validate import save_validation
+    from chipfit.analysis.validate import validate as _validate
+
+    result = _validate(devices, **kwargs)
+    save_validation(result)
+    return result

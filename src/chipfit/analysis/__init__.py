@@ -1,5 +1,7 @@
-"""Analysis: pure functions from measurements to findings (crossovers, limits, predictions).
+"""Analysis: from measurements and costs to findings (crossovers, predictions, advice).
 
-Nothing here touches hardware, imports a framework, or prints; every result is a frozen value
-that the report layer turns into words and plots.
+crossover, roofline, _hlo, compare, evidence, rules and advise are pure: frozen values in,
+frozen values out. calibrate, costs, validate and predict measure or trace real programs, and
+import torch or jax inside their functions. Nothing here prints; the report layer turns every
+result into words and plots.
 """

@@ -1,0 +1,563 @@
+"""``chipfit calibrate``: measure what this machine's processors actually reach.
+
+For one local device (``torch:cpu``, ``torch:cpu@1t``, ``jax:cpu:0``, ``torch:cuda:0`` ...)
+it times, with chipfit's fenced adaptive timer:
+
+- the per-operator dispatch cost (a one-element add), the cost of a view and of an
+  ``nn.Module`` call (torch), or of one jitted-program call (JAX);
+- square matmuls and 3x3 convolutions over a ladder of sizes, per dtype: achievable FLOP/s as
+  a curve over FLOPs per operation (small operations reach less of the peak);
+- ``y + 1.5 x`` over a ladder of sizes: achievable bytes/s as a curve over bytes per
+  operation (working sets in cache run faster than from DRAM);
+- on a torch CPU, the kernels eager torch runs far below that stream rate: batch norm,
+  layer norm, softmax (bytes/s) and 3x3 max pooling (outputs/s), and 1x1 convolutions
+  on one sample, which torch sends down a different path than other convolutions;
+- host->device and device->host copies of 64 MiB (accelerators only).
+
+Rates are net of the dispatch cost, so ``dispatch + flops / rate(flops)`` reproduces a
+calibration point. The ladders sit between the sizes ``chipfit validate`` checks, so
+validation never scores a point the fit was made on. A few held-out points are predicted and
+measured at the end; their error is stored as the calibration's own check.
+
+The fit is stored as JSON under ``data_dir()/calibration`` with a schema version (a newer
+file is refused, never misread). Raw per-point times are kept: they are the truth, the
+curves are derived from them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from chipfit.analysis.roofline import Curve, Roofs
+from chipfit.errors import InvalidInputError, SchemaError, UnsupportedError
+from chipfit.spec import DeviceRef, TimingConfig, parse_dtype
+
+__all__ = ["CALIBRATION_SCHEMA_VERSION", "CalPoint", "Calibration", "calibrate",
+           "calibration_path", "load_calibration", "roofs_from_calibration", "save_calibration"]
+
+# History: 1 = chipfit 0.1 (curves, overheads, raw points, held-out checks).
+CALIBRATION_SCHEMA_VERSION = 1
+FORMAT = "chipfit-calibration"
+
+MATMUL_SIDES = (48, 96, 192, 384, 768, 1536)
+MATMUL_SIDES_QUICK = (48, 96, 192, 384, 768)
+CONV_SHAPES = ((16, 24), (32, 24), (48, 40), (64, 48), (96, 64))  # (channels, height=width)
+CONV_SHAPES_QUICK = ((16, 24), (48, 40), (96, 64))
+# 1x1 convolutions on one sample: eager torch on a CPU runs them on their own kernel path.
+CONV1X1_SHAPES = ((32, 64, 32), (96, 192, 32), (256, 512, 24), (512, 1024, 14))  # in, out, side
+CONV1X1_SHAPES_QUICK = ((32, 64, 32), (96, 192, 32), (512, 1024, 14))
+# Operator kinds whose CPU kernels run well below the stream rate: (kind, shapes)
+KIND_SHAPES = {
+    "batch_norm": ((16, 24), (64, 48), (128, 96)),     # (channels, side), one sample
+    "layer_norm": ((32, 256), (256, 768), (2048, 768)),  # (rows, features)
+    "softmax": ((64, 128), (512, 512), (4096, 512)),     # (rows, features)
+    "pool": ((16, 48), (64, 96), (64, 160)),            # (channels, side); 3x3 stride 2
+}
+STREAM_ELEMENTS = tuple(2**e for e in range(11, 26, 2))  # 2K .. 32M elements
+STREAM_ELEMENTS_QUICK = tuple(2**e for e in range(11, 26, 3))
+CHECKS = (("matmul", 320), ("matmul", 1100), ("elementwise", 2**20), ("elementwise", 2**14))
+COPY_BYTES = 64 * 2**20
+FAST_QUANTILE = 0.2
+# Below this share of the measured time, a point is dominated by dispatch: its net time is
+# floored here so the derived rate stays finite (the point still predicts its own time).
+_MIN_NET_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class CalPoint:
+    """One calibration measurement: median seconds per call of ``probe`` at ``size``."""
+
+    probe: str  # matmul | conv | stream | dispatch | view | module | call | h2d | d2h
+    dtype: str
+    size: str
+    work: float  # FLOPs (matmul, conv) or bytes (stream, copies) per call
+    seconds: float  # the fast quantile (FAST_QUANTILE) of the per-call times
+    median_s: float = math.nan
+    rel_ci: float = math.nan
+    source: str = "measured"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A device's achievable rates and overheads, measured here (``source="measured"``)."""
+
+    device: str
+    name: str
+    kind: str
+    backend: str
+    created_at: str
+    chipfit_version: str
+    machine: tuple[tuple[str, str], ...]
+    points: tuple[CalPoint, ...]
+    matmul: tuple[tuple[str, Curve], ...]
+    conv: tuple[tuple[str, Curve], ...]
+    bandwidth: Curve
+    host_per_op_s: float = 0.0
+    host_per_view_s: float = 0.0
+    host_per_module_s: float = 0.0
+    host_per_call_s: float = 0.0
+    h2d_bw: float | None = None
+    d2h_bw: float | None = None
+    asynchronous: bool = False
+    checks: tuple[tuple[str, float, float], ...] = ()  # (case, predicted_s, measured_s)
+    memory_bytes: float | None = None
+    class_bandwidth: tuple[tuple[str, Curve], ...] = ()  # kind -> bytes/s over bytes
+    pool: Curve = ()  # max-pool output elements/s over output elements
+    source: str = "measured"
+
+    @property
+    def check_mape(self) -> float | None:
+        """Median absolute percentage error of the held-out checks (0.08 = 8%)."""
+        errors = sorted(abs(p - m) / m for _, p, m in self.checks if m > 0)
+        if not errors:
+            return None
+        mid = len(errors) // 2
+        return errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+
+
+# ------------------------------------------------------------------------- measuring
+
+def _fast_seconds(thunk: Callable[[], Any], wait: Callable[[Any], None],
+                  timing: TimingConfig) -> tuple[float, float, float]:
+    """(fast quantile, median, relative CI) of the per-call time of ``thunk``.
+
+    Calibration keeps the 20th percentile of the blocks: on a shared machine the slow blocks
+    are other tenants, not the processor ("the lowest value gives a lower bound for how fast
+    your machine can run the given code snippet; higher values ... are typically ... caused by
+    other processes interfering", Python ``timeit`` documentation). A lower quantile rather
+    than the minimum keeps one lucky block from setting the rate.
+    """
+    from chipfit.timing import stats
+    from chipfit.timing.timer import measure
+
+    result, _ = measure(thunk, wait, timing)
+    per_call = [t / result.number_per_block for t in result.block_times_s]
+    return (stats.quantile(per_call, FAST_QUANTILE), stats.median(per_call),
+            stats.rel_ci_halfwidth(per_call))
+
+
+class _TorchProbes:
+    """Thunks for torch on one device; tensors are created on the device up front."""
+
+    backend = "torch"
+
+    def __init__(self, session: Any) -> None:
+        import torch
+
+        self.torch, self.session, self.device = torch, session, session.handle
+
+    def _rand(self, *shape: int, dtype: str) -> Any:
+        gen = self.torch.Generator().manual_seed(0)
+        host = self.torch.rand(*shape, generator=gen).to(getattr(self.torch, dtype))
+        return self.session.to_device(host)
+
+    def matmul(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        a, b = self._rand(n, n, dtype=dtype), self._rand(n, n, dtype=dtype)
+        return (lambda: self.torch.matmul(a, b)), 2.0 * n**3
+
+    def conv(self, channels: int, side: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        x = self._rand(1, channels, side, side, dtype=dtype)
+        w = self._rand(channels, channels, 3, 3, dtype=dtype)
+        conv2d = self.torch.nn.functional.conv2d
+        return (lambda: conv2d(x, w, padding=1)), 2.0 * channels * channels * 9 * side * side
+
+    def stream(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        x, y = self._rand(n, dtype=dtype), self._rand(n, dtype=dtype)
+        size = x.element_size()
+        return (lambda: self.torch.add(y, x, alpha=1.5)), 3.0 * n * size
+
+    def conv1x1(self, cin: int, cout: int, side: int,
+                dtype: str) -> tuple[Callable[[], Any], float]:
+        x = self._rand(1, cin, side, side, dtype=dtype)
+        w = self._rand(cout, cin, 1, 1, dtype=dtype)
+        conv2d = self.torch.nn.functional.conv2d
+        return (lambda: conv2d(x, w)), 2.0 * cin * cout * side * side
+
+    def kind(self, kind: str, a: int, b: int) -> tuple[Callable[[], Any], float]:
+        """An operator kind's thunk and its work: bytes in + out (pool: output elements)."""
+        f = self.torch.nn.functional
+        if kind in ("batch_norm", "pool"):
+            x = self._rand(1, a, b, b, dtype="float32")
+            if kind == "pool":
+                out_side = (b + 2 - 3) // 2 + 1
+                return (lambda: f.max_pool2d(x, 3, 2, 1)), float(a * out_side * out_side)
+            mean, var, w, bias = (self._rand(a, dtype="float32") for _ in range(4))
+            return (lambda: f.batch_norm(x, mean, var, w, bias, training=False),
+                    8.0 * x.numel())
+        x = self._rand(a, b, dtype="float32")
+        if kind == "layer_norm":
+            w, bias = self._rand(b, dtype="float32"), self._rand(b, dtype="float32")
+            return (lambda: f.layer_norm(x, (b,), w, bias)), 8.0 * x.numel()
+        return (lambda: self.torch.softmax(x, -1)), 8.0 * x.numel()
+
+    def dispatch(self) -> Callable[[], Any]:
+        x, y = self._rand(1, dtype="float32"), self._rand(1, dtype="float32")
+        return lambda: self.torch.add(x, y)
+
+    def view(self) -> Callable[[], Any]:
+        x = self._rand(4, 4, dtype="float32")
+        return lambda: x.view(16)
+
+    def module(self, depth: int = 32) -> Callable[[], Any]:
+        stack = self.torch.nn.Sequential(*[self.torch.nn.Identity() for _ in range(depth)])
+        x = self._rand(1, dtype="float32")
+        return lambda: stack(x)
+
+
+class _JaxProbes:
+    """Thunks for JAX: each is one call of a jitted program (compiled before timing)."""
+
+    backend = "jax"
+
+    def __init__(self, session: Any) -> None:
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        self.jax, self.jnp, self.np, self.session = jax, jnp, np, session
+
+    def _rand(self, *shape: int, dtype: str) -> Any:
+        host = self.np.random.default_rng(0).random(shape, dtype=self.np.float32)
+        return self.session.to_device(host.astype(self.jnp.dtype(dtype)))
+
+    def _jit(self, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        compiled = self.jax.jit(fn).lower(*args).compile()
+        return lambda: compiled(*args)
+
+    def matmul(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        a, b = self._rand(n, n, dtype=dtype), self._rand(n, n, dtype=dtype)
+        return self._jit(self.jnp.matmul, a, b), 2.0 * n**3
+
+    def conv(self, channels: int, side: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        from jax import lax
+
+        x = self._rand(1, channels, side, side, dtype=dtype)
+        w = self._rand(channels, channels, 3, 3, dtype=dtype)
+        return (self._jit(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME"), x, w),
+                2.0 * channels * channels * 9 * side * side)
+
+    def stream(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        x, y = self._rand(n, dtype=dtype), self._rand(n, dtype=dtype)
+        return self._jit(lambda x, y: 1.5 * x + y, x, y), 3.0 * n * x.dtype.itemsize
+
+    def dispatch(self) -> Callable[[], Any]:
+        x = self._rand(1, dtype="float32")
+        return self._jit(lambda x: x + 1, x)
+
+
+def _probes(session: Any, backend: str) -> Any:
+    if backend == "torch":
+        return _TorchProbes(session)
+    if backend == "jax":
+        return _JaxProbes(session)
+    raise UnsupportedError(f"no calibration probes for backend {backend!r}")
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping while one device is calibrated."""
+
+    probes: Any
+    wait: Callable[[Any], None]
+    timing: TimingConfig
+    progress: Callable[[str], None]
+    points: list[CalPoint] = field(default_factory=list)
+
+    def time(self, probe: str, dtype: str, size: str, thunk: Callable[[], Any],
+             work: float = 0.0) -> float:
+        self.progress(f"{probe} {dtype} {size}")
+        fast, median, rel = _fast_seconds(thunk, self.wait, self.timing)
+        rel = rel if math.isfinite(rel) else math.nan
+        self.points.append(CalPoint(probe, dtype, size, work, fast, median, rel))
+        return fast
+
+
+def _net_rate(work: float, seconds: float, overhead: float) -> float:
+    net = max(seconds - overhead, seconds * _MIN_NET_SHARE)
+    return work / net
+
+
+def _curve(points: Iterable[CalPoint], overhead: float) -> Curve:
+    """Curve of (work, rate) sorted by work, net of the overhead; equal works are merged
+    (geometric mean of their rates)."""
+    by_work: dict[float, list[float]] = {}
+    for p in points:
+        by_work.setdefault(p.work, []).append(math.log(_net_rate(p.work, p.seconds, overhead)))
+    return tuple((w, math.exp(sum(r) / len(r))) for w, r in sorted(by_work.items()))
+
+
+def _measure_overheads(run: _Run) -> dict[str, float]:
+    probes = run.probes
+    if probes.backend == "jax":
+        return {"host_per_call_s": run.time("call", "float32", "1", probes.dispatch())}
+    depth = 32
+    module = run.time("module", "float32", str(depth), probes.module(depth))
+    return {"host_per_op_s": run.time("dispatch", "float32", "1", probes.dispatch()),
+            "host_per_view_s": run.time("view", "float32", "16", probes.view()),
+            "host_per_module_s": module / depth}
+
+
+def _measure_compute(run: _Run, dtypes: Sequence[str], quick: bool, overhead: float,
+                     skipped: list[str]) -> tuple[dict[str, Curve], dict[str, Curve]]:
+    matmul: dict[str, Curve] = {}
+    conv: dict[str, Curve] = {}
+    sides = MATMUL_SIDES_QUICK if quick else MATMUL_SIDES
+    shapes = CONV_SHAPES_QUICK if quick else CONV_SHAPES
+    for dtype in dtypes:
+        try:
+            for n in sides:
+                thunk, flops = run.probes.matmul(n, dtype)
+                run.time("matmul", dtype, str(n), thunk, flops)
+            for channels, side in shapes:
+                thunk, flops = run.probes.conv(channels, side, dtype)
+                run.time("conv", dtype, f"{channels}c{side}", thunk, flops)
+        except Exception as exc:  # an unsupported dtype is a finding, not a crash
+            skipped.append(f"{dtype}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            continue
+        mine = [p for p in run.points if p.dtype == dtype]
+        matmul[dtype] = _curve([p for p in mine if p.probe == "matmul"], overhead)
+        conv[dtype] = _curve([p for p in mine if p.probe == "conv"], overhead)
+    return matmul, conv
+
+
+def _measure_conv1x1(run: _Run, dtypes: Sequence[str], quick: bool, overhead: float,
+                     conv: dict[str, Curve]) -> None:
+    """The 1x1, one-sample convolution path (torch only), as ``conv["<dtype>/1x1b1"]``."""
+    if not hasattr(run.probes, "conv1x1"):
+        return
+    for dtype in [d for d in dtypes if d in conv]:
+        for cin, cout, side in (CONV1X1_SHAPES_QUICK if quick else CONV1X1_SHAPES):
+            thunk, flops = run.probes.conv1x1(cin, cout, side, dtype)
+            run.time("conv1x1", dtype, f"{cin}to{cout}c{side}", thunk, flops)
+        points = [p for p in run.points if p.probe == "conv1x1" and p.dtype == dtype]
+        conv[f"{dtype}/1x1b1"] = _curve(points, overhead)
+
+
+def _measure_kinds(run: _Run, overhead: float) -> tuple[dict[str, Curve], Curve]:
+    """Per-kind rates (torch only): bytes/s for norms and softmax, outputs/s for pooling."""
+    if not hasattr(run.probes, "kind"):
+        return {}, ()
+    curves: dict[str, Curve] = {}
+    for kind, shapes in KIND_SHAPES.items():
+        for a, b in shapes:
+            thunk, work = run.probes.kind(kind, a, b)
+            run.time(kind, "float32", f"{a}x{b}", thunk, work)
+        curves[kind] = _curve([p for p in run.points if p.probe == kind], overhead)
+    pool = curves.pop("pool")
+    return curves, pool
+
+
+def _measure_stream(run: _Run, quick: bool, overhead: float) -> Curve:
+    sizes = STREAM_ELEMENTS_QUICK if quick else STREAM_ELEMENTS
+    for n in sizes:
+        thunk, nbytes = run.probes.stream(n, "float32")
+        run.time("stream", "float32", str(n), thunk, nbytes)
+    return _curve([p for p in run.points if p.probe == "stream"], overhead)
+
+
+def _measure_copies(session: Any, run: _Run) -> tuple[float | None, float | None]:
+    """Host<->device bandwidth of a 64 MiB buffer (None where memory is shared)."""
+    if not session.copies:
+        return None, None
+    import numpy as np
+
+    host = np.random.default_rng(0).random(COPY_BYTES // 4, dtype=np.float32)
+    if run.probes.backend == "torch":
+        host = run.probes.torch.from_numpy(host)
+    device = session.to_device(host)
+    h2d = run.time("h2d", "float32", str(COPY_BYTES), lambda: session.to_device(host), COPY_BYTES)
+    d2h = run.time("d2h", "float32", str(COPY_BYTES), lambda: session.to_host(device), COPY_BYTES)
+    return COPY_BYTES / h2d, COPY_BYTES / d2h
+
+
+def _checks(run: _Run, cal: Calibration) -> tuple[tuple[str, float, float], ...]:
+    """Predict and measure held-out points (sizes not on any ladder)."""
+    from chipfit.analysis.costs import OpCost, WorkloadCosts
+    from chipfit.analysis.roofline import predict
+
+    roofs = roofs_from_calibration(cal)
+    out = []
+    for probe, n in CHECKS:
+        if probe == "matmul":
+            thunk, work = run.probes.matmul(n, "float32")
+            op = OpCost("mm", "matmul", "float32", work, 3.0 * n * n * 4)
+        else:
+            thunk, work = run.probes.stream(n, "float32")
+            op = OpCost("add", "elementwise", "float32", float(n), work)
+        costs = WorkloadCosts("check", str(n), "float32", "inference", run.probes.backend,
+                              "calibration", (op,), program_calls=int(run.probes.backend == "jax"))
+        run.time(f"check-{probe}", "float32", str(n), thunk, work)
+        measured = run.points[-1].median_s  # scored like chipfit validate: against the median
+        out.append((f"{probe} {n}", predict(costs, roofs).seconds, measured))
+    return tuple(out)
+
+
+def calibrate(device: str | DeviceRef = "torch:cpu", *, dtypes: Sequence[str] = ("float32",),
+              quick: bool = True, timing: TimingConfig | None = None, discovery: Any = None,
+              progress: Callable[[str], None] | None = None) -> Calibration:
+    """Measure ``device`` and return its :class:`Calibration` (not yet saved)."""
+    from chipfit.backends import get_backend
+    from chipfit.discovery import discover, resolve_devices
+
+    ref = device if isinstance(device, DeviceRef) else DeviceRef.parse(str(device))
+    discovery = discovery or discover([ref.backend])
+    ref = resolve_devices([str(ref)], discovery)[0]
+    info = discovery.get(str(ref.base))
+    dtypes = [parse_dtype(d) for d in dtypes]
+    timing = timing or _calibration_timing(quick)
+    backend = get_backend(ref.backend)
+    with backend.session(ref, discovery) as session:
+        run = _Run(_probes(session, ref.backend), session.wait, timing,
+                   progress or (lambda s: None))
+        overheads = _measure_overheads(run)
+        per_op = overheads.get("host_per_op_s", 0.0) + overheads.get("host_per_call_s", 0.0)
+        skipped: list[str] = []
+        matmul, conv = _measure_compute(run, dtypes, quick, per_op, skipped)
+        if "float32" not in matmul:
+            raise UnsupportedError(f"{ref}: float32 matmul failed: {'; '.join(skipped)}")
+        if ref.is_cpu:
+            _measure_conv1x1(run, dtypes, quick, per_op, conv)
+        bandwidth = _measure_stream(run, quick, per_op)
+        kinds, pool = _measure_kinds(run, per_op) if ref.is_cpu else ({}, ())
+        h2d, d2h = _measure_copies(session, run)
+        cal = Calibration(
+            device=str(ref), name=info.name if info else str(ref),
+            kind=info.kind if info else "cpu",
+            backend=ref.backend, created_at=_now(), chipfit_version=_version(),
+            machine=_machine(), points=(), matmul=tuple(matmul.items()), conv=tuple(conv.items()),
+            bandwidth=bandwidth, h2d_bw=h2d, d2h_bw=d2h, asynchronous=not ref.is_cpu,
+            memory_bytes=float(info.memory_bytes) if info and info.memory_bytes else None,
+            class_bandwidth=tuple(kinds.items()), pool=pool, **overheads)
+        checks = _checks(run, cal)
+    return replace(cal, points=tuple(run.points), checks=checks)
+
+
+def _calibration_timing(quick: bool) -> TimingConfig:
+    if quick:
+        return TimingConfig(warmup_s=0.02, min_block_s=0.004, min_samples=5, target_rel_ci=0.05,
+                            budget_s=0.3)
+    return TimingConfig(warmup_s=0.05, min_block_s=0.005, min_samples=7, target_rel_ci=0.03,
+                        budget_s=1.0)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    from chipfit._version import __version__
+
+    return __version__
+
+
+def _machine() -> tuple[tuple[str, str], ...]:
+    from chipfit.runner import machine_fingerprint
+
+    return machine_fingerprint()
+
+
+# -------------------------------------------------------------------------- storing
+
+def calibration_path(device: str | DeviceRef) -> Path:
+    """Where the calibration of ``device`` is kept (one JSON file per device)."""
+    from chipfit.paths import data_dir
+
+    safe = str(device).replace(":", "_").replace("@", "-")
+    return data_dir() / "calibration" / f"{safe}.json"
+
+
+def _to_dict(cal: Calibration) -> dict[str, Any]:
+    data = asdict(cal)
+    data["matmul"] = {d: [list(p) for p in c] for d, c in cal.matmul}
+    data["conv"] = {d: [list(p) for p in c] for d, c in cal.conv}
+    data["bandwidth"] = [list(p) for p in cal.bandwidth]
+    data["class_bandwidth"] = {k: [list(p) for p in c] for k, c in cal.class_bandwidth}
+    data["pool"] = [list(p) for p in cal.pool]
+    data["machine"] = dict(cal.machine)
+    data["points"] = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                       for k, v in asdict(p).items()} for p in cal.points]
+    return {"format": FORMAT, "schema_version": CALIBRATION_SCHEMA_VERSION, **data}
+
+
+def _curves(raw: dict[str, Any]) -> tuple[tuple[str, Curve], ...]:
+    return tuple((d, tuple((float(x), float(y)) for x, y in c)) for d, c in raw.items())
+
+
+def _from_dict(data: dict[str, Any], origin: str) -> Calibration:
+    if data.get("format") != FORMAT:
+        raise InvalidInputError(f"{origin} is not a chipfit calibration file")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > CALIBRATION_SCHEMA_VERSION:
+        raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
+                          f"understands ({CALIBRATION_SCHEMA_VERSION}); upgrade chipfit or "
+                          "run chipfit calibrate again")
+    points = tuple(CalPoint(**{k: (math.nan if v is None else v) for k, v in p.items()})
+                   for p in data.get("points", ()))
+    plain = {k: data[k] for k in ("device", "name", "kind", "backend", "created_at",
+                                  "chipfit_version", "host_per_op_s", "host_per_view_s",
+                                  "host_per_module_s", "host_per_call_s", "h2d_bw", "d2h_bw",
+                                  "asynchronous", "memory_bytes") if k in data}
+    return Calibration(
+        **plain, machine=tuple(sorted(data.get("machine", {}).items())), points=points,
+        matmul=_curves(data["matmul"]), conv=_curves(data.get("conv", {})),
+        bandwidth=tuple((float(x), float(y)) for x, y in data["bandwidth"]),
+        class_bandwidth=_curves(data.get("class_bandwidth", {})),
+        pool=tuple((float(x), float(y)) for x, y in data.get("pool", ())),
+        checks=tuple((str(c), float(p), float(m)) for c, p, m in data.get("checks", ())))
+
+
+def save_calibration(cal: Calibration, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``cal`` atomically (a crash mid-write leaves the previous file whole)."""
+    path = Path(path) if path is not None else calibration_path(cal.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(_to_dict(cal), fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_calibration(device: str | DeviceRef | None = None,
+                     path: str | os.PathLike[str] | None = None) -> Calibration | None:
+    """The stored calibration of ``device`` (or the file at ``path``); None if there is none."""
+    path = Path(path) if path is not None else calibration_path(device or "torch:cpu")
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"cannot read calibration {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} is not a chipfit calibration file")
+    return _from_dict(data, str(path))
+
+
+def roofs_from_calibration(cal: Calibration, band: float | None = None,
+                           band_basis: str = "") -> Roofs:
+    """The predictor's view of a calibration. The band defaults to the held-out check error."""
+    if band is None:
+        check = cal.check_mape
+        band = check if check is not None else 0.25
+        band_basis = (f"calibration held-out checks (median error {check:.0%})"
+                      if check is not None else "default 25% (no checks stored)")
+    rows = tuple((f"matmul {d} best GFLOP/s", max(r for _, r in c) / 1e9, "measured")
+                 for d, c in cal.matmul if c)
+    rows += (("bandwidth best GB/s", max(r for _, r in cal.bandwidth) / 1e9, "measured"),)
+    return Roofs(
+        key=cal.device, name=cal.name, kind=cal.kind, basis="calibrated", matmul=cal.matmul,
+        conv=tuple((d, c) for d, c in cal.conv if c), bandwidth=cal.bandwidth,
+        vector_flops=None, host_per_op_s=cal.host_per_op_s, host_per_view_s=cal.host_per_view_s,
+        host_per_module_s=cal.host_per_module_s, host_per_call_s=cal.host_per_call_s,
+        kernel_floor_s=0.0, asynchronous=cal.asynchronous, h2d_bw=cal.h2d_bw, d2h_bw=cal.d2h_bw,
+        band=band, band_basis=band_basis, efficiency=rows,
+        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",),
+        memory_bytes=cal.memory_bytes, class_bandwidth=cal.class_bandwidth, pool=cal.pool,
+    )

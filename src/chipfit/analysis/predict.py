@@ -1,0 +1,212 @@
+"""Predict a workload on named hardware: catalog devices and this machine's own devices.
+
+This is the orchestration behind ``chipfit predict``: resolve ``--hardware`` (catalog keys,
+``local``, or device ids), extract the workload's costs once per size and framework, build
+the roofs (calibrated for local devices, catalog peaks x efficiencies otherwise), predict,
+and, for local devices, measure too so prediction and measurement stand side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from chipfit.analysis.costs import WorkloadCosts, extract_costs
+from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict
+from chipfit.errors import UnknownNameError
+
+__all__ = ["PredictRow", "Target", "predict_workload", "resolve_hardware", "roofs_for"]
+
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ``--hardware`` entry: a catalog device or a local device id."""
+
+    key: str
+    local: bool
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PredictRow:
+    """A prediction, with the measurement beside it where the device is here."""
+
+    target: Target
+    prediction: Prediction
+    measurement: Any = None  # chipfit.results.Measurement for local devices
+
+    @property
+    def error(self) -> float:
+        m = self.measurement
+        if m is None or not m.ok:
+            return math.nan
+        return (self.prediction.seconds - m.median_s) / m.median_s
+
+
+def resolve_hardware(texts: Iterable[str], discovery: Any = None) -> list[Target]:
+    """Catalog keys, ``local`` (every local device) and local device ids, in order, deduped."""
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    targets: list[Target] = []
+    for text in (t.strip() for t in texts if t.strip()):
+        if text == LOCAL or ":" in text:
+            targets += _local_targets(text, discovery)
+        elif text in catalog:
+            spec = catalog[text]
+            targets.append(Target(spec.key, False, spec.kind, spec.name))
+        else:
+            catalog[text]  # raises UnknownNameError with a did-you-mean over catalog keys
+    seen: set[str] = set()
+    return [t for t in targets if not (t.key in seen or seen.add(t.key))]
+
+
+def _local_targets(text: str, discovery: Any) -> list[Target]:
+    from chipfit.discovery import discover, resolve_devices
+
+    discovery = discovery or discover()
+    if text == LOCAL:
+        return [Target(d.ref, True, d.kind, d.name) for d in discovery.devices]
+    ref = resolve_devices([text], discovery)[0]
+    info = discovery.get(str(ref.base))
+    return [Target(str(ref), True, info.kind if info else "cpu", info.name if info else str(ref))]
+
+
+def _local_band(device: str) -> tuple[float | None, str]:
+    """The band of a calibrated device: its last ``chipfit validate`` median error, if any."""
+    from chipfit.analysis.validate import load_validation
+
+    data = load_validation()
+    local = (data or {}).get("summary", {}).get("local", {}).get(device) or {}
+    if local.get("mape") is None or not local.get("cases"):
+        return None, ""
+    return float(local["mape"]), (f"median error of the last chipfit validate on {device} "
+                                  f"({local['cases']} cases, {data.get('finished_at', '')})")
+
+
+def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
+              auto_calibrate: bool = True, quick: bool = True,
+              progress: Callable[[str], None] | None = None) -> Roofs:
+    """Calibrated roofs for a local device (calibrating first if needed), else catalog roofs."""
+    if not target.local:
+        from chipfit.analysis.validate import catalog_band
+        from chipfit.hardware.catalog import load_catalog
+
+        band, basis = catalog_band()
+        return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,
+                             dtypes=(dtype,))
+    from chipfit.analysis.calibrate import (
+        calibrate,
+        load_calibration,
+        roofs_from_calibration,
+        save_calibration,
+    )
+
+    cal = load_calibration(target.key)
+    if cal is None:
+        if not auto_calibrate:
+            from chipfit.errors import UsageError
+
+            raise UsageError(f"{target.key} is not calibrated yet: run chipfit calibrate "
+                             f"--devices {target.key}")
+        if progress:
+            progress(f"calibrating {target.key} first (once; chipfit calibrate redoes it)")
+        cal = calibrate(target.key, quick=quick, dtypes=_cal_dtypes(dtype))
+        save_calibration(cal)
+    band, basis = _local_band(target.key)
+    roofs = (roofs_from_calibration(cal) if band is None
+             else roofs_from_calibration(cal, band, basis))
+    if dtype not in dict(cal.matmul):
+        note = (f"{dtype} is not calibrated on {target.key}: float32 rates are used (run "
+                f"chipfit calibrate --devices {target.key} --dtypes float32,{dtype})")
+        roofs = replace(roofs, notes=roofs.notes + (note,))
+    return roofs
+
+
+def _cal_dtypes(dtype: str) -> tuple[str, ...]:
+    return ("float32",) if dtype == "float32" else ("float32", dtype)
+
+
+def backend_for(target: Target, workload: Any) -> str:
+    """The framework a target runs the workload with (TPUs: JAX where there is a builder)."""
+    if target.local:
+        return target.key.split(":", 1)[0]
+    if target.kind == "tpu" and "jax" in workload.backends():
+        return "jax"
+    return "torch"
+
+
+def _fit_note(workload: Any, size: str, dtype: str, mode: str, roofs: Roofs) -> str:
+    need = workload.memory_estimate(size, dtype, mode)
+    have = roofs.memory_bytes
+    if need and have and need > have:
+        return f"does not fit: needs ~{need / 1e9:.1f} GB, the device has {have / 1e9:.1f} GB"
+    return ""
+
+
+def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str] = (LOCAL,), *,
+                     dtype: str = "float32", mode: str | None = None, tensors: str = "auto",
+                     measure: bool = True, timing: Any = None,
+                     progress: Callable[[str], None] | None = None) -> list[PredictRow]:
+    """Predict ``workload`` at each size on each hardware target; measure the local ones."""
+    from chipfit.discovery import discover
+    from chipfit.errors import InvalidInputError
+    from chipfit.spec import parse_dtype
+    from chipfit.workloads import get_workload
+
+    wl = get_workload(workload)
+    dtype = parse_dtype(dtype)
+    mode = mode or wl.modes[0]
+    if mode not in wl.modes:
+        raise InvalidInputError(f"{wl.name} has no mode {mode!r} (modes: {', '.join(wl.modes)})")
+    chosen = [wl.parse_size(s) for s in sizes] or [wl.parse_size(s) for s in wl.sizes(True)]
+    needs_local = any(h == LOCAL or ":" in h for h in hardware)
+    discovery = discover() if needs_local else None
+    targets = resolve_hardware(hardware, discovery)
+    costs: dict[tuple[str, str], WorkloadCosts] = {}
+    rows = []
+    runnable = [t for t in targets if backend_for(t, wl) in wl.backends()]
+    for target in targets:
+        if target not in runnable:
+            if any(h == target.key for h in hardware) or not runnable:
+                raise UnknownNameError(f"device for {wl.name}", target.key,
+                                       [t.key for t in runnable])
+            continue  # "local" expanded to a framework this workload has no builder for
+        backend = backend_for(target, wl)
+        roofs = roofs_for(target, backend, dtype, progress=progress)
+        for size in chosen:
+            if (size, backend) not in costs:
+                if progress:
+                    progress(f"counting {wl.name} {size} operators ({backend})")
+                costs[size, backend] = extract_costs(wl, size, dtype, mode, backend,
+                                                     tensors=tensors)
+            rows.append(_row(wl, target, roofs, costs[size, backend], measure, timing, discovery,
+                             progress))
+    return rows
+
+
+def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: bool,
+         timing: Any, discovery: Any, progress: Callable[[str], None] | None) -> PredictRow:
+    pred = predict(costs, roofs)
+    notes = [_fit_note(wl, costs.size, costs.dtype, costs.mode, roofs)]
+    if target.kind == "tpu" and costs.backend == "torch":
+        notes.append(f"{wl.name} has no JAX builder: predicted from torch's eager operator "
+                     "graph (torch_xla would trace and fuse it: an upper bound on time)")
+    if any(notes):
+        pred = replace(pred, notes=tuple(n for n in notes if n) + pred.notes)
+    measurement = None
+    if target.local and measure:
+        from chipfit.execute.inline import run_job
+        from chipfit.spec import DeviceRef, Job, TimingConfig
+
+        if progress:
+            progress(f"measuring {wl.name} {costs.size} on {target.key}")
+        job = Job(wl.name, costs.size, DeviceRef.parse(target.key), costs.dtype, costs.mode,
+                  timing or TimingConfig.quick())
+        measurement = run_job(job, discovery)
+    return PredictRow(target, pred, measurement)

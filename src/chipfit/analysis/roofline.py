@@ -1,0 +1,390 @@
+"""The predictor: a roofline per operator, plus launch overhead and host<->device copies.
+
+For every operator of a :class:`~chipfit.analysis.costs.WorkloadCosts`::
+
+    roof_i = max(flops_i / rate(class_i, dtype_i, flops_i),  bytes_i / bandwidth(bytes_i))
+
+(Williams, Waterman and Patterson, "Roofline: an insightful visual performance model",
+CACM 52(4), 2009), where the rates are *achievable* ones: measured on this machine by
+``chipfit calibrate`` (curves over operation size, so caches and small-matrix inefficiency are
+in them), or the catalog's peak times a documented efficiency. Then:
+
+- host work: ``host_per_op`` per dispatched operator (views: ``host_per_view``), plus
+  ``host_per_module`` per ``nn.Module`` call and ``host_per_call`` per compiled-program call;
+- device work: ``kernel_floor + roof_i`` per kernel;
+- a CPU runs both on the same cores, so ``time = host + device``; an accelerator overlaps
+  them (the host enqueues while the device runs), so ``time = max(host, device)``: the
+  two-stage pipeline bound;
+- copies: ``transfer = h2d_bytes / h2d_bw + d2h_bytes / d2h_bw`` (none for host memory).
+
+The bound is the largest of the compute, memory, launch (time not explained by the roofs) and
+transfer parts. The band is multiplicative, ``[t / (1 + e), t * (1 + e)]``, with ``e`` taken
+from validation error (see :mod:`chipfit.analysis.validate`) or a documented default.
+Everything here is pure arithmetic on frozen values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from chipfit.analysis.costs import MATRIX_CLASSES, OpCost, WorkloadCosts
+from chipfit.errors import UnsupportedError
+
+__all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",
+           "curve_rate", "predict"]
+
+BOUNDS = ("compute", "memory", "launch", "transfer")
+Curve = tuple[tuple[float, float], ...]  # (operation size, achievable rate) sorted by size
+
+
+def curve_rate(curve: Curve, size: float) -> float:
+    """Rate at ``size`` on a measured curve: log-log interpolation, flat beyond both ends."""
+    if not curve:
+        return math.nan
+    if len(curve) == 1 or size <= curve[0][0]:
+        return curve[0][1]
+    if size >= curve[-1][0]:
+        return curve[-1][1]
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:], strict=False):
+        if x0 <= size <= x1 and x1 > x0:
+            t = (math.log(size) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return math.exp(math.log(y0) + t * (math.log(y1) - math.log(y0)))
+    return curve[-1][1]  # pragma: no cover - unreachable for a sorted curve
+
+
+@dataclass(frozen=True)
+class Roofs:
+    """Achievable rates and overheads of one processor for one framework.
+
+    ``matmul``/``conv`` map a dtype to a curve of FLOP/s over FLOPs per operation;
+    ``bandwidth`` is a curve of bytes/s over bytes per operation. ``basis`` is ``calibrated``
+    (measured here) or ``catalog`` (peaks x efficiencies).
+    """
+
+    key: str
+    name: str
+    kind: str
+    basis: str
+    matmul: tuple[tuple[str, Curve], ...]
+    bandwidth: Curve
+    vector_flops: float | None = None
+    conv: tuple[tuple[str, Curve], ...] = ()
+    host_per_op_s: float = 0.0
+    host_per_view_s: float = 0.0
+    host_per_module_s: float = 0.0
+    host_per_call_s: float = 0.0
+    kernel_floor_s: float = 0.0
+    asynchronous: bool = False
+    h2d_bw: float | None = None
+    d2h_bw: float | None = None
+    band: float = 0.5
+    band_basis: str = "default"
+    efficiency: tuple[tuple[str, float, str], ...] = ()  # (name, value, where it comes from)
+    notes: tuple[str, ...] = ()
+    memory_bytes: float | None = None
+    # Measured bytes/s of operator kinds that run well below the stream rate on this device
+    # (batch_norm, layer_norm, pool, softmax); others use ``bandwidth``.
+    class_bandwidth: tuple[tuple[str, Curve], ...] = ()
+    pool: Curve = ()  # measured output elements/s of pooling (calibrated CPUs)
+
+    def matmul_rate(self, dtype: str, flops: float, op_class: str = "matmul",
+                    variant: str = "") -> float:
+        """Achievable FLOP/s; conv curves may be per kernel path (``float32/1x1b1``)."""
+        curves = dict(self.conv) if op_class == "conv" and self.conv else {}
+        curves = curves or dict(self.matmul)
+        curve = ((curves.get(f"{dtype}/{variant}") if variant else None) or curves.get(dtype)
+                 or curves.get("float32"))
+        if curve is None:
+            raise UnsupportedError(f"{self.key} has no matmul rate for {dtype}")
+        return curve_rate(curve, max(flops, 1.0))
+
+    def bandwidth_at(self, nbytes: float, kind: str = "") -> float:
+        curve = dict(self.class_bandwidth).get(kind) if kind else None
+        return curve_rate(curve or self.bandwidth, max(nbytes, 1.0))
+
+
+@dataclass(frozen=True)
+class ClassTime:
+    """One operator class's share: roof time (compute + memory) and per-op overhead."""
+
+    op_class: str
+    ops: int
+    kernels: int
+    flops: float
+    bytes_moved: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.compute_s + self.memory_s + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        parts = {"compute": self.compute_s, "memory": self.memory_s, "launch": self.overhead_s}
+        return max(parts, key=lambda k: parts[k])
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted time of one call on one processor. Every number here is ``predicted``."""
+
+    hardware: str
+    hardware_name: str
+    kind: str
+    workload: str
+    size: str
+    dtype: str
+    mode: str
+    seconds: float  # per call, inputs already on the device
+    low_s: float
+    high_s: float
+    transfer_s: float
+    compute_s: float
+    memory_s: float
+    launch_s: float
+    bound: str
+    basis: str  # calibrated | catalog
+    band: float
+    band_basis: str
+    items: int = 1
+    breakdown: tuple[ClassTime, ...] = ()
+    efficiency: tuple[tuple[str, float, str], ...] = ()
+    notes: tuple[str, ...] = field(default=())
+    source: str = "predicted"
+
+    @property
+    def throughput(self) -> float:
+        """Items per second with inputs resident."""
+        return self.items / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def end_to_end_s(self) -> float:
+        return self.seconds + self.transfer_s
+
+    @property
+    def resident_bound(self) -> str:
+        """The bound with inputs already on the device (transfer left out)."""
+        parts = {"compute": self.compute_s, "memory": self.memory_s, "launch": self.launch_s}
+        return max(parts, key=lambda k: parts[k])
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["throughput"] = self.throughput
+        out["end_to_end_s"] = self.end_to_end_s
+        return out
+
+
+def bandwidth_kind(op: OpCost) -> str:
+    """Which measured per-kind bandwidth curve an operator uses ("" = the stream curve)."""
+    for kind in ("batch_norm", "layer_norm", "softmax"):
+        if kind in op.op:
+            return kind
+    return ""
+
+
+def _op_times(op: OpCost, roofs: Roofs) -> tuple[float, float]:
+    """(compute, memory) seconds of one occurrence of ``op``."""
+    if op.op_class in MATRIX_CLASSES and op.flops:
+        rate = roofs.matmul_rate(op.dtype, op.flops, op.op_class, op.variant)
+    elif op.op_class == "pool" and roofs.pool:
+        rate = curve_rate(roofs.pool, max(op.flops, 1.0))
+    else:
+        rate = roofs.vector_flops or math.inf
+    compute = op.flops / rate if rate and math.isfinite(rate) else 0.0
+    bandwidth = roofs.bandwidth_at(op.bytes_moved, bandwidth_kind(op))
+    memory = op.bytes_moved / bandwidth if op.bytes_moved else 0.0
+    return compute, memory
+
+
+def _class_times(ops: Iterable[OpCost], roofs: Roofs) -> list[ClassTime]:
+    acc: dict[str, list[float]] = {}
+    for op in ops:
+        a = acc.setdefault(op.op_class, [0, 0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        a[0] += op.count
+        if not op.kernels:
+            a[6] += op.count * roofs.host_per_view_s
+            continue
+        compute, memory = _op_times(op, roofs)
+        a[1] += op.count * op.kernels
+        a[2] += op.total_flops
+        a[3] += op.total_bytes
+        a[4 if compute >= memory else 5] += op.count * max(compute, memory)
+        overhead = roofs.kernel_floor_s + roofs.host_per_op_s
+        if roofs.asynchronous:
+            overhead = max(roofs.kernel_floor_s, roofs.host_per_op_s)
+        a[6] += op.count * overhead
+    return [ClassTime(c, int(a[0]), int(a[1]), a[2], a[3], a[4], a[5], a[6])
+            for c, a in acc.items()]
+
+
+def _host_device(costs: WorkloadCosts, roofs: Roofs,
+                 classes: list[ClassTime]) -> tuple[float, float]:
+    views = sum(o.count for o in costs.ops if not o.kernels)
+    kernels = sum(o.count * o.kernels for o in costs.ops if o.kernels)
+    host = (kernels * roofs.host_per_op_s + views * roofs.host_per_view_s
+            + costs.module_calls * roofs.host_per_module_s
+            + costs.program_calls * roofs.host_per_call_s)
+    device = kernels * roofs.kernel_floor_s + sum(c.compute_s + c.memory_s for c in classes)
+    return host, device
+
+
+def transfer_seconds(costs: WorkloadCosts, roofs: Roofs) -> float:
+    h2d = costs.h2d_bytes / roofs.h2d_bw if roofs.h2d_bw else 0.0
+    d2h = costs.d2h_bytes / roofs.d2h_bw if roofs.d2h_bw else 0.0
+    return h2d + d2h
+
+
+def predict(costs: WorkloadCosts, roofs: Roofs) -> Prediction:
+    """Predict one call of ``costs`` on ``roofs`` (see the module docstring for the model)."""
+    classes = _class_times(costs.ops, roofs)
+    host, device = _host_device(costs, roofs, classes)
+    seconds = max(host, device) if roofs.asynchronous else host + device
+    compute = sum(c.compute_s for c in classes)
+    memory = sum(c.memory_s for c in classes)
+    launch = max(seconds - compute - memory, 0.0)
+    transfer = transfer_seconds(costs, roofs)
+    parts = dict(zip(BOUNDS, (compute, memory, launch, transfer), strict=True))
+    bound = max(parts, key=lambda k: parts[k])
+    python = (costs.module_calls * roofs.host_per_module_s
+              + costs.program_calls * roofs.host_per_call_s)
+    if python:
+        classes.append(ClassTime("python", costs.module_calls + costs.program_calls, 0, 0.0, 0.0,
+                                 0.0, 0.0, python))
+    return Prediction(
+        hardware=roofs.key, hardware_name=roofs.name, kind=roofs.kind, workload=costs.workload,
+        size=costs.size, dtype=costs.dtype, mode=costs.mode, seconds=seconds,
+        low_s=seconds / (1 + roofs.band), high_s=seconds * (1 + roofs.band),
+        transfer_s=transfer, compute_s=compute, memory_s=memory, launch_s=launch, bound=bound,
+        basis=roofs.basis, band=roofs.band, band_basis=roofs.band_basis, items=costs.items,
+        breakdown=tuple(classes), efficiency=roofs.efficiency,
+        notes=roofs.notes + costs.notes,
+    )
+
+
+# ----------------------------------------------------------------------- catalog roofs
+
+def _matmul_precision(spec: Any, dtype: str, backend: str, op_class: str) -> tuple[str, str]:
+    """Which catalog peak a ``dtype`` matmul runs at, and why (framework defaults).
+
+    - NVIDIA/AMD GPUs, float32: torch keeps FP32 for matmuls (``torch.backends.cuda.matmul.
+      allow_tf32`` defaults to False) but lets cuDNN use TF32 for convolutions
+      (``torch.backends.cudnn.allow_tf32`` defaults to True); XLA on GPU uses TF32 for both
+      (JAX's default matmul precision).
+    - TPUs, float32: XLA's DEFAULT precision is one bfloat16 pass on the MXU.
+    """
+    if dtype == "float32":
+        if spec.kind == "tpu":
+            return "bf16", "float32 matmuls on TPU run as one bfloat16 pass (XLA DEFAULT precision)"
+        if spec.kind == "gpu" and (backend == "jax" or op_class == "conv"):
+            return "tf32", ""
+        return "fp32", ""
+    return {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
+            "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp64"}.get(dtype, "fp32"), ""
+
+
+def _peak_for(spec: Any, precision: str) -> tuple[float | None, str]:
+    """The catalog peak at ``precision``, falling back to FP32 (then BF16) where it has none."""
+    peak = spec.peak(precision)
+    if peak:
+        return peak, ""
+    for fallback in ("fp32", "bf16"):
+        alt = spec.peak(fallback)
+        if alt:
+            field = "int8_tops" if precision == "int8" else f"{precision}_tflops"
+            status = spec.figure(field).status
+            return alt, f"{precision} peak {status}: the {fallback} peak is used"
+    return None, f"no {precision} or fallback peak in the catalog"
+
+
+def _dtype_curves(spec: Any, backend: str, op_class: str, wanted: Iterable[str],
+                  notes: list[str]) -> tuple[tuple[str, Curve], ...]:
+    """One flat curve per dtype; ``notes`` collects the caveats of the ``wanted`` dtypes."""
+    out = []
+    for dtype in ("float32", "bfloat16", "float16", "int8", "float8_e4m3fn"):
+        precision, why = _matmul_precision(spec, dtype, backend, op_class)
+        peak, fallback = _peak_for(spec, precision)
+        if peak is None:
+            continue
+        name = "matmul_fp8" if precision == "fp8" and _has_eff(spec, "matmul_fp8") else "matmul"
+        out.append((dtype, ((1.0, peak * spec.efficiency(name).value),)))
+        if dtype in wanted:
+            notes += [n for n in (why, fallback) if n and n not in notes]
+    return tuple(out)
+
+
+def _has_eff(spec: Any, name: str) -> bool:
+    return any(e.name == name for e in spec.efficiencies)
+
+
+def _copy_bw(spec: Any, backend: str) -> tuple[float | None, str]:
+    if spec.unified_memory:
+        return None, ""
+    link = spec.host_link_bw
+    if link is None:
+        return None, "host link bandwidth unsourced: copies not predicted"
+    rate = link * spec.efficiency("host_copy").value
+    if backend == "torch":
+        rate *= spec.efficiency("pageable").value
+    return rate, ""
+
+
+def catalog_roofs(spec: Any, backend: str = "torch", band: float = 0.5,
+                  band_basis: str = "default", dtypes: Iterable[str] = ("float32",)) -> Roofs:
+    """Roofs of a catalog device: peaks times the catalog's documented efficiencies.
+
+    ``dtypes`` only selects which caveats (fallback peaks) are attached as notes.
+    """
+    notes: list[str] = []
+    if spec.memory_bw is None:
+        raise UnsupportedError(
+            f"{spec.key}: memory bandwidth is {spec.figure('memory_bw_gbs').status} in the "
+            "catalog, so no prediction; for this machine's own CPU run chipfit calibrate")
+    wanted = tuple(dtypes)
+    matmul = _dtype_curves(spec, backend, "matmul", wanted, notes)
+    conv = _dtype_curves(spec, backend, "conv", wanted, notes)
+    if not matmul:
+        raise UnsupportedError(f"{spec.key}: no usable compute peak in the catalog")
+    vector = spec.peak("fp32")
+    if vector is None:
+        notes.append("vector FP32 peak unsourced: non-matrix ops are timed by memory traffic only")
+    copy_bw, why = _copy_bw(spec, backend)
+    notes += [why] if why else []
+    us = 1e-6
+    per_op = spec.efficiency("host_per_op_us").value * us
+    return Roofs(
+        key=spec.key, name=spec.name, kind=spec.kind, basis="catalog", matmul=matmul, conv=conv,
+        bandwidth=((1.0, spec.memory_bw * spec.efficiency("memory").value),),
+        vector_flops=vector * spec.efficiency("matmul").value if vector else None,
+        host_per_op_s=per_op if backend == "torch" else 0.0,
+        host_per_call_s=per_op if backend != "torch" else 0.0,
+        kernel_floor_s=spec.efficiency("kernel_floor_us").value * us,
+        asynchronous=spec.kind != "cpu", h2d_bw=copy_bw, d2h_bw=copy_bw, band=band,
+        band_basis=band_basis, efficiency=_efficiency_rows(spec), notes=tuple(notes),
+        memory_bytes=spec.memory_bytes,
+    )
+
+
+def _efficiency_rows(spec: Any) -> tuple[tuple[str, float, str], ...]:
+    return tuple((e.name, e.value, f"{e.basis}: {e.derivation}") for e in spec.efficiencies)
+
+
+def scaled(roofs: Roofs, count: int) -> Roofs:
+    """``count`` identical devices working together on one call (data parallel, no comms)."""
+    if count <= 1:
+        return roofs
+    mul = tuple((d, tuple((x, r * count) for x, r in c)) for d, c in roofs.matmul)
+    conv = tuple((d, tuple((x, r * count) for x, r in c)) for d, c in roofs.conv)
+    bw = tuple((x, r * count) for x, r in roofs.bandwidth)
+    return replace(roofs, key=f"{count}x {roofs.key}", matmul=mul, conv=conv, bandwidth=bw,
+                   vector_flops=roofs.vector_flops * count if roofs.vector_flops else None)
+
+
+def class_rows(pred: Prediction) -> Mapping[str, ClassTime]:
+    return {c.op_class: c for c in pred.breakdown}

@@ -1,0 +1,513 @@
+"""``chipfit validate``: how good are the predictions? Measured against the truth, twice.
+
+1. **Local**: every built-in workload (the registry) at a few sizes on every local device
+   (inference; without ``quick`` the training step too):
+   predict from the stored calibration (``chipfit calibrate``; run first if missing), then
+   measure with the same runner ``chipfit bench`` uses. Each case's error is
+   ``(predicted - measured) / measured``.
+2. **Published**: every row of ``hardware/data/reference_results.toml`` (MLPerf Inference,
+   NVIDIA DeepLearningExamples) predicted from the catalog alone. The models are built from
+   their published architectures on the meta device (no weights, no compute): ResNet-50 v1.5
+   (transformers ``ResNetConfig`` defaults, 1000 classes) and BERT-large (24 layers, 1024
+   hidden, 16 heads, 4096 intermediate). MLPerf rows run TensorRT / oneDNN INT8 engines:
+   they are predicted as an *optimised stack* (matrix operators only, at INT8 with INT8 bytes;
+   bias, normalisation and activations fused into them; one launch per inference; offline
+   throughput at batch 256 for ResNet-50 and 64 for BERT), which is an upper bound. BERT rows
+   use the full 384-token sequence, while NVIDIA's engines skip padding, so they are
+   under-predicted. Published rows are also scored leave-one-out: each row's prediction is
+   scaled by the median published/predicted speed ratio of the *other* rows of the same stack
+   family and model, which estimates how well a stack efficiency learned from published
+   results transfers to a new device.
+
+MAPE here is the *median* absolute percentage error (robust to the odd outlier); the mean is
+reported beside it. Nothing in this module prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from chipfit.analysis.costs import MATRIX_CLASSES, WorkloadCosts
+from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
+from chipfit.errors import InvalidInputError, SchemaError
+
+__all__ = ["Case", "ReferenceCase", "ValidationReport", "mape", "reference_cases",
+           "save_validation", "load_validation", "validate"]
+
+VALIDATION_SCHEMA_VERSION = 1  # history: 1 = chipfit 0.1
+FORMAT = "chipfit-validation"
+REFERENCE_DEVICES = {"T4": "t4", "A100 SXM 80GB": "a100-sxm-80gb", "L4": "l4",
+                     "2x Xeon Platinum 8480+": "xeon-8480plus", "H100 SXM 80GB": "h100-sxm",
+                     "V100 16GB": "v100-sxm2"}
+OFFLINE_BATCH = {"resnet50": 256, "bert-large": 64}
+SIZES_PER_WORKLOAD = {True: 3, False: 5}
+
+
+def mape(errors: Iterable[float]) -> float:
+    """Median absolute percentage error of relative errors (0.1 = 10%); NaN if none."""
+    values = sorted(abs(e) for e in errors if math.isfinite(e))
+    if not values:
+        return math.nan
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def mean_ape(errors: Iterable[float]) -> float:
+    values = [abs(e) for e in errors if math.isfinite(e)]
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True)
+class Case:
+    """One local workload/size/device: predicted (from calibration) next to measured."""
+
+    workload: str
+    size: str
+    dtype: str
+    mode: str
+    device: str
+    predicted_s: float
+    measured_s: float
+    bound: str = ""
+    basis: str = "calibrated"
+    status: str = "ok"
+    note: str = ""
+    noisy: bool = False
+
+    @property
+    def error(self) -> float:
+        if self.status != "ok" or not self.measured_s > 0:
+            return math.nan
+        return (self.predicted_s - self.measured_s) / self.measured_s
+
+
+@dataclass(frozen=True)
+class ReferenceCase:
+    """One published result and chipfit's catalog prediction of it."""
+
+    id: str
+    model: str
+    scenario: str
+    stack: str
+    device: str  # catalog key
+    count: int
+    batch: int
+    precision: str
+    metric: str  # throughput | latency
+    unit: str
+    published: float
+    predicted: float
+    bound: str
+    source: str
+    loo_predicted: float = math.nan
+    note: str = ""
+
+    @property
+    def error(self) -> float:
+        return (self.predicted - self.published) / self.published
+
+    @property
+    def loo_error(self) -> float:
+        return (self.loo_predicted - self.published) / self.published
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    cases: tuple[Case, ...]
+    references: tuple[ReferenceCase, ...]
+    started_at: str
+    finished_at: str
+    quick: bool
+    devices: tuple[str, ...]
+    calibrations: tuple[tuple[str, str], ...] = ()  # (device, created_at)
+    notes: tuple[str, ...] = field(default=())
+
+    def local_mape(self, device: str | None = None) -> float:
+        return mape(c.error for c in self.cases if device is None or c.device == device)
+
+    def local_mean_ape(self, device: str | None = None) -> float:
+        return mean_ape(c.error for c in self.cases if device is None or c.device == device)
+
+    def reference_mape(self, loo: bool = False, kinds: Sequence[str] | None = None) -> float:
+        rows = [r for r in self.references if kinds is None or _kind(r.device) in kinds]
+        return mape(r.loo_error if loo else r.error for r in rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "schema_version": VALIDATION_SCHEMA_VERSION,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "quick": self.quick, "devices": list(self.devices),
+            "calibrations": dict(self.calibrations), "notes": list(self.notes),
+            "summary": self.summary(),
+            "cases": [{**_clean(asdict(c)), "error": _num(c.error)} for c in self.cases],
+            "references": [{**_clean(asdict(r)), "error": _num(r.error),
+                            "loo_error": _num(r.loo_error)} for r in self.references],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        per_device = {d: {"mape": _num(self.local_mape(d)),
+                          "mean_ape": _num(self.local_mean_ape(d)),
+                          "cases": sum(1 for c in self.cases if c.device == d and c.status == "ok")}
+                      for d in self.devices}
+        return {
+            "local": per_device,
+            "reference": {"mape": _num(self.reference_mape()),
+                          "mape_accelerators": _num(self.reference_mape(kinds=("gpu", "tpu"))),
+                          "loo_mape": _num(self.reference_mape(loo=True)),
+                          "loo_mape_accelerators": _num(self.reference_mape(True, ("gpu", "tpu"))),
+                          "rows": len(self.references)},
+        }
+
+
+def _num(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _num(v) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def _kind(key: str) -> str:
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    return catalog[key].kind if key in catalog else "?"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------- published results
+
+@lru_cache(maxsize=1)
+def reference_rows() -> tuple[dict[str, Any], ...]:
+    """The shipped reference results (``hardware/data/reference_results.toml``)."""
+    from importlib import resources
+
+    from chipfit.hardware.catalog import _toml
+
+    data_file = resources.files("chipfit.hardware").joinpath("data/reference_results.toml")
+    text = data_file.read_text("utf-8")
+    data = _toml().loads(text)
+    if data.get("schema_version", 0) > 1:
+        raise SchemaError("reference_results.toml is newer than this chipfit; upgrade chipfit")
+    return tuple(data["results"])
+
+
+@lru_cache(maxsize=8)
+def reference_model_costs(model: str, batch: int, seq_len: int = 384) -> WorkloadCosts:
+    """FP32 eager costs of a published architecture, traced on the meta device."""
+    import torch
+
+    from chipfit.analysis.costs import trace_torch
+
+    with torch.device("meta"):
+        net, inputs = _reference_model(model, batch, seq_len)
+    with torch.inference_mode():
+        return trace_torch(net, inputs, workload=model, size=str(batch), items=batch,
+                           tensors="meta")
+
+
+def _reference_model(model: str, batch: int, seq_len: int) -> tuple[Any, tuple[Any, ...]]:
+    import torch
+
+    if model == "resnet50":
+        from transformers import ResNetConfig, ResNetForImageClassification
+
+        net = ResNetForImageClassification(ResNetConfig(num_labels=1000)).eval()
+        return net, (torch.empty(batch, 3, 224, 224),)
+    if model == "bert-large":
+        from transformers import BertConfig, BertModel
+
+        cfg = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                         intermediate_size=4096)
+        return BertModel(cfg, add_pooling_layer=False).eval(), (
+            torch.zeros(batch, seq_len, dtype=torch.long),)
+    raise InvalidInputError(f"no reference architecture for {model!r}")
+
+
+def _retyped(costs: WorkloadCosts, dtype: str, factor: float) -> WorkloadCosts:
+    """Every operator at ``dtype`` with bytes scaled by ``factor`` (AMP: fp16 tensors)."""
+    ops = tuple(replace(o, dtype=dtype, bytes_moved=o.bytes_moved * factor) for o in costs.ops)
+    return replace(costs, ops=ops, dtype=dtype)
+
+
+def optimized_stack(costs: WorkloadCosts, dtype: str = "int8",
+                    factor: float = 0.25) -> WorkloadCosts:
+    """An inference engine's view: matrix operators only (the rest fused into them), in
+    ``dtype`` with bytes scaled by ``factor``, launched as one program per call."""
+    ops = tuple(replace(o, dtype=dtype, bytes_moved=o.bytes_moved * factor)
+                for o in costs.ops if o.op_class in MATRIX_CLASSES and o.kernels)
+    return replace(costs, ops=ops, dtype=dtype, program_calls=1, module_calls=0,
+                   h2d_bytes=costs.h2d_bytes * factor, d2h_bytes=costs.d2h_bytes * factor,
+                   method=costs.method + "+optimized")
+
+
+def engine_roofs(roofs: Roofs) -> Roofs:
+    """Host work of an engine: one dispatch per call, nothing per operator or module."""
+    return replace(roofs, host_per_call_s=roofs.host_per_op_s or roofs.host_per_call_s,
+                   host_per_op_s=0.0, host_per_view_s=0.0, host_per_module_s=0.0)
+
+
+def _reference_prediction(row: dict[str, Any]) -> tuple[Prediction, int]:
+    from chipfit.hardware.catalog import load_catalog
+
+    spec = load_catalog()[REFERENCE_DEVICES[row["device"]]]
+    optimized = row["scenario"].startswith("mlperf")
+    batch = int(row.get("batch") or OFFLINE_BATCH[row["model"]])
+    costs = reference_model_costs(row["model"], batch, int(row.get("seq_len") or 384))
+    dtype = {"int8": "int8", "fp16-amp": "float16"}.get(row["precision"], "float32")
+    roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))
+    if optimized:
+        costs, roofs = optimized_stack(costs), engine_roofs(roofs)
+    elif dtype == "float16":
+        costs = _retyped(costs, "float16", 0.5)
+    count = int(row.get("accelerators") or 1)
+    return predict(costs, scaled(roofs, count)), batch
+
+
+def _speed(value: float, metric: str) -> float:
+    return value if metric == "throughput" else 1.0 / value
+
+
+def reference_cases(use_cache: bool = True) -> tuple[ReferenceCase, ...]:
+    """Predict every published result from the catalog, then score it leave-one-out too.
+
+    Tracing the models needs torch and transformers (seconds); the result is cached under the
+    data directory, keyed by the chipfit version and the catalog and reference data.
+    """
+    path, key = _reference_cache()
+    if use_cache and path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") == key:
+                return tuple(ReferenceCase(**{k: (math.nan if v is None else v)
+                                              for k, v in c.items()}) for c in data["cases"])
+        except (OSError, ValueError, TypeError):
+            pass  # a damaged cache is recomputed
+    cases = _compute_reference_cases()
+    if use_cache:
+        _write_json(path, {"key": key, "cases": [_clean(asdict(c)) for c in cases]})
+    return cases
+
+
+def _reference_cache() -> tuple[Path, str]:
+    import hashlib
+    from importlib import resources
+
+    from chipfit._version import __version__
+    from chipfit.paths import data_dir
+
+    digest = hashlib.sha256(__version__.encode())
+    for name in ("catalog.toml", "reference_results.toml"):
+        digest.update(resources.files("chipfit.hardware").joinpath(f"data/{name}").read_bytes())
+    return data_dir() / "validation" / "references.json", digest.hexdigest()[:16]
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
+    cases = []
+    for row in reference_rows():
+        pred, batch = _reference_prediction(row)
+        latency_ms = pred.seconds * 1e3
+        value = pred.throughput if row["metric"] == "throughput" else latency_ms
+        note = ("optimised-stack upper bound (INT8 engine)" if row["scenario"].startswith("mlperf")
+                else "PyTorch eager")
+        if row["model"] == "bert-large" and row["scenario"].startswith("mlperf"):
+            note += "; full 384-token sequences (the engine skips padding)"
+        cases.append(ReferenceCase(
+            row["id"], row["model"], row["scenario"], row["stack"],
+            REFERENCE_DEVICES[row["device"]], int(row.get("accelerators") or 1), batch,
+            row["precision"], row["metric"], row["unit"], float(row["value"]), value,
+            pred.resident_bound, row["source"], note=note))
+    return tuple(_leave_one_out(cases))
+
+
+def _family(case: ReferenceCase) -> str:
+    return "mlperf" if case.scenario.startswith("mlperf") else "eager"
+
+
+def _leave_one_out(cases: list[ReferenceCase]) -> list[ReferenceCase]:
+    ratios = {c.id: _speed(c.published, c.metric) / _speed(c.predicted, c.metric) for c in cases}
+    out = []
+    for c in cases:
+        same = [o for o in cases if o.id != c.id and _family(o) == _family(c)]
+        group = [o for o in same if o.model == c.model]
+        pool = group if len(group) >= 2 else same
+        if not pool:
+            out.append(c)
+            continue
+        logs = sorted(math.log(ratios[o.id]) for o in pool)
+        mid = len(logs) // 2
+        scale = logs[mid] if len(logs) % 2 else (logs[mid - 1] + logs[mid]) / 2
+        factor = math.exp(scale)
+        loo = c.predicted * factor if c.metric == "throughput" else c.predicted / factor
+        out.append(replace(c, loo_predicted=loo))
+    return out
+
+
+# ------------------------------------------------------------------------ local cases
+
+def _roofs_for(device: str, discovery: Any, quick: bool, progress: Callable[[str], None],
+               recalibrate: bool) -> tuple[Roofs, str]:
+    from chipfit.analysis.calibrate import (
+        calibrate,
+        load_calibration,
+        roofs_from_calibration,
+        save_calibration,
+    )
+
+    cal = None if recalibrate else load_calibration(device)
+    if cal is None:
+        progress(f"calibrating {device}")
+        cal = calibrate(device, quick=quick, discovery=discovery,
+                        progress=lambda s: progress(f"calibrating {device}: {s}"))
+        save_calibration(cal)
+    return roofs_from_calibration(cal), cal.created_at
+
+
+def local_devices(discovery: Any) -> list[str]:
+    """Every discovered device (the CPU through each framework, and any accelerator)."""
+    return [d.ref for d in discovery.devices]
+
+
+def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
+          discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
+    from chipfit.analysis.costs import extract_costs
+    from chipfit.execute.inline import run_job
+    from chipfit.spec import DeviceRef, Job
+
+    ref = DeviceRef.parse(device)
+    dtype = "float32"
+    key = (workload.name, size, dtype, mode, ref.backend)
+    try:
+        if key not in costs_cache:
+            costs_cache[key] = extract_costs(workload, size, dtype, mode, ref.backend)
+        pred = predict(costs_cache[key], roofs)
+    except Exception as exc:  # a workload the extractor cannot trace is a finding
+        return Case(workload.name, size, dtype, mode, device, math.nan, math.nan,
+                    status="error", note=f"prediction failed: {type(exc).__name__}: {exc}"[:200])
+    m = run_job(Job(workload.name, size, ref, dtype, mode, timing), discovery)
+    if not m.ok:
+        return Case(workload.name, size, dtype, mode, device, pred.seconds, math.nan,
+                    pred.bound, status=m.status, note=m.note[:200])
+    return Case(workload.name, size, dtype, mode, device, pred.seconds, m.median_s, pred.bound,
+                noisy=m.noisy)
+
+
+def plan_cases(quick: bool, workloads: Sequence[str] | None = None,
+               devices: Sequence[str] = ("torch:cpu",),
+               sizes: Sequence[str] | None = None) -> list[tuple[Any, str, str, str]]:
+    """(workload, size, device, mode): each workload's first sizes on each device it runs on;
+    inference only with ``quick``, else training steps too."""
+    from chipfit.spec import DeviceRef
+    from chipfit.workloads import all_workloads, get_workload
+
+    chosen = [get_workload(w) for w in workloads] if workloads else all_workloads()
+    out = []
+    for wl in chosen:
+        ladder = sizes or wl.sizes(quick)[: SIZES_PER_WORKLOAD[quick]] or wl.sizes(False)[:2]
+        modes = wl.modes[:1] if quick else wl.modes[:2]
+        for device in devices:
+            if DeviceRef.parse(device).backend in wl.backends():
+                out += [(wl, wl.parse_size(s), device, m) for m in modes for s in ladder]
+    return out
+
+
+def validate(devices: Sequence[str] | None = None, *, quick: bool = True,
+             workloads: Sequence[str] | None = None, sizes: Sequence[str] | None = None,
+             timing: Any = None, references: bool = True, recalibrate: bool = False,
+             progress: Callable[[str], None] | None = None,
+             on_case: Callable[[Case], None] | None = None) -> ValidationReport:
+    """Predict and measure built-in workloads locally, and score the published references."""
+    from chipfit.discovery import discover, resolve_devices
+    from chipfit.spec import TimingConfig
+
+    progress = progress or (lambda s: None)
+    started = _now()
+    discovery = discover()
+    refs = ([str(r) for r in resolve_devices(devices, discovery)] if devices
+            else local_devices(discovery))
+    timing = timing or (TimingConfig.quick() if quick else TimingConfig())
+    roofs, calibrations = {}, []
+    for device in refs:
+        roofs[device], created = _roofs_for(device, discovery, quick, progress, recalibrate)
+        calibrations.append((device, created))
+    plan = plan_cases(quick, workloads, refs, sizes)
+    cases: list[Case] = []
+    cache: dict[tuple[str, ...], WorkloadCosts] = {}
+    for i, (wl, size, device, mode) in enumerate(plan):
+        progress(f"[{i + 1}/{len(plan)}] {wl.name} {size} {mode} on {device}")
+        cases.append(_case(wl, size, device, mode, roofs[device], timing, discovery, cache))
+        if on_case:
+            on_case(cases[-1])
+    progress("published results")
+    refs_cases = reference_cases() if references else ()
+    return ValidationReport(tuple(cases), refs_cases, started, _now(), quick, tuple(refs),
+                            tuple(calibrations))
+
+
+# ------------------------------------------------------------------------- storing
+
+def validation_path() -> Path:
+    from chipfit.paths import data_dir
+
+    return data_dir() / "validation" / "latest.json"
+
+
+def save_validation(report: ValidationReport, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write the report as JSON (atomically); the latest one feeds prediction bands."""
+    return _write_json(Path(path) if path is not None else validation_path(), report.to_dict())
+
+
+def load_validation(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The summary of the last ``chipfit validate`` (a plain dict), or None."""
+    path = Path(path) if path is not None else validation_path()
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InvalidInputError(f"{path} is not a chipfit validation file")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > VALIDATION_SCHEMA_VERSION:
+        raise SchemaError(f"{path} has schema version {version}, newer than this chipfit "
+                          f"understands ({VALIDATION_SCHEMA_VERSION}); run chipfit validate again")
+    return data
+
+
+def catalog_band() -> tuple[float, str]:
+    """The band for catalog predictions: the median error against published eager results.
+
+    Eager PyTorch rows are the like-for-like comparison for chipfit's eager predictions; if
+    there are none, every published row is used.
+    """
+    try:
+        cases = reference_cases()
+    except ImportError as exc:  # the reference models need torch and transformers
+        return 0.5, f"default 50%: scoring published results needs {exc.name} installed"
+    eager = [c for c in cases if _family(c) == "eager"]
+    rows = eager or list(cases)
+    error = mape(c.error for c in rows)
+    label = "PyTorch-eager" if eager else "all"
+    return error, f"median error against {len(rows)} published {label} results"

@@ -1,0 +1,66 @@
+"""``chipfit predict``: how a workload would run on hardware you may not have."""
+
+from __future__ import annotations
+
+import argparse
+
+from chipfit.commands._common import csv_list, err, out, print_json
+
+ORDER = 50
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict latency and throughput on catalog hardware and "
+                       "local devices (local ones are measured too)")
+    p.add_argument("workload",
+                   help="a workload name (chipfit bench --help lists them), e.g. matmul")
+    p.add_argument("--hardware", "-H", default="local",
+                   help="comma-separated catalog keys (chipfit catalog) and/or 'local' or "
+                        "device ids, e.g. h100-sxm,tpu-v5e,local (default: local)")
+    p.add_argument("--batch", "--sizes", "-s", dest="sizes",
+                   help="comma-separated sizes (batch for models; n or MxK@KxN for matmul; "
+                        "default: the workload's quick sizes)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--mode", help="inference, train or finetune (default: the workload's first)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="do not measure the local devices (prediction only)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also show where the time goes, by operator class")
+    p.add_argument("--tensors", choices=("auto", "real", "fake"), default="auto",
+                   help="count operators by running the call (real) or on shapes only (fake); "
+                        "auto runs it unless it is large")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run)
+
+
+def _row_json(row) -> dict:
+    m = row.measurement
+    return {"hardware": row.target.key, "local": row.target.local,
+            "prediction": row.prediction.to_dict(),
+            "measurement": None if m is None else {
+                "status": m.status, "median_s": m.median_s if m.ok else None,
+                "rel_ci": m.rel_ci if m.ok else None, "source": m.source},
+            "error": row.error if row.error == row.error else None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from chipfit.analysis.predict import predict_workload
+    from chipfit.report.predict_view import breakdown_table, predictions_table
+
+    rows = predict_workload(args.workload, csv_list(args.sizes or ""),
+                            csv_list(args.hardware), dtype=args.dtype, mode=args.mode,
+                            tensors=args.tensors, measure=not args.no_measure,
+                            progress=lambda s: err.print(f"[dim]{s}[/dim]"))
+    if args.json:
+        print_json({"workload": args.workload, "rows": [_row_json(r) for r in rows]})
+        return 0
+    first = rows[0].prediction if rows else None
+    title = (f"chipfit predict {args.workload} ({first.dtype}, {first.mode})" if first else "")
+    out.print(predictions_table(rows, title))
+    if args.breakdown:
+        for row in rows:
+            out.print(breakdown_table(row.prediction))
+    notes = sorted({f"{r.prediction.hardware}: {n}" for r in rows for n in r.prediction.notes})
+    for note in notes:
+        out.print(f"[dim]note — {note}[/dim]")
+    return 0

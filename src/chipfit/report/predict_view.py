@@ -1,0 +1,217 @@
+"""Rich views of the catalog, calibrations, predictions and validation reports.
+
+Data never prints itself: these functions turn frozen values into tables. Every column says
+where its numbers come from (catalog, measured, predicted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
+
+__all__ = ["breakdown_table", "calibration_table", "catalog_entry", "catalog_table",
+           "predictions_table", "reference_table", "validation_cases_table",
+           "validation_summary"]
+
+
+def _fig(spec: Any, name: str, digits: str = ".4g") -> str:
+    fig = spec.figure(name)
+    if fig.value is None:
+        return "n/a" if fig.status == "n/a" else "?"
+    mark = "*" if fig.status == "derived" else ""
+    return f"{fig.value:{digits}}{mark}"
+
+
+def catalog_table(catalog: Any) -> Table:
+    """One row per catalog device."""
+    table = Table(title="Hardware catalog (source: catalog; dense peaks)", title_justify="left",
+                  caption="TFLOP/s (int8: TOP/s); GB and GB/s decimal; * derived (see chipfit "
+                          "catalog show KEY); ? unsourced; n/a not supported by the device",
+                  caption_justify="left")
+    for col in ("key", "kind", "name", "fp32", "tf32", "bf16", "fp16", "int8", "memory GB",
+                "mem GB/s", "link GB/s", "TDP W", "USD/h"):
+        table.add_column(col, justify="left" if col in ("key", "kind", "name") else "right",
+                         overflow="fold")
+    for spec in catalog.values():
+        table.add_row(spec.key, spec.kind, spec.name, _fig(spec, "fp32_tflops"),
+                      _fig(spec, "tf32_tflops"), _fig(spec, "bf16_tflops"),
+                      _fig(spec, "fp16_tflops"), _fig(spec, "int8_tops"),
+                      _fig(spec, "memory_gb"), _fig(spec, "memory_bw_gbs"),
+                      _fig(spec, "host_link_gbs"), _fig(spec, "tdp_w"),
+                      _fig(spec, "price_usd_hr"))
+    return table
+
+
+def catalog_entry(spec: Any) -> Group:
+    """Every figure of one device with its status, note and sources; then its efficiencies."""
+    head = Text.assemble((f"{spec.name}", "bold"), f"  [{spec.key}, {spec.kind}, {spec.vendor}]"
+                         f"\nlaunch: {spec.launch}\nhost link: {spec.host_link}\n"
+                         f"interconnect: {spec.interconnect}\nsparsity: {spec.sparsity_note}\n"
+                         f"notes: {spec.notes or '-'}\nsource: catalog")
+    figs = Table(title="Figures (source: catalog)", title_justify="left", show_lines=True)
+    for col in ("figure", "value", "status", "note / derivation", "sources"):
+        figs.add_column(col, overflow="fold")
+    for f in spec.figures:
+        value = "-" if f.value is None else f"{f.value:g} {f.unit}"
+        text = "; ".join(x for x in (f.derivation, f.note) if x) or "-"
+        figs.add_row(f.name, value, f.status, text, "\n".join(f.sources) or "-")
+    effs = Table(title="Efficiencies the predictor applies (source: catalog)",
+                 title_justify="left", show_lines=True)
+    for col in ("name", "value", "basis", "derivation", "sources"):
+        effs.add_column(col, overflow="fold")
+    for e in spec.efficiencies:
+        effs.add_row(e.name, f"{e.value:g}", e.basis, e.derivation or "-", "\n".join(e.sources))
+    return Group(head, figs, effs)
+
+
+def calibration_table(cal: Any) -> Table:
+    """A calibration's fitted rates and overheads (all measured)."""
+    table = Table(title=f"Calibration of {cal.device} — {cal.name} (measured {cal.created_at})",
+                  title_justify="left", caption="rates are net of the per-op dispatch cost; "
+                  "curves over operation size (FLOPs or bytes per op)", caption_justify="left")
+    table.add_column("what")
+    table.add_column("measured", overflow="fold")
+    us = 1e6
+    if cal.host_per_op_s:
+        table.add_row("dispatch per op", f"{cal.host_per_op_s * us:.2f} us")
+        table.add_row("per view / per nn.Module", f"{cal.host_per_view_s * us:.2f} us / "
+                      f"{cal.host_per_module_s * us:.2f} us")
+    if cal.host_per_call_s:
+        table.add_row("dispatch per jitted call", f"{cal.host_per_call_s * us:.2f} us")
+    for name, curves in (("matmul", cal.matmul), ("conv", cal.conv)):
+        for dtype, curve in curves:
+            table.add_row(f"{name} {dtype}", "  ".join(
+                f"{_si(x)}:{fmt_rate(r, 'FLOP/s')}" for x, r in curve))
+    table.add_row("bandwidth", "  ".join(f"{fmt_bytes(x)}:{fmt_rate(r, 'B/s')}"
+                                         for x, r in cal.bandwidth))
+    for kind, curve in cal.class_bandwidth:
+        table.add_row(kind, "  ".join(f"{fmt_bytes(x)}:{fmt_rate(r, 'B/s')}" for x, r in curve))
+    if cal.pool:
+        table.add_row("max pool", "  ".join(f"{_si(x)}:{fmt_rate(r, 'out/s')}"
+                                            for x, r in cal.pool))
+    if cal.h2d_bw:
+        table.add_row("copies h2d / d2h", f"{fmt_rate(cal.h2d_bw, 'B/s')} / "
+                      f"{fmt_rate(cal.d2h_bw, 'B/s')}")
+    for case, pred, meas in cal.checks:
+        table.add_row(f"check {case}", f"predicted {fmt_seconds(pred)}, measured "
+                      f"{fmt_seconds(meas)} ({_pct((pred - meas) / meas)})")
+    if cal.check_mape is not None:
+        table.add_row("check median error", f"{cal.check_mape:.1%}")
+    return table
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.0%}" if math.isfinite(x) else "-"
+
+
+def predictions_table(rows: Sequence[Any], title: str = "") -> Table:
+    """Predicted (and, for local devices, measured) latency and throughput."""
+    table = Table(title=title or "chipfit predict", title_justify="left", show_lines=False,
+                  caption="predicted: roofline over the workload's operators (basis: "
+                          "calibrated = rates measured here by chipfit calibrate; catalog = "
+                          "peaks x documented efficiencies); band: x/÷ (1 + validation error). "
+                          "e2e adds host<->device copies. measured: chipfit's timer, this run.",
+                  caption_justify="left")
+    for col, just in (("hardware", "left"), ("size", "left"), ("basis", "left"),
+                      ("predicted", "right"), ("band", "right"), ("items/s (pred.)", "right"),
+                      ("e2e (pred.)", "right"), ("bound", "left"), ("measured", "right"),
+                      ("error", "right")):
+        table.add_column(col, justify=just, overflow="fold")
+    for row in rows:
+        p, m = row.prediction, row.measurement
+        measured = "-" if m is None else (fmt_seconds(m.median_s) if m.ok else m.status)
+        bound = Text(p.bound, style="yellow" if p.bound in ("launch", "transfer") else "")
+        hardware = Text(p.hardware)
+        if any(n.startswith("does not fit") for n in p.notes):
+            hardware.append(" (does not fit)", style="red")
+        table.add_row(hardware, p.size, p.basis, fmt_seconds(p.seconds),
+                      f"{fmt_seconds(p.low_s)}–{fmt_seconds(p.high_s)}",
+                      fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound, measured,
+                      _pct(row.error))
+    return table
+
+
+def breakdown_table(pred: Any) -> Table:
+    """Where one prediction's time goes, by operator class (all predicted)."""
+    table = Table(title=f"{pred.workload} {pred.size} on {pred.hardware}: time by operator "
+                        "class (predicted)", title_justify="left",
+                  caption="roof = max(compute, memory) per operator; overhead = dispatch/launch "
+                          "per operator (host and device overlap on accelerators, so rows may "
+                          "add up to more than the total)", caption_justify="left")
+    for col in ("class", "ops", "kernels", "FLOPs", "bytes", "compute", "memory", "overhead",
+                "bound"):
+        table.add_column(col, justify="left" if col in ("class", "bound") else "right")
+    for c in pred.breakdown:
+        table.add_row(c.op_class, str(c.ops), str(c.kernels), _si(c.flops) if c.flops else "-",
+                      fmt_bytes(c.bytes_moved) if c.bytes_moved else "-", fmt_seconds(c.compute_s),
+                      fmt_seconds(c.memory_s), fmt_seconds(c.overhead_s), c.bound)
+    table.add_row("total", "", "", "", "", fmt_seconds(pred.compute_s), fmt_seconds(pred.memory_s),
+                  fmt_seconds(pred.launch_s), pred.bound, style="bold")
+    return table
+
+
+def validation_cases_table(report: Any) -> Table:
+    table = Table(title="Local: predicted (calibrated) vs measured", title_justify="left",
+                  caption="error = (predicted - measured) / measured; ! noisy measurement",
+                  caption_justify="left")
+    for col in ("device", "workload", "size", "mode", "predicted", "measured", "error", "bound"):
+        table.add_column(col, justify="right" if col in ("predicted", "measured", "error")
+                         else "left")
+    for c in report.cases:
+        measured = fmt_seconds(c.measured_s) + (" !" if c.noisy else "") if c.status == "ok" \
+            else f"{c.status}: {c.note[:50]}"
+        table.add_row(c.device, c.workload, c.size, c.mode, fmt_seconds(c.predicted_s), measured,
+                      _pct(c.error), c.bound)
+    return table
+
+
+def reference_table(report: Any) -> Table:
+    table = Table(title="Published results vs catalog predictions", title_justify="left",
+                  caption="MLPerf rows are INT8 engines (TensorRT, oneDNN): predicted as an "
+                          "optimised stack, an upper bound. loo: scaled by the other rows of "
+                          "the same stack and model (leave-one-out).", caption_justify="left")
+    for col in ("id", "device", "batch", "metric", "published", "predicted", "error", "loo",
+                "bound"):
+        table.add_column(col, justify="left" if col in ("id", "device", "metric", "bound")
+                         else "right", overflow="fold")
+    for r in report.references:
+        unit = "ms" if r.metric == "latency" else "/s"
+        table.add_row(r.id, f"{r.count}x {r.device}" if r.count > 1 else r.device, str(r.batch),
+                      r.metric, f"{r.published:.4g} {unit}", f"{r.predicted:.4g} {unit}",
+                      _pct(r.error), _pct(r.loo_error), r.bound)
+    return table
+
+
+def validation_summary(report: Any) -> Table:
+    s = report.summary()
+    table = Table(title="Validation summary (MAPE = median absolute percentage error)",
+                  title_justify="left")
+    for col in ("set", "cases", "MAPE", "mean APE"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for device, row in s["local"].items():
+        table.add_row(f"local {device} (calibrated)", str(row["cases"]), _opt(row["mape"]),
+                      _opt(row["mean_ape"]))
+    ref = s["reference"]
+    if ref["rows"]:
+        table.add_row("published, all rows (catalog)", str(ref["rows"]), _opt(ref["mape"]), "")
+        table.add_row("published, GPU/TPU rows (catalog)", "", _opt(ref["mape_accelerators"]), "")
+        table.add_row("published, all rows (leave-one-out)", "", _opt(ref["loo_mape"]), "")
+    return table
+
+
+def _opt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"

@@ -1,0 +1,81 @@
+"""Calibrate on the real CPU, then predict: close to what the timer measures.
+
+The tolerance is generous on purpose (the CPU may be shared while tests run); the tighter
+figures come from ``chipfit validate`` on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chipfit.analysis.calibrate import calibrate, load_calibration, roofs_from_calibration
+from chipfit.analysis.calibrate import save_calibration as save
+from chipfit.analysis.costs import extract_costs
+from chipfit.analysis.roofline import predict
+from chipfit.execute.inline import run_job
+from chipfit.spec import DeviceRef, Job, TimingConfig
+
+torch = pytest.importorskip("torch")
+
+FAST = TimingConfig(warmup_s=0.01, min_block_s=0.002, min_samples=5, target_rel_ci=0.1,
+                    budget_s=0.15)
+MEASURE = TimingConfig(warmup_s=0.02, min_block_s=0.004, min_samples=5, target_rel_ci=0.05,
+                       budget_s=0.5)
+TOLERANCE = 3.0  # predicted within a factor of 3 of measured
+
+
+@pytest.fixture(scope="module")
+def torch_cal():
+    return calibrate("torch:cpu@1t", timing=FAST)
+
+
+def within(pred: float, measured: float, factor: float = TOLERANCE) -> bool:
+    return measured / factor <= pred <= measured * factor
+
+
+def measured(workload: str, size: str, device: str) -> float:
+    m = run_job(Job(workload, size, DeviceRef.parse(device), timing=MEASURE))
+    assert m.ok, m.note
+    return m.median_s
+
+
+def test_calibration_measures_this_cpu(torch_cal):
+    cal = torch_cal
+    assert cal.source == "measured" and cal.device == "torch:cpu@1t" and cal.kind == "cpu"
+    assert 1e-8 < cal.host_per_op_s < 1e-3
+    curve = dict(cal.matmul)["float32"]
+    assert [x for x, _ in curve] == sorted(x for x, _ in curve)
+    assert all(1e8 < rate < 1e13 for _, rate in curve)  # 0.1 GFLOP/s .. 10 TFLOP/s
+    assert all(1e8 < bw < 1e13 for _, bw in cal.bandwidth)
+    assert {p.probe for p in cal.points} >= {"dispatch", "view", "module", "matmul", "conv",
+                                             "stream"}
+    assert len(cal.checks) == 4 and cal.check_mape is not None
+    assert cal.h2d_bw is None  # host memory: nothing to copy
+
+
+def test_saved_calibration_is_used(torch_cal):
+    path = save(torch_cal)
+    assert path.exists()
+    back = load_calibration("torch:cpu@1t")
+    assert back.matmul == torch_cal.matmul
+
+
+@pytest.mark.parametrize("size", ["256", "1000"])
+def test_calibrated_matmul_prediction_is_close_to_measured(torch_cal, size):
+    pred = predict(extract_costs("matmul", size), roofs_from_calibration(torch_cal))
+    assert pred.basis == "calibrated" and pred.bound in ("compute", "memory", "launch")
+    assert within(pred.seconds, measured("matmul", size, "torch:cpu@1t"))
+
+
+def test_calibrated_elementwise_prediction_is_close_to_measured(torch_cal):
+    size = str(2**20)
+    pred = predict(extract_costs("elementwise", size), roofs_from_calibration(torch_cal))
+    assert within(pred.seconds, measured("elementwise", size, "torch:cpu@1t"))
+
+
+def test_jax_calibrate_then_predict():
+    pytest.importorskip("jax")
+    cal = calibrate("jax:cpu:0", timing=FAST)
+    assert cal.host_per_call_s > 0 and cal.backend == "jax"
+    pred = predict(extract_costs("matmul", "384", backend="jax"), roofs_from_calibration(cal))
+    assert within(pred.seconds, measured("matmul", "384", "jax:cpu:0"))

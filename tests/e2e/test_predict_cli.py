@@ -1,0 +1,111 @@
+"""catalog, calibrate, predict and validate as a user runs them (subprocesses, real CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+CPU1 = "torch:cpu@1t"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One data directory for the module, calibrated once (calibration takes seconds)."""
+    from tests.conftest import run_cli
+
+    path = tmp_path_factory.mktemp("predict-home")
+    proc = run_cli("calibrate", "--devices", CPU1, env={"CHIPFIT_HOME": str(path)})
+    assert proc.returncode == 0, proc.stderr
+    return {"CHIPFIT_HOME": str(path)}
+
+
+def test_catalog_lists_and_shows_sources(cli):
+    proc = cli("catalog", check=True)
+    for key in ("h100-sxm", "tpu-v5e", "mi300x", "epyc-genoa-2vcpu"):
+        assert key in proc.stdout
+    assert "source: catalog" in proc.stdout
+    show = cli("catalog", "show", "h100-sxm", check=True).stdout
+    assert "Epoch AI ML Hardware dataset" in show and "989 TFLOP/s" in show
+    entry = json.loads(cli("catalog", "show", "h100-sxm", "--json", check=True).stdout)
+    matmul = next(e for e in entry["efficiencies"] if e["name"] == "matmul")
+    assert matmul["value"] == 0.803 and "Maximum Achievable Matmul FLOPS" in matmul["sources"][0]
+    data = json.loads(cli("catalog", "--kind", "tpu", "--json", check=True).stdout)
+    assert {d["key"] for d in data["devices"]} == {"tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e"}
+    assert all(d["source"] == "catalog" for d in data["devices"])
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["catalog", "show", "h100"], "did you mean 'h100-sxm' or 'h100-pcie'"),
+    (["catalog", "show"], "needs a KEY"),
+    (["predict", "matmul", "--hardware", "h100-sxn", "--no-measure"], "did you mean 'h100-sxm'"),
+    (["predict", "matmull", "--hardware", "h100-sxm"], "did you mean 'matmul'"),
+    (["predict", "matmul", "--hardware", "torch:cuda:0"], "not available here"),
+    (["predict", "matmul", "--hardware", "h100-sxm", "--batch", "7x"], "malformed"),
+    (["validate", "--budget", "0"], "--budget must be positive"),
+    (["calibrate", "--devices", "torch:cpux"], "did you mean 'torch:cpu'"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, args, expect):
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert expect in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_calibrate_show(cli, home):
+    data = json.loads(cli("calibrate", "--devices", CPU1, "--show", "--json", env=home,
+                          check=True).stdout)
+    (cal,) = data
+    assert cal["format"] == "chipfit-calibration" and cal["device"] == CPU1
+    assert cal["source"] == "measured" and cal["matmul"]["float32"]
+
+
+def test_predict_catalog_and_local_side_by_side(cli, home):
+    proc = cli("predict", "matmul", "--hardware", f"h100-sxm,tpu-v5e,{CPU1}", "--batch",
+               "64,512", "--json", env=home, check=True)
+    rows = json.loads(proc.stdout)["rows"]
+    assert [(r["hardware"], r["prediction"]["size"]) for r in rows] == [
+        ("h100-sxm", "64"), ("h100-sxm", "512"), ("tpu-v5e", "64"), ("tpu-v5e", "512"),
+        (CPU1, "64"), (CPU1, "512")]
+    for r in rows:
+        p = r["prediction"]
+        assert p["source"] == "predicted" and p["seconds"] > 0
+        assert p["low_s"] < p["seconds"] < p["high_s"]
+        assert p["bound"] in ("compute", "memory", "launch", "transfer")
+        assert p["basis"] == ("calibrated" if r["local"] else "catalog")
+    local = [r for r in rows if r["local"]]
+    assert all(r["measurement"]["source"] == "measured" and r["measurement"]["median_s"] > 0
+               and r["error"] is not None for r in local)
+    h100 = rows[1]["prediction"]
+    assert h100["end_to_end_s"] > h100["seconds"]  # PCIe copies on top
+
+
+def test_predict_table_with_breakdown(cli, home):
+    proc = cli("predict", "matmul", "--hardware", f"t4,{CPU1}", "--batch", "70x30@30x70",
+               "--breakdown", env=home, check=True)
+    out = proc.stdout
+    assert "t4" in out and CPU1 in out and "measured" in out
+    assert "time by operator class" in out and "launch" in out
+
+
+def test_validate_json_report(cli, home, tmp_path):
+    report_path = tmp_path / "v.json"
+    proc = cli("validate", "--devices", CPU1, "--workloads", "matmul,elementwise", "--sizes",
+               "64,1024", "--budget", "0.2", "--json", str(report_path), env=home, check=True)
+    assert "MAPE" in proc.stdout and "Published results" in proc.stdout
+    data = json.loads(report_path.read_text())
+    assert data["format"] == "chipfit-validation"
+    assert {(c["workload"], c["size"]) for c in data["cases"]} == {
+        ("matmul", "64"), ("matmul", "1024"), ("elementwise", "64"), ("elementwise", "1024")}
+    assert all(c["error"] is not None for c in data["cases"])
+    local = data["summary"]["local"][CPU1]
+    assert local["cases"] == 4 and local["mape"] is not None
+    refs = data["references"]
+    assert len(refs) == 15 and {r["device"] for r in refs} >= {"t4", "a100-sxm-80gb", "h100-sxm"}
+    assert data["summary"]["reference"]["mape"] is not None
+    # the next prediction's band on that device comes from this validation
+    pred = json.loads(cli("predict", "matmul", "--hardware", CPU1, "--batch", "64",
+                          "--no-measure", "--json", env=home, check=True).stdout)
+    assert "chipfit validate" in pred["rows"][0]["prediction"]["band_basis"]
