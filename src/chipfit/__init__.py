@@ -27,8 +27,9 @@ __all__ = sorted([
     "BackendUnavailableError", "ChipfitError", "Cost", "DeviceInfo", "DeviceRef", "Discovery",
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
-    "UsageError", "__version__", "advise", "bench", "calibrate", "catalog", "compare_runs",
-    "costs", "discover", "load_run", "predict", "validate",
+    "UsageError", "__version__", "advise", "bench", "calibrate", "catalog", "check_claims",
+    "compare_runs",
+    "costs", "discover", "load_run", "predict", "run_suite", "validate",
     "analyze_run", "measure", "open_store", "scale", "scale_torch", "sweep",
     "to_dataframe", "write_report",
 ])
@@ -167,3 +168,17 @@ def validate(devices: Any = None, **kwargs: Any) -> Any:
     result = _validate(devices, **kwargs)
     save_validation(result)
     return result
+
+
+def run_suite(name: str = "seeds", devices: Any = None, **kwargs: Any) -> Run:
+    """Run a named suite, like ``chipfit bench --suite NAME``."""
+    from chipfit.suites import run_suite as _run
+
+    return _run(name, devices, **kwargs)
+
+
+def check_claims(run: Run, suite: str = "seeds") -> list[Any]:
+    """The seed articles' claims checked against ``run``."""
+    from chipfit.suites import check_claims as _check
+
+    return _check(run, suite)

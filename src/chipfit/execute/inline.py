@@ -54,7 +54,9 @@ def _classify(exc: BaseException, session: Session | None) -> tuple[str, str]:
     text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
     if isinstance(exc, UnsupportedError):
         return "unsupported", str(exc)
-    if isinstance(exc, OutOfMemoryError) or (session is not None and session.is_oom(exc)):
+    if isinstance(exc, OutOfMemoryError):
+        return "oom", str(exc)
+    if session is not None and session.is_oom(exc):
         return "oom", f"does not fit: {text}"
     if isinstance(exc, (RuntimeError, TypeError, NotImplementedError)) and any(
             h in str(exc).lower() for h in _UNSUPPORTED_HINTS):
