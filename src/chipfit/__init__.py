@@ -23,16 +23,15 @@ from chipfit.errors import (
 from chipfit.results import Cost, DeviceInfo, Discovery, Measurement, Problem, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
-__all__ = sorted([
+__all__ = [
     "BackendUnavailableError", "ChipfitError", "Cost", "DeviceInfo", "DeviceRef", "Discovery",
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
-    "UsageError", "__version__", "advise", "bench", "calibrate", "catalog", "check_claims",
-    "compare_runs",
-    "costs", "discover", "load_run", "predict", "run_suite", "validate",
-    "analyze_run", "measure", "open_store", "scale", "scale_torch", "sweep",
-    "to_dataframe", "write_report",
-])
+    "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
+    "check_claims", "compare_runs", "costs", "discover", "load_run", "measure", "open_store",
+    "predict", "run_suite", "scale", "scale_torch", "sweep", "to_dataframe", "validate",
+    "write_report",
+]
 
 
 def discover(backends: Any = None) -> Discovery:

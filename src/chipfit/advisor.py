@@ -48,7 +48,13 @@ class Advice:
 def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None = None,
                   trust_pickle: bool = False, name: str | None = None) -> Workload:
     """A workload for ``model``: a built-in name, a file or factory spec, or an nn.Module."""
-    from chipfit.workloads.user import UserModel, UserWorkload, check_inputs, load_model, parse_input
+    from chipfit.workloads.user import (
+        UserModel,
+        UserWorkload,
+        check_inputs,
+        load_model,
+        parse_input,
+    )
 
     known = {w.name for w in all_workloads()}
     if isinstance(model, str) and model in known and not example_inputs:

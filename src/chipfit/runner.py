@@ -156,6 +156,21 @@ def _resumable(store: Store, command: str, settings: dict[str, str]) -> str:
     return run_id
 
 
+def resume_named(resume: bool | str, store: Store | None, on_result: OnResult | None,
+                 executor: Executor) -> Run | None:
+    """Continue run ``resume`` (an id) from ``store``; None when no run id was named.
+
+    ``resume=True`` (continue the newest matching run) needs the caller's settings, so it
+    returns None here after checking that a store exists.
+    """
+    if resume and store is None:
+        raise InvalidInputError("resuming needs the results database (--db, and no --no-save)")
+    if isinstance(resume, str) and resume:
+        run, todo = resume_run(store, resume)  # type: ignore[arg-type]
+        return run_jobs(todo, run, on_result, executor=executor, store=store)
+    return None
+
+
 def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
           devices: Iterable[str] | None = None, *, sizes: Sequence[str] | None = None,
           dtypes: Sequence[str] = ("float32",), modes: Sequence[str] | None = None,
@@ -172,11 +187,9 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     other arguments say. Either way only jobs without a stored measurement run again.
     """
     executor = executor or InlineExecutor()
-    if resume and store is None:
-        raise InvalidInputError("resuming needs the results database (--db, and no --no-save)")
-    if isinstance(resume, str) and resume:
-        run, todo = resume_run(store, resume)  # type: ignore[arg-type]
-        return run_jobs(todo, run, on_result, executor=executor, store=store)
+    resumed = resume_named(resume, store, on_result, executor)
+    if resumed is not None:
+        return resumed
     discovery = discovery or executor.discover()
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     names = list(workloads)

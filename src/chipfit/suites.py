@@ -396,15 +396,13 @@ def run_suite(name: str, devices: Iterable[str] | None = None, *, quick: bool = 
     list of workloads: same executors, store and resume; the run's settings name the suite."""
     from chipfit.discovery import resolve_devices
     from chipfit.execute.base import InlineExecutor
-    from chipfit.runner import machine_fingerprint, new_run, resume_run, run_jobs
+    from chipfit.runner import machine_fingerprint, new_run, resume_named, resume_run, run_jobs
 
     suite = get_suite(name)
     executor = executor or InlineExecutor()
-    if resume and store is None:
-        raise InvalidInputError("resuming needs the results database (--db, and no --no-save)")
-    if isinstance(resume, str) and resume:
-        run, todo = resume_run(store, resume)  # type: ignore[arg-type]
-        return run_jobs(todo, run, on_result, executor=executor, store=store)
+    resumed = resume_named(resume, store, on_result, executor)
+    if resumed is not None:
+        return resumed
     discovery = discovery or executor.discover()
     refs = resolve_devices(devices, discovery) if devices else None
     jobs = plan_suite(suite, discovery, refs, quick=quick, timing=timing)

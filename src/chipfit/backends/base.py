@@ -42,7 +42,7 @@ class Session(abc.ABC):
         """Copy a device value back to host memory."""
         return value
 
-    def memory_reset(self) -> None:
+    def memory_reset(self) -> None:  # noqa: B027 - optional hook: no window to reset by default
         """Start a new peak-memory window."""
 
     def memory_peak(self) -> tuple[int | None, str]:
@@ -63,7 +63,7 @@ class Session(abc.ABC):
         """Whether ``exc`` is this framework's out-of-memory error."""
         return isinstance(exc, MemoryError)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most sessions change nothing
         """Undo whatever :meth:`Backend.session` changed (thread counts ...)."""
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from chipfit.backends import Session, get_backend
 from chipfit.errors import OutOfMemoryError, UnsupportedError, UsageError
+from chipfit.hardware.energy import MeterUnavailable
 from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job
 from chipfit.timing import stats
-from chipfit.hardware.energy import MeterUnavailable
 from chipfit.timing.timer import TimerResult, measure
 from chipfit.workloads import get_workload
 

@@ -83,7 +83,8 @@ def bench_table(run: Run) -> Table:
     table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
                         f"(run {run.run_id})",
                   title_justify="left", show_lines=True,
-                  caption=f"median per call ±95% CI of the median; FLOP/s (or B/s when memory-bound) achieved; "
+                  caption=f"median per call ±95% CI of the median; FLOP/s (or B/s when "
+                          "memory-bound) achieved; "
                           f"×: speed-up vs {ref_name}; e2e: with host<->device copies; "
                           "! noisy (IQR >10% or CI target not met). All figures measured.",
                   caption_justify="left")

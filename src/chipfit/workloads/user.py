@@ -205,11 +205,15 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
         if weights:
             raise InvalidInputError("--weights goes with --factory, not with a model file")
         module, found, origin, static = _load_file(path, trust_pickle)
-        reload = (lambda: _load_file(path, trust_pickle)[0])
+
+        def reload() -> Any:
+            return _load_file(path, trust_pickle)[0]
     elif ":" in spec:
         module, found = _from_factory(spec, weights)
         origin, static = "factory", None
-        reload = (lambda: _from_factory(spec, weights)[0])
+
+        def reload() -> Any:
+            return _from_factory(spec, weights)[0]
     else:
         from chipfit.errors import UnknownNameError
         from chipfit.workloads import all_workloads
