@@ -101,3 +101,16 @@ def test_a_sharded_train_step_computes_what_one_device_computes():
     assert data["head_rel_diff"] < 1e-5  # and the same updated weights
     # weights replicated on all 4 devices; the batch split into 4 shards
     assert data["shardings"] == [[1, True, 1], [4, True, 4]]
+
+
+@pytest.mark.slow
+def test_torch_ddp_scaling_through_the_cli(cli, tmp_path):
+    out = tmp_path / "scale.json"
+    proc = cli("scale", "--backend", "torch", "--devices", "2", "--workload", "mlp", "--batch",
+               "16", "--budget", "0.5", "--json", str(out), check=True)
+    data, points = _points(out)
+    assert [p["devices"] for p in points] == [1, 2]
+    assert all(p["measurement"]["status"] == "ok" for p in points)
+    assert "on torch" in proc.stdout
+    bad = cli("scale", "--backend", "torch", "--simulate", "--devices", "2")
+    assert bad.returncode == 2 and "--simulate is for JAX" in bad.stderr
