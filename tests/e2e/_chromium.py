@@ -9,9 +9,11 @@ Protocol reference: https://chromedevtools.github.io/devtools-protocol/
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -128,7 +130,8 @@ def _start(executable: str, profile: str) -> _Pipe:
     # pass_fds=(3, 4): close_fds runs after preexec_fn and must keep the renumbered ends.
     proc = subprocess.Popen([executable, *_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=child_fds)
+                            stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=child_fds,
+                            start_new_session=True)
     os.close(cmd_r)
     os.close(ev_w)
     return _Pipe(proc, cmd_w, ev_r)
@@ -162,7 +165,10 @@ def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
     if executable is None:
         raise FileNotFoundError("no chromium executable on PATH")
     url = Path(path).resolve().as_uri()
-    with tempfile.TemporaryDirectory(prefix="chipfit-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile for a moment after the
+    # browser exits: the whole process group is killed, and a late file cannot fail the test.
+    with tempfile.TemporaryDirectory(prefix="chipfit-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         pipe = _start(executable, profile)
         try:
             return _drive(pipe, url, probes, timeout)
@@ -174,6 +180,8 @@ def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
             except subprocess.TimeoutExpired:
                 pipe.proc.kill()
                 pipe.proc.wait(10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pipe.proc.pid, signal.SIGKILL)
             os.close(pipe.inp)
 
 
