@@ -90,9 +90,9 @@ class TimingConfig:
     ``max_samples`` blocks were taken.
     """
 
-    warmup_s: float = 0.05
-    warmup_min_calls: int = 2
-    min_block_s: float = 0.005
+    warmup_s: float = 0.01
+    warmup_min_calls: int = 1
+    min_block_s: float = 0.001
     min_samples: int = 7
     max_samples: int = 500
     target_rel_ci: float = 0.02
