@@ -11,6 +11,7 @@ Evidence comes from three places, each kept apart and labelled:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -129,8 +130,49 @@ def _crossing(sizes: list[int], cpu: list[float], acc: list[float]) -> float | N
     return None
 
 
+# torch's MPS fallback warns "The operator 'aten::x' is not currently supported on the MPS
+# backend and will fall back to run on the CPU"; torch_xla counts fallbacks as "aten::x"
+# metrics. Either way the op runs on the host, with copies both ways.
+_FALLBACK = re.compile(r"operator '([^']+)'[^.]*fall back", re.IGNORECASE)
+
+
+def fallback_ops(messages: Sequence[str]) -> tuple[str, ...]:
+    """Operator names that warnings say fell back to the CPU, in first-seen order."""
+    found = [m.group(1) for text in messages for m in _FALLBACK.finditer(text)]
+    return tuple(dict.fromkeys(found))
+
+
+def detect_fallbacks(workload: Workload, ref: DeviceRef, size: str, dtype: str, mode: str,
+                     discovery: Any) -> tuple[str, ...]:
+    """Run one call on an accelerator and list the operators that fell back to the CPU."""
+    import warnings
+
+    from chipfit.backends import get_backend
+
+    if ref.is_cpu:
+        return ()
+    with get_backend(ref.backend).session(ref, discovery) as session:
+        prepared = workload.build(ref.backend, size, dtype, mode, session)
+        args = session.to_device(prepared.host_args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session.wait(prepared.fn(*args))
+        found = list(fallback_ops([str(w.message) for w in caught]))
+        if ref.platform == "xla":
+            found += _xla_fallbacks()
+    return tuple(dict.fromkeys(found))
+
+
+def _xla_fallbacks() -> list[str]:
+    try:
+        import torch_xla.debug.metrics as met
+    except ImportError:
+        return []
+    return [name for name in met.counter_names() if name.startswith("aten::")]
+
+
 def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measurement | None,
-                  need: int | None) -> Option:
+                  need: int | None, fallbacks: tuple[str, ...] = ()) -> Option:
     if m.energy_j is not None:
         joules, source = m.energy_j / batch, "measured"
     elif spec is not None and spec.tdp_w:
@@ -145,6 +187,7 @@ def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measu
         power_w=spec.tdp_w if spec is not None else None, joules_per_item=joules,
         energy_source=source, train_step_s=train.median_s if train is not None and train.ok else None,
         train_source="measured" if train is not None and train.ok else "",
+        fallback_ops=fallbacks,
         notes=(f"catalog match: {spec.key}",) if spec is not None else (),
     )
 
@@ -208,8 +251,10 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
             continue
         info = found.get(str(ref.base))
         spec = catalog.match(info.name, info.cores) if info is not None else None
+        fallbacks = detect_fallbacks(workload, ref, str(target), dtype, mode, found) if (
+            info is not None and info.kind != "cpu") else ()
         options.append(_local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
-                                     need))
+                                     need, fallbacks))
     for spec in specs:
         try:
             roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))

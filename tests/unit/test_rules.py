@@ -130,3 +130,18 @@ def test_training_plan_ranks_by_time_to_train():
     b = opt("b", "gpu", 0.02, batch=64, train_step_s=0.03, train_source="predicted")
     rec = recommend(ev([a, b], batch=64, train_samples=10**6), "latency")
     assert rec.choice.device == "b"
+
+
+def test_fallback_warnings_are_parsed_into_operator_names():
+    from chipfit.advisor import fallback_ops
+
+    texts = [
+        "The operator 'aten::_fft_r2c' is not currently supported on the MPS backend and will "
+        "fall back to run on the CPU. This may have performance implications.",
+        "some unrelated warning",
+        "The operator 'aten::_fft_r2c' is not currently supported on the MPS backend and will "
+        "fall back to run on the CPU.",
+        "The operator 'aten::nonzero' is not current implemented for the MPS device; it will "
+        "fall back to the CPU",
+    ]
+    assert fallback_ops(texts) == ("aten::_fft_r2c", "aten::nonzero")
