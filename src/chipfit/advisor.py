@@ -172,7 +172,8 @@ def _xla_fallbacks() -> list[str]:
 
 
 def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measurement | None,
-                  need: int | None, fallbacks: tuple[str, ...] = ()) -> Option:
+                  need: int | None, fallbacks: tuple[str, ...] = (),
+                  local_price: float | None = None) -> Option:
     if m.energy_j is not None:
         joules, source = m.energy_j / batch, "measured"
     elif spec is not None and spec.tdp_w:
@@ -183,7 +184,8 @@ def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measu
         device=m.device, kind=info.kind if info else "cpu", name=info.name if info else m.device,
         present=True, batch=batch, latency_s=m.end_to_end_s, latency_source="measured",
         memory_need_bytes=need, memory_have_bytes=info.memory_bytes if info else None,
-        price_usd_hr=spec.price_usd_hr if spec is not None else None,
+        price_usd_hr=(spec.price_usd_hr if spec is not None and spec.price_usd_hr is not None
+                      else local_price),
         power_w=spec.tdp_w if spec is not None else None, joules_per_item=joules,
         energy_source=source, train_step_s=train.median_s if train is not None and train.ok else None,
         train_source="measured" if train is not None and train.ok else "",
@@ -216,8 +218,13 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            max_latency: float | None = None, budget: float | None = None,
            train_samples: int | None = None, epochs: float = 1.0,
            weights: str | None = None, trust_pickle: bool = False,
-           timing: TimingConfig | None = None, on_result: Any = None) -> Advice:
-    """Which processor should run ``model``, measured here and predicted elsewhere, and why."""
+           timing: TimingConfig | None = None, on_result: Any = None,
+           local_price: float | None = None) -> Advice:
+    """Which processor should run ``model``, measured here and predicted elsewhere, and why.
+
+    ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
+    they take part in the cost objective and the budget.
+    """
     from chipfit.analysis.costs import extract_costs
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
@@ -254,7 +261,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         fallbacks = detect_fallbacks(workload, ref, str(target), dtype, mode, found) if (
             info is not None and info.kind != "cpu") else ()
         options.append(_local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
-                                     need, fallbacks))
+                                     need, fallbacks, local_price))
     for spec in specs:
         try:
             roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))

@@ -97,3 +97,12 @@ def test_advice_appears_in_the_html_report(cli, tmp_path):
     assert 'id="advice"' in page and "Recommendation: torch:cpu" in page
     assert "tiny&lt;b&gt;" in page and "tiny<b>" not in page
     assert "below the crossover" in page or "launches or host-device copies" in page
+
+
+def test_a_local_price_lets_the_cpu_compete_on_cost():
+    advice = chipfit.advise(_tiny_mlp(), ("1x16",), objective="cost", batch=1,
+                            devices=["torch:cpu"], timing=FAST, hardware=["h100-sxm"],
+                            local_price=0.05)
+    cpu = next(o for o in advice.recommendation.ranked if o.present)
+    assert cpu.price_usd_hr == 0.05 and cpu.usd_per_million is not None
+    assert advice.recommendation.choice.device == "torch:cpu"

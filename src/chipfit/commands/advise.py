@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-latency", type=float, metavar="MS", help="latency limit per batch, ms")
     p.add_argument("--budget", type=float, metavar="USD", help="dollars per training run (with "
                    "--train-samples) or per 1M inferences")
+    p.add_argument("--local-price", type=float, metavar="USD", help="hourly price of this "
+                   "machine, for the cost objective (the catalog prices only catalog devices)")
     p.add_argument("--train-samples", type=int, help="samples per epoch, for a time-to-train "
                    "estimate")
     p.add_argument("--epochs", type=float, default=1.0)
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.advisor import DEFAULT_HARDWARE, advise
     from chipfit.report.advise_view import advice_json, advice_renderable
 
-    for flag in ("batch", "max_latency", "budget", "train_samples", "epochs"):
+    for flag in ("batch", "max_latency", "budget", "train_samples", "epochs", "local_price"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     batches = [int(b) for b in csv_list(args.batches)] if args.batches else None
     with progress() as bar:
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                         max_latency=args.max_latency / 1e3 if args.max_latency else None,
                         budget=args.budget, train_samples=args.train_samples,
                         epochs=args.epochs, weights=args.weights,
-                        trust_pickle=args.trust_pickle, on_result=saver)
+                        trust_pickle=args.trust_pickle, on_result=saver,
+                        local_price=args.local_price)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     data = advice_json(advice.recommendation, train)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,
