@@ -146,7 +146,7 @@ def resume_run(store: Store, ref: str) -> tuple[Run, list[Job]]:
     return replace(run, finished_at="", interrupted=False), todo
 
 
-def _resumable(store: Store, command: str, settings: dict[str, str]) -> str:
+def find_resumable_run(store: Store, command: str, settings: dict[str, str]) -> str:
     fingerprint = dict(machine_fingerprint())["fingerprint"]
     run_id = store.find_resumable(command, settings, fingerprint)
     if run_id is None:
@@ -196,7 +196,7 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     jobs = plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick, timing=timing)
     settings = _settings(names, refs, sizes, dtypes, modes, quick, timing)
     if resume:
-        run, todo = resume_run(store, _resumable(store, command, settings))  # type: ignore[arg-type]
+        run, todo = resume_run(store, find_resumable_run(store, command, settings))  # type: ignore[arg-type]
         return run_jobs(todo, run, on_result, executor=executor, store=store)
     run = new_run(command, discovery, {**settings, **executor.settings()})
     if store is not None:

@@ -315,20 +315,31 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
           dtypes: Sequence[str] = ("float32",), mode: str | None = None, quick: bool = False,
           timing: TimingConfig | None = None, on_result: OnResult | None = None,
           discovery: Discovery | None = None, level: float = 0.95,
-          executor: Executor | None = None, store: Store | None = None) -> SweepResult:
+          executor: Executor | None = None, store: Store | None = None,
+          resume: bool | str = False) -> SweepResult:
     """Measure ``workload`` over a ladder of sizes on ``devices`` and find the crossovers.
 
     Devices default to every device found plus torch's CPU pinned to one thread; the ladder
     defaults to the workload's range (``quick``: a shorter one, with short timing).
     ``executor`` says where jobs run (default: this process); ``store`` keeps each
     measurement as it arrives, and the finished run with its memory-guard limits.
+    ``resume=True`` continues the newest unfinished sweep in ``store`` with the same settings,
+    ``resume="RUN_ID"`` that sweep; either way only the missing points are measured.
     """
     from chipfit.analysis.crossover import check_settings
     from chipfit.discovery import discover, resolve_devices
-    from chipfit.runner import default_devices, new_run
+    from chipfit.runner import default_devices, find_resumable_run, new_run, resume_run
     from chipfit.workloads import get_workload
 
     check_settings(level, 2000)  # refuse a bad level before minutes of measuring
+    if resume and store is None:
+        raise InvalidInputError("resuming needs the results database (--db, and no --no-save)")
+    if isinstance(resume, str) and resume:
+        run, todo = resume_run(store, resume)  # type: ignore[arg-type]
+        if run.command != "sweep":
+            raise InvalidInputError(f"run {run.run_id} is a {run.command} run: resume it with "
+                                    f"chipfit {run.command} --resume")
+        return _finish_sweep(todo, run, on_result, executor, store, level)
     wl = get_workload(workload)
     mode = mode or wl.modes[0]
     if mode not in wl.modes:
@@ -342,9 +353,18 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
                 "sizes": ",".join(sizes), "devices": ",".join(map(str, refs)),
                 "dtypes": ",".join(dtypes), "mode": mode, "quick": str(quick)}
     jobs = plan_sweep(workload, sizes, refs, dtypes, mode, timing)
+    if resume:
+        run, jobs = resume_run(store, find_resumable_run(store, "sweep", settings))  # type: ignore[arg-type]
+        return _finish_sweep(jobs, run, on_result, executor, store, level)
     run = new_run("sweep", discovery, {**settings, **(executor.settings() if executor else {})})
     if store is not None:
         store.begin_run(run, jobs)
+    return _finish_sweep(jobs, run, on_result, executor, store, level)
+
+
+def _finish_sweep(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
+                  executor: Executor | None, store: Store | None, level: float) -> SweepResult:
+    """Measure ``jobs`` rung by rung into ``run``, then analyse it and keep the limits."""
     run = _run_ladder(jobs, run, on_result, executor=executor, store=store)
     result = analyze_run(run, level=level)
     if store is not None:

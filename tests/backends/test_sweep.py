@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from chipfit.discovery import discover
+from chipfit.errors import InvalidInputError
 from chipfit.spec import TimingConfig
 from chipfit.sweeper import guard_limit, guard_limits, sweep
 
@@ -58,3 +61,27 @@ def test_progress_counts_every_job_once():
                    timing=FAST, on_result=lambda i, n, job, m, run: seen.append((i, n)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert len(result.run.measurements) == 4 and not result.run.interrupted
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_missing_points(tmp_path):
+    from chipfit.spec import TimingConfig
+    from chipfit.store import open_store
+
+    timing = TimingConfig(warmup_s=0.005, min_block_s=0.001, budget_s=0.1, target_rel_ci=0.1)
+    store = open_store(tmp_path / "db.sqlite3")
+    seen = []
+
+    def stop_after_two(i, n, job, m, run):
+        seen.append(job.key)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    args = dict(start="16", stop="64", timing=timing, store=store)
+    first = sweep("matmul", ["torch:cpu", "torch:cpu@1t"], on_result=stop_after_two, **args)
+    assert first.run.interrupted and len(first.run.measurements) == 2
+    done = sweep("matmul", ["torch:cpu", "torch:cpu@1t"], resume=True, **args)
+    assert done.run.run_id == first.run.run_id and not done.run.interrupted
+    keys = [(m.size, m.device) for m in done.run.measurements]
+    assert len(keys) == len(set(keys)) == 6  # 16, 32, 64 on two devices, none measured twice
+    with pytest.raises(InvalidInputError, match="no unfinished sweep run"):
+        sweep("matmul", ["torch:cpu", "torch:cpu@1t"], resume=True, **args)

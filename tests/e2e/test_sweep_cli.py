@@ -88,7 +88,7 @@ def test_one_device_says_there_is_nothing_to_compare(cli, tmp_path):
     (["sweep", "matmul", "--dtypes", "fp64"], "unknown dtype"),
     (["sweep", "matmul", "--mode", "train"], "has no mode 'train'"),
     (["sweep", "matmul", "--devices", "torch:cuda:0"], "not available here"),
-    (["sweep", "matmul", "--resume"], "cannot --resume"),
+    (["sweep", "matmul", "--resume"], "no unfinished sweep run"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, args, expect):
     proc = cli(*args)

@@ -50,7 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from chipfit.commands.bench import add_fleet_flags
 
     add_fleet_flags(p)  # --db, --executor and friends, as for bench
-    p._option_string_actions["--resume"].help = argparse.SUPPRESS  # refused: not for sweeps
     p.set_defaults(func=run)
 
 
@@ -58,15 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Group
 
     from chipfit.commands.bench import executor_from_args, timing_from_args
-    from chipfit.errors import InvalidInputError
     from chipfit.report.crossover_view import crossover_panel
     from chipfit.report.terminal import bench_table
     from chipfit.sweeper import sweep
     from chipfit.workloads import get_workload
 
-    if args.resume:
-        raise InvalidInputError("chipfit sweep cannot --resume: run the sweep again (a short "
-                                "ladder with --from/--to redoes only what you name)")
     axis = get_workload(args.workload).axis
     timing = timing_from_args(args)
     executor = executor_from_args(args)
@@ -79,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                            axis=args.axis, start=args.start, stop=args.stop,
                            points=args.points, dtypes=csv_list(args.dtypes), mode=args.mode,
                            quick=args.quick, timing=timing, on_result=saver, level=args.level,
-                           executor=executor, store=store)
+                           executor=executor, store=store, resume=args.resume)
         finally:
             if store is not None:
                 store.close()

@@ -287,8 +287,13 @@ class Store:
     def save_run(self, run: Run) -> None:
         """Store a whole run (for example one read from JSON), replacing one with its id."""
         with self._write() as conn:
+            # Keep the run's plan: replacing the row must not forget what --resume needs.
+            plan = conn.execute("SELECT * FROM planned_jobs WHERE run_id = ?",
+                                (run.run_id,)).fetchall()
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            conn.execute("DELETE FROM planned_jobs WHERE run_id = ?", (run.run_id,))
             conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
+            conn.executemany("INSERT INTO planned_jobs VALUES (?,?,?,?)", plan)
             for m in run.measurements:
                 self._insert(conn, run.run_id, m)
 
@@ -410,8 +415,13 @@ def _settings_json(settings: Iterable[tuple[str, str]]) -> str:
     return json.dumps(dict(settings), sort_keys=True)
 
 
+# Settings added after measuring (analysis results, advice): not part of what was planned.
+_DERIVED_PREFIXES = ("guard_limit|", "advice")
+
+
 def _plan_settings(settings: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in settings.items() if k not in _EXECUTOR_SETTINGS}
+    return {k: v for k, v in settings.items()
+            if k not in _EXECUTOR_SETTINGS and not k.startswith(_DERIVED_PREFIXES)}
 
 
 def _run_row(run: Run) -> tuple[Any, ...]:
