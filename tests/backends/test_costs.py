@@ -167,3 +167,16 @@ def test_pooling_and_conv_variants():
     assert all(o.variant == "" for o in ops_of(many, "conv"))
     (pool,) = ops_of(one, "pool")
     assert pool.flops == 16 * 4 * 4  # one per output element
+
+
+def test_few_row_matmuls_take_their_own_calibrated_path():
+    import torch
+
+    from chipfit.analysis.costs import matmul_variant
+
+    assert matmul_variant(torch.empty(1, 1024)) == "gemv"
+    assert matmul_variant(torch.empty(4, 128, 768)) == "skinny"
+    assert matmul_variant(torch.empty(1024, 1024)) == ""
+    costs = extract_costs("mlp", "1")
+    variants = {o.variant for o in costs.ops if o.op_class == "matmul"}
+    assert variants == {"gemv"}

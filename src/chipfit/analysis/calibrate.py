@@ -48,6 +48,9 @@ CALIBRATION_SCHEMA_VERSION = 1
 FORMAT = "chipfit-calibration"
 
 MATMUL_SIDES = (48, 96, 192, 384, 768, 1536)
+# Few-row matmuls (rows x k @ k x k), per variant of chipfit.analysis.costs.matmul_variant.
+MATMUL_ROWS = (("gemv", 1), ("skinny", 128))
+MATMUL_ROWS_K = (256, 768, 2048)
 MATMUL_SIDES_QUICK = (48, 96, 192, 384, 768)
 CONV_SHAPES = ((16, 24), (32, 24), (48, 40), (64, 48), (96, 64))  # (channels, height=width)
 CONV_SHAPES_QUICK = ((16, 24), (48, 40), (96, 64))
@@ -163,6 +166,12 @@ class _TorchProbes:
         a, b = self._rand(n, n, dtype=dtype), self._rand(n, n, dtype=dtype)
         return (lambda: self.torch.matmul(a, b)), 2.0 * n**3
 
+    def matmul_rows(self, rows: int, k: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        """A linear layer's shape: ``rows x k`` activations times a ``k x k`` weight."""
+        a, w = self._rand(rows, k, dtype=dtype), self._rand(k, k, dtype=dtype)
+        linear = self.torch.nn.functional.linear
+        return (lambda: linear(a, w)), 2.0 * rows * k * k
+
     def conv(self, channels: int, side: int, dtype: str) -> tuple[Callable[[], Any], float]:
         x = self._rand(1, channels, side, side, dtype=dtype)
         w = self._rand(channels, channels, 3, 3, dtype=dtype)
@@ -235,6 +244,11 @@ class _JaxProbes:
     def matmul(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
         a, b = self._rand(n, n, dtype=dtype), self._rand(n, n, dtype=dtype)
         return self._jit(self.jnp.matmul, a, b), 2.0 * n**3
+
+    def matmul_rows(self, rows: int, k: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        """A dense layer's shape: ``rows x k`` activations times a ``k x k`` weight."""
+        a, w = self._rand(rows, k, dtype=dtype), self._rand(k, k, dtype=dtype)
+        return self._jit(self.jnp.matmul, a, w), 2.0 * rows * k * k
 
     def conv(self, channels: int, side: int, dtype: str) -> tuple[Callable[[], Any], float]:
         from jax import lax
@@ -325,7 +339,20 @@ def _measure_compute(run: _Run, dtypes: Sequence[str], quick: bool, overhead: fl
         mine = [p for p in run.points if p.dtype == dtype]
         matmul[dtype] = _curve([p for p in mine if p.probe == "matmul"], overhead)
         conv[dtype] = _curve([p for p in mine if p.probe == "conv"], overhead)
+        _measure_rows(run, dtype, overhead, matmul)
     return matmul, conv
+
+
+def _measure_rows(run: _Run, dtype: str, overhead: float, matmul: dict[str, Curve]) -> None:
+    """Curves for few-row matmuls (``<dtype>/gemv``, ``<dtype>/skinny``)."""
+    if not hasattr(run.probes, "matmul_rows"):
+        return
+    for variant, rows in MATMUL_ROWS:
+        for k in MATMUL_ROWS_K:
+            thunk, flops = run.probes.matmul_rows(rows, k, dtype)
+            run.time(f"matmul_{variant}", dtype, f"{rows}x{k}", thunk, flops)
+        points = [p for p in run.points if p.probe == f"matmul_{variant}" and p.dtype == dtype]
+        matmul[f"{dtype}/{variant}"] = _curve(points, overhead)
 
 
 def _measure_conv1x1(run: _Run, dtypes: Sequence[str], quick: bool, overhead: float,

@@ -390,7 +390,7 @@ def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any]) -> 
             nbytes = op_bytes(func, args, kwargs, out, torch)
             flops = self._flops(name, op_class, args, kwargs, out)
             self.ops.append(OpCost(name, op_class, _dtype(args, out, torch), flops, nbytes, 1,
-                                   variant=_variant(op_class, args)))
+                                   variant=_variant(op_class, args, out)))
 
         def _flops(self, name: str, op_class: str, args: Any, kwargs: Any, out: Any) -> float:
             formula = registry.get(name)
@@ -413,9 +413,31 @@ def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any]) -> 
     return Recorder()
 
 
-def _variant(op_class: str, args: Any) -> str:
-    """``1x1b1`` for a stride-1 1x1 convolution on one sample: eager torch on a CPU runs
-    those on a different kernel path (not oneDNN) than other convolutions, at its own rate."""
+#: Output rows (the smaller output dimension) up to which a matmul is matrix-vector-like,
+#: and up to which it is "skinny": both run well below the square-matmul rate of the same
+#: FLOPs (less reuse per loaded weight), so calibration measures them as their own paths.
+GEMV_ROWS = 8
+SKINNY_ROWS = 256
+
+
+def matmul_variant(out: Any) -> str:
+    """``gemv`` or ``skinny`` for a matmul whose output has few rows, else ``""``."""
+    shape = tuple(getattr(out, "shape", ()))
+    rows = min(shape[-2:]) if len(shape) >= 2 else 1
+    if rows <= GEMV_ROWS:
+        return "gemv"
+    return "skinny" if rows <= SKINNY_ROWS else ""
+
+
+def _variant(op_class: str, args: Any, out: Any = None) -> str:
+    """The kernel path an operator takes when it has its own calibrated rate.
+
+    ``1x1b1``: a stride-1 1x1 convolution on one sample; eager torch on a CPU runs those on a
+    different kernel path (not oneDNN) than other convolutions. ``gemv``/``skinny``: matmuls
+    with few output rows (:func:`matmul_variant`).
+    """
+    if op_class == "matmul":
+        return matmul_variant(out)
     if op_class != "conv" or len(args) < 2 or not hasattr(args[1], "shape"):
         return ""
     inp, weight = args[0], args[1]
