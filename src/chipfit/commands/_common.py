@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,24 @@ def open_db(args: argparse.Namespace, create: bool = False) -> Any:
     from chipfit.store import open_store
 
     return open_store(args.db, create=create)
+
+
+@contextlib.contextmanager
+def measuring(args: argparse.Namespace, name: str) -> Iterator[tuple[Saver, Any, Any]]:
+    """What a measuring command needs: a Saver with a progress bar, the executor that
+    ``--executor`` names, and the results store (None with ``--no-save`` and no ``--db``).
+    The store is closed on the way out, whatever happens."""
+    from chipfit.commands.bench import executor_from_args
+
+    executor = executor_from_args(args)
+    store = None if args.no_save and not args.db else open_db(args, create=True)
+    with progress() as bar, executor:
+        task = bar.add_task(name, total=None, current="")
+        try:
+            yield Saver(args, bar, task), executor, store
+        finally:
+            if store is not None:
+                store.close()
 
 
 def load_run_ref(args: argparse.Namespace, ref: str) -> Run:

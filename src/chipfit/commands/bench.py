@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 
 from chipfit.commands._common import (
-    Saver,
     add_db_flag,
     add_output_flags,
     csv_list,
     err,
     finish_run,
-    open_db,
-    progress,
+    measuring,
 )
 
 
@@ -104,25 +102,17 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.runner import bench
 
     timing = timing_from_args(args)
-    executor = executor_from_args(args)
-    store = None if args.no_save and not args.db else open_db(args, create=True)
-    with progress() as bar, executor:
-        task = bar.add_task("bench", total=None, current="")
-        saver = Saver(args, bar, task)
-        try:
-            if args.suite:
-                result = _run_suite(args, timing, saver, executor, store)
-            else:
-                result = bench(csv_list(args.workloads),
-                               csv_list(args.devices) if args.devices else None,
-                               sizes=csv_list(args.sizes) if args.sizes else None,
-                               dtypes=csv_list(args.dtypes),
-                               modes=csv_list(args.modes) if args.modes else None,
-                               quick=args.quick, timing=timing, on_result=saver,
-                               executor=executor, store=store, resume=args.resume)
-        finally:
-            if store is not None:
-                store.close()
+    with measuring(args, "bench") as (saver, executor, store):
+        if args.suite:
+            result = _run_suite(args, timing, saver, executor, store)
+        else:
+            result = bench(csv_list(args.workloads),
+                           csv_list(args.devices) if args.devices else None,
+                           sizes=csv_list(args.sizes) if args.sizes else None,
+                           dtypes=csv_list(args.dtypes),
+                           modes=csv_list(args.modes) if args.modes else None,
+                           quick=args.quick, timing=timing, on_result=saver,
+                           executor=executor, store=store, resume=args.resume)
     if store is not None:
         err.print(f"run {result.run_id} kept in {store.path}")
     return finish_run(result, saver, _suite_view(args.suite) if args.suite else bench_table)

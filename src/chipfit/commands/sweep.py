@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 
 from chipfit.commands._common import (
-    Saver,
     add_output_flags,
     csv_list,
     err,
     finish_run,
-    open_db,
-    progress,
+    measuring,
 )
 
 ORDER = 25
@@ -56,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Group
 
-    from chipfit.commands.bench import executor_from_args, timing_from_args
+    from chipfit.commands.bench import timing_from_args
     from chipfit.report.crossover_view import crossover_panel
     from chipfit.report.terminal import bench_table
     from chipfit.sweeper import sweep
@@ -64,20 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     axis = get_workload(args.workload).axis
     timing = timing_from_args(args)
-    executor = executor_from_args(args)
-    store = None if args.no_save and not args.db else open_db(args, create=True)
-    with progress() as bar, executor:
-        task = bar.add_task("sweep", total=None, current="")
-        saver = Saver(args, bar, task)
-        try:
-            result = sweep(args.workload, csv_list(args.devices) if args.devices else None,
-                           axis=args.axis, start=args.start, stop=args.stop,
-                           points=args.points, dtypes=csv_list(args.dtypes), mode=args.mode,
-                           quick=args.quick, timing=timing, on_result=saver, level=args.level,
-                           executor=executor, store=store, resume=args.resume)
-        finally:
-            if store is not None:
-                store.close()
+    with measuring(args, "sweep") as (saver, executor, store):
+        result = sweep(args.workload, csv_list(args.devices) if args.devices else None,
+                       axis=args.axis, start=args.start, stop=args.stop,
+                       points=args.points, dtypes=csv_list(args.dtypes), mode=args.mode,
+                       quick=args.quick, timing=timing, on_result=saver, level=args.level,
+                       executor=executor, store=store, resume=args.resume)
     if store is not None:
         err.print(f"run {result.run.run_id} kept in {store.path}")
     if args.html:
