@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 from chipfit.analysis.roofline import Curve, Roofs
 from chipfit.errors import InvalidInputError, SchemaError, UnsupportedError
+from chipfit.paths import write_json_atomic
 from chipfit.spec import DeviceRef, TimingConfig, parse_dtype
 
 __all__ = ["CALIBRATION_SCHEMA_VERSION", "CalPoint", "Calibration", "calibrate",
@@ -543,13 +543,8 @@ def _from_dict(data: dict[str, Any], origin: str) -> Calibration:
 
 def save_calibration(cal: Calibration, path: str | os.PathLike[str] | None = None) -> Path:
     """Write ``cal`` atomically (a crash mid-write leaves the previous file whole)."""
-    path = Path(path) if path is not None else calibration_path(cal.device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(_to_dict(cal), fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path if path is not None else calibration_path(cal.device),
+                             _to_dict(cal))
 
 
 def load_calibration(device: str | DeviceRef | None = None,

@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -39,6 +38,7 @@ from typing import Any
 from chipfit.analysis.costs import MATRIX_CLASSES, WorkloadCosts
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
 from chipfit.errors import InvalidInputError, SchemaError
+from chipfit.paths import write_json_atomic
 
 __all__ = ["Case", "ReferenceCase", "ValidationReport", "mape", "reference_cases",
            "save_validation", "load_validation", "validate"]
@@ -297,7 +297,7 @@ def reference_cases(use_cache: bool = True) -> tuple[ReferenceCase, ...]:
             pass  # a damaged cache is recomputed
     cases = _compute_reference_cases()
     if use_cache:
-        _write_json(path, {"key": key, "cases": [_clean(asdict(c)) for c in cases]})
+        write_json_atomic(path, {"key": key, "cases": [_clean(asdict(c)) for c in cases]})
     return cases
 
 
@@ -312,15 +312,6 @@ def _reference_cache() -> tuple[Path, str]:
     for name in ("catalog.toml", "reference_results.toml"):
         digest.update(resources.files("chipfit.hardware").joinpath(f"data/{name}").read_bytes())
     return data_dir() / "validation" / "references.json", digest.hexdigest()[:16]
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-    return path
 
 
 def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
@@ -475,7 +466,7 @@ def validation_path() -> Path:
 
 def save_validation(report: ValidationReport, path: str | os.PathLike[str] | None = None) -> Path:
     """Write the report as JSON (atomically); the latest one feeds prediction bands."""
-    return _write_json(Path(path) if path is not None else validation_path(), report.to_dict())
+    return write_json_atomic(Path(path) if path is not None else validation_path(), report.to_dict())
 
 
 def load_validation(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

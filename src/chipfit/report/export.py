@@ -12,13 +12,13 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, SchemaError
+from chipfit.paths import write_json_atomic
 from chipfit.results import Discovery, Measurement, Run, from_plain
 
 __all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
@@ -86,13 +86,7 @@ def _measurement(data: Mapping[str, Any]) -> Measurement:
 
 def save_run(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write ``run`` as JSON atomically (a crash mid-write leaves the old file whole)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(run_to_dict(run), fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, run_to_dict(run))
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
