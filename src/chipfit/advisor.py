@@ -87,24 +87,22 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
     return workload
 
 
-def _local_devices(devices: Sequence[str] | None) -> list[DeviceRef]:
-    from chipfit.discovery import discover, resolve_devices
+def _local_devices(devices: Sequence[str] | None, found: Any) -> list[DeviceRef]:
+    from chipfit.discovery import resolve_devices
 
-    found = discover()
     if devices:
         return resolve_devices(devices, found)
     return [DeviceRef.parse(d.ref) for d in found.devices]
 
 
 def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], dtype: str,
-                   modes: list[str], timing: TimingConfig, on_result: Any) -> Run:
-    from chipfit.discovery import discover
+                   modes: list[str], timing: TimingConfig, on_result: Any, found: Any) -> Run:
     from chipfit.runner import new_run, run_jobs
 
     jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
                 "modes": ",".join(modes), "command": "advise"}
-    run = run_jobs(jobs, new_run("advise", discover(), settings), on_result)
+    run = run_jobs(jobs, new_run("advise", found, settings), on_result)
     if run.interrupted:
         raise KeyboardInterrupt
     return run
@@ -241,11 +239,11 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         sizes = sorted({*sizes, target})
     catalog = load_catalog()
     specs = [catalog[key] for key in hardware]
-    refs = _local_devices(devices)
+    found = discover()
+    refs = _local_devices(devices, found)
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
-                         timing or TimingConfig.quick(), on_result)
-    found = discover()
+                         timing or TimingConfig.quick(), on_result, found)
     costs = {s: extract_costs(workload, str(s), dtype, mode) for s in sizes}
     train_costs = extract_costs(workload, str(target), dtype, "train") if train_samples else None
     need = workload.memory_estimate(str(target), dtype, "train" if train_samples else mode)
