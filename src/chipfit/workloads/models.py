@@ -154,6 +154,15 @@ def _generator(mode: str) -> Any:
     return torch.Generator().manual_seed(SEED + 1 + MODES.index(mode))
 
 
+def _with_labels(inputs: Any, classes: int, mode: str, gen: Any) -> tuple[Any, ...]:
+    """``(inputs,)`` for inference; with random class labels, one per sample, for training."""
+    import torch
+
+    if mode == "inference":
+        return (inputs,)
+    return inputs, torch.randint(0, classes, (inputs.shape[0],), generator=gen)
+
+
 class _ImageClassifier(HFModel):
     family = "vision"
     side = 224
@@ -164,10 +173,8 @@ class _ImageClassifier(HFModel):
         import torch
 
         gen = _generator(mode)
-        images = torch.randn(batch, 3, self.side, self.side, generator=gen)
-        if mode == "inference":
-            return (images,)
-        return images, torch.randint(0, self.classes, (batch,), generator=gen)
+        return _with_labels(torch.randn(batch, 3, self.side, self.side, generator=gen),
+                            self.classes, mode, gen)
 
     def forward(self, mode: str) -> Callable[..., Any]:
         if mode == "inference":
@@ -220,13 +227,9 @@ class BertBase(_TokenModel):
         return tf.BertForSequenceClassification(config)
 
     def make_inputs(self, batch: int, mode: str) -> tuple[Any, ...]:
-        import torch
 
         gen = _generator(mode)
-        tokens = self._tokens(batch, gen)
-        if mode == "inference":
-            return (tokens,)
-        return tokens, torch.randint(0, self.classes, (batch,), generator=gen)
+        return _with_labels(self._tokens(batch, gen), self.classes, mode, gen)
 
     def forward(self, mode: str) -> Callable[..., Any]:
         if mode == "inference":
