@@ -20,8 +20,7 @@ def measure(workload: str, size: str | int, device: str | DeviceRef = "torch:cpu
     from chipfit.workloads import get_workload
 
     wl = get_workload(workload)
-    ref = device if isinstance(device, DeviceRef) else None
-    found = discover([ref.backend if ref else DeviceRef.parse(str(device)).backend])
+    found = discover([DeviceRef.parse(str(device)).backend])
     ref = resolve_devices([str(device)], found)[0]
     mode = mode or wl.modes[0]
     if mode not in wl.modes:
