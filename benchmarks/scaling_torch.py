@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.parallel_torch import scale_torch
+from chipfit.pipelines.scale_torch import scale_torch
 from chipfit.report.fmt import fmt_seconds
 
 

@@ -36,35 +36,35 @@ __all__ = [
 
 def discover(backends: Any = None) -> Discovery:
     """Every usable device of the installed frameworks, with reasons for what is missing."""
-    from chipfit.api import discover as _discover
+    from chipfit.pipelines.measure import discover as _discover
 
     return _discover(backends)
 
 
 def measure(workload: str, size: Any, device: Any = "torch:cpu", **kwargs: Any) -> Measurement:
-    """Measure one workload at one size on one device; see :func:`chipfit.api.measure`."""
-    from chipfit.api import measure as _measure
+    """Measure one workload at one size on one device; see :func:`chipfit.pipelines.measure.measure`."""
+    from chipfit.pipelines.measure import measure as _measure
 
     return _measure(workload, size, device, **kwargs)
 
 
 def bench(workloads: Any = ("matmul", "elementwise"), devices: Any = None, **kwargs: Any) -> Run:
-    """Run a suite, like ``chipfit bench``; see :func:`chipfit.runner.bench`."""
-    from chipfit.runner import bench as _bench
+    """Run a suite, like ``chipfit bench``; see :func:`chipfit.pipelines.bench.bench`."""
+    from chipfit.pipelines.bench import bench as _bench
 
     return _bench(workloads, devices, **kwargs)
 
 
 def load_run(path: Any) -> Run:
     """Read a results JSON file written by ``--json`` or kept under the data directory."""
-    from chipfit.report.export import load_run as _load
+    from chipfit.store.runs import load_run as _load
 
     return _load(path)
 
 
 def advise(model: Any, example_inputs: Any = None, **kwargs: Any) -> Any:
-    """Which processor should run ``model``, and why; see :func:`chipfit.advisor.advise`."""
-    from chipfit.advisor import advise as _advise
+    """Which processor should run ``model``, and why; see :func:`chipfit.pipelines.advise.advise`."""
+    from chipfit.pipelines.advise import advise as _advise
 
     return _advise(model, example_inputs, **kwargs)
 
@@ -92,28 +92,28 @@ def compare_runs(a: Any, b: Any, **kwargs: Any) -> Any:
 
 def scale(workload: str = "mlp", devices: Any = None, **kwargs: Any) -> Any:
     """Data-parallel scaling over N JAX devices, like ``chipfit scale``."""
-    from chipfit.parallel_jax import scale as _scale
+    from chipfit.pipelines.scale_jax import scale as _scale
 
     return _scale(workload, devices, **kwargs)
 
 
 def scale_torch(workload: str = "mlp", processes: Any = None, **kwargs: Any) -> Any:
     """Data-parallel scaling of a network over N torch processes or GPUs."""
-    from chipfit.parallel_torch import scale_torch as _scale
+    from chipfit.pipelines.scale_torch import scale_torch as _scale
 
     return _scale(workload, processes, **kwargs)
 
 
 def sweep(workload: str, devices: Any = None, **kwargs: Any) -> Any:
     """Measure ``workload`` over a size ladder and find crossovers, like ``chipfit sweep``."""
-    from chipfit.sweeper import sweep as _sweep
+    from chipfit.pipelines.sweep import sweep as _sweep
 
     return _sweep(workload, devices, **kwargs)
 
 
 def analyze_run(run: Any, **kwargs: Any) -> Any:
     """Crossovers, largest fitting and best-throughput sizes of a saved run."""
-    from chipfit.sweeper import analyze_run as _analyze
+    from chipfit.pipelines.sweep import analyze_run as _analyze
 
     return _analyze(run, **kwargs)
 
@@ -134,15 +134,15 @@ def catalog() -> Any:
 
 def costs(workload: str, size: Any, dtype: str = "float32", mode: str = "inference",
           backend: str = "torch", **kwargs: Any) -> Any:
-    """Per-operator FLOPs, bytes and kernels of one call; see chipfit.analysis.costs."""
-    from chipfit.analysis.costs import extract_costs
+    """Per-operator FLOPs, bytes and kernels of one call; see chipfit.cost.torch."""
+    from chipfit.cost.torch import extract_costs
 
     return extract_costs(workload, str(size), dtype, mode, backend, **kwargs)
 
 
 def predict(workload: str, sizes: Any = (), hardware: Any = ("local",), **kwargs: Any) -> Any:
     """Predict on catalog hardware and local devices (local ones measured too)."""
-    from chipfit.analysis.predict import predict_workload
+    from chipfit.pipelines.predict import predict_workload
 
     sizes = [sizes] if isinstance(sizes, (str, int)) else sizes
     return predict_workload(workload, [str(s) for s in sizes], list(hardware), **kwargs)
@@ -150,8 +150,8 @@ def predict(workload: str, sizes: Any = (), hardware: Any = ("local",), **kwargs
 
 def calibrate(device: Any = "torch:cpu", *, save: bool = True, **kwargs: Any) -> Any:
     """Measure a local device's achievable rates (stored for predict unless save=False)."""
-    from chipfit.analysis.calibrate import calibrate as _calibrate
-    from chipfit.analysis.calibrate import save_calibration
+    from chipfit.pipelines.calibrate import calibrate as _calibrate
+    from chipfit.pipelines.calibrate import save_calibration
 
     cal = _calibrate(device, **kwargs)
     if save:
@@ -161,8 +161,8 @@ def calibrate(device: Any = "torch:cpu", *, save: bool = True, **kwargs: Any) ->
 
 def validate(devices: Any = None, **kwargs: Any) -> Any:
     """Predicted vs measured here, and vs published results; the report is kept."""
-    from chipfit.analysis.validate import save_validation
-    from chipfit.analysis.validate import validate as _validate
+    from chipfit.pipelines.validate import save_validation
+    from chipfit.pipelines.validate import validate as _validate
 
     result = _validate(devices, **kwargs)
     save_validation(result)
@@ -171,13 +171,13 @@ def validate(devices: Any = None, **kwargs: Any) -> Any:
 
 def run_suite(name: str = "seeds", devices: Any = None, **kwargs: Any) -> Run:
     """Run a named suite, like ``chipfit bench --suite NAME``."""
-    from chipfit.suites import run_suite as _run
+    from chipfit.pipelines.suites import run_suite as _run
 
     return _run(name, devices, **kwargs)
 
 
 def check_claims(run: Run, suite: str = "seeds") -> list[Any]:
     """The seed articles' claims checked against ``run``."""
-    from chipfit.suites import check_claims as _check
+    from chipfit.pipelines.suites import check_claims as _check
 
     return _check(run, suite)

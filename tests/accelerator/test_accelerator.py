@@ -53,7 +53,7 @@ def test_large_matmul_beats_the_cpu(accelerator):
 
 
 def test_fallback_detection_runs_on_the_accelerator(accelerator):
-    from chipfit.advisor import detect_fallbacks
+    from chipfit.pipelines.advise import detect_fallbacks
     from chipfit.spec import DeviceRef
     from chipfit.workloads import get_workload
 

@@ -7,7 +7,7 @@ import pytest
 import chipfit
 from chipfit.report.crossover_view import crossover_sentence
 from chipfit.spec import TimingConfig
-from chipfit.sweeper import sweep
+from chipfit.pipelines.sweep import sweep
 
 pytestmark = pytest.mark.accelerator
 FAST = TimingConfig(warmup_s=0.05, budget_s=0.5, target_rel_ci=0.05)

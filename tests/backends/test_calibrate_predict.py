@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from chipfit.analysis.calibrate import calibrate, load_calibration, roofs_from_calibration
-from chipfit.analysis.calibrate import save_calibration as save
-from chipfit.analysis.costs import extract_costs
+from chipfit.pipelines.calibrate import calibrate, load_calibration, roofs_from_calibration
+from chipfit.pipelines.calibrate import save_calibration as save
+from chipfit.cost.torch import extract_costs
 from chipfit.analysis.roofline import predict
 from chipfit.execute.inline import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig

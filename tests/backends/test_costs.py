@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from chipfit.analysis.costs import extract_costs, trace_torch  # noqa: E402
+from chipfit.cost.torch import extract_costs, trace_torch  # noqa: E402
 from chipfit.workloads import all_workloads, get_workload  # noqa: E402
 
 F32 = 4
@@ -125,7 +125,7 @@ def test_jax_conv_and_scan():
     jax = pytest.importorskip("jax")
     from jax import lax
 
-    from chipfit.analysis import _hlo
+    from chipfit.cost import _hlo
 
     def f(x, w):
         y = lax.conv_general_dilated(x, w, (1, 1), "SAME")
@@ -172,7 +172,7 @@ def test_pooling_and_conv_variants():
 def test_few_row_matmuls_take_their_own_calibrated_path():
     import torch
 
-    from chipfit.analysis.costs import matmul_variant
+    from chipfit.cost.torch import matmul_variant
 
     assert matmul_variant(torch.empty(1, 1024)) == "gemv"
     assert matmul_variant(torch.empty(4, 128, 768)) == "skinny"

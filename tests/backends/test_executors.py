@@ -13,13 +13,13 @@ from collections import Counter
 
 import pytest
 
-from chipfit._worker import tagged
+from chipfit.execute._worker import tagged
 from chipfit.errors import InvalidInputError, UsageError
 from chipfit.execute.base import InlineExecutor, get_executor
 from chipfit.execute.inline import run_job
 from chipfit.execute.subprocess import SubprocessExecutor, groups
 from chipfit.results import Discovery, Measurement
-from chipfit.runner import bench, plan
+from chipfit.pipelines.bench import bench, plan
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
 pytest.importorskip("torch")

@@ -15,7 +15,7 @@ import pytest
 from chipfit.backends import get_backend
 from chipfit.errors import UnsupportedError
 from chipfit.execute.inline import run_job
-from chipfit.runner import new_run, plan, run_jobs
+from chipfit.pipelines.bench import new_run, plan, run_jobs
 from chipfit.spec import MODES, DeviceRef, Job, TimingConfig
 from chipfit.workloads import get_workload
 from chipfit.workloads.models import HFModel, workloads
@@ -210,7 +210,7 @@ _REAL_OOM = textwrap.dedent("""
     import json, resource
     import torch
     from chipfit.discovery import discover
-    from chipfit.runner import new_run, plan, run_jobs
+    from chipfit.pipelines.bench import new_run, plan, run_jobs
     from chipfit.spec import DeviceRef, TimingConfig
 
     tiny = TimingConfig(warmup_s=0.001, warmup_min_calls=1, min_samples=3, max_samples=3,
@@ -241,7 +241,7 @@ def test_a_real_out_of_memory_error_is_recorded_and_the_run_goes_on():
 
 
 def test_traffic_counts_bytes_kernels_and_the_live_peak_of_a_known_network():
-    from chipfit.workloads.flops import profile_torch
+    from chipfit.cost.profile import profile_torch
     from chipfit.workloads.training import torch_model_call
 
     def build():
@@ -261,7 +261,7 @@ def test_traffic_counts_bytes_kernels_and_the_live_peak_of_a_known_network():
 
 
 def test_a_model_fake_tensors_cannot_run_is_counted_on_a_real_small_batch():
-    from chipfit.workloads.flops import profile_torch
+    from chipfit.cost.profile import profile_torch
     from chipfit.workloads.training import torch_model_call
 
     class Gated(torch.nn.Module):  # data-dependent control flow: fake tensors have no data

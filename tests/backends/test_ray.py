@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from chipfit._worker import tagged
+from chipfit.execute._worker import tagged
 from chipfit.execute.inline import run_job
 from chipfit.results import DeviceInfo, Discovery, Measurement, Problem
-from chipfit.runner import bench
+from chipfit.pipelines.bench import bench
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.store import open_store
 

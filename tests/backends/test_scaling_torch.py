@@ -7,7 +7,7 @@ import math
 import pytest
 
 from chipfit.errors import InvalidInputError, UnknownNameError
-from chipfit.parallel_torch import scale_torch
+from chipfit.pipelines.scale_torch import scale_torch
 
 pytest.importorskip("torch")
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 import chipfit
-from chipfit.report.export import load_run, save_run
+from chipfit.store.runs import load_run, save_run
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.workloads import register
 from chipfit.workloads.base import Prepared, Workload
@@ -124,7 +124,7 @@ def test_bench_runs_cpu_at_one_and_all_threads_and_json_round_trips(tmp_path):
 
 
 def test_default_devices_add_a_single_thread_cpu():
-    from chipfit.runner import default_devices
+    from chipfit.pipelines.bench import default_devices
 
     refs = [str(r) for r in default_devices(chipfit.discover(["torch"]))]
     assert refs[0] == "torch:cpu"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chipfit.report.export import load_run
+from chipfit.store.runs import load_run
 
 FAST = ["--budget", "0.3", "--target", "0.05"]
 

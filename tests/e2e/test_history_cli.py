@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chipfit.report.export import load_run
+from chipfit.store.runs import load_run
 from chipfit.store import SCHEMA_VERSION, open_store
 
 BENCH = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "32,64", "--quick")

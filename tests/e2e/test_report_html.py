@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from _chromium import find_chromium, load_page
 
-from chipfit.report.export import load_run, save_run
+from chipfit.store.runs import load_run, save_run
 from chipfit.results import Measurement, Run
 
 XSS_SCRIPT = "<script>alert(1)</script>"

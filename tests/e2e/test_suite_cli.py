@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chipfit.report.export import load_run
+from chipfit.store.runs import load_run
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chipfit.errors import InvalidInputError
-from chipfit.parallel_jax import ScalingPoint, ScalingResult, _global_batches, device_counts
+from chipfit.pipelines.scale_jax import ScalingPoint, ScalingResult, _global_batches, device_counts
 from chipfit.results import Measurement
 
 

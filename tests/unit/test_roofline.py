@@ -10,17 +10,17 @@ import math
 
 import pytest
 
-from chipfit.analysis import _hlo
-from chipfit.analysis.calibrate import (
+from chipfit.cost import _hlo
+from chipfit.pipelines.calibrate import (
     Calibration,
     CalPoint,
     load_calibration,
     roofs_from_calibration,
     save_calibration,
 )
-from chipfit.analysis.costs import OpCost, WorkloadCosts, merge_ops
+from chipfit.cost.torch import OpCost, WorkloadCosts, merge_ops
 from chipfit.analysis.roofline import Roofs, catalog_roofs, curve_rate, predict, scaled
-from chipfit.analysis.validate import ReferenceCase, _leave_one_out, load_validation, mape
+from chipfit.pipelines.validate import ReferenceCase, _leave_one_out, load_validation, mape
 from chipfit.errors import SchemaError, UnsupportedError
 from chipfit.hardware.catalog import load_catalog
 
@@ -333,7 +333,7 @@ def test_newer_calibration_or_validation_is_refused(tmp_path):
 
 
 def test_curve_with_repeated_sizes_is_safe():
-    from chipfit.analysis.calibrate import _curve
+    from chipfit.pipelines.calibrate import _curve
 
     points = [CalPoint("conv1x1", "float32", "a", 1e6, 1e-4), CalPoint("conv1x1", "float32",
               "b", 1e6, 4e-4), CalPoint("conv1x1", "float32", "c", 4e6, 4e-4)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chipfit.analysis import rules
-from chipfit.analysis.advise import recommend
+from chipfit.analysis.ranking import recommend
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option
 from chipfit.errors import UnknownNameError
 
@@ -133,7 +133,7 @@ def test_training_plan_ranks_by_time_to_train():
 
 
 def test_fallback_warnings_are_parsed_into_operator_names():
-    from chipfit.advisor import fallback_ops
+    from chipfit.pipelines.advise import fallback_ops
 
     texts = [
         "The operator 'aten::_fft_r2c' is not currently supported on the MPS backend and will "

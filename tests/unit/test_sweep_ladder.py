@@ -6,7 +6,7 @@ import pytest
 
 from chipfit.errors import InvalidInputError, UnknownNameError
 from chipfit.spec import DeviceRef, TimingConfig
-from chipfit.sweeper import geometric_ladder, ladder_for, plan_sweep
+from chipfit.pipelines.sweep import geometric_ladder, ladder_for, plan_sweep
 from chipfit.workloads import get_workload
 
 

@@ -1,6 +1,6 @@
 """The predictor: a roofline per operator, plus launch overhead and host<->device copies.
 
-For every operator of a :class:`~chipfit.analysis.costs.WorkloadCosts`::
+For every operator of a :class:`~chipfit.cost.torch.WorkloadCosts`::
 
     roof_i = max(flops_i / rate(class_i, dtype_i, flops_i),  bytes_i / bandwidth(bytes_i))
 
@@ -19,7 +19,7 @@ in them), or the catalog's peak times a documented efficiency. Then:
 
 The bound is the largest of the compute, memory, launch (time not explained by the roofs) and
 transfer parts. The band is multiplicative, ``[t / (1 + e), t * (1 + e)]``, with ``e`` taken
-from validation error (see :mod:`chipfit.analysis.validate`) or a documented default.
+from validation error (see :mod:`chipfit.pipelines.validate`) or a documented default.
 Everything here is pure arithmetic on frozen values.
 """
 
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chipfit.analysis.costs import MATRIX_CLASSES, OpCost, WorkloadCosts
+from chipfit.cost.torch import MATRIX_CLASSES, OpCost, WorkloadCosts
 from chipfit.errors import UnsupportedError
 
 __all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",

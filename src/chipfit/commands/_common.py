@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chipfit.paths import runs_dir
-from chipfit.report.export import run_to_dict, save_run, write_csv
+from chipfit.store.runs import run_to_dict, save_run, write_csv
 from chipfit.results import Measurement, Run
 from chipfit.spec import Job
 
@@ -66,7 +66,7 @@ def measuring(args: argparse.Namespace, name: str) -> Iterator[tuple[Saver, Any,
 def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
     """A run named on the command line: a results JSON file, or a run in the database."""
     if ref.endswith(".json") and Path(ref).is_file():
-        from chipfit.report.export import load_run
+        from chipfit.store.runs import load_run
 
         return load_run(ref)
     with open_db(args) as store:

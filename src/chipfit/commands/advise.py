@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from chipfit.advisor import DEFAULT_HARDWARE, advise
+    from chipfit.pipelines.advise import DEFAULT_HARDWARE, advise
     from chipfit.report.advise_view import advice_json, advice_renderable
 
     for flag in ("batch", "max_latency", "budget", "train_samples", "epochs", "local_price"):

@@ -99,7 +99,7 @@ def timing_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from chipfit.report.terminal import bench_table
-    from chipfit.runner import bench
+    from chipfit.pipelines.bench import bench
 
     timing = timing_from_args(args)
     with measuring(args, "bench") as (saver, executor, store):
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noqa: ANN001, ANN202
     """``--suite NAME``: the suite's own experiments instead of --workloads and friends."""
     from chipfit.errors import InvalidInputError
-    from chipfit.suites import get_suite, run_suite
+    from chipfit.pipelines.suites import get_suite, run_suite
 
     suite = get_suite(args.suite)
     if args.sizes or args.modes or args.dtypes != "float32" or (
@@ -139,7 +139,7 @@ def _suite_view(name: str):  # noqa: ANN202
 
     from chipfit.report.claims import claims_table
     from chipfit.report.terminal import bench_table
-    from chipfit.suites import check_claims, get_suite
+    from chipfit.pipelines.suites import check_claims, get_suite
 
     suite = get_suite(name)
     if not suite.claims:

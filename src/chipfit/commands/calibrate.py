@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.analysis.calibrate import (
+    from chipfit.pipelines.calibrate import (
         _to_dict,
         calibrate,
         load_calibration,

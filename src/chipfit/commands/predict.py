@@ -44,7 +44,7 @@ def _row_json(row) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.analysis.predict import predict_workload
+    from chipfit.pipelines.predict import predict_workload
     from chipfit.report.predict_view import breakdown_table, predictions_table
 
     rows = predict_workload(args.workload, csv_list(args.sizes or ""),

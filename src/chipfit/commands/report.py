@@ -33,7 +33,7 @@ def _runs(args: argparse.Namespace) -> list:
     database's latest run."""
     from chipfit.errors import InvalidInputError
     from chipfit.paths import latest_run, runs_dir
-    from chipfit.report.export import load_run
+    from chipfit.store.runs import load_run
     from chipfit.store.sqlite import default_db_path
 
     if args.results:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from chipfit.errors import InvalidInputError
-    from chipfit.parallel_jax import scale, simulate_cpu_devices
+    from chipfit.pipelines.scale_jax import scale, simulate_cpu_devices
     from chipfit.spec import TimingConfig, parse_dtype
 
     timing = TimingConfig.quick() if args.quick else TimingConfig()
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "torch":
         if args.simulate:
             raise InvalidInputError("--simulate is for JAX; torch runs one process per device")
-        from chipfit.parallel_torch import scale_torch
+        from chipfit.pipelines.scale_torch import scale_torch
 
         result = scale_torch(args.workload, args.devices, batch=args.batch,
                              scaling=args.scaling, mode=args.mode, dtype=parse_dtype(args.dtype),

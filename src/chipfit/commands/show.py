@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.report.export import run_to_dict, save_run, write_csv
+    from chipfit.store.runs import run_to_dict, save_run, write_csv
     from chipfit.report.history_view import run_header
     from chipfit.report.terminal import bench_table, problems_table
 

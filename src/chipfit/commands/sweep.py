@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.commands.bench import timing_from_args
     from chipfit.report.crossover_view import crossover_panel
     from chipfit.report.terminal import bench_table
-    from chipfit.sweeper import sweep
+    from chipfit.pipelines.sweep import sweep
     from chipfit.workloads import get_workload
 
     axis = get_workload(args.workload).axis

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from chipfit.analysis.validate import save_validation, validate
+    from chipfit.pipelines.validate import save_validation, validate
     from chipfit.errors import InvalidInputError
     from chipfit.report.predict_view import (
         reference_table,

@@ -66,7 +66,7 @@ class InlineExecutor(Executor):
         self.runner = runner
 
     def run(self, jobs: Sequence[Job], discovery: Discovery) -> Iterator[Outcome]:
-        from chipfit._worker import run_here
+        from chipfit.execute._worker import run_here
 
         for job in jobs:
             yield job, run_here(job, discovery, self.runner)

@@ -141,7 +141,7 @@ def _renamer(run: Run, several: bool) -> Any:
 
 def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | None]]:
     """All measurements, and the memory guard's limits the runs recorded."""
-    from chipfit.sweeper import guard_limits
+    from chipfit.pipelines.sweep import guard_limits
 
     several = len({_machine(r) for r in runs}) > 1
     out: list[Measurement] = []
@@ -359,7 +359,7 @@ def load_claims(runs: Sequence[Run]) -> list[ClaimRow] | None:
     """The seeds' claims checked against each run; None when this build has no claims check."""
     try:
         from chipfit.report.claims import measured_text, verdict_text
-        from chipfit.suites import check_claims
+        from chipfit.pipelines.suites import check_claims
     except ImportError:
         return None
     rows = []

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chipfit.errors import BackendUnavailableError
-from chipfit.report.export import CSV_COLUMNS, csv_row
+from chipfit.store.runs import CSV_COLUMNS, csv_row
 from chipfit.results import Run
 
 __all__ = ["FRAME_COLUMNS", "to_dataframe"]

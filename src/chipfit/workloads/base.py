@@ -73,7 +73,7 @@ class Workload(abc.ABC):
 
     def ladder(self, start: float, stop: float, points: int | None = None) -> list[str]:
         """A geometric ladder of sizes from ``start`` to ``stop`` (powers of two by default)."""
-        from chipfit.sweeper import geometric_ladder
+        from chipfit.pipelines.sweep import geometric_ladder
 
         return [str(v) for v in geometric_ladder(int(start), int(stop), points)]
 

@@ -20,7 +20,7 @@ trains only the head: the classifier of the vision models and BERT; the last blo
 norm of GPT-2 and of T5's decoder (their output projections are tied to the input
 embeddings, so they are not a separate head).
 
-Cost and memory come from :mod:`chipfit.workloads.flops`: FLOPs counted by torch's
+Cost and memory come from :mod:`chipfit.cost.profile`: FLOPs counted by torch's
 FlopCounterMode on one fake-tensor call of the exact function that is timed; bytes moved
 under the eager no-reuse model (each operator reads its inputs and writes its outputs once);
 memory from the simulated peak of live tensor bytes plus the weights and inputs.
@@ -106,7 +106,7 @@ class HFModel(Workload):
         """The counted FLOPs, bytes and memory of one call (cached)."""
         import torch
 
-        from chipfit.workloads.flops import profile_torch
+        from chipfit.cost.profile import profile_torch
 
         batch = parse_count(size)
         return profile_torch(

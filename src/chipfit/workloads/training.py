@@ -80,7 +80,7 @@ def _freeze_backbone(model: Any, head: Sequence[str]) -> list[Any]:
 
 def _on(model: Any, device: Any) -> Any:
     """``model`` on ``device``, left untouched when it is already there (fake tensors, which
-    chipfit.workloads.flops counts with, cannot be moved in place)."""
+    chipfit.cost.profile counts with, cannot be moved in place)."""
     tensors = list(model.parameters()) + list(model.buffers())
     if tensors and all(t.device == device for t in tensors):
         return model

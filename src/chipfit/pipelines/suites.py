@@ -29,7 +29,7 @@ from chipfit.spec import DeviceRef, Job, TimingConfig
 
 if TYPE_CHECKING:
     from chipfit.execute.base import Executor
-    from chipfit.runner import OnResult
+    from chipfit.pipelines.bench import OnResult
     from chipfit.store.sqlite import Store
 
 __all__ = ["SUITES", "Claim", "ClaimResult", "Experiment", "Suite", "check_claims",
@@ -235,7 +235,7 @@ def plan_suite(suite: Suite, discovery: Discovery, devices: Sequence[DeviceRef] 
     its framework (a "kinds" suite's experiments each belong to one) and have a builder for
     it. Experiments whose workload is not installed, or whose required device kind is
     absent, are left out (their claims report why)."""
-    from chipfit.runner import default_devices
+    from chipfit.pipelines.bench import default_devices
     from chipfit.workloads import get_workload
 
     timing = timing or (TimingConfig.quick() if quick else TimingConfig())
@@ -392,11 +392,11 @@ def run_suite(name: str, devices: Iterable[str] | None = None, *, quick: bool = 
               timing: TimingConfig | None = None, on_result: OnResult | None = None,
               discovery: Discovery | None = None, executor: Executor | None = None,
               store: Store | None = None, resume: bool | str = False) -> Run:
-    """Measure suite ``name`` (see :data:`SUITES`) like :func:`chipfit.runner.bench` does a
+    """Measure suite ``name`` (see :data:`SUITES`) like :func:`chipfit.pipelines.bench.bench` does a
     list of workloads: same executors, store and resume; the run's settings name the suite."""
     from chipfit.discovery import resolve_devices
     from chipfit.execute.base import InlineExecutor
-    from chipfit.runner import machine_fingerprint, new_run, resume_named, resume_run, run_jobs
+    from chipfit.pipelines.bench import machine_fingerprint, new_run, resume_named, resume_run, run_jobs
 
     suite = get_suite(name)
     executor = executor or InlineExecutor()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.analysis.advise import recommend
+from chipfit.analysis.ranking import recommend
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
@@ -97,7 +97,7 @@ def _local_devices(devices: Sequence[str] | None, found: Any) -> list[DeviceRef]
 
 def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], dtype: str,
                    modes: list[str], timing: TimingConfig, on_result: Any, found: Any) -> Run:
-    from chipfit.runner import new_run, run_jobs
+    from chipfit.pipelines.bench import new_run, run_jobs
 
     jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
@@ -223,7 +223,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
     they take part in the cost objective and the budget.
     """
-    from chipfit.analysis.costs import extract_costs
+    from chipfit.cost.torch import extract_costs
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
     from chipfit.hardware.catalog import load_catalog

@@ -1,6 +1,6 @@
 """A dispatch mode that counts operators, bytes moved and the peak of live tensor bytes.
 
-Imported only while :mod:`chipfit.workloads.flops` profiles a model (it needs torch).
+Imported only while :mod:`chipfit.cost.profile` profiles a model (it needs torch).
 """
 
 from __future__ import annotations

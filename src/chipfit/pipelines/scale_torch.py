@@ -8,7 +8,7 @@ hardware the way adding GPUs does.
 
 Weak scaling (Gustafson) keeps the per-process batch fixed, so N processes do N times the
 work per step; strong scaling splits one global batch N ways. As for JAX
-(:mod:`chipfit.parallel_jax`), throughput is ``global batch / step time`` and the scaling
+(:mod:`chipfit.pipelines.scale_jax`), throughput is ``global batch / step time`` and the scaling
 efficiency is throughput(N) / (N * throughput(1)): for weak scaling that is step time(1) /
 step time(N), where 1.0 means the gradient exchange costs nothing and 0.5 means half of the
 added hardware is lost to it.
@@ -90,7 +90,7 @@ def _platform(platform: str | None) -> tuple[str, int]:
 
 def _counts(processes: int | None, counts: Sequence[int] | None, platform: str,
             gpus: int) -> list[int]:
-    from chipfit.parallel_jax import device_counts
+    from chipfit.pipelines.scale_jax import device_counts
 
     if counts:
         wanted = sorted({1, *counts})
@@ -132,7 +132,7 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
                 on_point: Callable[[Any], None] | None = None) -> Any:
     """Data-parallel ``mode`` steps of ``workload`` on 1, 2, 4 ... ``processes`` processes.
 
-    Returns a :class:`chipfit.parallel_jax.ScalingResult` (the same shape ``chipfit scale``
+    Returns a :class:`chipfit.pipelines.scale_jax.ScalingResult` (the same shape ``chipfit scale``
     prints for JAX), every point a measured step. ``batch`` is per process for weak scaling and
     global for strong (default: the network's ``scale_batch`` per process). ``platform``:
     ``cuda`` (one GPU per process, nccl) when a GPU is present, else ``cpu`` (gloo, each
@@ -140,7 +140,7 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
     ``counts`` picks the process counts instead (1 is always added: it is the baseline). With
     ``steps`` unset, rank 0 picks a step count that fills about ``budget_s`` (5 to 200).
     """
-    from chipfit.parallel_jax import SCALINGS, ScalingPoint, ScalingResult
+    from chipfit.pipelines.scale_jax import SCALINGS, ScalingPoint, ScalingResult
 
     net = _network(workload)
     if mode not in net.modes:

@@ -48,7 +48,7 @@ CALIBRATION_SCHEMA_VERSION = 1
 FORMAT = "chipfit-calibration"
 
 MATMUL_SIDES = (48, 96, 192, 384, 768, 1536)
-# Few-row matmuls (rows x k @ k x k), per variant of chipfit.analysis.costs.matmul_variant.
+# Few-row matmuls (rows x k @ k x k), per variant of chipfit.cost.torch.matmul_variant.
 MATMUL_ROWS = (("gemv", 1), ("skinny", 128))
 MATMUL_ROWS_K = (256, 768, 2048)
 MATMUL_SIDES_QUICK = (48, 96, 192, 384, 768)
@@ -407,7 +407,7 @@ def _measure_copies(session: Any, run: _Run) -> tuple[float | None, float | None
 
 def _checks(run: _Run, cal: Calibration) -> tuple[tuple[str, float, float], ...]:
     """Predict and measure held-out points (sizes not on any ladder)."""
-    from chipfit.analysis.costs import OpCost, WorkloadCosts
+    from chipfit.cost.torch import OpCost, WorkloadCosts
     from chipfit.analysis.roofline import predict
 
     roofs = roofs_from_calibration(cal)
@@ -486,7 +486,7 @@ def _version() -> str:
 
 
 def _machine() -> tuple[tuple[str, str], ...]:
-    from chipfit.runner import machine_fingerprint
+    from chipfit.pipelines.bench import machine_fingerprint
 
     return machine_fingerprint()
 

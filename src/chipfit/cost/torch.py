@@ -13,7 +13,7 @@ here).
 JAX: the workload's jitted program is lowered and compiled for the CPU; XLA's own
 ``cost_analysis()`` gives the program's FLOPs, and the optimized HLO's entry computation gives
 the kernels: one per fusion/custom call/top-level op, with bytes from the operand and result
-shapes (see :mod:`chipfit.analysis._hlo`).
+shapes (see :mod:`chipfit.cost._hlo`).
 
 Conventions (they matter little, and are written down so nobody mistakes them for data):
 non-matrix operators count one FLOP per element of their largest tensor, pooling one per
@@ -572,7 +572,7 @@ def jax_costs(workload: Any, size: str, dtype: str = "float32",
     """Per-kernel costs of the workload's compiled XLA program (CPU compilation)."""
     import jax
 
-    from chipfit.analysis import _hlo
+    from chipfit.cost import _hlo
     from chipfit.backends import get_backend
     from chipfit.spec import DeviceRef
 

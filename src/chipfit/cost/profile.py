@@ -12,7 +12,7 @@ every ATen operator:
   and attention (2 FLOPs per multiply-add), forward and backward: the operators that dominate
   these models; elementwise work is not counted, as in the usual MFU accounting (PaLM,
   Chowdhery et al. 2022, appendix B).
-- :class:`~chipfit.workloads._traffic.Traffic` counts operators (about one kernel launch
+- :class:`~chipfit.cost._traffic.Traffic` counts operators (about one kernel launch
   each in eager mode), bytes moved under the eager no-reuse model (every operator reads its
   inputs and writes its outputs once from memory; views move nothing), and the peak of live
   tensor bytes allocated during the call (activations, saved tensors, gradients, autocast
@@ -173,7 +173,7 @@ def _count(model: Any, inputs: tuple[Any, ...], make_call: Callable[[Any], Any],
            method: str) -> Profile:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from chipfit.workloads._traffic import Traffic, tensor_bytes, tensors_in
+    from chipfit.cost._traffic import Traffic, tensor_bytes, tensors_in
 
     fn = make_call(model)
     resident = list(model.parameters()) + list(model.buffers())

@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from chipfit.analysis.costs import MATRIX_CLASSES, WorkloadCosts
+from chipfit.cost.torch import MATRIX_CLASSES, WorkloadCosts
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
 from chipfit.errors import InvalidInputError, SchemaError
 from chipfit.paths import write_json_atomic
@@ -209,7 +209,7 @@ def reference_model_costs(model: str, batch: int, seq_len: int = 384) -> Workloa
     """FP32 eager costs of a published architecture, traced on the meta device."""
     import torch
 
-    from chipfit.analysis.costs import trace_torch
+    from chipfit.cost.torch import trace_torch
 
     with torch.device("meta"):
         net, inputs = _reference_model(model, batch, seq_len)
@@ -359,7 +359,7 @@ def _leave_one_out(cases: list[ReferenceCase]) -> list[ReferenceCase]:
 
 def _roofs_for(device: str, discovery: Any, quick: bool, progress: Callable[[str], None],
                recalibrate: bool) -> tuple[Roofs, str]:
-    from chipfit.analysis.calibrate import (
+    from chipfit.pipelines.calibrate import (
         calibrate,
         load_calibration,
         roofs_from_calibration,
@@ -382,7 +382,7 @@ def local_devices(discovery: Any) -> list[str]:
 
 def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
           discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
-    from chipfit.analysis.costs import extract_costs
+    from chipfit.cost.torch import extract_costs
     from chipfit.execute.inline import run_job
     from chipfit.spec import DeviceRef, Job
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.analysis.costs import WorkloadCosts, extract_costs
+from chipfit.cost.torch import WorkloadCosts, extract_costs
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict
 from chipfit.errors import UnknownNameError
 
@@ -79,7 +79,7 @@ def _local_targets(text: str, discovery: Any) -> list[Target]:
 
 def _local_band(device: str) -> tuple[float | None, str]:
     """The band of a calibrated device: its last ``chipfit validate`` median error, if any."""
-    from chipfit.analysis.validate import load_validation
+    from chipfit.pipelines.validate import load_validation
 
     data = load_validation()
     local = (data or {}).get("summary", {}).get("local", {}).get(device) or {}
@@ -94,13 +94,13 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
               progress: Callable[[str], None] | None = None) -> Roofs:
     """Calibrated roofs for a local device (calibrating first if needed), else catalog roofs."""
     if not target.local:
-        from chipfit.analysis.validate import catalog_band
+        from chipfit.pipelines.validate import catalog_band
         from chipfit.hardware.catalog import load_catalog
 
         band, basis = catalog_band()
         return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,
                              dtypes=(dtype,))
-    from chipfit.analysis.calibrate import (
+    from chipfit.pipelines.calibrate import (
         calibrate,
         load_calibration,
         roofs_from_calibration,

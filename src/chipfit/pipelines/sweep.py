@@ -285,9 +285,9 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
                 **where: Any) -> Run:
     """Run ``jobs`` rung by rung, skipping larger sizes on a series once one ran out of memory.
 
-    ``where`` (executor, store) goes to :func:`chipfit.runner.run_jobs` unchanged.
+    ``where`` (executor, store) goes to :func:`chipfit.pipelines.bench.run_jobs` unchanged.
     """
-    from chipfit.runner import run_jobs
+    from chipfit.pipelines.bench import run_jobs
 
     rungs = [[j for j in jobs if j.size == size] for size in dict.fromkeys(j.size for j in jobs)]
     out_of_memory: set[tuple[str, str, str]] = set()
@@ -328,7 +328,7 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
     """
     from chipfit.analysis.crossover import check_settings
     from chipfit.discovery import discover, resolve_devices
-    from chipfit.runner import default_devices, find_resumable_run, new_run, resume_run
+    from chipfit.pipelines.bench import default_devices, find_resumable_run, new_run, resume_run
     from chipfit.workloads import get_workload
 
     check_settings(level, 2000)  # refuse a bad level before minutes of measuring
