@@ -12,7 +12,7 @@ from chipfit.pipelines.calibrate import calibrate, load_calibration, roofs_from_
 from chipfit.pipelines.calibrate import save_calibration as save
 from chipfit.cost.torch import extract_costs
 from chipfit.analysis.roofline import predict
-from chipfit.execute.inline import run_job
+from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
 torch = pytest.importorskip("torch")

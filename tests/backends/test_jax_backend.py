@@ -12,7 +12,7 @@ from chipfit.backends import get_backend
 from chipfit.backends.jax import _info
 from chipfit.backends.jax_cost import count_kernels, jax_cost, workload_jax_cost
 from chipfit.errors import InvalidInputError, UnsupportedError
-from chipfit.execute.inline import run_job
+from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.timing.timer import measure
 from chipfit.workloads import get_workload

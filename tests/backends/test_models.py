@@ -14,7 +14,7 @@ import pytest
 
 from chipfit.backends import get_backend
 from chipfit.errors import UnsupportedError
-from chipfit.execute.inline import run_job
+from chipfit.execute.job import run_job
 from chipfit.pipelines.bench import new_run, plan, run_jobs
 from chipfit.spec import MODES, DeviceRef, Job, TimingConfig
 from chipfit.workloads import get_workload

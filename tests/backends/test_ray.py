@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chipfit.execute._worker import tagged
-from chipfit.execute.inline import run_job
+from chipfit.execute.job import run_job
 from chipfit.results import DeviceInfo, Discovery, Measurement, Problem
 from chipfit.pipelines.bench import bench
 from chipfit.spec import DeviceRef, Job, TimingConfig

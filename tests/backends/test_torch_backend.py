@@ -107,7 +107,7 @@ class _ComplexHalfMatmul(Workload):
 
 def test_an_unimplemented_kernel_is_recorded_unsupported_not_a_crash():
     register(_ComplexHalfMatmul())
-    from chipfit.execute.inline import run_job
+    from chipfit.execute.job import run_job
 
     m = run_job(Job("test-complexhalf-matmul", "8", DeviceRef.parse("torch:cpu"), timing=FAST))
     assert m.status == "unsupported"

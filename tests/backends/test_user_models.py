@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from chipfit.errors import InvalidInputError, UnsafeFileError
-from chipfit.execute.inline import run_job
+from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.workloads import register
 from chipfit.workloads.user import UserWorkload, check_inputs, load_model, parse_input

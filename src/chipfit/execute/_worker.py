@@ -60,7 +60,7 @@ def run_here(job: Job, discovery: Discovery | None = None,
              runner: Runner | None = None) -> Measurement:
     """Measure ``job`` in this process, discovering its backend's devices here if needed."""
     if runner is None:
-        from chipfit.execute.inline import run_job as runner
+        from chipfit.execute.job import run_job as runner
     if discovery is None:
         from chipfit.backends import get_backend
 

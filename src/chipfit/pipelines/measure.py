@@ -16,7 +16,7 @@ def measure(workload: str, size: str | int, device: str | DeviceRef = "torch:cpu
             timing: TimingConfig | None = None) -> Measurement:
     """Measure one workload at one size on one device (``chipfit bench`` for a single point)."""
     from chipfit.discovery import resolve_devices
-    from chipfit.execute.inline import run_job
+    from chipfit.execute.job import run_job
     from chipfit.workloads import get_workload
 
     wl = get_workload(workload)

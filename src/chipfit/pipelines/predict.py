@@ -201,7 +201,7 @@ def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: b
         pred = replace(pred, notes=tuple(n for n in notes if n) + pred.notes)
     measurement = None
     if target.local and measure:
-        from chipfit.execute.inline import run_job
+        from chipfit.execute.job import run_job
         from chipfit.spec import DeviceRef, Job, TimingConfig
 
         if progress:

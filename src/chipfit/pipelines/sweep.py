@@ -169,7 +169,7 @@ def guard_limit(workload: str, dtype: str, mode: str, ref: DeviceRef, discovery:
     ``near`` are sizes known to fit (the sweep's), which seed the search: for a model, whose
     memory is affine in its batch, two estimates settle it.
     """
-    from chipfit.execute.inline import guard_memory, memory_limit
+    from chipfit.execute.job import guard_memory, memory_limit
     from chipfit.workloads import get_workload
 
     wl = get_workload(workload)

@@ -383,7 +383,7 @@ def local_devices(discovery: Any) -> list[str]:
 def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
           discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
     from chipfit.cost.torch import extract_costs
-    from chipfit.execute.inline import run_job
+    from chipfit.execute.job import run_job
     from chipfit.spec import DeviceRef, Job
 
     ref = DeviceRef.parse(device)
