@@ -134,8 +134,8 @@ def catalog() -> Any:
 
 def costs(workload: str, size: Any, dtype: str = "float32", mode: str = "inference",
           backend: str = "torch", **kwargs: Any) -> Any:
-    """Per-operator FLOPs, bytes and kernels of one call; see chipfit.cost.torch."""
-    from chipfit.cost.torch import extract_costs
+    """Per-operator FLOPs, bytes and kernels of one call; see chipfit.execute.costs."""
+    from chipfit.execute.costs import extract_costs
 
     return extract_costs(workload, str(size), dtype, mode, backend, **kwargs)
 

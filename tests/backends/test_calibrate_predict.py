@@ -10,7 +10,7 @@ import pytest
 
 from chipfit.pipelines.calibrate import calibrate, load_calibration, roofs_from_calibration
 from chipfit.pipelines.calibrate import save_calibration as save
-from chipfit.cost.torch import extract_costs
+from chipfit.execute.costs import extract_costs
 from chipfit.analysis.roofline import predict
 from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig

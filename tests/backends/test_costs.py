@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from chipfit.cost.torch import extract_costs, trace_torch  # noqa: E402
+from chipfit.cost.torch import trace_torch  # noqa: E402
+from chipfit.execute.costs import extract_costs  # noqa: E402
 from chipfit.workloads import all_workloads, get_workload  # noqa: E402
 
 F32 = 4
@@ -40,6 +41,15 @@ def test_linear_layer(tensors):
     assert op.bytes_moved == (8 * 64 + 64 * 32 + 32 + 8 * 32) * F32
     assert c.kernels == 1 and c.host_ops == 2
     assert c.module_calls == 1
+    assert op.shapes == ((32,), (8, 64), (64, 32), (8, 32))  # addmm(bias, x, W^T) -> y
+
+
+def test_identical_ops_merge_only_when_their_shapes_match():
+    a, b = torch.randn(16, 16), torch.randn(16, 16)
+    c = trace_torch(lambda a, b: (a @ b, a @ b, a.t() @ b[:, :8]), (a, b))
+    mms = ops_of(c, "matmul")
+    assert [(o.count, o.shapes) for o in mms] == [(2, ((16, 16), (16, 16), (16, 16))),
+                                                  (1, ((16, 16), (16, 8), (16, 8)))]
 
 
 @pytest.mark.parametrize("tensors", ["real", "fake"])
@@ -50,6 +60,7 @@ def test_conv_layer(tensors):
         c = trace_torch(conv, (x,), tensors=tensors)
     (op,) = ops_of(c, "conv")
     assert op.flops == 2 * (2 * 16 * 32 * 32) * (3 * 3 * 3)
+    assert op.shapes[:2] == ((2, 3, 32, 32), (16, 3, 3, 3)) and op.shapes[-1] == (2, 16, 32, 32)
     assert op.bytes_moved == (2 * 3 * 32 * 32 + 16 * 3 * 9 + 2 * 16 * 32 * 32) * F32
 
 

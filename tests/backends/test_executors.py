@@ -15,7 +15,8 @@ import pytest
 
 from chipfit.execute._worker import tagged
 from chipfit.errors import InvalidInputError, UsageError
-from chipfit.execute.base import InlineExecutor, get_executor
+from chipfit.execute import get_executor
+from chipfit.execute.inline import InlineExecutor
 from chipfit.execute.job import run_job
 from chipfit.execute.subprocess import SubprocessExecutor, groups
 from chipfit.results import Discovery, Measurement

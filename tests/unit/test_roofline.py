@@ -18,7 +18,7 @@ from chipfit.pipelines.calibrate import (
     roofs_from_calibration,
     save_calibration,
 )
-from chipfit.cost.torch import OpCost, WorkloadCosts, merge_ops
+from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
 from chipfit.analysis.roofline import Roofs, catalog_roofs, curve_rate, predict, scaled
 from chipfit.pipelines.validate import ReferenceCase, _leave_one_out, load_validation, mape
 from chipfit.errors import SchemaError, UnsupportedError

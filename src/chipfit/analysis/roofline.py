@@ -1,6 +1,6 @@
 """The predictor: a roofline per operator, plus launch overhead and host<->device copies.
 
-For every operator of a :class:`~chipfit.cost.torch.WorkloadCosts`::
+For every operator of a :class:`~chipfit.cost.records.WorkloadCosts`::
 
     roof_i = max(flops_i / rate(class_i, dtype_i, flops_i),  bytes_i / bandwidth(bytes_i))
 
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chipfit.cost.torch import MATRIX_CLASSES, OpCost, WorkloadCosts
+from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts
 from chipfit.errors import UnsupportedError
 
 __all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chipfit.paths import runs_dir
-from chipfit.store.runs import run_to_dict, save_run, write_csv
+from chipfit.store.runs import save_run, write_csv
 from chipfit.results import Measurement, Run
 from chipfit.spec import Job
 
@@ -50,8 +50,6 @@ def measuring(args: argparse.Namespace, name: str) -> Iterator[tuple[Saver, Any,
     """What a measuring command needs: a Saver with a progress bar, the executor that
     ``--executor`` names, and the results store (None with ``--no-save`` and no ``--db``).
     The store is closed on the way out, whatever happens."""
-    from chipfit.commands.bench import executor_from_args
-
     executor = executor_from_args(args)
     store = None if args.no_save and not args.db else open_db(args, create=True)
     with progress() as bar, executor:
@@ -114,10 +112,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    return run_to_dict(run)
-
-
 def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
     """Save, print the table, and pick the exit code (130 when interrupted)."""
     saver.finish(run)
@@ -127,3 +121,67 @@ def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
         err.print(f"interrupted: kept {len(run.measurements)} measurement(s)")
         return 130
     return 0
+
+
+def add_fleet_flags(p: argparse.ArgumentParser) -> None:
+    """Where results are kept, and where jobs run: --db, --resume, --executor and friends."""
+    add_db_flag(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                   help="continue the newest unfinished run with the same settings (or run RUN): "
+                   "only jobs without a stored measurement run again")
+    p.add_argument("--executor", choices=("inline", "subprocess", "ray"), default="inline",
+                   help="where jobs run: this process (default), a fresh process per device "
+                   "with a per-job timeout, or a Ray cluster")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (default: start "
+                   "a local Ray instance; 'auto' joins the running one)")
+    p.add_argument("--job-timeout", type=float, metavar="SECONDS",
+                   help="subprocess/ray: record a job as timed out after this long (default 300)")
+    p.add_argument("--labels", help="ray: only nodes with these labels, e.g. "
+                   "ray.io/accelerator-type=H100 (comma-separated key=value)")
+
+
+def executor_from_args(args: argparse.Namespace):
+    from chipfit.errors import InvalidInputError
+    from chipfit.execute import get_executor
+
+    if args.executor != "ray" and (args.address or args.labels):
+        raise InvalidInputError("--address and --labels need --executor ray")
+    if args.executor == "inline":
+        if args.job_timeout is not None:
+            raise InvalidInputError("--job-timeout needs --executor subprocess or ray (inline "
+                                    "jobs cannot be stopped from outside)")
+        return get_executor("inline")
+    if args.executor == "subprocess":
+        return get_executor("subprocess", timeout_s=args.job_timeout)
+    return get_executor("ray", address=args.address, labels=_labels(args.labels),
+                        timeout_s=args.job_timeout)
+
+
+def _labels(text: str | None) -> dict[str, str] | None:
+    """``key=value,key=value`` as a Ray label selector."""
+    from chipfit.errors import InvalidInputError
+
+    labels = {}
+    for pair in csv_list(text or ""):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise InvalidInputError(f"malformed label {pair!r}: use key=value")
+        labels[key.strip()] = value.strip()
+    return labels or None
+
+
+def timing_from_args(args: argparse.Namespace):
+    """``--quick``, ``--target`` (where the command has it) and ``--budget`` as a TimingConfig."""
+    from dataclasses import replace
+
+    from chipfit.errors import InvalidInputError
+    from chipfit.spec import TimingConfig
+
+    timing = TimingConfig.quick() if args.quick else TimingConfig()
+    if getattr(args, "target", None) is not None:
+        timing = replace(timing, target_rel_ci=args.target)
+    if args.budget is not None:
+        if args.budget <= 0:
+            raise InvalidInputError("--budget must be positive")
+        timing = replace(timing, budget_s=args.budget)
+    return timing

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from chipfit.commands._common import (
-    add_db_flag,
+    add_fleet_flags,
     add_output_flags,
     csv_list,
     err,
     finish_run,
     measuring,
+    timing_from_args,
 )
 
 
@@ -32,69 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_flags(p)
     add_fleet_flags(p)
     p.set_defaults(func=run)
-
-
-def add_fleet_flags(p: argparse.ArgumentParser) -> None:
-    """Where results are kept, and where jobs run: --db, --resume, --executor and friends."""
-    add_db_flag(p)
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
-                   help="continue the newest unfinished run with the same settings (or run RUN): "
-                   "only jobs without a stored measurement run again")
-    p.add_argument("--executor", choices=("inline", "subprocess", "ray"), default="inline",
-                   help="where jobs run: this process (default), a fresh process per device "
-                   "with a per-job timeout, or a Ray cluster")
-    p.add_argument("--address", help="Ray cluster address for --executor ray (default: start "
-                   "a local Ray instance; 'auto' joins the running one)")
-    p.add_argument("--job-timeout", type=float, metavar="SECONDS",
-                   help="subprocess/ray: record a job as timed out after this long (default 300)")
-    p.add_argument("--labels", help="ray: only nodes with these labels, e.g. "
-                   "ray.io/accelerator-type=H100 (comma-separated key=value)")
-
-
-def executor_from_args(args: argparse.Namespace):
-    from chipfit.errors import InvalidInputError
-    from chipfit.execute.base import get_executor
-
-    if args.executor != "ray" and (args.address or args.labels):
-        raise InvalidInputError("--address and --labels need --executor ray")
-    if args.executor == "inline":
-        if args.job_timeout is not None:
-            raise InvalidInputError("--job-timeout needs --executor subprocess or ray (inline "
-                                    "jobs cannot be stopped from outside)")
-        return get_executor("inline")
-    if args.executor == "subprocess":
-        return get_executor("subprocess", timeout_s=args.job_timeout)
-    return get_executor("ray", address=args.address, labels=_labels(args.labels),
-                        timeout_s=args.job_timeout)
-
-
-def _labels(text: str | None) -> dict[str, str] | None:
-    """``key=value,key=value`` as a Ray label selector."""
-    from chipfit.errors import InvalidInputError
-
-    labels = {}
-    for pair in csv_list(text or ""):
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise InvalidInputError(f"malformed label {pair!r}: use key=value")
-        labels[key.strip()] = value.strip()
-    return labels or None
-
-
-def timing_from_args(args: argparse.Namespace):
-    from dataclasses import replace
-
-    from chipfit.errors import InvalidInputError
-    from chipfit.spec import TimingConfig
-
-    timing = TimingConfig.quick() if args.quick else TimingConfig()
-    if args.target is not None:
-        timing = replace(timing, target_rel_ci=args.target)
-    if args.budget is not None:
-        if args.budget <= 0:
-            raise InvalidInputError("--budget must be positive")
-        timing = replace(timing, budget_s=args.budget)
-    return timing
 
 
 def run(args: argparse.Namespace) -> int:

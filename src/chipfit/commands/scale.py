@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chipfit.commands._common import err, out
+from chipfit.commands._common import timing_from_args, err, out
 
 ORDER = 40
 
@@ -40,17 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from chipfit.errors import InvalidInputError
     from chipfit.pipelines.scale_jax import scale, simulate_cpu_devices
-    from chipfit.spec import TimingConfig, parse_dtype
+    from chipfit.spec import parse_dtype
 
-    timing = TimingConfig.quick() if args.quick else TimingConfig()
-    if args.budget is not None:
-        if args.budget <= 0:
-            raise InvalidInputError("--budget must be positive")
-        timing = replace(timing, budget_s=args.budget)
+    timing = timing_from_args(args)
     if args.backend == "torch":
         if args.simulate:
             raise InvalidInputError("--simulate is for JAX; torch runs one process per device")

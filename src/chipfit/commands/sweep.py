@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from chipfit.commands._common import (
+    add_fleet_flags,
     add_output_flags,
     csv_list,
     err,
     finish_run,
     measuring,
+    timing_from_args,
 )
 
 ORDER = 25
@@ -45,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="confidence level of the crossover statements (default 0.95)")
     p.add_argument("--html", metavar="PATH", help="also write the HTML report of this sweep")
     add_output_flags(p)
-    from chipfit.commands.bench import add_fleet_flags
 
     add_fleet_flags(p)  # --db, --executor and friends, as for bench
     p.set_defaults(func=run)
@@ -54,7 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Group
 
-    from chipfit.commands.bench import timing_from_args
     from chipfit.report.crossover_view import crossover_panel
     from chipfit.report.terminal import bench_table
     from chipfit.pipelines.sweep import sweep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json
+from chipfit.commands._common import timing_from_args, csv_list, err, out, print_json
 
 ORDER = 55
 
@@ -28,22 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from chipfit.pipelines.validate import save_validation, validate
-    from chipfit.errors import InvalidInputError
     from chipfit.report.predict_view import (
         reference_table,
         validation_cases_table,
         validation_summary,
     )
-    from chipfit.spec import TimingConfig
 
-    timing = TimingConfig.quick() if args.quick else TimingConfig()
-    if args.budget is not None:
-        if args.budget <= 0:
-            raise InvalidInputError("--budget must be positive")
-        timing = replace(timing, budget_s=args.budget)
+    timing = timing_from_args(args)
     quiet = args.json == "-"
 
     def progress(text: str) -> None:

@@ -1,7 +1,9 @@
 """What one call of a workload costs, counted without timing it.
 
-torch: one dispatch tracer (:mod:`chipfit.cost.torch`) records every ATen operator; the
-per-operator records give both the per-class table that prediction uses and the matrix FLOPs
-stored on each measurement (:mod:`chipfit.cost.profile`). JAX: XLA's compiled program
-(:mod:`chipfit.cost.torch` ``jax_costs`` with :mod:`chipfit.cost._hlo`).
+``records.py``: the per-operator record (:class:`OpCost`, with input/output shapes) and the
+per-call table (:class:`WorkloadCosts`), and the one FLOP convention. ``torch.py``: the one
+torch dispatch tracer; its records give both the per-class table prediction uses and (through
+``profile.py``) the matrix FLOPs, bytes and memory peak stored on each measurement.
+``xla.py`` + ``_hlo.py``: the one JAX path, from XLA's compiled program. Building a workload
+to trace it is :mod:`chipfit.execute.costs`.
 """

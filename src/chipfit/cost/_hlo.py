@@ -4,7 +4,7 @@ Every instruction of the ENTRY computation that does work (a fusion, a custom ca
 a convolution, a copy ...) is one kernel. Its bytes are its operands' plus its result's sizes;
 its class comes from what it computes (a fusion is classed by the body it calls). FLOPs of
 dots and convolutions are counted from their shapes; other kernels count one FLOP per output
-element (the convention of :mod:`chipfit.cost.torch`). A ``while`` loop with a known trip
+element (the convention of :mod:`chipfit.cost.records`). A ``while`` loop with a known trip
 count (``lax.scan``) contributes its body's kernels that many times; XLA's own
 ``cost_analysis()`` counts a loop body once, which is why it is not used per kernel.
 

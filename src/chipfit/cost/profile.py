@@ -5,18 +5,18 @@ train/finetune the loss, backward and optimizer step) runs on *fake tensors*
 (``torch._subclasses.FakeTensorMode``) pretending to live on the CPU. Fake tensors carry shapes,
 dtypes and strides but no data, so a batch of 256 ResNet-50 images costs no memory and no
 arithmetic, and autocast applies exactly as on a real CPU (the meta device has no autocast, so
-it could not count a bfloat16 run's bytes). While the call runs, two dispatch modes watch
-every ATen operator:
+it could not count a bfloat16 run's bytes). While the call runs, the one torch cost tracer
+(:func:`chipfit.cost.torch.tracer`, with memory tracking) records every ATen operator. Its
+records give:
 
-- ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs of matrix products, convolutions
-  and attention (2 FLOPs per multiply-add), forward and backward: the operators that dominate
-  these models; elementwise work is not counted, as in the usual MFU accounting (PaLM,
-  Chowdhery et al. 2022, appendix B).
-- :class:`~chipfit.cost._traffic.Traffic` counts operators (about one kernel launch
-  each in eager mode), bytes moved under the eager no-reuse model (every operator reads its
-  inputs and writes its outputs once from memory; views move nothing), and the peak of live
-  tensor bytes allocated during the call (activations, saved tensors, gradients, autocast
-  weight copies, optimizer state).
+- the FLOPs of matrix products, convolutions, attention and recurrent cells (2 FLOPs per
+  multiply-add), forward and backward: the operators that dominate these models; elementwise
+  work is not counted here (the convention of :mod:`chipfit.cost.records`);
+- the kernels (about one launch per non-view operator in eager mode) and the bytes moved under
+  the eager no-reuse model (every operator reads its inputs and writes its outputs once from
+  memory; views and aliases move nothing);
+- the peak of live tensor bytes allocated during the call (activations, saved tensors,
+  gradients, autocast weight copies, optimizer state).
 
 Models are built on the meta device (no weight initialisation), then given fake CPU storage.
 If fake execution fails for a model, a real batch-1 run on the CPU is counted instead and
@@ -47,7 +47,7 @@ _LOCK = threading.Lock()
 class Profile:
     """What one call of a model costs, counted (FLOPs, kernels) or simulated (bytes)."""
 
-    flops: float  # FlopCounterMode: matmul/conv/attention FLOPs of the whole call
+    flops: float  # the cost tracer: matrix-class FLOPs of the whole call
     bytes_moved: float  # eager traffic: operator inputs read + outputs written
     kernels: int  # ATen operators dispatched (views excluded)
     peak_bytes: int | None  # live bytes allocated during the call, at their peak
@@ -151,37 +151,27 @@ def _profile_real(build_model: Callable[[], Any], make_inputs: Callable[[], tupl
                    counted.output_bytes * batch, "real-batch1")
 
 
-def _cpu_attention_formulas() -> dict[Any, Any]:
-    """FLOPs of the CPU's fused attention, which FlopCounterMode's registry lacks (the GPU
-    kernels are there): the same formulas as for the GPU kernels."""
-    import torch
-    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
-
-    aten = torch.ops.aten
-
-    def forward(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
-        return sdpa_flop_count(query, key, value)
-
-    def backward(grad: Any, query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
-        return sdpa_backward_flop_count(grad, query, key, value)
-
-    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
-            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
-
-
 def _count(model: Any, inputs: tuple[Any, ...], make_call: Callable[[Any], Any],
            method: str) -> Profile:
-    from torch.utils.flop_counter import FlopCounterMode
+    import torch
+    from torch.utils._pytree import tree_leaves
 
-    from chipfit.cost._traffic import Traffic, tensor_bytes, tensors_in
+    from chipfit.cost.records import WorkloadCosts, merge_ops
+    from chipfit.cost.torch import tracer
+
+    def tensor_bytes(value: Any) -> int:
+        return sum(int(t.numel()) * t.element_size() for t in tree_leaves(value)
+                   if isinstance(t, torch.Tensor))
 
     fn = make_call(model)
     resident = list(model.parameters()) + list(model.buffers())
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
-    traffic = Traffic(resident + list(inputs))
-    with counter, traffic:
+    trace = tracer(real=method != "fake", resident=resident + [t for t in tree_leaves(inputs)
+                                                               if isinstance(t, torch.Tensor)],
+                   track_memory=True)
+    with trace:
         out = fn(*inputs)
+    costs = WorkloadCosts("call", "", "", "", "torch", method, merge_ops(trace.ops))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return Profile(float(counter.get_total_flops()), float(traffic.moved), traffic.ops,
-                   traffic.peak, tensor_bytes(resident), tensor_bytes(trainable),
-                   tensor_bytes(tensors_in(inputs)), tensor_bytes(tensors_in(out)), method)
+    return Profile(costs.matrix_flops, costs.bytes_moved, costs.kernels, trace.peak,
+                   tensor_bytes(resident), tensor_bytes(trainable), tensor_bytes(inputs),
+                   tensor_bytes(out), method)

@@ -1,162 +1,30 @@
-"""Cost extraction: what one call of a workload asks of a processor, operator by operator.
+"""The torch cost tracer: one call, operator by operator, under a ``TorchDispatchMode``.
 
-torch: the workload is built on the CPU and called once under a ``TorchDispatchMode`` that
-sees every ATen operator after autograd. Per operator it records the FLOPs (the formulas
-registered in ``torch.utils.flop_counter``, plus a few CPU kernels that registry lacks), the
-bytes moved (every tensor read plus every tensor written, once each), the operator class and
-whether it launches a kernel (views and allocations do not). Composite operators are
-decomposed, as ``FlopCounterMode`` does; a few fused CPU kernels (the transformer fast path)
-are re-dispatched below the Python key so the kernels they call are seen. Tensors are real
-(the call really runs) or fake (``FakeTensorMode``: shapes only, for sizes too big to run
-here).
+The mode sees every ATen operator after autograd. Per operator it records (an
+:class:`~chipfit.cost.records.OpCost`) the FLOPs (the formulas registered in
+``torch.utils.flop_counter``, plus a few CPU kernels that registry lacks), the bytes moved
+(every tensor read plus every tensor written, once each), the input and output shapes, the
+operator class and whether it launches a kernel (views, aliases and allocations do not).
+Composite operators are decomposed, as ``FlopCounterMode`` does; a few fused CPU kernels (the
+transformer fast path) are re-dispatched below the Python key so the kernels they call are
+seen. Tensors are real (the call really runs), fake (``FakeTensorMode``: shapes only, for
+sizes too big to run here) or meta. With ``track_memory`` the same mode also follows the live
+bytes allocated during the call and their peak (:mod:`chipfit.cost.profile` uses it).
 
-JAX: the workload's jitted program is lowered and compiled for the CPU; XLA's own
-``cost_analysis()`` gives the program's FLOPs, and the optimized HLO's entry computation gives
-the kernels: one per fusion/custom call/top-level op, with bytes from the operand and result
-shapes (see :mod:`chipfit.cost._hlo`).
-
-Conventions (they matter little, and are written down so nobody mistakes them for data):
-non-matrix operators count one FLOP per element of their largest tensor, pooling one per
-output element, data-movement operators (copies, gathers, concatenation) none. Those operators are
-memory-bound on every catalog device (their intensity is below 1 FLOP/byte, every ridge point
-is above 5 FLOP/byte), so the count does not change a predicted time.
+The FLOP convention is written down once, in :mod:`chipfit.cost.records`.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from chipfit.errors import InvalidInputError, UnsupportedError
-from chipfit.results import Cost
+from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts, host_nbytes, merge_ops
+from chipfit.errors import InvalidInputError
 
-__all__ = ["OP_CLASSES", "OpCost", "WorkloadCosts", "extract_costs", "jax_costs", "torch_costs",
-           "trace_torch"]
+__all__ = ["classify", "matmul_variant", "op_bytes", "trace_torch", "tracer"]
 
-OP_CLASSES = ("matmul", "conv", "attention", "recurrent", "norm", "pool", "reduction",
-              "elementwise", "memory", "other", "view")
-#: Classes whose FLOPs run on matrix units (tensor cores, MXUs, AMX) at the matmul peak.
-MATRIX_CLASSES = ("matmul", "conv", "attention", "recurrent")
-#: Above this many analytic FLOPs, ``tensors="auto"`` uses fake tensors instead of running.
-REAL_FLOPS_LIMIT = 2e11
-
-
-@dataclass(frozen=True)
-class OpCost:
-    """One operator (or ``count`` identical ones): per-occurrence FLOPs, bytes and kernels."""
-
-    op: str
-    op_class: str
-    dtype: str
-    flops: float
-    bytes_moved: float
-    kernels: int = 1
-    count: int = 1
-    variant: str = ""  # a kernel path with its own calibrated rate, e.g. "1x1b1" convolutions
-
-    @property
-    def total_flops(self) -> float:
-        return self.flops * self.count
-
-    @property
-    def total_bytes(self) -> float:
-        return self.bytes_moved * self.count
-
-
-@dataclass(frozen=True)
-class WorkloadCosts:
-    """Everything one call costs, per operator; ``source`` is ``estimated`` (counted, not timed).
-
-    ``program_calls`` is 1 for a compiled (jitted) program dispatched once per call and 0 for
-    eager code, whose dispatch cost is per operator. ``module_calls`` counts ``nn.Module``
-    calls (Python overhead on top of the operators).
-    """
-
-    workload: str
-    size: str
-    dtype: str
-    mode: str
-    backend: str
-    method: str
-    ops: tuple[OpCost, ...]
-    h2d_bytes: float = 0.0
-    d2h_bytes: float = 0.0
-    items: int = 1
-    program_calls: int = 0
-    module_calls: int = 0
-    notes: tuple[str, ...] = field(default=())
-    source: str = "estimated"
-
-    @property
-    def flops(self) -> float:
-        return sum(o.total_flops for o in self.ops)
-
-    @property
-    def bytes_moved(self) -> float:
-        return sum(o.total_bytes for o in self.ops)
-
-    @property
-    def kernels(self) -> int:
-        return sum(o.kernels * o.count for o in self.ops)
-
-    @property
-    def host_ops(self) -> int:
-        """Operators dispatched from Python, views included (eager host work)."""
-        return sum(o.count for o in self.ops)
-
-    @property
-    def transfer_bytes(self) -> float:
-        return self.h2d_bytes + self.d2h_bytes
-
-    def cost(self) -> Cost:
-        return Cost(self.flops, self.bytes_moved, self.transfer_bytes, self.kernels)
-
-    def by_class(self) -> dict[str, tuple[float, float, int]]:
-        """op class -> (FLOPs, bytes, kernels), in :data:`OP_CLASSES` order."""
-        out: dict[str, list[float]] = {}
-        for o in self.ops:
-            acc = out.setdefault(o.op_class, [0.0, 0.0, 0])
-            acc[0] += o.total_flops
-            acc[1] += o.total_bytes
-            acc[2] += o.kernels * o.count
-        order = {c: i for i, c in enumerate(OP_CLASSES)}
-        return {c: (v[0], v[1], int(v[2])) for c, v in sorted(out.items(),
-                                                              key=lambda kv: order.get(kv[0], 99))}
-
-    def op_mix(self) -> tuple[tuple[str, float], ...]:
-        """Share of the FLOPs per operator class (sums to 1 when there are FLOPs)."""
-        total = self.flops
-        if not total:
-            return ()
-        return tuple((c, v[0] / total) for c, v in self.by_class().items() if v[0])
-
-    def small_op_share(self, flops_below: float = 1e6) -> float:
-        """Share of kernels doing under ``flops_below`` FLOPs (launch-bound on accelerators)."""
-        kernels = self.kernels
-        small = sum(o.count * o.kernels for o in self.ops if o.kernels and o.flops < flops_below)
-        return small / kernels if kernels else 0.0
-
-    @property
-    def recurrent(self) -> bool:
-        return any(o.op_class == "recurrent" for o in self.ops)
-
-
-def merge_ops(ops: Iterable[OpCost]) -> tuple[OpCost, ...]:
-    """Fold identical operators into one entry with a count, keeping first-seen order."""
-    counts: Counter[tuple[Any, ...]] = Counter()
-    first: dict[tuple[Any, ...], OpCost] = {}
-    for o in ops:
-        key = (o.op, o.op_class, o.dtype, o.flops, o.bytes_moved, o.kernels, o.variant)
-        counts[key] += o.count
-        first.setdefault(key, o)
-    return tuple(OpCost(o.op, o.op_class, o.dtype, o.flops, o.bytes_moved, o.kernels, counts[k],
-                        o.variant) for k, o in first.items())
-
-
-# ---------------------------------------------------------------------------------- torch
 
 _MATMUL = {"mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "mv", "addmv", "dot", "vdot",
            "_addmm_activation", "_int_mm", "addbmm", "matmul", "linear", "outer", "addr"}
@@ -270,6 +138,11 @@ def _shape(t: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in t.shape)
 
 
+def _shapes(value: Any, torch: Any) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the tensors in ``value``, in argument order."""
+    return tuple(_shape(t) for t in _tensors(value, torch))
+
+
 def _rnn_flops(args: tuple[Any, ...]) -> float:
     """mkldnn_rnn_layer: 2 x steps x batch x (gates*H) x (input + H) multiply-adds."""
     inp, w_ih, w_hh = args[0], args[1], args[2]
@@ -325,20 +198,60 @@ def _extra_formulas() -> dict[str, Callable[..., float]]:
     }
 
 
-class _Recorder:
-    """Builds the dispatch mode lazily so importing this module never imports torch."""
+def tracer(real: bool = True, resident: Sequence[Any] = (), track_memory: bool = False) -> Any:
+    """The dispatch mode: ``with tracer() as t: fn(*args)``, then ``t.ops`` (one
+    :class:`OpCost` per operator, unmerged), ``t.unknown`` (matrix ops without a formula) and,
+    with ``track_memory``, ``t.peak`` (the most live bytes allocated during the call).
 
-    def __new__(cls, torch: Any, real: bool) -> Any:
-        from torch.utils import flop_counter as fc
-        from torch.utils._python_dispatch import TorchDispatchMode
+    ``real``: the tensors hold data (fused kernels can then be looked inside). ``resident``:
+    tensors that exist before the call (weights, inputs); their storages are not allocations.
+    Built lazily so importing this module never imports torch.
+    """
+    import torch
+    from torch.utils import flop_counter as fc
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-        registry = {p.__name__ if hasattr(p, "__name__") else str(p): f
-                    for p, f in fc.flop_registry.items()}
-        registry.update(_extra_formulas())
-        return _make_mode(TorchDispatchMode, torch, real, registry)
+    registry = {p.__name__ if hasattr(p, "__name__") else str(p): f
+                for p, f in fc.flop_registry.items()}
+    registry.update(_extra_formulas())
+    memory = _LiveBytes(resident) if track_memory else None
+    return _make_mode(TorchDispatchMode, torch, real, registry, memory)
 
 
-def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any]) -> Any:
+class _LiveBytes:
+    """Live bytes of the storages first seen as an operator's output, and their peak.
+
+    A storage is released when Python frees it (a finalizer; storages keep one Python object
+    for their lifetime). Storages resident before the call are known and not counted.
+    """
+
+    def __init__(self, resident: Sequence[Any]) -> None:
+        self._pinned = [t.untyped_storage() for t in resident]  # keeps their ids unique
+        self._known = {id(s) for s in self._pinned}
+        self._sizes: dict[int, int] = {}
+        self.live = self.peak = 0
+
+    def is_new(self, tensor: Any) -> bool:
+        key = id(tensor.untyped_storage())
+        return key not in self._known and key not in self._sizes
+
+    def allocate(self, tensors: Sequence[Any]) -> None:
+        for tensor in tensors:
+            storage = tensor.untyped_storage()
+            key = id(storage)
+            if key in self._sizes:  # two outputs of one operator sharing a new storage
+                continue
+            self._sizes[key] = int(storage.nbytes())
+            self.live += self._sizes[key]
+            weakref.finalize(storage, self._release, key)
+        self.peak = max(self.peak, self.live)
+
+    def _release(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+
+def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any],
+               memory: _LiveBytes | None) -> Any:
     dk = torch._C.DispatchKey
     after_python = torch._C._dispatch_keyset_full_after(dk.Python)
 
@@ -347,6 +260,10 @@ def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any]) -> 
             super().__init__()
             self.ops: list[OpCost] = []
             self.unknown: set[str] = set()
+
+        @property
+        def peak(self) -> int | None:
+            return memory.peak if memory is not None else None
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
                                kwargs: Any = None) -> Any:
@@ -384,13 +301,20 @@ def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any]) -> 
 
         def _record(self, func: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
             op_class = classify(name, func)
+            shapes = _shapes((args, kwargs), torch) + _shapes(out, torch)
+            dtype = _dtype(args, out, torch)
+            if op_class != "view" and memory is not None:
+                fresh = [t for t in _tensors(out, torch) if memory.is_new(t)]
+                if not fresh and not func._schema.is_mutable:
+                    op_class = "view"  # an alias: it neither allocates nor writes
+                memory.allocate(fresh)
             if op_class == "view":
-                self.ops.append(OpCost(name, "view", _dtype(args, out, torch), 0.0, 0.0, 0))
+                self.ops.append(OpCost(name, "view", dtype, 0.0, 0.0, 0, shapes=shapes))
                 return
             nbytes = op_bytes(func, args, kwargs, out, torch)
             flops = self._flops(name, op_class, args, kwargs, out)
-            self.ops.append(OpCost(name, op_class, _dtype(args, out, torch), flops, nbytes, 1,
-                                   variant=_variant(op_class, args, out)))
+            self.ops.append(OpCost(name, op_class, dtype, flops, nbytes, 1,
+                                   variant=_variant(op_class, args, out), shapes=shapes))
 
         def _flops(self, name: str, op_class: str, args: Any, kwargs: Any, out: Any) -> float:
             formula = registry.get(name)
@@ -455,18 +379,6 @@ def _dtype(args: Any, out: Any, torch: Any) -> str:
     return "float32"
 
 
-def _host_nbytes(value: Any) -> float:
-    if isinstance(value, (tuple, list)):
-        return sum(_host_nbytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_host_nbytes(v) for v in value.values())
-    if hasattr(value, "element_size") and hasattr(value, "numel"):
-        return float(value.element_size() * value.numel())
-    if hasattr(value, "nbytes"):
-        return float(value.nbytes)
-    return 0.0
-
-
 def _count_modules(torch: Any) -> tuple[list[int], Any]:
     calls = [0]
 
@@ -474,50 +386,6 @@ def _count_modules(torch: Any) -> tuple[list[int], Any]:
         calls[0] += 1
 
     return calls, torch.nn.modules.module.register_module_forward_pre_hook(hook)
-
-
-def _choose_tensors(tensors: str, workload: Any, size: str, dtype: str, mode: str) -> bool:
-    """True for real tensors. ``auto``: real unless the analytic FLOPs are large."""
-    if tensors not in ("auto", "real", "fake"):
-        raise InvalidInputError(f"tensors must be auto, real or fake, not {tensors!r}")
-    if tensors != "auto":
-        return tensors == "real"
-    try:
-        estimate = workload.cost(size, dtype, mode).flops
-    except Exception:  # a workload without an analytic cost: running it is the safe default
-        return True
-    return not estimate > REAL_FLOPS_LIMIT
-
-
-def torch_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference", *,
-                tensors: str = "auto") -> WorkloadCosts:
-    """Per-operator costs of one call of ``workload`` as torch runs it eagerly.
-
-    Built on the CPU; ``tensors`` is ``real`` (the call runs), ``fake`` (shapes only) or
-    ``auto``. Training steps are recorded on the second call, after optimizer state exists.
-    """
-    from chipfit.backends import get_backend
-    from chipfit.spec import DeviceRef
-
-    size = workload.parse_size(size)
-    real = _choose_tensors(tensors, workload, size, dtype, mode)
-    backend = get_backend("torch")
-    with backend.session(DeviceRef("torch", "cpu")) as session:
-        prepared = workload.build("torch", size, dtype, mode, session)
-        args = dict(workload=workload.name, size=size, dtype=dtype, mode=mode,
-                    items=prepared.items)
-        if real:
-            return trace_torch(prepared.fn, prepared.host_args, tensors="real", **args)
-        try:
-            return trace_torch(prepared.fn, prepared.host_args, tensors="fake", **args)
-        except Exception as exc:  # an op fake tensors cannot run (data-dependent shapes ...)
-            if tensors == "fake":
-                why = f"{type(exc).__name__}: {exc}"
-                raise UnsupportedError(f"{workload.name} cannot be traced on fake tensors "
-                                       f"({why}); use tensors='real'") from exc
-        prepared = workload.build("torch", size, dtype, mode, session)  # fresh state
-        costs = trace_torch(prepared.fn, prepared.host_args, tensors="real", **args)
-        return replace(costs, notes=costs.notes + ("fake tensors failed; the call was run",))
 
 
 def trace_torch(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str = "call",
@@ -540,7 +408,7 @@ def trace_torch(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str 
         notes.append(f"fused kernels counted whole, not by the kernels inside them: "
                      f"{', '.join(fused)} ({tensors} tensors; real ones look inside)")
     return WorkloadCosts(workload, size, dtype, mode, "torch", f"torch-dispatch:{tensors}",
-                         merge_ops(ops), _host_nbytes(args), _host_nbytes(out), items, 0,
+                         merge_ops(ops), host_nbytes(args), host_nbytes(out), items, 0,
                          modules, tuple(notes))
 
 
@@ -557,7 +425,8 @@ def _record_call(torch: Any, fn: Callable[..., Any], args: tuple[Any, ...], fake
     with context:
         if mode != "inference":
             fn(*args)  # the first step creates optimizer state: record the second
-        recorder = _Recorder(torch, real)
+        resident = [a for a in args if isinstance(a, torch.Tensor)]
+        recorder = tracer(real, resident, track_memory=True)  # memory: to see aliases
         calls, handle = _count_modules(torch)
         try:
             with recorder:
@@ -565,63 +434,3 @@ def _record_call(torch: Any, fn: Callable[..., Any], args: tuple[Any, ...], fake
         finally:
             handle.remove()
     return recorder.ops, out, calls[0], recorder.unknown
-
-
-def jax_costs(workload: Any, size: str, dtype: str = "float32",
-              mode: str = "inference") -> WorkloadCosts:
-    """Per-kernel costs of the workload's compiled XLA program (CPU compilation)."""
-    import jax
-
-    from chipfit.cost import _hlo
-    from chipfit.backends import get_backend
-    from chipfit.spec import DeviceRef
-
-    size = workload.parse_size(size)
-    backend = get_backend("jax")
-    with backend.session(DeviceRef("jax", "cpu", 0)) as session:
-        prepared = workload.build("jax", size, dtype, mode, session)
-    fn, lead = _jax_program(jax, prepared.fn)
-    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
-                                   (*lead, *prepared.host_args))
-    compiled = fn.lower(*specs).compile()
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older jax returned one dict per device
-        analysis = analysis[0] if analysis else {}
-    kernels = _hlo.entry_kernels(compiled.as_text())
-    out = jax.eval_shape(fn, *specs)
-    if lead:  # a stateful step returns (new state ..., value): only the value comes back
-        out = jax.tree_util.tree_leaves(out)[-1:]
-    out_bytes = sum(math.prod(o.shape) * o.dtype.itemsize for o in jax.tree_util.tree_leaves(out))
-    ops = merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count)
-                    for k in kernels)
-    note = (f"XLA cost_analysis: {float(analysis.get('flops', 0)):.4g} FLOPs, "
-            f"{float(analysis.get('bytes accessed', 0)):.4g} bytes accessed (loop bodies once)")
-    return WorkloadCosts(workload.name, size, dtype, mode, "jax", "xla-hlo", ops,
-                         _host_nbytes(prepared.host_args), float(out_bytes), prepared.items, 1, 0,
-                         (note,))
-
-
-def _jax_program(jax: Any, fn: Any) -> tuple[Any, tuple[Any, ...]]:
-    """The jitted pure program behind a workload's ``fn`` and its leading (state) arguments."""
-    program = getattr(fn, "program", None)
-    if program is not None:  # a stateful call (train step): cost the pure program
-        pure, lead = program
-        return pure, tuple(lead)
-    return (fn if hasattr(fn, "lower") else jax.jit(fn)), ()
-
-
-def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
-                  backend: str = "torch", *, tensors: str = "auto") -> WorkloadCosts:
-    """Costs of ``workload`` (a name or a :class:`~chipfit.workloads.Workload`) on ``backend``."""
-    if isinstance(workload, str):
-        from chipfit.workloads import get_workload
-
-        workload = get_workload(workload)
-    if backend not in workload.backends():
-        raise UnsupportedError(f"{workload.name} has no {backend} implementation "
-                               f"(it has: {', '.join(workload.backends()) or 'none'})")
-    if backend == "jax":
-        return jax_costs(workload, size, dtype, mode)
-    if backend == "torch":
-        return torch_costs(workload, size, dtype, mode, tensors=tensors)
-    raise UnsupportedError(f"no cost extraction for backend {backend!r}")

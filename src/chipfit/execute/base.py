@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
-from chipfit.errors import UnknownNameError
 from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job
 
-__all__ = ["EXECUTORS", "Executor", "InlineExecutor", "get_executor"]
+__all__ = ["Executor", "Outcome"]
 
-EXECUTORS = ("inline", "subprocess", "ray")
 Outcome = tuple[Job, Measurement]
 
 
@@ -55,33 +52,3 @@ class Executor(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class InlineExecutor(Executor):
-    """Every job in this process, in plan order (fastest start, no isolation)."""
-
-    name = "inline"
-
-    def __init__(self, runner: Any = None) -> None:
-        self.runner = runner
-
-    def run(self, jobs: Sequence[Job], discovery: Discovery) -> Iterator[Outcome]:
-        from chipfit.execute._worker import run_here
-
-        for job in jobs:
-            yield job, run_here(job, discovery, self.runner)
-
-
-def get_executor(name: str, **options: Any) -> Executor:
-    """The executor called ``name`` (see :data:`EXECUTORS`); options go to its constructor."""
-    if name == "inline":
-        return InlineExecutor(**options)
-    if name == "subprocess":
-        from chipfit.execute.subprocess import SubprocessExecutor
-
-        return SubprocessExecutor(**options)
-    if name == "ray":
-        from chipfit.execute.ray import RayExecutor
-
-        return RayExecutor(**options)
-    raise UnknownNameError("executor", name, EXECUTORS)

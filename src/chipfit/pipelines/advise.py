@@ -223,7 +223,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
     they take part in the cost objective and the budget.
     """
-    from chipfit.cost.torch import extract_costs
+    from chipfit.execute.costs import extract_costs
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
     from chipfit.hardware.catalog import load_catalog

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from chipfit._version import __version__
 from chipfit.discovery import resolve_devices
 from chipfit.errors import InvalidInputError
-from chipfit.execute.base import Executor, InlineExecutor
+from chipfit.execute.base import Executor
+from chipfit.execute.inline import InlineExecutor
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import MODES, DeviceRef, Job, TimingConfig, parse_dtype
 from chipfit.workloads import get_workload

@@ -407,7 +407,7 @@ def _measure_copies(session: Any, run: _Run) -> tuple[float | None, float | None
 
 def _checks(run: _Run, cal: Calibration) -> tuple[tuple[str, float, float], ...]:
     """Predict and measure held-out points (sizes not on any ladder)."""
-    from chipfit.cost.torch import OpCost, WorkloadCosts
+    from chipfit.cost.records import OpCost, WorkloadCosts
     from chipfit.analysis.roofline import predict
 
     roofs = roofs_from_calibration(cal)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.cost.torch import WorkloadCosts, extract_costs
+from chipfit.cost.records import WorkloadCosts
+from chipfit.execute.costs import extract_costs
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict
 from chipfit.errors import UnknownNameError
 

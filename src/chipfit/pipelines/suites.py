@@ -395,7 +395,7 @@ def run_suite(name: str, devices: Iterable[str] | None = None, *, quick: bool = 
     """Measure suite ``name`` (see :data:`SUITES`) like :func:`chipfit.pipelines.bench.bench` does a
     list of workloads: same executors, store and resume; the run's settings name the suite."""
     from chipfit.discovery import resolve_devices
-    from chipfit.execute.base import InlineExecutor
+    from chipfit.execute.inline import InlineExecutor
     from chipfit.pipelines.bench import machine_fingerprint, new_run, resume_named, resume_run, run_jobs
 
     suite = get_suite(name)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chipfit.errors import InvalidInputError, OutOfMemoryError
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
+from chipfit.workloads.base import geometric_ladder
 
 if TYPE_CHECKING:
     from chipfit.analysis.crossover import SweepAnalysis
@@ -46,27 +47,6 @@ _FLOP_CAP = (500e9, 20e9)
 _MAX_ESTIMATES = 48  # per limit search; a model's memory estimate can take a second or two
 _REACH = 2**20  # no limit is stated beyond this multiple of the largest size measured
 _LIMIT_KEY = "guard_limit|"
-
-
-def geometric_ladder(start: int, stop: int, points: int | None = None) -> list[int]:
-    """Sizes from ``start`` to ``stop`` inclusive, evenly spaced in log space.
-
-    With ``points`` unset, the ladder doubles (1, 2, 4, ...), ending exactly at ``stop``.
-    """
-    if start <= 0 or stop < start:
-        raise InvalidInputError(f"need 0 < from <= to, got {start}..{stop}")
-    if points is not None and points < 1:
-        raise InvalidInputError(f"need at least one point, got {points}")
-    if points is None:
-        points = int(math.floor(math.log2(stop / start))) + 1
-        if start * 2 ** (points - 1) != stop:
-            points += 1
-    if points <= 1 or start == stop:
-        return [start]
-    ratio = (stop / start) ** (1 / (points - 1))
-    values = sorted({int(round(start * ratio**i)) for i in range(points)})
-    values[-1] = stop
-    return values
 
 
 def _check_axis(workload: Any, axis: str | None) -> None:

@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from chipfit.cost.torch import MATRIX_CLASSES, WorkloadCosts
+from chipfit.cost.records import MATRIX_CLASSES, WorkloadCosts
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
 from chipfit.errors import InvalidInputError, SchemaError
 from chipfit.paths import write_json_atomic
@@ -382,7 +382,7 @@ def local_devices(discovery: Any) -> list[str]:
 
 def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
           discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
-    from chipfit.cost.torch import extract_costs
+    from chipfit.execute.costs import extract_costs
     from chipfit.execute.job import run_job
     from chipfit.spec import DeviceRef, Job
 

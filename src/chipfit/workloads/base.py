@@ -8,6 +8,7 @@ inputs (timing the copy apart), then times ``fn(*device_args)``.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Cost
 
-__all__ = ["Prepared", "Workload", "parse_count"]
+__all__ = ["Prepared", "Workload", "geometric_ladder", "parse_count"]
 
 _SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
 
@@ -37,6 +38,27 @@ def parse_count(text: str, what: str = "size") -> int:
     if value <= 0:
         raise InvalidInputError(f"{what} must be positive, got {text!r}")
     return value
+
+
+def geometric_ladder(start: int, stop: int, points: int | None = None) -> list[int]:
+    """Sizes from ``start`` to ``stop`` inclusive, evenly spaced in log space.
+
+    With ``points`` unset, the ladder doubles (1, 2, 4, ...), ending exactly at ``stop``.
+    """
+    if start <= 0 or stop < start:
+        raise InvalidInputError(f"need 0 < from <= to, got {start}..{stop}")
+    if points is not None and points < 1:
+        raise InvalidInputError(f"need at least one point, got {points}")
+    if points is None:
+        points = int(math.floor(math.log2(stop / start))) + 1
+        if start * 2 ** (points - 1) != stop:
+            points += 1
+    if points <= 1 or start == stop:
+        return [start]
+    ratio = (stop / start) ** (1 / (points - 1))
+    values = sorted({int(round(start * ratio**i)) for i in range(points)})
+    values[-1] = stop
+    return values
 
 
 @dataclass(frozen=True)
@@ -73,8 +95,6 @@ class Workload(abc.ABC):
 
     def ladder(self, start: float, stop: float, points: int | None = None) -> list[str]:
         """A geometric ladder of sizes from ``start`` to ``stop`` (powers of two by default)."""
-        from chipfit.pipelines.sweep import geometric_ladder
-
         return [str(v) for v in geometric_ladder(int(start), int(stop), points)]
 
     @abc.abstractmethod

@@ -20,8 +20,8 @@ trains only the head: the classifier of the vision models and BERT; the last blo
 norm of GPT-2 and of T5's decoder (their output projections are tied to the input
 embeddings, so they are not a separate head).
 
-Cost and memory come from :mod:`chipfit.cost.profile`: FLOPs counted by torch's
-FlopCounterMode on one fake-tensor call of the exact function that is timed; bytes moved
+Cost and memory come from :mod:`chipfit.cost.profile`: matrix FLOPs counted by chipfit's torch
+cost tracer on one fake-tensor call of the exact function that is timed; bytes moved
 under the eager no-reuse model (each operator reads its inputs and writes its outputs once);
 memory from the simulated peak of live tensor bytes plus the weights and inputs.
 """
@@ -115,7 +115,7 @@ class HFModel(Workload):
             lambda model: self.model_call(model, mode, dtype, torch.device("cpu")), batch)
 
     def cost(self, size: str, dtype: str, mode: str = "inference") -> Cost:
-        """FLOPs counted by FlopCounterMode; bytes from the eager traffic model; host<->device
+        """FLOPs counted by the torch cost tracer; bytes from the eager traffic model; host<->device
         bytes are the inputs in and the output (logits, or the scalar loss) out."""
         found = self.profile(size, dtype, mode)
         return Cost(flops=found.flops, bytes_moved=found.bytes_moved,

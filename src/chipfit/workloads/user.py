@@ -327,14 +327,17 @@ class UserWorkload(Workload):
 
     def _count(self, batch: int, mode: str) -> Cost:
         import torch
-        from torch.utils.flop_counter import FlopCounterMode
+
+        from chipfit.cost.records import WorkloadCosts
+        from chipfit.cost.torch import tracer
 
         module = self.model.fresh().eval()
         args = self._inputs(batch)
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
+        trace = tracer()
+        with trace, torch.no_grad():
             module(*args)
-        forward = float(counter.get_total_flops())
+        # the matrix FLOPs of the forward pass (the convention of chipfit.cost.records)
+        forward = WorkloadCosts("call", "", "", "", "torch", "real", tuple(trace.ops)).matrix_flops
         flops = forward if mode == "inference" else 3 * forward  # backward ~ 2x forward
         param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
         input_bytes = sum(a.numel() * a.element_size() for a in args)

@@ -1,0 +1,56 @@
+"""The JAX path: costs of a compiled XLA program, kernel by kernel.
+
+The program is lowered and compiled for the CPU; XLA's own ``cost_analysis()`` gives the
+program's FLOPs (kept as a note), and the optimized HLO's entry computation gives the kernels:
+one per fusion/custom call/top-level op, with bytes from the operand and result shapes (see
+:mod:`chipfit.cost._hlo`). The FLOP convention is :mod:`chipfit.cost.records`'.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from chipfit.cost.records import OpCost, WorkloadCosts, host_nbytes, merge_ops
+
+__all__ = ["trace_xla"]
+
+
+def trace_xla(fn: Any, host_args: tuple[Any, ...], *, workload: str = "call", size: str = "",
+              dtype: str = "float32", mode: str = "inference", items: int = 1) -> WorkloadCosts:
+    """Per-kernel costs of ``fn(*host_args)`` compiled by XLA (``fn`` jitted or plain).
+
+    A stateful call (a train step) exposes its pure program as ``fn.program = (pure, lead)``;
+    the pure program is costed with the leading state arguments in front.
+    """
+    import jax
+
+    from chipfit.cost import _hlo
+
+    fn, lead = _jax_program(jax, fn)
+    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                   (*lead, *host_args))
+    compiled = fn.lower(*specs).compile()
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jax returned one dict per device
+        analysis = analysis[0] if analysis else {}
+    kernels = _hlo.entry_kernels(compiled.as_text())
+    out = jax.eval_shape(fn, *specs)
+    if lead:  # a stateful step returns (new state ..., value): only the value comes back
+        out = jax.tree_util.tree_leaves(out)[-1:]
+    out_bytes = sum(math.prod(o.shape) * o.dtype.itemsize for o in jax.tree_util.tree_leaves(out))
+    ops = merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count)
+                    for k in kernels)
+    note = (f"XLA cost_analysis: {float(analysis.get('flops', 0)):.4g} FLOPs, "
+            f"{float(analysis.get('bytes accessed', 0)):.4g} bytes accessed (loop bodies once)")
+    return WorkloadCosts(workload, size, dtype, mode, "jax", "xla-hlo", ops,
+                         host_nbytes(host_args), float(out_bytes), items, 1, 0, (note,))
+
+
+def _jax_program(jax: Any, fn: Any) -> tuple[Any, tuple[Any, ...]]:
+    """The jitted pure program behind a workload's ``fn`` and its leading (state) arguments."""
+    program = getattr(fn, "program", None)
+    if program is not None:  # a stateful call (train step): cost the pure program
+        pure, lead = program
+        return pure, tuple(lead)
+    return (fn if hasattr(fn, "lower") else jax.jit(fn)), ()

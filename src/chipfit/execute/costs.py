@@ -1,0 +1,96 @@
+"""Costs of a workload: build it on this machine's CPU, then trace one call.
+
+The tracing itself lives in :mod:`chipfit.cost` (torch dispatch tracer, XLA program); this
+module builds the workload through its backend session, as a job would, and hands the call to
+the tracer. ``tensors="auto"`` runs the call for real unless its analytic FLOPs are large, and
+then uses fake tensors (shapes only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from chipfit.cost.records import WorkloadCosts
+from chipfit.cost.torch import trace_torch
+from chipfit.errors import InvalidInputError, UnsupportedError
+
+__all__ = ["extract_costs", "jax_costs", "torch_costs"]
+
+#: Above this many analytic FLOPs, ``tensors="auto"`` uses fake tensors instead of running.
+REAL_FLOPS_LIMIT = 2e11
+
+
+def _choose_tensors(tensors: str, workload: Any, size: str, dtype: str, mode: str) -> bool:
+    """True for real tensors. ``auto``: real unless the analytic FLOPs are large."""
+    if tensors not in ("auto", "real", "fake"):
+        raise InvalidInputError(f"tensors must be auto, real or fake, not {tensors!r}")
+    if tensors != "auto":
+        return tensors == "real"
+    try:
+        estimate = workload.cost(size, dtype, mode).flops
+    except Exception:  # a workload without an analytic cost: running it is the safe default
+        return True
+    return not estimate > REAL_FLOPS_LIMIT
+
+
+def torch_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference", *,
+                tensors: str = "auto") -> WorkloadCosts:
+    """Per-operator costs of one call of ``workload`` as torch runs it eagerly.
+
+    Built on the CPU; ``tensors`` is ``real`` (the call runs), ``fake`` (shapes only) or
+    ``auto``. Training steps are recorded on the second call, after optimizer state exists.
+    """
+    from chipfit.backends import get_backend
+    from chipfit.spec import DeviceRef
+
+    size = workload.parse_size(size)
+    real = _choose_tensors(tensors, workload, size, dtype, mode)
+    backend = get_backend("torch")
+    with backend.session(DeviceRef("torch", "cpu")) as session:
+        prepared = workload.build("torch", size, dtype, mode, session)
+        args = dict(workload=workload.name, size=size, dtype=dtype, mode=mode,
+                    items=prepared.items)
+        if real:
+            return trace_torch(prepared.fn, prepared.host_args, tensors="real", **args)
+        try:
+            return trace_torch(prepared.fn, prepared.host_args, tensors="fake", **args)
+        except Exception as exc:  # an op fake tensors cannot run (data-dependent shapes ...)
+            if tensors == "fake":
+                why = f"{type(exc).__name__}: {exc}"
+                raise UnsupportedError(f"{workload.name} cannot be traced on fake tensors "
+                                       f"({why}); use tensors='real'") from exc
+        prepared = workload.build("torch", size, dtype, mode, session)  # fresh state
+        costs = trace_torch(prepared.fn, prepared.host_args, tensors="real", **args)
+        return replace(costs, notes=costs.notes + ("fake tensors failed; the call was run",))
+
+
+def jax_costs(workload: Any, size: str, dtype: str = "float32",
+              mode: str = "inference") -> WorkloadCosts:
+    """Per-kernel costs of the workload's compiled XLA program (CPU compilation)."""
+    from chipfit.backends import get_backend
+    from chipfit.cost.xla import trace_xla
+    from chipfit.spec import DeviceRef
+
+    size = workload.parse_size(size)
+    with get_backend("jax").session(DeviceRef("jax", "cpu", 0)) as session:
+        prepared = workload.build("jax", size, dtype, mode, session)
+    return trace_xla(prepared.fn, prepared.host_args, workload=workload.name, size=size,
+                     dtype=dtype, mode=mode, items=prepared.items)
+
+
+def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
+                  backend: str = "torch", *, tensors: str = "auto") -> WorkloadCosts:
+    """Costs of ``workload`` (a name or a :class:`~chipfit.workloads.Workload`) on ``backend``."""
+    if isinstance(workload, str):
+        from chipfit.workloads import get_workload
+
+        workload = get_workload(workload)
+    if backend not in workload.backends():
+        raise UnsupportedError(f"{workload.name} has no {backend} implementation "
+                               f"(it has: {', '.join(workload.backends()) or 'none'})")
+    if backend == "jax":
+        return jax_costs(workload, size, dtype, mode)
+    if backend == "torch":
+        return torch_costs(workload, size, dtype, mode, tensors=tensors)
+    raise UnsupportedError(f"no cost extraction for backend {backend!r}")
