@@ -18,8 +18,9 @@ ROOT = Path(chipfit.__file__).parent
 #: equal ranks are siblings (cli and __main__). Within the {hardware, backends, discovery,
 #: cost, workloads} layer the order is strict too, so the layer has no cycle.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors", "paths", "spec", "results"),
+    ("_version", "errors", "paths", "spec"),
     ("timing",),
+    ("results",),  # a Measurement's CI comes from timing.stats
     ("hardware",),
     ("backends",),
     ("discovery",),
@@ -34,6 +35,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "__main__", ""),  # "" is the facade, chipfit/__init__.py
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+#: Lower layers a package must still not import: analysis is pure (numbers in, findings out),
+#: so it measures nothing, and reports render what they are given.
+FORBIDDEN = {"analysis": {"backends", "discovery", "execute"}, "report": {"execute", "pipelines"}}
+#: Packages only these may import (the subcommands are the CLI's).
+ONLY = {"commands": {"cli"}}
 
 
 def module_name(path: Path) -> str:
@@ -86,6 +92,8 @@ def violations(source: str, module: str, is_package: bool = False) -> list[str]:
             bad.append(f"{module}:{line} imports {target}: unknown layer (add it to LAYERS)")
         elif RANK[other] > RANK[own]:
             bad.append(f"{module}:{line} imports {target}, a higher layer")
+        elif other in FORBIDDEN.get(own, ()) or own not in ONLY.get(other, {own}):
+            bad.append(f"{module}:{line} imports {target}, which it must not")
     return bad
 
 
@@ -162,13 +170,18 @@ def test_the_checker_catches_an_upward_import_inside_a_function() -> None:
 
 
 def test_the_checker_catches_the_rules_the_layers_stand_for() -> None:
-    cases = {
+    must_not = {
         ("chipfit.analysis.fake", "import chipfit.backends.torch"): "chipfit.backends.torch",
         ("chipfit.analysis.fake", "from chipfit.execute import job"): "chipfit.execute.job",
         ("chipfit.analysis.fake", "from chipfit.discovery import discover"): "chipfit.discovery",
-        ("chipfit.store.fake", "from chipfit.report import fmt"): "chipfit.report.fmt",
-        ("chipfit.report.fake", "from chipfit.pipelines.sweep import sweep"): "chipfit.pipelines.sweep",
         ("chipfit.report.fake", "from chipfit.execute.base import Executor"): "chipfit.execute.base",
+        ("chipfit", "from chipfit.commands import bench"): "chipfit.commands.bench",
+        ("chipfit.report.fake", "from chipfit.pipelines.sweep import sweep"): "chipfit.pipelines.sweep",
+    }
+    for (module, source), target in must_not.items():
+        assert [f"{module}:1 imports {target}, which it must not"] == violations(source, module)
+    cases = {
+        ("chipfit.store.fake", "from chipfit.report import fmt"): "chipfit.report.fmt",
         ("chipfit.pipelines.fake", "from chipfit.commands import bench"): "chipfit.commands.bench",
         ("chipfit.analysis.fake", "from ..pipelines import predict"): "chipfit.pipelines.predict",
     }
@@ -176,6 +189,7 @@ def test_the_checker_catches_the_rules_the_layers_stand_for() -> None:
         assert [f"{module}:1 imports {target}, a higher layer"] == violations(source, module)
     assert violations("from chipfit.results import Run", "chipfit.analysis.fake") == []
     assert violations("from chipfit.cost.records import OpCost", "chipfit.analysis.fake") == []
+    assert violations("from chipfit.commands import bench", "chipfit.cli") == []
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
