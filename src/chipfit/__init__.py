@@ -171,13 +171,13 @@ def validate(devices: Any = None, **kwargs: Any) -> Any:
 
 def run_suite(name: str = "seeds", devices: Any = None, **kwargs: Any) -> Run:
     """Run a named suite, like ``chipfit bench --suite NAME``."""
-    from chipfit.pipelines.suites import run_suite as _run
+    from chipfit.analysis.suites import run_suite as _run
 
     return _run(name, devices, **kwargs)
 
 
 def check_claims(run: Run, suite: str = "seeds") -> list[Any]:
     """The seed articles' claims checked against ``run``."""
-    from chipfit.pipelines.suites import check_claims as _check
+    from chipfit.analysis.suites import check_claims as _check
 
     return _check(run, suite)

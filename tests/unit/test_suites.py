@@ -12,7 +12,7 @@ from chipfit.errors import UnknownNameError
 from chipfit.report.claims import claims_table, measured_text, verdict_text
 from chipfit.results import DeviceInfo, Discovery, Measurement, Run
 from chipfit.spec import DeviceRef
-from chipfit.pipelines.suites import (
+from chipfit.analysis.suites import (
     FAILS,
     HOLDS,
     SUITES,
@@ -156,7 +156,7 @@ def test_a_failed_or_missing_measurement_makes_a_claim_untestable():
     result = check_claim(_claim("bert-speedup"), oom, SEEDS)
     assert verdict_text(result) == "not testable here: the GPU run failed (oom)"
     missing = Claim("x", "seeds/x", "q", "latency", "lstm-train", value=1.0)
-    from chipfit.pipelines.suites import Experiment, Suite
+    from chipfit.analysis.suites import Experiment, Suite
 
     suite = Suite("t", "", (Experiment("lstm-train", "no-such-net", ("4",), mode="train"),),
                   (missing,))

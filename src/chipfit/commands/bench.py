@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noqa: ANN001, ANN202
     """``--suite NAME``: the suite's own experiments instead of --workloads and friends."""
     from chipfit.errors import InvalidInputError
-    from chipfit.pipelines.suites import get_suite, run_suite
+    from chipfit.analysis.suites import get_suite, run_suite
 
     suite = get_suite(args.suite)
     if args.sizes or args.modes or args.dtypes != "float32" or (
@@ -77,7 +77,7 @@ def _suite_view(name: str):  # noqa: ANN202
 
     from chipfit.report.claims import claims_table
     from chipfit.report.terminal import bench_table
-    from chipfit.pipelines.suites import check_claims, get_suite
+    from chipfit.analysis.suites import check_claims, get_suite
 
     suite = get_suite(name)
     if not suite.claims:

@@ -1,6 +1,6 @@
 """The seed articles' claims beside this machine's measurements: words and a rich table.
 
-:func:`verdict_text` turns a :class:`~chipfit.pipelines.suites.ClaimResult` into the sentence a user
+:func:`verdict_text` turns a :class:`~chipfit.analysis.suites.ClaimResult` into the sentence a user
 reads ("holds", "does not hold: CPU 3.6x slower than claimed", "not testable here: no GPU");
 :func:`measured_text` says what was measured. Only these functions choose words.
 """
@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chipfit.report.fmt import fmt_rate, fmt_seconds
-from chipfit.pipelines.suites import FAILS, HOLDS, ClaimResult
+from chipfit.analysis.suites import FAILS, HOLDS, ClaimResult
 
 __all__ = ["claims_table", "measured_text", "verdict_text"]
 

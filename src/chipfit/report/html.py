@@ -359,7 +359,7 @@ def load_claims(runs: Sequence[Run]) -> list[ClaimRow] | None:
     """The seeds' claims checked against each run; None when this build has no claims check."""
     try:
         from chipfit.report.claims import measured_text, verdict_text
-        from chipfit.pipelines.suites import check_claims
+        from chipfit.analysis.suites import check_claims
     except ImportError:
         return None
     rows = []
