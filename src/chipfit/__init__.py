@@ -171,7 +171,7 @@ def validate(devices: Any = None, **kwargs: Any) -> Any:
 
 def run_suite(name: str = "seeds", devices: Any = None, **kwargs: Any) -> Run:
     """Run a named suite, like ``chipfit bench --suite NAME``."""
-    from chipfit.analysis.suites import run_suite as _run
+    from chipfit.pipelines.suites import run_suite as _run
 
     return _run(name, devices, **kwargs)
 

@@ -1,15 +1,25 @@
-"""Where chipfit keeps results: ``$CHIPFIT_HOME``, else the platform's user data directory."""
+"""Where chipfit keeps results (``$CHIPFIT_HOME``, else the platform's user data directory),
+and the one writer and one reader of chipfit's versioned JSON files.
+
+Every persisted format carries ``format`` and ``schema_version``; a file from a newer chipfit
+is refused (:func:`check_schema`), never misread.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["data_dir", "latest_run", "runs_dir", "write_json_atomic"]
+from chipfit.errors import InvalidInputError, SchemaError
+
+__all__ = ["check_schema", "check_versioned", "data_dir", "latest_run", "read_versioned_json",
+           "runs_dir", "utc_now", "write_json_atomic"]
 
 
 def data_dir() -> Path:
@@ -43,3 +53,40 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
         json.dump(data, fh, indent=1)
     os.replace(tmp, path)
     return path
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second (what every stored timestamp uses)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_schema(version: Any, supported: int, origin: str, then: str) -> None:
+    """Refuse a ``schema_version`` newer than ``supported`` (or not a number); ``then`` says
+    what to do next (e.g. "upgrade chipfit to read it")."""
+    if not isinstance(version, int) or version > supported:
+        raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
+                          f"understands ({supported}); {then}")
+
+
+def check_versioned(data: Any, fmt: str, supported: int, origin: str, what: str,
+                    then: str) -> dict[str, Any]:
+    """``data`` if it is a chipfit ``what`` file (``format`` ``fmt``) this chipfit can read."""
+    if not isinstance(data, Mapping) or data.get("format") != fmt:
+        raise InvalidInputError(f"{origin} is not a chipfit {what} file")
+    check_schema(data.get("schema_version"), supported, origin, then)
+    return dict(data)
+
+
+def read_versioned_json(path: str | os.PathLike[str], fmt: str, supported: int, what: str,
+                        then: str) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_json_atomic` and check it with
+    :func:`check_versioned`; unreadable or malformed files are one-line usage errors."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return check_versioned(data, fmt, supported, str(path), what, then)

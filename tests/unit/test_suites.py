@@ -21,8 +21,8 @@ from chipfit.analysis.suites import (
     check_claim,
     check_claims,
     get_suite,
-    plan_suite,
 )
+from chipfit.pipelines.suites import plan_suite
 
 SEEDS = get_suite("seeds")
 CPU = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "a CPU", 16 * 2**30, cores=2, threads=2)

@@ -19,21 +19,14 @@ Suites:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from chipfit.errors import InvalidInputError, UnknownNameError
 from chipfit.results import Discovery, Measurement, Run
-from chipfit.spec import DeviceRef, Job, TimingConfig
-
-if TYPE_CHECKING:
-    from chipfit.execute.base import Executor
-    from chipfit.pipelines.bench import OnResult
-    from chipfit.store.sqlite import Store
+from chipfit.spec import DeviceRef
 
 __all__ = ["SUITES", "Claim", "ClaimResult", "Experiment", "Suite", "check_claims",
-           "get_suite", "plan_suite", "run_suite"]
+           "get_suite"]
 
 SEED_000 = "seeds/000_67277af60e0d9b27.txt"
 SEED_001 = "seeds/001_e56c6a2e2a6f92d7.txt"
@@ -206,59 +199,17 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-# ---- planning -----------------------------------------------------------------------------
-
 def _kind(discovery: Discovery, device: str) -> str:
     info = discovery.get(str(DeviceRef.parse(device).base))
     return info.kind if info is not None else "other"
 
 
-def _auto_devices(exp: Experiment, discovery: Discovery) -> list[DeviceRef]:
-    """The first device of each kind (every GPU) of the experiment's backend."""
-    refs: list[DeviceRef] = []
-    for kind in exp.kinds:
-        found = [DeviceRef.parse(d.ref) for d in discovery.devices
-                 if d.kind == kind and d.backend == exp.backend]
-        refs += found if kind == "gpu" else found[:1]
-    return refs
 
-
-def _available(name: str) -> bool:
+def available(name: str) -> bool:
+    """Whether workload ``name`` is installed in this build."""
     from chipfit.workloads import all_workloads
 
     return any(w.name == name for w in all_workloads())
-
-
-def plan_suite(suite: Suite, discovery: Discovery, devices: Sequence[DeviceRef] | None = None,
-               *, quick: bool = False, timing: TimingConfig | None = None) -> list[Job]:
-    """Jobs for ``suite``: each experiment on its devices, or on those of ``devices`` that run
-    its framework (a "kinds" suite's experiments each belong to one) and have a builder for
-    it. Experiments whose workload is not installed, or whose required device kind is
-    absent, are left out (their claims report why)."""
-    from chipfit.pipelines.bench import default_devices
-    from chipfit.workloads import get_workload
-
-    timing = timing or (TimingConfig.quick() if quick else TimingConfig())
-    present = {d.kind for d in discovery.devices}
-    jobs: list[Job] = []
-    for exp in suite.experiments:
-        if not _available(exp.workload) or (exp.requires and exp.requires not in present):
-            continue
-        workload = get_workload(exp.workload)
-        if devices is not None:
-            refs = list(devices)
-        elif suite.devices == "all":
-            refs = default_devices(discovery)
-        else:
-            refs = _auto_devices(exp, discovery)
-        if suite.devices == "kinds":  # each experiment belongs to one framework
-            refs = [r for r in refs if r.backend == exp.backend]
-        refs = [r for r in refs if r.backend in workload.backends()]
-        for size in exp.sizes_for(quick):
-            canonical = workload.parse_size(size)
-            jobs += [Job(exp.workload, canonical, ref, exp.dtype, exp.mode, timing)
-                     for ref in refs]
-    return jobs
 
 
 # ---- checking claims (pure) -------------------------------------------------------------
@@ -284,7 +235,7 @@ def _pair(run: Run, claim: Claim, suite: Suite) -> tuple[list[Measurement], str]
     for kind in kinds:
         if not any(d.kind == kind for d in run.discovery.devices):
             return [], f"no_{kind}"
-    if not _available(exp.workload) and not _measured_anywhere(run, exp):
+    if not available(exp.workload) and not _measured_anywhere(run, exp):
         return [], f"missing:{exp.workload}"
     picked = []
     for kind in kinds:
@@ -384,40 +335,3 @@ def check_claims(run: Run, suite: Suite | str = "seeds") -> list[ClaimResult]:
     holding the same experiments)."""
     suite = get_suite(suite) if isinstance(suite, str) else suite
     return [check_claim(c, run, suite) for c in suite.claims]
-
-
-# ---- running ------------------------------------------------------------------------------
-
-def run_suite(name: str, devices: Iterable[str] | None = None, *, quick: bool = False,
-              timing: TimingConfig | None = None, on_result: OnResult | None = None,
-              discovery: Discovery | None = None, executor: Executor | None = None,
-              store: Store | None = None, resume: bool | str = False) -> Run:
-    """Measure suite ``name`` (see :data:`SUITES`) like :func:`chipfit.pipelines.bench.bench` does a
-    list of workloads: same executors, store and resume; the run's settings name the suite."""
-    from chipfit.discovery import resolve_devices
-    from chipfit.execute.inline import InlineExecutor
-    from chipfit.pipelines.bench import machine_fingerprint, new_run, resume_named, resume_run, run_jobs
-
-    suite = get_suite(name)
-    executor = executor or InlineExecutor()
-    resumed = resume_named(resume, store, on_result, executor)
-    if resumed is not None:
-        return resumed
-    discovery = discovery or executor.discover()
-    refs = resolve_devices(devices, discovery) if devices else None
-    jobs = plan_suite(suite, discovery, refs, quick=quick, timing=timing)
-    timing = timing or (TimingConfig.quick() if quick else TimingConfig())
-    settings = {"suite": name, "devices": ",".join(map(str, refs)) if refs else "suite",
-                "quick": str(quick), "timing": repr(timing)}
-    command = f"bench --suite {name}"
-    if resume:
-        found = store.find_resumable(  # type: ignore[union-attr]
-            command, settings, dict(machine_fingerprint())["fingerprint"])
-        if found is None:
-            raise InvalidInputError(f"no unfinished {command} run with these settings to resume")
-        run, todo = resume_run(store, found)
-        return run_jobs(todo, run, on_result, executor=executor, store=store)
-    run = new_run(command, discovery, {**settings, **executor.settings()})
-    if store is not None:
-        store.begin_run(run, jobs)
-    return run_jobs(jobs, run, on_result, executor=executor, store=store)

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noqa: ANN001, ANN202
     """``--suite NAME``: the suite's own experiments instead of --workloads and friends."""
     from chipfit.errors import InvalidInputError
-    from chipfit.analysis.suites import get_suite, run_suite
+    from chipfit.analysis.suites import get_suite
+    from chipfit.pipelines.suites import run_suite
 
     suite = get_suite(args.suite)
     if args.sizes or args.modes or args.dtypes != "float32" or (

@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from chipfit.errors import InvalidInputError, SchemaError, UnknownNameError
+from chipfit.errors import InvalidInputError, UnknownNameError
+from chipfit.paths import check_schema
 
 __all__ = [
     "CATALOG_SCHEMA_VERSION", "FIGURES", "PRECISIONS", "Catalog", "Efficiency", "Figure",
@@ -289,10 +290,7 @@ def _spec(key: str, dev: Mapping[str, Any], data: Mapping[str, Any]) -> Hardware
 
 def parse_catalog(data: Mapping[str, Any], origin: str = "catalog") -> Catalog:
     """Build a :class:`Catalog` from parsed TOML, refusing newer schemas and bad data."""
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > CATALOG_SCHEMA_VERSION:
-        raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
-                          f"understands ({CATALOG_SCHEMA_VERSION}); upgrade chipfit")
+    check_schema(data.get("schema_version"), CATALOG_SCHEMA_VERSION, origin, "upgrade chipfit")
     problems = catalog_problems(data)
     if problems:
         raise InvalidInputError(f"{origin} is not a valid hardware catalog: {problems[0]}"

@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from chipfit._version import __version__
+from chipfit.paths import utc_now
 from chipfit.discovery import resolve_devices
 from chipfit.errors import InvalidInputError
 from chipfit.execute.base import Executor
@@ -82,13 +83,9 @@ def machine_fingerprint() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(facts.items()))
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Run(run_id=f"{stamp}-{uuid.uuid4().hex[:6]}", command=command, started_at=_now(),
+    return Run(run_id=f"{stamp}-{uuid.uuid4().hex[:6]}", command=command, started_at=utc_now(),
                machine=machine_fingerprint(), discovery=discovery, chipfit_version=__version__,
                settings=tuple(sorted(settings.items())))
 
@@ -112,9 +109,9 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                     store.add_measurement(run.run_id, m)
                 if on_result is not None:
                     on_result(i, len(jobs), job, m, run)
-        run = replace(run, finished_at=_now())
+        run = replace(run, finished_at=utc_now())
     except KeyboardInterrupt:
-        run = replace(run, measurements=tuple(done), interrupted=True, finished_at=_now())
+        run = replace(run, measurements=tuple(done), interrupted=True, finished_at=utc_now())
     if store is not None:
         store.finish_run(run)
     return run

@@ -26,7 +26,6 @@ curves are derived from them.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -36,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.analysis.roofline import Curve, Roofs
-from chipfit.errors import InvalidInputError, SchemaError, UnsupportedError
-from chipfit.paths import write_json_atomic
+from chipfit.errors import UnsupportedError
+from chipfit.paths import check_versioned, read_versioned_json, utc_now, write_json_atomic
 from chipfit.spec import DeviceRef, TimingConfig, parse_dtype
 
 __all__ = ["CALIBRATION_SCHEMA_VERSION", "CalPoint", "Calibration", "calibrate",
@@ -46,6 +45,7 @@ __all__ = ["CALIBRATION_SCHEMA_VERSION", "CalPoint", "Calibration", "calibrate",
 # History: 1 = chipfit 0.1 (curves, overheads, raw points, held-out checks).
 CALIBRATION_SCHEMA_VERSION = 1
 FORMAT = "chipfit-calibration"
+_UPGRADE = "upgrade chipfit or run chipfit calibrate again"
 
 MATMUL_SIDES = (48, 96, 192, 384, 768, 1536)
 # Few-row matmuls (rows x k @ k x k), per variant of chipfit.cost.torch.matmul_variant.
@@ -458,7 +458,7 @@ def calibrate(device: str | DeviceRef = "torch:cpu", *, dtypes: Sequence[str] = 
         cal = Calibration(
             device=str(ref), name=info.name if info else str(ref),
             kind=info.kind if info else "cpu",
-            backend=ref.backend, created_at=_now(), chipfit_version=_version(),
+            backend=ref.backend, created_at=utc_now(), chipfit_version=_version(),
             machine=_machine(), points=(), matmul=tuple(matmul.items()), conv=tuple(conv.items()),
             bandwidth=bandwidth, h2d_bw=h2d, d2h_bw=d2h, asynchronous=not ref.is_cpu,
             memory_bytes=float(info.memory_bytes) if info and info.memory_bytes else None,
@@ -473,10 +473,6 @@ def _calibration_timing(quick: bool) -> TimingConfig:
                             budget_s=0.3)
     return TimingConfig(warmup_s=0.05, min_block_s=0.005, min_samples=7, target_rel_ci=0.03,
                         budget_s=1.0)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _version() -> str:
@@ -519,13 +515,8 @@ def _curves(raw: dict[str, Any]) -> tuple[tuple[str, Curve], ...]:
 
 
 def _from_dict(data: dict[str, Any], origin: str) -> Calibration:
-    if data.get("format") != FORMAT:
-        raise InvalidInputError(f"{origin} is not a chipfit calibration file")
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > CALIBRATION_SCHEMA_VERSION:
-        raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
-                          f"understands ({CALIBRATION_SCHEMA_VERSION}); upgrade chipfit or "
-                          "run chipfit calibrate again")
+    data = check_versioned(data, FORMAT, CALIBRATION_SCHEMA_VERSION, origin, "calibration",
+                           _UPGRADE)
     points = tuple(CalPoint(**{k: (math.nan if v is None else v) for k, v in p.items()})
                    for p in data.get("points", ()))
     plain = {k: data[k] for k in ("device", "name", "kind", "backend", "created_at",
@@ -553,12 +544,7 @@ def load_calibration(device: str | DeviceRef | None = None,
     path = Path(path) if path is not None else calibration_path(device or "torch:cpu")
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"cannot read calibration {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path} is not a chipfit calibration file")
+    data = read_versioned_json(path, FORMAT, CALIBRATION_SCHEMA_VERSION, "calibration", _UPGRADE)
     return _from_dict(data, str(path))
 
 

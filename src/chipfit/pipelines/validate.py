@@ -25,7 +25,6 @@ reported beside it. Nothing in this module prints.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -37,8 +36,8 @@ from typing import Any
 
 from chipfit.cost.records import MATRIX_CLASSES, WorkloadCosts
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
-from chipfit.errors import InvalidInputError, SchemaError
-from chipfit.paths import write_json_atomic
+from chipfit.errors import InvalidInputError
+from chipfit.paths import check_schema, read_versioned_json, utc_now, write_json_atomic
 
 __all__ = ["Case", "ReferenceCase", "ValidationReport", "mape", "reference_cases",
            "save_validation", "load_validation", "validate"]
@@ -183,10 +182,6 @@ def _kind(key: str) -> str:
     return catalog[key].kind if key in catalog else "?"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 # ----------------------------------------------------------------- published results
 
 @lru_cache(maxsize=1)
@@ -199,8 +194,7 @@ def reference_rows() -> tuple[dict[str, Any], ...]:
     data_file = resources.files("chipfit.hardware").joinpath("data/reference_results.toml")
     text = data_file.read_text("utf-8")
     data = _toml().loads(text)
-    if data.get("schema_version", 0) > 1:
-        raise SchemaError("reference_results.toml is newer than this chipfit; upgrade chipfit")
+    check_schema(data.get("schema_version", 0), 1, "reference_results.toml", "upgrade chipfit")
     return tuple(data["results"])
 
 
@@ -433,7 +427,7 @@ def validate(devices: Sequence[str] | None = None, *, quick: bool = True,
     from chipfit.spec import TimingConfig
 
     progress = progress or (lambda s: None)
-    started = _now()
+    started = utc_now()
     discovery = discover()
     refs = ([str(r) for r in resolve_devices(devices, discovery)] if devices
             else local_devices(discovery))
@@ -452,7 +446,7 @@ def validate(devices: Sequence[str] | None = None, *, quick: bool = True,
             on_case(cases[-1])
     progress("published results")
     refs_cases = reference_cases() if references else ()
-    return ValidationReport(tuple(cases), refs_cases, started, _now(), quick, tuple(refs),
+    return ValidationReport(tuple(cases), refs_cases, started, utc_now(), quick, tuple(refs),
                             tuple(calibrations))
 
 
@@ -474,17 +468,8 @@ def load_validation(path: str | os.PathLike[str] | None = None) -> dict[str, Any
     path = Path(path) if path is not None else validation_path()
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InvalidInputError(f"{path} is not a chipfit validation file")
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > VALIDATION_SCHEMA_VERSION:
-        raise SchemaError(f"{path} has schema version {version}, newer than this chipfit "
-                          f"understands ({VALIDATION_SCHEMA_VERSION}); run chipfit validate again")
-    return data
+    return read_versioned_json(path, FORMAT, VALIDATION_SCHEMA_VERSION, "validation",
+                               "run chipfit validate again")
 
 
 def catalog_band() -> tuple[float, str]:

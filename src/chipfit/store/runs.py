@@ -9,7 +9,6 @@ misread. History of ``SCHEMA_VERSION``:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -17,8 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from chipfit.errors import InvalidInputError, SchemaError
-from chipfit.paths import write_json_atomic
+from chipfit.paths import check_versioned, read_versioned_json, write_json_atomic
 from chipfit.results import Discovery, Measurement, Run, from_plain
 
 __all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
@@ -26,6 +24,7 @@ __all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to
 
 SCHEMA_VERSION = 1
 FORMAT = "chipfit-run"
+_UPGRADE = "upgrade chipfit to read it"
 
 
 def _jsonable(value: Any) -> Any:
@@ -59,12 +58,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
 
 
 def run_from_dict(data: Mapping[str, Any], origin: str = "input") -> Run:
-    if data.get("format") != FORMAT:
-        raise InvalidInputError(f"{origin} is not a chipfit results file")
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
-                          f"understands ({SCHEMA_VERSION}); upgrade chipfit to read it")
+    data = check_versioned(data, FORMAT, SCHEMA_VERSION, origin, "results", _UPGRADE)
     return Run(
         run_id=data["run_id"], command=data.get("command", ""),
         started_at=data.get("started_at", ""), finished_at=data.get("finished_at", ""),
@@ -90,17 +84,9 @@ def save_run(run: Run, path: str | os.PathLike[str]) -> Path:
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path} is not a chipfit results file")
-    return run_from_dict(data, str(path))
+    """Read a results JSON file (any schema version up to :data:`SCHEMA_VERSION`)."""
+    return run_from_dict(read_versioned_json(path, FORMAT, SCHEMA_VERSION, "results", _UPGRADE),
+                         str(path))
 
 
 CSV_COLUMNS = (

@@ -18,7 +18,6 @@ are rows of the ``schema_migrations`` table, and a database from a newer chipfit
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import json
 import os
@@ -29,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chipfit.errors import ChipfitError, InvalidInputError, SchemaError
-from chipfit.paths import data_dir
+from chipfit.errors import ChipfitError, InvalidInputError
+from chipfit.paths import check_schema, data_dir, utc_now
 from chipfit.results import Discovery, Measurement, Run, from_plain
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
@@ -133,10 +132,6 @@ def measurement_key(m: Measurement) -> Key:
     return (m.workload, m.size, m.device, m.dtype, m.mode)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     """Turn sqlite's errors into chipfit's, naming the file and what to do."""
 
@@ -210,7 +205,7 @@ class Store:
                     for sql in statements:
                         conn.execute(sql)
                     conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                                 (version, description, _now()))
+                                 (version, description, utc_now()))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _check(self, conn: sqlite3.Connection) -> int:
@@ -222,9 +217,7 @@ class Store:
                                         "pass --db with another file")
             return 0
         current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
-        if current > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path} has schema version {current}, newer than this chipfit "
-                              f"understands ({SCHEMA_VERSION}); upgrade chipfit to use it")
+        check_schema(current, SCHEMA_VERSION, str(self.path), "upgrade chipfit to use it")
         return current
 
     @contextlib.contextmanager
@@ -267,7 +260,7 @@ class Store:
                            (run_id,)).fetchone()[0]
         conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                      (run_id, seq, key_text(measurement_key(m)), m.workload, m.size, m.device,
-                      m.dtype, m.mode, m.status, m.source, _now(), json.dumps(m.to_dict())))
+                      m.dtype, m.mode, m.status, m.source, utc_now(), json.dumps(m.to_dict())))
 
     @_guarded
     def finish_run(self, run: Run) -> None:
