@@ -8,7 +8,7 @@ its numbers came from in ``source`` (``measured``, ``predicted``, ``catalog``, `
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -20,6 +20,7 @@ __all__ = [
     "Cost",
     "DeviceInfo",
     "Discovery",
+    "GuardLimit",
     "Measurement",
     "Problem",
 ]
@@ -225,6 +226,42 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class GuardLimit:
+    """The largest size the memory guard admits for one series of a run (``predicted`` from
+    the workload's memory estimate; ``size`` None when it cannot be said)."""
+
+    workload: str
+    device: str
+    dtype: str
+    mode: str
+    size: str | None = None
+    source: str = "predicted"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.workload, self.device, self.dtype, self.mode)
+
+
+#: Results schema 1 kept guard limits in the run settings, one key per series.
+LEGACY_LIMIT_PREFIX = "guard_limit|"
+
+
+def split_legacy_limits(settings: Iterable[tuple[str, str]]
+                        ) -> tuple[tuple[tuple[str, str], ...], tuple[GuardLimit, ...]]:
+    """Settings without the schema-1 ``guard_limit|workload|device|dtype|mode`` keys, and those
+    keys as :class:`GuardLimit` values (how old files and databases are read)."""
+    kept: list[tuple[str, str]] = []
+    limits: list[GuardLimit] = []
+    for key, value in settings:
+        if key.startswith(LEGACY_LIMIT_PREFIX):
+            workload, device, dtype, mode = key[len(LEGACY_LIMIT_PREFIX):].rsplit("|", 3)
+            limits.append(GuardLimit(workload, device, dtype, mode, value or None))
+        else:
+            kept.append((key, value))
+    return tuple(kept), tuple(limits)
+
+
+@dataclass(frozen=True)
 class Run:
     """One invocation of bench or sweep: devices seen, measurements made, and context."""
 
@@ -238,3 +275,9 @@ class Run:
     interrupted: bool = False
     chipfit_version: str = ""
     settings: tuple[tuple[str, str], ...] = ()
+    #: The memory guard's limits per series (a sweep records them; see :class:`GuardLimit`).
+    guard_limits: tuple[GuardLimit, ...] = ()
+
+    def limits(self) -> dict[tuple[str, str, str, str], str | None]:
+        """(workload, device, dtype, mode) -> the guard's limit, for every recorded series."""
+        return {g.key: g.size for g in self.guard_limits}

@@ -10,6 +10,7 @@ from chipfit.discovery import discover
 from chipfit.errors import InvalidInputError
 from chipfit.spec import TimingConfig
 from chipfit.pipelines.sweep import guard_limit, guard_limits, sweep
+from chipfit.results import GuardLimit
 
 FAST = TimingConfig(warmup_s=0.01, min_block_s=0.002, min_samples=3, target_rel_ci=0.1,
                     budget_s=0.1)
@@ -36,9 +37,11 @@ def test_sizes_past_the_first_that_does_not_fit_are_not_tried():
     limit = int(summary.guard_limit)
     assert 4194304 <= limit < 67108864
     assert limit == int(64 * 2**20 * 0.9 // 12)
-    # recorded with the run, so a report shows it without estimating again
-    settings = dict(result.run.settings)
-    assert settings["guard_limit|elementwise|torch:cpu@1t|float32|inference"] == str(limit)
+    # recorded with the run (a field, not a settings key), so a report shows it without
+    # estimating again
+    assert result.run.guard_limits == (
+        GuardLimit("elementwise", "torch:cpu@1t", "float32", "inference", str(limit)),)
+    assert not any(k.startswith("guard_limit") for k, _ in result.run.settings)
     assert guard_limits(result.run, compute=False) == {
         ("elementwise", "torch:cpu@1t", "float32", "inference"): str(limit)}
 

@@ -260,3 +260,64 @@ def test_to_dataframe_without_pandas_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "pandas", None)  # makes `import pandas` fail
     with pytest.raises(BackendUnavailableError, match="pip install"):
         to_dataframe(_run())
+
+
+LIMIT_KEY = "guard_limit|matmul|torch:cpu|float32|inference"
+
+
+def test_guard_limits_are_a_field_in_the_database_and_in_run_files(tmp_path: Path) -> None:
+    from chipfit.results import GuardLimit
+    from chipfit.store.runs import load_run, run_to_dict, save_run
+
+    limits = (GuardLimit("matmul", "torch:cpu", "float32", "inference", "4096"),
+              GuardLimit("mlp", "torch:cpu", "float32", "train", None))
+    run = replace(_run(measurements=(_measurement(),)), guard_limits=limits)
+    with open_store(tmp_path / "h.sqlite3") as store:
+        store.begin_run(run, _jobs())
+        assert store.load_run(run.run_id) == run
+    data = run_to_dict(run)
+    assert data["schema_version"] == 2 and not any("|" in k for k in data["settings"])
+    assert data["guard_limits"][0] == {"workload": "matmul", "device": "torch:cpu",
+                                       "dtype": "float32", "mode": "inference",
+                                       "size": "4096", "source": "predicted"}
+    assert load_run(save_run(run, tmp_path / "run.json")) == run
+
+
+def test_a_schema_1_run_file_with_limits_in_its_settings_still_reads(tmp_path: Path) -> None:
+    import json
+
+    from chipfit.results import GuardLimit
+    from chipfit.store.runs import load_run, run_to_dict
+
+    old = run_to_dict(_run())
+    old["schema_version"] = 1
+    del old["guard_limits"]
+    old["settings"][LIMIT_KEY] = "2048"
+    old["settings"]["guard_limit|mlp|torch:cpu|float32|train"] = ""
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    run = load_run(tmp_path / "old.json")
+    assert run.settings == _run().settings
+    assert run.limits() == {("matmul", "torch:cpu", "float32", "inference"): "2048",
+                            ("mlp", "torch:cpu", "float32", "train"): None}
+    assert run.guard_limits[0] == GuardLimit("matmul", "torch:cpu", "float32", "inference", "2048")
+
+
+def test_a_schema_1_database_with_limits_in_its_settings_is_migrated(tmp_path: Path) -> None:
+    import json
+
+    db = tmp_path / "h.sqlite3"
+    old = _run(settings={"workloads": "matmul"})
+    with open_store(db) as store:
+        store.begin_run(old)
+    conn = sqlite3.connect(db)  # make it what chipfit with schema 1 wrote
+    with conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN guard_limits_json")
+        conn.execute("DELETE FROM schema_migrations WHERE version > 1")
+        conn.execute("UPDATE runs SET settings_json = ?",
+                     (json.dumps({"workloads": "matmul", LIMIT_KEY: "2048"}),))
+    conn.close()
+    with open_store(db) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        back = store.load_run(old.run_id)
+    assert back.settings == (("workloads", "matmul"),)
+    assert back.limits() == {("matmul", "torch:cpu", "float32", "inference"): "2048"}

@@ -10,12 +10,12 @@ throughput).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError
-from chipfit.results import Discovery, Measurement, Run
+from chipfit.results import Discovery, GuardLimit, Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
 from chipfit.workloads.base import geometric_ladder
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from chipfit.store.sqlite import Store
 
 __all__ = ["AXES", "SweepResult", "analyze_run", "geometric_ladder", "guard_limit",
-           "guard_limits", "ladder_for", "limit_settings", "plan_sweep", "sweep"]
+           "guard_limits", "ladder_for", "plan_sweep", "sweep"]
 
 #: Sweep axes a user can name, and the workload axes each covers.
 AXES = {"n": ("n", "elements"), "elements": ("elements",), "batch": ("batch",)}
@@ -46,7 +46,6 @@ _AXIS_RANGES = {
 _FLOP_CAP = (500e9, 20e9)
 _MAX_ESTIMATES = 48  # per limit search; a model's memory estimate can take a second or two
 _REACH = 2**20  # no limit is stated beyond this multiple of the largest size measured
-_LIMIT_KEY = "guard_limit|"
 
 
 def _check_axis(workload: Any, axis: str | None) -> None:
@@ -179,21 +178,6 @@ def guard_limit(workload: str, dtype: str, mode: str, ref: DeviceRef, discovery:
     return None if found is None else wl.parse_size(str(found))
 
 
-def _recorded(run: Run) -> dict[tuple[str, str, str, str], str | None]:
-    out: dict[tuple[str, str, str, str], str | None] = {}
-    for key, value in run.settings:
-        if key.startswith(_LIMIT_KEY):
-            workload, device, dtype, mode = key[len(_LIMIT_KEY):].rsplit("|", 3)
-            out[(workload, device, dtype, mode)] = value or None
-    return out
-
-
-def limit_settings(limits: Mapping[tuple[str, str, str, str], str | None]
-                   ) -> tuple[tuple[str, str], ...]:
-    """``limits`` as run settings, so a report shows them without re-estimating."""
-    return tuple((_LIMIT_KEY + "|".join(key), value or "") for key, value in limits.items())
-
-
 def guard_limits(run: Run, compute: bool = True) -> dict[tuple[str, str, str, str], str | None]:
     """Per (workload, device, dtype, mode) of ``run``: the memory guard's limit (predicted).
 
@@ -202,7 +186,7 @@ def guard_limits(run: Run, compute: bool = True) -> dict[tuple[str, str, str, st
     """
     from chipfit.errors import ChipfitError
 
-    limits = _recorded(run)
+    limits = run.limits()
     if not compute:
         return limits
     memo: dict[tuple[str, str, str, int | None], str | None] = {}
@@ -238,9 +222,9 @@ def analyze_run(run: Run, *, level: float = 0.95, resamples: int = 2000, seed: i
     from chipfit.analysis.crossover import analyze
 
     limits = guard_limits(run, compute_limits)
-    known = dict(run.settings)
-    run = replace(run, settings=run.settings + tuple(
-        kv for kv in limit_settings(limits) if kv[0] not in known))
+    known = run.limits()
+    run = replace(run, guard_limits=run.guard_limits + tuple(
+        GuardLimit(*key, size) for key, size in limits.items() if key not in known))
     analysis = analyze(run.measurements, limits=limits, level=level, resamples=resamples,
                        seed=seed)
     return SweepResult(run, analysis)

@@ -76,6 +76,8 @@ def run_header(run: Run) -> Table:
             ("measurements", f"{sum(m.ok for m in run.measurements)} ok of "
                              f"{len(run.measurements)}")]
     rows += [(k, v) for k, v in sorted(settings.items())]
+    rows += [(f"memory guard limit {' '.join(g.key)}", f"{g.size or '-'} ({g.source})")
+             for g in run.guard_limits]
     for key, value in rows:
         table.add_row(key, value)
     return table

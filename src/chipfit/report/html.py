@@ -141,8 +141,6 @@ def _renamer(run: Run, several: bool) -> Any:
 
 def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | None]]:
     """All measurements, and the memory guard's limits the runs recorded."""
-    from chipfit.pipelines.sweep import guard_limits
-
     several = len({_machine(r) for r in runs}) > 1
     out: list[Measurement] = []
     limits: dict[Any, str | None] = {}
@@ -150,7 +148,7 @@ def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | Non
         rename = _renamer(run, several)
         out += [replace(m, device=rename(m.device)) for m in run.measurements]
         limits.update({(w, rename(d), t, mo): v
-                       for (w, d, t, mo), v in guard_limits(run, compute=False).items()})
+                       for (w, d, t, mo), v in run.limits().items()})
     return out, limits
 
 
@@ -160,10 +158,8 @@ def catalog_ceilings(runs: Sequence[Run], precision: str = "fp32") -> dict[str, 
     figure."""
     from chipfit.report.plots import Ceiling
 
-    try:
-        from chipfit.hardware.catalog import load_catalog
-    except ImportError:  # a build without the catalog: measured ceilings only
-        return {}
+    from chipfit.hardware.catalog import load_catalog
+
     catalog = load_catalog()
     several = len({_machine(r) for r in runs}) > 1
     found: dict[str, Any] = {}
@@ -356,12 +352,10 @@ def _roofline_section(data: ReportData, ceilings: Mapping[str, Any], figure: Saf
 
 
 def load_claims(runs: Sequence[Run]) -> list[ClaimRow] | None:
-    """The seeds' claims checked against each run; None when this build has no claims check."""
-    try:
-        from chipfit.report.claims import measured_text, verdict_text
-        from chipfit.analysis.suites import check_claims
-    except ImportError:
-        return None
+    """The seeds' claims checked against each run."""
+    from chipfit.analysis.suites import check_claims
+    from chipfit.report.claims import measured_text, verdict_text
+
     rows = []
     for run in runs:
         for r in check_claims(run):
@@ -430,6 +424,8 @@ def _metadata_section(data: ReportData) -> Safe:
                 ("chipfit version", run.chipfit_version, "")]
         rows += [(f"machine: {k}", v, src("measured")) for k, v in run.machine]
         rows += [(f"setting: {k}", v, "") for k, v in run.settings if k != "advice"]
+        rows += [(f"memory guard limit: {' '.join(g.key)}", g.size or "-", src(g.source))
+                 for g in run.guard_limits]
         rows += [(f"unavailable: {p.scope}", p.reason, src("measured"))
                  for p in run.discovery.problems]
         parts += [_el("h3", f"Run {run.run_id}"), _table(("field", "value", "source"), rows)]

@@ -4,6 +4,9 @@ The JSON format carries a schema version; files from a newer chipfit are refused
 misread. History of ``SCHEMA_VERSION``:
 
 1. chipfit 0.1: run metadata, discovery, measurements with raw block times.
+2. The memory guard's limits are a ``guard_limits`` list, no longer
+   ``guard_limit|workload|device|dtype|mode`` settings keys (schema-1 files still read: their
+   keys become the list).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from chipfit.errors import InvalidInputError
 from chipfit.paths import check_versioned, read_versioned_json, write_json_atomic
-from chipfit.results import Discovery, Measurement, Run, from_plain
+from chipfit.results import Discovery, GuardLimit, Measurement, Run, from_plain, split_legacy_limits
 
 __all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
            "save_run", "write_csv"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT = "chipfit-run"
 _UPGRADE = "upgrade chipfit to read it"
 
@@ -47,6 +51,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "chipfit_version": run.chipfit_version,
         "machine": dict(run.machine),
         "settings": dict(run.settings),
+        "guard_limits": [{f.name: getattr(g, f.name) for f in fields(g)} for g in run.guard_limits],
         "discovery": {
             "devices": [{f.name: _jsonable(getattr(d, f.name)) for f in fields(d)}
                         for d in run.discovery.devices],
@@ -59,6 +64,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
 
 def run_from_dict(data: Mapping[str, Any], origin: str = "input") -> Run:
     data = check_versioned(data, FORMAT, SCHEMA_VERSION, origin, "results", _UPGRADE)
+    settings, legacy = split_legacy_limits(sorted(data.get("settings", {}).items()))
     return Run(
         run_id=data["run_id"], command=data.get("command", ""),
         started_at=data.get("started_at", ""), finished_at=data.get("finished_at", ""),
@@ -67,8 +73,15 @@ def run_from_dict(data: Mapping[str, Any], origin: str = "input") -> Run:
         measurements=tuple(_measurement(m) for m in data.get("measurements", ())),
         interrupted=bool(data.get("interrupted", False)),
         chipfit_version=data.get("chipfit_version", ""),
-        settings=tuple(sorted(data.get("settings", {}).items())),
+        settings=settings,
+        guard_limits=legacy + tuple(_guard_limit(g, origin) for g in data.get("guard_limits", ())),
     )
+
+
+def _guard_limit(data: Any, origin: str) -> GuardLimit:
+    if not isinstance(data, Mapping) or not {"workload", "device", "dtype", "mode"} <= set(data):
+        raise InvalidInputError(f"{origin} has a malformed guard limit: {str(data)[:80]}")
+    return from_plain(GuardLimit, data)
 
 
 def _measurement(data: Mapping[str, Any]) -> Measurement:

@@ -13,6 +13,8 @@ History of ``SCHEMA_VERSION`` (each step is a migration in ``_MIGRATIONS``; the 
 are rows of the ``schema_migrations`` table, and a database from a newer chipfit is refused):
 
 1. chipfit 0.1: runs, planned_jobs (what ``--resume`` finishes), measurements.
+2. ``runs.guard_limits_json``: the memory guard's limits as data (schema 1 kept them in the
+   settings as ``guard_limit|...`` keys; those rows are read into the same field).
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from typing import Any, TypeVar
 
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.paths import check_schema, data_dir, utc_now
-from chipfit.results import Discovery, Measurement, Run, from_plain
+from chipfit.results import Discovery, GuardLimit, Measurement, Run, from_plain, split_legacy_limits
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
 __all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "default_db_path", "open_store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Marks the file as chipfit's in its header ("chip"), so a foreign database is not misread.
 APPLICATION_ID = 0x63686970
 _BUSY_TIMEOUT_S = 60.0
@@ -79,6 +81,9 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             PRIMARY KEY (run_id, seq))""",
         "CREATE INDEX measurements_by_key ON measurements (run_id, job_key)",
         "CREATE INDEX runs_by_start ON runs (started_at)",
+    )),
+    (2, "the memory guard's limits as a column, not settings keys", (
+        "ALTER TABLE runs ADD COLUMN guard_limits_json TEXT NOT NULL DEFAULT '[]'",
     )),
 )
 
@@ -241,7 +246,7 @@ class Store:
     def begin_run(self, run: Run, jobs: Sequence[Job] = ()) -> None:
         """Record a new run, the jobs it plans to run, and any measurements it already has."""
         with self._write() as conn:
-            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
+            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
             conn.executemany("INSERT INTO planned_jobs VALUES (?,?,?,?)",
                              [(run.run_id, i, key_text(j.key), _job_json(j))
                               for i, j in enumerate(jobs)])
@@ -285,7 +290,7 @@ class Store:
                                 (run.run_id,)).fetchall()
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
             conn.execute("DELETE FROM planned_jobs WHERE run_id = ?", (run.run_id,))
-            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
+            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
             conn.executemany("INSERT INTO planned_jobs VALUES (?,?,?,?)", plan)
             for m in run.measurements:
                 self._insert(conn, run.run_id, m)
@@ -324,14 +329,18 @@ class Store:
         """The run ``ref`` names (see :meth:`resolve`), with every measurement, in order."""
         run_id = self.resolve(ref)
         row = self._conn.execute("SELECT run_id, command, started_at, finished_at, interrupted, "
-                                 "chipfit_version, machine_json, settings_json, discovery_json "
-                                 "FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                                 "chipfit_version, machine_json, settings_json, discovery_json, "
+                                 "guard_limits_json FROM runs WHERE run_id = ?",
+                                 (run_id,)).fetchone()
         data = self._conn.execute("SELECT data_json FROM measurements WHERE run_id = ? "
                                   "ORDER BY seq", (run_id,)).fetchall()
+        settings, legacy = split_legacy_limits(sorted(json.loads(row[7]).items()))
         return Run(run_id=row[0], command=row[1], started_at=row[2], finished_at=row[3],
                    interrupted=bool(row[4]), chipfit_version=row[5],
                    machine=tuple(sorted(json.loads(row[6]).items())),
-                   settings=tuple(sorted(json.loads(row[7]).items())),
+                   settings=settings,
+                   guard_limits=legacy + tuple(from_plain(GuardLimit, g)
+                                               for g in json.loads(row[9])),
                    discovery=Discovery.from_dict(json.loads(row[8])),
                    measurements=tuple(Measurement.from_dict(json.loads(d[0])) for d in data))
 
@@ -424,7 +433,7 @@ def _run_row(run: Run) -> tuple[Any, ...]:
     return (run.run_id, run.command, run.started_at, run.finished_at, int(run.interrupted),
             run.chipfit_version, machine.get("fingerprint", ""), machine.get("hostname", ""),
             _driver(), json.dumps(machine, sort_keys=True), _settings_json(run.settings),
-            json.dumps(discovery))
+            json.dumps(discovery), json.dumps([asdict(g) for g in run.guard_limits]))
 
 
 def _job_json(job: Job) -> str:
