@@ -26,7 +26,7 @@ Everything here is pure arithmetic on frozen values.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -385,6 +385,3 @@ def scaled(roofs: Roofs, count: int) -> Roofs:
     return replace(roofs, key=f"{count}x {roofs.key}", matmul=mul, conv=conv, bandwidth=bw,
                    vector_flops=roofs.vector_flops * count if roofs.vector_flops else None)
 
-
-def class_rows(pred: Prediction) -> Mapping[str, ClassTime]:
-    return {c.op_class: c for c in pred.breakdown}

@@ -13,13 +13,11 @@ and ``memory_stats()["bytes_limit"]``.
 from __future__ import annotations
 
 import contextlib
-import resource
-import sys
 from typing import Any
 
 from chipfit.backends.base import Backend, Session
 from chipfit.errors import InvalidInputError
-from chipfit.hardware.cpu import probe_cpu
+from chipfit.hardware.cpu import maxrss_bytes, probe_cpu, rss_growth
 from chipfit.results import DeviceInfo, Problem
 from chipfit.spec import DeviceRef
 
@@ -31,21 +29,6 @@ _HINTS = {
     "tpu": "on a Cloud TPU VM: pip install 'jax[tpu]'",
 }
 _TOPOLOGY = ("coords", "core_on_chip", "slice_index", "compute_capability")
-
-
-def _maxrss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _rss_growth(base_rss: int, base_maxrss: int) -> int:
-    """Resident-set growth since the base: the current RSS, or the process high-water mark if
-    this run raised it (transient peaks below an earlier high-water mark are not visible)."""
-    import psutil
-
-    maxrss = _maxrss_bytes()
-    top = max(psutil.Process().memory_info().rss, maxrss if maxrss > base_maxrss else 0)
-    return max(0, top - base_rss)
 
 
 class _JaxSession(Session):
@@ -77,7 +60,7 @@ class _JaxSession(Session):
 
         self._base_peak = int(self._stats().get("peak_bytes_in_use", 0))
         self._base_rss = psutil.Process().memory_info().rss
-        self._base_maxrss = _maxrss_bytes()
+        self._base_maxrss = maxrss_bytes()
 
     def memory_peak(self) -> tuple[int | None, str]:
         stats = self._stats()
@@ -87,7 +70,7 @@ class _JaxSession(Session):
             # the process-lifetime high-water mark (an upper bound for this run).
             return peak, ("allocator-peak" if peak > self._base_peak else "allocator-peak-lifetime")
         if self.ref.platform == "cpu":  # XLA's CPU client keeps no stats: host RSS growth
-            return _rss_growth(self._base_rss, self._base_maxrss), "rss-growth"
+            return rss_growth(self._base_rss, self._base_maxrss), "rss-growth"
         return None, "unavailable"
 
     def _stats(self) -> dict[str, int]:

@@ -7,12 +7,10 @@ first, then the device-type module, then XLA's ``wait_device_ops``), never by ma
 from __future__ import annotations
 
 import contextlib
-import resource
-import sys
 from typing import Any
 
 from chipfit.backends.base import Backend, Session
-from chipfit.hardware.cpu import probe_cpu
+from chipfit.hardware.cpu import maxrss_bytes, probe_cpu, rss_growth
 from chipfit.results import DeviceInfo, Problem
 from chipfit.spec import DeviceRef
 
@@ -27,11 +25,6 @@ def _tree_map(fn: Any, value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _tree_map(fn, v) for k, v in value.items()}
     return fn(value) if hasattr(value, "to") else value
-
-
-def _maxrss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class _CpuSession(Session):
@@ -54,15 +47,12 @@ class _CpuSession(Session):
 
     def memory_reset(self) -> None:
         self._base_rss = self._proc.memory_info().rss
-        self._base_maxrss = _maxrss_bytes()
+        self._base_maxrss = maxrss_bytes()
 
     def memory_peak(self) -> tuple[int | None, str]:
         # Resident-set growth: the current RSS, or the process high-water mark if this run
         # raised it. Transient peaks below an earlier high-water mark are not visible.
-        now = self._proc.memory_info().rss
-        maxrss = _maxrss_bytes()
-        top = max(now, maxrss if maxrss > self._base_maxrss else 0)
-        return max(0, top - self._base_rss), "rss-growth"
+        return rss_growth(self._base_rss, self._base_maxrss), "rss-growth"
 
     def energy_meter(self) -> Any:
         from chipfit.hardware.energy import open_meter

@@ -11,7 +11,6 @@ Loading refuses a catalog whose ``schema_version`` is newer than this module und
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -182,9 +181,6 @@ class Catalog(Mapping[str, HardwareSpec]):
                 if score and (best is None or score > best[0]):
                     best = (score, spec)
         return best[1] if best else None
-
-    def suggest(self, text: str) -> list[str]:
-        return difflib.get_close_matches(text, list(self._specs), n=3, cutoff=0.5)
 
 
 def _toml() -> Any:

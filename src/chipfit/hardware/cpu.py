@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from chipfit.results import Problem
@@ -109,3 +111,19 @@ def probe_cpu() -> CpuFacts:
         arch=platform.machine(), cores=cores, threads=threads, memory_bytes=memory,
         isa=isa, problems=tuple(problems),
     )
+
+
+def maxrss_bytes() -> int:
+    """This process's resident-set high-water mark, in bytes (macOS reports bytes, Linux KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def rss_growth(base_rss: int, base_maxrss: int) -> int:
+    """Resident-set growth since the base: the current RSS, or the process high-water mark if
+    this run raised it (transient peaks below an earlier high-water mark are not visible)."""
+    import psutil
+
+    maxrss = maxrss_bytes()
+    top = max(psutil.Process().memory_info().rss, maxrss if maxrss > base_maxrss else 0)
+    return max(0, top - base_rss)

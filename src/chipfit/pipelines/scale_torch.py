@@ -14,7 +14,7 @@ step time(N), where 1.0 means the gradient exchange costs nothing and 0.5 means 
 added hardware is lost to it.
 
 Steps are timed identically on every rank (collectives need every rank to take every step),
-fenced by the device's synchronize, and a step's time is that of the slowest rank (gathered
+fenced by the rank's backend session (its ``wait``, through :mod:`chipfit.timing.steps`), and a step's time is that of the slowest rank (gathered
 with an all-reduce MAX), since the others wait for it at the next gradient exchange. Each
 process count runs in freshly spawned processes.
 """
@@ -34,7 +34,7 @@ from typing import Any
 
 from chipfit.errors import ChipfitError, InvalidInputError, UnknownNameError
 from chipfit.results import Measurement
-from chipfit.spec import parse_dtype
+from chipfit.spec import DeviceRef, parse_dtype
 
 __all__ = ["scale_torch"]
 
@@ -90,7 +90,7 @@ def _platform(platform: str | None) -> tuple[str, int]:
 
 def _counts(processes: int | None, counts: Sequence[int] | None, platform: str,
             gpus: int) -> list[int]:
-    from chipfit.pipelines.scale_jax import device_counts
+    from chipfit.analysis.scaling import device_counts
 
     if counts:
         wanted = sorted({1, *counts})
@@ -132,7 +132,7 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
                 on_point: Callable[[Any], None] | None = None) -> Any:
     """Data-parallel ``mode`` steps of ``workload`` on 1, 2, 4 ... ``processes`` processes.
 
-    Returns a :class:`chipfit.pipelines.scale_jax.ScalingResult` (the same shape ``chipfit scale``
+    Returns a :class:`chipfit.analysis.scaling.ScalingResult` (the same shape ``chipfit scale``
     prints for JAX), every point a measured step. ``batch`` is per process for weak scaling and
     global for strong (default: the network's ``scale_batch`` per process). ``platform``:
     ``cuda`` (one GPU per process, nccl) when a GPU is present, else ``cpu`` (gloo, each
@@ -140,7 +140,7 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
     ``counts`` picks the process counts instead (1 is always added: it is the baseline). With
     ``steps`` unset, rank 0 picks a step count that fills about ``budget_s`` (5 to 200).
     """
-    from chipfit.pipelines.scale_jax import SCALINGS, ScalingPoint, ScalingResult
+    from chipfit.analysis.scaling import SCALINGS, ScalingPoint, ScalingResult
 
     net = _network(workload)
     if mode not in net.modes:
@@ -207,22 +207,27 @@ def _rank_main(rank: int, world: int, spec: _Spec) -> None:
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(spec.threads)
+    from chipfit.backends import get_backend
+
     cuda = spec.device == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
-                            init_method=f"tcp://127.0.0.1:{spec.port}",
-                            timeout=dt.timedelta(seconds=_INIT_TIMEOUT_S))
-    try:
-        device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-        step, model = _step(spec, rank, device)
-        report = _time_steps(spec, step, device)
-        report["replica_max_diff"] = _replica_diff(model)
-        if rank == 0:
-            Path(spec.out).write_text(json.dumps(report), encoding="utf-8")
-    finally:
-        dist.destroy_process_group()
+    # The session pins the CPU threads, or fences the rank's GPU: its wait is the timer's fence.
+    ref = DeviceRef("torch", "cuda", rank) if cuda else DeviceRef("torch", "cpu", None,
+                                                                  spec.threads)
+    with get_backend("torch").session(ref) as session:
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                                init_method=f"tcp://127.0.0.1:{spec.port}",
+                                timeout=dt.timedelta(seconds=_INIT_TIMEOUT_S))
+        try:
+            device = session.handle
+            if cuda:
+                torch.cuda.set_device(device)
+            step, model = _step(spec, rank, device)
+            report = _time_steps(spec, step, session.wait, device)
+            report["replica_max_diff"] = _replica_diff(model)
+            if rank == 0:
+                Path(spec.out).write_text(json.dumps(report), encoding="utf-8")
+        finally:
+            dist.destroy_process_group()
 
 
 def _step(spec: _Spec, rank: int, device: Any) -> tuple[Callable[[], None], Any]:
@@ -279,40 +284,25 @@ def _ddp_step(module: Any, x: Any, y: Any, cast: Any, mode: str,
     return step
 
 
-def _sync(device: Any) -> None:
-    if device.type == "cuda":
-        import torch
+def _time_steps(spec: _Spec, step: Callable[[], None], wait: Callable[[Any], None],
+                device: Any) -> dict[str, Any]:
+    """Fenced per-step times (the slowest rank's for each step) and the first step's time.
 
-        torch.cuda.synchronize(device)
-
-
-def _time_steps(spec: _Spec, step: Callable[[], None], device: Any) -> dict[str, Any]:
-    """Fenced per-step times (the slowest rank's for each step) and the first step's time."""
-    import time
-
+    Every block is fenced by the session's ``wait`` (:mod:`chipfit.timing.steps`); the step
+    count is fixed up front, the same on every rank, because each step is a collective.
+    """
     import torch
     import torch.distributed as dist
 
-    _sync(device)
-    started = time.perf_counter()
-    step()
-    _sync(device)
-    first = time.perf_counter() - started
-    for _ in range(spec.warmup - 1):
-        step()
-    _sync(device)
-    per_step = (time.perf_counter() - started) / spec.warmup
+    from chipfit.timing.steps import fenced_block, fenced_calls
+
+    first = fenced_block(step, wait)
+    per_step = (first + fenced_block(step, wait, spec.warmup - 1)) / spec.warmup
     chosen = spec.steps or min(200, max(5, math.ceil(spec.budget_s / max(per_step, 1e-9))))
     count = torch.tensor([chosen], dtype=torch.int64, device=device)
     dist.broadcast(count, src=0)  # every rank must take the same number of steps
-    times = []
     dist.barrier()
-    for _ in range(int(count.item())):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    times = fenced_calls(step, wait, int(count.item()))
     slowest = torch.tensor(times, dtype=torch.float64, device=device)
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     return {"step_times_s": slowest.cpu().tolist(), "first_step_s": first}

@@ -7,7 +7,6 @@ Cost: 2*M*K*N FLOPs; bytes moved = both inputs read plus the output written once
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -87,11 +86,6 @@ class Matmul(Workload):
         host = tuple(rng.random(s, dtype=np.float32).astype(jnp.dtype(dtype))
                      for s in ((m, k), (k, n)))
         return Prepared(jax.jit(jnp.matmul), host)
-
-
-def equivalent_side(flops: float) -> float:
-    """Square side n with 2 n^3 == flops (for comparing shapes on one axis)."""
-    return math.pow(flops / 2, 1 / 3)
 
 
 def workloads() -> list[Workload]:
