@@ -18,7 +18,7 @@ from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job
 from chipfit.timing import stats
 from chipfit.timing.timer import TimerResult, measure
-from chipfit.workloads import get_workload
+from chipfit.workloads import Workload, get_workload
 
 __all__ = ["run_job"]
 
@@ -87,9 +87,10 @@ def memory_limit(info: Any) -> tuple[float | None, float, str]:
     return (total * MEMORY_HEADROOM, float(total), "") if total else (None, 0.0, "")
 
 
-def guard_memory(job: Job, discovery: Discovery) -> None:
-    """Raise OutOfMemoryError when the workload's estimate exceeds the device's limit."""
-    workload = get_workload(job.workload)
+def guard_memory(job: Job, discovery: Discovery, workload: Workload | None = None) -> None:
+    """Raise OutOfMemoryError when the workload's estimate exceeds the device's limit
+    (``workload``: the job's, when the caller has it already)."""
+    workload = workload or get_workload(job.workload)
     limit, capacity, why = memory_limit(discovery.get(str(job.device.base)))
     if limit is None:
         return
@@ -118,8 +119,8 @@ def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
                 mode=job.mode, flops=cost.flops, bytes_moved=cost.bytes_moved)
     with backend.session(job.device, discovery) as session:
         try:
-            guard_memory(job, discovery)
-            return _measure(job, session, base)
+            guard_memory(job, discovery, workload)
+            return _measure(job, workload, session, base)
         except (KeyboardInterrupt, UsageError):
             raise
         except Exception as exc:  # a failing kernel is a result, not a crash
@@ -127,8 +128,7 @@ def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
             return Measurement(status=status, note=note, **base)
 
 
-def _measure(job: Job, session: Session, base: dict[str, Any]) -> Measurement:
-    workload = get_workload(job.workload)
+def _measure(job: Job, workload: Workload, session: Session, base: dict[str, Any]) -> Measurement:
     session.memory_reset()
     prepared = workload.build(job.device.backend, base["size"], job.dtype, job.mode, session)
     if session.copies:

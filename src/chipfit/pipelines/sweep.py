@@ -159,7 +159,7 @@ def guard_limit(workload: str, dtype: str, mode: str, ref: DeviceRef, discovery:
 
     def fits(value: int) -> bool:
         try:
-            guard_memory(Job(workload, wl.parse_size(str(value)), ref, dtype, mode), discovery)
+            guard_memory(Job(workload, wl.parse_size(str(value)), ref, dtype, mode), discovery, wl)
         except OutOfMemoryError:
             return False
         return True
