@@ -1,7 +1,10 @@
-"""Analysis: from measurements and costs to findings (crossovers, predictions, advice).
+"""Analysis: pure functions from numbers to findings (numbers in, findings out).
 
-crossover, roofline, _hlo, compare, evidence, rules and advise are pure: frozen values in,
-frozen values out. calibrate, costs, validate and predict measure or trace real programs, and
-import torch or jax inside their functions. Nothing here prints; the report layer turns every
-result into words and plots.
+crossover (who is faster where, with bootstrap CIs), roofline (predict a call from its costs
+and a device's roofs), compare (two runs, Mann-Whitney U), scaling (efficiency of N devices),
+suites (the suites and the seeds' claims as data, checked against a run), evidence + rules +
+ranking (advice: the facts, the seeds' rules, the ranking). Nothing here measures, traces or
+prints: it imports nothing from backends, discovery, execute or pipelines (tested in
+tests/unit/test_layering.py). The pipelines gather the numbers; the report layer renders the
+findings.
 """
