@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from chipfit.pipelines.calibrate import calibrate, load_calibration, roofs_from_calibration
+from chipfit.analysis.calibration import roofs_from_calibration
+from chipfit.pipelines.calibrate import calibrate, load_calibration
 from chipfit.pipelines.calibrate import save_calibration as save
 from chipfit.execute.costs import extract_costs
 from chipfit.analysis.roofline import predict

@@ -11,13 +11,8 @@ import math
 import pytest
 
 from chipfit.cost import _hlo
-from chipfit.pipelines.calibrate import (
-    Calibration,
-    CalPoint,
-    load_calibration,
-    roofs_from_calibration,
-    save_calibration,
-)
+from chipfit.analysis.calibration import Calibration, CalPoint, roofs_from_calibration
+from chipfit.pipelines.calibrate import load_calibration, save_calibration
 from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
 from chipfit.analysis.roofline import Roofs, catalog_roofs, curve_rate, predict, scaled
 from chipfit.pipelines.validate import ReferenceCase, _leave_one_out, load_validation, mape
@@ -333,11 +328,11 @@ def test_newer_calibration_or_validation_is_refused(tmp_path):
 
 
 def test_curve_with_repeated_sizes_is_safe():
-    from chipfit.pipelines.calibrate import _curve
+    from chipfit.analysis.calibration import fit_curve
 
     points = [CalPoint("conv1x1", "float32", "a", 1e6, 1e-4), CalPoint("conv1x1", "float32",
               "b", 1e6, 4e-4), CalPoint("conv1x1", "float32", "c", 4e6, 4e-4)]
-    curve = _curve(points, 0.0)
+    curve = fit_curve(points, 0.0)
     assert [x for x, _ in curve] == [1e6, 4e6]
     assert curve[0][1] == pytest.approx(math.sqrt(1e10 * 2.5e9))  # geometric mean of rates
     assert curve_rate(((1.0, 2.0), (1.0, 3.0), (5.0, 4.0)), 1.0) == 2.0

@@ -29,18 +29,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from chipfit.analysis.roofline import Curve, Roofs
+from chipfit.analysis.calibration import CalPoint, Calibration, fit_curve, roofs_from_calibration
+from chipfit.analysis.roofline import Curve
 from chipfit.errors import UnsupportedError
 from chipfit.paths import check_versioned, read_versioned_json, utc_now, write_json_atomic
 from chipfit.spec import DeviceRef, TimingConfig, parse_dtype
 
-__all__ = ["CALIBRATION_SCHEMA_VERSION", "CalPoint", "Calibration", "calibrate",
-           "calibration_path", "load_calibration", "roofs_from_calibration", "save_calibration"]
+__all__ = ["CALIBRATION_SCHEMA_VERSION", "calibrate", "calibration_path", "load_calibration",
+           "save_calibration"]
 
 # History: 1 = chipfit 0.1 (curves, overheads, raw points, held-out checks).
 CALIBRATION_SCHEMA_VERSION = 1
@@ -69,63 +70,6 @@ STREAM_ELEMENTS_QUICK = tuple(2**e for e in range(11, 26, 3))
 CHECKS = (("matmul", 320), ("matmul", 1100), ("elementwise", 2**20), ("elementwise", 2**14))
 COPY_BYTES = 64 * 2**20
 FAST_QUANTILE = 0.2
-# Below this share of the measured time, a point is dominated by dispatch: its net time is
-# floored here so the derived rate stays finite (the point still predicts its own time).
-_MIN_NET_SHARE = 0.2
-
-
-@dataclass(frozen=True)
-class CalPoint:
-    """One calibration measurement: median seconds per call of ``probe`` at ``size``."""
-
-    probe: str  # matmul | conv | stream | dispatch | view | module | call | h2d | d2h
-    dtype: str
-    size: str
-    work: float  # FLOPs (matmul, conv) or bytes (stream, copies) per call
-    seconds: float  # the fast quantile (FAST_QUANTILE) of the per-call times
-    median_s: float = math.nan
-    rel_ci: float = math.nan
-    source: str = "measured"
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A device's achievable rates and overheads, measured here (``source="measured"``)."""
-
-    device: str
-    name: str
-    kind: str
-    backend: str
-    created_at: str
-    chipfit_version: str
-    machine: tuple[tuple[str, str], ...]
-    points: tuple[CalPoint, ...]
-    matmul: tuple[tuple[str, Curve], ...]
-    conv: tuple[tuple[str, Curve], ...]
-    bandwidth: Curve
-    host_per_op_s: float = 0.0
-    host_per_view_s: float = 0.0
-    host_per_module_s: float = 0.0
-    host_per_call_s: float = 0.0
-    h2d_bw: float | None = None
-    d2h_bw: float | None = None
-    asynchronous: bool = False
-    checks: tuple[tuple[str, float, float], ...] = ()  # (case, predicted_s, measured_s)
-    memory_bytes: float | None = None
-    class_bandwidth: tuple[tuple[str, Curve], ...] = ()  # kind -> bytes/s over bytes
-    pool: Curve = ()  # max-pool output elements/s over output elements
-    source: str = "measured"
-
-    @property
-    def check_mape(self) -> float | None:
-        """Median absolute percentage error of the held-out checks (0.08 = 8%)."""
-        errors = sorted(abs(p - m) / m for _, p, m in self.checks if m > 0)
-        if not errors:
-            return None
-        mid = len(errors) // 2
-        return errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
-
-
 # ------------------------------------------------------------------------- measuring
 
 def _fast_seconds(thunk: Callable[[], Any], wait: Callable[[Any], None],
@@ -294,20 +238,6 @@ class _Run:
         return fast
 
 
-def _net_rate(work: float, seconds: float, overhead: float) -> float:
-    net = max(seconds - overhead, seconds * _MIN_NET_SHARE)
-    return work / net
-
-
-def _curve(points: Iterable[CalPoint], overhead: float) -> Curve:
-    """Curve of (work, rate) sorted by work, net of the overhead; equal works are merged
-    (geometric mean of their rates)."""
-    by_work: dict[float, list[float]] = {}
-    for p in points:
-        by_work.setdefault(p.work, []).append(math.log(_net_rate(p.work, p.seconds, overhead)))
-    return tuple((w, math.exp(sum(r) / len(r))) for w, r in sorted(by_work.items()))
-
-
 def _measure_overheads(run: _Run) -> dict[str, float]:
     probes = run.probes
     if probes.backend == "jax":
@@ -337,8 +267,8 @@ def _measure_compute(run: _Run, dtypes: Sequence[str], quick: bool, overhead: fl
             skipped.append(f"{dtype}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             continue
         mine = [p for p in run.points if p.dtype == dtype]
-        matmul[dtype] = _curve([p for p in mine if p.probe == "matmul"], overhead)
-        conv[dtype] = _curve([p for p in mine if p.probe == "conv"], overhead)
+        matmul[dtype] = fit_curve([p for p in mine if p.probe == "matmul"], overhead)
+        conv[dtype] = fit_curve([p for p in mine if p.probe == "conv"], overhead)
         _measure_rows(run, dtype, overhead, matmul)
     return matmul, conv
 
@@ -352,7 +282,7 @@ def _measure_rows(run: _Run, dtype: str, overhead: float, matmul: dict[str, Curv
             thunk, flops = run.probes.matmul_rows(rows, k, dtype)
             run.time(f"matmul_{variant}", dtype, f"{rows}x{k}", thunk, flops)
         points = [p for p in run.points if p.probe == f"matmul_{variant}" and p.dtype == dtype]
-        matmul[f"{dtype}/{variant}"] = _curve(points, overhead)
+        matmul[f"{dtype}/{variant}"] = fit_curve(points, overhead)
 
 
 def _measure_conv1x1(run: _Run, dtypes: Sequence[str], quick: bool, overhead: float,
@@ -365,7 +295,7 @@ def _measure_conv1x1(run: _Run, dtypes: Sequence[str], quick: bool, overhead: fl
             thunk, flops = run.probes.conv1x1(cin, cout, side, dtype)
             run.time("conv1x1", dtype, f"{cin}to{cout}c{side}", thunk, flops)
         points = [p for p in run.points if p.probe == "conv1x1" and p.dtype == dtype]
-        conv[f"{dtype}/1x1b1"] = _curve(points, overhead)
+        conv[f"{dtype}/1x1b1"] = fit_curve(points, overhead)
 
 
 def _measure_kinds(run: _Run, overhead: float) -> tuple[dict[str, Curve], Curve]:
@@ -377,7 +307,7 @@ def _measure_kinds(run: _Run, overhead: float) -> tuple[dict[str, Curve], Curve]
         for a, b in shapes:
             thunk, work = run.probes.kind(kind, a, b)
             run.time(kind, "float32", f"{a}x{b}", thunk, work)
-        curves[kind] = _curve([p for p in run.points if p.probe == kind], overhead)
+        curves[kind] = fit_curve([p for p in run.points if p.probe == kind], overhead)
     pool = curves.pop("pool")
     return curves, pool
 
@@ -387,7 +317,7 @@ def _measure_stream(run: _Run, quick: bool, overhead: float) -> Curve:
     for n in sizes:
         thunk, nbytes = run.probes.stream(n, "float32")
         run.time("stream", "float32", str(n), thunk, nbytes)
-    return _curve([p for p in run.points if p.probe == "stream"], overhead)
+    return fit_curve([p for p in run.points if p.probe == "stream"], overhead)
 
 
 def _measure_copies(session: Any, run: _Run) -> tuple[float | None, float | None]:
@@ -546,26 +476,3 @@ def load_calibration(device: str | DeviceRef | None = None,
         return None
     data = read_versioned_json(path, FORMAT, CALIBRATION_SCHEMA_VERSION, "calibration", _UPGRADE)
     return _from_dict(data, str(path))
-
-
-def roofs_from_calibration(cal: Calibration, band: float | None = None,
-                           band_basis: str = "") -> Roofs:
-    """The predictor's view of a calibration. The band defaults to the held-out check error."""
-    if band is None:
-        check = cal.check_mape
-        band = check if check is not None else 0.25
-        band_basis = (f"calibration held-out checks (median error {check:.0%})"
-                      if check is not None else "default 25% (no checks stored)")
-    rows = tuple((f"matmul {d} best GFLOP/s", max(r for _, r in c) / 1e9, "measured")
-                 for d, c in cal.matmul if c)
-    rows += (("bandwidth best GB/s", max(r for _, r in cal.bandwidth) / 1e9, "measured"),)
-    return Roofs(
-        key=cal.device, name=cal.name, kind=cal.kind, basis="calibrated", matmul=cal.matmul,
-        conv=tuple((d, c) for d, c in cal.conv if c), bandwidth=cal.bandwidth,
-        vector_flops=None, host_per_op_s=cal.host_per_op_s, host_per_view_s=cal.host_per_view_s,
-        host_per_module_s=cal.host_per_module_s, host_per_call_s=cal.host_per_call_s,
-        kernel_floor_s=0.0, asynchronous=cal.asynchronous, h2d_bw=cal.h2d_bw, d2h_bw=cal.d2h_bw,
-        band=band, band_basis=band_basis, efficiency=rows,
-        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",),
-        memory_bytes=cal.memory_bytes, class_bandwidth=cal.class_bandwidth, pool=cal.pool,
-    )

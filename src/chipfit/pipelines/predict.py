@@ -101,12 +101,8 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
         band, basis = catalog_band()
         return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,
                              dtypes=(dtype,))
-    from chipfit.pipelines.calibrate import (
-        calibrate,
-        load_calibration,
-        roofs_from_calibration,
-        save_calibration,
-    )
+    from chipfit.analysis.calibration import roofs_from_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
 
     cal = load_calibration(target.key)
     if cal is None:

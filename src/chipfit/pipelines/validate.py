@@ -353,12 +353,8 @@ def _leave_one_out(cases: list[ReferenceCase]) -> list[ReferenceCase]:
 
 def _roofs_for(device: str, discovery: Any, quick: bool, progress: Callable[[str], None],
                recalibrate: bool) -> tuple[Roofs, str]:
-    from chipfit.pipelines.calibrate import (
-        calibrate,
-        load_calibration,
-        roofs_from_calibration,
-        save_calibration,
-    )
+    from chipfit.analysis.calibration import roofs_from_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
 
     cal = None if recalibrate else load_calibration(device)
     if cal is None:

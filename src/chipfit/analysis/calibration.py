@@ -1,0 +1,108 @@
+"""Calibrations as values: a device's measured rates and overheads, the curves fitted to
+them, and the predictor's roofs that follow. Pure: :mod:`chipfit.pipelines.calibrate`
+measures the points and stores the files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from chipfit.analysis.roofline import Curve, Roofs
+
+__all__ = ["CalPoint", "Calibration", "fit_curve", "net_rate", "roofs_from_calibration"]
+
+# Below this share of the measured time, a point is dominated by dispatch: its net time is
+# floored here so the derived rate stays finite (the point still predicts its own time).
+_MIN_NET_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class CalPoint:
+    """One calibration measurement: median seconds per call of ``probe`` at ``size``."""
+
+    probe: str  # matmul | conv | stream | dispatch | view | module | call | h2d | d2h
+    dtype: str
+    size: str
+    work: float  # FLOPs (matmul, conv) or bytes (stream, copies) per call
+    seconds: float  # the fast quantile (FAST_QUANTILE) of the per-call times
+    median_s: float = math.nan
+    rel_ci: float = math.nan
+    source: str = "measured"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A device's achievable rates and overheads, measured here (``source="measured"``)."""
+
+    device: str
+    name: str
+    kind: str
+    backend: str
+    created_at: str
+    chipfit_version: str
+    machine: tuple[tuple[str, str], ...]
+    points: tuple[CalPoint, ...]
+    matmul: tuple[tuple[str, Curve], ...]
+    conv: tuple[tuple[str, Curve], ...]
+    bandwidth: Curve
+    host_per_op_s: float = 0.0
+    host_per_view_s: float = 0.0
+    host_per_module_s: float = 0.0
+    host_per_call_s: float = 0.0
+    h2d_bw: float | None = None
+    d2h_bw: float | None = None
+    asynchronous: bool = False
+    checks: tuple[tuple[str, float, float], ...] = ()  # (case, predicted_s, measured_s)
+    memory_bytes: float | None = None
+    class_bandwidth: tuple[tuple[str, Curve], ...] = ()  # kind -> bytes/s over bytes
+    pool: Curve = ()  # max-pool output elements/s over output elements
+    source: str = "measured"
+
+    @property
+    def check_mape(self) -> float | None:
+        """Median absolute percentage error of the held-out checks (0.08 = 8%)."""
+        errors = sorted(abs(p - m) / m for _, p, m in self.checks if m > 0)
+        if not errors:
+            return None
+        mid = len(errors) // 2
+        return errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+
+
+def net_rate(work: float, seconds: float, overhead: float) -> float:
+    """Work per second net of the per-call ``overhead`` (floored: see _MIN_NET_SHARE)."""
+    net = max(seconds - overhead, seconds * _MIN_NET_SHARE)
+    return work / net
+
+
+def fit_curve(points: Iterable[CalPoint], overhead: float) -> Curve:
+    """Curve of (work, rate) sorted by work, net of the overhead; equal works are merged
+    (geometric mean of their rates)."""
+    by_work: dict[float, list[float]] = {}
+    for p in points:
+        by_work.setdefault(p.work, []).append(math.log(net_rate(p.work, p.seconds, overhead)))
+    return tuple((w, math.exp(sum(r) / len(r))) for w, r in sorted(by_work.items()))
+
+
+def roofs_from_calibration(cal: Calibration, band: float | None = None,
+                           band_basis: str = "") -> Roofs:
+    """The predictor's view of a calibration. The band defaults to the held-out check error."""
+    if band is None:
+        check = cal.check_mape
+        band = check if check is not None else 0.25
+        band_basis = (f"calibration held-out checks (median error {check:.0%})"
+                      if check is not None else "default 25% (no checks stored)")
+    rows = tuple((f"matmul {d} best GFLOP/s", max(r for _, r in c) / 1e9, "measured")
+                 for d, c in cal.matmul if c)
+    rows += (("bandwidth best GB/s", max(r for _, r in cal.bandwidth) / 1e9, "measured"),)
+    return Roofs(
+        key=cal.device, name=cal.name, kind=cal.kind, basis="calibrated", matmul=cal.matmul,
+        conv=tuple((d, c) for d, c in cal.conv if c), bandwidth=cal.bandwidth,
+        vector_flops=None, host_per_op_s=cal.host_per_op_s, host_per_view_s=cal.host_per_view_s,
+        host_per_module_s=cal.host_per_module_s, host_per_call_s=cal.host_per_call_s,
+        kernel_floor_s=0.0, asynchronous=cal.asynchronous, h2d_bw=cal.h2d_bw, d2h_bw=cal.d2h_bw,
+        band=band, band_basis=band_basis, efficiency=rows,
+        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",),
+        memory_bytes=cal.memory_bytes, class_bandwidth=cal.class_bandwidth, pool=cal.pool,
+    )
