@@ -15,7 +15,8 @@ from chipfit.analysis.calibration import Calibration, CalPoint, roofs_from_calib
 from chipfit.pipelines.calibrate import load_calibration, save_calibration
 from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
 from chipfit.analysis.roofline import Roofs, catalog_roofs, curve_rate, predict, scaled
-from chipfit.pipelines.validate import ReferenceCase, _leave_one_out, load_validation, mape
+from chipfit.analysis.validation import ReferenceCase, leave_one_out, mape
+from chipfit.pipelines.validate import load_validation
 from chipfit.errors import SchemaError, UnsupportedError
 from chipfit.hardware.catalog import load_catalog
 
@@ -276,13 +277,13 @@ def ref(id_, model, published, predicted, scenario="mlperf-offline", metric="thr
 
 def test_leave_one_out_scales_by_the_others_median_ratio():
     cases = [ref("a", "m", 100, 200), ref("b", "m", 100, 100), ref("c", "m", 100, 50)]
-    out = {c.id: c for c in _leave_one_out(cases)}
+    out = {c.id: c for c in leave_one_out(cases)}
     # a: others' published/predicted ratios are 1 and 2 -> median (geometric) sqrt(2)
     assert out["a"].loo_predicted == pytest.approx(200 * math.sqrt(2))
     assert out["b"].loo_predicted == pytest.approx(100 * math.sqrt(0.5 * 2))
     lat = [ref("x", "m", 2.0, 1.0, "mlperf-ss", "latency"), ref("y", "m", 4.0, 2.0, "mlperf-ss",
            "latency"), ref("z", "m", 1.0, 1.0, "mlperf-ss", "latency")]
-    out = {c.id: c for c in _leave_one_out(lat)}
+    out = {c.id: c for c in leave_one_out(lat)}
     # latency: y and z have speed ratios 0.5 and 1 -> factor sqrt(0.5); latency divides
     assert out["x"].loo_predicted == pytest.approx(1.0 / math.sqrt(0.5))
     assert out["x"].error == pytest.approx(-0.5)
