@@ -105,3 +105,17 @@ def test_long_calls_keep_at_least_three_samples():
     assert len(result.block_times_s) == 3
     assert result.warmup_calls == 1
     assert result.stop_reason == "budget"
+
+
+def test_fixed_count_steps_are_fenced_on_both_edges_like_the_timer():
+    """Data-parallel ranks time a fixed number of steps: each one the device's work, with
+    work queued before the first step kept out of it."""
+    from chipfit.timing.steps import fenced_block, fenced_calls
+
+    dev = FakeDevice(work_s=lambda i: 1e-3 * (i + 1), launch_s=1e-6)
+    dev.pending = 5.0  # queued before timing starts: must not leak into the first step
+    times = fenced_calls(dev.launch, dev.wait, 3, clock=dev.clock)
+    assert times == pytest.approx((1e-3 + 1e-6, 2e-3 + 1e-6, 3e-3 + 1e-6))
+    assert dev.calls == 3 and dev.waits == 6
+    assert fenced_block(dev.launch, dev.wait, 2, clock=dev.clock) == pytest.approx(9e-3 + 2e-6)
+    assert fenced_block(dev.launch, dev.wait, 0, clock=dev.clock) == 0.0 and dev.calls == 5
