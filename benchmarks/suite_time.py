@@ -58,9 +58,9 @@ def time_suite(name: str, cores: int | None, devices: str | None) -> dict[str, o
 
 
 def _summary(path: Path, name: str) -> dict[str, object]:
+    from chipfit.analysis.suites import check_claims, get_suite
     from chipfit.report.claims import verdict_text
     from chipfit.store.runs import load_run
-    from chipfit.analysis.suites import check_claims, get_suite
 
     run = load_run(path)
     points = sorted(run.measurements, key=lambda m: -(m.median_s if m.ok else 0))

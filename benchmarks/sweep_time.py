@@ -46,8 +46,8 @@ def time_sweep(workload: str, devices: str | None) -> dict[str, object]:
 
 
 def _summary(workload: str, wall: float, path: Path) -> dict[str, object]:
-    from chipfit.store.runs import load_run
     from chipfit.pipelines.sweep import analyze_run
+    from chipfit.store.runs import load_run
 
     run = load_run(path)
     analysis = analyze_run(run, resamples=500).analysis

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import chipfit
+from chipfit.pipelines.sweep import sweep
 from chipfit.report.crossover_view import crossover_sentence
 from chipfit.spec import TimingConfig
-from chipfit.pipelines.sweep import sweep
 
 pytestmark = pytest.mark.accelerator
 FAST = TimingConfig(warmup_s=0.05, budget_s=0.5, target_rel_ci=0.05)

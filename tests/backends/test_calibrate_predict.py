@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from chipfit.analysis.calibration import roofs_from_calibration
+from chipfit.analysis.roofline import predict
+from chipfit.execute.costs import extract_costs
+from chipfit.execute.job import run_job
 from chipfit.pipelines.calibrate import calibrate, load_calibration
 from chipfit.pipelines.calibrate import save_calibration as save
-from chipfit.execute.costs import extract_costs
-from chipfit.analysis.roofline import predict
-from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
 torch = pytest.importorskip("torch")

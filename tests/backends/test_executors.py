@@ -13,14 +13,14 @@ from collections import Counter
 
 import pytest
 
-from chipfit.execute._worker import tagged
 from chipfit.errors import InvalidInputError, UsageError
 from chipfit.execute import get_executor
+from chipfit.execute._worker import tagged
 from chipfit.execute.inline import InlineExecutor
 from chipfit.execute.job import run_job
 from chipfit.execute.subprocess import SubprocessExecutor, groups
-from chipfit.results import Discovery, Measurement
 from chipfit.pipelines.bench import bench, plan
+from chipfit.results import Discovery, Measurement
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
 pytest.importorskip("torch")

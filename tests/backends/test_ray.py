@@ -20,8 +20,8 @@ import pytest
 
 from chipfit.execute._worker import tagged
 from chipfit.execute.job import run_job
-from chipfit.results import DeviceInfo, Discovery, Measurement, Problem
 from chipfit.pipelines.bench import bench
+from chipfit.results import DeviceInfo, Discovery, Measurement, Problem
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.store import open_store
 

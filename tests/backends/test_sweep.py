@@ -8,9 +8,9 @@ import pytest
 
 from chipfit.discovery import discover
 from chipfit.errors import InvalidInputError
-from chipfit.spec import TimingConfig
 from chipfit.pipelines.sweep import guard_limit, guard_limits, sweep
 from chipfit.results import GuardLimit
+from chipfit.spec import TimingConfig
 
 FAST = TimingConfig(warmup_s=0.01, min_block_s=0.002, min_samples=3, target_rel_ci=0.1,
                     budget_s=0.1)

@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 import chipfit
-from chipfit.store.runs import load_run, save_run
 from chipfit.spec import DeviceRef, Job, TimingConfig
+from chipfit.store.runs import load_run, save_run
 from chipfit.workloads import register
 from chipfit.workloads.base import Prepared, Workload
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chipfit.store.runs import load_run
 from chipfit.store import SCHEMA_VERSION, open_store
+from chipfit.store.runs import load_run
 
 BENCH = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "32,64", "--quick")
 

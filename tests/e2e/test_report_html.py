@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from _chromium import find_chromium, load_page
 
-from chipfit.store.runs import load_run, save_run
 from chipfit.results import Measurement, Run
+from chipfit.store.runs import load_run, save_run
 
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(2)>"

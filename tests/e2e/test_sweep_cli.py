@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from chipfit.pipelines.sweep import analyze_run
 from chipfit.report.crossover_view import crossover_sentence
 from chipfit.store.runs import load_run
-from chipfit.pipelines.sweep import analyze_run
 
 FAST = ["--budget", "0.2", "--target", "0.05"]
 KINDS_IN_WORDS = ("one crossover at", "no crossover from", "crossovers - the faster one",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chipfit.errors import InvalidInputError
 from chipfit.analysis.scaling import ScalingPoint, ScalingResult, device_counts
+from chipfit.errors import InvalidInputError
 from chipfit.pipelines.scale_jax import _global_batches
 from chipfit.results import Measurement
 

@@ -10,15 +10,15 @@ import math
 
 import pytest
 
-from chipfit.cost import _hlo
 from chipfit.analysis.calibration import Calibration, CalPoint, roofs_from_calibration
-from chipfit.pipelines.calibrate import load_calibration, save_calibration
-from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
 from chipfit.analysis.roofline import Roofs, catalog_roofs, curve_rate, predict, scaled
 from chipfit.analysis.validation import ReferenceCase, leave_one_out, mape
-from chipfit.pipelines.validate import load_validation
+from chipfit.cost import _hlo
+from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
 from chipfit.errors import SchemaError, UnsupportedError
 from chipfit.hardware.catalog import load_catalog
+from chipfit.pipelines.calibrate import load_calibration, save_calibration
+from chipfit.pipelines.validate import load_validation
 
 GFLOP = 1e9
 

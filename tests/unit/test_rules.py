@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chipfit.analysis import rules
-from chipfit.analysis.ranking import recommend
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option
+from chipfit.analysis.ranking import recommend
 from chipfit.errors import UnknownNameError
 
 GiB = 2**30

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chipfit.errors import InvalidInputError, UnknownNameError
-from chipfit.spec import DeviceRef, TimingConfig
 from chipfit.pipelines.sweep import geometric_ladder, ladder_for, plan_sweep
+from chipfit.spec import DeviceRef, TimingConfig
 from chipfit.workloads import get_workload
 
 

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chipfit.paths import runs_dir
-from chipfit.store.runs import save_run, write_csv
 from chipfit.results import Measurement, Run
 from chipfit.spec import Job
+from chipfit.store.runs import save_run, write_csv
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)

@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.report.terminal import bench_table
     from chipfit.pipelines.bench import bench
+    from chipfit.report.terminal import bench_table
 
     timing = timing_from_args(args)
     with measuring(args, "bench") as (saver, executor, store):
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noqa: ANN001, ANN202
     """``--suite NAME``: the suite's own experiments instead of --workloads and friends."""
-    from chipfit.errors import InvalidInputError
     from chipfit.analysis.suites import get_suite
+    from chipfit.errors import InvalidInputError
     from chipfit.pipelines.suites import run_suite
 
     suite = get_suite(args.suite)
@@ -76,9 +76,9 @@ def _suite_view(name: str):  # noqa: ANN202
     """The results table, then (for a suite with claims) each claim beside its verdict."""
     from rich.console import Group
 
+    from chipfit.analysis.suites import check_claims, get_suite
     from chipfit.report.claims import claims_table
     from chipfit.report.terminal import bench_table
-    from chipfit.analysis.suites import check_claims, get_suite
 
     suite = get_suite(name)
     if not suite.claims:

@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.store.runs import run_to_dict, save_run, write_csv
     from chipfit.report.history_view import run_header
     from chipfit.report.terminal import bench_table, problems_table
+    from chipfit.store.runs import run_to_dict, save_run, write_csv
 
     found = load_run_ref(args, args.run)
     if args.json == "-":

@@ -55,9 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Group
 
+    from chipfit.pipelines.sweep import sweep
     from chipfit.report.crossover_view import crossover_panel
     from chipfit.report.terminal import bench_table
-    from chipfit.pipelines.sweep import sweep
     from chipfit.workloads import get_workload
 
     axis = get_workload(args.workload).axis

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.execute._worker import Runner, failed, ray_discover, ray_task, tagged
 from chipfit.errors import BackendUnavailableError, InvalidInputError
+from chipfit.execute._worker import Runner, failed, ray_discover, ray_task, tagged
 from chipfit.execute.base import Executor, Outcome
 from chipfit.results import DeviceInfo, Discovery, Problem
 from chipfit.spec import Job

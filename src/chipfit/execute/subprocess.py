@@ -20,8 +20,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from chipfit.execute._worker import Runner, exit_note, failed, serve, tagged
 from chipfit.errors import InvalidInputError, UsageError
+from chipfit.execute._worker import Runner, exit_note, failed, serve, tagged
 from chipfit.execute.base import Executor, Outcome
 from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job

@@ -6,9 +6,11 @@ why in the returned problems instead of raising.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import resource
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -127,3 +129,16 @@ def rss_growth(base_rss: int, base_maxrss: int) -> int:
     maxrss = maxrss_bytes()
     top = max(psutil.Process().memory_info().rss, maxrss if maxrss > base_maxrss else 0)
     return max(0, top - base_rss)
+
+
+def machine_fingerprint() -> tuple[tuple[str, str], ...]:
+    """Where a run was made: host, OS, Python, CPU, cores, memory, and a fingerprint of them
+    (what ``--resume`` and calibrations match on)."""
+    cpu = probe_cpu()
+    facts = {"hostname": socket.gethostname(), "os": platform.platform(),
+             "python": platform.python_version(), "cpu": cpu.name,
+             "cores": str(cpu.cores), "memory_bytes": str(cpu.memory_bytes)}
+    digest = hashlib.sha256("|".join(f"{k}={facts[k]}" for k in ("hostname", "os", "cpu", "cores",
+                                                                  "memory_bytes")).encode())
+    facts["fingerprint"] = digest.hexdigest()[:16]
+    return tuple(sorted(facts.items()))

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.analysis.ranking import recommend
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
+from chipfit.analysis.ranking import recommend
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -223,9 +223,9 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
     they take part in the cost objective and the budget.
     """
-    from chipfit.execute.costs import extract_costs
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
+    from chipfit.execute.costs import extract_costs
     from chipfit.hardware.catalog import load_catalog
 
     dtype = parse_dtype(dtype)

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import platform
-import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from chipfit._version import __version__
-from chipfit.paths import utc_now
 from chipfit.discovery import resolve_devices
 from chipfit.errors import InvalidInputError
 from chipfit.execute.base import Executor
 from chipfit.execute.inline import InlineExecutor
+from chipfit.hardware.cpu import machine_fingerprint
+from chipfit.paths import utc_now
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import MODES, DeviceRef, Job, TimingConfig, parse_dtype
 from chipfit.workloads import get_workload
@@ -32,7 +30,7 @@ from chipfit.workloads import get_workload
 if TYPE_CHECKING:
     from chipfit.store.sqlite import Store
 
-__all__ = ["bench", "default_devices", "machine_fingerprint", "plan", "resume_run", "run_jobs"]
+__all__ = ["bench", "default_devices", "plan", "resume_run", "run_jobs"]
 
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
@@ -68,19 +66,6 @@ def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
                 for mode in (m for m in wanted if m in workload.modes):
                     jobs += [Job(name, size, ref, dtype, mode, timing) for ref in devices]
     return jobs
-
-
-def machine_fingerprint() -> tuple[tuple[str, str], ...]:
-    from chipfit.hardware.cpu import probe_cpu
-
-    cpu = probe_cpu()
-    facts = {"hostname": socket.gethostname(), "os": platform.platform(),
-             "python": platform.python_version(), "cpu": cpu.name,
-             "cores": str(cpu.cores), "memory_bytes": str(cpu.memory_bytes)}
-    digest = hashlib.sha256("|".join(f"{k}={facts[k]}" for k in ("hostname", "os", "cpu", "cores",
-                                                                  "memory_bytes")).encode())
-    facts["fingerprint"] = digest.hexdigest()[:16]
-    return tuple(sorted(facts.items()))
 
 
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:

@@ -337,8 +337,8 @@ def _measure_copies(session: Any, run: _Run) -> tuple[float | None, float | None
 
 def _checks(run: _Run, cal: Calibration) -> tuple[tuple[str, float, float], ...]:
     """Predict and measure held-out points (sizes not on any ladder)."""
-    from chipfit.cost.records import OpCost, WorkloadCosts
     from chipfit.analysis.roofline import predict
+    from chipfit.cost.records import OpCost, WorkloadCosts
 
     roofs = roofs_from_calibration(cal)
     out = []
@@ -412,7 +412,7 @@ def _version() -> str:
 
 
 def _machine() -> tuple[tuple[str, str], ...]:
-    from chipfit.pipelines.bench import machine_fingerprint
+    from chipfit.hardware.cpu import machine_fingerprint
 
     return machine_fingerprint()
 

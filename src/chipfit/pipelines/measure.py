@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from chipfit.discovery import discover
 from chipfit.errors import InvalidInputError
-from chipfit.results import Measurement
 from chipfit.pipelines.bench import bench
+from chipfit.results import Measurement
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
 
 __all__ = ["bench", "discover", "measure"]

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.cost.records import WorkloadCosts
-from chipfit.execute.costs import extract_costs
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict
+from chipfit.cost.records import WorkloadCosts
 from chipfit.errors import UnknownNameError
+from chipfit.execute.costs import extract_costs
 
 __all__ = ["PredictRow", "Target", "predict_workload", "resolve_hardware", "roofs_for"]
 
@@ -95,8 +95,8 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
               progress: Callable[[str], None] | None = None) -> Roofs:
     """Calibrated roofs for a local device (calibrating first if needed), else catalog roofs."""
     if not target.local:
-        from chipfit.pipelines.validate import catalog_band
         from chipfit.hardware.catalog import load_catalog
+        from chipfit.pipelines.validate import catalog_band
 
         band, basis = catalog_band()
         return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,

@@ -72,7 +72,8 @@ def run_suite(name: str, devices: Iterable[str] | None = None, *, quick: bool = 
     list of workloads: same executors, store and resume; the run's settings name the suite."""
     from chipfit.discovery import resolve_devices
     from chipfit.execute.inline import InlineExecutor
-    from chipfit.pipelines.bench import machine_fingerprint, new_run, resume_named, resume_run, run_jobs
+    from chipfit.hardware.cpu import machine_fingerprint
+    from chipfit.pipelines.bench import new_run, resume_named, resume_run, run_jobs
 
     suite = get_suite(name)
     executor = executor or InlineExecutor()

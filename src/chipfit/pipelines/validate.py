@@ -46,8 +46,8 @@ from chipfit.analysis.validation import (
     optimized_stack,
     retyped,
 )
-from chipfit.cost.records import WorkloadCosts
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
+from chipfit.cost.records import WorkloadCosts
 from chipfit.errors import InvalidInputError
 from chipfit.paths import check_schema, read_versioned_json, utc_now, write_json_atomic
 

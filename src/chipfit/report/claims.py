@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from chipfit.report.fmt import fmt_rate, fmt_seconds
 from chipfit.analysis.suites import FAILS, HOLDS, ClaimResult
+from chipfit.report.fmt import fmt_rate, fmt_seconds
 
 __all__ = ["claims_table", "measured_text", "verdict_text"]
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from chipfit.errors import BackendUnavailableError
-from chipfit.store.runs import CSV_COLUMNS, csv_row
 from chipfit.results import Run
+from chipfit.store.runs import CSV_COLUMNS, csv_row
 
 __all__ = ["FRAME_COLUMNS", "to_dataframe"]
 
