@@ -14,7 +14,7 @@ from chipfit.analysis.roofline import Roofs
 from chipfit.cost.records import MATRIX_CLASSES, WorkloadCosts
 
 __all__ = ["FORMAT", "VALIDATION_SCHEMA_VERSION", "Case", "ReferenceCase", "ValidationReport",
-           "engine_roofs", "finite_fields", "leave_one_out", "mape", "mean_ape", "optimized_stack", "retyped"]
+           "engine_roofs", "family", "finite_fields", "leave_one_out", "mape", "mean_ape", "optimized_stack", "retyped"]
 
 VALIDATION_SCHEMA_VERSION = 1  # history: 1 = chipfit 0.1
 FORMAT = "chipfit-validation"
@@ -178,7 +178,8 @@ def _speed(value: float, metric: str) -> float:
     return value if metric == "throughput" else 1.0 / value
 
 
-def _family(case: ReferenceCase) -> str:
+def family(case: ReferenceCase) -> str:
+    """``mlperf`` (an optimised engine) or ``eager`` (PyTorch eager): scored apart."""
     return "mlperf" if case.scenario.startswith("mlperf") else "eager"
 
 
@@ -186,7 +187,7 @@ def leave_one_out(cases: list[ReferenceCase]) -> list[ReferenceCase]:
     ratios = {c.id: _speed(c.published, c.metric) / _speed(c.predicted, c.metric) for c in cases}
     out = []
     for c in cases:
-        same = [o for o in cases if o.id != c.id and _family(o) == _family(c)]
+        same = [o for o in cases if o.id != c.id and family(o) == family(c)]
         group = [o for o in same if o.model == c.model]
         pool = group if len(group) >= 2 else same
         if not pool:

@@ -40,9 +40,11 @@ from chipfit.analysis.validation import (
     Case,
     ReferenceCase,
     ValidationReport,
-    finite_fields,
     engine_roofs,
+    family,
+    finite_fields,
     leave_one_out,
+    mape,
     optimized_stack,
     retyped,
 )
@@ -306,7 +308,7 @@ def catalog_band() -> tuple[float, str]:
         cases = reference_cases()
     except ImportError as exc:  # the reference models need torch and transformers
         return 0.5, f"default 50%: scoring published results needs {exc.name} installed"
-    eager = [c for c in cases if _family(c) == "eager"]
+    eager = [c for c in cases if family(c) == "eager"]
     rows = eager or list(cases)
     error = mape(c.error for c in rows)
     label = "PyTorch-eager" if eager else "all"
