@@ -114,9 +114,14 @@ def print_json(data: Any) -> None:
 
 def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
     """Save, print the table, and pick the exit code (130 when interrupted)."""
+    from chipfit.analysis.trust import warning
+
     saver.finish(run)
     if run.measurements:
         out.print(render(run))
+    busy = warning(run.measurements)
+    if busy:
+        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
     if run.interrupted:
         err.print(f"interrupted: kept {len(run.measurements)} measurement(s)")
         return 130

@@ -18,6 +18,7 @@ from typing import Any
 
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
 from chipfit.analysis.ranking import recommend
+from chipfit.analysis.trust import source_of
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -258,8 +259,11 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         spec = catalog.match(info.name, info.cores) if info is not None else None
         fallbacks = detect_fallbacks(workload, ref, str(target), dtype, mode, found) if (
             info is not None and info.kind != "cpu") else ()
-        options.append(_local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
-                                     need, fallbacks, local_price))
+        option = _local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
+                               need, fallbacks, local_price)
+        # its latency and the CPU crossover come from all of this device's points
+        options.append(replace(option, latency_source=source_of(
+            x for x in run.measurements if x.device == str(ref))))
     for spec in specs:
         try:
             roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))

@@ -102,9 +102,9 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
         return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,
                              dtypes=(dtype,))
     from chipfit.analysis.calibration import roofs_from_calibration
-    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 
-    cal = load_calibration(target.key)
+    cal = reusable(load_calibration(target.key))  # one that misses its checks: refused
     if cal is None:
         if not auto_calibrate:
             from chipfit.errors import UsageError

@@ -184,9 +184,9 @@ def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
 def _roofs_for(device: str, discovery: Any, quick: bool, progress: Callable[[str], None],
                recalibrate: bool) -> tuple[Roofs, str]:
     from chipfit.analysis.calibration import roofs_from_calibration
-    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 
-    cal = None if recalibrate else load_calibration(device)
+    cal = None if recalibrate else reusable(load_calibration(device))
     if cal is None:
         progress(f"calibrating {device}")
         cal = calibrate(device, quick=quick, discovery=discovery,
