@@ -29,7 +29,6 @@ from chipfit.timing.contention import STALL_VS_SERIAL, judge, numbers_of, stall_
 
 if TYPE_CHECKING:
     from chipfit.execute.base import Executor
-    from chipfit.store.sqlite import Store
 
 __all__ = ["BACKOFF_S", "MAX_ROUNDS", "mark_stalls", "remeasure_contended", "retry_budget_s"]
 
@@ -82,10 +81,11 @@ def retry_budget_s(first_pass_s: float) -> float:
 
 def remeasure_contended(jobs: Sequence[Job], done: list[Measurement], run: Run,
                         executor: Executor, first_pass_s: float, *,
-                        store: Store | None = None,
+                        keep: Callable[[Measurement], None] | None = None,
                         sleep: Callable[[float], None] = time.sleep,
                         clock: Callable[[], float] = time.monotonic) -> tuple[Run, bool]:
-    """Re-measure the contended points of ``jobs`` in ``done`` (see the module docstring).
+    """Re-measure the contended points of ``jobs`` in ``done`` (see the module docstring);
+    ``keep`` is handed each re-measured point at once (the store's ``add_measurement``).
 
     Returns the run with the final measurements, and whether any point was re-measured.
     """
@@ -98,16 +98,16 @@ def remeasure_contended(jobs: Sequence[Job], done: list[Measurement], run: Run,
             break
         sleep(pause)
         pause *= 2
-        _round(todo, done, run, executor, store, lambda: clock() - start >= budget)
+        _round(todo, done, run, executor, keep, lambda: clock() - start >= budget)
         done[:] = mark_stalls(done)
         changed = True
     return replace(run, measurements=tuple(done)), changed
 
 
 def _round(todo: Sequence[Job], done: list[Measurement], run: Run, executor: Executor,
-           store: Store | None, spent: Callable[[], bool]) -> None:
-    """Re-measure ``todo``, each result replacing its point in ``done`` (and kept in
-    ``store`` at once); progress callbacks are not called again: every job counts once."""
+           keep: Callable[[Measurement], None] | None, spent: Callable[[], bool]) -> None:
+    """Re-measure ``todo``, each result replacing its point in ``done`` (and handed to
+    ``keep`` at once); progress callbacks are not called again: every job counts once."""
     where = {_key(m): i for i, m in enumerate(done)}
     with contextlib.closing(executor.run(todo, run.discovery)) as outcomes:
         for job, m in outcomes:
@@ -115,7 +115,7 @@ def _round(todo: Sequence[Job], done: list[Measurement], run: Run, executor: Exe
             # a re-measurement that failed (a crash, a timeout) does not erase a timing
             kept = m if m.ok else done[slot]
             done[slot] = replace(kept, attempts=done[slot].attempts + 1)
-            if store is not None:
-                store.add_measurement(run.run_id, done[slot])
+            if keep is not None:
+                keep(done[slot])
             if spent():
                 break  # closing the executor's iterator stops the points not yet begun

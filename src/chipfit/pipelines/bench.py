@@ -99,8 +99,9 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                 stored.append(m)
                 if on_result is not None:
                     on_result(i, len(jobs), job, m, run)
-        run, _ = remeasure_contended(jobs, done, run, executor, time.monotonic() - started,
-                                     store=store)
+        run, _ = remeasure_contended(
+            jobs, done, run, executor, time.monotonic() - started,
+            keep=None if store is None else lambda m: store.add_measurement(run.run_id, m))
         run = replace(run, finished_at=utc_now())
     except KeyboardInterrupt:
         run = replace(run, measurements=tuple(done), interrupted=True, finished_at=utc_now())
