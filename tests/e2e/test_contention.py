@@ -77,3 +77,14 @@ def test_stored_evidence_reproduces_every_verdict_and_quiet_evidence_is_not_flag
     marked = sum(m["contended"] for m in points)
     assert summary["contended"] == marked
     assert ("warning: machine busy" in proc.stderr) is (marked > 0)
+
+
+def test_a_point_measured_through_the_api_carries_its_evidence():
+    import chipfit
+    from chipfit.spec import TimingConfig
+
+    m = chipfit.measure("matmul", 64, "torch:cpu@1t", timing=TimingConfig.quick())
+    assert m.ok and m.contended in (True, False)  # Linux: the evidence is readable here
+    numbers = dict(m.contention)
+    assert numbers["cores"] >= 1 and numbers["window_s"] > 0 and "wait_share" in numbers
+    assert judge(numbers).contended is m.contended

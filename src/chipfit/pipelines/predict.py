@@ -198,12 +198,12 @@ def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: b
         pred = replace(pred, notes=tuple(n for n in notes if n) + pred.notes)
     measurement = None
     if target.local and measure:
-        from chipfit.execute.job import run_job
+        from chipfit.execute._worker import run_here  # watched for contention
         from chipfit.spec import DeviceRef, Job, TimingConfig
 
         if progress:
             progress(f"measuring {wl.name} {costs.size} on {target.key}")
         job = Job(wl.name, costs.size, DeviceRef.parse(target.key), costs.dtype, costs.mode,
                   timing or TimingConfig.quick())
-        measurement = run_job(job, discovery)
+        measurement = run_here(job, discovery)
     return PredictRow(target, pred, measurement)

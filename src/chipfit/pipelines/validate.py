@@ -203,7 +203,7 @@ def local_devices(discovery: Any) -> list[str]:
 def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
           discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
     from chipfit.execute.costs import extract_costs
-    from chipfit.execute.job import run_job
+    from chipfit.execute._worker import run_here  # watched for contention
     from chipfit.spec import DeviceRef, Job
 
     ref = DeviceRef.parse(device)
@@ -216,7 +216,7 @@ def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing
     except Exception as exc:  # a workload the extractor cannot trace is a finding
         return Case(workload.name, size, dtype, mode, device, math.nan, math.nan,
                     status="error", note=f"prediction failed: {type(exc).__name__}: {exc}"[:200])
-    m = run_job(Job(workload.name, size, ref, dtype, mode, timing), discovery)
+    m = run_here(Job(workload.name, size, ref, dtype, mode, timing), discovery)
     if not m.ok:
         return Case(workload.name, size, dtype, mode, device, pred.seconds, math.nan,
                     pred.bound, status=m.status, note=m.note[:200])
