@@ -221,7 +221,9 @@ def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing
         return Case(workload.name, size, dtype, mode, device, pred.seconds, math.nan,
                     pred.bound, status=m.status, note=m.note[:200])
     return Case(workload.name, size, dtype, mode, device, pred.seconds, m.median_s, pred.bound,
-                noisy=m.noisy)
+                noisy=m.noisy or bool(m.contended),
+                note=f"measured while the machine was shared ({m.contention_note})"
+                if m.contended else "")
 
 
 def plan_cases(quick: bool, workloads: Sequence[str] | None = None,
