@@ -1,6 +1,6 @@
 """Contention evidence and what is done with it: the verdict from evidence numbers, the stall
 signature, re-measuring with a back-off, and the one rule for analysis (pure parts, fakes for
-the clock and the executor). tests/e2e/test_contention.py loads the real machine."""
+the clock and the executor). tests/e2e/test_busy_machine.py loads the real machine."""
 
 from __future__ import annotations
 
