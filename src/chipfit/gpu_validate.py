@@ -141,13 +141,20 @@ def e2e_cases(data_dir: Path, models: Callable[[str], GpuModel],
     return cases
 
 
+#: The heads the data's runs used, read off their op_labels (BERT inference ends in a
+#: 2-way classifier on the pooled output, BERT training in the pre-training heads).
+LABEL_HEADS = {("bert_large", "inference"): "BertForSequenceClassification",
+               ("bert_large", "train"): "BertForPreTraining"}
+
+
 def _trace_label(data_dir: Path, model: str, seq_len: int, batch: int, mode: str) -> Any:
     """The data's runs used PyTorch 2.1 with transformers' eager attention (matmul, softmax,
     matmul: see op_labels), so the labels are traced with ``attention="eager"``."""
     from chipfit.workloads.gpu_trace import trace_config
 
     path = data_dir / "models" / f"{model}.json"
-    return trace_config(path, batch, seq_len, mode=mode, attention="eager")
+    return trace_config(path, batch, seq_len, mode=mode, attention="eager",
+                        architecture=LABEL_HEADS.get((model, mode)))
 
 
 def band_from(errors: Sequence[float], coverage: float = COVERAGE) -> float:

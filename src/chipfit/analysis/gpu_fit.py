@@ -35,7 +35,8 @@ __all__ = ["GROUPS", "KernelRows", "FitResult", "device_seconds", "fit_group", "
 #: Operator files of the kernel data per model group, and the parameters each group fits.
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gemm": (("bmm", "linear"),
-             ("gemm_e_max", "gemm_a", "gemm_k0", "gemm_lanes_beta", "power_w0", "splitk_us",
+             ("gemm_e_max", "gemm_a", "gemm_k0", "gemm_lanes_beta", "power_ref_w", "power_beta",
+              "splitk_us", "gemm_prevolta",
               "gemm_gran")),
     "elementwise": (("add", "addu", "mul", "mulu", "div", "divu", "pow", "powu", "relu",
                      "gelu", "tanh"),
@@ -133,6 +134,7 @@ def fit_group(group: str, rows: KernelRows, devs: Mapping[str, GpuFigures],
     row_floor = {k: np.array([floor_index[(str(k), str(o))] for o in s.op])
                  for k, s in subs.items()}
     target = {k: np.log(s.seconds) for k, s in subs.items()}
+    weight = {k: np.sqrt(row_weights(s.seconds)) for k, s in subs.items()}
 
     def residuals(x: np.ndarray) -> np.ndarray:
         params = start.with_values(**dict(zip(names, np.exp(x[:len(names)]), strict=True)))
@@ -140,13 +142,22 @@ def fit_group(group: str, rows: KernelRows, devs: Mapping[str, GpuFigures],
         parts = []
         for k, s in subs.items():
             pred = floors[row_floor[k]] + device_seconds(s, devs[str(k)], params)
-            parts.append(np.log(pred) - target[k])
+            parts.append((np.log(pred) - target[k]) * weight[k])
         return np.concatenate(parts)
 
     sol = least_squares(residuals, x0, loss="soft_l1", f_scale=0.3, max_nfev=60 * len(x0))
     params = start.with_values(**dict(zip(names, np.exp(sol.x[:len(names)]), strict=True)))
     floors = {k: float(np.exp(sol.x[len(names) + i])) for i, k in enumerate(keys)}
     return FitResult(params, floors)
+
+
+def row_weights(seconds: np.ndarray) -> np.ndarray:
+    """Weight of a row in the fit: ``log10(t / 20 us)`` clipped to [0.05, 3], squared.
+
+    Rows near the host floor say little about the kernel model, and whole-model time is
+    spent in long kernels, so kernels of milliseconds count most.
+    """
+    return np.clip(np.log10(np.maximum(seconds, 1e-9) / 20e-6), 0.05, 3.0) ** 2
 
 
 def mape(pred: Any, actual: Any) -> float:

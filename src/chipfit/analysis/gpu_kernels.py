@@ -16,10 +16,8 @@ The models (why each shape):
   Skinny outputs with a long K are split along K (split-K), paying a reduction. The
   library's heuristic is approximated by the fastest of these candidates, bounded below by
   the memory roofline (Williams et al., CACM 2009).
-- **Sustained clock** (``sustained_fraction``): boards with little power per FLOP (T4, P4,
-  L4 at 70-75 W) cannot hold the boost clock under dense FP32 math. The sustained fraction is
-  ``min(1, (TDP / (peak x w(year))) ** alpha)`` where ``w`` (watts per TFLOP/s needed to hold
-  boost) halves every ``halving`` years of process improvement; both fitted.
+- **Sustained clock** (``sustained_fraction``): low-power boards (T4, P4, L4 at 70-75 W)
+  cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
 - **Elementwise** (``elementwise_seconds``): bytes / (bandwidth x efficiency), faster when
   the operands fit in L2 (repeated calls hit L2), or compute-bound at ``c_op`` FLOPs per
   element for transcendental ops (``pow``, ``gelu``, ``tanh``), plus a device latency.
@@ -56,6 +54,10 @@ __all__ = ["GpuFigures", "GpuParams", "TILES", "attention_seconds", "conv_second
 TILES = ((128, 128), (128, 64), (64, 128), (64, 64), (32, 128), (128, 32), (32, 32))
 SPLIT_K = (1, 2, 4, 8, 16)
 BATCHED_MIN_TILE = 64 * 64
+#: NVIDIA GPUs launched before Volta (compute capability < 7.0) run cuBLAS's Maxwell-era
+#: SGEMM kernels (``maxwell_sgemm_*`` on P100 and P4 in the kernel data), which reach a lower
+#: share of peak than the ``volta_sgemm_*``/``ampere_sgemm_*`` kernels of later GPUs.
+PRE_VOLTA_YEAR = 2017
 ELEMENTWISE_OPS = ("add", "addu", "mul", "mulu", "div", "divu", "pow", "powu", "relu", "gelu",
                    "tanh")
 
@@ -139,10 +141,10 @@ DEFAULTS: dict[str, float] = {
     "gemm_gran": 16.0,        # rows/columns of a partial tile are computed in groups of this
     "gemm_lanes_beta": 0.3,   # efficiency x (64 / lanes_per_sm) ** beta (wider SMs issue-bound)
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
+    "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
     "splitk_us": 3.0,         # extra latency of a split-K reduction
-    "power_w0": 20.0,         # W per TFLOP/s that holds boost in 2016 silicon
-    "power_halving": 3.0,     # years for that figure to halve
-    "power_alpha": 1.0,
+    "power_ref_w": 150.0,     # board power above which the boost clock holds
+    "power_beta": 1.0,        # how fast the sustained clock falls below it
     "mem_eff": 0.80,          # streaming efficiency of elementwise kernels
     "l2_gain": 0.8,           # bandwidth gain when operands fit in L2
     "ew_latency_us": 3.0,
@@ -158,12 +160,14 @@ DEFAULTS: dict[str, float] = {
 
 
 def sustained_fraction(dev: GpuFigures, p: GpuParams) -> float:
-    """Share of the boost clock held under dense math, from board power per peak FLOP/s."""
-    tflops = dev.fp32_flops / 1e12
-    if not tflops or not dev.tdp_w or not math.isfinite(dev.tdp_w):
+    """Share of the boost clock a board holds under dense math: ``min(1, (TDP / P) ** b)``.
+
+    Low-power boards (70-75 W: T4, P4, L4) cannot hold their boost clock under sustained
+    FP32 math; boards above ``P`` watts can. ``P`` and ``b`` are fitted.
+    """
+    if not dev.tdp_w or not math.isfinite(dev.tdp_w):
         return 1.0
-    need = p["power_w0"] * 2.0 ** (-(dev.year - 2016.0) / p["power_halving"])
-    return float(min(1.0, (dev.tdp_w / (tflops * need)) ** p["power_alpha"]))
+    return float(min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"]))
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -185,6 +189,8 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
     if peak is None:
         peak = dev.fp32_flops * sustained_fraction(dev, p)
         e_max = p["gemm_e_max"] * (64.0 / dev.lanes_per_sm) ** p["gemm_lanes_beta"]
+        if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
+            e_max *= p["gemm_prevolta"]
     else:
         e_max = efficiency if efficiency is not None else p["gemm_e_max"]
     per_sm = peak / dev.sms

@@ -172,8 +172,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str = "sdpa",
-                 dtype: str = "float32") -> tuple[Any, tuple[Any, ...], Callable[..., Any]]:
-    """(model on the meta device, example inputs, call) for a transformers ``config.json``."""
+                 dtype: str = "float32", architecture: str | None = None
+                 ) -> tuple[Any, tuple[Any, ...], Callable[..., Any]]:
+    """(model on the meta device, example inputs, call) for a transformers ``config.json``;
+    ``architecture`` overrides the config's ``architectures[0]``."""
     import torch
     import transformers
 
@@ -183,7 +185,7 @@ def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str =
     except (ValueError, KeyError) as exc:
         raise InvalidInputError(f"{path}: transformers cannot read this config ({exc})") from exc
     config._attn_implementation = attention
-    arch = (raw.get("architectures") or [None])[0]
+    arch = architecture or (raw.get("architectures") or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     with torch.device("meta"):
         try:
@@ -214,12 +216,14 @@ def _inputs(torch: Any, config: Any, batch: int, seq_len: int) -> dict[str, Any]
 
 
 def trace_config(path: str | Path, batch: int, seq_len: int, *, mode: str = "inference",
-                 dtype: str = "float32", attention: str = "sdpa") -> Any:
+                 dtype: str = "float32", attention: str = "sdpa",
+                 architecture: str | None = None) -> Any:
     """Per-operator costs of one inference call, or forward + backward (``mode="train"``),
     of the model a ``config.json`` describes, shape-only and as a GPU runs it."""
     import torch
 
-    model, inputs, call = config_model(path, batch, seq_len, attention=attention, dtype=dtype)
+    model, inputs, call = config_model(path, batch, seq_len, attention=attention, dtype=dtype,
+                                       architecture=architecture)
     name = Path(path).stem
     per_seq = getattr(model.config, "expert_capacity", None)
     capacity = int(per_seq) * batch if per_seq else None
@@ -238,9 +242,7 @@ def trace_config(path: str | Path, batch: int, seq_len: int, *, mode: str = "inf
 
     def step(*values: Any) -> Any:
         out = call(*values)
-        logits = out[0] if isinstance(out, tuple) else getattr(out, "logits", None)
-        if logits is None:
-            logits = out.last_hidden_state
+        logits = out[0] if isinstance(out, tuple) else next(iter(out.values()))
         logits.float().mean().backward()
         return logits
 
