@@ -145,7 +145,14 @@ def fit_group(group: str, rows: KernelRows, devs: Mapping[str, GpuFigures],
             parts.append((np.log(pred) - target[k]) * weight[k])
         return np.concatenate(parts)
 
-    sol = least_squares(residuals, x0, loss="soft_l1", f_scale=0.3, max_nfev=60 * len(x0))
+    # A floor cannot exceed the fastest call measured for that host and operator.
+    ceiling = [float(np.log(np.min(rows.seconds[(rows.device == d) & (rows.op == o)])))
+               for d, o in keys]
+    lower = [-np.inf] * len(names) + [np.log(1e-6)] * len(keys)
+    upper = [np.inf] * len(names) + ceiling
+    x0 = np.minimum(np.maximum(x0, np.array(lower) + 1e-9), np.array(upper) - 1e-9)
+    sol = least_squares(residuals, x0, loss="soft_l1", f_scale=0.3, max_nfev=60 * len(x0),
+                        bounds=(lower, upper))
     params = start.with_values(**dict(zip(names, np.exp(sol.x[:len(names)]), strict=True)))
     floors = {k: float(np.exp(sol.x[len(names) + i])) for i, k in enumerate(keys)}
     return FitResult(params, floors)

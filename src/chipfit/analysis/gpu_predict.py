@@ -249,3 +249,34 @@ def _device_bound(by_class: Mapping[str, list[float]]) -> str:
     rest = sum(v[0] for c, v in by_class.items()) - matrix
     return "compute" if matrix >= rest else "memory"
 
+
+
+def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel, *,
+                  key: str, name: str, transfer_s: float = 0.0,
+                  notes: tuple[str, ...] = ()) -> Any:
+    """The estimate as a :class:`~chipfit.analysis.roofline.Prediction` (``predict``'s JSON
+    shape), with the band from the held-out errors and the precision used, sourced."""
+    from chipfit.analysis.roofline import ClassTime, Prediction
+
+    matrix = {"matmul", "conv", "attention", "recurrent"}
+    compute = sum(s for c, s, _ in est.by_class if c in matrix)
+    memory = sum(s for c, s, _ in est.by_class if c not in matrix)
+    launch = max(est.seconds - compute - memory, 0.0)
+    parts = {"compute": compute, "memory": memory, "launch": launch, "transfer": transfer_s}
+    breakdown = tuple(ClassTime(c, n, n, 0.0, 0.0, s if c in matrix else 0.0,
+                                0.0 if c in matrix else s, 0.0) for c, s, n in est.by_class)
+    precision = tuple(f"{p.label()} ({p.why})" for p in est.precision)
+    efficiency = tuple((f"{p.dtype}/{p.op_class} on {p.unit}", p.efficiency or 0.0, p.why)
+                       for p in est.precision if p.efficiency)
+    model_note = (f"GPU kernel models fitted on measured kernels of 5 NVIDIA GPUs (leave-one-"
+                  f"GPU-out band); {dev.name}: {dev.sms} SMs, {dev.boost_mhz:.0f} MHz, "
+                  f"{dev.mem_bw_gbs:.0f} GB/s, {dev.l2_mb:g} MB L2; eager host "
+                  f"{est.host_s * 1e3:.3g} ms vs device {est.device_s * 1e3:.3g} ms per call")
+    return Prediction(
+        hardware=key, hardware_name=name, kind="gpu", workload=costs.workload, size=costs.size,
+        dtype=costs.dtype, mode=costs.mode, seconds=est.seconds,
+        low_s=est.seconds / (1 + model.band), high_s=est.seconds * (1 + model.band),
+        transfer_s=transfer_s, compute_s=compute, memory_s=memory, launch_s=launch,
+        bound=max(parts, key=lambda k: parts[k]), basis="gpu-kernel-model", band=model.band,
+        band_basis=model.band_basis, items=costs.items, breakdown=breakdown,
+        efficiency=efficiency, notes=(model_note, *notes, *costs.notes), precision=precision)

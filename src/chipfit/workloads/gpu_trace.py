@@ -52,15 +52,22 @@ def _efficient(torch: Any, q: Any, k: Any, v: Any, attn_mask: Any = None,
     if k.shape[-3] != q.shape[-3]:  # grouped-query attention: heads shared by groups
         reps = q.shape[-3] // k.shape[-3]
         k, v = k.repeat_interleave(reps, dim=-3), v.repeat_interleave(reps, dim=-3)
-    bias = None if attn_mask is None or attn_mask.dtype == torch.bool else attn_mask
+    if attn_mask is not None and attn_mask.dtype == torch.bool:  # the kernels take a bias
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+            ~attn_mask, float("-inf"))
+    if q.device.type == "cpu":  # real or fake CPU tensors: the CPU's fused kernel, same shape
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, float(dropout_p), bool(is_causal), attn_mask=attn_mask, scale=scale)[0]
     out = torch.ops.aten._scaled_dot_product_efficient_attention(
-        q, k, v, bias, False, float(dropout_p), bool(is_causal), scale=scale)
+        q, k, v, attn_mask, False, float(dropout_p), bool(is_causal), scale=scale)
     return out[0]
 
 
 @contextlib.contextmanager
 def _fused_rnn(torch: Any, records: list[Any]) -> Iterator[None]:
     """nn.RNNBase.forward -> one fused record and empty outputs of the right shapes."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
     from chipfit.analysis.costs import OpCost
 
     def forward(self: Any, x: Any, hx: Any = None) -> Any:
@@ -80,18 +87,22 @@ def _fused_rnn(torch: Any, records: list[Any]) -> Iterator[None]:
         elem = x.element_size()
         params = sum(p.numel() for p in self.parameters())
         nbytes = elem * (steps * batch * (width + out_w) + params)
-        records.append(OpCost("_cudnn_rnn", "recurrent", str(x.dtype).replace("torch.", ""),
-                              flops, float(nbytes), 1, 1, f"fused:{mode}:{self.num_layers}:{dirs}",
-                              ((steps, batch, width), (steps, batch, out_w))))
-        out = torch.zeros(steps, batch, out_w, dtype=x.dtype, device=x.device)
+        record = OpCost("_cudnn_rnn", "recurrent", str(x.dtype).replace("torch.", ""),
+                        flops, float(nbytes), 1, 1, f"fused:{mode}:{self.num_layers}:{dirs}",
+                        ((steps, batch, width), (steps, batch, out_w)))
+        recorder = _get_current_dispatch_mode()
+        # The tracer's dispatch mode keeps its records in .ops: the fused kernel joins them
+        (recorder.ops if isinstance(getattr(recorder, "ops", None), list) else records).append(
+            record)
+        out = torch.empty(steps, batch, out_w, dtype=x.dtype, device=x.device)
         if self.batch_first and batched:
             out = out.transpose(0, 1)
         if not batched:
             out = out.squeeze(1)
         shape = (self.num_layers * dirs, batch, self.proj_size or self.hidden_size)
-        h = torch.zeros(shape if batched else (shape[0], shape[2]), dtype=x.dtype, device=x.device)
+        h = torch.empty(shape if batched else (shape[0], shape[2]), dtype=x.dtype, device=x.device)
         if mode == "lstm":
-            c = torch.zeros(self.num_layers * dirs, batch, self.hidden_size, dtype=x.dtype,
+            c = torch.empty(self.num_layers * dirs, batch, self.hidden_size, dtype=x.dtype,
                             device=x.device)
             return out, (h, c if batched else c.squeeze(1))
         return out, h
@@ -140,24 +151,35 @@ def _balanced_experts(torch: Any, capacity: int | None) -> Iterator[None]:
         st.SwitchTransformersExperts.forward = original
 
 
+@contextlib.contextmanager
+def gpu_kernels(records: list[Any] | None = None,
+                expert_capacity: int | None = None) -> Iterator[list[Any]]:
+    """While active, torch traces see the kernels a CUDA build calls (fused attention, fused
+    recurrent layers, evenly routed experts). Fused recurrent records join the active
+    tracer's; calls outside a tracer (warm-up steps) land in the yielded list."""
+    import torch
+
+    records = [] if records is None else records
+    with _fused_attention(torch), _fused_rnn(torch, records), \
+            _balanced_experts(torch, expert_capacity):
+        yield records
+
+
 def trace_for_gpu(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str = "call",
                   size: str = "", dtype: str = "float32", mode: str = "inference",
                   items: int = 1, tensors: str = "meta", expert_capacity: int | None = None) -> Any:
     """Trace ``fn(*args)`` as a CUDA build runs it (fused attention and recurrent layers;
     mixture-of-experts layers routed evenly, see :func:`_balanced_experts`)."""
-    import torch
+    from chipfit.analysis.costs import trace_torch
 
-    from chipfit.analysis.costs import merge_ops, trace_torch
-
-    records: list[Any] = []
-    with _fused_attention(torch), _fused_rnn(torch, records), \
-            _balanced_experts(torch, expert_capacity):
+    with gpu_kernels(expert_capacity=expert_capacity):
         costs = trace_torch(fn, args, workload=workload, size=size, dtype=dtype, mode=mode,
                             items=items, tensors=tensors)
-    if not records:
+    fused = sum(o.count for o in costs.ops if o.op == "_cudnn_rnn")
+    if not fused:
         return costs
-    note = f"{len(records)} recurrent layer call(s) traced as fused cuDNN kernels"
-    return replace(costs, ops=merge_ops((*costs.ops, *records)), notes=costs.notes + (note,))
+    note = f"{fused} recurrent layer call(s) traced as fused cuDNN kernels"
+    return replace(costs, notes=costs.notes + (note,))
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
