@@ -148,8 +148,9 @@ def fit_group(group: str, rows: KernelRows, devs: Mapping[str, GpuFigures],
     # A floor cannot exceed the fastest call measured for that host and operator.
     ceiling = [float(np.log(np.min(rows.seconds[(rows.device == d) & (rows.op == o)])))
                for d, o in keys]
-    lower = [-np.inf] * len(names) + [np.log(1e-6)] * len(keys)
-    upper = [np.inf] * len(names) + ceiling
+    # Parameters may move a factor of 1000 either way from their starting values.
+    lower = list(x0[:len(names)] - 6.9) + [np.log(1e-6)] * len(keys)
+    upper = list(x0[:len(names)] + 6.9) + ceiling
     x0 = np.minimum(np.maximum(x0, np.array(lower) + 1e-9), np.array(upper) - 1e-9)
     sol = least_squares(residuals, x0, loss="soft_l1", f_scale=0.3, max_nfev=60 * len(x0),
                         bounds=(lower, upper))

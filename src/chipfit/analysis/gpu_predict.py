@@ -222,10 +222,10 @@ def estimate(costs: Any, dev: GpuFigures, model: GpuModel, framework: str = "tor
     views = sum(o.count for o in costs.ops if not o.kernels)
     n_kernels = sum(o.count * o.kernels for o in kernels) or 1
     spread = (views * model.host.view + costs.module_calls * model.host.module) / n_kernels
-    total = device = host = 0.0
+    total = device = host = tail = 0.0
     by_class: dict[str, list[float]] = {}
     for o in kernels:
-        t_dev = op_seconds(o, dev, p, precision)
+        t_dev = tail = op_seconds(o, dev, p, precision)
         t_host = model.host.kernel(op_family(o)) * o.kernels + spread * o.kernels
         total += o.count * max(t_dev, t_host)
         device += o.count * t_dev
@@ -233,6 +233,9 @@ def estimate(costs: Any, dev: GpuFigures, model: GpuModel, framework: str = "tor
         acc = by_class.setdefault(o.op_class, [0.0, 0])
         acc[0] += o.count * t_dev
         acc[1] += o.count * o.kernels
+    # The call ends when the device finishes the last kernel the host queued: its time is
+    # never hidden behind host work (the first operators' host time never is either).
+    total += tail
     if not kernels:
         host = views * model.host.view + costs.module_calls * model.host.module
         total = host
