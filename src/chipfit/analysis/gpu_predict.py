@@ -192,6 +192,10 @@ def _memory_op(op: Any, dev: GpuFigures, p: GpuParams, elem: float) -> float:
     if op.op in ("embedding", "index_select", "gather", "index") and op.shapes:
         nbytes = 2.0 * _numel(op.shapes[-1]) * elem + _numel(op.shapes[1 if len(op.shapes) > 1
                                                                        else 0]) * 8.0
+    if op.op_class == "norm" and "layer_norm" not in op.op and "rms" not in op.op:
+        # batch norm in eval mode is a per-channel affine map: one streaming pass
+        elements = max((_numel(s) for s in op.shapes), default=nbytes / (2 * elem))
+        return float(elementwise_seconds(dev, p, "mul", elements, nbytes))
     if op.op in _ROWWISE or op.op_class == "norm":
         shape = max(op.shapes, key=_numel) if op.shapes else (1, max(nbytes / 8, 1))
         cols = float(shape[-1]) if len(shape) else 1.0
