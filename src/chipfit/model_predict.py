@@ -43,17 +43,17 @@ def gpu_prediction(costs: Any, key: str, framework: str = "torch") -> Any:
     catalog = load_catalog()
     keys = set(catalog)
     notes: list[str] = []
-    transfer = 0.0
+    transfer, known = 0.0, False
     if key in keys:
         roofs = catalog_roofs(catalog[key], framework, dtypes=(costs.dtype,))
-        transfer = transfer_seconds(costs, roofs)
+        transfer, known = transfer_seconds(costs, roofs), roofs.copy_known
         notes += [n for n in roofs.notes if "host link" in n]
     else:
         notes.append("host link not in the catalog: copy time unknown (not 0)")
     model = shipped_gpu_model()
     est = estimate(costs, dev, model, framework)
     return to_prediction(est, costs, dev, model, key=key, name=dev.name, transfer_s=transfer,
-                         notes=tuple(notes))
+                         transfer_known=known, notes=tuple(notes))
 
 
 def trace_model(spec: str, *, batch: int, seq_len: int, mode: str, dtype: str,

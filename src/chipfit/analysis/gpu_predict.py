@@ -259,7 +259,7 @@ def _device_bound(by_class: Mapping[str, list[float]]) -> str:
 
 
 def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel, *,
-                  key: str, name: str, transfer_s: float = 0.0,
+                  key: str, name: str, transfer_s: float = 0.0, transfer_known: bool = True,
                   notes: tuple[str, ...] = ()) -> Any:
     """The estimate as a :class:`~chipfit.analysis.roofline.Prediction` (``predict``'s JSON
     shape), with the band from the held-out errors and the precision used, sourced."""
@@ -286,4 +286,5 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
         transfer_s=transfer_s, compute_s=compute, memory_s=memory, launch_s=launch,
         bound=max(parts, key=lambda k: parts[k]), basis="gpu-kernel-model", band=model.band,
         band_basis=model.band_basis, items=costs.items, breakdown=breakdown,
-        efficiency=efficiency, notes=(model_note, *notes, *costs.notes), precision=precision)
+        efficiency=efficiency, notes=(model_note, *notes, *costs.notes), precision=precision,
+        transfer_known=transfer_known or not costs.transfer_bytes)

@@ -90,6 +90,7 @@ class Roofs:
     class_bandwidth: tuple[tuple[str, Curve], ...] = ()
     pool: Curve = ()  # measured output elements/s of pooling (calibrated CPUs)
     precision: tuple[str, ...] = ()  # the unit each dtype's matmuls/convs run on, and why
+    copy_known: bool = True  # False: host link unsourced, so copy time is unknown (not 0)
 
     def matmul_rate(self, dtype: str, flops: float, op_class: str = "matmul",
                     variant: str = "") -> float:
@@ -159,6 +160,9 @@ class Prediction:
     source: str = "predicted"
     # Which unit each (dtype, operator class) ran on and why (the precision policy)
     precision: tuple[str, ...] = ()
+    # False when copies are needed but the host link is unsourced: transfer_s is then a
+    # placeholder 0 and end_to_end_s leaves copies out (unknown, not free)
+    transfer_known: bool = True
 
     @property
     def throughput(self) -> float:
@@ -268,6 +272,7 @@ def predict(costs: WorkloadCosts, roofs: Roofs) -> Prediction:
         basis=roofs.basis, band=roofs.band, band_basis=roofs.band_basis, items=costs.items,
         breakdown=tuple(classes), efficiency=roofs.efficiency,
         notes=roofs.notes + costs.notes, precision=roofs.precision,
+        transfer_known=roofs.copy_known or not costs.transfer_bytes,
     )
 
 
@@ -372,7 +377,7 @@ def catalog_roofs(spec: Any, backend: str = "torch", band: float = 0.5,
         kernel_floor_s=spec.efficiency("kernel_floor_us").value * us,
         asynchronous=spec.kind != "cpu", h2d_bw=copy_bw, d2h_bw=copy_bw, band=band,
         band_basis=band_basis, efficiency=_efficiency_rows(spec), notes=tuple(notes),
-        memory_bytes=spec.memory_bytes, precision=precision,
+        memory_bytes=spec.memory_bytes, precision=precision, copy_known=not why,
     )
 
 

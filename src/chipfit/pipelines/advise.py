@@ -206,7 +206,9 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
         train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
         train_source="predicted" if train_pred is not None else "",
         notes=(f"uncertainty x/÷{1 + pred.band:.2g} ({pred.band_basis})",
-               *(f"precision: {line}" for line in pred.precision)),
+               *(f"precision: {line}" for line in pred.precision),
+               *(() if pred.transfer_known else
+                 ("copy time unknown (host link unsourced): latency leaves copies out",))),
         band=pred.band,
     )
 
