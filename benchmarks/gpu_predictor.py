@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from chipfit import gpu_validate as gv  # noqa: E402
+from chipfit.pipelines import gpu_validate as gv  # noqa: E402
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from chipfit.analysis.gpu_predict import estimate  # noqa: E402
 from chipfit.hardware.gpu_arch import gpu_figures  # noqa: E402
-from chipfit.model_predict import shipped_gpu_model  # noqa: E402
+from chipfit.pipelines.gpu_prediction import shipped_gpu_model  # noqa: E402
 from chipfit.workloads.gpu_trace import trace_config, trace_for_gpu  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gpu_kernels"
@@ -63,7 +63,7 @@ def test_ops_carry_shapes_for_the_kernel_models(tmp_path):
 
 
 def test_precision_and_band_appear_in_gpu_predictions(tmp_path):
-    from chipfit.model_predict import predict_model
+    from chipfit.pipelines.model_predict import predict_model
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps(TINY_BERT))
@@ -120,8 +120,8 @@ def test_a_large_config_is_traced_without_weights(tmp_path):
 def test_end_to_end_labels_of_the_three_configs(model):
     """The shipped fit against the data's end-to-end labels (in-sample for the fit's GPUs;
     the leave-one-GPU-out figures are in benchmarks/gpu_predictor.py)."""
-    from chipfit.gpu_validate import _trace_label
-    from chipfit.hardware.gpu_kernel_data import load_e2e_labels
+    from chipfit.pipelines.gpu_validate import _trace_label
+    from chipfit.pipelines.gpu_data import load_e2e_labels
 
     labels = [r for r in load_e2e_labels(DATA) if r["model"] == model]
     errors = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chipfit.analysis.advise import rank
+from chipfit.analysis.ranking import rank
 from chipfit.analysis.evidence import Option
 from chipfit.analysis.gpu_kernels import (
     DEFAULTS,
@@ -135,7 +135,7 @@ def test_no_tie_without_overlap():
                                               ("rowwise", 0.30), ("conv", 0.45)])
 def test_each_class_model_on_rows_held_back_from_its_fit(group, limit):
     from chipfit.analysis.gpu_fit import GROUPS, fit_group, mape, predict_rows
-    from chipfit.hardware.gpu_kernel_data import load_kernel_rows
+    from chipfit.pipelines.gpu_data import load_kernel_rows
 
     rows = load_kernel_rows(DATA, GROUPS[group][0][:3], sample=40, seed=1)
     held = np.random.default_rng(0).random(len(rows)) < 0.3

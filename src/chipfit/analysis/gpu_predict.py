@@ -1,6 +1,6 @@
 """A traced workload on a GPU: per-operator kernel models plus eager host overhead.
 
-Input: the per-operator records of chipfit's torch trace (:class:`~chipfit.analysis.costs.
+Input: the per-operator records of chipfit's torch trace (:class:`~chipfit.cost.records.
 WorkloadCosts`, with each operator's shapes), a GPU's figures and the fitted model
 (:class:`GpuModel`). Per operator, the kernel model of its class
 (:mod:`chipfit.analysis.gpu_kernels`) gives device seconds at the unit the precision policy

@@ -51,7 +51,7 @@ def _row_json(row) -> dict:
 
 def _rows(args: argparse.Namespace) -> list:
     from chipfit.pipelines.predict import predict_workload
-    from chipfit.model_predict import is_model_spec, predict_model
+    from chipfit.pipelines.model_predict import is_model_spec, predict_model
 
     say = lambda s: err.print(f"[dim]{s}[/dim]")  # noqa: E731
     if not is_model_spec(args.workload):

@@ -39,7 +39,7 @@ def run_gpu(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from chipfit import gpu_validate as gv
+    from chipfit.pipelines import gpu_validate as gv
     from chipfit.errors import InvalidInputError
     from chipfit.paths import data_dir, write_json_atomic
 

@@ -292,7 +292,7 @@ def _shape_costs(workload: Workload, size: str, dtype: str, mode: str,
                  gpu: bool = False) -> Any:
     """Per-operator costs traced on shapes only (fake tensors): choosing how to trace never
     runs a full forward pass on the CPU. Models fake tensors cannot trace are run once."""
-    from chipfit.analysis.costs import extract_costs
+    from chipfit.execute.costs import extract_costs
 
     def trace(tensors: str) -> Any:
         if not gpu:
@@ -318,7 +318,7 @@ def _gpu_preds(key: str, workload: Workload, sizes: Sequence[int], target: int, 
                mode: str, train_samples: int | None, cache: dict[Any, Any]) -> tuple[Any, Any]:
     """Predictions from the fitted GPU kernel models, on GPU-flavoured traces (fused
     attention and recurrent kernels), traced once per size and shared by every GPU."""
-    from chipfit.model_predict import gpu_prediction
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
 
     def costs(size: int, m: str) -> Any:
         if (size, m) not in cache:

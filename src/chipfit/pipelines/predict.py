@@ -211,7 +211,7 @@ def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: s
 def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: bool,
          timing: Any, discovery: Any, progress: Callable[[str], None] | None) -> PredictRow:
     if _gpu_model_target(target, costs.backend):
-        from chipfit.model_predict import gpu_prediction
+        from chipfit.pipelines.gpu_prediction import gpu_prediction
 
         pred = gpu_prediction(costs, target.key)
     else:

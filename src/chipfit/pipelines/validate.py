@@ -140,7 +140,7 @@ def _gpu_eager_prediction(row: dict[str, Any], key: str, batch: int, dtype: str)
     CUDA build runs it (fused attention), AMP rows with float16 matrix operators."""
     import torch
 
-    from chipfit.model_predict import gpu_prediction
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
     from chipfit.workloads.gpu_trace import trace_for_gpu
 
     with torch.device("meta"):

@@ -68,7 +68,7 @@ def _fused_rnn(torch: Any, records: list[Any]) -> Iterator[None]:
     """nn.RNNBase.forward -> one fused record and empty outputs of the right shapes."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-    from chipfit.analysis.costs import OpCost
+    from chipfit.cost.records import OpCost
 
     def forward(self: Any, x: Any, hx: Any = None) -> Any:
         batched = x.dim() == 3
@@ -170,7 +170,7 @@ def trace_for_gpu(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: st
                   items: int = 1, tensors: str = "meta", expert_capacity: int | None = None) -> Any:
     """Trace ``fn(*args)`` as a CUDA build runs it (fused attention and recurrent layers;
     mixture-of-experts layers routed evenly, see :func:`_balanced_experts`)."""
-    from chipfit.analysis.costs import trace_torch
+    from chipfit.cost.torch import trace_torch
 
     with gpu_kernels(expert_capacity=expert_capacity):
         costs = trace_torch(fn, args, workload=workload, size=size, dtype=dtype, mode=mode,

@@ -56,7 +56,7 @@ class E2eCase:
 
 
 def _rows(data_dir: Path, group: str, sample: int | None) -> Any:
-    from chipfit.hardware.gpu_kernel_data import load_kernel_rows
+    from chipfit.pipelines.gpu_data import load_kernel_rows
 
     return load_kernel_rows(data_dir, GROUPS[group][0], sample=sample)
 
@@ -118,7 +118,7 @@ def e2e_cases(data_dir: Path, models: Callable[[str], GpuModel],
     shape-only (Switch's data-dependent expert routing) are skipped with a note."""
     from chipfit.errors import UnsupportedError
     from chipfit.hardware.gpu_arch import gpu_figures
-    from chipfit.hardware.gpu_kernel_data import load_e2e_labels
+    from chipfit.pipelines.gpu_data import load_e2e_labels
 
     devs = gpu_figures()
     traces: dict[tuple[str, int, int, str], Any] = {}

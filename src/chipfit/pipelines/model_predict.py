@@ -10,50 +10,17 @@ catalog devices (TPUs, CPUs) get the roofline predictor. Nothing is measured.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, UsageError
 
-__all__ = ["gpu_prediction", "is_model_spec", "predict_model"]
+__all__ = ["is_model_spec", "predict_model", "trace_model"]
 
 
 def is_model_spec(text: str) -> bool:
     """A config.json path or a ``module:function`` factory (not a built-in workload name)."""
     return text.endswith(".json") or (":" in text and not text.startswith(("torch:", "jax:")))
-
-
-@lru_cache(maxsize=1)
-def shipped_gpu_model() -> Any:
-    from chipfit.gpu_validate import load_gpu_model
-
-    return load_gpu_model()
-
-
-def gpu_prediction(costs: Any, key: str, framework: str = "torch") -> Any:
-    """A :class:`~chipfit.analysis.roofline.Prediction` for catalog GPU ``key`` from the
-    fitted kernel models, copies timed from the catalog's host link where it is sourced."""
-    from chipfit.analysis.gpu_predict import estimate, to_prediction
-    from chipfit.analysis.roofline import catalog_roofs, transfer_seconds
-    from chipfit.hardware.catalog import load_catalog
-    from chipfit.hardware.gpu_arch import gpu_figures
-
-    dev = gpu_figures()[key]
-    catalog = load_catalog()
-    keys = set(catalog)
-    notes: list[str] = []
-    transfer, known = 0.0, False
-    if key in keys:
-        roofs = catalog_roofs(catalog[key], framework, dtypes=(costs.dtype,))
-        transfer, known = transfer_seconds(costs, roofs), roofs.copy_known
-        notes += [n for n in roofs.notes if "host link" in n]
-    else:
-        notes.append("host link not in the catalog: copy time unknown (not 0)")
-    model = shipped_gpu_model()
-    est = estimate(costs, dev, model, framework)
-    return to_prediction(est, costs, dev, model, key=key, name=dev.name, transfer_s=transfer,
-                         transfer_known=known, notes=tuple(notes))
 
 
 def trace_model(spec: str, *, batch: int, seq_len: int, mode: str, dtype: str,
@@ -101,9 +68,9 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
                   mode: str = "inference", dtype: str = "float32", inputs: Sequence[str] = (),
                   progress: Callable[[str], None] | None = None) -> list[Any]:
     """Predict ``spec`` (config.json or factory) on catalog hardware; rows as ``predict``'s."""
-    from chipfit.analysis.predict import PredictRow, Target
+    from chipfit.pipelines.predict import PredictRow, Target
     from chipfit.analysis.roofline import catalog_roofs, predict
-    from chipfit.analysis.validate import catalog_band
+    from chipfit.pipelines.validate import catalog_band
     from chipfit.hardware.catalog import load_catalog
     from chipfit.hardware.gpu_arch import gpu_figures
 
@@ -122,6 +89,8 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
         progress(f"tracing {spec} (batch {batch}, {mode}, shape only)")
     costs = trace_model(spec, batch=batch, seq_len=seq_len, mode=mode, dtype=dtype,
                         inputs=inputs)
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
+
     rows = []
     for key in hardware:
         spec_ = catalog[key] if key in keys else None
