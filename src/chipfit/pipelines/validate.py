@@ -124,7 +124,32 @@ def _reference_prediction(row: dict[str, Any]) -> tuple[Prediction, int]:
     elif dtype == "float16":
         costs = retyped(costs, "float16", 0.5)
     count = int(row.get("accelerators") or 1)
+    if not optimized and count == 1 and _gpu_model_key(spec):
+        return _gpu_eager_prediction(row, spec.key, batch, dtype), batch
     return predict(costs, scaled(roofs, count)), batch
+
+
+def _gpu_model_key(spec: Any) -> bool:
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    return spec.kind == "gpu" and spec.key in gpu_figures()
+
+
+def _gpu_eager_prediction(row: dict[str, Any], key: str, batch: int, dtype: str) -> Prediction:
+    """An eager PyTorch row on a GPU: the fitted kernel models on a trace of the model as a
+    CUDA build runs it (fused attention), AMP rows with float16 matrix operators."""
+    import torch
+
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    from chipfit.workloads.gpu_trace import trace_for_gpu
+
+    with torch.device("meta"):
+        net, inputs = _reference_model(row["model"], batch, int(row.get("seq_len") or 384))
+    with torch.inference_mode():
+        costs = trace_for_gpu(net, inputs, workload=row["model"], size=str(batch), items=batch)
+    if dtype == "float16":
+        costs = retyped(costs, "float16", 0.5)
+    return gpu_prediction(costs, key)
 
 
 def reference_cases(use_cache: bool = True) -> tuple[ReferenceCase, ...]:
