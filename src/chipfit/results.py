@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 SOURCES = ("measured", "predicted", "catalog", "estimated")
-STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
+STATUSES = ("ok", "unsupported", "oom", "error", "timeout", "lost")  # lost: its fleet node died
 
 
 def _tupled(value: Any) -> Any:
@@ -149,6 +149,10 @@ class Measurement:
     clock: str = "perf_counter"
     metadata: tuple[tuple[str, str], ...] = ()
     source: str = "measured"
+    #: Where a fleet job ran: the Ray node's id and the node type it belongs to (None when
+    #: the run was not a fleet run; older files read as None).
+    node_id: str | None = None
+    node_type: str | None = None
 
     # ---- statistics over the raw samples -------------------------------------------------
     @property

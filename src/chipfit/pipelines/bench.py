@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from chipfit._version import __version__
 from chipfit.discovery import resolve_devices
 from chipfit.errors import InvalidInputError
-from chipfit.execute.base import Executor
+from chipfit.execute.base import Executor, Placement
 from chipfit.execute.inline import InlineExecutor
 from chipfit.hardware.cpu import machine_fingerprint
 from chipfit.paths import utc_now
@@ -30,7 +30,7 @@ from chipfit.workloads import get_workload
 if TYPE_CHECKING:
     from chipfit.store.sqlite import Store
 
-__all__ = ["bench", "default_devices", "plan", "resume_run", "run_jobs"]
+__all__ = ["bench", "default_devices", "place", "plan", "resume_run", "run_jobs"]
 
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
@@ -68,6 +68,21 @@ def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
     return jobs
 
 
+def place(jobs: Sequence[Job], placements: Sequence[Placement]) -> list[Job]:
+    """A fleet's plan: each job once per placement (node type, or node) that has its device.
+
+    No placements (an executor that is not a fleet): the jobs as they are.
+    """
+    if not placements:
+        return list(jobs)
+    out = []
+    for job in jobs:
+        base = str(replace(job.device, threads=None))
+        out += [replace(job, node_type=p.node_type, node_id=p.node_id) for p in placements
+                if base in p.devices]
+    return out
+
+
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Run(run_id=f"{stamp}-{uuid.uuid4().hex[:6]}", command=command, started_at=utc_now(),
@@ -91,7 +106,7 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                 done.append(m)
                 run = replace(run, measurements=tuple(done))
                 if store is not None:
-                    store.add_measurement(run.run_id, m)
+                    store.add_measurement(run.run_id, m, job.key)
                 if on_result is not None:
                     on_result(i, len(jobs), job, m, run)
         run = replace(run, finished_at=utc_now())
@@ -176,7 +191,8 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     discovery = discovery or executor.discover()
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     names = list(workloads)
-    jobs = plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick, timing=timing)
+    jobs = place(plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick,
+                      timing=timing), executor.placements())
     settings = _settings(names, refs, sizes, dtypes, modes, quick, timing)
     if resume:
         run, todo = resume_run(store, find_resumable_run(store, command, settings))  # type: ignore[arg-type]
