@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from chipfit.results import Discovery
 
-__all__ = ["Node", "group_nodes", "identity", "node_from_probe"]
+__all__ = ["Node", "group_nodes", "identity", "node_facts", "node_from_probe", "types_of"]
 
 #: Labels that name a node's type explicitly (first found wins).
 TYPE_LABELS = ("chipfit.io/node-type", "ray.io/node-group")
@@ -144,3 +144,11 @@ def types_of(nodes: Sequence[Node]) -> dict[str, list[Node]]:
     for node in nodes:
         out.setdefault(node.node_type, []).append(node)
     return out
+
+
+def node_facts(node: Node) -> dict[str, object]:
+    """What a run keeps about a node (plain values: stored in the run's settings as JSON)."""
+    return {"node_id": node.node_id, "hostname": node.hostname, "node_type": node.node_type,
+            "cpu_model": node.cpu_model, "cores": node.cores, "cpus": node.cpus,
+            "memory_bytes": node.memory_bytes,
+            "accelerators": [list(a) for a in node.accelerators]}

@@ -20,6 +20,7 @@ dependency: only this executor imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -30,7 +31,7 @@ from typing import Any
 from chipfit.errors import BackendUnavailableError, InvalidInputError
 from chipfit.execute._worker import Runner, failed, ray_discover, ray_probe, ray_task, tagged
 from chipfit.execute.base import Executor, Outcome, Placement
-from chipfit.execute.fleet import Node, group_nodes, node_from_probe, types_of
+from chipfit.execute.fleet import Node, group_nodes, node_facts, node_from_probe, types_of
 from chipfit.results import DeviceInfo, Discovery, Problem
 from chipfit.spec import Job
 
@@ -126,6 +127,7 @@ class RayExecutor(Executor):
         if self.fleet:
             out["fleet"] = "every-node" if self.every_node else "node-type"
             out["node_types"] = ",".join(sorted({n.node_type for n in self.nodes()}))
+            out["fleet_nodes"] = json.dumps([node_facts(n) for n in self.nodes()])
         return out
 
     def _connect(self) -> Any:

@@ -42,7 +42,8 @@ SCHEMA_VERSION = 2
 APPLICATION_ID = 0x63686970
 _BUSY_TIMEOUT_S = 60.0
 #: Run settings that say where a run was measured, not what: ignored when resuming.
-_EXECUTOR_SETTINGS = frozenset({"executor", "address", "job_timeout_s", "labels"})
+_EXECUTOR_SETTINGS = frozenset({"executor", "address", "job_timeout_s", "labels", "fleet",
+                                "node_types", "fleet_nodes"})
 
 _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "runs, planned jobs and measurements with raw block times", (
