@@ -76,6 +76,7 @@ def group_nodes(nodes: Iterable[Node]) -> list[Node]:
     Nodes with the same :func:`identity` share a type; an explicit name is used as is, other
     names are derived from the facts (``-2``, ``-3`` ... where two identities read alike).
     """
+    nodes = list(nodes)
     names: dict[tuple[object, ...], str] = {}
     taken: set[str] = set()
     for node in sorted(nodes, key=lambda n: n.node_id):

@@ -1,0 +1,105 @@
+"""A fleet on a real multi-node Ray cluster on this one machine (``ray.cluster_utils.Cluster``).
+
+Node "types" here differ only by what each node is given: ``num_cpus`` and a
+``node_type:NAME`` custom resource. They all share this machine's real CPU, so nothing here
+compares speeds: the tests check where jobs ran, what was kept, and what was said.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from chipfit.execute._worker import tagged
+from chipfit.execute.job import run_job
+from chipfit.pipelines.bench import bench, resume_run, run_jobs
+from chipfit.results import Discovery, Measurement
+from chipfit.spec import Job, TimingConfig
+from chipfit.store import open_store
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("torch")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+pytestmark = pytest.mark.slow
+
+TIMING = TimingConfig(warmup_s=0.005, min_block_s=0.002, min_samples=3, budget_s=0.05,
+                      target_rel_ci=0.2)
+#: Fast node-death detection, so a removed node is noticed in about a second.
+SYSTEM_CONFIG = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                 "health_check_failure_threshold": 2}
+
+
+def doomed_runner(job: Job, discovery: Discovery, doomed: tuple[str, ...],
+                  marker_dir: str) -> Measurement:
+    """On a doomed node: say so (a marker file) and hang until the node is killed."""
+    node_id = ray.get_runtime_context().get_node_id()
+    if node_id in doomed:
+        Path(marker_dir, node_id).touch()
+        time.sleep(600)
+    return tagged(run_job(job, discovery), runner="doomed_runner")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head: 1 CPU, type cpu-small; one worker: 2 CPUs, type cpu-big."""
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    c = cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"node_type:cpu-small": 1}, "include_dashboard": False,
+        "_system_config": SYSTEM_CONFIG})
+    c.add_node(num_cpus=2, resources={"node_type:cpu-big": 1})
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _fleet(cluster, **options):
+    from chipfit.execute.ray import RayExecutor
+
+    return RayExecutor(address=cluster.address, fleet=True, timeout_s=120, **options)
+
+
+def test_every_node_type_measures_the_plan_pinned_to_its_nodes(cluster, tmp_path: Path) -> None:
+    executor = _fleet(cluster)
+    discovery = executor.discover(["torch"])
+    nodes = {n.node_id: n for n in executor.nodes()}
+    assert sorted(n.node_type for n in nodes.values()) == ["cpu-big", "cpu-small"]
+    assert {n.cpus for n in nodes.values()} == {1.0, 2.0}
+    assert all(n.cpu_model and n.devices == ("torch:cpu",) for n in nodes.values())
+    with open_store(tmp_path / "h.sqlite3") as store:
+        run = bench(["matmul"], ["torch:cpu"], sizes=["64"], timing=TIMING, executor=executor,
+                    store=store, discovery=discovery)
+        stored = store.load_run(run.run_id)
+        planned = store.planned_jobs(run.run_id)
+    assert sorted(j.node_type for j in planned) == ["cpu-big", "cpu-small"]
+    assert all(m.ok for m in run.measurements), [m.note for m in run.measurements]
+    by_type = {m.node_type: m for m in stored.measurements}
+    assert sorted(by_type) == ["cpu-big", "cpu-small"]  # stored with its node type
+    for node_type, m in by_type.items():
+        assert nodes[m.node_id].node_type == node_type  # ran on a node of that type
+        assert m.meta["node_id"] == m.node_id[:12]  # the worker's own view agrees
+    settings = dict(stored.settings)
+    assert settings["fleet"] == "node-type" and settings["node_types"] == "cpu-big,cpu-small"
+
+
+def test_every_node_runs_each_job_on_each_node(cluster) -> None:
+    from chipfit.pipelines.bench import place, plan
+
+    executor = _fleet(cluster, every_node=True)
+    placements = executor.placements()
+    assert len(placements) == len(ray.nodes()) == 2
+    jobs = place(plan(["matmul"], [__import__("chipfit.spec").spec.DeviceRef.parse("torch:cpu")],
+                      sizes=["64"], timing=TIMING), placements)
+    assert len({j.key for j in jobs}) == 2  # one job per node: distinct keys for resume
+    outcomes = list(executor.run(jobs, Discovery(())))
+    assert sorted(m.node_id for _, m in outcomes) == sorted(p.node_id for p in placements)
+    assert all(m.ok for _, m in outcomes)
