@@ -103,3 +103,66 @@ def test_every_node_runs_each_job_on_each_node(cluster) -> None:
     outcomes = list(executor.run(jobs, Discovery(())))
     assert sorted(m.node_id for _, m in outcomes) == sorted(p.node_id for p in placements)
     assert all(m.ok for _, m in outcomes)
+
+
+def _kill_when_marked(cluster, marker_dir: Path, doomed: dict[str, object]) -> threading.Thread:
+    """Remove each doomed node as soon as its job has started there (its marker appears)."""
+    def watch() -> None:
+        left = dict(doomed)
+        deadline = time.monotonic() + 120
+        while left and time.monotonic() < deadline:
+            for node_id in [n for n in left if (marker_dir / n).exists()]:
+                cluster.remove_node(left.pop(node_id), allow_graceful=False)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_node_lost_mid_run_moves_or_loses_its_jobs_and_resume_finishes(
+        cluster, tmp_path: Path) -> None:
+    """cpu-big gets a second node, cpu-solo a single one; both are killed mid-job: cpu-big's
+    job moves to the surviving cpu-big node, cpu-solo's is recorded lost, cpu-small's is kept,
+    and --resume measures the lost one on a new cpu-solo node."""
+    big2 = cluster.add_node(num_cpus=2, resources={"node_type:cpu-big": 1})
+    solo = cluster.add_node(num_cpus=1, resources={"node_type:cpu-solo": 1})
+    cluster.wait_for_nodes()
+    probe = _fleet(cluster)
+    probe.discover(["torch"])
+    first = {}
+    for n in probe.nodes():  # the executor sends a type's jobs to its first node (by id)
+        first.setdefault(n.node_type, n.node_id)
+    raylets = {big2.node_id: big2, solo.node_id: solo}
+    raylets.update({n.node_id: n for n in cluster.worker_nodes})
+    doomed = {first["cpu-big"]: raylets[first["cpu-big"]], first["cpu-solo"]: solo}
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    runner = partial(doomed_runner, doomed=tuple(doomed), marker_dir=str(markers))
+    executor = _fleet(cluster, runner=runner)
+    watcher = _kill_when_marked(cluster, markers, doomed)
+    with open_store(tmp_path / "h.sqlite3") as store:
+        run = bench(["matmul"], ["torch:cpu"], sizes=["64"], timing=TIMING, executor=executor,
+                    store=store, discovery=executor.discover(["torch"]))
+        watcher.join(timeout=5)
+        by_type = {m.node_type: m for m in run.measurements}
+        assert sorted(by_type) == ["cpu-big", "cpu-small", "cpu-solo"]
+        assert by_type["cpu-small"].ok
+        moved = by_type["cpu-big"]
+        assert moved.ok and moved.meta["moved_from"] == first["cpu-big"][:12]
+        assert moved.node_id != first["cpu-big"]
+        lost = by_type["cpu-solo"]
+        assert lost.status == "lost" and lost.note.startswith("lost: node ")
+        assert "no other node of that type is alive" in lost.note
+        # a new cpu-solo node joins; --resume measures only what was lost, there
+        cluster.add_node(num_cpus=1, resources={"node_type:cpu-solo": 1})
+        cluster.wait_for_nodes()
+        again = _fleet(cluster)
+        again.discover(["torch"])
+        resumed, todo = resume_run(store, run.run_id)
+        assert [j.node_type for j in todo] == ["cpu-solo"]
+        finished = run_jobs(todo, resumed, executor=again, store=store)
+        kept = store.load_run(run.run_id)
+    new = [m for m in finished.measurements if m.node_type == "cpu-solo" and m.ok]
+    assert len(new) == 1 and new[0].node_id != first["cpu-solo"]
+    assert len(kept.measurements) == 4 and not kept.interrupted

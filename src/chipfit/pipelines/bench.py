@@ -136,10 +136,10 @@ def resume_run(store: Store, ref: str) -> tuple[Run, list[Job]]:
     if driver is not None:
         raise InvalidInputError(f"run {run_id} is still being measured by process {driver}")
     run = store.load_run(run_id)
-    if run.finished_at and not run.interrupted:
-        raise InvalidInputError(f"run {run_id} is complete: nothing to resume")
-    done = store.done_keys(run_id)
+    done = store.done_keys(run_id)  # a fleet job whose node was lost is not done
     todo = [job for job in store.planned_jobs(run_id) if job.key not in done]
+    if run.finished_at and not run.interrupted and not todo:
+        raise InvalidInputError(f"run {run_id} is complete: nothing to resume")
     store.claim_run(run_id)
     return replace(run, finished_at="", interrupted=False), todo
 
