@@ -48,12 +48,13 @@ def doomed_runner(job: Job, discovery: Discovery, doomed: tuple[str, ...],
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Head: 1 CPU, type cpu-small; one worker: 2 CPUs, type cpu-big."""
+    """Head: 1 CPU, type cpu-small; two workers: 2 CPUs each, type cpu-big."""
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     c = cluster_utils.Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"node_type:cpu-small": 1}, "include_dashboard": False,
         "_system_config": SYSTEM_CONFIG})
-    c.add_node(num_cpus=2, resources={"node_type:cpu-big": 1})
+    for _ in range(2):
+        c.add_node(num_cpus=2, resources={"node_type:cpu-big": 1})
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -62,25 +63,34 @@ def cluster():
     c.shutdown()
 
 
+@pytest.fixture(scope="module")
+def probed(cluster):
+    """The cluster's nodes, probed once for the tests that do not change the cluster."""
+    executor = _fleet(cluster)
+    discovery = executor.discover(["torch"])
+    return executor.nodes(), discovery
+
+
 def _fleet(cluster, **options):
     from chipfit.execute.ray import RayExecutor
 
     return RayExecutor(address=cluster.address, fleet=True, timeout_s=120, **options)
 
 
-def test_every_node_type_measures_the_plan_pinned_to_its_nodes(cluster, tmp_path: Path) -> None:
-    executor = _fleet(cluster)
-    discovery = executor.discover(["torch"])
-    nodes = {n.node_id: n for n in executor.nodes()}
-    assert sorted(n.node_type for n in nodes.values()) == ["cpu-big", "cpu-small"]
-    assert {n.cpus for n in nodes.values()} == {1.0, 2.0}
+def test_every_node_type_measures_the_plan_pinned_to_its_nodes(cluster, probed,
+                                                               tmp_path: Path) -> None:
+    found, discovery = probed
+    nodes = {n.node_id: n for n in found}
+    assert sorted(n.node_type for n in nodes.values()) == ["cpu-big", "cpu-big", "cpu-small"]
+    assert sorted(n.cpus for n in nodes.values()) == [1.0, 2.0, 2.0]
     assert all(n.cpu_model and n.devices == ("torch:cpu",) for n in nodes.values())
+    executor = _fleet(cluster, nodes=found)
     with open_store(tmp_path / "h.sqlite3") as store:
         run = bench(["matmul"], ["torch:cpu"], sizes=["64"], timing=TIMING, executor=executor,
                     store=store, discovery=discovery)
         stored = store.load_run(run.run_id)
         planned = store.planned_jobs(run.run_id)
-    assert sorted(j.node_type for j in planned) == ["cpu-big", "cpu-small"]
+    assert sorted(j.node_type for j in planned) == ["cpu-big", "cpu-small"]  # once per type
     assert all(m.ok for m in run.measurements), [m.note for m in run.measurements]
     by_type = {m.node_type: m for m in stored.measurements}
     assert sorted(by_type) == ["cpu-big", "cpu-small"]  # stored with its node type
@@ -91,18 +101,33 @@ def test_every_node_type_measures_the_plan_pinned_to_its_nodes(cluster, tmp_path
     assert settings["fleet"] == "node-type" and settings["node_types"] == "cpu-big,cpu-small"
 
 
-def test_every_node_runs_each_job_on_each_node(cluster) -> None:
+def test_every_node_plans_each_job_once_per_node(cluster, probed) -> None:
     from chipfit.pipelines.bench import place, plan
+    from chipfit.spec import DeviceRef
 
-    executor = _fleet(cluster, every_node=True)
-    placements = executor.placements()
-    assert len(placements) == len(ray.nodes()) == 2
-    jobs = place(plan(["matmul"], [__import__("chipfit.spec").spec.DeviceRef.parse("torch:cpu")],
-                      sizes=["64"], timing=TIMING), placements)
-    assert len({j.key for j in jobs}) == 2  # one job per node: distinct keys for resume
-    outcomes = list(executor.run(jobs, Discovery(())))
-    assert sorted(m.node_id for _, m in outcomes) == sorted(p.node_id for p in placements)
-    assert all(m.ok for _, m in outcomes)
+    found, _ = probed
+    placements = _fleet(cluster, nodes=found, every_node=True).placements()
+    assert sorted(p.node_id for p in placements) == sorted(n.node_id for n in found)
+    jobs = place(plan(["matmul"], [DeviceRef.parse("torch:cpu@1t")], sizes=["64"],
+                      timing=TIMING), placements)
+    assert len({j.key for j in jobs}) == 3  # one per node, distinct keys for --resume
+    assert sorted(j.node_type for j in jobs) == ["cpu-big", "cpu-big", "cpu-small"]
+
+
+def test_data_parallel_training_scales_across_two_nodes(cluster, probed) -> None:
+    from chipfit.pipelines.scale_fleet import scale_fleet
+
+    found, _ = probed
+    result = scale_fleet("mlp", executor=_fleet(cluster, nodes=found), node_type="cpu-big",
+                         warmup=1, steps=3, batch=8)
+    assert [p.devices for p in result.points] == [1, 2]
+    one, two = (p.measurement for p in result.points)
+    assert one.ok and two.ok and len(two.block_times_s) == 3
+    assert two.meta["comm_backend"] == "gloo" and two.meta["nodes"] == "2"
+    big = sorted(n.short_id for n in found if n.node_type == "cpu-big")
+    assert sorted(two.meta["node_ids"].split(",")) == big  # one rank on each cpu-big node
+    assert float(two.meta["replica_max_diff"]) == 0.0  # gradients really were all-reduced
+    assert two.node_type == "cpu-big" and 0 < result.efficiency(result.points[1])
 
 
 def _kill_when_marked(cluster, marker_dir: Path, doomed: dict[str, object]) -> threading.Thread:
@@ -122,28 +147,26 @@ def _kill_when_marked(cluster, marker_dir: Path, doomed: dict[str, object]) -> t
 
 def test_a_node_lost_mid_run_moves_or_loses_its_jobs_and_resume_finishes(
         cluster, tmp_path: Path) -> None:
-    """cpu-big gets a second node, cpu-solo a single one; both are killed mid-job: cpu-big's
-    job moves to the surviving cpu-big node, cpu-solo's is recorded lost, cpu-small's is kept,
-    and --resume measures the lost one on a new cpu-solo node."""
-    big2 = cluster.add_node(num_cpus=2, resources={"node_type:cpu-big": 1})
+    """Runs last (it kills nodes). cpu-solo gets a single node; the first cpu-big node and
+    the cpu-solo node are killed mid-job: cpu-big's job moves to the other cpu-big node,
+    cpu-solo's is recorded lost, cpu-small's is kept, and --resume measures the lost one on
+    a new cpu-solo node."""
     solo = cluster.add_node(num_cpus=1, resources={"node_type:cpu-solo": 1})
     cluster.wait_for_nodes()
-    probe = _fleet(cluster)
-    probe.discover(["torch"])
-    first = {}
-    for n in probe.nodes():  # the executor sends a type's jobs to its first node (by id)
-        first.setdefault(n.node_type, n.node_id)
-    raylets = {big2.node_id: big2, solo.node_id: solo}
-    raylets.update({n.node_id: n for n in cluster.worker_nodes})
-    doomed = {first["cpu-big"]: raylets[first["cpu-big"]], first["cpu-solo"]: solo}
     markers = tmp_path / "markers"
     markers.mkdir()
-    runner = partial(doomed_runner, doomed=tuple(doomed), marker_dir=str(markers))
-    executor = _fleet(cluster, runner=runner)
+    executor = _fleet(cluster)
+    discovery = executor.discover(["torch"])
+    first = {}
+    for n in executor.nodes():  # the executor sends a type's jobs to its first node (by id)
+        first.setdefault(n.node_type, n.node_id)
+    raylets = {n.node_id: n for n in cluster.worker_nodes}
+    doomed = {first["cpu-big"]: raylets[first["cpu-big"]], first["cpu-solo"]: solo}
+    executor.runner = partial(doomed_runner, doomed=tuple(doomed), marker_dir=str(markers))
     watcher = _kill_when_marked(cluster, markers, doomed)
     with open_store(tmp_path / "h.sqlite3") as store:
         run = bench(["matmul"], ["torch:cpu"], sizes=["64"], timing=TIMING, executor=executor,
-                    store=store, discovery=executor.discover(["torch"]))
+                    store=store, discovery=discovery)
         watcher.join(timeout=5)
         by_type = {m.node_type: m for m in run.measurements}
         assert sorted(by_type) == ["cpu-big", "cpu-small", "cpu-solo"]

@@ -102,13 +102,15 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, *, labels: Mapping[str, str] | None = None,
                  timeout_s: float | None = None, runner: Runner | None = None,
                  retries: int = 1, init_options: Mapping[str, Any] | None = None,
-                 fleet: bool = False, every_node: bool = False) -> None:
+                 fleet: bool = False, every_node: bool = False,
+                 nodes: Sequence[Node] | None = None) -> None:
         """``fleet``: measure the plan once per node type (``every_node``: once per node),
-        each job pinned to its node; see :mod:`chipfit.execute.fleet` for node types."""
+        each job pinned to its node; see :mod:`chipfit.execute.fleet` for node types.
+        ``nodes``: an earlier probe's nodes (:meth:`nodes`), to skip probing again."""
         from chipfit.execute.subprocess import DEFAULT_JOB_TIMEOUT_S
 
         self.fleet, self.every_node = fleet or every_node, every_node
-        self._nodes: list[Node] | None = None
+        self._nodes: list[Node] | None = list(nodes) if nodes is not None else None
         self._dead: set[str] = set()
 
         self.address, self.labels, self.runner, self.retries = address, labels, runner, retries
