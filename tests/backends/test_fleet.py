@@ -130,6 +130,23 @@ def test_data_parallel_training_scales_across_two_nodes(cluster, probed) -> None
     assert two.node_type == "cpu-big" and 0 < result.efficiency(result.points[1])
 
 
+def test_cli_bench_on_a_fleet_prints_the_table_and_the_choice(cluster, tmp_path: Path,
+                                                             cli) -> None:
+    db = tmp_path / "h.sqlite3"
+    proc = cli("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "64", "--quick", "--db",
+               str(db), "--node-price", "cpu-small=0.05", "--node-price", "cpu-big=0.10",
+               env={"RAY_ADDRESS": cluster.address, "COLUMNS": "80"})  # $RAY_ADDRESS: a fleet
+    assert proc.returncode == 0, proc.stderr
+    assert "fleet: matmul 64 float32 inference" in proc.stdout
+    assert "cpu-big" in proc.stdout and "cpu-small" in proc.stdout
+    assert "use cpu-" in proc.stdout and "cheapest per 1M items" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+    with open_store(db) as store:
+        run = store.load_run("latest")
+    assert sorted(m.node_type for m in run.measurements) == ["cpu-big", "cpu-small"]
+    assert all(m.node_id for m in run.measurements)
+
+
 def _kill_when_marked(cluster, marker_dir: Path, doomed: dict[str, object]) -> threading.Thread:
     """Remove each doomed node as soon as its job has started there (its marker appears)."""
     def watch() -> None:

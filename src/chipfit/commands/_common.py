@@ -55,6 +55,7 @@ def measuring(args: argparse.Namespace, name: str) -> Iterator[tuple[Saver, Any,
     with progress() as bar, executor:
         task = bar.add_task(name, total=None, current="")
         try:
+            check_node_prices(args, executor)
             yield Saver(args, bar, task), executor, store
         finally:
             if store is not None:
@@ -110,6 +111,21 @@ class Saver:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+
+
+def check_node_prices(args: argparse.Namespace, executor: Any) -> None:
+    """Refuse a --node-price for a node type the fleet lacks, before anything is measured."""
+    from chipfit.errors import InvalidInputError
+    from chipfit.pipelines.fleet import parse_node_prices
+
+    given = parse_node_prices(getattr(args, "node_price", None) or [])
+    if not given or not getattr(executor, "fleet", False):
+        return
+    known = {n.node_type for n in executor.nodes()}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InvalidInputError(f"--node-price names no node type of this fleet: "
+                                f"{', '.join(unknown)} (types: {', '.join(sorted(known))})")
 
 
 def with_fleet(render: Callable[[Run], Any], args: argparse.Namespace) -> Callable[[Run], Any]:

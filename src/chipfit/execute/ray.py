@@ -112,6 +112,7 @@ class RayExecutor(Executor):
         self.fleet, self.every_node = fleet or every_node, every_node
         self._nodes: list[Node] | None = list(nodes) if nodes is not None else None
         self._dead: set[str] = set()
+        self._probed: dict[str, Discovery] = {}
 
         self.address, self.labels, self.runner, self.retries = address, labels, runner, retries
         self.timeout_s = DEFAULT_JOB_TIMEOUT_S if timeout_s is None else float(timeout_s)
@@ -169,18 +170,22 @@ class RayExecutor(Executor):
         """Probe every alive node (pinned), group them into types; the merged discovery."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        wanted = list(backends) if backends is not None else None
+        cached = self._probed.get(repr(wanted))
+        if cached is not None:  # probing imports every framework on every node: once is enough
+            return cached
         ray = self._connect()
         task = ray.remote(max_calls=1, max_retries=1, num_cpus=0)(ray_probe)
-        wanted = list(backends) if backends is not None else None
         alive = [n for n in ray.nodes() if n.get("Alive")]
         refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                     n["NodeID"], soft=False)).remote(self._omp, wanted) for n in alive]
         probes = ray.get(refs)
         self._nodes = group_nodes(node_from_probe(n, p) for n, p in zip(alive, probes))
         by_id = {n.node_id: n for n in self._nodes}
-        return merge_discoveries(
+        self._probed[repr(wanted)] = merge_discoveries(
             (f"{by_id[n['NodeID']].hostname}/{by_id[n['NodeID']].node_type}", p["discovery"])
             for n, p in zip(alive, probes))
+        return self._probed[repr(wanted)]
 
     def nodes(self) -> list[Node]:
         """The cluster's nodes with their types (probed once, at the first call)."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chipfit.analysis.fleet import FleetChoice, FleetRow, NodePrice, fleet_rows, recommend_node
 from chipfit.errors import InvalidInputError
 from chipfit.results import Run
 
-__all__ = ["FleetReport", "fleet_nodes", "fleet_report", "node_prices", "parse_node_prices"]
+__all__ = ["FleetReport", "fleet_measure", "fleet_nodes", "fleet_report", "node_prices",
+           "parse_node_prices"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,25 @@ def fleet_report(run: Run, given_prices: Mapping[str, float] | None = None,
                                 f"{', '.join(unknown)} (types: {', '.join(sorted(known))})")
     rows = fleet_rows(run.measurements, node_prices(nodes, given_prices or {}))
     return FleetReport(tuple(rows), tuple(recommend_node(rows, objective)), tuple(nodes))
+
+
+def fleet_measure(workload: str, batch: int, *, mode: str = "inference",
+                  dtype: str = "float32", executor: Any, store: Any = None,
+                  timing: Any = None, on_result: Any = None) -> Run:
+    """``advise --ray-address``: the model at ``batch`` on every node type's torch devices.
+
+    Built-in workloads only: a model from a file or a factory is registered in this process,
+    and the fleet's workers cannot rebuild it.
+    """
+    from chipfit.pipelines.bench import bench
+    from chipfit.spec import TimingConfig
+    from chipfit.workloads import all_workloads
+
+    if workload not in {w.name for w in all_workloads()}:
+        raise InvalidInputError(f"advise --ray-address measures built-in workloads (resnet50, "
+                                f"bert-base ...); {workload!r} is only known to this process")
+    discovery = executor.discover(["torch"])
+    devices = [d.ref for d in discovery.devices if d.backend == "torch"]
+    return bench([workload], devices, sizes=[str(batch)], dtypes=[dtype], modes=[mode],
+                 timing=timing or TimingConfig.quick(), on_result=on_result,
+                 discovery=discovery, command="advise-fleet", executor=executor, store=store)
