@@ -112,34 +112,49 @@ def recommend_node(rows: Sequence[FleetRow], objective: str = "cost") -> list[Fl
     return [c for s in series if (c := _choose([r for r in rows if r.series == s], objective))]
 
 
+def _latency(row: FleetRow) -> float:
+    return row.latency_s if row.latency_s is not None else math.inf
+
+
+def _cost(row: FleetRow) -> float:
+    value = row.usd_per_m_items
+    return value if value is not None else math.inf
+
+
 def _choose(rows: Sequence[FleetRow], objective: str) -> FleetChoice | None:
     measured = [r for r in rows if r.latency_s is not None]
     if not measured:
         return None
-    fastest = min(measured, key=lambda r: r.latency_s)  # type: ignore[arg-type, return-value]
-    priced = [r for r in measured if r.usd_per_m_items is not None]
     lost = sorted(r.node_type for r in rows if r.latency_s is None)
     tail = f"; not measured: {', '.join(lost)}" if lost else ""
+    priced = [r for r in measured if r.usd_per_m_items is not None and r.price is not None]
     if objective == "cost" and priced and len(priced) == len(measured):
-        cheap = min(priced, key=lambda r: r.usd_per_m_items)  # type: ignore[arg-type, return-value]
-        reason = f"cheapest per 1M items: ${cheap.usd_per_m_items:.3g} (estimated: measured " \
-                 f"throughput x {cheap.price.source} price ${cheap.price.usd_per_h:.3g}/h)"  # type: ignore[union-attr]
-        others = [r for r in priced if r is not cheap]
-        if others:
-            runner_up = min(others, key=lambda r: r.usd_per_m_items)  # type: ignore[arg-type, return-value]
-            ratio = runner_up.usd_per_m_items / cheap.usd_per_m_items  # type: ignore[operator]
-            reason += f", {ratio:.2g}x less than {runner_up.node_type}"
-        if cheap is not fastest:
-            slower = cheap.latency_s / fastest.latency_s  # type: ignore[operator]
-            reason += f"; {fastest.node_type} is {slower:.2g}x faster but costs more per item"
-        return FleetChoice(cheap.series, cheap.node_type, "cost", reason + tail)
-    reason = f"lowest measured latency, {fastest.latency_s * 1e3:.3g} ms per call"  # type: ignore[operator]
+        cheap = min(priced, key=_cost)
+        return FleetChoice(cheap.series, cheap.node_type, "cost",
+                           _cost_reason(cheap, priced, min(measured, key=_latency)) + tail)
+    fastest = min(measured, key=_latency)
+    reason = f"lowest measured latency, {_latency(fastest) * 1e3:.3g} ms per call"
     others = [r for r in measured if r is not fastest]
     if others:
-        second = min(others, key=lambda r: r.latency_s)  # type: ignore[arg-type, return-value]
-        reason += f", {second.latency_s / fastest.latency_s:.2g}x faster than {second.node_type}"  # type: ignore[operator]
+        second = min(others, key=_latency)
+        reason += f", {_latency(second) / _latency(fastest):.2g}x faster than {second.node_type}"
     if objective == "cost":
         unpriced = sorted(r.node_type for r in measured if r.usd_per_m_items is None)
         reason += (f" (no price for {', '.join(unpriced)}: give --node-price TYPE=USD/h to "
                    "rank by cost)")
     return FleetChoice(fastest.series, fastest.node_type, objective, reason + tail)
+
+
+def _cost_reason(cheap: FleetRow, priced: Sequence[FleetRow], fastest: FleetRow) -> str:
+    price = cheap.price
+    assert price is not None
+    reason = (f"cheapest per 1M items: ${_cost(cheap):.3g} (estimated: measured throughput x "
+              f"{price.source} price ${price.usd_per_h:.3g}/h)")
+    others = [r for r in priced if r is not cheap]
+    if others:
+        runner_up = min(others, key=_cost)
+        reason += f", {_cost(runner_up) / _cost(cheap):.2g}x less than {runner_up.node_type}"
+    if cheap is not fastest:
+        slower = _latency(cheap) / _latency(fastest)
+        reason += f"; {fastest.node_type} is {slower:.2g}x faster but costs more per item"
+    return reason
