@@ -141,3 +141,17 @@ def test_prices_come_from_the_user_then_the_catalog_and_bad_ones_are_refused() -
     report = fleet_report(run, {"cpu": 0.2})
     assert report is not None and {r.node_type for r in report.rows} == {"gpu", "cpu"}
     assert fleet_report(Run("r", "bench", "t")) is None
+
+
+def test_the_html_report_has_a_fleet_section_with_sources() -> None:
+    from chipfit.report.html import _fleet_section
+
+    nodes = [{"node_type": "gpu", "accelerators": [["NVIDIA H100 80GB HBM3", 1]]},
+             {"node_type": "cpu", "accelerators": []}]
+    run = Run("r1", "bench", "t", settings=(("fleet_nodes", json.dumps(nodes)),),
+              measurements=(m("gpu", 0.001), m("cpu", 0.004), m("lost-type", 0, "lost")))
+    html = str(_fleet_section([run]))
+    assert 'id="fleet"' in html and "Use gpu:" in html
+    assert "src-measured" in html and "src-catalog" in html and "src-estimated" in html
+    assert "lost: lost: node x died" in html
+    assert str(_fleet_section([Run("r2", "bench", "t")])) == ""

@@ -1,7 +1,8 @@
 """Which node type of a fleet should run a model: measured speed per node type, and its price.
 
 Pure: measurements tagged with their node type and prices per node type in; one row per
-(series, node type) and a recommendation per series out.
+(series, node type) and a recommendation per series out. (Prices come from the user or the
+shipped catalog, which is data, not a measurement.)
 
 - latency is the measured median per call (``source: measured``) of the best device of that
   node type (a GPU node's GPU, usually; its CPU when that was faster);
@@ -16,13 +17,16 @@ lost or failed is listed with the reason, never recommended.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from chipfit.results import Measurement
+from chipfit.errors import InvalidInputError
+from chipfit.results import Measurement, Run
 
-__all__ = ["FleetChoice", "FleetRow", "NodePrice", "fleet_rows", "recommend_node"]
+__all__ = ["FleetChoice", "FleetReport", "FleetRow", "NodePrice", "fleet_nodes", "fleet_report",
+           "fleet_rows", "node_prices", "recommend_node"]
 
 OBJECTIVES = ("cost", "latency")
 
@@ -158,3 +162,68 @@ def _cost_reason(cheap: FleetRow, priced: Sequence[FleetRow], fastest: FleetRow)
         slower = _latency(cheap) / _latency(fastest)
         reason += f"; {fastest.node_type} is {slower:.2g}x faster but costs more per item"
     return reason
+
+
+# ---- a run's fleet: its nodes (as recorded), their prices, rows and choices -------------------
+@dataclass(frozen=True)
+class FleetReport:
+    """A fleet run's rows and choices, with the nodes it recorded."""
+
+    rows: tuple[FleetRow, ...]
+    choices: tuple[FleetChoice, ...]
+    nodes: tuple[Mapping[str, object], ...]
+
+
+def fleet_nodes(run: Run) -> list[dict[str, object]]:
+    """The nodes a fleet run recorded (its ``fleet_nodes`` setting); [] for other runs."""
+    text = dict(run.settings).get("fleet_nodes")
+    if not text:
+        return []
+    try:
+        nodes = json.loads(text)
+    except ValueError:
+        return []
+    return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
+
+
+def node_prices(nodes: Sequence[Mapping[str, object]], given: Mapping[str, float]) -> dict[str, NodePrice]:
+    """Price per node type: the user's (``given``), else the catalog's accelerator price x count.
+
+    A CPU-only type has no catalog price (cloud CPU prices vary too much to guess).
+    """
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    out = {t: NodePrice(usd, "user") for t, usd in given.items()}
+    for node in nodes:
+        name = str(node.get("node_type"))
+        if name in out:
+            continue
+        total, notes = 0.0, []
+        for accel, count in node.get("accelerators") or []:  # type: ignore[attr-defined]
+            spec = catalog.match(str(accel))
+            price = spec.price_usd_hr if spec is not None else None
+            if price is None:
+                total = -1.0
+                break
+            total += price * int(count)
+            notes.append(f"{count}x {spec.key}")  # type: ignore[union-attr]
+        if total > 0:
+            out[name] = NodePrice(total, "catalog", ", ".join(notes))
+    return out
+
+
+def fleet_report(run: Run, given_prices: Mapping[str, float] | None = None,
+                 objective: str = "cost") -> FleetReport | None:
+    """Rows and recommendations for a fleet run; None when ``run`` has no node types."""
+    if not any(m.node_type for m in run.measurements):
+        return None
+    nodes = fleet_nodes(run)
+    known = {str(n.get("node_type")) for n in nodes} | {m.node_type for m in run.measurements
+                                                          if m.node_type}
+    unknown = sorted(set(given_prices or {}) - known)
+    if unknown:
+        raise InvalidInputError(f"--node-price names no node type of this run: "
+                                f"{', '.join(unknown)} (types: {', '.join(sorted(known))})")
+    rows = fleet_rows(run.measurements, node_prices(nodes, given_prices or {}))
+    return FleetReport(tuple(rows), tuple(recommend_node(rows, objective)), tuple(nodes))
