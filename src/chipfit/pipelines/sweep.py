@@ -225,8 +225,10 @@ def analyze_run(run: Run, *, level: float = 0.95, resamples: int = 2000, seed: i
     known = run.limits()
     run = replace(run, guard_limits=run.guard_limits + tuple(
         GuardLimit(*key, size) for key, size in limits.items() if key not in known))
-    analysis = analyze(run.measurements, limits=limits, level=level, resamples=resamples,
-                       seed=seed)
+    # A fleet's node types are separate series: "torch:cpu on cpu-big" vs "... on cpu-small".
+    measured = [m if m.node_type is None else replace(m, device=f"{m.device} on {m.node_type}")
+                for m in run.measurements]
+    analysis = analyze(measured, limits=limits, level=level, resamples=resamples, seed=seed)
     return SweepResult(run, analysis)
 
 
