@@ -155,3 +155,31 @@ def test_the_html_report_has_a_fleet_section_with_sources() -> None:
     assert "src-measured" in html and "src-catalog" in html and "src-estimated" in html
     assert "lost: lost: node x died" in html
     assert str(_fleet_section([Run("r2", "bench", "t")])) == ""
+
+
+def test_fleet_advice_refuses_a_model_only_this_process_knows() -> None:
+    from chipfit.errors import InvalidInputError
+    from chipfit.pipelines.fleet import fleet_measure
+
+    with pytest.raises(InvalidInputError, match="built-in workloads"):
+        fleet_measure("my_pkg.models:build", 8, executor=None)
+
+
+def test_fleet_flags_need_a_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from chipfit.commands._common import add_fleet_flags, executor_from_args, ray_address
+    from chipfit.errors import InvalidInputError
+
+    parser = argparse.ArgumentParser()
+    add_fleet_flags(parser)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(InvalidInputError, match="need --ray-address"):
+        executor_from_args(parser.parse_args(["--every-node"]))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address(parser.parse_args([])) == "10.0.0.1:6379"  # a fleet by default
+    assert ray_address(parser.parse_args(["--executor", "inline"])) is None  # opted out
+    with pytest.raises(InvalidInputError, match="drop --executor"):
+        executor_from_args(parser.parse_args(["--ray-address", "x:1", "--executor", "subprocess"]))
+    fleet = executor_from_args(parser.parse_args(["--every-node"]))
+    assert fleet.fleet and fleet.every_node and fleet.address == "10.0.0.1:6379"
