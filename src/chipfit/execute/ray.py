@@ -13,6 +13,12 @@
   executor. A worker that dies mid-job is retried once; a second death, or no result within
   the job timeout, is recorded as a failed measurement and the suite goes on.
 
+With ``fleet=True`` it is a fleet (``--ray-address``): every node is probed and grouped into
+node types (:mod:`chipfit.execute.fleet`), the plan runs once per node type (``every_node``:
+once per node) with each job pinned to its node (``NodeAffinitySchedulingStrategy``,
+``soft=False``), CPU jobs one at a time per node rather than cluster-wide, and a node lost
+mid-run hands its jobs to another node of its type or has them recorded as ``lost``.
+
 Without ``address`` a local Ray instance is started (and stopped at the end); with one, the
 driver joins that cluster (``auto`` finds a running one). Ray itself is an optional
 dependency: only this executor imports it.
