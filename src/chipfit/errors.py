@@ -11,6 +11,8 @@ exit code. Every message says what to do next.
     ├── BackendUnavailableError    a framework or device that is not usable here
     ├── UnsupportedError           a valid combination this device cannot run (dtype, mode)
     ├── OutOfMemoryError           a run that does not fit in the device's memory
+    ├── UnreliableError            a measurement too disturbed to keep (a calibration that
+    │                              misses its own checks)
     └── SchemaError                a stored file from a newer (or unknown) chipfit
 """
 
@@ -26,6 +28,7 @@ __all__ = [
     "OutOfMemoryError",
     "SchemaError",
     "UnknownNameError",
+    "UnreliableError",
     "UnsafeFileError",
     "UnsupportedError",
     "UsageError",
@@ -76,6 +79,10 @@ class UnsupportedError(ChipfitError):
 
 class OutOfMemoryError(ChipfitError):
     """The work does not fit in the device's memory."""
+
+
+class UnreliableError(ChipfitError):
+    """A measurement too disturbed to keep: it is refused rather than stored or reused."""
 
 
 class SchemaError(ChipfitError):

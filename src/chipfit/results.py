@@ -8,7 +8,7 @@ its numbers came from in ``source`` (``measured``, ``predicted``, ``catalog``, `
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -17,12 +17,14 @@ from chipfit.timing import stats
 __all__ = [
     "SOURCES",
     "STATUSES",
+    "ContentionSummary",
     "Cost",
     "DeviceInfo",
     "Discovery",
     "GuardLimit",
     "Measurement",
     "Problem",
+    "summarize_contention",
 ]
 
 SOURCES = ("measured", "predicted", "catalog", "estimated")
@@ -149,6 +151,12 @@ class Measurement:
     clock: str = "perf_counter"
     metadata: tuple[tuple[str, str], ...] = ()
     source: str = "measured"
+    # Was the machine shared while this point ran (chipfit.timing.contention)? None: unknown
+    # (a file from before chipfit watched for it, or no evidence readable here).
+    contended: bool | None = None
+    contention: tuple[tuple[str, float], ...] = ()  # the evidence, as numbers
+    contention_note: str = ""  # the signals that fired, in words
+    attempts: int = 1  # 2+: re-measured after a back-off because it was contended
     #: Where a fleet job ran: the Ray node's id and the node type it belongs to (None when
     #: the run was not a fleet run; older files read as None).
     node_id: str | None = None
@@ -222,10 +230,15 @@ class Measurement:
         out["block_times_s"] = list(self.block_times_s)
         out["device_block_times_s"] = list(self.device_block_times_s)
         out["metadata"] = [list(p) for p in self.metadata]
+        out["contention"] = dict(self.contention)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        evidence = data.get("contention")
+        if isinstance(evidence, Mapping):
+            data = {**data, "contention": tuple((str(k), float(v)) for k, v in evidence.items()
+                                                if isinstance(v, (int, float)))}
         return from_plain(cls, data)
 
 
@@ -285,3 +298,48 @@ class Run:
     def limits(self) -> dict[tuple[str, str, str, str], str | None]:
         """(workload, device, dtype, mode) -> the guard's limit, for every recorded series."""
         return {g.key: g.size for g in self.guard_limits}
+
+
+@dataclass(frozen=True)
+class ContentionSummary:
+    """A run's contention, from its points' evidence."""
+
+    points: int  # successful points
+    contended: int
+    unknown: int  # points with no evidence (older files)
+    retried: int  # points re-measured after a back-off
+    still_contended: int  # retried and contended on every attempt
+    max_load: float
+    cores: int
+    causes: tuple[str, ...]  # the signals that fired, most frequent first
+
+    def to_dict(self) -> dict[str, object]:
+        return {"points": self.points, "contended": self.contended, "unknown": self.unknown,
+                "retried": self.retried, "still_contended": self.still_contended,
+                "max_load": self.max_load, "cores": self.cores, "causes": list(self.causes)}
+
+
+_CAUSES = (("CPU steal", "CPU steal"), ("threads waited", "run-queue wait"),
+           ("reference probe", "probe drift"), ("stall", "stall signature"),
+           ("load", "load and preemption"))
+
+
+def _cause(reason: str) -> str:
+    return next((name for prefix, name in _CAUSES if reason.startswith(prefix)), reason)
+
+
+def summarize_contention(measurements: Sequence[Measurement]) -> ContentionSummary:
+    """How many of ``measurements`` were contended, re-measured, or unknown, and why."""
+    ok = [m for m in measurements if m.ok]
+    bad = [m for m in ok if m.contended]
+    counts: dict[str, int] = {}
+    for m in bad:
+        for reason in m.contention_note.split("; "):
+            if reason:
+                counts[_cause(reason)] = counts.get(_cause(reason), 0) + 1
+    loads = [dict(m.contention).get("load1", 0.0) for m in ok]
+    cores = [int(dict(m.contention).get("cores", 0)) for m in ok]
+    return ContentionSummary(
+        len(ok), len(bad), sum(m.contended is None for m in ok), sum(m.attempts > 1 for m in ok),
+        sum(m.attempts > 1 and bool(m.contended) for m in ok), max(loads, default=0.0),
+        max(cores, default=0), tuple(sorted(counts, key=lambda k: -counts[k])))

@@ -10,6 +10,8 @@ import pytest
 
 from chipfit.analysis.calibration import roofs_from_calibration
 from chipfit.analysis.roofline import predict
+from chipfit.analysis.trust import MAX_CHECK_ERROR
+from chipfit.errors import UnreliableError
 from chipfit.execute.costs import extract_costs
 from chipfit.execute.job import run_job
 from chipfit.pipelines.calibrate import calibrate, load_calibration
@@ -55,10 +57,15 @@ def test_calibration_measures_this_cpu(torch_cal):
 
 
 def test_saved_calibration_is_used(torch_cal):
+    if torch_cal.check_mape > MAX_CHECK_ERROR:  # the shared machine disturbed it: refused
+        with pytest.raises(UnreliableError, match="misses its own held-out checks"):
+            save(torch_cal)
+        assert load_calibration("torch:cpu@1t") is None
+        return
     path = save(torch_cal)
     assert path.exists()
     back = load_calibration("torch:cpu@1t")
-    assert back.matmul == torch_cal.matmul
+    assert back.matmul == torch_cal.matmul and back.contended == torch_cal.contended
 
 
 @pytest.mark.parametrize("size", ["256", "1000"])

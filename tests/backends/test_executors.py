@@ -39,6 +39,15 @@ def pid_runner(job: Job, discovery: Discovery) -> Measurement:
     return tagged(run_job(job, discovery), pid=str(os.getpid()))
 
 
+@pytest.fixture(autouse=True)
+def _no_contention_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests follow which process measured which point; re-measuring a point found
+    contended (chipfit.execute.retry) would hand it to a later process, so it is off here."""
+    from chipfit.execute import retry
+
+    monkeypatch.setattr(retry, "MAX_ROUNDS", 0)
+
+
 def faulty_runner(job: Job, discovery: Discovery) -> Measurement:
     """Size 24 exits abruptly, 40 segfaults, 56 hangs; the rest measure for real."""
     if job.size == "24":

@@ -62,8 +62,10 @@ def test_progress_counts_every_job_once():
     seen = []
     result = sweep("matmul", ["torch:cpu@1t", "torch:cpu"], start="8", stop="16",
                    timing=FAST, on_result=lambda i, n, job, m, run: seen.append((i, n)))
-    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert len(result.run.measurements) == 4 and not result.run.interrupted
+    assert seen[:4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    # a crossing between 8 and 16 is bisected: those jobs are counted once each as well
+    assert len(seen) == len(result.run.measurements) and not result.run.interrupted
+    assert len({(m.size, m.device) for m in result.run.measurements}) == len(seen)
 
 
 def test_an_interrupted_sweep_resumes_with_only_the_missing_points(tmp_path):

@@ -74,7 +74,10 @@ def test_predict_catalog_and_local_side_by_side(cli, home):
         assert p["source"] == "predicted" and p["seconds"] > 0
         assert p["low_s"] < p["seconds"] < p["high_s"]
         assert p["bound"] in ("compute", "memory", "launch", "transfer")
-        assert p["basis"] == ("calibrated" if r["local"] else "catalog")
+        expected = {"h100-sxm": "gpu-kernel-model", "tpu-v5e": "catalog"}.get(r["hardware"],
+                                                                              "calibrated")
+        assert p["basis"] == expected
+        assert p["precision"] or r["local"]  # catalog rows say which unit each dtype runs on
     local = [r for r in rows if r["local"]]
     assert all(r["measurement"]["source"] == "measured" and r["measurement"]["median_s"] > 0
                and r["error"] is not None for r in local)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from chipfit.analysis.crossover import (
     Series,
     SeriesKey,
     analyze,
+    bisection_sizes,
     build_series,
     comparable_pairs,
     compare,
@@ -20,6 +22,7 @@ from chipfit.analysis.crossover import (
 )
 from chipfit.errors import InvalidInputError
 from chipfit.results import Measurement
+from chipfit.spec import DeviceRef, Job
 
 SIZES = [2**k for k in range(6, 21)]  # 64 .. 1M
 
@@ -231,3 +234,73 @@ def test_a_series_that_never_ran_is_not_paired_and_says_why():
     assert analysis.crossovers == ()
     jax = next(s for s in analysis.summaries if s.device == "jax:cpu:0")
     assert jax.largest_ok is None and jax.problem == "unsupported: w has no jax implementation"
+
+
+# ---- interpolation gaps, bisection, contended points ----------------------------------------
+def test_a_crossing_in_a_ladder_gap_spans_the_whole_gap():
+    a, b = make_series("cpu", cpu_like, seed=1), make_series("gpu", gpu_like, seed=2)
+    (cross,) = compare(a, b).crossings
+    # the bootstrap alone is sure to a few percent, but nothing was measured in 8192..16384
+    assert cross.gap and cross.interval == (cross.lower_x, cross.upper_x)
+
+
+def test_sizes_measured_inside_the_bracket_narrow_the_interval():
+    extra = bisection_sizes(8192, 16384)
+    assert len(extra) == 3 and all(8192 < v < 16384 for v in extra)
+    sizes = sorted(SIZES + extra)
+    a = make_series("cpu", cpu_like, sizes=sizes, seed=1)
+    b = make_series("gpu", gpu_like, sizes=sizes, seed=2)
+    (cross,) = compare(a, b).crossings
+    assert not cross.gap and cross.upper_x / cross.lower_x < 1.5
+    lo, hi = cross.interval
+    assert cross.lower_x <= lo < hi <= cross.upper_x and hi / lo < 1.2
+    assert lo <= 1e4 <= hi * 1.05
+
+
+def test_bisection_sizes_skip_what_was_measured():
+    assert bisection_sizes(32, 128, have=[32, 64, 128]) == [45, 91]
+    assert bisection_sizes(16, 17) == []  # no integer between
+
+
+def _measured(device: str, size: int, seconds: float, contended: bool | None = None):
+    rng = np.random.default_rng(size)
+    return Measurement("matmul", str(size), device, stop_reason="ci_target",
+                       block_times_s=tuple(seconds * rng.lognormal(0, 0.01, 9)),
+                       contended=contended)
+
+
+def test_contended_points_are_left_out_or_the_crossover_is_labelled():
+    sizes = [64, 128, 256, 512, 1024]
+    ms = [_measured("torch:cpu@1t", x, cpu_like(x * 40)) for x in sizes]
+    ms += [_measured("torch:cpu", x, gpu_like(x * 40), contended=(x == 256)) for x in sizes]
+    result = analyze(ms, resamples=200)
+    assert result.left_out == 1  # torch:cpu at 256 was measured while the machine was busy
+    (c,) = [c for c in result.crossovers if c.view == "resident"]
+    assert not c.from_contended and "256" not in [r.size for r in c.ratios]
+    busy = [replace(m, contended=True) if m.device == "torch:cpu" else m for m in ms]
+    shared = analyze(busy, resamples=200)
+    (c,) = [c for c in shared.crossovers if c.view == "resident"]
+    assert shared.left_out == 0 and c.from_contended
+    from chipfit.report.crossover_view import crossover_sentence
+
+    assert "from contended points" in crossover_sentence(c, "n")
+
+
+def test_a_sweep_bisects_a_gap_on_both_series_of_the_crossing():
+    from chipfit.spec import TimingConfig
+    from chipfit.pipelines.sweep import bisection_jobs
+
+    sizes = [16, 32, 64, 128, 256]
+    ms = [_measured("torch:cpu@1t", x, cpu_like(x * 100)) for x in sizes]  # cross at 100
+    ms += [_measured("torch:cpu", x, gpu_like(x * 100)) for x in sizes]
+    analysis = analyze(ms, resamples=200)
+    (cross,) = [c for c in analysis.crossovers if c.view == "resident"][0].crossings
+    assert (cross.lower, cross.upper, cross.gap) == ("64", "128", True)
+    timing = TimingConfig.quick()
+    jobs = [Job("matmul", str(x), DeviceRef.parse(d), timing=timing) for x in sizes
+            for d in ("torch:cpu@1t", "torch:cpu")]
+    extra = bisection_jobs(analysis, jobs)
+    inside = sorted({int(j.size) for j in extra})
+    assert inside == bisection_sizes(cross.lower_x, cross.upper_x)
+    assert {str(j.device) for j in extra} == {"torch:cpu@1t", "torch:cpu"}
+    assert all(j.timing == timing for j in extra) and len(extra) == 2 * len(inside)

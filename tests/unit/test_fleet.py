@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -110,8 +111,9 @@ def test_fleet_jobs_keep_their_node_in_the_key_and_the_plan() -> None:
     assert _job_from_json(_job_json(pinned)) == pinned
     old = json.loads(_job_json(plain))  # a plan stored before fleets: no node keys
     assert "node_type" not in old and _job_from_json(json.dumps(old)) == plain
-    assert measurement_key(m("big", 0.001)) == ("matmul", "64", "torch:cpu", "float32",
-                                                "inference", "big", "")
+    assert measurement_key(m("big", 0.001)) == typed.key[:5] + ("big", "")
+    every = replace(m("big", 0.001), metadata=(("planned_node", "n1"),))
+    assert measurement_key(every) == pinned.key  # a rewritten run keeps --every-node's keys
 
 
 def test_old_measurements_read_without_node_fields() -> None:

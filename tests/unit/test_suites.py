@@ -246,3 +246,16 @@ def test_check_claims_covers_every_claim_and_the_table_renders_them():
     assert "ResNet-50 inference on a CPU: ~50 ms" in text and "seed 001" in text
     assert "does not hold: CPU 3.0x slower than claimed" in text
     assert "not testable here: no GPU" in text and "holds" in text
+
+
+def test_a_claim_checked_on_contended_points_says_so():
+    from dataclasses import replace
+
+    claim = _claim("resnet50-cpu")
+    quiet = _m("resnet50", "1", "torch:cpu", 0.060)
+    busy = check_claim(claim, _run(CPU_ONLY, replace(quiet, contended=True)), SEEDS)
+    assert busy.status == HOLDS
+    assert dict(busy.detail)["source"] == "measured, from contended points"
+    assert measured_text(busy).endswith("(torch:cpu)\nmeasured, from contended points")
+    calm = check_claim(claim, _run(CPU_ONLY, replace(quiet, contended=False)), SEEDS)
+    assert "source" not in dict(calm.detail) and measured_text(calm) == "60 ms on the CPU\n(torch:cpu)"

@@ -59,6 +59,9 @@ class Calibration:
     class_bandwidth: tuple[tuple[str, Curve], ...] = ()  # kind -> bytes/s over bytes
     pool: Curve = ()  # max-pool output elements/s over output elements
     source: str = "measured"
+    contended: bool | None = None  # was the machine shared while it was measured (None: unknown)
+    contention: tuple[tuple[str, float], ...] = ()
+    contention_note: str = ""
 
     @property
     def check_mape(self) -> float | None:
@@ -103,6 +106,8 @@ def roofs_from_calibration(cal: Calibration, band: float | None = None,
         host_per_module_s=cal.host_per_module_s, host_per_call_s=cal.host_per_call_s,
         kernel_floor_s=0.0, asynchronous=cal.asynchronous, h2d_bw=cal.h2d_bw, d2h_bw=cal.d2h_bw,
         band=band, band_basis=band_basis, efficiency=rows,
-        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",),
+        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",) + (
+            (f"calibrated while the machine was shared ({cal.contention_note}); its held-out "
+             "checks passed",) if cal.contended else ()),
         memory_bytes=cal.memory_bytes, class_bandwidth=cal.class_bandwidth, pool=cal.pool,
     )

@@ -1,13 +1,29 @@
-"""Compare two runs point by point: the ratio of medians, a rank test on the raw samples,
-and a verdict.
+"""Compare two runs point by point: the ratio of medians against the run-to-run noise, a
+rank test on run-level units, and a verdict.
 
-A point is a job key (workload, size, device, dtype, mode). Run B is *slower* at a point
-when its median per-call time exceeds A's by more than ``threshold`` (default 5%) **and**
-the two-sided Mann-Whitney U test on the per-call samples gives p < ``alpha`` (default 0.01).
-Both are needed: a big change seen in three noisy samples is ``unsure``, and a significant
-change smaller than the threshold is ``unchanged`` (timers resolve differences far below
-what matters). The test is rank-based, so it assumes no distribution for timings, which are
-skewed (a few slow outliers) and rarely normal.
+A point is a job key (workload, size, device, dtype, mode). Samples *within* one run are not
+independent draws: the machine drifts (frequency, cache state, neighbours) over seconds, so
+every block of a run shares that run's state, and a test that treats the blocks of two runs
+as two independent samples calls any drift between the runs significant (two back-to-back
+runs of identical work gave p = 1e-14). So the unit of comparison is a stretch of time:
+
+- each point's blocks are split, in the order they ran, into :data:`CHUNKS` consecutive
+  chunks, and the chunk medians are the samples (blocks spaced in time, far less correlated
+  than neighbouring blocks);
+- the *noise floor* of a point is how far apart two runs of the same work can land by drift
+  alone: :data:`FLOOR_Z` standard deviations of the difference of two run levels, each
+  wandering as much as that run's chunk medians do (a robust SD of their logs, from the
+  median absolute deviation). Extra runs of the baseline's work (``noise_runs``) add the
+  spread of their run-level medians (``max / min - 1``): the measured run-to-run noise.
+
+Run B is *slower* at a point when its median per-call time exceeds A's by more than
+``max(threshold, noise floor)`` (``threshold`` is the minimum effect that matters, default
+10%) **and** the two-sided Mann-Whitney U test on the chunk medians gives p < ``alpha``
+(default 0.01; with 5-6 chunks a side that needs the chunks of the two runs to separate
+completely). A big change that fails the test is ``unsure``; a change within the floor is
+``unchanged``. A change past the bar at a point measured while the machine was shared
+(either side, see :mod:`chipfit.timing.contention`) is ``contended``, not a regression: the
+neighbours may be what changed, so it is reported, never flagged, and wants a quiet re-run.
 
 Mann-Whitney U: H. B. Mann and D. R. Whitney, "On a test of whether one of two random
 variables is stochastically larger than the other", Ann. Math. Statist. 18 (1947) 50-60.
@@ -24,18 +40,31 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 from chipfit.errors import InvalidInputError
 from chipfit.results import Measurement, Run
+from chipfit.timing.stats import median
 
-__all__ = ["VERDICTS", "PointComparison", "RunComparison", "compare_runs", "mann_whitney_u"]
+__all__ = ["CHUNKS", "MIN_EFFECT", "VERDICTS", "PointComparison", "RunComparison",
+           "chunk_medians", "compare_runs", "mann_whitney_u", "noise_floor"]
 
-#: regression/improvement: significant and past the threshold; unchanged: within it;
-#: unsure: past it but not significant; broken/fixed: a point that stopped/started working;
+#: regression/improvement: significant and past the bar; unchanged: within it;
+#: unsure: past it but not significant; contended: significant and past it, but measured while
+#: the machine was shared; broken/fixed: a point that stopped/started working;
 #: only_a/only_b: measured in one run only.
-VERDICTS = ("regression", "improvement", "unchanged", "unsure", "broken", "fixed", "only_a",
-            "only_b", "failed")
+VERDICTS = ("regression", "improvement", "unchanged", "unsure", "contended", "broken", "fixed",
+            "only_a", "only_b", "failed")
 _EXACT_MAX_N = 8
+#: Run-level units per point: enough that 6 vs 6 can reach p = 0.002 (complete separation),
+#: few enough that each chunk spans a stretch of the run's time.
+CHUNKS = 6
+#: The smallest change worth flagging, whatever the noise: timers resolve far less, but two
+#: runs minutes apart on one machine routinely differ by a few percent.
+MIN_EFFECT = 0.10
+#: How many standard deviations of the drift a change must clear (3: a run-to-run shift that
+#: big happens by drift alone well under 1% of the time for a normal level).
+FLOOR_Z = 3.0
 
 
 # ---- the test -----------------------------------------------------------------------------
@@ -109,6 +138,8 @@ class PointComparison:
     ratio: float
     p_value: float
     verdict: str
+    noise_floor: float = math.nan  # relative change the runs' own drift can explain
+    contended: bool = False  # either side measured while the machine was shared
 
     @property
     def flagged(self) -> bool:
@@ -147,17 +178,53 @@ def _samples(m: Measurement, view: str) -> list[float]:
     return [t + extra for t in m.times_s]
 
 
-def _verdict(ratio: float, p: float, threshold: float, alpha: float) -> str:
-    if max(ratio, 1 / ratio) <= 1 + threshold:
+def chunk_medians(samples: Sequence[float], chunks: int = CHUNKS) -> list[float]:
+    """Medians of ``chunks`` consecutive, near-equal stretches of ``samples`` (in run order)."""
+    n = len(samples)
+    k = min(chunks, n)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [median(samples[lo:hi]) for lo, hi in pairwise(bounds)]
+
+
+def _spread(values: Sequence[float]) -> float:
+    good = [v for v in values if v > 0 and math.isfinite(v)]
+    return max(good) / min(good) - 1 if len(good) > 1 else 0.0
+
+
+def _robust_sd(values: Sequence[float]) -> float:
+    """Standard deviation of log ``values`` from their median absolute deviation (one chunk
+    hit by a burst of interrupts does not inflate it)."""
+    logs = [math.log(v) for v in values if v > 0 and math.isfinite(v)]
+    if len(logs) < 2:
+        return 0.0
+    mid = median(logs)
+    return 1.4826 * median([abs(v - mid) for v in logs])
+
+
+def noise_floor(a_chunks: Sequence[float], b_chunks: Sequence[float],
+                run_medians: Sequence[float] = ()) -> float:
+    """The relative change the runs' own drift explains: FLOOR_Z standard deviations of the
+    difference of two run levels, each wandering as much as its chunk medians do, or the
+    spread of the run-level medians of repeated baseline runs, whichever is larger."""
+    sd = math.hypot(_robust_sd(a_chunks), _robust_sd(b_chunks))
+    return max(math.exp(FLOOR_Z * sd) - 1, _spread(run_medians))
+
+
+def _verdict(ratio: float, p: float, bar: float, alpha: float) -> str:
+    if max(ratio, 1 / ratio) <= 1 + bar:
         return "unchanged"
     if p >= alpha:
         return "unsure"
     return "regression" if ratio > 1 else "improvement"
 
 
-def compare_point(a: Measurement | None, b: Measurement | None, *, threshold: float = 0.05,
-                  alpha: float = 0.01, view: str = "resident") -> PointComparison:
-    """Compare one point; either side may be missing (measured in one run only)."""
+def compare_point(a: Measurement | None, b: Measurement | None, *, threshold: float = MIN_EFFECT,
+                  alpha: float = 0.01, view: str = "resident",
+                  repeats: Sequence[Measurement] = ()) -> PointComparison:
+    """Compare one point; either side may be missing (measured in one run only).
+
+    ``repeats`` are the same point in further runs of the baseline's work (the noise floor).
+    """
     key = _key(a or b)  # type: ignore[arg-type]
     if a is None or b is None:
         return PointComparison(key, a, b, math.nan, math.nan, "only_b" if a is None else "only_a")
@@ -165,16 +232,25 @@ def compare_point(a: Measurement | None, b: Measurement | None, *, threshold: fl
         verdict = "broken" if a.ok else "fixed" if b.ok else "failed"
         return PointComparison(key, a, b, math.nan, math.nan, verdict)
     ratio = b.seconds(view) / a.seconds(view)
-    p = mann_whitney_u(_samples(a, view), _samples(b, view))[1]
-    return PointComparison(key, a, b, ratio, p, _verdict(ratio, p, threshold, alpha))
+    chunks_a, chunks_b = chunk_medians(_samples(a, view)), chunk_medians(_samples(b, view))
+    p = mann_whitney_u(chunks_a, chunks_b)[1]
+    runs = [a.seconds(view)] + [r.seconds(view) for r in repeats if r.ok]
+    floor = noise_floor(chunks_a, chunks_b, runs if repeats else ())
+    verdict = _verdict(ratio, p, max(threshold, floor), alpha)
+    contended = bool(a.contended or b.contended)
+    if contended and verdict in ("regression", "improvement"):
+        verdict = "contended"
+    return PointComparison(key, a, b, ratio, p, verdict, floor, contended)
 
 
-def compare_runs(a: Run, b: Run, *, threshold: float = 0.05, alpha: float = 0.01,
-                 view: str = "resident") -> RunComparison:
+def compare_runs(a: Run, b: Run, *, threshold: float = MIN_EFFECT, alpha: float = 0.01,
+                 view: str = "resident", noise_runs: Sequence[Run] = ()) -> RunComparison:
     """Compare run ``b`` against baseline ``a``, point by point, in A's order then B's new ones.
 
-    ``threshold`` is the relative change that matters (0.05 = 5%); ``alpha`` the significance
-    level of the rank test; ``view`` ``resident`` or ``end_to_end`` (with copies).
+    ``threshold`` is the smallest relative change that matters (0.10 = 10%); the bar a change
+    must pass is the larger of it and the point's noise floor. ``alpha`` is the significance
+    level of the rank test on chunk medians; ``view`` ``resident`` or ``end_to_end`` (with
+    copies); ``noise_runs`` are repeats of the baseline's work whose spread joins the floor.
     """
     if not 0 < threshold < 10:
         raise InvalidInputError(f"threshold {threshold} must be a fraction such as 0.05 (5%)")
@@ -185,8 +261,10 @@ def compare_runs(a: Run, b: Run, *, threshold: float = 0.05, alpha: float = 0.01
     left = OrderedDict((_key(m), m) for m in a.measurements)
     right = OrderedDict((_key(m), m) for m in b.measurements)
     keys = list(left) + [k for k in right if k not in left]
+    repeats = [OrderedDict((_key(m), m) for m in r.measurements) for r in noise_runs]
     points = tuple(compare_point(left.get(k), right.get(k), threshold=threshold, alpha=alpha,
-                                 view=view) for k in keys)
+                                 view=view, repeats=[r[k] for r in repeats if k in r])
+                   for k in keys)
     fingerprint_a, fingerprint_b = dict(a.machine).get("fingerprint"), dict(b.machine).get(
         "fingerprint")
     return RunComparison(a.run_id, b.run_id, threshold, alpha, view,

@@ -23,7 +23,15 @@ is where the least-squares line of log ratio against log size over the bracket (
 inside included) crosses zero: for two points, linear interpolation in log-log space. Its
 confidence is the share of bootstrap replicates in which the lower bracket has the lower
 winner and the upper bracket the upper winner; its interval is the ``level`` percentile
-interval of the crossing positions of those replicates.
+interval of the crossing positions of those replicates, widened to the whole bracket when the
+bracketing sizes are more than :data:`REFINED_BRACKET` apart: the bootstrap knows only the
+noise at the measured sizes, not where between them the curves really cross (the log-log
+line is an assumption), so an interval inside a wide gap would claim what was never measured.
+A sweep measures extra sizes inside such a bracket (:func:`bisection_sizes`) before stating
+the narrow interval.
+
+Points measured while the machine was shared are screened by :mod:`chipfit.analysis.trust`:
+left out, or, where a series has no other, kept and the crossover marked ``from_contended``.
 """
 
 from __future__ import annotations
@@ -31,24 +39,32 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import combinations, pairwise
 
 import numpy as np
 
+from chipfit.analysis.trust import screen
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.results import Measurement
 from chipfit.timing import stats
 
 __all__ = [
-    "KINDS", "VIEWS", "Crossing", "Crossover", "Point", "RatioAt", "Series", "SeriesKey",
-    "SeriesSummary", "SweepAnalysis", "analyze", "build_series", "check_settings", "compare",
+    "KINDS", "REFINED_BRACKET", "VIEWS", "Crossing", "Crossover", "Point", "RatioAt", "Series", "SeriesKey",
+    "SeriesSummary", "SweepAnalysis", "analyze", "bisection_sizes", "build_series",
+    "check_settings", "compare",
     "comparable_pairs", "default_position", "rate_of", "rate_unit", "summarize",
 ]
 
 VIEWS = ("resident", "end_to_end")
 KINDS = ("none", "one", "several")
+#: Bracketing sizes further apart than this factor leave the crossing's position to the
+#: interpolation: its interval then spans the whole bracket. 1.5 lets a doubling ladder's
+#: bracket count as a gap, and one bisected by three extra sizes (factor 2^(1/4)) as measured.
+REFINED_BRACKET = 1.5
+#: Extra sizes a sweep measures inside a wide bracket.
+BISECTION_POINTS = 3
 
 #: Maps (workload, size label) to the size's position on its axis (a positive number).
 Position = Callable[[str, str], float]
@@ -117,6 +133,7 @@ class Crossing:
     faster_below: SeriesKey
     faster_above: SeriesKey
     confidence: float  # share of bootstrap replicates that agree the faster series changes here
+    gap: bool = False  # the bracket is wider than REFINED_BRACKET: interval = whole bracket
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,7 @@ class Crossover:
     level: float
     resamples: int
     source: str = "measured"
+    from_contended: bool = False  # drawn from points measured while the machine was shared
 
     @property
     def workload(self) -> str:
@@ -183,6 +201,7 @@ class SweepAnalysis:
     summaries: tuple[SeriesSummary, ...]
     level: float
     resamples: int
+    left_out: int = 0  # contended points left out (chipfit.analysis.trust)
 
     def workloads(self) -> list[str]:
         names = [s.workload for s in self.summaries] + [c.workload for c in self.crossovers]
@@ -354,8 +373,21 @@ def _crossing(a: SeriesKey, b: SeriesKey, ratios: Sequence[RatioAt], reps: np.nd
     tail = (1 - level) / 2
     interval = (tuple(float(v) for v in np.exp(np.quantile(positions, [tail, 1 - tail])))
                 if positions.size else (lo.x, hi.x))
+    gap = hi.x / lo.x > REFINED_BRACKET
+    if gap:  # nothing measured inside: the crossing may lie anywhere in the bracket
+        interval = (min(interval[0], lo.x), max(interval[1], hi.x))
     return Crossing(x, interval, lo.size, lo.x, hi.size, hi.x,  # type: ignore[arg-type]
-                    a if below_a else b, b if below_a else a, float(np.mean(agree)))
+                    a if below_a else b, b if below_a else a, float(np.mean(agree)), gap)
+
+
+def bisection_sizes(lower_x: float, upper_x: float, have: Iterable[float] = (),
+                    points: int = BISECTION_POINTS) -> list[int]:
+    """Integer sizes to measure inside the bracket (``lower_x``, ``upper_x``): ``points``
+    evenly spaced in log size, without the sizes already measured (``have``)."""
+    known = {round(v) for v in have}
+    ratio = (upper_x / lower_x) ** (1 / (points + 1))
+    picks = {round(lower_x * ratio**i) for i in range(1, points + 1)}
+    return sorted(v for v in picks if lower_x < v < upper_x and v not in known)
 
 
 def check_settings(level: float, resamples: int) -> None:
@@ -427,9 +459,17 @@ def analyze(measurements: Iterable[Measurement], *, position: Position | None = 
             level: float = 0.95, resamples: int = 2000, seed: int = 0) -> SweepAnalysis:
     """Every crossover between comparable series, and every series' limits and best rate."""
     check_settings(level, resamples)
-    ms = list(measurements)
+    screened = screen(measurements)  # contended points: left out, or kept and labelled
+    ms = list(screened.kept)
     series = build_series(ms, VIEWS, position)
     boot = _Bootstrap(resamples, seed)  # shared: each point is resampled once for all pairs
-    crossovers = tuple(compare(a, b, level=level, resamples=resamples, seed=seed, _boot=boot)
-                       for a, b in comparable_pairs(series))
-    return SweepAnalysis(crossovers, tuple(summarize(ms, position, limits)), level, resamples)
+    crossovers = tuple(
+        replace(compare(a, b, level=level, resamples=resamples, seed=seed, _boot=boot),
+                from_contended=screened.marked(_series_id(a.key), _series_id(b.key)))
+        for a, b in comparable_pairs(series))
+    return SweepAnalysis(crossovers, tuple(summarize(ms, position, limits)), level, resamples,
+                         len(screened.left_out))
+
+
+def _series_id(key: SeriesKey) -> tuple[str, str, str, str]:
+    return (key.workload, key.device, key.dtype, key.mode)

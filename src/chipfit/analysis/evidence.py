@@ -35,6 +35,7 @@ class Option:
     train_source: str = ""
     fallback_ops: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    band: float = 0.0  # relative uncertainty of latency_s: x/÷(1 + band) (0: measured)
 
     @property
     def throughput(self) -> float:
@@ -105,3 +106,7 @@ class Recommendation:
     ranked: tuple[Option, ...]
     reasons: tuple[Reason, ...]
     excluded: tuple[tuple[str, str], ...] = field(default=())  # (device, why)
+    # Groups of devices whose figures lie within each other's uncertainty, in rank order,
+    # and how each group was ordered (a stated secondary objective, never the name)
+    ties: tuple[tuple[str, ...], ...] = field(default=())
+    tie_break: str = ""

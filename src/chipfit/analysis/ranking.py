@@ -75,12 +75,53 @@ def recommend(ev: Evidence, objective: str = "latency", *, max_latency: float | 
             eligible.append(option)
     if ev.train_samples is not None and objective in ("latency", "throughput"):
         key = _train_key(ev)
-    ranked = tuple(sorted(eligible, key=lambda o: (key(o), o.device)))
-    ranked = tuple(o for o in ranked if math.isfinite(key(o))) + tuple(
-        o for o in ranked if not math.isfinite(key(o)))
+    ranked, ties, tie_break = rank(eligible, key, objective, ev)
     reasons: tuple[Reason, ...] = evaluate(ev)
     return Recommendation(ranked[0] if ranked else None, objective, ranked, reasons,
-                          tuple(excluded))
+                          tuple(excluded), ties, tie_break)
+
+
+#: Which objective breaks a tie on the primary one (never the device name).
+SECONDARY = {"latency": ("cost", "energy"), "throughput": ("cost", "energy"),
+             "cost": ("energy", "latency"), "energy": ("cost", "latency")}
+
+
+def _overlap(a: float, band_a: float, b: float, band_b: float) -> bool:
+    """Whether [a/(1+ba), a(1+ba)] and [b/(1+bb), b(1+bb)] intersect (positive values)."""
+    lo_a, hi_a = a / (1 + band_a), a * (1 + band_a)
+    lo_b, hi_b = b / (1 + band_b), b * (1 + band_b)
+    return lo_a <= hi_b and lo_b <= hi_a
+
+
+def rank(options: list[Option], key: Callable[[Option], float], objective: str,
+         ev: Evidence | None = None) -> tuple[tuple[Option, ...], tuple[tuple[str, ...], ...], str]:
+    """Options in order, the groups tied within their uncertainty bands, and the rule used.
+
+    Options are sorted by ``key``; runs of options whose values lie within each other's
+    bands (``Option.band``; measured ones have none) form a tie, ordered by the secondary
+    objectives of :data:`SECONDARY` and then by the primary value. A tie is never broken by
+    the device's name.
+    """
+    finite = sorted((o for o in options if math.isfinite(key(o))), key=key)
+    rest = [o for o in options if not math.isfinite(key(o))]
+    secondary = [OBJECTIVES[name] for name in SECONDARY[objective]]
+    groups: list[list[Option]] = []
+    for o in finite:
+        group = groups[-1] if groups else None
+        if group and all(_overlap(abs(key(g)), g.band, abs(key(o)), o.band) for g in group):
+            group.append(o)
+        else:
+            groups.append([o])
+    ordered: list[Option] = []
+    ties = []
+    for group in groups:
+        if len(group) > 1:
+            group.sort(key=lambda o: (*(f(o) for f in secondary), key(o)))
+            ties.append(tuple(o.device for o in group))
+        ordered += group
+    why = (f"within each other's uncertainty: ordered by {' then '.join(SECONDARY[objective])}"
+           if ties else "")
+    return tuple(ordered + rest), tuple(ties), why
 
 
 def _train_key(ev: Evidence) -> Callable[[Option], float]:

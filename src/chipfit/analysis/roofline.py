@@ -89,6 +89,8 @@ class Roofs:
     # (batch_norm, layer_norm, pool, softmax); others use ``bandwidth``.
     class_bandwidth: tuple[tuple[str, Curve], ...] = ()
     pool: Curve = ()  # measured output elements/s of pooling (calibrated CPUs)
+    precision: tuple[str, ...] = ()  # the unit each dtype's matmuls/convs run on, and why
+    copy_known: bool = True  # False: host link unsourced, so copy time is unknown (not 0)
 
     def matmul_rate(self, dtype: str, flops: float, op_class: str = "matmul",
                     variant: str = "") -> float:
@@ -156,6 +158,11 @@ class Prediction:
     efficiency: tuple[tuple[str, float, str], ...] = ()
     notes: tuple[str, ...] = field(default=())
     source: str = "predicted"
+    # Which unit each (dtype, operator class) ran on and why (the precision policy)
+    precision: tuple[str, ...] = ()
+    # False when copies are needed but the host link is unsourced: transfer_s is then a
+    # placeholder 0 and end_to_end_s leaves copies out (unknown, not free)
+    transfer_known: bool = True
 
     @property
     def throughput(self) -> float:
@@ -264,7 +271,8 @@ def predict(costs: WorkloadCosts, roofs: Roofs) -> Prediction:
         transfer_s=transfer, compute_s=compute, memory_s=memory, launch_s=launch, bound=bound,
         basis=roofs.basis, band=roofs.band, band_basis=roofs.band_basis, items=costs.items,
         breakdown=tuple(classes), efficiency=roofs.efficiency,
-        notes=roofs.notes + costs.notes,
+        notes=roofs.notes + costs.notes, precision=roofs.precision,
+        transfer_known=roofs.copy_known or not costs.transfer_bytes,
     )
 
 
@@ -356,6 +364,8 @@ def catalog_roofs(spec: Any, backend: str = "torch", band: float = 0.5,
         notes.append("vector FP32 peak unsourced: non-matrix ops are timed by memory traffic only")
     copy_bw, why = _copy_bw(spec, backend)
     notes += [why] if why else []
+    precision = tuple(_precision_line(spec, d, backend, c) for d in wanted
+                      for c in ("matmul", "conv"))
     us = 1e-6
     per_op = spec.efficiency("host_per_op_us").value * us
     return Roofs(
@@ -367,8 +377,21 @@ def catalog_roofs(spec: Any, backend: str = "torch", band: float = 0.5,
         kernel_floor_s=spec.efficiency("kernel_floor_us").value * us,
         asynchronous=spec.kind != "cpu", h2d_bw=copy_bw, d2h_bw=copy_bw, band=band,
         band_basis=band_basis, efficiency=_efficiency_rows(spec), notes=tuple(notes),
-        memory_bytes=spec.memory_bytes,
+        memory_bytes=spec.memory_bytes, precision=precision, copy_known=not why,
     )
+
+
+def _precision_line(spec: Any, dtype: str, backend: str, op_class: str) -> str:
+    """``float32 matmul: fp32 peak x 0.807 (why)``: the policy, stated for every prediction."""
+    precision, why = _matmul_precision(spec, dtype, backend, op_class)
+    if not why and precision == "tf32":
+        why = ("cuDNN convolutions use TF32 by default (torch.backends.cudnn.allow_tf32)"
+               if backend == "torch" else "XLA uses TF32 on GPUs by default")
+    if not why and precision == "fp32" and spec.kind == "gpu":
+        why = "torch keeps float32 matmuls in FP32 (torch.backends.cuda.matmul.allow_tf32=False)"
+    eff = spec.efficiency("matmul")
+    return (f"{dtype} {op_class}: {precision} peak x {eff.value} ({why or 'framework default'}; "
+            f"efficiency: {eff.derivation})")
 
 
 def _efficiency_rows(spec: Any) -> tuple[tuple[str, float, str], ...]:

@@ -19,8 +19,9 @@ Suites:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from chipfit.analysis.trust import source_of
 from chipfit.errors import InvalidInputError, UnknownNameError
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import DeviceRef
@@ -319,6 +320,13 @@ def check_claim(claim: Claim, run: Run, suite: Suite) -> ClaimResult:
     ms, why = _pair(run, claim, suite)
     if why:
         return ClaimResult(claim, UNTESTABLE, why)
+    result = _check(claim, ms, run, suite)
+    source = source_of(ms)  # a verdict on contended points says so (chipfit.analysis.trust)
+    return result if source == "measured" else replace(
+        result, detail=result.detail + (("source", source),))
+
+
+def _check(claim: Claim, ms: list[Measurement], run: Run, suite: Suite) -> ClaimResult:
     if claim.test == "latency":
         return _check_latency(claim, ms)
     if claim.test in ("speedup", "faster", "speedup_at_most"):

@@ -147,9 +147,14 @@ def with_fleet(render: Callable[[Run], Any], args: argparse.Namespace) -> Callab
 
 def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
     """Save, print the table, and pick the exit code (130 when interrupted)."""
+    from chipfit.analysis.trust import warning
+
     saver.finish(run)
     if run.measurements:
         out.print(render(run))
+    busy = warning(run.measurements)
+    if busy:
+        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
     if run.interrupted:
         err.print(f"interrupted: kept {len(run.measurements)} measurement(s)")
         return 130

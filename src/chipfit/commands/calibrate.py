@@ -48,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
             err.print(f"calibrating {ref} ...")
             cal = calibrate(ref, dtypes=csv_list(args.dtypes), quick=not args.full,
                             discovery=found)
-            err.print(f"wrote {save_calibration(cal)}")
+            if cal.contended:
+                err.print(f"warning: {ref} was calibrated while the machine was shared "
+                          f"({cal.contention_note}); its held-out checks decide whether it is "
+                          "kept", markup=False, soft_wrap=True)
+            err.print(f"wrote {save_calibration(cal)}")  # refused if it misses its checks
         results.append(cal)
     if args.json:
         print_json([_to_dict(c) for c in results])

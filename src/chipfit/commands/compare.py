@@ -16,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_b", metavar="RUN_B", nargs="?", default="latest",
                    help="the run to judge (default: latest)")
     add_db_flag(p)
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="relative slowdown that counts as a regression (default 0.05 = 5%%)")
+    p.add_argument("--threshold", type=float, default=0.10,
+                   help="smallest relative slowdown that counts as a regression, whatever the "
+                   "noise floor (default 0.10 = 10%%)")
+    p.add_argument("--noise", action="append", default=[], metavar="RUN",
+                   help="another run of the baseline's work: the spread of the runs' medians "
+                   "joins the noise floor (repeatable)")
     p.add_argument("--alpha", type=float, default=0.01,
                    help="significance level of the Mann-Whitney U test (default 0.01)")
     p.add_argument("--view", choices=("resident", "end_to_end"), default="resident",
@@ -37,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.report.history_view import compare_dict, compare_table, write_compare_csv
 
     a, b = load_run_ref(args, args.run_a), load_run_ref(args, args.run_b)
-    result = compare_runs(a, b, threshold=args.threshold, alpha=args.alpha, view=args.view)
+    repeats = [load_run_ref(args, ref) for ref in args.noise]
+    result = compare_runs(a, b, threshold=args.threshold, alpha=args.alpha, view=args.view,
+                          noise_runs=repeats)
     if args.json == "-":
         print_json(compare_dict(result))
     else:

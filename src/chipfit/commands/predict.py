@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict latency and throughput on catalog hardware and "
                        "local devices (local ones are measured too)")
     p.add_argument("workload",
-                   help="a workload name (chipfit bench --help lists them), e.g. matmul")
+                   help="a workload name (chipfit bench --help lists them), e.g. matmul; or a "
+                        "transformers config.json path; or package.module:function (a factory "
+                        "returning a torch module, or (module, example inputs))")
     p.add_argument("--hardware", "-H", default="local",
                    help="comma-separated catalog keys (chipfit catalog) and/or 'local' or "
                         "device ids, e.g. h100-sxm,tpu-v5e,local (default: local)")
@@ -29,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensors", choices=("auto", "real", "fake"), default="auto",
                    help="count operators by running the call (real) or on shapes only (fake); "
                         "auto runs it unless it is large")
+    p.add_argument("--seq-len", type=int, default=128,
+                   help="sequence length for a config.json model (default 128)")
+    p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
+                   help="a factory model's input with the batch first, e.g. 1x3x224x224")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
 
@@ -43,14 +49,35 @@ def _row_json(row) -> dict:
             "error": row.error if row.error == row.error else None}
 
 
-def run(args: argparse.Namespace) -> int:
+def _rows(args: argparse.Namespace) -> list:
     from chipfit.pipelines.predict import predict_workload
+    from chipfit.pipelines.model_predict import is_model_spec, predict_model
+
+    say = lambda s: err.print(f"[dim]{s}[/dim]")  # noqa: E731
+    if not is_model_spec(args.workload):
+        return predict_workload(args.workload, csv_list(args.sizes or ""),
+                                csv_list(args.hardware), dtype=args.dtype, mode=args.mode,
+                                tensors=args.tensors, measure=not args.no_measure, progress=say)
+    from chipfit.errors import InvalidInputError
+
+    sizes = csv_list(args.sizes or "1")
+    if len(sizes) != 1 or not sizes[0].isdigit() or int(sizes[0]) < 1:
+        raise InvalidInputError("--batch takes one positive integer for a config or factory model")
+    if args.seq_len < 1:
+        raise InvalidInputError("--seq-len must be positive")
+    hardware = csv_list(args.hardware)
+    if hardware == ["local"]:
+        raise InvalidInputError("say which catalog hardware to predict with --hardware, e.g. "
+                                "--hardware h100-sxm,t4 (chipfit catalog lists them)")
+    return predict_model(args.workload, hardware, batch=int(sizes[0]), seq_len=args.seq_len,
+                         mode=args.mode or "inference", dtype=args.dtype, inputs=args.input,
+                         progress=say)
+
+
+def run(args: argparse.Namespace) -> int:
     from chipfit.report.predict_view import breakdown_table, predictions_table
 
-    rows = predict_workload(args.workload, csv_list(args.sizes or ""),
-                            csv_list(args.hardware), dtype=args.dtype, mode=args.mode,
-                            tensors=args.tensors, measure=not args.no_measure,
-                            progress=lambda s: err.print(f"[dim]{s}[/dim]"))
+    rows = _rows(args)
     if args.json:
         print_json({"workload": args.workload, "rows": [_row_json(r) for r in rows]})
         return 0
@@ -63,4 +90,8 @@ def run(args: argparse.Namespace) -> int:
     notes = sorted({f"{r.prediction.hardware}: {n}" for r in rows for n in r.prediction.notes})
     for note in notes:
         out.print(f"[dim]note — {note}[/dim]")
+    lines = sorted({f"{r.prediction.hardware}: {n}" for r in rows
+                    for n in r.prediction.precision})
+    for line in lines:
+        out.print(f"[dim]precision — {line}[/dim]")
     return 0

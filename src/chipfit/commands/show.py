@@ -35,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
     out.print(run_header(found))
     if found.measurements:
         out.print(bench_table(found))
+    from chipfit.analysis.trust import warning
+
+    busy = warning(found.measurements)
+    if busy:
+        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
     if found.discovery.problems:
         out.print(problems_table(found.discovery))
     for path in ([save_run(found, args.json)] if args.json else []) + (

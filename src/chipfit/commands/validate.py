@@ -22,12 +22,69 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibrate again even where a calibration is stored")
     p.add_argument("--no-references", action="store_true",
                    help="skip the comparison with published results")
+    p.add_argument("--gpu-data", metavar="DIR",
+                   help="instead, check the GPU kernel models: refit on the measured GPU kernels "
+                        "in DIR (the gpu_kernels data folder) leaving each GPU out in turn, and "
+                        "print kernel and end-to-end errors (stored as gpu_validation.json)")
+    p.add_argument("--gpu-sample", type=int, default=300, metavar="N",
+                   help="kernel rows per operator and GPU for --gpu-data (default 300)")
     p.add_argument("--json", metavar="PATH", nargs="?", const="-",
                    help="write the report as JSON to PATH (no PATH: print JSON instead of tables)")
     p.set_defaults(func=run)
 
 
+def run_gpu(args: argparse.Namespace) -> int:
+    """Leave-one-GPU-out errors of the fitted GPU kernel models on measured data."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from chipfit.pipelines import gpu_validate as gv
+    from chipfit.errors import InvalidInputError
+    from chipfit.paths import data_dir, write_json_atomic
+
+    folder = Path(args.gpu_data)
+    if not (folder / "kernels").is_dir():
+        raise InvalidInputError(f"{folder} has no kernels/ folder: pass the gpu_kernels data "
+                                "directory (e.g. shared/data/gpu_kernels); GPU check skipped")
+    if args.gpu_sample < 10:
+        raise InvalidInputError("--gpu-sample must be at least 10")
+    result = gv.run(folder, sample=args.gpu_sample,
+                    progress=lambda s: err.print(f"[dim]{s}[/dim]"))
+    data = gv.model_json(result, folder)
+    saved = write_json_atomic(data_dir() / "gpu_validation.json", data)
+    if args.json:
+        print_json(data)
+        return 0
+    gpus = result["gpus"]
+    table = Table(title="GPU kernels: MAPE of each GPU's kernels, fitted without that GPU",
+                  title_justify="left")
+    table.add_column("operator")
+    for g in gpus:
+        table.add_column(g, justify="right")
+    for op, per in result["kernels_logo"].items():
+        table.add_row(op, *(f"{per[g] * 100:.1f}%" if g in per else "-" for g in gpus))
+    out.print(table)
+    e2e = Table(title="End to end (models traced shape-only from their config.json)",
+                title_justify="left")
+    for col in ("model", "seq", "batch", "mode", "held-out GPU", "measured", "predicted", "error"):
+        e2e.add_column(col, justify="left" if col in ("model", "mode", "held-out GPU") else "right")
+    for c in (c for c in result["e2e"] if c.held_out):
+        e2e.add_row(c.model, str(c.seq_len), str(c.batch), c.mode, c.device,
+                    f"{c.measured_s * 1e3:.1f} ms", f"{c.predicted_s * 1e3:.1f} ms (predicted)",
+                    f"{c.error * 100:+.1f}%")
+    out.print(e2e)
+    errors = data["errors"]
+    if errors["e2e_logo_mape"] is not None:
+        out.print(f"end-to-end leave-one-GPU-out MAPE {errors['e2e_logo_mape'] * 100:.1f}%; band "
+                  f"x/÷{1 + result['band']:.2f} covers {errors['coverage'] * 100:.0f}% of them")
+    err.print(f"kept {saved}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.gpu_data:
+        return run_gpu(args)
     from chipfit.pipelines.validate import save_validation, validate
     from chipfit.report.predict_view import (
         reference_table,

@@ -58,6 +58,8 @@ _SKIP = {"size", "sym_size", "stride", "sym_stride", "storage_offset", "sym_stor
 # Ops that only write their mutated argument (its old contents are not read).
 _OVERWRITE = {"copy_", "fill_", "zero_", "normal_", "uniform_", "random_", "bernoulli_",
               "exponential_", "set_", "resize_", "index_put_", "_index_put_impl_"}
+# Dropout in eval mode (train=False or p=0) is the identity in ATen: no kernel.
+_DROPOUT = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
 # Fused CPU kernels that call other ATen kernels: re-dispatched so those are counted.
 _OPAQUE = {"_transformer_encoder_layer_fwd", "_native_multi_head_attention"}
 
@@ -271,6 +273,9 @@ def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any],
             name = _op_name(func)
             if name in _SKIP or not hasattr(func, "_overloadpacket"):
                 return func(*args, **kwargs)
+            if name in _DROPOUT and not (len(args) > 2 and args[2] and args[1]):
+                return args[0]  # ATen returns the input itself; torch's Python decomposition
+                # would clone it, a copy no eager kernel makes
             if name not in registry:
                 with self:
                     result = func.decompose(*args, **kwargs)

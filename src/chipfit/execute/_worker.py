@@ -65,7 +65,16 @@ def run_here(job: Job, discovery: Discovery | None = None,
         from chipfit.backends import get_backend
 
         discovery = get_backend(job.device.backend).discover()
-    return runner(job, discovery)
+    return watched(job, lambda: runner(job, discovery))
+
+
+def watched(job: Job, work: Callable[[], Measurement]) -> Measurement:
+    """``work()``'s measurement with the evidence of contention while it ran."""
+    from chipfit.timing.contention import watch
+
+    m, evidence = watch(work, str(job.device), lambda m: m.block_times_s if m.ok else ())
+    return replace(m, contended=evidence.contended, contention=evidence.numbers,
+                   contention_note=evidence.note)
 
 
 # ---- subprocess worker ----------------------------------------------------------------------

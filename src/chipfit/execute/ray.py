@@ -357,6 +357,8 @@ class RayExecutor(Executor):
         job, node = flight.job, flight.node
         assert node is not None
         where = {"executor": self.name, "attempts": str(flight.attempt)}
+        if job.node_id:  # --every-node: the node it was planned on (its key), kept if it moved
+            where["planned_node"] = job.node_id
         if flight.moved_from:
             where["moved_from"] = flight.moved_from
         if late:
@@ -409,7 +411,8 @@ class RayExecutor(Executor):
     def _lost(self, job: Job, node: Node | None, reason: str) -> Outcome:
         m = failed(job, "lost", f"lost: {reason}")
         m = replace(m, node_type=job.node_type, node_id=node.node_id if node else job.node_id)
-        return job, tagged(m, executor=self.name)
+        pairs = {"planned_node": job.node_id} if job.node_id else {}
+        return job, tagged(m, executor=self.name, **pairs)
 
     @staticmethod
     def _placed(m: Any, node: Node, **pairs: str) -> Any:

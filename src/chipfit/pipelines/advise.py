@@ -18,6 +18,7 @@ from typing import Any
 
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
 from chipfit.analysis.ranking import recommend
+from chipfit.analysis.trust import source_of
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -205,7 +206,11 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
         "unavailable: TDP not in the catalog",
         train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
         train_source="predicted" if train_pred is not None else "",
-        notes=(f"uncertainty x/÷{1 + pred.band:.2g} ({pred.band_basis})",),
+        notes=(f"uncertainty x/÷{1 + pred.band:.2g} ({pred.band_basis})",
+               *(f"precision: {line}" for line in pred.precision),
+               *(() if pred.transfer_known else
+                 ("copy time unknown (host link unsourced): latency leaves copies out",))),
+        band=pred.band,
     )
 
 
@@ -244,8 +249,9 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
                          timing or TimingConfig.quick(), on_result, found)
-    costs = {s: extract_costs(workload, str(s), dtype, mode) for s in sizes}
-    train_costs = extract_costs(workload, str(target), dtype, "train") if train_samples else None
+    costs = {s: _shape_costs(workload, str(s), dtype, mode) for s in sizes}
+    train_costs = _shape_costs(workload, str(target), dtype, "train") if train_samples else None
+    gpu_costs: dict[Any, Any] = {}
     need = workload.memory_estimate(str(target), dtype, "train" if train_samples else mode)
     options, cross = [], []
     by_key = {(m.device, int(m.size), m.mode): m for m in run.measurements}
@@ -258,13 +264,20 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         spec = catalog.match(info.name, info.cores) if info is not None else None
         fallbacks = detect_fallbacks(workload, ref, str(target), dtype, mode, found) if (
             info is not None and info.kind != "cpu") else ()
-        options.append(_local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
-                                     need, fallbacks, local_price))
+        option = _local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
+                               need, fallbacks, local_price)
+        # its latency and the CPU crossover come from all of this device's points
+        options.append(replace(option, latency_source=source_of(
+            x for x in run.measurements if x.device == str(ref))))
     for spec in specs:
         try:
-            roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))
-            preds = {s: predict(costs[s], roofs) for s in sizes}
-            train_pred = predict(train_costs, roofs) if train_costs is not None else None
+            if _gpu_model(spec):
+                preds, train_pred = _gpu_preds(spec.key, workload, sizes, target, dtype, mode,
+                                               train_samples, gpu_costs)
+            else:
+                roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))
+                preds = {s: predict(costs[s], roofs) for s in sizes}
+                train_pred = predict(train_costs, roofs) if train_costs is not None else None
         except UnsupportedError:
             continue  # a catalog device without the figures to predict this dtype
         options.append(_catalog_option(spec, preds[target], train_pred, target, need))
@@ -277,6 +290,48 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
                         _host_memory(found), tuple(cross), train_samples, epochs)
     rec = recommend(evidence, objective, max_latency=max_latency, budget=budget)
     return Advice(rec, evidence, run, workload.name, dtype, mode)
+
+
+def _shape_costs(workload: Workload, size: str, dtype: str, mode: str,
+                 gpu: bool = False) -> Any:
+    """Per-operator costs traced on shapes only (fake tensors): choosing how to trace never
+    runs a full forward pass on the CPU. Models fake tensors cannot trace are run once."""
+    from chipfit.execute.costs import extract_costs
+
+    def trace(tensors: str) -> Any:
+        if not gpu:
+            return extract_costs(workload, size, dtype, mode, tensors=tensors)
+        from chipfit.workloads.gpu_trace import gpu_kernels
+
+        with gpu_kernels():
+            return extract_costs(workload, size, dtype, mode, tensors=tensors)
+
+    try:
+        return trace("fake")
+    except UnsupportedError:
+        return trace("real")
+
+
+def _gpu_model(spec: Any) -> bool:
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    return spec.kind == "gpu" and spec.key in gpu_figures()
+
+
+def _gpu_preds(key: str, workload: Workload, sizes: Sequence[int], target: int, dtype: str,
+               mode: str, train_samples: int | None, cache: dict[Any, Any]) -> tuple[Any, Any]:
+    """Predictions from the fitted GPU kernel models, on GPU-flavoured traces (fused
+    attention and recurrent kernels), traced once per size and shared by every GPU."""
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
+
+    def costs(size: int, m: str) -> Any:
+        if (size, m) not in cache:
+            cache[size, m] = _shape_costs(workload, str(size), dtype, m, gpu=True)
+        return cache[size, m]
+
+    preds = {s: gpu_prediction(costs(s, mode), key) for s in sizes}
+    train = gpu_prediction(costs(target, "train"), key) if train_samples else None
+    return preds, train
 
 
 def _default_batches(workload: Workload, batch: int | None) -> list[int]:

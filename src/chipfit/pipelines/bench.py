@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
@@ -98,8 +99,11 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
     Each measurement is committed to ``store`` the moment it arrives, before ``on_result``
     sees it, so a crash of the driver loses nothing already measured.
     """
+    from chipfit.execute.retry import remeasure_contended
+
     executor = executor or InlineExecutor(runner)
     done: list[Measurement] = list(run.measurements)
+    stored, started = list(done), time.monotonic()  # what the store holds, in order
     try:
         with contextlib.closing(executor.run(jobs, run.discovery)) as outcomes:
             for i, (job, m) in enumerate(outcomes, 1):
@@ -107,13 +111,17 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                 run = replace(run, measurements=tuple(done))
                 if store is not None:
                     store.add_measurement(run.run_id, m, job.key)
+                stored.append(m)
                 if on_result is not None:
                     on_result(i, len(jobs), job, m, run)
+        run, _ = remeasure_contended(
+            jobs, done, run, executor, time.monotonic() - started,
+            keep=None if store is None else lambda m: store.add_measurement(run.run_id, m))
         run = replace(run, finished_at=utc_now())
     except KeyboardInterrupt:
         run = replace(run, measurements=tuple(done), interrupted=True, finished_at=utc_now())
-    if store is not None:
-        store.finish_run(run)
+    if store is not None:  # a re-measurement or a stall mark replaced rows: rewrite them
+        store.save_run(run) if list(run.measurements) != stored else store.finish_run(run)
     return run
 
 

@@ -16,7 +16,7 @@ def measure(workload: str, size: str | int, device: str | DeviceRef = "torch:cpu
             timing: TimingConfig | None = None) -> Measurement:
     """Measure one workload at one size on one device (``chipfit bench`` for a single point)."""
     from chipfit.discovery import resolve_devices
-    from chipfit.execute.job import run_job
+    from chipfit.execute._worker import run_here  # watched for contention
     from chipfit.workloads import get_workload
 
     wl = get_workload(workload)
@@ -27,4 +27,4 @@ def measure(workload: str, size: str | int, device: str | DeviceRef = "torch:cpu
         raise InvalidInputError(f"{workload} has no mode {mode!r} (modes: {', '.join(wl.modes)})")
     job = Job(workload, wl.parse_size(str(size)), ref, parse_dtype(dtype), mode,
               timing or TimingConfig())
-    return run_job(job, found)
+    return run_here(job, found)

@@ -102,9 +102,9 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
         return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,
                              dtypes=(dtype,))
     from chipfit.analysis.calibration import roofs_from_calibration
-    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 
-    cal = load_calibration(target.key)
+    cal = reusable(load_calibration(target.key))  # one that misses its checks: refused
     if cal is None:
         if not auto_calibrate:
             from chipfit.errors import UsageError
@@ -176,20 +176,46 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
             continue  # "local" expanded to a framework this workload has no builder for
         backend = backend_for(target, wl)
         roofs = roofs_for(target, backend, dtype, progress=progress)
+        flavour = "gpu" if _gpu_model_target(target, backend) else backend
         for size in chosen:
-            if (size, backend) not in costs:
+            if (size, flavour) not in costs:
                 if progress:
-                    progress(f"counting {wl.name} {size} operators ({backend})")
-                costs[size, backend] = extract_costs(wl, size, dtype, mode, backend,
-                                                     tensors=tensors)
-            rows.append(_row(wl, target, roofs, costs[size, backend], measure, timing, discovery,
+                    progress(f"counting {wl.name} {size} operators ({flavour})")
+                costs[size, flavour] = _extract(wl, size, dtype, mode, backend, tensors,
+                                                flavour == "gpu")
+            rows.append(_row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
                              progress))
     return rows
 
 
+def _gpu_model_target(target: Target, backend: str) -> bool:
+    """Catalog GPUs with architectural figures get the fitted per-kernel GPU models."""
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    return not target.local and target.kind == "gpu" and backend == "torch" and (
+        target.key in gpu_figures())
+
+
+def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: str,
+             gpu: bool) -> WorkloadCosts:
+    """Costs as the CPU runs the workload, or (``gpu``) as a CUDA build does: fused
+    attention and recurrent kernels (:mod:`chipfit.workloads.gpu_trace`)."""
+    if not gpu:
+        return extract_costs(wl, size, dtype, mode, backend, tensors=tensors)
+    from chipfit.workloads.gpu_trace import gpu_kernels
+
+    with gpu_kernels():
+        return extract_costs(wl, size, dtype, mode, backend, tensors=tensors)
+
+
 def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: bool,
          timing: Any, discovery: Any, progress: Callable[[str], None] | None) -> PredictRow:
-    pred = predict(costs, roofs)
+    if _gpu_model_target(target, costs.backend):
+        from chipfit.pipelines.gpu_prediction import gpu_prediction
+
+        pred = gpu_prediction(costs, target.key)
+    else:
+        pred = predict(costs, roofs)
     notes = [_fit_note(wl, costs.size, costs.dtype, costs.mode, roofs)]
     if target.kind == "tpu" and costs.backend == "torch":
         notes.append(f"{wl.name} has no JAX builder: predicted from torch's eager operator "
@@ -198,12 +224,12 @@ def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: b
         pred = replace(pred, notes=tuple(n for n in notes if n) + pred.notes)
     measurement = None
     if target.local and measure:
-        from chipfit.execute.job import run_job
+        from chipfit.execute._worker import run_here  # watched for contention
         from chipfit.spec import DeviceRef, Job, TimingConfig
 
         if progress:
             progress(f"measuring {wl.name} {costs.size} on {target.key}")
         job = Job(wl.name, costs.size, DeviceRef.parse(target.key), costs.dtype, costs.mode,
                   timing or TimingConfig.quick())
-        measurement = run_job(job, discovery)
+        measurement = run_here(job, discovery)
     return PredictRow(target, pred, measurement)

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from chipfit.execute.base import Executor
     from chipfit.store.sqlite import Store
 
-__all__ = ["AXES", "SweepResult", "analyze_run", "geometric_ladder", "guard_limit",
-           "guard_limits", "ladder_for", "plan_sweep", "sweep"]
+__all__ = ["AXES", "SweepResult", "analyze_run", "bisection_jobs", "geometric_ladder",
+           "guard_limit", "guard_limits", "ladder_for", "plan_sweep", "sweep"]
 
 #: Sweep axes a user can name, and the workload axes each covers.
 AXES = {"n": ("n", "elements"), "elements": ("elements",), "batch": ("batch",)}
@@ -338,9 +338,44 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
 
 def _finish_sweep(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
                   executor: Executor | None, store: Store | None, level: float) -> SweepResult:
-    """Measure ``jobs`` rung by rung into ``run``, then analyse it and keep the limits."""
+    """Measure ``jobs`` rung by rung into ``run``, then analyse it and keep the limits.
+
+    A crossing found in a gap of the ladder is bisected once: sizes inside its bracket are
+    measured on both series before the (then narrower) interval is stated.
+    """
+    from chipfit.pipelines.bench import run_jobs
+
     run = _run_ladder(jobs, run, on_result, executor=executor, store=store)
     result = analyze_run(run, level=level)
+    extra = bisection_jobs(result.analysis, jobs)
+    if extra and not result.run.interrupted:
+        run = run_jobs(extra, result.run, on_result, executor=executor, store=store)
+        result = analyze_run(run, level=level)
     if store is not None:
         store.save_run(result.run)  # the same run, now carrying the memory guard's limits
     return result
+
+
+def bisection_jobs(analysis: SweepAnalysis, jobs: Sequence[Job]) -> list[Job]:
+    """Jobs measuring sizes inside every crossing's bracket that is a gap of the ladder
+    (:func:`chipfit.analysis.crossover.bisection_sizes`), on both series of the crossing."""
+    from chipfit.analysis.crossover import bisection_sizes
+    from chipfit.workloads import get_workload
+
+    if not jobs:
+        return []
+    timing, planned = jobs[0].timing, {j.key for j in jobs}
+    out: dict[tuple[str, str, str, str, str], Job] = {}
+    for c in analysis.crossovers:
+        have = [r.x for r in c.ratios]
+        for crossing in (x for x in c.crossings if x.gap):
+            if not (crossing.lower.isdigit() and crossing.upper.isdigit()):
+                continue  # a shape such as 70x30@30x70: no size lies between two of them
+            wl = get_workload(c.workload)
+            for value in bisection_sizes(crossing.lower_x, crossing.upper_x, have):
+                for key in (c.a, c.b):
+                    job = Job(c.workload, wl.parse_size(str(value)), DeviceRef.parse(key.device),
+                              key.dtype, key.mode, timing)
+                    if job.key not in planned:
+                        out.setdefault(job.key, job)
+    return list(out.values())

@@ -124,7 +124,32 @@ def _reference_prediction(row: dict[str, Any]) -> tuple[Prediction, int]:
     elif dtype == "float16":
         costs = retyped(costs, "float16", 0.5)
     count = int(row.get("accelerators") or 1)
+    if not optimized and count == 1 and _gpu_model_key(spec):
+        return _gpu_eager_prediction(row, spec.key, batch, dtype), batch
     return predict(costs, scaled(roofs, count)), batch
+
+
+def _gpu_model_key(spec: Any) -> bool:
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    return spec.kind == "gpu" and spec.key in gpu_figures()
+
+
+def _gpu_eager_prediction(row: dict[str, Any], key: str, batch: int, dtype: str) -> Prediction:
+    """An eager PyTorch row on a GPU: the fitted kernel models on a trace of the model as a
+    CUDA build runs it (fused attention), AMP rows with float16 matrix operators."""
+    import torch
+
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    from chipfit.workloads.gpu_trace import trace_for_gpu
+
+    with torch.device("meta"):
+        net, inputs = _reference_model(row["model"], batch, int(row.get("seq_len") or 384))
+    with torch.inference_mode():
+        costs = trace_for_gpu(net, inputs, workload=row["model"], size=str(batch), items=batch)
+    if dtype == "float16":
+        costs = retyped(costs, "float16", 0.5)
+    return gpu_prediction(costs, key)
 
 
 def reference_cases(use_cache: bool = True) -> tuple[ReferenceCase, ...]:
@@ -184,9 +209,9 @@ def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
 def _roofs_for(device: str, discovery: Any, quick: bool, progress: Callable[[str], None],
                recalibrate: bool) -> tuple[Roofs, str]:
     from chipfit.analysis.calibration import roofs_from_calibration
-    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 
-    cal = None if recalibrate else load_calibration(device)
+    cal = None if recalibrate else reusable(load_calibration(device))
     if cal is None:
         progress(f"calibrating {device}")
         cal = calibrate(device, quick=quick, discovery=discovery,
@@ -203,7 +228,7 @@ def local_devices(discovery: Any) -> list[str]:
 def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
           discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
     from chipfit.execute.costs import extract_costs
-    from chipfit.execute.job import run_job
+    from chipfit.execute._worker import run_here  # watched for contention
     from chipfit.spec import DeviceRef, Job
 
     ref = DeviceRef.parse(device)
@@ -216,12 +241,14 @@ def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing
     except Exception as exc:  # a workload the extractor cannot trace is a finding
         return Case(workload.name, size, dtype, mode, device, math.nan, math.nan,
                     status="error", note=f"prediction failed: {type(exc).__name__}: {exc}"[:200])
-    m = run_job(Job(workload.name, size, ref, dtype, mode, timing), discovery)
+    m = run_here(Job(workload.name, size, ref, dtype, mode, timing), discovery)
     if not m.ok:
         return Case(workload.name, size, dtype, mode, device, pred.seconds, math.nan,
                     pred.bound, status=m.status, note=m.note[:200])
     return Case(workload.name, size, dtype, mode, device, pred.seconds, m.median_s, pred.bound,
-                noisy=m.noisy)
+                noisy=m.noisy or bool(m.contended),
+                note=f"measured while the machine was shared ({m.contention_note})"
+                if m.contended else "")
 
 
 def plan_cases(quick: bool, workloads: Sequence[str] | None = None,

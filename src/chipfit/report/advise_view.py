@@ -82,6 +82,8 @@ def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = Non
         parts.append(Text(f"Recommendation: {rec.choice.device} ({rec.choice.name}), best "
                           f"{rec.objective} among {len(rec.ranked)} eligible processors.",
                           style="bold"))
+    for group in rec.ties:
+        parts.append(Text(f"tie: {', '.join(group)} ({rec.tie_break})", style="yellow"))
     for reason in rec.reasons:
         parts.append(Text(f"- {reason_text(reason)}"))
     for device, why in rec.excluded:
@@ -100,6 +102,7 @@ def _option_json(o: Option, train: tuple[int, float] | None) -> dict[str, Any]:
         "time_to_train_s": ({"value": o.train_time_s(*train), "source": o.train_source}
                             if train else None),
         "notes": list(o.notes),
+        "band": o.band,
     }
 
 
@@ -112,4 +115,6 @@ def advice_json(rec: Recommendation, train: tuple[int, float] | None = None) -> 
                      "evidence": dict(r.evidence), "source": r.source, "cite": r.cite}
                     for r in rec.reasons],
         "excluded": [{"device": d, "why": w} for d, w in rec.excluded],
+        "ties": [list(group) for group in rec.ties],
+        "tie_break": rec.tie_break,
     }

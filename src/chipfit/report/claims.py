@@ -89,7 +89,8 @@ def measured_text(result: ClaimResult) -> str:
         figure = f"{_k(claim.kind)} {value:.2f}x faster than the {_k(claim.versus)}"
     else:
         figure = f"{_k(claim.kind)} {1 / value:.2f}x slower than the {_k(claim.versus)}"
-    return f"{figure}\n({', '.join(result.devices)})"
+    source = dict(result.detail).get("source", "")
+    return f"{figure}\n({', '.join(result.devices)})" + (f"\n{source}" if source else "")
 
 
 _STYLE = {HOLDS: "green", FAILS: "red"}

@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.text import Text
 
 from chipfit.analysis.crossover import Crossing, Crossover, SeriesKey, SeriesSummary, SweepAnalysis
+from chipfit.analysis.trust import LABEL
 from chipfit.report.fmt import fmt_rate
 
 __all__ = ["crossover_panel", "crossover_sentence", "fmt_best_rate", "fmt_position",
@@ -46,7 +47,9 @@ def series_name(key: SeriesKey, differs: str) -> str:
 def _confidence(c: Crossover, crossing: Crossing) -> str:
     level = f"{c.level:.0%}"
     lo, hi = crossing.interval
-    return (f"{level} interval of the crossing {fmt_position(lo)}-{fmt_position(hi)}; "
+    gap = (" (nothing was measured between the bracketing sizes, so the interval spans the "
+           "gap)" if crossing.gap else "")
+    return (f"{level} interval of the crossing {fmt_position(lo)}-{fmt_position(hi)}{gap}; "
             f"{crossing.confidence:.0%} of {c.resamples} bootstrap resamples of the raw "
             "samples agree the faster one changes there")
 
@@ -78,6 +81,8 @@ def crossover_sentence(c: Crossover, axis: str = "size") -> str:
     """One sentence (measured) for the comparison ``c``."""
     a, b = series_name(c.a, c.differs), series_name(c.b, c.differs)
     head = f"{c.workload} [{c.a.mode}, {view_words(c)}] {a} vs {b}: "
+    if c.from_contended:
+        head += f"{LABEL} (the machine was shared while they ran; re-measure when quiet): "
     if c.kind == "none":
         return head + _no_crossing_words(c, axis) + " (measured)."
     if c.kind == "one":
@@ -126,6 +131,9 @@ def _style(c: Crossover) -> str:
 def crossover_panel(analysis: SweepAnalysis, axes: Mapping[str, str] | None = None) -> Group:
     """Rich renderable: per workload, each crossover found (or none) and each series' limits."""
     parts: list[Text] = []
+    if analysis.left_out:
+        parts.append(Text(f"{analysis.left_out} point(s) measured while the machine was shared "
+                          "are left out of the crossovers below (measured)", style="magenta"))
     for workload in analysis.workloads():
         axis = (axes or {}).get(workload, "size")
         parts.append(Text(f"\n{workload}: crossovers", style="bold underline"))

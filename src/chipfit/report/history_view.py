@@ -27,7 +27,7 @@ __all__ = ["COMPARE_COLUMNS", "compare_dict", "compare_rows", "compare_table", "
 
 _VERDICT_STYLE = {"regression": "bold red", "broken": "bold red", "improvement": "green",
                   "fixed": "green", "unsure": "yellow", "unchanged": "", "failed": "yellow",
-                  "only_a": "dim", "only_b": "dim"}
+                  "only_a": "dim", "only_b": "dim", "contended": "magenta"}
 _STATE_STYLE = {"complete": "green", "interrupted": "yellow", "unfinished": "yellow"}
 
 
@@ -105,19 +105,26 @@ def compare_table(result: RunComparison) -> Group:
     table = Table(title=f"B = {result.run_b}  vs  A = {result.run_a}", title_justify="left",
                   show_lines=True)
     for col in ("workload", "size", "device", "dtype / mode", "A median", "B median", "B/A",
-                "p", "verdict"):
-        table.add_column(col, justify="right" if col in ("A median", "B median", "B/A", "p")
+                "p", "noise", "verdict"):
+        table.add_column(col, justify="right" if col in ("A median", "B median", "B/A", "p",
+                                                         "noise")
                          else "left")
     for p in result.points:
         workload, size, device, dtype, mode = p.key
         table.add_row(workload, size, device, f"{dtype}\n{mode}", _time_cell(p.a, result.view),
                       _time_cell(p.b, result.view), _ratio_text(p),
                       f"{p.p_value:.2g}" if math.isfinite(p.p_value) else "-",
-                      Text(p.verdict, style=_VERDICT_STYLE.get(p.verdict, "")))
+                      f"{p.noise_floor:.1%}" if math.isfinite(p.noise_floor) else "-",
+                      Text(p.verdict + ("\n(contended)" if p.contended and
+                                        p.verdict != "contended" else ""),
+                           style=_VERDICT_STYLE.get(p.verdict, "")))
     notes = [Text(f"median per call ({result.view.replace('_', ' ')}) ±95% CI; n samples. "
-                  f"A regression is B slower by more than {result.threshold:.0%} with "
-                  f"Mann-Whitney U p < {result.alpha:g} on the raw samples. All figures "
-                  "measured.", style="dim")]
+                  f"A regression is B slower by more than {result.threshold:.0%} and than "
+                  "the point's noise floor (the drift of its chunk medians within a run), "
+                  f"with Mann-Whitney U p < {result.alpha:g} on the chunk medians (stretches "
+                  "of each run, not single samples). contended: past the bar but measured "
+                  "while the machine was shared (never flagged: re-run on a quiet machine). "
+                  "All figures measured.", style="dim")]
     if not result.same_machine:
         notes.append(Text("A and B were measured on different machines (or one is unknown): "
                           "differences include the hardware.", style="yellow"))
@@ -129,7 +136,7 @@ def compare_table(result: RunComparison) -> Group:
 
 COMPARE_COLUMNS = ("workload", "size", "device", "dtype", "mode", "a_status", "b_status",
                    "a_median_s", "b_median_s", "a_samples", "b_samples", "ratio", "p_value",
-                   "verdict", "flagged")
+                   "noise_floor", "verdict", "flagged", "contended")
 
 
 def compare_rows(result: RunComparison) -> list[dict[str, Any]]:
@@ -145,16 +152,19 @@ def compare_rows(result: RunComparison) -> list[dict[str, Any]]:
                          b_samples=len(p.b.block_times_s) if p.b else 0,
                          ratio=p.ratio if math.isfinite(p.ratio) else None,
                          p_value=p.p_value if math.isfinite(p.p_value) else None,
-                         verdict=p.verdict, flagged=p.flagged))
+                         noise_floor=p.noise_floor if math.isfinite(p.noise_floor) else None,
+                         verdict=p.verdict, flagged=p.flagged, contended=p.contended))
     return rows
 
 
 def compare_dict(result: RunComparison) -> dict[str, Any]:
-    """The comparison as JSON-ready values (``format`` chipfit-compare, schema version 1)."""
-    return {"format": "chipfit-compare", "schema_version": 1, "run_a": result.run_a,
+    """The comparison as JSON-ready values (``format`` chipfit-compare, schema version 2:
+    version 1's p-values came from raw samples; 2 adds ``noise_floor`` and ``contended``)."""
+    return {"format": "chipfit-compare", "schema_version": 2, "run_a": result.run_a,
             "run_b": result.run_b, "threshold": result.threshold, "alpha": result.alpha,
             "view": result.view, "same_machine": result.same_machine,
-            "test": "Mann-Whitney U, two-sided, on per-call samples",
+            "test": "Mann-Whitney U, two-sided, on chunk medians; bar: max(threshold, "
+                    "noise floor)",
             "regressions": len(result.regressions), "points": compare_rows(result)}
 
 

@@ -275,7 +275,9 @@ def _crossover_rows(crossovers: Sequence[Crossover]) -> list[tuple[Any, ...]]:
             rows.append((pair, words.view_words(c), c.kind, num(words.fmt_position(x.x), c.source),
                          f"{x.lower} - {x.upper}", f"{lo} - {hi}", f"{x.confidence:.0%}",
                          f"{words.series_name(x.faster_below, c.differs)} below, "
-                         f"{words.series_name(x.faster_above, c.differs)} above", src(c.source)))
+                         f"{words.series_name(x.faster_above, c.differs)} above"
+                         + (" (from contended points)" if c.from_contended else ""),
+                         src(c.source)))
     return rows
 
 
@@ -301,8 +303,13 @@ def _measurement_rows(ms: Sequence[Measurement]) -> list[tuple[Any, ...]]:
                      fmt_seconds(m.end_to_end_s) if m.ok else "-", fmt_rate(m.gflops * 1e9,
                                                                              "FLOP/s"),
                      fmt_rate(m.gbps * 1e9, "B/s"), f"{m.throughput:,.4g}" if m.ok else "-",
-                     len(m.block_times_s), m.note or "", src(m.source)))
+                     len(m.block_times_s), _note(m), src(m.source)))
     return rows
+
+
+def _note(m: Measurement) -> str:
+    busy = f"contended (machine shared): {m.contention_note}" if m.contended else ""
+    return "; ".join(x for x in (m.note, busy) if x)
 
 
 def _workload_section(data: ReportData, workload: str, wid: str,

@@ -59,6 +59,8 @@ def _cell(m: Measurement | None, ref: Measurement | None) -> Text:
     text.append(f" ±{rel * 100:.1f}%" if math.isfinite(rel) else " ±?", style="dim")
     if m.noisy:
         text.append(" !", style="bold red")
+    if m.contended:
+        text.append(" busy", style="bold magenta")
     # Show the roof that binds: FLOP/s for arithmetic-heavy work, GB/s for streaming work.
     if m.bytes_moved and m.flops / m.bytes_moved < 1:
         rate = fmt_rate(m.bytes_moved / m.median_s, "B/s")
@@ -67,7 +69,7 @@ def _cell(m: Measurement | None, ref: Measurement | None) -> Text:
     text.append(f"\n{rate}")
     if m.transfer_h2d_s or m.transfer_d2h_s:
         text.append(f"\ne2e {fmt_seconds(m.end_to_end_s)}", style="cyan")
-    if ref is not None and ref.ok and ref is not m:
+    if ref is not None and ref.ok and ref is not m and not (m.contended or ref.contended):
         speedup = ref.median_s / m.median_s
         text.append(f"\n×{speedup:.2f}", style="green" if speedup > 1 else "red")
     return text
@@ -86,7 +88,8 @@ def bench_table(run: Run) -> Table:
                   caption=f"median per call ±95% CI of the median; FLOP/s (or B/s when "
                           "memory-bound) achieved; "
                           f"×: speed-up vs {ref_name}; e2e: with host<->device copies; "
-                          "! noisy (IQR >10% or CI target not met). All figures measured.",
+                          "! noisy (IQR >10% or CI target not met); busy: measured while "
+                          "the machine was shared (no speed-up stated). All figures measured.",
                   caption_justify="left")
     table.add_column("workload")
     table.add_column("size")

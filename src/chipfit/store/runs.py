@@ -7,6 +7,9 @@ misread. History of ``SCHEMA_VERSION``:
 2. The memory guard's limits are a ``guard_limits`` list, no longer
    ``guard_limit|workload|device|dtype|mode`` settings keys (schema-1 files still read: their
    keys become the list).
+3. Measurements gain ``contended`` (true/false; absent or null: unknown, as every older
+   measurement reads), ``contention`` (the evidence, numbers), ``contention_note`` and
+   ``attempts``; the run gains ``contention`` (a summary, derived, ignored when read).
 """
 
 from __future__ import annotations
@@ -21,12 +24,20 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError
 from chipfit.paths import check_versioned, read_versioned_json, write_json_atomic
-from chipfit.results import Discovery, GuardLimit, Measurement, Run, from_plain, split_legacy_limits
+from chipfit.results import (
+    Discovery,
+    GuardLimit,
+    Measurement,
+    Run,
+    from_plain,
+    split_legacy_limits,
+    summarize_contention,
+)
 
 __all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
            "save_run", "write_csv"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FORMAT = "chipfit-run"
 _UPGRADE = "upgrade chipfit to read it"
 
@@ -57,6 +68,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
                         for d in run.discovery.devices],
             "problems": [{"scope": p.scope, "reason": p.reason} for p in run.discovery.problems],
         },
+        "contention": summarize_contention(run.measurements).to_dict(),
         "measurements": [{k: _jsonable(v) for k, v in m.to_dict().items()}
                          for m in run.measurements],
     }
@@ -88,7 +100,7 @@ def _measurement(data: Mapping[str, Any]) -> Measurement:
     clean = {k: v for k, v in data.items() if v is not None or k in ("first_call_s",
                                                                       "peak_memory_bytes",
                                                                       "energy_j")}
-    return from_plain(Measurement, clean)
+    return Measurement.from_dict(clean)
 
 
 def save_run(run: Run, path: str | os.PathLike[str]) -> Path:
@@ -106,7 +118,8 @@ CSV_COLUMNS = (
     "run_id", "workload", "size", "device", "dtype", "mode", "status", "source", "median_s",
     "ci_low_s", "ci_high_s", "rel_ci", "iqr_s", "samples", "number_per_block", "first_call_s",
     "transfer_h2d_s", "transfer_d2h_s", "end_to_end_s", "gflops", "gbps", "throughput_per_s",
-    "peak_memory_bytes", "memory_method", "stop_reason", "noisy", "note",
+    "peak_memory_bytes", "memory_method", "stop_reason", "noisy", "contended", "attempts",
+    "contention_note", "note",
 )
 
 
@@ -121,7 +134,8 @@ def csv_row(run_id: str, m: Measurement) -> dict[str, Any]:
         "transfer_d2h_s": m.transfer_d2h_s, "end_to_end_s": m.end_to_end_s, "gflops": m.gflops,
         "gbps": m.gbps, "throughput_per_s": m.throughput, "peak_memory_bytes": m.peak_memory_bytes,
         "memory_method": m.memory_method, "stop_reason": m.stop_reason, "noisy": m.noisy,
-        "note": m.note,
+        "contended": "" if m.contended is None else m.contended, "attempts": m.attempts,
+        "contention_note": m.contention_note, "note": m.note,
     }
 
 

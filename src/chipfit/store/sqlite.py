@@ -15,6 +15,8 @@ are rows of the ``schema_migrations`` table, and a database from a newer chipfit
 1. chipfit 0.1: runs, planned_jobs (what ``--resume`` finishes), measurements.
 2. ``runs.guard_limits_json``: the memory guard's limits as data (schema 1 kept them in the
    settings as ``guard_limit|...`` keys; those rows are read into the same field).
+3. ``measurements.contended``: 1/0 when the machine was/was not found shared while the point
+   ran, NULL when unknown (every row from versions 1-2); the evidence is in ``data_json``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from chipfit.spec import DeviceRef, Job, TimingConfig
 
 __all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "default_db_path", "open_store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Marks the file as chipfit's in its header ("chip"), so a foreign database is not misread.
 APPLICATION_ID = 0x63686970
 _BUSY_TIMEOUT_S = 60.0
@@ -85,6 +87,9 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     )),
     (2, "the memory guard's limits as a column, not settings keys", (
         "ALTER TABLE runs ADD COLUMN guard_limits_json TEXT NOT NULL DEFAULT '[]'",
+    )),
+    (3, "measurements.contended: was the machine shared (NULL: unknown)", (
+        "ALTER TABLE measurements ADD COLUMN contended INTEGER",
     )),
 )
 
@@ -134,10 +139,12 @@ def key_text(key: Sequence[str]) -> str:
 
 
 def measurement_key(m: Measurement) -> Key:
-    """The :attr:`Job.key` of the job that produced ``m`` (a fleet job's names its node type;
-    the executor passes the job's own key where a job was pinned to one node)."""
+    """The :attr:`Job.key` of the job that produced ``m`` (a fleet job's names its node type,
+    and with ``--every-node`` the node it was planned on)."""
     base = (m.workload, m.size, m.device, m.dtype, m.mode)
-    return base if m.node_type is None else base + (m.node_type, "")
+    if m.node_type is None:
+        return base
+    return base + (m.node_type, m.meta.get("planned_node", ""))  # --every-node: its node
 
 
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
@@ -257,7 +264,8 @@ class Store:
                 self._insert(conn, run.run_id, m)
 
     @_guarded
-    def add_measurement(self, run_id: str, m: Measurement, key: Sequence[str] | None = None) -> None:
+    def add_measurement(self, run_id: str, m: Measurement,
+                        key: Sequence[str] | None = None) -> None:
         """Append one measurement to ``run_id``, committed before this returns; ``key`` is the
         job's (:attr:`Job.key`) when the caller knows it."""
         with self._write() as conn:
@@ -268,9 +276,11 @@ class Store:
                 key: Sequence[str] | None = None) -> None:
         seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE run_id = ?",
                            (run_id,)).fetchone()[0]
-        conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                     (run_id, seq, key_text(key or measurement_key(m)), m.workload, m.size, m.device,
-                      m.dtype, m.mode, m.status, m.source, utc_now(), json.dumps(m.to_dict())))
+        conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (run_id, seq, key_text(key or measurement_key(m)), m.workload, m.size,
+                      m.device,
+                      m.dtype, m.mode, m.status, m.source, utc_now(), json.dumps(m.to_dict()),
+                      None if m.contended is None else int(m.contended)))
 
     @_guarded
     def finish_run(self, run: Run) -> None:

@@ -1,0 +1,244 @@
+"""Per-operator-class GPU kernel latency models: pure functions of shapes and device figures.
+
+Every model here predicts the *device* time of one kernel from the operator's shapes and the
+GPU's own architectural figures (:class:`GpuFigures`: SM count, FP32 lanes per SM, boost
+clock, memory bandwidth, L2 size, board power), with a handful of parameters
+(:class:`GpuParams`) fitted across GPUs (:mod:`chipfit.analysis.gpu_fit`). Nothing is keyed
+by GPU name, so a GPU without kernel data is predicted from its datasheet alone.
+
+The models (why each shape):
+
+- **GEMM / batched GEMM** (``gemm_seconds``): cuBLAS splits the output into tiles (one
+  thread block each); an SM works through its share of tiles in turn, so time goes in steps
+  of ``ceil(tiles / SMs)`` (wave quantisation, partial last wave). Small tiles reuse less of
+  what they load, so they run below the SM's peak: efficiency ``e_max / (1 + a (1/tm + 1/tn))``.
+  A short K leaves the fixed prologue/epilogue of a tile exposed (``k0`` extra columns of K).
+  Skinny outputs with a long K are split along K (split-K), paying a reduction. The
+  library's heuristic is approximated by the fastest of these candidates, bounded below by
+  the memory roofline (Williams et al., CACM 2009).
+- **Sustained clock** (``sustained_fraction``): low-power boards (T4, P4, L4 at 70-75 W)
+  cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
+- **Elementwise** (``elementwise_seconds``): bytes / (bandwidth x efficiency), faster when
+  the operands fit in L2 (repeated calls hit L2), or compute-bound at ``c_op`` FLOPs per
+  element for transcendental ops (``pow``, ``gelu``, ``tanh``), plus a device latency.
+- **Row-wise reductions** (softmax, layer norm; ``rowwise_seconds``): one block per row, so
+  with fewer rows than ``r x SMs`` only part of the GPU streams memory.
+- **Convolution** (``conv_seconds``): implicit GEMM (M = N·Ho·Wo, N = C_out, K = C_in·k·k)
+  on the GEMM model, 3x3 stride-1 ones Winograd-eligible (fewer multiplies, fitted factor).
+- **Embedding / gather, copies and everything else**: bandwidth curve with a latency floor.
+- **Fused attention** (``attention_seconds``): QK^T and AV as batched GEMMs without the
+  score matrix round trip (flash / memory-efficient kernels).
+- **Recurrent layers** (``rnn_seconds``): cuDNN runs the input projection for all steps as
+  one GEMM and the recurrence as one small GEMM per step with a per-step sync floor.
+
+Tensor-core precisions use the GEMM model with the device's tensor peak at the catalog's
+sourced matmul efficiency instead of the fitted FP32 ``e_max`` (there is no tensor-core kernel
+data to fit): see :mod:`chipfit.analysis.gpu_precision`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chipfit.hardware.gpu_arch import GpuFigures
+
+__all__ = ["GpuFigures", "GpuParams", "TILES", "attention_seconds", "conv_seconds",
+           "elementwise_seconds", "gemm_seconds", "memory_seconds", "rnn_seconds",
+           "rowwise_seconds", "sustained_fraction"]
+
+#: Output tiles (rows x columns) the GEMM model chooses among: the SGEMM tile shapes cuBLAS
+#: kernels are named after in the kernel data (``*_sgemm_128x128_nn``, ``..._32x128_tn``, ...).
+TILES = ((128, 128), (128, 64), (64, 128), (64, 64), (32, 128), (128, 32), (32, 32))
+SPLIT_K = (1, 2, 4, 8, 16)
+BATCHED_MIN_TILE = 64 * 64
+#: NVIDIA GPUs launched before Volta (compute capability < 7.0) run cuBLAS's Maxwell-era
+#: SGEMM kernels (``maxwell_sgemm_*`` on P100 and P4 in the kernel data), which reach a lower
+#: share of peak than the ``volta_sgemm_*``/``ampere_sgemm_*`` kernels of later GPUs.
+PRE_VOLTA_YEAR = 2017
+ELEMENTWISE_OPS = ("add", "addu", "mul", "mulu", "div", "divu", "pow", "powu", "relu", "gelu",
+                   "tanh")
+
+
+@dataclass(frozen=True)
+class GpuParams:
+    """Fitted parameters of the kernel models (names and meaning in :data:`DEFAULTS`)."""
+
+    values: tuple[tuple[str, float], ...]
+
+    def __getitem__(self, name: str) -> float:
+        return dict(self.values).get(name, DEFAULTS[name])
+
+    def with_values(self, **kw: float) -> GpuParams:
+        merged = dict(self.values)
+        merged.update(kw)
+        return GpuParams(tuple(sorted(merged.items())))
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, float]) -> GpuParams:
+        return cls(tuple(sorted((k, float(v)) for k, v in mapping.items())))
+
+
+#: Starting values (and the values used for anything a fit leaves out).
+DEFAULTS: dict[str, float] = {
+    "gemm_e_max": 0.92,       # best FP32 tile efficiency relative to the sustained peak
+    "gemm_a": 6.0,            # tile-size penalty: e = e_max / (1 + a (1/tm + 1/tn))
+    "gemm_k0": 24.0,          # fixed per-tile work in K columns (prologue/epilogue)
+    "gemm_gran": 16.0,        # rows/columns of a partial tile are computed in groups of this
+    "gemm_lanes_beta": 0.3,   # efficiency x (64 / lanes_per_sm) ** beta (wider SMs issue-bound)
+    "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
+    "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
+    "splitk_us": 3.0,         # extra latency of a split-K reduction
+    "power_ref_w": 150.0,     # board power above which the boost clock holds
+    "power_beta": 1.0,        # how fast the sustained clock falls below it
+    "mem_eff": 0.80,          # streaming efficiency of elementwise kernels
+    "l2_gain": 0.8,           # bandwidth gain when operands fit in L2
+    "ew_latency_us": 3.0,
+    "c_pow": 8.0, "c_gelu": 12.0, "c_tanh": 8.0, "c_div": 2.0, "c_other": 1.0,
+    "softmax_eff": 0.6, "softmax_rows": 2.0,
+    "ln_eff": 0.5, "ln_rows": 2.0,
+    "conv_scale": 1.0,        # implicit GEMM relative to a plain GEMM of that size (a 1x1
+                              # convolution is one); not fitted: the data has 3x3 ones only
+    "winograd_gain": 1.6,     # speed-up of Winograd-eligible (3x3, stride 1) convolutions
+    "conv_latency_us": 6.0,
+    "attn_scale": 1.3,        # fused attention relative to its two GEMMs
+    "rnn_step_us": 6.0,       # per-step floor of a cuDNN recurrent kernel
+}
+
+
+def sustained_fraction(dev: GpuFigures, p: GpuParams) -> float:
+    """Share of the boost clock a board holds under dense math: ``min(1, (TDP / P) ** b)``.
+
+    Low-power boards (70-75 W: T4, P4, L4) cannot hold their boost clock under sustained
+    FP32 math; boards above ``P`` watts can. ``P`` and ``b`` are fitted.
+    """
+    if not dev.tdp_w or not math.isfinite(dev.tdp_w):
+        return 1.0
+    return float(min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"]))
+
+
+def _arr(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, *,
+                 peak: float | None = None, efficiency: float | None = None,
+                 elem_bytes: float = 4.0) -> np.ndarray:
+    """Device seconds of ``b`` GEMMs of (m x k)·(k x n) (arrays broadcast).
+
+    ``peak``/``efficiency`` override the FP32 SIMT rate (tensor-core precisions). A tile
+    larger than the matrix only does the work of the rows and columns it covers, rounded up
+    to ``gemm_gran`` (threads past the edge are predicated off in groups). Batched GEMMs
+    (``b > 1``) run one large tile shape and no split-K, as cuBLAS's batched kernels do in
+    the kernel data.
+    """
+    b, m, n, k = (np.maximum(_arr(x), 1.0) for x in (b, m, n, k))
+    if peak is None:
+        peak = dev.fp32_flops * sustained_fraction(dev, p)
+        e_max = p["gemm_e_max"] * (64.0 / dev.lanes_per_sm) ** p["gemm_lanes_beta"]
+        if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
+            e_max *= p["gemm_prevolta"]
+    else:
+        e_max = efficiency if efficiency is not None else p["gemm_e_max"]
+    per_sm = peak / dev.sms
+    bw = dev.bandwidth * p["mem_eff"]
+    best = np.full(np.broadcast(b, m, n, k).shape, np.inf)
+    gran = p["gemm_gran"]
+    batched = b > 1
+    for tm, tn in TILES:
+        eff = e_max / (1.0 + p["gemm_a"] * (1.0 / tm + 1.0 / tn))
+        tiles = b * np.ceil(m / tm) * np.ceil(n / tn)
+        work_m = np.minimum(tm, np.ceil(m / gran) * gran)
+        work_n = np.minimum(tn, np.ceil(n / gran) * gran)
+        allowed = ~batched | (tm * tn >= BATCHED_MIN_TILE)
+        for s in SPLIT_K:
+            ks = np.ceil(k / s)
+            if s > 1 and not np.any(ks >= 128):
+                continue
+            waves = np.ceil(tiles * s / dev.sms)
+            t = waves * 2.0 * work_m * work_n * (ks + p["gemm_k0"]) / (per_sm * eff)
+            t = np.where(allowed if s == 1 else allowed & ~batched, t, np.inf)
+            if s > 1:
+                t = t + (s * b * m * n * elem_bytes * 2.0) / bw + p["splitk_us"] * 1e-6
+                t = np.where(ks >= 128, t, np.inf)
+            best = np.minimum(best, t)
+    memory = elem_bytes * b * (m * k + k * n + m * n) / bw
+    return np.maximum(best, memory) + p["gemm_latency_us"] * 1e-6
+
+
+def _l2_bandwidth(dev: GpuFigures, p: GpuParams, nbytes: np.ndarray, eff: float) -> np.ndarray:
+    gain = 1.0 + p["l2_gain"] * dev.l2_bytes / (dev.l2_bytes + nbytes)
+    return dev.bandwidth * eff * gain
+
+
+def elementwise_seconds(dev: GpuFigures, p: GpuParams, op: str, elements: Any,
+                        nbytes: Any) -> np.ndarray:
+    """Device seconds of an elementwise kernel over ``elements`` moving ``nbytes``."""
+    elements, nbytes = _arr(elements), _arr(nbytes)
+    base = op.rstrip("u") if op.endswith("u") and op[:-1] in ELEMENTWISE_OPS else op
+    c = p[f"c_{base}"] if f"c_{base}" in DEFAULTS else p["c_other"]
+    memory = nbytes / _l2_bandwidth(dev, p, nbytes, p["mem_eff"])
+    compute = elements * c / (dev.fp32_flops * sustained_fraction(dev, p))
+    return np.maximum(memory, compute) + p["ew_latency_us"] * 1e-6
+
+
+def memory_seconds(dev: GpuFigures, p: GpuParams, nbytes: Any) -> np.ndarray:
+    """A plain data-movement kernel (copy, gather, concatenation)."""
+    nbytes = _arr(nbytes)
+    return nbytes / _l2_bandwidth(dev, p, nbytes, p["mem_eff"]) + p["ew_latency_us"] * 1e-6
+
+
+def rowwise_seconds(dev: GpuFigures, p: GpuParams, kind: str, rows: Any, cols: Any,
+                    elem_bytes: float = 4.0) -> np.ndarray:
+    """Softmax (``kind="softmax"``) or layer norm (``"ln"``) over ``rows`` rows of ``cols``."""
+    rows, cols = _arr(rows), _arr(cols)
+    nbytes = 2.0 * rows * cols * elem_bytes
+    util = np.minimum(1.0, rows / (p[f"{kind}_rows"] * dev.sms))
+    bw = _l2_bandwidth(dev, p, nbytes, p[f"{kind}_eff"]) * util
+    return nbytes / bw + p["ew_latency_us"] * 1e-6
+
+
+def conv_out(size: Any, kernel: Any, stride: Any, padding: Any) -> np.ndarray:
+    return np.floor((_arr(size) + 2 * _arr(padding) - _arr(kernel)) / _arr(stride)) + 1
+
+
+def conv_seconds(dev: GpuFigures, p: GpuParams, batch: Any, c_in: Any, c_out: Any,
+                 kernel: Any, out_h: Any, out_w: Any, stride: Any, *, groups: Any = 1,
+                 peak: float | None = None, efficiency: float | None = None,
+                 elem_bytes: float = 4.0) -> np.ndarray:
+    """Device seconds of a 2-D convolution as an implicit GEMM."""
+    batch, c_in, c_out, kernel = _arr(batch), _arr(c_in), _arr(c_out), _arr(kernel)
+    groups = np.maximum(_arr(groups), 1.0)
+    m = batch * _arr(out_h) * _arr(out_w)
+    gemm = gemm_seconds(dev, p, groups, m, c_out / groups, c_in / groups * kernel * kernel,
+                        peak=peak, efficiency=efficiency, elem_bytes=elem_bytes)
+    gemm = gemm - p["gemm_latency_us"] * 1e-6
+    winograd = (kernel == 3) & (_arr(stride) == 1) & (groups == 1)
+    scale = np.where(winograd, p["conv_scale"] / p["winograd_gain"], p["conv_scale"])
+    return gemm * scale + p["conv_latency_us"] * 1e-6
+
+
+def attention_seconds(dev: GpuFigures, p: GpuParams, batch_heads: Any, q_len: Any,
+                      kv_len: Any, head_dim: Any, **gemm: Any) -> np.ndarray:
+    """A fused attention kernel: QK^T and AV as batched GEMMs, scores kept on chip."""
+    qk = gemm_seconds(dev, p, batch_heads, q_len, kv_len, head_dim, **gemm)
+    av = gemm_seconds(dev, p, batch_heads, q_len, head_dim, kv_len, **gemm)
+    return (qk + av) * p["attn_scale"]
+
+
+def rnn_seconds(dev: GpuFigures, p: GpuParams, steps: int, batch: int, inputs: int,
+                hidden: int, gates: int, layers: int = 1, directions: int = 1,
+                **gemm: Any) -> float:
+    """A cuDNN recurrent layer stack: one input GEMM per layer, one small GEMM per step."""
+    total = 0.0
+    for layer in range(layers):
+        width = inputs if layer == 0 else hidden * directions
+        x = gemm_seconds(dev, p, 1, steps * batch, gates * hidden, width, **gemm)
+        h = gemm_seconds(dev, p, 1, batch, gates * hidden, hidden, **gemm)
+        step = np.maximum(h, p["rnn_step_us"] * 1e-6)
+        total += directions * float(x + steps * step)
+    return total

@@ -1,0 +1,109 @@
+"""Which arithmetic unit a GPU operator runs on: the precision policy, stated and sourced.
+
+One function decides, for every (device, dtype, operator class, framework), whether a matrix
+operator runs on FP32 SIMT lanes, TF32/BF16/FP16/INT8 tensor cores or AMD's FP32 matrix cores,
+at which peak and which efficiency, and why. Predictions and ``advise`` print the choice.
+
+Framework defaults it encodes (each a documented default of that framework):
+
+- torch, float32 matmuls: FP32 (``torch.backends.cuda.matmul.allow_tf32`` defaults to False
+  since PyTorch 1.12; ``torch.set_float32_matmul_precision("highest")`` is the default).
+- torch, float32 convolutions: TF32 on GPUs that have it (``torch.backends.cudnn.allow_tf32``
+  defaults to True).
+- JAX on GPU, float32: TF32 for matmuls and convolutions (``jax_default_matmul_precision``
+  DEFAULT lets XLA use TF32 on Ampere and newer).
+- JAX on TPU, float32: one bfloat16 MXU pass (XLA DEFAULT precision); not decided here.
+- ROCm (AMD CDNA), float32 matmuls: rocBLAS runs FP32 GEMMs on the matrix cores (MFMA FP32,
+  the ``fp32m`` peak); there is no TF32 on CDNA1/2.
+- bfloat16/float16/int8: tensor (matrix) cores at their dense peak where the device has one;
+  otherwise the FP32 lanes (the note says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chipfit.analysis.gpu_kernels import GpuFigures
+
+__all__ = ["PrecisionChoice", "TENSOR_EFFICIENCY", "gpu_precision"]
+
+#: Fraction of a tensor-core peak that a large GEMM reaches, by vendor, with its source.
+TENSOR_EFFICIENCY = {
+    "NVIDIA": (0.807, "median BF16 MAMF/peak of NVIDIA parts, stas00/ml-engineering MAMF "
+                      "table (A100 SXM 0.869, GH200 0.836, A100 PCIe 0.811, H100 SXM 0.803)"),
+    "AMD": (0.56, "mean BF16 MAMF/peak of AMD parts, stas00/ml-engineering MAMF table "
+                  "(MI325X 0.604, MI300X 0.514)"),
+}
+_TENSOR_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
+                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+MATRIX = ("matmul", "conv", "attention", "recurrent")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """How one (dtype, class) runs: ``unit`` and ``peak`` (FLOP/s; None = the fitted FP32
+    SIMT model), ``efficiency`` (None = fitted) and ``why`` (the rule and its source)."""
+
+    dtype: str
+    op_class: str
+    unit: str
+    peak: float | None
+    efficiency: float | None
+    why: str
+
+    def label(self) -> str:
+        return f"{self.dtype} {self.op_class}: {self.unit}"
+
+
+def _simt(dtype: str, op_class: str, why: str) -> PrecisionChoice:
+    return PrecisionChoice(dtype, op_class, "FP32 lanes (SIMT)", None, None, why)
+
+
+def _tensor(dev: GpuFigures, dtype: str, op_class: str, precision: str,
+            why: str) -> PrecisionChoice | None:
+    peak = dev.tensor_peak(precision)
+    if peak is None:
+        return None
+    eff, source = TENSOR_EFFICIENCY.get(dev.vendor, TENSOR_EFFICIENCY["NVIDIA"])
+    unit = "FP32 matrix cores (MFMA)" if precision == "fp32m" else f"{precision.upper()} tensor cores"
+    return PrecisionChoice(dtype, op_class, unit, peak, eff, f"{why}; efficiency {eff}: {source}")
+
+
+def gpu_precision(dev: GpuFigures, dtype: str, op_class: str,
+                  framework: str = "torch") -> PrecisionChoice:
+    """The unit a ``dtype`` operator of ``op_class`` runs on under the framework's defaults."""
+    if op_class not in MATRIX:
+        return PrecisionChoice(dtype, op_class, "memory-bound (bandwidth)", None, None,
+                               "non-matrix operators are timed by bytes moved")
+    if dtype == "float32":
+        return _float32(dev, op_class, framework)
+    precision = _TENSOR_DTYPES.get(dtype)
+    if precision:
+        choice = _tensor(dev, dtype, op_class, precision,
+                         f"{dtype} runs on tensor cores at the dense {precision} peak")
+        if choice:
+            return choice
+        return _simt(dtype, op_class, f"{dev.name} has no {precision} tensor peak: "
+                     "FP32 lanes assumed (an upper bound on time)")
+    return _simt(dtype, op_class, f"{dtype}: FP32 lanes assumed")
+
+
+def _float32(dev: GpuFigures, op_class: str, framework: str) -> PrecisionChoice:
+    if dev.vendor == "AMD":
+        choice = _tensor(dev, "float32", op_class, "fp32m",
+                         "ROCm runs FP32 GEMMs and convolutions on the CDNA matrix cores")
+        if choice:
+            return choice
+    tf32 = op_class == "conv" or framework == "jax"
+    if tf32 and dev.tensor_peak("tf32"):
+        why = ("torch.backends.cudnn.allow_tf32 defaults to True: cuDNN convolutions use TF32"
+               if framework == "torch" else "JAX's default matmul precision uses TF32 on GPUs")
+        choice = _tensor(dev, "float32", op_class, "tf32", why)
+        if choice:
+            return choice
+    if framework == "torch" and op_class != "conv":
+        why = ("torch.backends.cuda.matmul.allow_tf32 defaults to False: float32 matmuls "
+               "stay FP32 (fitted SGEMM model)")
+    else:
+        why = f"{dev.name} has no TF32: FP32 lanes (fitted model)"
+    return _simt("float32", op_class, why)

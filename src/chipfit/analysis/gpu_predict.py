@@ -1,0 +1,290 @@
+"""A traced workload on a GPU: per-operator kernel models plus eager host overhead.
+
+Input: the per-operator records of chipfit's torch trace (:class:`~chipfit.cost.records.
+WorkloadCosts`, with each operator's shapes), a GPU's figures and the fitted model
+(:class:`GpuModel`). Per operator, the kernel model of its class
+(:mod:`chipfit.analysis.gpu_kernels`) gives device seconds at the unit the precision policy
+picks (:mod:`chipfit.analysis.gpu_precision`). Host side, eager PyTorch pays a per-operator
+cost before each kernel is queued; the GPU runs kernels in order while the host queues the
+next ones, so each operator costs ``max(host_i, device_i)`` (the two-stage pipeline, op by
+op: small operators are host-bound, large ones device-bound), and views/``nn.Module`` calls
+add host time spread over the kernels. Pure arithmetic on frozen values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chipfit.analysis.gpu_kernels import (
+    GpuFigures,
+    GpuParams,
+    attention_seconds,
+    conv_seconds,
+    elementwise_seconds,
+    gemm_seconds,
+    memory_seconds,
+    rnn_seconds,
+    rowwise_seconds,
+)
+from chipfit.analysis.gpu_precision import PrecisionChoice, gpu_precision
+
+__all__ = ["GpuEstimate", "GpuModel", "HostCosts", "estimate", "op_family", "op_seconds"]
+
+_DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "uint8": 1.0,
+                "float64": 8.0, "float8_e4m3fn": 1.0, "float8_e5m2": 1.0}
+_GEMM = {"mm", "addmm", "_addmm_activation", "linear", "matmul", "mv", "addmv", "dot", "vdot"}
+_BATCHED = {"bmm", "baddbmm"}
+_ATTENTION = {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+              "_scaled_dot_product_cudnn_attention", "_flash_attention_forward",
+              "_efficient_attention_forward", "_scaled_dot_product_flash_attention_for_cpu",
+              "scaled_dot_product_attention"}
+_ROWWISE = {"_softmax": "softmax", "_log_softmax": "softmax", "_softmax_backward_data": "softmax",
+            "_log_softmax_backward_data": "softmax"}
+_EW_NAMES = {"add": "add", "sub": "add", "rsub": "add", "mul": "mul", "div": "div",
+             "pow": "pow", "relu": "relu", "threshold_backward": "relu", "gelu": "gelu",
+             "gelu_backward": "gelu", "tanh": "tanh", "tanh_backward": "tanh", "sigmoid": "tanh",
+             "silu": "gelu", "exp": "tanh", "erf": "gelu", "sqrt": "div", "rsqrt": "div"}
+RECURRENT_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+@dataclass(frozen=True)
+class HostCosts:
+    """Eager host cost per launched operator, by family (seconds), plus views and modules.
+
+    ``per_kernel`` comes from the fitted per-operator floors of the kernel data (dispatch +
+    launch + synchronisation of one eager call) less ``sync`` (the synchronisation a queued
+    operator does not pay).
+    """
+
+    per_kernel: tuple[tuple[str, float], ...]
+    view: float
+    module: float
+    source: str
+
+    def kernel(self, family: str) -> float:
+        table = dict(self.per_kernel)
+        return table.get(family, table.get("elementwise", 15e-6))
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """Fitted kernel parameters and host costs (package data ``gpu_model.json``)."""
+
+    params: GpuParams
+    host: HostCosts
+    band: float
+    band_basis: str
+    provenance: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuEstimate:
+    """One call on one GPU: seconds, the device and host parts, per class, the units used."""
+
+    seconds: float
+    device_s: float
+    host_s: float
+    by_class: tuple[tuple[str, float, int], ...]  # (class, seconds, kernels)
+    precision: tuple[PrecisionChoice, ...]
+    bound: str
+    notes: tuple[str, ...] = field(default=())
+
+
+def op_family(op: Any) -> str:
+    """The kernel-data family whose host floor an operator pays."""
+    if op.op in _GEMM:
+        return "linear"
+    if op.op in _BATCHED:
+        return "bmm"
+    if op.op_class in ("conv", "recurrent", "attention"):
+        return "conv" if op.op_class == "conv" else "linear"
+    if op.op_class == "norm":
+        return "ln"
+    if op.op in _ROWWISE:
+        return "softmax"
+    return "elementwise"
+
+
+def _numel(shape: tuple[int, ...]) -> float:
+    return float(math.prod(shape)) if shape else 1.0
+
+
+def _gemm_dims(op: Any) -> tuple[float, float, float, float] | None:
+    """(batch, m, n, k) of a GEMM operator from its recorded shapes (inputs, then output).
+
+    ``mm(a, b)``, ``addmm(bias, a, b)``, ``bmm(a, b)`` and ``baddbmm(c, a, b)`` all end with
+    ``a, b, out``, so the two matrices before the output are the operands.
+    """
+    mats = [s for s in op.shapes if len(s) >= 2]
+    if len(mats) < 3:
+        return None
+    a, b = mats[-3], mats[-2]
+    return float(_numel(a[:-2])), float(a[-2]), float(b[-1]), float(a[-1])
+
+
+def _conv_dims(op: Any) -> tuple[float, ...] | None:
+    shapes = [s for s in op.shapes if len(s) >= 3]
+    if len(shapes) < 3:
+        return None
+    x, w, out = shapes[0], shapes[1], shapes[-1]
+    if len(x) != 4 or len(w) != 4 or len(out) != 4:
+        return None
+    groups = max(1, x[1] // max(w[1], 1))
+    stride = max(1, round(x[2] / max(out[2], 1)))
+    return (x[0], x[1], out[1], w[2], out[2], out[3], stride, groups)
+
+
+def _attention_dims(op: Any) -> tuple[float, float, float, float] | None:
+    q, k = (op.shapes + ((), ()))[:2]
+    if len(q) < 3 or len(k) < 3:
+        return None
+    return _numel(q[:-2]), float(q[-2]), float(k[-2]), float(q[-1])
+
+
+def op_seconds(op: Any, dev: GpuFigures, p: GpuParams,
+               precision: Callable[[str, str], PrecisionChoice]) -> float:
+    """Device seconds of one occurrence of ``op`` (all its kernels)."""
+    elem = _DTYPE_BYTES.get(op.dtype, 4.0)
+    choice = precision(op.dtype, op.op_class)
+    gemm_kw = {"peak": choice.peak, "efficiency": choice.efficiency, "elem_bytes": elem}
+    if op.op in _GEMM or op.op in _BATCHED:
+        dims = _gemm_dims(op)
+        if dims:
+            return float(gemm_seconds(dev, p, *dims, **gemm_kw))
+    if op.op_class == "conv" and "backward" not in op.op:
+        dims = _conv_dims(op)
+        if dims:
+            b, cin, cout, kern, oh, ow, stride, groups = dims
+            return float(conv_seconds(dev, p, b, cin, cout, kern, oh, ow, stride, groups=groups,
+                                      **gemm_kw))
+    if op.op in _ATTENTION:
+        dims = _attention_dims(op)
+        if dims:
+            return float(attention_seconds(dev, p, *dims, **gemm_kw))
+    if op.op_class == "recurrent" and op.variant.startswith("fused:"):
+        return _rnn(op, dev, p, gemm_kw)
+    if op.op_class in ("matmul", "conv", "attention", "recurrent") and op.flops:
+        return _flops_fallback(op, dev, p, choice)
+    return _memory_op(op, dev, p, elem)
+
+
+def _rnn(op: Any, dev: GpuFigures, p: GpuParams, gemm_kw: Mapping[str, Any]) -> float:
+    """``variant`` = ``fused:<mode>:<layers>:<directions>``; shapes[0] = (steps, batch, in)."""
+    _, mode, layers, directions = op.variant.split(":")
+    steps, batch, inputs = op.shapes[0][:3]
+    hidden = op.shapes[-1][-1] // int(directions)
+    return rnn_seconds(dev, p, int(steps), int(batch), int(inputs), int(hidden),
+                       RECURRENT_GATES.get(mode, 4), int(layers), int(directions), **gemm_kw)
+
+
+def _flops_fallback(op: Any, dev: GpuFigures, p: GpuParams, choice: PrecisionChoice) -> float:
+    """A matrix operator without usable shapes: its FLOPs at a large square GEMM's rate."""
+    side = max(64.0, (op.flops / 2.0) ** (1 / 3))
+    t = gemm_seconds(dev, p, 1, side, side, side, peak=choice.peak, efficiency=choice.efficiency)
+    return float(t) * op.flops / (2.0 * side ** 3)
+
+
+def _memory_op(op: Any, dev: GpuFigures, p: GpuParams, elem: float) -> float:
+    nbytes = op.bytes_moved
+    if op.op in ("embedding", "index_select", "gather", "index") and op.shapes:
+        nbytes = 2.0 * _numel(op.shapes[-1]) * elem + _numel(op.shapes[1 if len(op.shapes) > 1
+                                                                       else 0]) * 8.0
+    if op.op_class == "norm" and "layer_norm" not in op.op and "rms" not in op.op:
+        # batch norm in eval mode is a per-channel affine map: one streaming pass
+        elements = max((_numel(s) for s in op.shapes), default=nbytes / (2 * elem))
+        return float(elementwise_seconds(dev, p, "mul", elements, nbytes))
+    if op.op in _ROWWISE or op.op_class == "norm":
+        shape = max(op.shapes, key=_numel) if op.shapes else (1, max(nbytes / 8, 1))
+        cols = float(shape[-1]) if len(shape) else 1.0
+        if op.op_class == "norm" and len(shape) == 4:  # batch/group norm over (N, C, H, W)
+            cols = float(shape[2] * shape[3])
+        rows = _numel(shape) / max(cols, 1.0)
+        kind = "softmax" if op.op in _ROWWISE else "ln"
+        return float(rowwise_seconds(dev, p, kind, rows, cols, elem))
+    if op.op_class == "elementwise":
+        name = _EW_NAMES.get(op.op.rstrip("_"), "add")
+        elements = max((_numel(s) for s in op.shapes), default=nbytes / (3 * elem))
+        return float(elementwise_seconds(dev, p, name, elements, nbytes))
+    return float(memory_seconds(dev, p, nbytes))
+
+
+def estimate(costs: Any, dev: GpuFigures, model: GpuModel, framework: str = "torch") -> GpuEstimate:
+    """Predicted seconds of one eager call of ``costs`` on ``dev`` (see the module docstring)."""
+    p = model.params
+    choices: dict[tuple[str, str], PrecisionChoice] = {}
+
+    def precision(dtype: str, op_class: str) -> PrecisionChoice:
+        key = (dtype, op_class)
+        if key not in choices:
+            choices[key] = gpu_precision(dev, dtype, op_class, framework)
+        return choices[key]
+
+    kernels = [o for o in costs.ops if o.kernels]
+    views = sum(o.count for o in costs.ops if not o.kernels)
+    n_kernels = sum(o.count * o.kernels for o in kernels) or 1
+    spread = (views * model.host.view + costs.module_calls * model.host.module) / n_kernels
+    total = device = host = tail = 0.0
+    by_class: dict[str, list[float]] = {}
+    for o in kernels:
+        t_dev = tail = op_seconds(o, dev, p, precision)
+        t_host = model.host.kernel(op_family(o)) * o.kernels + spread * o.kernels
+        total += o.count * max(t_dev, t_host)
+        device += o.count * t_dev
+        host += o.count * t_host
+        acc = by_class.setdefault(o.op_class, [0.0, 0])
+        acc[0] += o.count * t_dev
+        acc[1] += o.count * o.kernels
+    # The call ends when the device finishes the last kernel the host queued: its time is
+    # never hidden behind host work (the first operators' host time never is either).
+    total += tail
+    if not kernels:
+        host = views * model.host.view + costs.module_calls * model.host.module
+        total = host
+    bound = "launch" if host >= device else _device_bound(by_class)
+    used = tuple(choices[k] for k in sorted(choices) if k[1] in ("matmul", "conv", "attention",
+                                                                  "recurrent"))
+    return GpuEstimate(total, device, host, tuple((c, v[0], int(v[1])) for c, v in by_class.items()),
+                       used, bound)
+
+
+def _device_bound(by_class: Mapping[str, list[float]]) -> str:
+    matrix = sum(v[0] for c, v in by_class.items() if c in ("matmul", "conv", "attention",
+                                                             "recurrent"))
+    rest = sum(v[0] for c, v in by_class.items()) - matrix
+    return "compute" if matrix >= rest else "memory"
+
+
+
+def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel, *,
+                  key: str, name: str, transfer_s: float = 0.0, transfer_known: bool = True,
+                  notes: tuple[str, ...] = ()) -> Any:
+    """The estimate as a :class:`~chipfit.analysis.roofline.Prediction` (``predict``'s JSON
+    shape), with the band from the held-out errors and the precision used, sourced."""
+    from chipfit.analysis.roofline import ClassTime, Prediction
+
+    matrix = {"matmul", "conv", "attention", "recurrent"}
+    compute = sum(s for c, s, _ in est.by_class if c in matrix)
+    memory = sum(s for c, s, _ in est.by_class if c not in matrix)
+    launch = max(est.seconds - compute - memory, 0.0)
+    parts = {"compute": compute, "memory": memory, "launch": launch, "transfer": transfer_s}
+    breakdown = tuple(ClassTime(c, n, n, 0.0, 0.0, s if c in matrix else 0.0,
+                                0.0 if c in matrix else s, 0.0) for c, s, n in est.by_class)
+    precision = tuple(f"{p.label()} ({p.why})" for p in est.precision)
+    efficiency = tuple((f"{p.dtype}/{p.op_class} on {p.unit}", p.efficiency or 0.0, p.why)
+                       for p in est.precision if p.efficiency)
+    model_note = (f"GPU kernel models fitted on measured kernels of 5 NVIDIA GPUs (leave-one-"
+                  f"GPU-out band); {dev.name}: {dev.sms} SMs, {dev.boost_mhz:.0f} MHz, "
+                  f"{dev.mem_bw_gbs:.0f} GB/s, {dev.l2_mb:g} MB L2; eager host "
+                  f"{est.host_s * 1e3:.3g} ms vs device {est.device_s * 1e3:.3g} ms per call")
+    return Prediction(
+        hardware=key, hardware_name=name, kind="gpu", workload=costs.workload, size=costs.size,
+        dtype=costs.dtype, mode=costs.mode, seconds=est.seconds,
+        low_s=est.seconds / (1 + model.band), high_s=est.seconds * (1 + model.band),
+        transfer_s=transfer_s, compute_s=compute, memory_s=memory, launch_s=launch,
+        bound=max(parts, key=lambda k: parts[k]), basis="gpu-kernel-model", band=model.band,
+        band_basis=model.band_basis, items=costs.items, breakdown=breakdown,
+        efficiency=efficiency, notes=(model_note, *notes, *costs.notes), precision=precision,
+        transfer_known=transfer_known or not costs.transfer_bytes)

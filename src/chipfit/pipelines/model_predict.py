@@ -1,0 +1,107 @@
+"""``chipfit predict`` for any model: a transformers ``config.json`` or a ``module:factory``.
+
+The model is traced once, shape-only (config: built on the meta device, no weights; factory:
+the factory's module called on fake tensors), as a CUDA build runs it (fused attention and
+recurrent kernels, :mod:`chipfit.workloads.gpu_trace`). Catalog GPUs with architectural
+figures get the fitted per-kernel GPU models (:mod:`chipfit.analysis.gpu_predict`); other
+catalog devices (TPUs, CPUs) get the roofline predictor. Nothing is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from chipfit.errors import InvalidInputError, UsageError
+
+__all__ = ["is_model_spec", "predict_model", "trace_model"]
+
+
+def is_model_spec(text: str) -> bool:
+    """A config.json path or a ``module:function`` factory (not a built-in workload name)."""
+    return text.endswith(".json") or (":" in text and not text.startswith(("torch:", "jax:")))
+
+
+def trace_model(spec: str, *, batch: int, seq_len: int, mode: str, dtype: str,
+                inputs: Sequence[str] = ()) -> Any:
+    """Shape-only per-operator costs of a config.json or factory model, as a GPU runs it."""
+    if spec.endswith(".json"):
+        from chipfit.workloads.gpu_trace import trace_config
+
+        if not Path(spec).is_file():
+            raise InvalidInputError(f"{spec} does not exist")
+        return trace_config(spec, batch, seq_len, mode=mode, dtype=dtype)
+    return _trace_factory(spec, batch, mode, dtype, inputs)
+
+
+def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequence[str]) -> Any:
+    import torch
+
+    from chipfit.workloads.gpu_trace import trace_for_gpu
+    from chipfit.workloads.user import load_model
+
+    model = load_model(spec, inputs=tuple(inputs))
+    if not model.inputs:
+        raise InvalidInputError(f"{spec}: say the input shape with --input (e.g. 1x3x224x224)")
+    module = model.fresh().to(getattr(torch, dtype))
+    args = tuple(s.make(batch, seed=i) for i, s in enumerate(model.inputs))
+    args = tuple(a.to(getattr(torch, dtype)) if a.is_floating_point() else a for a in args)
+    if mode == "inference":
+        module.eval()
+        with torch.inference_mode():
+            return trace_for_gpu(module, args, workload=model.name, size=str(batch),
+                                 dtype=dtype, items=batch, tensors="fake")
+    module.train()
+
+    def step(*values: Any) -> Any:
+        out = module(*values)
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        first.float().mean().backward()
+        return first
+
+    return trace_for_gpu(step, args, workload=model.name, size=str(batch), dtype=dtype,
+                         mode="train-fwd-bwd", items=batch, tensors="fake")
+
+
+def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len: int = 128,
+                  mode: str = "inference", dtype: str = "float32", inputs: Sequence[str] = (),
+                  progress: Callable[[str], None] | None = None) -> list[Any]:
+    """Predict ``spec`` (config.json or factory) on catalog hardware; rows as ``predict``'s."""
+    from chipfit.pipelines.predict import PredictRow, Target
+    from chipfit.analysis.roofline import catalog_roofs, predict
+    from chipfit.pipelines.validate import catalog_band
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    if mode not in ("inference", "train"):
+        raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
+    local = [h for h in hardware if h == "local" or h.startswith(("torch:", "jax:"))]
+    if local:
+        raise UsageError(f"{spec}: only catalog hardware can be predicted from a config or "
+                         "factory here (measure local devices with chipfit advise)")
+    catalog, figures = load_catalog(), gpu_figures()
+    keys = set(catalog)
+    for key in hardware:
+        if key not in keys and key not in figures:
+            catalog[key]  # raises UnknownNameError with a did-you-mean
+    if progress:
+        progress(f"tracing {spec} (batch {batch}, {mode}, shape only)")
+    costs = trace_model(spec, batch=batch, seq_len=seq_len, mode=mode, dtype=dtype,
+                        inputs=inputs)
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
+
+    rows = []
+    for key in hardware:
+        spec_ = catalog[key] if key in keys else None
+        if key in figures:
+            pred = gpu_prediction(costs, key)
+            kind, name = "gpu", pred.hardware_name
+        else:
+            band, basis = catalog_band()
+            backend = "torch"
+            pred = predict(costs, catalog_roofs(spec_, backend, band=band, band_basis=basis,
+                                                dtypes=(dtype,)))
+            kind, name = spec_.kind, spec_.name
+        rows.append(PredictRow(Target(key, False, kind, name), pred))
+    return rows

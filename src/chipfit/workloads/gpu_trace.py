@@ -1,0 +1,276 @@
+"""Shape-only traces of models as a GPU runs them, including models given as config files.
+
+``trace_for_gpu(fn, args)`` records one call with chipfit's torch tracer on meta tensors
+(no weights, nothing runs) while two things are routed to the kernels a CUDA build calls:
+
+- ``F.scaled_dot_product_attention`` becomes one fused attention operator
+  (``_scaled_dot_product_efficient_attention``, the kernel torch picks for float32 on CUDA;
+  flash attention for half precision has the same cost model), not the CPU's
+  decomposition into matmuls and a softmax;
+- ``nn.LSTM``/``nn.GRU``/``nn.RNN`` become one fused recurrent operator per module (cuDNN's
+  ``_cudnn_rnn``), not the CPU's per-step kernels.
+
+``config_model(path)`` builds a transformers model from a ``config.json`` on the meta device
+(``architectures[0]`` names its class) with example inputs for ``seq_len`` and ``batch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from chipfit.errors import InvalidInputError, UnsupportedError
+
+__all__ = ["config_model", "trace_config", "trace_for_gpu"]
+
+
+@contextlib.contextmanager
+def _fused_attention(torch: Any) -> Iterator[None]:
+    from torch.overrides import TorchFunctionMode
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    class Fused(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is sdpa:
+                return _efficient(torch, *args, **kwargs)
+            return func(*args, **kwargs)
+
+    with Fused():
+        yield
+
+
+def _efficient(torch: Any, q: Any, k: Any, v: Any, attn_mask: Any = None,
+               dropout_p: float = 0.0, is_causal: bool = False, scale: Any = None,
+               enable_gqa: bool = False) -> Any:
+    if k.shape[-3] != q.shape[-3]:  # grouped-query attention: heads shared by groups
+        reps = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(reps, dim=-3), v.repeat_interleave(reps, dim=-3)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:  # the kernels take a bias
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+            ~attn_mask, float("-inf"))
+    if q.device.type == "cpu":  # real or fake CPU tensors: the CPU's fused kernel, same shape
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, float(dropout_p), bool(is_causal), attn_mask=attn_mask, scale=scale)[0]
+    out = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, attn_mask, False, float(dropout_p), bool(is_causal), scale=scale)
+    return out[0]
+
+
+@contextlib.contextmanager
+def _fused_rnn(torch: Any, records: list[Any]) -> Iterator[None]:
+    """nn.RNNBase.forward -> one fused record and empty outputs of the right shapes."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    from chipfit.cost.records import OpCost
+
+    def forward(self: Any, x: Any, hx: Any = None) -> Any:
+        batched = x.dim() == 3
+        seq = x if batched else x.unsqueeze(1)
+        if self.batch_first and batched:
+            seq = seq.transpose(0, 1)
+        steps, batch, width = (int(s) for s in seq.shape)
+        dirs = 2 if self.bidirectional else 1
+        out_w = dirs * (self.proj_size or self.hidden_size)
+        mode = {"LSTM": "lstm", "GRU": "gru"}.get(self.mode, self.mode.lower())
+        gates = {"lstm": 4, "gru": 3}.get(mode, 1)
+        flops = 0.0
+        for layer in range(self.num_layers):
+            inp = width if layer == 0 else out_w
+            flops += 2.0 * dirs * steps * batch * gates * self.hidden_size * (inp + self.hidden_size)
+        elem = x.element_size()
+        params = sum(p.numel() for p in self.parameters())
+        nbytes = elem * (steps * batch * (width + out_w) + params)
+        record = OpCost("_cudnn_rnn", "recurrent", str(x.dtype).replace("torch.", ""),
+                        flops, float(nbytes), 1, 1, f"fused:{mode}:{self.num_layers}:{dirs}",
+                        ((steps, batch, width), (steps, batch, out_w)))
+        recorder = _get_current_dispatch_mode()
+        # The tracer's dispatch mode keeps its records in .ops: the fused kernel joins them
+        (recorder.ops if isinstance(getattr(recorder, "ops", None), list) else records).append(
+            record)
+        out = torch.empty(steps, batch, out_w, dtype=x.dtype, device=x.device)
+        if self.batch_first and batched:
+            out = out.transpose(0, 1)
+        if not batched:
+            out = out.squeeze(1)
+        shape = (self.num_layers * dirs, batch, self.proj_size or self.hidden_size)
+        h = torch.empty(shape if batched else (shape[0], shape[2]), dtype=x.dtype, device=x.device)
+        if mode == "lstm":
+            c = torch.empty(self.num_layers * dirs, batch, self.hidden_size, dtype=x.dtype,
+                            device=x.device)
+            return out, (h, c if batched else c.squeeze(1))
+        return out, h
+
+    classes = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
+    originals = [cls.__dict__.get("forward") for cls in classes]
+    for cls in classes:
+        cls.forward = forward
+    try:
+        yield
+    finally:
+        for cls, orig in zip(classes, originals, strict=True):
+            if orig is None:
+                del cls.forward
+            else:
+                cls.forward = orig
+
+
+@contextlib.contextmanager
+def _balanced_experts(torch: Any, capacity: int | None) -> Iterator[None]:
+    """Mixture-of-experts layers routed evenly: which expert a token picks depends on the
+    data, which a shape-only trace does not have, so each expert gets ``tokens / experts``
+    tokens (at most ``capacity``), the balanced routing that load-balancing losses aim at."""
+    try:
+        from transformers.models.switch_transformers import modeling_switch_transformers as st
+    except ImportError:  # transformers absent: no such layers to route
+        yield
+        return
+
+    original = st.SwitchTransformersExperts.forward
+
+    def forward(self: Any, hidden: Any, selected: Any, weights: Any) -> Any:
+        tokens = int(hidden.shape[0])
+        share = -(-tokens // self.num_experts)
+        share = min(share, capacity) if capacity else share
+        out = torch.zeros_like(hidden)
+        for i in range(self.num_experts):
+            part = self[f"expert_{i}"](hidden[:share]) * weights[:share]
+            out.index_add_(0, torch.arange(share, device=hidden.device), part.to(hidden.dtype))
+        return out
+
+    st.SwitchTransformersExperts.forward = forward
+    try:
+        yield
+    finally:
+        st.SwitchTransformersExperts.forward = original
+
+
+@contextlib.contextmanager
+def gpu_kernels(records: list[Any] | None = None,
+                expert_capacity: int | None = None) -> Iterator[list[Any]]:
+    """While active, torch traces see the kernels a CUDA build calls (fused attention, fused
+    recurrent layers, evenly routed experts). Fused recurrent records join the active
+    tracer's; calls outside a tracer (warm-up steps) land in the yielded list."""
+    import torch
+
+    records = [] if records is None else records
+    with _fused_attention(torch), _fused_rnn(torch, records), \
+            _balanced_experts(torch, expert_capacity):
+        yield records
+
+
+def trace_for_gpu(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str = "call",
+                  size: str = "", dtype: str = "float32", mode: str = "inference",
+                  items: int = 1, tensors: str = "meta", expert_capacity: int | None = None) -> Any:
+    """Trace ``fn(*args)`` as a CUDA build runs it (fused attention and recurrent layers;
+    mixture-of-experts layers routed evenly, see :func:`_balanced_experts`)."""
+    from chipfit.cost.torch import trace_torch
+
+    with gpu_kernels(expert_capacity=expert_capacity):
+        costs = trace_torch(fn, args, workload=workload, size=size, dtype=dtype, mode=mode,
+                            items=items, tensors=tensors)
+    fused = sum(o.count for o in costs.ops if o.op == "_cudnn_rnn")
+    if not fused:
+        return costs
+    note = f"{fused} recurrent layer call(s) traced as fused cuDNN kernels"
+    return replace(costs, notes=costs.notes + (note,))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A transformers ``config.json`` as a dict (one-line errors for bad files)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {path} as a config.json: {exc}") from exc
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise InvalidInputError(f"{path} is not a transformers config.json (no model_type)")
+    return data
+
+
+def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str = "sdpa",
+                 dtype: str = "float32", architecture: str | None = None
+                 ) -> tuple[Any, tuple[Any, ...], Callable[..., Any]]:
+    """(model on the meta device, example inputs, call) for a transformers ``config.json``;
+    ``architecture`` overrides the config's ``architectures[0]``."""
+    import torch
+    import transformers
+
+    raw = read_config(path)
+    try:
+        config = transformers.AutoConfig.for_model(**raw)
+    except (ValueError, KeyError) as exc:
+        raise InvalidInputError(f"{path}: transformers cannot read this config ({exc})") from exc
+    config._attn_implementation = attention
+    arch = architecture or (raw.get("architectures") or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    with torch.device("meta"):
+        try:
+            model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
+        except Exception as exc:  # transformers raises many kinds for unusable configs
+            raise UnsupportedError(f"{path}: cannot build {arch or raw['model_type']} "
+                                   f"({type(exc).__name__}: {exc})") from exc
+        model = model.to(getattr(torch, dtype))
+        inputs = _inputs(torch, config, batch, seq_len)
+    names = tuple(inputs)
+
+    def call(*values: Any) -> Any:
+        return model(**dict(zip(names, values, strict=True)))
+
+    return model, tuple(inputs.values()), call
+
+
+def _inputs(torch: Any, config: Any, batch: int, seq_len: int) -> dict[str, Any]:
+    if getattr(config, "model_type", "") in ("vit", "deit", "beit", "resnet", "convnext",
+                                             "swin", "mobilenet_v2", "efficientnet", "regnet"):
+        size = int(getattr(config, "image_size", 224) or 224)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        return {"pixel_values": torch.empty(batch, channels, size, size)}
+    ids = torch.zeros(batch, seq_len, dtype=torch.long)
+    if getattr(config, "is_encoder_decoder", False):
+        return {"input_ids": ids, "decoder_input_ids": ids}
+    return {"input_ids": ids}
+
+
+def trace_config(path: str | Path, batch: int, seq_len: int, *, mode: str = "inference",
+                 dtype: str = "float32", attention: str = "sdpa",
+                 architecture: str | None = None) -> Any:
+    """Per-operator costs of one inference call, or forward + backward (``mode="train"``),
+    of the model a ``config.json`` describes, shape-only and as a GPU runs it."""
+    import torch
+
+    model, inputs, call = config_model(path, batch, seq_len, attention=attention, dtype=dtype,
+                                       architecture=architecture)
+    name = Path(path).stem
+    per_seq = getattr(model.config, "expert_capacity", None)
+    capacity = int(per_seq) * batch if per_seq else None
+    if mode == "inference":
+        model.eval()
+        with torch.inference_mode():
+            try:
+                return trace_for_gpu(call, inputs, workload=name, size=f"{batch}x{seq_len}",
+                                     dtype=dtype, items=batch, expert_capacity=capacity)
+            except NotImplementedError as exc:  # data-dependent shapes on meta tensors
+                raise UnsupportedError(f"{name}: shape-only tracing is not possible "
+                                       f"({exc})") from exc
+    if mode != "train":
+        raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
+    model.train()
+
+    def step(*values: Any) -> Any:
+        out = call(*values)
+        logits = out[0] if isinstance(out, tuple) else next(iter(out.values()))
+        logits.float().mean().backward()
+        return logits
+
+    try:
+        return trace_for_gpu(step, inputs, workload=name, size=f"{batch}x{seq_len}",
+                             dtype=dtype, mode="train-fwd-bwd", items=batch,
+                             expert_capacity=capacity)
+    except NotImplementedError as exc:  # data-dependent shapes (expert routing) on meta
+        raise UnsupportedError(f"{name}: shape-only tracing is not possible ({exc})") from exc

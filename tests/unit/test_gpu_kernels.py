@@ -1,0 +1,145 @@
+"""The GPU kernel models, their fit, the precision policy and ties (pure; numpy/scipy)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chipfit.analysis.ranking import rank
+from chipfit.analysis.evidence import Option
+from chipfit.analysis.gpu_kernels import (
+    DEFAULTS,
+    GpuFigures,
+    GpuParams,
+    elementwise_seconds,
+    gemm_seconds,
+    rowwise_seconds,
+    sustained_fraction,
+)
+from chipfit.analysis.gpu_precision import gpu_precision
+from chipfit.hardware.gpu_arch import gpu_figures
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gpu_kernels"
+needs_data = pytest.mark.skipif(not (DATA / "kernels").is_dir(),
+                                reason=f"the NeuSight kernel data is not at {DATA}")
+P = GpuParams.of(DEFAULTS)
+
+
+def _gpu(**kw: float) -> GpuFigures:
+    base = dict(key="x", name="x", sms=80, lanes_per_sm=64, boost_mhz=1400.0, mem_bw_gbs=900.0,
+                l2_mb=6.0, tdp_w=250.0, year=2019.0)
+    base.update(kw)
+    return GpuFigures(**base)  # type: ignore[arg-type]
+
+
+def test_gemm_time_steps_with_waves_of_tiles():
+    dev = _gpu(sms=10)
+    # 10 SMs: 10 output tiles of 128x128 fill one wave; with 11 the last wave is partial,
+    # so time grows faster than the work (10% more FLOPs)
+    one = gemm_seconds(dev, P, 1, 128 * 10, 128, 4096)
+    two = gemm_seconds(dev, P, 1, 128 * 11, 128, 4096)
+    assert two / one > 1.15
+
+
+def test_gemm_is_bounded_by_the_roofline():
+    dev = _gpu()
+    m = n = k = 4096
+    t = float(gemm_seconds(dev, P, 1, m, n, k))
+    assert t >= 2.0 * m * n * k / dev.fp32_flops
+    assert t >= 4.0 * (m * k + k * n + m * n) / dev.bandwidth
+
+
+def test_small_dimensions_run_below_peak():
+    dev = _gpu()
+    big = 2.0 * 4096 ** 3 / float(gemm_seconds(dev, P, 1, 4096, 4096, 4096))
+    thin = 2.0 * 8 * 4096 * 4096 / float(gemm_seconds(dev, P, 1, 8, 4096, 4096))
+    assert thin < 0.5 * big
+
+
+def test_low_power_boards_do_not_hold_boost():
+    assert sustained_fraction(_gpu(tdp_w=70.0), P) < 1.0
+    assert sustained_fraction(_gpu(tdp_w=400.0), P) == 1.0
+
+
+def test_bandwidth_curves_have_a_floor_and_scale_with_bytes():
+    dev = _gpu()
+    tiny = float(elementwise_seconds(dev, P, "add", 1, 12))
+    assert tiny >= DEFAULTS["ew_latency_us"] * 1e-6
+    big = float(elementwise_seconds(dev, P, "add", 1e8, 1.2e9))
+    assert big == pytest.approx(1.2e9 / (dev.bandwidth * P["mem_eff"]), rel=0.05)
+    few_rows = float(rowwise_seconds(dev, P, "softmax", 4, 1 << 20))
+    many_rows = float(rowwise_seconds(dev, P, "softmax", 4096, 1 << 10))
+    assert few_rows > many_rows  # same bytes, fewer SMs busy
+
+
+def test_catalog_figures_match_the_datasheet_fp32_peaks():
+    figs = gpu_figures()
+    # FP32 TFLOP/s from the vendors' datasheets (see gpu_arch.toml's sources)
+    for key, tflops in {"h100-sxm": 66.9, "a100-pcie-40gb": 19.5, "v100-pcie-32gb": 14.1,
+                        "t4": 8.1, "l4": 30.3, "p4": 5.5, "p100-pcie-16gb": 9.3,
+                        "mi100": 23.1, "mi210": 22.6}.items():
+        assert figs[key].fp32_flops / 1e12 == pytest.approx(tflops, rel=0.02), key
+
+
+@pytest.mark.parametrize(("key", "dtype", "op_class", "framework", "unit"), [
+    ("a100-pcie-40gb", "float32", "matmul", "torch", "FP32 lanes (SIMT)"),
+    ("a100-pcie-40gb", "float32", "conv", "torch", "TF32 tensor cores"),
+    ("a100-pcie-40gb", "float32", "matmul", "jax", "TF32 tensor cores"),
+    ("t4", "float32", "conv", "torch", "FP32 lanes (SIMT)"),
+    ("h100-sxm", "bfloat16", "matmul", "torch", "BF16 tensor cores"),
+    ("t4", "float16", "matmul", "torch", "FP16 tensor cores"),
+    ("t4", "bfloat16", "matmul", "torch", "FP32 lanes (SIMT)"),
+    ("mi210", "float32", "matmul", "torch", "FP32 matrix cores (MFMA)"),
+])
+def test_precision_policy(key, dtype, op_class, framework, unit):
+    choice = gpu_precision(gpu_figures()[key], dtype, op_class, framework)
+    assert choice.unit == unit
+    assert choice.why  # every choice says why
+    if "tensor" in unit or "matrix" in unit:
+        assert choice.peak and choice.efficiency and "MAMF" in choice.why
+
+
+def test_bf16_uses_the_tensor_peak_fp32_does_not():
+    h100 = gpu_figures()["h100-sxm"]
+    assert gpu_precision(h100, "bfloat16", "matmul").peak == pytest.approx(989e12)
+    assert gpu_precision(h100, "float32", "matmul").peak is None  # fitted SGEMM model
+
+
+def _option(device: str, latency: float, band: float, price: float | None) -> Option:
+    return Option(device=device, kind="gpu", name=device, present=False, batch=1,
+                  latency_s=latency, latency_source="predicted", price_usd_hr=price, band=band)
+
+
+def test_ties_are_broken_by_cost_never_by_name():
+    a = _option("aaa-gpu", 1.00e-3, 0.2, 10.0)
+    z = _option("zzz-gpu", 1.05e-3, 0.2, 1.0)  # slower by 5%, well inside the band, cheaper
+    far = _option("slow-gpu", 5e-3, 0.2, 0.1)
+    ranked, ties, why = rank([a, far, z], lambda o: o.latency_s, "latency")
+    assert [o.device for o in ranked] == ["zzz-gpu", "aaa-gpu", "slow-gpu"]
+    assert ties == (("zzz-gpu", "aaa-gpu"),)
+    assert "cost" in why
+
+
+def test_no_tie_without_overlap():
+    a = _option("a", 1e-3, 0.05, 10.0)
+    b = _option("b", 2e-3, 0.05, 1.0)
+    ranked, ties, _ = rank([b, a], lambda o: o.latency_s, "latency")
+    assert [o.device for o in ranked] == ["a", "b"] and ties == ()
+
+
+@needs_data
+@pytest.mark.parametrize(("group", "limit"), [("gemm", 0.35), ("elementwise", 0.25),
+                                              ("rowwise", 0.30), ("conv", 0.45)])
+def test_each_class_model_on_rows_held_back_from_its_fit(group, limit):
+    from chipfit.analysis.gpu_fit import GROUPS, fit_group, mape, predict_rows
+    from chipfit.pipelines.gpu_data import load_kernel_rows
+
+    rows = load_kernel_rows(DATA, GROUPS[group][0][:3], sample=40, seed=1)
+    held = np.random.default_rng(0).random(len(rows)) < 0.3
+    fit = fit_group(group, rows.subset(~held), gpu_figures(), P)
+    test = rows.subset(held)
+    err = mape(predict_rows(test, gpu_figures(), fit), test.seconds)
+    assert math.isfinite(err) and err < limit
