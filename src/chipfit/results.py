@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 SOURCES = ("measured", "predicted", "catalog", "estimated")
-STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
+STATUSES = ("ok", "unsupported", "oom", "error", "timeout", "lost")  # lost: its fleet node died
 
 
 def _tupled(value: Any) -> Any:
@@ -157,6 +157,10 @@ class Measurement:
     contention: tuple[tuple[str, float], ...] = ()  # the evidence, as numbers
     contention_note: str = ""  # the signals that fired, in words
     attempts: int = 1  # 2+: re-measured after a back-off because it was contended
+    #: Where a fleet job ran: the Ray node's id and the node type it belongs to (None when
+    #: the run was not a fleet run; older files read as None).
+    node_id: str | None = None
+    node_type: str | None = None
 
     # ---- statistics over the raw samples -------------------------------------------------
     @property

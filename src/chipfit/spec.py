@@ -123,7 +123,14 @@ class Job:
     dtype: str = "float32"
     mode: str = "inference"
     timing: TimingConfig = field(default_factory=TimingConfig)
+    #: A fleet job's place: the node type it measures (any node of it), or with ``node_id``
+    #: that one node (``--every-node``). None: wherever the executor puts it.
+    node_type: str | None = None
+    node_id: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        return (self.workload, self.size, str(self.device), self.dtype, self.mode)
+    def key(self) -> tuple[str, ...]:
+        base = (self.workload, self.size, str(self.device), self.dtype, self.mode)
+        if self.node_type is None:
+            return base
+        return base + (self.node_type, self.node_id or "")

@@ -55,6 +55,7 @@ def measuring(args: argparse.Namespace, name: str) -> Iterator[tuple[Saver, Any,
     with progress() as bar, executor:
         task = bar.add_task(name, total=None, current="")
         try:
+            check_node_prices(args, executor)
             yield Saver(args, bar, task), executor, store
         finally:
             if store is not None:
@@ -112,6 +113,38 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
+def check_node_prices(args: argparse.Namespace, executor: Any) -> None:
+    """Refuse a --node-price for a node type the fleet lacks, before anything is measured."""
+    from chipfit.errors import InvalidInputError
+    from chipfit.pipelines.fleet import parse_node_prices
+
+    given = parse_node_prices(getattr(args, "node_price", None) or [])
+    if not given or not getattr(executor, "fleet", False):
+        return
+    known = {n.node_type for n in executor.nodes()}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InvalidInputError(f"--node-price names no node type of this fleet: "
+                                f"{', '.join(unknown)} (types: {', '.join(sorted(known))})")
+
+
+def with_fleet(render: Callable[[Run], Any], args: argparse.Namespace) -> Callable[[Run], Any]:
+    """``render`` for a run without node types; the fleet section for a fleet run."""
+    from chipfit.pipelines.fleet import fleet_report, parse_node_prices
+
+    prices = parse_node_prices(getattr(args, "node_price", None) or [])
+
+    def view(run: Run) -> Any:
+        report = fleet_report(run, prices)
+        if report is None:
+            return render(run)
+        from chipfit.report.fleet_view import fleet_renderable
+
+        return fleet_renderable(report.rows, report.choices)
+
+    return view
+
+
 def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
     """Save, print the table, and pick the exit code (130 when interrupted)."""
     from chipfit.analysis.trust import warning
@@ -134,9 +167,10 @@ def add_fleet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
                    help="continue the newest unfinished run with the same settings (or run RUN): "
                    "only jobs without a stored measurement run again")
-    p.add_argument("--executor", choices=("inline", "subprocess", "ray"), default="inline",
+    p.add_argument("--executor", choices=("inline", "subprocess", "ray"), default=None,
                    help="where jobs run: this process (default), a fresh process per device "
                    "with a per-job timeout, or a Ray cluster")
+    add_ray_fleet_flags(p)
     p.add_argument("--address", help="Ray cluster address for --executor ray (default: start "
                    "a local Ray instance; 'auto' joins the running one)")
     p.add_argument("--job-timeout", type=float, metavar="SECONDS",
@@ -145,10 +179,45 @@ def add_fleet_flags(p: argparse.ArgumentParser) -> None:
                    "ray.io/accelerator-type=H100 (comma-separated key=value)")
 
 
+def add_ray_fleet_flags(p: argparse.ArgumentParser) -> None:
+    """--ray-address and friends: measure on every node type of a Ray cluster."""
+    p.add_argument("--ray-address", metavar="ADDRESS", help="a fleet: measure the plan once per "
+                   "node type of the Ray cluster at ADDRESS (host:port of a `ray start --head`, "
+                   "ray://host:10001, or 'auto'; default: $RAY_ADDRESS when --executor is not "
+                   "given), each job pinned to its node, and say which node type to use")
+    p.add_argument("--every-node", action="store_true",
+                   help="fleet: measure on every node, not once per node type")
+    p.add_argument("--node-price", action="append", default=[], metavar="TYPE=USD/h",
+                   help="fleet: hourly price of a node type (repeat; default: the catalog's "
+                   "price of its accelerators; CPU-only types have none)")
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """The fleet's Ray address: --ray-address, else $RAY_ADDRESS when no executor was named."""
+    import os
+
+    given = getattr(args, "ray_address", None)
+    if given:
+        return given
+    if getattr(args, "executor", None) is None and not getattr(args, "address", None):
+        return os.environ.get("RAY_ADDRESS") or None
+    return None
+
+
 def executor_from_args(args: argparse.Namespace):
     from chipfit.errors import InvalidInputError
     from chipfit.execute import get_executor
 
+    fleet = ray_address(args)
+    if fleet:
+        if args.executor not in (None, "ray") or args.address:
+            raise InvalidInputError("--ray-address runs a fleet on Ray: drop --executor "
+                                    f"{args.executor or ''} / --address")
+        return get_executor("ray", address=fleet, labels=_labels(args.labels),
+                            timeout_s=args.job_timeout, fleet=True, every_node=args.every_node)
+    if args.every_node or args.node_price:
+        raise InvalidInputError("--every-node and --node-price need --ray-address (a fleet)")
+    args.executor = args.executor or "inline"
     if args.executor != "ray" and (args.address or args.labels):
         raise InvalidInputError("--address and --labels need --executor ray")
     if args.executor == "inline":

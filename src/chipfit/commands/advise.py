@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import Saver, csv_list, err, out, print_json, progress
+from chipfit.commands._common import (
+    Saver,
+    add_ray_fleet_flags,
+    csv_list,
+    err,
+    out,
+    print_json,
+    progress,
+    ray_address,
+)
 
 ORDER = 60
 
@@ -41,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="write the advice as JSON to PATH ('-' for "
                    "stdout)")
     p.add_argument("--no-save", action="store_true", help="do not keep the measurements")
-    p.set_defaults(func=run)
+    add_ray_fleet_flags(p)
+    p.add_argument("--job-timeout", type=float, metavar="SECONDS", help="fleet: record a job "
+                   "as timed out after this long (default 300)")
+    p.set_defaults(func=run, labels=None, executor=None, address=None)
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -80,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     # The advice travels inside the run, so `chipfit report` shows it beside the measurements.
     saver.finish(replace(advice.run, settings=advice.run.settings + (
         ("advice", json.dumps(data, default=str)),)))
+    fleet = _fleet(args, advice) if ray_address(args) else None
+    if fleet is not None:
+        data["fleet"] = fleet[0]
     if args.json == "-":
         print_json(data)
         return 0
@@ -88,4 +103,29 @@ def run(args: argparse.Namespace) -> int:
             json.dump(data, fh, indent=1, default=str)
         err.print(f"wrote {args.json}")
     out.print(advice_renderable(advice.recommendation, train))
+    if fleet is not None:
+        out.print(fleet[1])
     return 0
+
+
+def _fleet(args: argparse.Namespace, advice):  # noqa: ANN001, ANN202
+    """``--ray-address``: the model at the advised batch on every node type, and the choice."""
+    from dataclasses import asdict
+
+    from chipfit.commands._common import executor_from_args
+    from chipfit.pipelines.fleet import fleet_measure, fleet_report, parse_node_prices
+    from chipfit.report.fleet_view import fleet_renderable
+
+    prices = parse_node_prices(args.node_price)
+    with executor_from_args(args) as executor, progress() as bar:
+        task = bar.add_task("fleet", total=None, current="")
+        saver = Saver(argparse.Namespace(no_save=args.no_save, json=None, csv=None), bar, task)
+        run = fleet_measure(advice.workload, advice.evidence.batch, mode=advice.mode,
+                            dtype=advice.dtype, executor=executor, on_result=saver)
+    saver.finish(run)
+    report = fleet_report(run, prices, "cost" if args.objective == "cost" else "latency")
+    if report is None:
+        return None
+    data = {"run_id": run.run_id, "choices": [asdict(c) for c in report.choices],
+            "rows": [{**asdict(r), "usd_per_m_items": r.usd_per_m_items} for r in report.rows]}
+    return data, fleet_renderable(report.rows, report.choices)

@@ -12,6 +12,7 @@ from chipfit.commands._common import (
     finish_run,
     measuring,
     timing_from_args,
+    with_fleet,
 )
 
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.report.terminal import bench_table
 
     timing = timing_from_args(args)
+    render = with_fleet(_suite_view(args.suite) if args.suite else bench_table, args)
     with measuring(args, "bench") as (saver, executor, store):
         if args.suite:
             result = _run_suite(args, timing, saver, executor, store)
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                            executor=executor, store=store, resume=args.resume)
     if store is not None:
         err.print(f"run {result.run_id} kept in {store.path}")
-    return finish_run(result, saver, _suite_view(args.suite) if args.suite else bench_table)
+    return finish_run(result, saver, render)
 
 
 def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noqa: ANN001, ANN202

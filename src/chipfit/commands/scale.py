@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="short timing per point")
     p.add_argument("--budget", type=float, help="seconds of timing per point at most")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="torch: scale across the nodes of "
+                   "this Ray cluster (one rank per node, DDP over the network; 1, 2, 4 ... "
+                   "nodes of one node type)")
+    p.add_argument("--node-type", help="with --ray-address: the node type to scale over "
+                   "(default: the type with the most nodes)")
     p.set_defaults(func=run)
 
 
@@ -45,7 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.spec import parse_dtype
 
     timing = timing_from_args(args)
-    if args.backend == "torch":
+    if args.ray_address or args.node_type:
+        if args.backend != "torch" or args.simulate or not args.ray_address:
+            raise InvalidInputError("--ray-address (and --node-type) scale torch across Ray "
+                                    "nodes: use --backend torch --ray-address ADDRESS")
+        from chipfit.pipelines.scale_fleet import scale_fleet
+
+        result = scale_fleet(args.workload, args.devices, address=args.ray_address,
+                             node_type=args.node_type, batch=args.batch, scaling=args.scaling,
+                             mode=args.mode, dtype=parse_dtype(args.dtype),
+                             budget_s=timing.budget_s, on_point=_progress)
+    elif args.backend == "torch":
         if args.simulate:
             raise InvalidInputError("--simulate is for JAX; torch runs one process per device")
         from chipfit.pipelines.scale_torch import scale_torch

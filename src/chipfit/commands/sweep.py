@@ -12,6 +12,7 @@ from chipfit.commands._common import (
     finish_run,
     measuring,
     timing_from_args,
+    with_fleet,
 )
 
 ORDER = 25
@@ -74,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
         from chipfit.report.html import write_report
 
         err.print(f"wrote {write_report([result.run], args.html)}")
-    return finish_run(result.run, saver, lambda run: Group(
-        bench_table(run), crossover_panel(result.analysis, {args.workload: axis})))
+    return finish_run(result.run, saver, with_fleet(lambda run: Group(
+        bench_table(run), crossover_panel(result.analysis, {args.workload: axis})), args))

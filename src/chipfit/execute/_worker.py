@@ -18,8 +18,8 @@ from chipfit.errors import UsageError
 from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job
 
-__all__ = ["Runner", "exit_note", "failed", "ray_discover", "ray_task", "run_here", "serve",
-           "tagged"]
+__all__ = ["Runner", "exit_note", "failed", "ray_discover", "ray_probe", "ray_task", "run_here",
+           "serve", "tagged"]
 
 Runner = Callable[[Job, Discovery], Measurement]
 #: Ray's resource name for each accelerator platform.
@@ -158,3 +158,14 @@ def ray_discover(omp_threads: str | None,
     from chipfit.discovery import discover
 
     return socket.gethostname(), discover(backends)
+
+
+def ray_probe(omp_threads: str | None, backends: list[str] | None = None) -> dict[str, Any]:
+    """Body of the fleet's per-node probe: this node's hardware facts and devices."""
+    _restore_omp(omp_threads)
+    from chipfit.discovery import discover
+    from chipfit.hardware.cpu import probe_cpu
+
+    cpu = probe_cpu()
+    return {"hostname": socket.gethostname(), "discovery": discover(backends),
+            "cpu_model": cpu.name, "cores": cpu.cores, "memory_bytes": cpu.memory_bytes}

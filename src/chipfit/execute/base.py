@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from chipfit.results import Discovery, Measurement
 from chipfit.spec import Job
 
-__all__ = ["Executor", "Outcome"]
+__all__ = ["Executor", "Outcome", "Placement"]
 
 Outcome = tuple[Job, Measurement]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a fleet runs a copy of the plan: a node type (any of its nodes) or one node."""
+
+    node_type: str
+    node_id: str | None = None
+    devices: tuple[str, ...] = ()  # the device refs its nodes have (``torch:cpu`` ...)
 
 
 class Executor(abc.ABC):
@@ -39,6 +49,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def run(self, jobs: Sequence[Job], discovery: Discovery) -> Iterator[Outcome]:
         """Yield ``(job, measurement)`` for every job, in the order they complete."""
+
+    def placements(self) -> list[Placement]:
+        """Where a fleet measures the plan (once per entry); [] runs each job once."""
+        return []
 
     def settings(self) -> dict[str, str]:
         """What a run should record about where it ran."""

@@ -13,6 +13,12 @@
   executor. A worker that dies mid-job is retried once; a second death, or no result within
   the job timeout, is recorded as a failed measurement and the suite goes on.
 
+With ``fleet=True`` it is a fleet (``--ray-address``): every node is probed and grouped into
+node types (:mod:`chipfit.execute.fleet`), the plan runs once per node type (``every_node``:
+once per node) with each job pinned to its node (``NodeAffinitySchedulingStrategy``,
+``soft=False``), CPU jobs one at a time per node rather than cluster-wide, and a node lost
+mid-run hands its jobs to another node of its type or has them recorded as ``lost``.
+
 Without ``address`` a local Ray instance is started (and stopped at the end); with one, the
 driver joins that cluster (``auto`` finds a running one). Ray itself is an optional
 dependency: only this executor imports it.
@@ -20,6 +26,7 @@ dependency: only this executor imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -28,8 +35,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chipfit.errors import BackendUnavailableError, InvalidInputError
-from chipfit.execute._worker import Runner, failed, ray_discover, ray_task, tagged
-from chipfit.execute.base import Executor, Outcome
+from chipfit.execute._worker import Runner, failed, ray_discover, ray_probe, ray_task, tagged
+from chipfit.execute.base import Executor, Outcome, Placement
+from chipfit.execute.fleet import Node, group_nodes, node_facts, node_from_probe, types_of
 from chipfit.results import DeviceInfo, Discovery, Problem
 from chipfit.spec import Job
 
@@ -87,6 +95,9 @@ class _Flight:
     job: Job
     attempt: int
     deadline: float
+    node: Node | None = None  # a fleet job's node
+    lane: str = ""
+    moved_from: str = ""  # the lost node a fleet job was moved away from
 
 
 class RayExecutor(Executor):
@@ -96,8 +107,18 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, *, labels: Mapping[str, str] | None = None,
                  timeout_s: float | None = None, runner: Runner | None = None,
-                 retries: int = 1, init_options: Mapping[str, Any] | None = None) -> None:
+                 retries: int = 1, init_options: Mapping[str, Any] | None = None,
+                 fleet: bool = False, every_node: bool = False,
+                 nodes: Sequence[Node] | None = None) -> None:
+        """``fleet``: measure the plan once per node type (``every_node``: once per node),
+        each job pinned to its node; see :mod:`chipfit.execute.fleet` for node types.
+        ``nodes``: an earlier probe's nodes (:meth:`nodes`), to skip probing again."""
         from chipfit.execute.subprocess import DEFAULT_JOB_TIMEOUT_S
+
+        self.fleet, self.every_node = fleet or every_node, every_node
+        self._nodes: list[Node] | None = list(nodes) if nodes is not None else None
+        self._dead: set[str] = set()
+        self._probed: dict[str, Discovery] = {}
 
         self.address, self.labels, self.runner, self.retries = address, labels, runner, retries
         self.timeout_s = DEFAULT_JOB_TIMEOUT_S if timeout_s is None else float(timeout_s)
@@ -112,6 +133,10 @@ class RayExecutor(Executor):
                "job_timeout_s": f"{self.timeout_s:g}"}
         if self.labels:
             out["labels"] = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        if self.fleet:
+            out["fleet"] = "every-node" if self.every_node else "node-type"
+            out["node_types"] = ",".join(sorted({n.node_type for n in self.nodes()}))
+            out["fleet_nodes"] = json.dumps([node_facts(n) for n in self.nodes()])
         return out
 
     def _connect(self) -> Any:
@@ -136,6 +161,8 @@ class RayExecutor(Executor):
         """Devices of every alive node, each found by a task pinned to that node."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        if self.fleet:
+            return self._probe(backends)
         ray = self._connect()
         task = ray.remote(max_calls=1, max_retries=1, num_cpus=0)(ray_discover)
         wanted = list(backends) if backends is not None else None
@@ -144,8 +171,61 @@ class RayExecutor(Executor):
                 for node in ray.nodes() if node.get("Alive")]
         return merge_discoveries(ray.get(refs))
 
+    # ---- the fleet's nodes ------------------------------------------------------------------
+    def _probe(self, backends: Iterable[str] | None = None) -> Discovery:
+        """Probe every alive node (pinned), group them into types; the merged discovery."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        wanted = list(backends) if backends is not None else None
+        cached = self._probed.get(repr(wanted))
+        if cached is not None:  # probing imports every framework on every node: once is enough
+            return cached
+        ray = self._connect()
+        task = ray.remote(max_calls=1, max_retries=1, num_cpus=0)(ray_probe)
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    n["NodeID"], soft=False)).remote(self._omp, wanted) for n in alive]
+        probes = ray.get(refs)
+        self._nodes = group_nodes(node_from_probe(n, p) for n, p in zip(alive, probes))
+        by_id = {n.node_id: n for n in self._nodes}
+        self._probed[repr(wanted)] = merge_discoveries(
+            (f"{by_id[n['NodeID']].hostname}/{by_id[n['NodeID']].node_type}", p["discovery"])
+            for n, p in zip(alive, probes))
+        return self._probed[repr(wanted)]
+
+    def nodes(self) -> list[Node]:
+        """The cluster's nodes with their types (probed once, at the first call)."""
+        if self._nodes is None:
+            self._probe()
+        return list(self._nodes or ())
+
+    def placements(self) -> list[Placement]:
+        """One placement per node type (or per node with ``every_node``); [] unless a fleet.
+
+        Nodes without a CPU or accelerator for jobs (a head started with ``--num-cpus 0``, as
+        KubeRay advises) run nothing.
+        """
+        if not self.fleet:
+            return []
+        usable = [n for n in self.nodes() if n.cpus >= 1 or n.accelerators]
+        if self.every_node:
+            return [Placement(n.node_type, n.node_id, n.devices) for n in usable]
+        return [Placement(t, None, tuple(sorted({d for n in group for d in n.devices})))
+                for t, group in types_of(usable).items()]
+
+    def _node_for(self, job: Job, exclude: str = "") -> Node | None:
+        """An alive node for a fleet job: its own, else the first of its type (sorted by id)."""
+        candidates = [n for n in self.nodes() if n.node_id not in self._dead
+                      and n.node_id != exclude and (n.cpus >= 1 or n.accelerators)]
+        if job.node_id and not exclude:
+            return next((n for n in candidates if n.node_id == job.node_id), None)
+        return next((n for n in candidates if n.node_type == job.node_type), None)
+
     # ---- running -------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], discovery: Discovery) -> Iterator[Outcome]:
+        if any(job.node_type is not None for job in jobs):
+            yield from self._run_fleet(jobs)
+            return
         ray = self._connect()
         task = ray.remote(max_calls=1, max_retries=0)(ray_task)
         lanes: dict[str, deque[Job]] = {}
@@ -208,6 +288,152 @@ class RayExecutor(Executor):
             return job, tagged(failed(job, "error", note), executor=self.name,
                                attempts=str(flight.attempt))
         return job, tagged(m, attempts=str(flight.attempt))
+
+    # ---- a fleet: every job pinned to a node ---------------------------------------------
+    def _run_fleet(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+        """Each job on a node of its type (or its own node), pinned with ``soft=False``.
+
+        CPU jobs of one node form one lane (one at a time there: they would share its cores);
+        nodes run side by side. When a node dies, its jobs move to another alive node of the
+        same type; with none left they are recorded as ``lost`` with the reason (``--resume``
+        measures them once such a node is back). A worker crash on a live node is retried
+        there once, as without a fleet.
+        """
+        ray = self._connect()
+        task = ray.remote(max_calls=1, max_retries=0)(ray_task)
+        queues: dict[str, deque[tuple[Job, str]]] = {}
+        nodes: dict[str, Node] = {}
+        for job in jobs:
+            node = self._node_for(job)
+            if node is None:
+                yield self._lost(job, None, f"no alive node of type {job.node_type}"
+                                 + (f" ({job.node_id[:12]})" if job.node_id else ""))
+                continue
+            nodes[node.node_id] = node
+            queues.setdefault(_fleet_lane(job, node), deque()).append((job, ""))
+        flights: dict[Any, _Flight] = {}
+        busy: set[str] = set()
+        try:
+            for lane in list(queues):
+                self._next_in_lane(task, lane, queues, busy, flights, nodes)
+            while flights:
+                for ref, late in self._ready(ray, flights):
+                    flight = flights.pop(ref)
+                    yield from self._settle(ray, task, ref, late, flight, queues, busy, flights,
+                                            nodes)
+                    if flight.lane not in busy or flight.lane in {f.lane for f in flights.values()}:
+                        continue
+                    busy.discard(flight.lane)
+                    self._next_in_lane(task, flight.lane, queues, busy, flights, nodes)
+        finally:
+            for ref in flights:
+                ray.cancel(ref, force=True)
+
+    def _next_in_lane(self, task: Any, lane: str, queues: dict[str, deque[tuple[Job, str]]],
+                      busy: set[str], flights: dict[Any, _Flight], nodes: dict[str, Node],
+                      attempt: int = 1) -> None:
+        queue = queues.get(lane)
+        if not queue or lane in busy:
+            return
+        job, moved_from = queue.popleft()
+        node = nodes[lane.split("|")[0]]
+        self._submit_pinned(task, job, node, lane, attempt, flights, moved_from)
+        busy.add(lane)
+
+    def _submit_pinned(self, task: Any, job: Job, node: Node, lane: str, attempt: int,
+                       flights: dict[Any, _Flight], moved_from: str = "") -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options = job_options(job, self.labels)
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        ref = task.options(**options).remote(job, self.runner, self._omp)
+        flights[ref] = _Flight(job, attempt, time.monotonic() + self.timeout_s, node, lane,
+                               moved_from)
+
+    def _settle(self, ray: Any, task: Any, ref: Any, late: bool, flight: _Flight,
+                queues: dict[str, deque[tuple[Job, str]]], busy: set[str],
+                flights: dict[Any, _Flight], nodes: dict[str, Node]) -> Iterator[Outcome]:
+        """The outcome(s) of one finished fleet task; a dead node's jobs move or are lost."""
+        job, node = flight.job, flight.node
+        assert node is not None
+        where = {"executor": self.name, "attempts": str(flight.attempt)}
+        if job.node_id:  # --every-node: the node it was planned on (its key), kept if it moved
+            where["planned_node"] = job.node_id
+        if flight.moved_from:
+            where["moved_from"] = flight.moved_from
+        if late:
+            note = f"no result after {self.timeout_s:g} s; the Ray task was cancelled"
+            yield job, self._placed(failed(job, "timeout", note), node, **where)
+            return
+        try:
+            m = ray.get(ref)
+        except _deaths(ray) + _unschedulable(ray) as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            if self._node_alive(ray, node.node_id) and not isinstance(exc, _unschedulable(ray)):
+                if flight.attempt <= self.retries:  # a worker crash: once more on that node
+                    self._submit_pinned(task, job, node, flight.lane, flight.attempt + 1,
+                                        flights, flight.moved_from)
+                    return
+                note = f"the Ray worker died on all {flight.attempt} attempts ({reason})"
+                yield job, self._placed(failed(job, "error", note), node, **where)
+                return
+            yield from self._node_lost(task, flight, reason, queues, busy, flights, nodes)
+            return
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if exc.cause is not None else exc
+            note = f"{type(cause).__name__}: {str(cause).splitlines()[0][:240]}"
+            yield job, self._placed(failed(job, "error", note), node, **where)
+            return
+        yield job, self._placed(m, node, **{k: v for k, v in where.items() if k != "executor"})
+
+    def _node_lost(self, task: Any, flight: _Flight, reason: str,
+                   queues: dict[str, deque[tuple[Job, str]]], busy: set[str],
+                   flights: dict[Any, _Flight], nodes: dict[str, Node]) -> Iterator[Outcome]:
+        """Node of ``flight`` died: move its job and its lane's queue to a sibling, or lose them."""
+        dead = flight.node
+        assert dead is not None
+        self._dead.add(dead.node_id)
+        waiting = [(flight.job, flight.moved_from)] + list(queues.pop(flight.lane, ()))
+        busy.discard(flight.lane)
+        sibling = self._node_for(flight.job, exclude=dead.node_id)
+        if sibling is None:
+            for job, _ in waiting:
+                yield self._lost(job, dead, f"node {dead.short_id} ({dead.hostname}) of type "
+                                 f"{dead.node_type} died mid-run ({reason}) and no other node "
+                                 "of that type is alive; --resume measures it when one is")
+            return
+        nodes[sibling.node_id] = sibling
+        for job, _ in waiting:
+            lane = _fleet_lane(job, sibling)
+            queues.setdefault(lane, deque()).append((job, dead.short_id))
+            self._next_in_lane(task, lane, queues, busy, flights, nodes)
+
+    def _lost(self, job: Job, node: Node | None, reason: str) -> Outcome:
+        m = failed(job, "lost", f"lost: {reason}")
+        m = replace(m, node_type=job.node_type, node_id=node.node_id if node else job.node_id)
+        pairs = {"planned_node": job.node_id} if job.node_id else {}
+        return job, tagged(m, executor=self.name, **pairs)
+
+    @staticmethod
+    def _placed(m: Any, node: Node, **pairs: str) -> Any:
+        """``m`` tagged with the node it ran on and that node's type."""
+        return tagged(replace(m, node_id=node.node_id, node_type=node.node_type), **pairs)
+
+    @staticmethod
+    def _node_alive(ray: Any, node_id: str) -> bool:
+        return any(n["NodeID"] == node_id and n.get("Alive") for n in ray.nodes())
+
+
+def _fleet_lane(job: Job, node: Node) -> str:
+    """CPU jobs share their node's lane; each accelerator job has its own (Ray counts GPUs)."""
+    return f"{node.node_id}|cpu" if job.device.is_cpu else f"{node.node_id}|job:{id(job)}"
+
+
+def _unschedulable(ray: Any) -> tuple[type[BaseException], ...]:
+    """A task pinned to a node that is gone (Ray cannot place it anywhere else)."""
+    ex = ray.exceptions
+    return tuple(getattr(ex, name) for name in ("TaskUnschedulableError", "NodeDiedError")
+                 if hasattr(ex, name))
 
 
 def _deaths(ray: Any) -> tuple[type[BaseException], ...]:

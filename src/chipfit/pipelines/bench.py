@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from chipfit._version import __version__
 from chipfit.discovery import resolve_devices
 from chipfit.errors import InvalidInputError
-from chipfit.execute.base import Executor
+from chipfit.execute.base import Executor, Placement
 from chipfit.execute.inline import InlineExecutor
 from chipfit.hardware.cpu import machine_fingerprint
 from chipfit.paths import utc_now
@@ -31,7 +31,7 @@ from chipfit.workloads import get_workload
 if TYPE_CHECKING:
     from chipfit.store.sqlite import Store
 
-__all__ = ["bench", "default_devices", "plan", "resume_run", "run_jobs"]
+__all__ = ["bench", "default_devices", "place", "plan", "resume_run", "run_jobs"]
 
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
@@ -69,6 +69,21 @@ def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
     return jobs
 
 
+def place(jobs: Sequence[Job], placements: Sequence[Placement]) -> list[Job]:
+    """A fleet's plan: each job once per placement (node type, or node) that has its device.
+
+    No placements (an executor that is not a fleet): the jobs as they are.
+    """
+    if not placements:
+        return list(jobs)
+    out = []
+    for job in jobs:
+        base = str(replace(job.device, threads=None))
+        out += [replace(job, node_type=p.node_type, node_id=p.node_id) for p in placements
+                if base in p.devices]
+    return out
+
+
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Run(run_id=f"{stamp}-{uuid.uuid4().hex[:6]}", command=command, started_at=utc_now(),
@@ -95,7 +110,7 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                 done.append(m)
                 run = replace(run, measurements=tuple(done))
                 if store is not None:
-                    store.add_measurement(run.run_id, m)
+                    store.add_measurement(run.run_id, m, job.key)
                 stored.append(m)
                 if on_result is not None:
                     on_result(i, len(jobs), job, m, run)
@@ -129,10 +144,10 @@ def resume_run(store: Store, ref: str) -> tuple[Run, list[Job]]:
     if driver is not None:
         raise InvalidInputError(f"run {run_id} is still being measured by process {driver}")
     run = store.load_run(run_id)
-    if run.finished_at and not run.interrupted:
-        raise InvalidInputError(f"run {run_id} is complete: nothing to resume")
-    done = store.done_keys(run_id)
+    done = store.done_keys(run_id)  # a fleet job whose node was lost is not done
     todo = [job for job in store.planned_jobs(run_id) if job.key not in done]
+    if run.finished_at and not run.interrupted and not todo:
+        raise InvalidInputError(f"run {run_id} is complete: nothing to resume")
     store.claim_run(run_id)
     return replace(run, finished_at="", interrupted=False), todo
 
@@ -184,7 +199,8 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     discovery = discovery or executor.discover()
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     names = list(workloads)
-    jobs = plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick, timing=timing)
+    jobs = place(plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick,
+                      timing=timing), executor.placements())
     settings = _settings(names, refs, sizes, dtypes, modes, quick, timing)
     if resume:
         run, todo = resume_run(store, find_resumable_run(store, command, settings))  # type: ignore[arg-type]

@@ -56,7 +56,9 @@ class _Spec:
     steps: int | None
     budget_s: float
     port: int
-    out: str
+    out: str  # rank 0 writes its report here ("" : it only returns it)
+    host: str = "127.0.0.1"  # rank 0's address (another node's, for a fleet)
+    gpu_per_process: bool = False  # each rank sees only its own GPU (Ray): it is index 0
 
 
 # ---- the parent ---------------------------------------------------------------------------
@@ -180,14 +182,21 @@ def _launch(spec: _Spec, n: int, scaling: str, net: Any) -> Measurement:
         raise ChipfitError(f"data-parallel {spec.mode} with {n} process(es) failed: a process "
                            f"died (exit code {exc.exit_code})") from None
     data = json.loads(Path(spec.out).read_text(encoding="utf-8"))
+    return step_measurement(spec, n, scaling, net, data)
+
+
+def step_measurement(spec: _Spec, n: int, scaling: str, net: Any, data: dict[str, Any],
+                     label: str | None = None, extra: tuple[tuple[str, str], ...] = ()
+                     ) -> Measurement:
+    """Rank 0's report of ``n`` ranks as a Measurement of the whole data-parallel step."""
     cost = net.cost(str(n * spec.batch), spec.dtype, spec.mode)
     meta = (("devices", str(n)), ("processes", str(n)), ("per_device_batch", str(spec.batch)),
             ("scaling", scaling), ("comm_backend", "nccl" if spec.device == "cuda" else "gloo"),
             ("threads_per_process", str(spec.threads)),
             ("replica_max_diff", repr(data["replica_max_diff"])),
-            ("step_time", "slowest rank per step"))
+            ("step_time", "slowest rank per step")) + extra
     return Measurement(workload=spec.workload, size=str(n * spec.batch),
-                       device=_label(spec, n), dtype=spec.dtype, mode=spec.mode,
+                       device=label or _label(spec, n), dtype=spec.dtype, mode=spec.mode,
                        block_times_s=tuple(data["step_times_s"]), number_per_block=1,
                        first_call_s=data["first_step_s"], warmup_calls=spec.warmup,
                        stop_reason="fixed_steps" if spec.steps else "budget",
@@ -202,8 +211,9 @@ def _label(spec: _Spec, n: int) -> str:
 
 
 # ---- one rank -----------------------------------------------------------------------------
-def _rank_main(rank: int, world: int, spec: _Spec) -> None:
-    """Body of each spawned process: join the group, run steps, time them, report (rank 0)."""
+def _rank_main(rank: int, world: int, spec: _Spec) -> dict[str, Any]:
+    """Body of each rank (a spawned process or a Ray task): join the group, run steps, time
+    them; the report (rank 0 also writes it to ``spec.out`` when set)."""
     import torch
     import torch.distributed as dist
 
@@ -211,11 +221,12 @@ def _rank_main(rank: int, world: int, spec: _Spec) -> None:
 
     cuda = spec.device == "cuda"
     # The session pins the CPU threads, or fences the rank's GPU: its wait is the timer's fence.
-    ref = DeviceRef("torch", "cuda", rank) if cuda else DeviceRef("torch", "cpu", None,
-                                                                  spec.threads)
+    index = 0 if spec.gpu_per_process else rank
+    ref = DeviceRef("torch", "cuda", index) if cuda else DeviceRef("torch", "cpu", None,
+                                                                   spec.threads)
     with get_backend("torch").session(ref) as session:
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
-                                init_method=f"tcp://127.0.0.1:{spec.port}",
+                                init_method=f"tcp://{spec.host}:{spec.port}",
                                 timeout=dt.timedelta(seconds=_INIT_TIMEOUT_S))
         try:
             device = session.handle
@@ -224,10 +235,11 @@ def _rank_main(rank: int, world: int, spec: _Spec) -> None:
             step, model = _step(spec, rank, device)
             report = _time_steps(spec, step, session.wait, device)
             report["replica_max_diff"] = _replica_diff(model)
-            if rank == 0:
+            if rank == 0 and spec.out:
                 Path(spec.out).write_text(json.dumps(report), encoding="utf-8")
         finally:
             dist.destroy_process_group()
+    return report
 
 
 def _step(spec: _Spec, rank: int, device: Any) -> tuple[Callable[[], None], Any]:

@@ -225,8 +225,10 @@ def analyze_run(run: Run, *, level: float = 0.95, resamples: int = 2000, seed: i
     known = run.limits()
     run = replace(run, guard_limits=run.guard_limits + tuple(
         GuardLimit(*key, size) for key, size in limits.items() if key not in known))
-    analysis = analyze(run.measurements, limits=limits, level=level, resamples=resamples,
-                       seed=seed)
+    # A fleet's node types are separate series: "torch:cpu on cpu-big" vs "... on cpu-small".
+    measured = [m if m.node_type is None else replace(m, device=f"{m.device} on {m.node_type}")
+                for m in run.measurements]
+    analysis = analyze(measured, limits=limits, level=level, resamples=resamples, seed=seed)
     return SweepResult(run, analysis)
 
 
@@ -241,8 +243,9 @@ class SweepResult:
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
 
-def _series_of(job: Job) -> tuple[str, str, str]:
-    return (str(job.device), job.dtype, job.mode)
+def _series_of(job: Job) -> tuple[str, str, str, str | None]:
+    """A series of the ladder (a fleet's node types are separate series: different memory)."""
+    return (str(job.device), job.dtype, job.mode, job.node_type)
 
 
 def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
@@ -254,7 +257,7 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
     from chipfit.pipelines.bench import run_jobs
 
     rungs = [[j for j in jobs if j.size == size] for size in dict.fromkeys(j.size for j in jobs)]
-    out_of_memory: set[tuple[str, str, str]] = set()
+    out_of_memory: set[tuple[str, str, str, str | None]] = set()
     done = 0
     for r, rung in enumerate(rungs):
         todo = [j for j in rung if _series_of(j) not in out_of_memory]
@@ -267,7 +270,7 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
 
         run = run_jobs(todo, run, report, **where)
         done += len(todo)
-        out_of_memory |= {(m.device, m.dtype, m.mode) for m in run.measurements
+        out_of_memory |= {(m.device, m.dtype, m.mode, m.node_type) for m in run.measurements
                           if m.status == "oom"}
         if run.interrupted:
             break
@@ -292,7 +295,13 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
     """
     from chipfit.analysis.crossover import check_settings
     from chipfit.discovery import discover, resolve_devices
-    from chipfit.pipelines.bench import default_devices, find_resumable_run, new_run, resume_run
+    from chipfit.pipelines.bench import (
+        default_devices,
+        find_resumable_run,
+        new_run,
+        place,
+        resume_run,
+    )
     from chipfit.workloads import get_workload
 
     check_settings(level, 2000)  # refuse a bad level before minutes of measuring
@@ -316,7 +325,8 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
     settings = {"workload": workload, "axis": wl.axis, "from": sizes[0], "to": sizes[-1],
                 "sizes": ",".join(sizes), "devices": ",".join(map(str, refs)),
                 "dtypes": ",".join(dtypes), "mode": mode, "quick": str(quick)}
-    jobs = plan_sweep(workload, sizes, refs, dtypes, mode, timing)
+    jobs = place(plan_sweep(workload, sizes, refs, dtypes, mode, timing),
+                 executor.placements() if executor else [])
     if resume:
         run, jobs = resume_run(store, find_resumable_run(store, "sweep", settings))  # type: ignore[arg-type]
         return _finish_sweep(jobs, run, on_result, executor, store, level)

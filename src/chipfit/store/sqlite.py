@@ -44,7 +44,8 @@ SCHEMA_VERSION = 3
 APPLICATION_ID = 0x63686970
 _BUSY_TIMEOUT_S = 60.0
 #: Run settings that say where a run was measured, not what: ignored when resuming.
-_EXECUTOR_SETTINGS = frozenset({"executor", "address", "job_timeout_s", "labels"})
+_EXECUTOR_SETTINGS = frozenset({"executor", "address", "job_timeout_s", "labels", "fleet",
+                                "node_types", "fleet_nodes"})
 
 _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "runs, planned jobs and measurements with raw block times", (
@@ -138,8 +139,12 @@ def key_text(key: Sequence[str]) -> str:
 
 
 def measurement_key(m: Measurement) -> Key:
-    """The :attr:`Job.key` of the job that produced ``m``."""
-    return (m.workload, m.size, m.device, m.dtype, m.mode)
+    """The :attr:`Job.key` of the job that produced ``m`` (a fleet job's names its node type,
+    and with ``--every-node`` the node it was planned on)."""
+    base = (m.workload, m.size, m.device, m.dtype, m.mode)
+    if m.node_type is None:
+        return base
+    return base + (m.node_type, m.meta.get("planned_node", ""))  # --every-node: its node
 
 
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
@@ -259,17 +264,21 @@ class Store:
                 self._insert(conn, run.run_id, m)
 
     @_guarded
-    def add_measurement(self, run_id: str, m: Measurement) -> None:
-        """Append one measurement to ``run_id``, committed before this returns."""
+    def add_measurement(self, run_id: str, m: Measurement,
+                        key: Sequence[str] | None = None) -> None:
+        """Append one measurement to ``run_id``, committed before this returns; ``key`` is the
+        job's (:attr:`Job.key`) when the caller knows it."""
         with self._write() as conn:
-            self._insert(conn, run_id, m)
+            self._insert(conn, run_id, m, key)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, run_id: str, m: Measurement) -> None:
+    def _insert(conn: sqlite3.Connection, run_id: str, m: Measurement,
+                key: Sequence[str] | None = None) -> None:
         seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE run_id = ?",
                            (run_id,)).fetchone()[0]
         conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                     (run_id, seq, key_text(measurement_key(m)), m.workload, m.size, m.device,
+                     (run_id, seq, key_text(key or measurement_key(m)), m.workload, m.size,
+                      m.device,
                       m.dtype, m.mode, m.status, m.source, utc_now(), json.dumps(m.to_dict()),
                       None if m.contended is None else int(m.contended)))
 
@@ -371,9 +380,10 @@ class Store:
 
     @_guarded
     def done_keys(self, run_id: str) -> set[Key]:
-        """Keys of the jobs of ``run_id`` that already have a stored measurement."""
-        rows = self._conn.execute("SELECT DISTINCT job_key FROM measurements WHERE run_id = ?",
-                                  (run_id,)).fetchall()
+        """Keys of the jobs of ``run_id`` that already have a stored measurement (a job whose
+        node was lost has none yet: ``--resume`` runs it again)."""
+        rows = self._conn.execute("SELECT DISTINCT job_key FROM measurements WHERE run_id = ? "
+                                  "AND status != 'lost'", (run_id,)).fetchall()
         return {tuple(json.loads(r[0])) for r in rows}  # type: ignore[misc]
 
     @_guarded
@@ -443,14 +453,18 @@ def _run_row(run: Run) -> tuple[Any, ...]:
 
 
 def _job_json(job: Job) -> str:
-    return json.dumps({"workload": job.workload, "size": job.size, "device": str(job.device),
-                       "dtype": job.dtype, "mode": job.mode, "timing": asdict(job.timing)})
+    data = {"workload": job.workload, "size": job.size, "device": str(job.device),
+            "dtype": job.dtype, "mode": job.mode, "timing": asdict(job.timing)}
+    if job.node_type is not None:  # a fleet job; older plans simply lack the keys
+        data.update(node_type=job.node_type, node_id=job.node_id)
+    return json.dumps(data)
 
 
 def _job_from_json(text: str) -> Job:
     data = json.loads(text)
     return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]), data["dtype"],
-               data["mode"], from_plain(TimingConfig, data["timing"]))
+               data["mode"], from_plain(TimingConfig, data["timing"]),
+               data.get("node_type"), data.get("node_id"))
 
 
 def _summary(row: Sequence[Any]) -> RunSummary:
