@@ -1,0 +1,427 @@
+"""``chipfit llm``: will a language model fit, on how many devices, and how fast per token.
+
+Gathers what :mod:`chipfit.analysis.llm` computes: the architecture (a built-in or a
+``config.json``, read as plain JSON: no weights, no torch for catalog devices), each
+hardware target's achievable rates (catalog peaks x documented efficiencies, or this
+machine's ``chipfit calibrate`` results for ``local``), the fewest devices that hold the
+run, and the prefill/decode prediction on them.
+
+Which software stack a prediction assumes is explicit:
+
+- ``optimized`` (catalog devices by default): a compiled serving stack in the manner of
+  TensorRT-LLM (fused kernels, CUDA graphs: launch floor per op, no per-op host cost). Its
+  times are scaled by factors fitted on the published TensorRT-LLM rows of
+  ``hardware/data/llm_results.toml``; the band is their leave-one-out median error.
+- ``eager`` (``local`` by default): PyTorch eager with transformers, as chipfit measures it
+  (``benchmarks/llm_cpu.py``): each ATen operator pays the calibrated host dispatch cost; the
+  operator count per layer is counted on a tiny model of the same family.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+from chipfit.analysis.llm import (
+    COMPUTE_DTYPE,
+    KV_DTYPES,
+    WEIGHT_DTYPES,
+    LlmArch,
+    LlmDevice,
+    LlmPrediction,
+    LlmRun,
+    MemoryBreakdown,
+    Scored,
+    canonical_dtype,
+    devices_needed,
+    loo_factors,
+    max_batch,
+    max_context,
+    median,
+    memory_breakdown,
+    predict_llm,
+)
+from chipfit.errors import InvalidInputError, SchemaError, UsageError
+
+__all__ = ["LlmReport", "LlmRow", "PublishedCase", "llm_report", "published_cases",
+           "stack_factors", "target_device"]
+
+LOCAL = "local"
+LLM_RESULTS_SCHEMA_VERSION = 1  # history: 1 = first version
+# Memory a serving process holds besides weights, KV cache and activations: CUDA context,
+# cuBLAS/cuDNN workspaces, allocator slack (GPU/NPU); runtime and interpreter (CPU, TPU host).
+# Estimated figures (order of magnitude of a CUDA context plus workspaces), not measured.
+OVERHEAD_BYTES = {"gpu": 1.0e9, "npu": 1.0e9, "tpu": 0.5e9, "cpu": 0.5e9}
+# Latency per all-reduce call on top of the wire time: the catalog's kernel launch floor (an
+# assumption; NCCL's small-message latency on NVLink is of this order).
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class LlmRow:
+    """One hardware target's verdict and prediction for one run."""
+
+    hardware: str
+    name: str
+    kind: str
+    local: bool
+    memory_capacity: float | None  # bytes per device (catalog or probed)
+    devices_needed: int | None  # fewest tensor-parallel devices that hold the run
+    memory: MemoryBreakdown  # per device, at devices_needed (or 1 when nothing fits)
+    max_batch: int  # at the run's context, on devices_needed devices
+    max_context: int  # at the run's batch, on devices_needed devices
+    prediction: LlmPrediction | None
+    why: str = ""  # why there is no prediction
+    sweep: tuple[tuple[int, float, float], ...] = ()  # (batch, per-seq tok/s, aggregate)
+    source: str = "predicted"
+
+    @property
+    def fits(self) -> bool | None:
+        """Fits on ONE device (None: the device's memory is not known)."""
+        return None if self.memory_capacity is None else self.devices_needed == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.prediction
+        return {"hardware": self.hardware, "name": self.name, "kind": self.kind,
+                "local": self.local, "fits": self.fits, "devices_needed": self.devices_needed,
+                "memory_capacity_bytes": self.memory_capacity,
+                "memory_bytes": self.memory.to_dict(), "max_batch": self.max_batch,
+                "max_context": self.max_context,
+                "ttft_s": p.ttft_s if p else None,
+                "decode_tokens_per_s": p.decode_tokens_per_s if p else None,
+                "aggregate_tokens_per_s": p.aggregate_tokens_per_s if p else None,
+                "bound": p.decode_bound if p else None,
+                "prediction": p.to_dict() if p else None, "why": self.why or None,
+                "tokens_per_s_vs_batch": [{"batch": b, "per_sequence": s, "aggregate": a}
+                                          for b, s, a in self.sweep],
+                "source": self.source}
+
+
+@dataclass(frozen=True)
+class LlmReport:
+    """``chipfit llm``'s answer: the model, the run, one row per hardware target."""
+
+    arch: LlmArch
+    run: LlmRun
+    rows: tuple[LlmRow, ...]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.arch
+        return {"model": a.name, "architecture": {
+                    "family": a.family, "params": a.params, "active_params": a.active_params,
+                    "layers": a.layers, "hidden": a.hidden, "heads": a.heads,
+                    "kv_heads": a.kv_heads, "head_dim": a.head_dim, "vocab": a.vocab,
+                    "experts": a.experts, "experts_per_token": a.experts_per_token,
+                    "source": a.source or "config"},
+                "run": {"prompt_len": self.run.prompt_len, "gen_len": self.run.gen_len,
+                        "batch": self.run.batch, "dtype": self.run.weight_dtype,
+                        "kv_dtype": self.run.kv_dtype},
+                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
+
+
+# -------------------------------------------------------------------------- devices
+
+
+def _flat(rate: float | None) -> tuple[tuple[float, float], ...] | None:
+    return None if rate is None or not math.isfinite(rate) else ((1.0, rate),)
+
+
+def _eff(spec: Any, name: str, fallback: str = "matmul") -> float:
+    from chipfit.errors import UnknownNameError
+
+    try:
+        return spec.efficiency(name).value
+    except UnknownNameError:
+        return spec.efficiency(fallback).value
+
+
+def catalog_device(spec: Any) -> LlmDevice:
+    """A catalog entry as achievable rates: peaks x the catalog's documented efficiencies."""
+    mm = _eff(spec, "matmul")
+    curves = {"float32": _flat(spec.peak("fp32") and spec.peak("fp32") * mm),
+              "bfloat16": _flat(spec.peak("bf16") and spec.peak("bf16") * mm),
+              "float16": _flat(spec.peak("fp16") and spec.peak("fp16") * mm),
+              "float8": _flat(spec.peak("fp8") and spec.peak("fp8") * _eff(spec, "matmul_fp8"))}
+    if spec.memory_bw is None:
+        raise InvalidInputError(f"{spec.key}: memory bandwidth is not in the catalog")
+    us = 1e-6
+    link = spec.interconnect_bw
+    return LlmDevice(
+        key=spec.key, name=spec.name, kind=spec.kind, memory_bytes=spec.memory_bytes,
+        matmul=tuple((k, v) for k, v in curves.items() if v),
+        bandwidth=((1.0, spec.memory_bw * spec.efficiency("memory").value),),
+        link_bw=link * spec.efficiency("memory").value if link else None,
+        link_latency_s=spec.efficiency("kernel_floor_us").value * us or 5 * us,
+        per_op_s=spec.efficiency("host_per_op_us").value * us,
+        kernel_floor_s=spec.efficiency("kernel_floor_us").value * us,
+        overlapped=spec.kind != "cpu", overhead_bytes=OVERHEAD_BYTES.get(spec.kind, 1e9),
+        tdp_w=spec.tdp_w, price_usd_hr=spec.price_usd_hr, basis="catalog",
+        notes=(() if link else (f"{spec.key}: no interconnect bandwidth in the catalog, so no "
+                                "multi-device prediction",)))
+
+
+def calibrated_device(cal: Any, memory: float | None) -> LlmDevice:
+    """This machine's device from its ``chipfit calibrate`` results (measured curves)."""
+    return LlmDevice(
+        key=cal.device, name=cal.name, kind=cal.kind, memory_bytes=memory or cal.memory_bytes,
+        matmul=tuple((d, c) for d, c in cal.matmul if c), bandwidth=cal.bandwidth,
+        per_op_s=cal.host_per_op_s, overlapped=cal.kind != "cpu" and cal.asynchronous,
+        overhead_bytes=OVERHEAD_BYTES.get(cal.kind, 0.5e9), basis="calibrated",
+        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",))
+
+
+def _local_memory() -> float | None:
+    from chipfit.hardware.cpu import probe_cpu
+
+    return probe_cpu().memory_bytes
+
+
+def _local_catalog_entry() -> Any:
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.hardware.cpu import probe_cpu
+
+    facts = probe_cpu()
+    return load_catalog().match(facts.name or "", facts.cores) if facts.name else None
+
+
+def target_device(text: str) -> tuple[LlmDevice | None, str, bool]:
+    """(device, why-not, local) for one ``--hardware`` entry."""
+    if text == LOCAL or text.startswith("torch:cpu"):
+        from chipfit.analysis.calibrate import load_calibration
+
+        cal = load_calibration("torch:cpu")
+        if cal is not None:
+            return calibrated_device(cal, _local_memory()), "", True
+        spec = _local_catalog_entry()
+        if spec is None or spec.memory_bw is None:
+            return None, "not calibrated: run chipfit calibrate --devices torch:cpu", True
+        dev = catalog_device(spec)
+        note = (f"local CPU not calibrated: catalog entry {spec.key} used (run chipfit "
+                "calibrate --devices torch:cpu for measured rates)")
+        return replace(dev, key="torch:cpu", memory_bytes=_local_memory() or dev.memory_bytes,
+                       notes=dev.notes + (note,)), "", True
+    from chipfit.hardware.catalog import load_catalog
+
+    return catalog_device(load_catalog()[text]), "", False
+
+
+# ------------------------------------------------------------------ eager op counts
+
+
+@lru_cache(maxsize=16)
+def eager_ops_per_layer(family: str) -> float:
+    """ATen operators per decoder layer of one decode step in transformers eager, counted on
+    a 1- and a 2-layer tiny model of ``family`` (the difference is one layer's worth)."""
+    import torch
+
+    from chipfit.workloads.llm import build_model, count_ops, tiny_config
+
+    counts = []
+    for layers in (1, 2):
+        model = build_model(tiny_config(family, layers), "cpu")
+        counts.append(count_ops(model, torch.zeros((1, 4), dtype=torch.long))[1])
+    return float(counts[1] - counts[0])
+
+
+def _ops_per_layer(arch: LlmArch) -> float:
+    try:
+        return eager_ops_per_layer(arch.family)
+    except Exception:  # noqa: BLE001 - a family transformers cannot build tiny: use llama's
+        return eager_ops_per_layer("llama")
+
+
+# ------------------------------------------------------------- published results
+
+
+@dataclass(frozen=True)
+class PublishedCase:
+    """A published LLM result with chipfit's catalog prediction (raw and leave-one-out)."""
+
+    id: str
+    model: str
+    hardware: str
+    tp: int
+    metric: str
+    published: float
+    unit: str
+    predicted: float  # raw roofline, no stack factor
+    loo_factor: float
+    loo_error: float  # (corrected - published) / published
+    stack: str
+    source: str
+
+
+def _results_data() -> dict[str, Any]:
+    from importlib import resources
+
+    from chipfit.hardware.catalog import _toml
+
+    text = resources.files("chipfit.hardware").joinpath("data/llm_results.toml").read_text("utf-8")
+    data = _toml().loads(text)
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > LLM_RESULTS_SCHEMA_VERSION:
+        raise SchemaError(f"llm_results.toml has schema version {version}, newer than this "
+                          "chipfit understands; upgrade chipfit")
+    return data
+
+
+def _predict_row(row: Mapping[str, Any]) -> float:
+    from chipfit.workloads.llm import load_arch
+
+    arch = load_arch(row["model"])
+    run = LlmRun(row["input_len"], row["output_len"], row["batch"], row["precision"],
+                 row.get("kv_dtype", "bfloat16"))
+    dev = target_device(row["hardware"])[0]
+    assert dev is not None
+    p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
+    if row["metric"] == "ttft":
+        return p.ttft_s * 1000.0
+    return p.throughput_tokens_per_s / p.tp
+
+
+def _stack_family(stack: str) -> str:
+    return stack.split(" ")[0]
+
+
+@lru_cache(maxsize=1)
+def published_cases() -> tuple[PublishedCase, ...]:
+    """Every published row predicted from the catalog, scored leave-one-out: each row's
+    prediction is scaled by the median published/predicted ratio of the other rows of the
+    same stack family and metric (a per-stack efficiency fitted without that row)."""
+    data = _results_data()
+    scored = [Scored(r["id"], f"{_stack_family(r['stack'])}/{r['metric']}", float(r["value"]),
+                     _predict_row(r), r["metric"] != "ttft",
+                     (("row", r), ("source", data["sources"][r["source"]])))
+              for r in data["results"]]
+    out = []
+    for s, k, e in loo_factors(scored):
+        r = dict(s.extra)["row"]
+        out.append(PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
+                                 s.published, r["unit"], s.predicted, k, e, r["stack"],
+                                 dict(s.extra)["source"]))
+    return tuple(out)
+
+
+def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float, str]:
+    """(time factors {"prefill", "decode"}, band, basis) fitted on ALL published rows of
+    ``stack``: the median measured/predicted time ratio per metric."""
+    cases = [c for c in published_cases() if _stack_family(c.stack) == stack]
+    if not cases:
+        return {}, 0.5, "default 50% (no published rows)"
+    ttft = median(c.published / c.predicted for c in cases if c.metric == "ttft")
+    thr = median(c.predicted / c.published for c in cases if c.metric != "ttft")
+    band = median(abs(c.loo_error) for c in cases)
+    factors = {"prefill": ttft if math.isfinite(ttft) else 1.0,
+               "decode": thr if math.isfinite(thr) else 1.0}
+    return factors, band, (f"leave-one-out median error on {len(cases)} published {stack} rows "
+                           "(hardware/data/llm_results.toml)")
+
+
+# ----------------------------------------------------------------------- the report
+
+
+def parse_run(prompt_len: int, gen_len: int, batch: int, dtype: str,
+              kv_dtype: str | None = None) -> LlmRun:
+    """An :class:`LlmRun` from CLI-style values (dtype aliases accepted)."""
+    wd = canonical_dtype(dtype, WEIGHT_DTYPES, "weight dtype")
+    kv_default = "float32" if wd == "float32" else ("float16" if wd == "float16" else "bfloat16")
+    kv = canonical_dtype(kv_dtype or kv_default, KV_DTYPES, "KV-cache dtype")
+    return LlmRun(prompt_len, gen_len, batch, wd, kv, 4.0 if wd == "float32" else 2.0)
+
+
+def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
+    dev, why, local = target_device(text)
+    if dev is None:
+        mem = _local_memory() if local else None
+        return _verdict_only(arch, run, text, mem, why)
+    cap = dev.memory_bytes
+    need = devices_needed(arch, run, cap, dev.overhead_bytes) if cap else None
+    tp = need or 1
+    mem = memory_breakdown(arch, run, tp, dev.overhead_bytes)
+    mb = max_batch(arch, run, cap, dev.overhead_bytes, tp) if cap else 0
+    mc = max_context(arch, run, cap, dev.overhead_bytes, tp) if cap else 0
+    chosen = stack or ("eager" if local else "optimized")
+    why = ""
+    if cap is None:
+        why = "memory capacity not in the catalog: fit not judged, one device predicted"
+    elif need is None:
+        return LlmRow(dev.key, dev.name, dev.kind, local, cap, None, mem, mb, mc, None,
+                      "does not fit even on 64 tensor-parallel devices")
+    if tp > 1 and dev.link_bw is None:
+        return LlmRow(dev.key, dev.name, dev.kind, local, cap, need, mem, mb, mc, None,
+                      f"needs {tp} devices but the catalog has no interconnect bandwidth for "
+                      f"{dev.key}")
+
+    def predict(batch: int) -> LlmPrediction:
+        return _predict(arch, replace(run, batch=batch), dev, tp, chosen, local)
+
+    pred = predict(run.batch)
+    sweep = tuple((b, *_rates(predict(b))) for b in BATCHES if b == 1 or b <= mb or cap is None)
+    return LlmRow(dev.key, dev.name, dev.kind, local, cap, need, mem, mb, mc, pred, why, sweep)
+
+
+def _rates(p: LlmPrediction) -> tuple[float, float]:
+    return p.decode_tokens_per_s, p.aggregate_tokens_per_s
+
+
+def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
+             local: bool) -> LlmPrediction:
+    if stack == "optimized":
+        factors, band, basis = stack_factors()
+        if dev.kind == "cpu":  # the published rows are all GPUs: no evidence for CPUs
+            band, basis = max(band, 0.5), "default 50% (no published CPU rows for this stack)"
+        p = predict_llm(arch, run, dev, tp, stack, factors=factors, band=band, band_basis=basis)
+        note = ("assumes a compiled serving stack like TensorRT-LLM (fused kernels, CUDA graphs),"
+                " times scaled by factors fitted on published TensorRT-LLM rows")
+    else:
+        band = 0.25 if local else 0.5
+        basis = ("calibration of this machine; see benchmarks/llm_cpu.py for the measured check"
+                 if local else "default 50% (eager PyTorch on catalog devices is not validated)")
+        p = predict_llm(arch, run, dev, tp, stack, eager_ops_per_layer=_ops_per_layer(arch),
+                        band=band, band_basis=basis)
+        note = "assumes PyTorch eager with transformers (per-op dispatch cost included)"
+    if COMPUTE_DTYPE[run.weight_dtype] not in dict(dev.matmul):
+        note += f"; no {COMPUTE_DTYPE[run.weight_dtype]} rate on {dev.key}: 16-bit rate used"
+    return replace(p, notes=p.notes + (note,))
+
+
+def _verdict_only(arch: LlmArch, run: LlmRun, key: str, cap: float | None, why: str) -> LlmRow:
+    ovh = OVERHEAD_BYTES["cpu"]
+    need = devices_needed(arch, run, cap, ovh) if cap else None
+    tp = need or 1
+    mem = memory_breakdown(arch, run, tp, ovh)
+    mb = max_batch(arch, run, cap, ovh, tp) if cap else 0
+    mc = max_context(arch, run, cap, ovh, tp) if cap else 0
+    return LlmRow(key, "this machine's CPU", "cpu", True, cap, need, mem, mb, mc, None, why)
+
+
+def llm_report(model: str, hardware: Sequence[str], prompt_len: int = 512, gen_len: int = 128,
+               batch: int = 1, dtype: str = "bfloat16", kv_dtype: str | None = None,
+               stack: str | None = None) -> LlmReport:
+    """Fit verdicts and predictions of ``model`` on each of ``hardware`` (catalog keys or
+    ``local``). Pure arithmetic from the config for catalog devices: nothing is allocated."""
+    from chipfit.workloads.llm import load_arch
+
+    arch = load_arch(model)
+    run = parse_run(prompt_len, gen_len, batch, dtype, kv_dtype)
+    if arch.max_context and run.context > arch.max_context:
+        raise InvalidInputError(f"prompt + generation = {run.context} tokens exceeds "
+                                f"{arch.name}'s {arch.max_context}-token context")
+    targets = _dedupe(t.strip() for t in hardware if t.strip())
+    if not targets:
+        raise UsageError("no hardware given: pass --hardware h100-sxm,l4,local ...")
+    rows = tuple(_row(arch, run, t, stack) for t in targets)
+    notes = ("memory figures are per device of the tensor-parallel group, estimated; "
+             f"framework overhead per device {OVERHEAD_BYTES['gpu'] / 1e9:.1f} GB on GPUs "
+             "(estimated)",
+             "energy per 1M tokens is at TDP (upper bound; host and cooling not included)")
+    return LlmReport(arch, run, rows, notes)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    return [t for t in items if not (t in seen or seen.add(t))]
