@@ -1,0 +1,57 @@
+"""``chipfit llm`` as a user runs it (subprocesses): JSON shape, verdicts, errors."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_llm_json_shape_and_verdicts(cli):
+    proc = cli("llm", "llama-3.1-70b", "--prompt-len", "512", "--gen-len", "128", "--batch", "1",
+               "--dtype", "bfloat16", "--hardware", "h100-sxm,l4,tpu-v5e,local", "--json",
+               check=True)
+    data = json.loads(proc.stdout)
+    assert data["model"] == "llama-3.1-70b"
+    rows = {r["hardware"]: r for r in data["rows"]}
+    assert set(rows) >= {"h100-sxm", "l4", "tpu-v5e"}
+    h100 = rows["h100-sxm"]
+    assert h100["fits"] is False and h100["devices_needed"] == 2
+    assert h100["bound"] in ("bandwidth", "compute", "interconnect", "overhead")
+    for row in data["rows"]:
+        assert {"hardware", "fits", "devices_needed", "ttft_s", "decode_tokens_per_s",
+                "memory_bytes", "bound"} <= set(row)
+        assert isinstance(row["memory_bytes"], dict) and row["memory_bytes"]["total"] > 0
+
+
+def test_llm_table_and_config_path(cli, tmp_path):
+    small = cli("llm", "llama-3.1-8b", "--prompt-len", "3584", "--gen-len", "512",
+                "--hardware", "l4,rtx-4090", check=True).stdout
+    assert "llama-3.1-8b" in small and "yes" in small
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "mistral", "hidden_size": 4096,
+                               "intermediate_size": 14336, "num_hidden_layers": 32,
+                               "num_attention_heads": 32, "num_key_value_heads": 8,
+                               "vocab_size": 32000}))
+    data = json.loads(cli("llm", str(cfg), "--hardware", "a100-sxm-80gb", "--dtype", "int4",
+                          "--json", check=True).stdout)
+    assert data["rows"][0]["fits"] is True
+    assert data["architecture"]["params"] == 7_241_732_096  # Mistral 7B's 7.24e9
+
+
+def test_llm_user_mistakes_are_one_line(cli, tmp_path):
+    for args in (("llama-3.1-7b", "-H", "h100-sxm"), ("llama-3.1-8b", "--dtype", "int3"),
+                 ("llama-3.1-8b", "--hardware", "h100"), ("llama-3.1-8b", "--batch", "0"),
+                 ("llama-3.1-8b", "--prompt-len", "200000", "-H", "l4")):
+        proc = cli("llm", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    bert = tmp_path / "bert.json"
+    bert.write_text(json.dumps({"model_type": "bert", "hidden_size": 768}))
+    proc = cli("llm", str(bert), "--hardware", "h100-sxm")
+    assert proc.returncode == 2 and "decoder-only" in proc.stderr
+
+
+def test_llm_published_rows_and_their_error(cli):
+    data = json.loads(cli("llm", "--published", "--json", check=True).stdout)
+    assert len(data["cases"]) >= 10
+    assert all(c["source"] and c["published"] > 0 for c in data["cases"])
+    assert data["loo_median_abs_error"] < 0.30
