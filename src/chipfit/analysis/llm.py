@@ -60,6 +60,8 @@ DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32
 COMPUTE_DTYPE = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16",
                  "fp8": "float8", "int8": "bfloat16", "int4": "bfloat16"}
 STACKS = ("optimized", "eager")
+# output rows up to which a matmul is matrix-vector-like / skinny (as chipfit.analysis.costs)
+GEMV_ROWS, SKINNY_ROWS = 8, 256
 
 
 def canonical_dtype(text: str, table: Mapping[str, float], what: str = "dtype") -> str:
@@ -297,6 +299,11 @@ class LlmDevice:
     link_bw: float | None = None
     link_latency_s: float = 0.0
     per_op_s: float = 0.0
+    per_module_s: float = 0.0  # eager Python per nn.Module call (calibrated CPUs)
+    # measured host time of one eager decode step outside the roofs: fixed + per layer
+    # (0: count operators x per_op_s instead)
+    host_base_s: float = 0.0
+    host_per_layer_s: float = 0.0
     kernel_floor_s: float = 0.0
     overlapped: bool = True
     overhead_bytes: float = 0.0
@@ -305,11 +312,15 @@ class LlmDevice:
     basis: str = "catalog"  # catalog (peaks x efficiencies) or calibrated (measured here)
     notes: tuple[str, ...] = ()
 
-    def rate(self, dtype: str, flops: float) -> float:
+    def rate(self, dtype: str, flops: float, rows: float = math.inf) -> float:
+        """Achievable FLOP/s of one matmul; few-row products (decode) use the calibrated
+        ``gemv``/``skinny`` curves where the device has them (their own kernel paths)."""
         from chipfit.analysis.roofline import curve_rate
 
         curves = dict(self.matmul)
-        curve = curves.get(dtype) or curves.get("bfloat16") or curves.get("float32")
+        variant = "gemv" if rows <= GEMV_ROWS else ("skinny" if rows <= SKINNY_ROWS else "")
+        curve = ((curves.get(f"{dtype}/{variant}") if variant else None) or curves.get(dtype)
+                 or curves.get("bfloat16") or curves.get("float32"))
         return curve_rate(curve or ((1.0, math.nan),), max(flops, 1.0))
 
     def bw(self, nbytes: float) -> float:
@@ -331,6 +342,7 @@ class Op:
     flops: float
     bytes: float
     kind: str = "matmul"  # matmul | attention | allreduce | other
+    rows: float = math.inf  # output rows of a matmul (tokens): picks the gemv/skinny path
 
 
 def _moe_experts_read(arch: LlmArch, tokens: int) -> float:
@@ -352,7 +364,7 @@ def forward_ops(arch: LlmArch, run: LlmRun, tokens: int, seqs: int, ctx: float, 
 
     def lin(name: str, k: float, m: float, count: int = 1, weights: float = 1.0) -> Op:
         return Op(name, count * arch.layers, 2.0 * n * k * m,
-                  weights * k * m * wb + n * (k + m) * ab)
+                  weights * k * m * wb + n * (k + m) * ab, rows=n)
 
     pairs = seqs * (tokens / seqs) * ((tokens / seqs) + 1) / 2 if prefill else n * ctx
     kv_read = seqs * ctx * 2 * kv_cols * kvb
@@ -363,15 +375,17 @@ def forward_ops(arch: LlmArch, run: LlmRun, tokens: int, seqs: int, ctx: float, 
     touched = _moe_experts_read(arch, n)
     per_tok = arch.experts_per_token if arch.experts > 1 else 1
     mlp = Op("mlp", arch.layers, 2.0 * n * per_tok * arch.mlp_matrices * h * inter,
-             touched * arch.mlp_matrices * h * inter * wb + n * per_tok * (2 * h + inter) * ab)
+             touched * arch.mlp_matrices * h * inter * wb + n * per_tok * (2 * h + inter) * ab,
+             rows=n * per_tok / touched)
     ops.append(mlp)
     head_b = max(wb, 2.0) if run.weight_dtype != "float32" else 4.0
     ops.append(Op("lm_head", 1, 2.0 * seqs * h * arch.vocab / tp,
-                  h * arch.vocab / tp * head_b + seqs * arch.vocab * 4.0))
+                  h * arch.vocab / tp * head_b + seqs * arch.vocab * 4.0, rows=seqs))
     if tp > 1:
         ops.append(Op("allreduce", 2 * arch.layers, 0.0, n * h * ab, "allreduce"))
-    if eager_ops:
-        ops.append(Op("other", int(round(eager_ops)), 0.0, 0.0, "other"))
+    if eager_ops:  # the eager count includes the operators listed above
+        rest = int(round(eager_ops)) - sum(op.count for op in ops)
+        ops.append(Op("other", max(rest, 0), 0.0, 0.0, "other"))
     return ops
 
 
@@ -384,7 +398,7 @@ def _op_time(op: Op, dev: LlmDevice, dtype: str, tp: int) -> tuple[float, str]:
         return op.count * (wire + dev.link_latency_s), "interconnect"
     if op.kind == "other":
         return 0.0, "overhead"
-    compute = op.flops / dev.rate(dtype, op.flops) if op.flops else 0.0
+    compute = op.flops / dev.rate(dtype, op.flops, op.rows) if op.flops else 0.0
     memory = op.bytes / dev.bw(op.bytes) if op.bytes else 0.0
     return op.count * max(compute, memory), ("compute" if compute >= memory else "bandwidth")
 
@@ -401,7 +415,8 @@ class PhaseTime:
         return max(self.parts, key=lambda p: p[1])[0] if self.parts else "unknown"
 
 
-def pass_time(ops: Sequence[Op], dev: LlmDevice, dtype: str, tp: int, eager: bool) -> PhaseTime:
+def pass_time(ops: Sequence[Op], dev: LlmDevice, dtype: str, tp: int, eager: bool,
+              modules: float = 0.0, layers: int = 0) -> PhaseTime:
     """Time of one forward pass: device roofs plus launch floors, with host dispatch either
     overlapped (accelerators: ``max``) or serial (CPUs: ``+``); eager stacks pay dispatch."""
     parts: dict[str, float] = {}
@@ -413,7 +428,11 @@ def pass_time(ops: Sequence[Op], dev: LlmDevice, dtype: str, tp: int, eager: boo
         device += t
         n_ops += op.count
     floor = n_ops * dev.kernel_floor_s
-    host = n_ops * dev.per_op_s if eager else 0.0
+    host = 0.0
+    if eager and dev.host_per_layer_s:
+        host = dev.host_base_s + layers * dev.host_per_layer_s
+    elif eager:
+        host = n_ops * dev.per_op_s + modules * dev.per_module_s
     total = max(device + floor, host) if dev.overlapped else device + floor + host
     overhead = total - device
     if overhead > 0:
@@ -504,7 +523,8 @@ def _decode_contexts(run: LlmRun) -> list[float]:
 
 
 def predict_llm(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int = 1, stack: str = "optimized",
-                eager_ops_per_layer: float = 0.0, factors: Mapping[str, float] | None = None,
+                eager_ops_per_layer: float = 0.0, eager_modules_per_layer: float = 0.0,
+                factors: Mapping[str, float] | None = None,
                 band: float = 0.5, band_basis: str = "default") -> LlmPrediction:
     """Time to first token and decode step time of ``run`` on ``tp`` devices ``dev``.
 
@@ -518,10 +538,13 @@ def predict_llm(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int = 1, stack: 
     if run.act_bytes >= 4.0:
         dtype = "float32"
     extra = eager_ops_per_layer * arch.layers if eager else 0.0
+    mods = eager_modules_per_layer * arch.layers
     b, p = run.batch, run.prompt_len
-    pre = pass_time(forward_ops(arch, run, b * p, b, p, tp, True, extra), dev, dtype, tp, eager)
-    steps = [pass_time(forward_ops(arch, run, b, b, c, tp, False, extra), dev, dtype, tp, eager)
-             for c in _decode_contexts(run)]
+    n = arch.layers
+    pre = pass_time(forward_ops(arch, run, b * p, b, p, tp, True, extra), dev, dtype, tp, eager,
+                    mods, n)
+    steps = [pass_time(forward_ops(arch, run, b, b, c, tp, False, extra), dev, dtype, tp, eager,
+                       mods, n) for c in _decode_contexts(run)]
     f = dict(factors or {})
     step_s = (sum(s.seconds for s in steps) / len(steps)) if steps else 0.0
     parts: dict[str, float] = {}

@@ -23,7 +23,8 @@ from typing import Any
 from chipfit.analysis.llm import LlmArch
 from chipfit.errors import InvalidInputError, UnknownNameError
 
-__all__ = ["BUILTIN_CONFIGS", "Generation", "arch_from_config", "build_model", "count_ops",
+__all__ = ["BUILTIN_CONFIGS", "Generation", "arch_from_config", "build_model",
+           "count_module_calls", "count_ops",
            "greedy_generate", "load_arch", "load_config", "no_cache_greedy", "tiny_config"]
 
 _HUB = "huggingface.co/{}/blob/main/config.json"
@@ -298,3 +299,25 @@ def count_ops(model: Any, input_ids: Any, gen_len: int = 2) -> tuple[int, int]:
             model(input_ids=nxt, cache=cache, use_cache=True)
         counts.append(_Count.n)
     return counts[0], counts[1]
+
+
+def count_module_calls(model: Any, input_ids: Any) -> int:
+    """``nn.Module`` calls of one decode step after a prefill of ``input_ids``: eager Python
+    pays a per-call cost for each (hooks, argument handling) beyond the ATen dispatch."""
+    import torch
+    from transformers import DynamicCache
+
+    calls = [0]
+
+    def _hook(module: Any, args: Any) -> None:
+        calls[0] += 1
+
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(_hook)
+        try:
+            model(input_ids=input_ids[:, -1:], cache=cache, use_cache=True)
+        finally:
+            handle.remove()
+    return calls[0]
