@@ -55,3 +55,12 @@ def test_llm_published_rows_and_their_error(cli):
     assert len(data["cases"]) >= 10
     assert all(c["source"] and c["published"] > 0 for c in data["cases"])
     assert data["loo_median_abs_error"] < 0.30
+
+
+def test_llm_html_page_has_both_charts(cli, tmp_path):
+    page = tmp_path / "llm.html"
+    cli("llm", "llama-3.1-70b", "-H", "h100-sxm,l4,tpu-v5e", "--html", str(page), check=True)
+    text = page.read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in text and "<script" not in text
+    assert 'id="fig-llm-memory"' in text and 'id="fig-llm-tokens"' in text
+    assert text.count("<svg") == 2 and "mem-capacity" in text and "tps-h100-sxm" in text

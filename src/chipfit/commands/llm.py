@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--published", action="store_true",
                    help="show the published results and their leave-one-out errors instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--html", metavar="PATH", help="also write an HTML page with the memory-fit "
+                   "chart and tokens/s vs batch")
     p.set_defaults(func=run)
 
 
@@ -41,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         return _published(args, pipe)
     report = pipe.llm_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
                              args.batch, args.dtype, args.kv_dtype, args.stack)
+    if args.html:
+        from chipfit.report.llm_view import write_llm_html
+
+        write_llm_html(report, args.html)
     if args.json:
         print_json(report.to_dict())
         return 0

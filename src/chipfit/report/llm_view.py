@@ -14,7 +14,7 @@ from rich.table import Table
 
 from chipfit.report.fmt import fmt_seconds
 
-__all__ = ["llm_published_table", "llm_table"]
+__all__ = ["llm_html_section", "llm_published_table", "llm_table", "write_llm_html"]
 
 
 def _num(value: float | None, digits: str = ".3g") -> str:
@@ -62,3 +62,64 @@ def llm_published_table(cases: Sequence[Any]) -> Table:
         table.add_row(c.id, f"{c.published:.4g} {c.unit}", f"{c.predicted:.4g}",
                       f"{c.loo_factor:.2f}", f"{c.loo_error:+.0%}")
     return table
+
+
+def _html_rows(report: Any) -> list[tuple[Any, ...]]:
+    from chipfit.report.html import num
+
+    rows = []
+    for r in report.rows:
+        p = r.prediction
+        fits = "?" if r.fits is None else ("yes" if r.fits else "no")
+        rows.append((r.hardware, fits, "-" if r.devices_needed is None else r.devices_needed,
+                     num(f"{r.memory.total / 1e9:.1f} GB", "predicted"),
+                     num(f"{r.memory_capacity / 1e9:.0f} GB", "catalog")
+                     if r.memory_capacity else "-", r.max_batch,
+                     num(fmt_seconds(p.ttft_s), "predicted") if p else "-",
+                     num(_num(p.decode_tokens_per_s), "predicted") if p else "-",
+                     num(_num(p.aggregate_tokens_per_s), "predicted") if p else "-",
+                     p.decode_bound if p else (r.why or "-"),
+                     f"+-{p.band:.0%}" if p else "-", p.stack if p else "-"))
+    return rows
+
+
+def llm_html_section(report: Any, element_id: str = "llm") -> Any:
+    """The report section of one :class:`~chipfit.llm_pipeline.LlmReport`: a table, the
+    memory-fit chart and tokens/s vs batch (inline SVG)."""
+    from chipfit.report.html import Safe, _el, _figure, _join, _table
+    from chipfit.report.llm_plots import memory_fit_plot, tokens_vs_batch_plot
+
+    a, r = report.arch, report.run
+    head = (f"Language model {a.name}: {a.params / 1e9:.2f}B parameters, {r.weight_dtype} "
+            f"weights, {r.kv_dtype} KV cache, prompt {r.prompt_len}, generate {r.gen_len}, "
+            f"batch {r.batch}")
+    table = _table(("hardware", "fits 1 device", "devices needed", "memory/device",
+                    "capacity", "max batch", "TTFT", "tok/s per seq", "tok/s batch", "bound",
+                    "band", "stack"), _html_rows(report), numeric=(2, 3, 4, 5, 6, 7, 8))
+    notes = sorted({n for row in report.rows if row.prediction for n in row.prediction.notes}
+                   | set(report.notes))
+    return _join([_el("h2", head, id=element_id), table,
+                  _figure(f"{element_id}-memory", "Memory per device (estimated) against "
+                          "capacity (catalog).", memory_fit_plot(report)),
+                  _figure(f"{element_id}-tokens", "Decode tokens/s vs batch (predicted).",
+                          tokens_vs_batch_plot(report)),
+                  _el("ul", _join(_el("li", n) for n in notes), class_="muted") if notes
+                  else Safe("")])
+
+
+def write_llm_html(report: Any, path: Any) -> Any:
+    """A self-contained HTML page of one LLM report (same shell as chipfit report)."""
+    from pathlib import Path
+
+    from chipfit.report.html import _CSP, _STYLE, _el, esc
+
+    body = llm_html_section(report)
+    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f"<title>chipfit llm {esc(report.arch.name)}</title>"
+            f"<style>{_STYLE}</style></head><body>{_el('h1', 'chipfit llm')}{body}"
+            f"</body></html>\n")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
