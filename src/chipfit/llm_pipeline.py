@@ -26,7 +26,6 @@ from functools import lru_cache
 from typing import Any
 
 from chipfit.analysis.llm import (
-    COMPUTE_DTYPE,
     KV_DTYPES,
     WEIGHT_DTYPES,
     LlmArch,
@@ -220,9 +219,7 @@ def target_device(text: str) -> tuple[LlmDevice | None, str, bool]:
 
         cal = load_calibration("torch:cpu")
         if cal is not None:
-            base, per_layer = eager_host_overhead()
-            dev = calibrated_device(cal, _local_memory())
-            return replace(dev, host_base_s=base, host_per_layer_s=per_layer), "", True
+            return calibrated_device(cal, _local_memory()), "", True
         spec = _local_catalog_entry()
         if spec is None or spec.memory_bw is None:
             return None, "not calibrated: run chipfit calibrate --devices torch:cpu", True
@@ -391,6 +388,10 @@ def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
                       f"needs {tp} devices but the catalog has no interconnect bandwidth for "
                       f"{dev.key}")
 
+    if local and dev.basis == "calibrated" and chosen == "eager":
+        base, per_layer = eager_host_overhead()  # measured once per process, only when needed
+        dev = replace(dev, host_base_s=base, host_per_layer_s=per_layer)
+
     def predict(batch: int) -> LlmPrediction:
         return _predict(arch, replace(run, batch=batch), dev, tp, chosen, local)
 
@@ -416,12 +417,11 @@ def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
         band = 0.25 if local else 0.5
         basis = ("calibration of this machine; see benchmarks/llm_cpu.py for the measured check"
                  if local else "default 50% (eager PyTorch on catalog devices is not validated)")
-        ops, modules = _counts(arch)
+        # operator counts only where the host cost is not measured per layer already
+        ops, modules = _counts(arch) if not dev.host_per_layer_s else (0.0, 0.0)
         p = predict_llm(arch, run, dev, tp, stack, eager_ops_per_layer=ops,
                         eager_modules_per_layer=modules, band=band, band_basis=basis)
         note = "assumes PyTorch eager with transformers (per-op dispatch cost included)"
-    if COMPUTE_DTYPE[run.weight_dtype] not in dict(dev.matmul):
-        note += f"; no {COMPUTE_DTYPE[run.weight_dtype]} rate on {dev.key}: 16-bit rate used"
     return replace(p, notes=p.notes + (note,))
 
 

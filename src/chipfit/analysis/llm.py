@@ -319,9 +319,15 @@ class LlmDevice:
 
         curves = dict(self.matmul)
         variant = "gemv" if rows <= GEMV_ROWS else ("skinny" if rows <= SKINNY_ROWS else "")
-        curve = ((curves.get(f"{dtype}/{variant}") if variant else None) or curves.get(dtype)
-                 or curves.get("bfloat16") or curves.get("float32"))
+        used = self.rate_dtype(dtype)
+        curve = (curves.get(f"{used}/{variant}") if variant else None) or curves.get(used)
         return curve_rate(curve or ((1.0, math.nan),), max(flops, 1.0))
+
+    def rate_dtype(self, dtype: str) -> str:
+        """The matmul dtype whose rate is used for ``dtype``: itself, else bfloat16, else
+        float32 (e.g. fp8 weights on a GPU without fp8 units dequantise to 16 bit)."""
+        curves = dict(self.matmul)
+        return next((d for d in (dtype, "bfloat16", "float32") if d in curves), dtype)
 
     def bw(self, nbytes: float) -> float:
         from chipfit.analysis.roofline import curve_rate
@@ -552,8 +558,9 @@ def predict_llm(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int = 1, stack: 
         for k, v in s.parts:
             parts[k] = parts.get(k, 0.0) + v / len(steps)
     decode = PhaseTime(step_s, tuple(sorted(parts.items())))
-    notes = dev.notes + ((f"{run.weight_dtype} weights on {dev.key}: no {dtype} rate in the "
-                          "catalog, 16-bit rate used",) if dtype not in dict(dev.matmul) else ())
+    used = dev.rate_dtype(dtype)
+    notes = dev.notes + ((f"{run.weight_dtype} weights on {dev.key}: no {dtype} matmul rate, "
+                          f"the {used} rate is used",) if used != dtype else ())
     return LlmPrediction(dev.key, dev.name, tp, stack, pre.seconds * f.get("prefill", 1.0),
                          step_s * f.get("decode", 1.0), pre.bound, decode.bound if steps else "-",
                          decode.parts, b, run.gen_len, band, band_basis, dev.tdp_w,
