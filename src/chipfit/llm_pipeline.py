@@ -168,7 +168,8 @@ def calibrated_device(cal: Any, memory: float | None) -> LlmDevice:
     return LlmDevice(
         key=cal.device, name=cal.name, kind=cal.kind, memory_bytes=memory or cal.memory_bytes,
         matmul=tuple((d, c) for d, c in cal.matmul if c), bandwidth=cal.bandwidth,
-        per_op_s=cal.host_per_op_s, per_module_s=cal.host_per_module_s, overlapped=cal.kind != "cpu" and cal.asynchronous,
+        per_op_s=cal.host_per_op_s, per_module_s=cal.host_per_module_s,
+        overlapped=cal.kind != "cpu" and cal.asynchronous,
         overhead_bytes=OVERHEAD_BYTES.get(cal.kind, 0.5e9), basis="calibrated",
         notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",))
 

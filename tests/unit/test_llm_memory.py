@@ -63,8 +63,8 @@ def test_mixtral_active_params_and_expert_reads():
 
 
 def test_textbook_verdicts():
-    from chipfit.llm_pipeline import catalog_device
     from chipfit.hardware.catalog import load_catalog
+    from chipfit.llm_pipeline import catalog_device
 
     cat = load_catalog()
     h100 = catalog_device(cat["h100-sxm"])
