@@ -128,3 +128,19 @@ def test_json_shape_of_a_report():
         assert row["ttft_s"] > 0 and math.isfinite(row["decode_tokens_per_s"])
         assert row["memory_bytes"]["total"] <= row["memory_capacity_bytes"]
         assert row["prediction"]["source"] == "predicted"
+
+
+def test_interconnect_figures_are_optional_sourced_and_checked():
+    from chipfit.hardware.catalog import catalog_problems, load_catalog, read_catalog_data
+
+    cat = load_catalog()
+    assert cat["h100-sxm"].interconnect_bw == 450e9  # NVLink4, per direction
+    assert cat["tpu-v5e"].interconnect_bw == 100e9  # ICI, bidirectional per link
+    assert cat["l4"].interconnect_bw == cat["l4"].host_link_bw  # no NVLink: PCIe
+    assert cat["epyc-9654"].interconnect_bw is None  # absent: no multi-device prediction
+    for spec in cat.values():
+        for fig in spec.optional_figures:
+            assert fig.sources and fig.status in ("sourced", "derived"), spec.key
+    data = read_catalog_data()
+    data["devices"]["h100-sxm"]["interconnect_gbs"] = {"value": 450.0}
+    assert any("interconnect_gbs: a value needs a source" in p for p in catalog_problems(data))
