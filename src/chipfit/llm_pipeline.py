@@ -463,3 +463,111 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
 def _dedupe(items: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     return [t for t in items if not (t in seen or seen.add(t))]
+
+
+# ------------------------------------------------------------------------- advice
+
+OBJECTIVES = {  # objective -> (what is ranked, unit, lower is better)
+    "latency": ("time per request (TTFT + decode)", "s", True),
+    "throughput": ("generated tokens/s for the batch", "tokens/s", False),
+    "cost": ("dollars per 1M generated tokens", "USD", True),
+    "energy": ("kWh per 1M generated tokens (at TDP)", "kWh", True),
+}
+
+
+def _score(row: LlmRow, objective: str) -> float | None:
+    p = row.prediction
+    if p is None:
+        return None
+    value = {"latency": p.total_s, "throughput": p.throughput_tokens_per_s * 1.0,
+             "cost": p.usd_per_million_tokens, "energy": p.kwh_per_million_tokens}[objective]
+    return None if value is None or not math.isfinite(value) else value
+
+
+@dataclass(frozen=True)
+class LlmAdvice:
+    """Hardware for a language model ranked by one objective, with what was left out."""
+
+    report: LlmReport
+    objective: str
+    ranked: tuple[tuple[LlmRow, float], ...]  # best first
+    excluded: tuple[tuple[str, str], ...]  # (hardware, why)
+
+    @property
+    def choice(self) -> str | None:
+        return self.ranked[0][0].hardware if self.ranked else None
+
+    def reasons(self) -> list[str]:
+        """Plain sentences: why the first choice, on how many devices, bound by what."""
+        if not self.ranked:
+            return ["no hardware has a prediction for this run"]
+        row, value = self.ranked[0]
+        p = row.prediction
+        assert p is not None
+        what, unit, _ = OBJECTIVES[self.objective]
+        out = [f"{row.hardware} x{p.tp} is best by {what}: {value:.4g} {unit} (predicted, "
+               f"band +-{p.band:.0%}, {p.stack} stack)",
+               f"it needs {row.devices_needed} device(s) to hold {self.report.arch.name} "
+               f"({row.memory.total / 1e9:.1f} GB per device, estimated); decode is "
+               f"{p.decode_bound}-bound at batch {p.batch}"]
+        if len(self.ranked) > 1:
+            nxt, v2 = self.ranked[1]
+            out.append(f"next: {nxt.hardware} at {v2:.4g} {unit}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.report.arch.name, "objective": self.objective,
+                "choice": self.choice, "reasons": self.reasons(),
+                "ranked": [{"hardware": r.hardware, "devices": r.devices_needed, "score": v,
+                            "unit": OBJECTIVES[self.objective][1], "source": "predicted"}
+                           for r, v in self.ranked],
+                "excluded": [{"hardware": h, "why": w} for h, w in self.excluded],
+                "report": self.report.to_dict()}
+
+
+def llm_advice(model: str | Mapping[str, Any], hardware: Sequence[str], objective: str = "latency",
+               max_latency: float | None = None, budget: float | None = None,
+               **run: Any) -> LlmAdvice:
+    """Rank ``hardware`` for ``model`` by ``objective`` (latency, throughput, cost, energy);
+    ``max_latency`` (seconds per request) and ``budget`` (USD per 1M tokens) exclude rows."""
+    from chipfit.errors import UnknownNameError
+
+    if objective not in OBJECTIVES:
+        raise UnknownNameError("objective", objective, OBJECTIVES)
+    report = llm_report(model, hardware, **run)
+    scored, excluded = [], []
+    for row in report.rows:
+        value = _score(row, objective)
+        p = row.prediction
+        if value is None:
+            excluded.append((row.hardware, row.why or f"no {objective} figure"))
+        elif max_latency is not None and p is not None and p.total_s > max_latency:
+            excluded.append((row.hardware, f"{p.total_s:.3g} s per request > --max-latency"))
+        elif budget is not None and (p is None or p.usd_per_million_tokens is None
+                                     or p.usd_per_million_tokens > budget):
+            excluded.append((row.hardware, "over budget or no price in the catalog"))
+        else:
+            scored.append((row, value))
+    lower = OBJECTIVES[objective][2]
+    scored.sort(key=lambda rv: rv[1] if lower else -rv[1])
+    return LlmAdvice(report, objective, tuple(scored), tuple(excluded))
+
+
+def is_llm(model: str) -> bool:
+    """Whether ``model`` names a built-in LLM or a decoder-only ``config.json``."""
+    from chipfit.errors import ChipfitError
+    from chipfit.workloads.llm import ALIASES, BUILTIN_CONFIGS, load_arch
+
+    key = ALIASES.get(model.lower(), model.lower())
+    if key in BUILTIN_CONFIGS:
+        return True
+    if not (model.endswith(".json") or model.endswith("/")):
+        from pathlib import Path
+
+        if not (Path(model).is_dir() and (Path(model) / "config.json").exists()):
+            return False
+    try:
+        load_arch(model)
+    except ChipfitError:
+        return False
+    return True

@@ -144,3 +144,16 @@ def test_interconnect_figures_are_optional_sourced_and_checked():
     data = read_catalog_data()
     data["devices"]["h100-sxm"]["interconnect_gbs"] = {"value": 450.0}
     assert any("interconnect_gbs: a value needs a source" in p for p in catalog_problems(data))
+
+
+def test_llm_advice_ranks_and_excludes():
+    from chipfit.llm_pipeline import is_llm, llm_advice
+
+    advice = llm_advice("llama-3.1-70b", ["h100-sxm", "l4", "mi300x"], "cost", batch=8)
+    assert advice.choice in ("h100-sxm", "l4")
+    assert [h for h, _ in advice.excluded] == ["mi300x"]  # no price in the catalog
+    scores = [v for _, v in advice.ranked]
+    assert scores == sorted(scores)
+    fast = llm_advice("llama-3.1-8b", ["h100-sxm", "l4"], "throughput", batch=16)
+    assert fast.choice == "h100-sxm" and "bound" in fast.reasons()[1]
+    assert is_llm("mixtral-8x7b") and not is_llm("resnet50") and not is_llm("gpt2-small")

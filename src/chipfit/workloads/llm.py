@@ -88,7 +88,7 @@ BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
 }
 ALIASES = {"llama-3.1-8b-instruct": "llama-3.1-8b", "llama-3.1-70b-instruct": "llama-3.1-70b",
            "mistral-7b-v0.1": "mistral-7b", "qwen2.5-7b-instruct": "qwen2.5-7b",
-           "mixtral-8x7b-v0.1": "mixtral-8x7b", "gpt2-small": "gpt2"}
+           "mixtral-8x7b-v0.1": "mixtral-8x7b"}
 # model_type -> (hidden, layers, heads, kv heads, intermediate, max positions) key names;
 # families not listed use the llama-style names
 _GPT_KEYS = ("n_embd", "n_layer", "n_head", "n_head", "n_inner", "n_positions")
