@@ -311,9 +311,24 @@ def _predict_row(row: Mapping[str, Any]) -> float:
     dev = target_device(row["hardware"])[0]
     assert dev is not None
     p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
-    if row["metric"] == "ttft":
+    metric = row["metric"]
+    if metric == "ttft":
         return p.ttft_s * 1000.0
-    return p.throughput_tokens_per_s / p.tp
+    if metric == "prefill_tokens_per_s":
+        return run.batch * run.prompt_len / p.ttft_s
+    if metric == "decode_tokens_per_s":
+        return p.decode_tokens_per_s
+    if metric == "throughput":
+        return p.throughput_tokens_per_s / p.tp
+    raise InvalidInputError(f"llm_results.toml: unknown metric {metric!r} in {row['id']}")
+
+
+# which factor (prefill or decode time) each published metric calibrates
+_PHASE = {"ttft": "prefill", "prefill_tokens_per_s": "prefill", "throughput": "decode",
+          "decode_tokens_per_s": "decode"}
+# --stack -> (the analysis stack, the published stack family its factors come from)
+STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "llamacpp": ("optimized", "llama.cpp"),
+          "eager": ("eager", "")}
 
 
 def _stack_family(stack: str) -> str:
@@ -326,7 +341,8 @@ def published_cases() -> tuple[PublishedCase, ...]:
     prediction is scaled by the median published/predicted ratio of the other rows of the
     same stack family and metric (a per-stack efficiency fitted without that row)."""
     data = _results_data()
-    scored = [Scored(r["id"], f"{_stack_family(r['stack'])}/{r['metric']}", float(r["value"]),
+    scored = [Scored(r["id"], f"{_stack_family(r['stack'])}/{_PHASE[r['metric']]}",
+                     float(r["value"]),
                      _predict_row(r), r["metric"] != "ttft",
                      (("row", r), ("source", data["sources"][r["source"]])))
               for r in data["results"]]
@@ -340,16 +356,18 @@ def published_cases() -> tuple[PublishedCase, ...]:
 
 
 def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float, str]:
-    """(time factors {"prefill", "decode"}, band, basis) fitted on ALL published rows of
-    ``stack``: the median measured/predicted time ratio per metric."""
+    """(time factors {"prefill", "decode"}, band, basis) fitted on ALL published rows of the
+    ``stack`` family: the median predicted/published speed ratio per phase (a time factor)."""
     cases = [c for c in published_cases() if _stack_family(c.stack) == stack]
     if not cases:
         return {}, 0.5, "default 50% (no published rows)"
-    ttft = median(c.published / c.predicted for c in cases if c.metric == "ttft")
-    thr = median(c.predicted / c.published for c in cases if c.metric != "ttft")
+    factors = {}
+    for phase in ("prefill", "decode"):
+        ratios = [c.published / c.predicted if c.metric == "ttft" else c.predicted / c.published
+                  for c in cases if _PHASE[c.metric] == phase]
+        k = median(ratios)
+        factors[phase] = k if math.isfinite(k) else 1.0
     band = median(abs(c.loo_error) for c in cases)
-    factors = {"prefill": ttft if math.isfinite(ttft) else 1.0,
-               "decode": thr if math.isfinite(thr) else 1.0}
     return factors, band, (f"leave-one-out median error on {len(cases)} published {stack} rows "
                            "(hardware/data/llm_results.toml)")
 
@@ -378,6 +396,10 @@ def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
     mb = max_batch(arch, run, cap, dev.overhead_bytes, tp) if cap else 0
     mc = max_context(arch, run, cap, dev.overhead_bytes, tp) if cap else 0
     chosen = stack or ("eager" if local else "optimized")
+    if chosen not in STACKS:
+        from chipfit.errors import UnknownNameError
+
+        raise UnknownNameError("stack", chosen, STACKS)
     why = ""
     if cap is None:
         why = "memory capacity not in the catalog: fit not judged, one device predicted"
@@ -407,20 +429,21 @@ def _rates(p: LlmPrediction) -> tuple[float, float]:
 
 def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
              local: bool) -> LlmPrediction:
-    if stack == "optimized":
-        factors, band, basis = stack_factors()
+    kind, family = STACKS[stack]
+    if kind == "optimized":
+        factors, band, basis = stack_factors(family)
         if dev.kind == "cpu":  # the published rows are all GPUs: no evidence for CPUs
             band, basis = max(band, 0.5), "default 50% (no published CPU rows for this stack)"
-        p = predict_llm(arch, run, dev, tp, stack, factors=factors, band=band, band_basis=basis)
-        note = ("assumes a compiled serving stack like TensorRT-LLM (fused kernels, CUDA graphs),"
-                " times scaled by factors fitted on published TensorRT-LLM rows")
+        p = predict_llm(arch, run, dev, tp, kind, factors=factors, band=band, band_basis=basis)
+        note = (f"assumes a compiled stack like {family} (fused kernels; launch floor per op, no"
+                f" per-op host cost), times scaled by factors fitted on published {family} rows")
     else:
         band = 0.25 if local else 0.5
         basis = ("calibration of this machine; see benchmarks/llm_cpu.py for the measured check"
                  if local else "default 50% (eager PyTorch on catalog devices is not validated)")
         # operator counts only where the host cost is not measured per layer already
         ops, modules = _counts(arch) if not dev.host_per_layer_s else (0.0, 0.0)
-        p = predict_llm(arch, run, dev, tp, stack, eager_ops_per_layer=ops,
+        p = predict_llm(arch, run, dev, tp, kind, eager_ops_per_layer=ops,
                         eager_modules_per_layer=modules, band=band, band_basis=basis)
         note = "assumes PyTorch eager with transformers (per-op dispatch cost included)"
     return replace(p, notes=p.notes + (note,))

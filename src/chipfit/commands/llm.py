@@ -25,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", "-H", default="h100-sxm,l4,tpu-v5e,local",
                    help="comma-separated catalog keys and/or 'local' "
                         "(default: h100-sxm,l4,tpu-v5e,local)")
-    p.add_argument("--stack", choices=("optimized", "eager"), default=None,
+    p.add_argument("--stack", choices=("optimized", "llamacpp", "eager"), default=None,
                    help="software stack assumed: optimized (TensorRT-LLM-like, default for "
-                        "catalog devices) or eager (PyTorch eager, default for local)")
+                        "catalog devices), llamacpp (llama.cpp-like, batch-1 local serving) "
+                        "or eager (PyTorch eager, default for local)")
     p.add_argument("--published", action="store_true",
                    help="show the published results and their leave-one-out errors instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
