@@ -157,3 +157,15 @@ def test_llm_advice_ranks_and_excludes():
     fast = llm_advice("llama-3.1-8b", ["h100-sxm", "l4"], "throughput", batch=16)
     assert fast.choice == "h100-sxm" and "bound" in fast.reasons()[1]
     assert is_llm("mixtral-8x7b") and not is_llm("resnet50") and not is_llm("gpt2-small")
+
+
+@pytest.mark.parametrize("bad", [
+    {"num_key_value_heads": "x"}, {"num_key_value_heads": 3}, {"hidden_size": 2},
+    {"hidden_size": True}, {"hidden_size": 1e30}, {"vocab_size": -1},
+    {"model_type": "mixtral", "num_local_experts": 2, "num_experts_per_tok": 3},
+])
+def test_hostile_configs_are_one_line_usage_errors(bad):
+    cfg = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "vocab_size": 10, **bad}
+    with pytest.raises(InvalidInputError):
+        arch_from_config(cfg)

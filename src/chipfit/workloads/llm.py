@@ -146,14 +146,19 @@ def arch_from_config(cfg: Mapping[str, Any]) -> LlmArch:
     h_key, l_key, a_key, kv_key, i_key, p_key = _KEYS.get(mtype, _LLAMA_KEYS)
     hidden = _int(cfg, h_key)
     heads = _int(cfg, a_key)
-    kv = cfg.get(kv_key) or heads
-    inter = cfg.get(i_key) or 4 * hidden
-    head_dim = cfg.get("head_dim") or hidden // heads
-    experts = cfg.get("num_local_experts") or cfg.get("num_experts") or 1
-    per_tok = cfg.get("num_experts_per_tok") or (2 if experts > 1 else 1)
-    if mtype == "qwen2_moe":  # Qwen MoE: routed expert width differs from the dense one
-        inter = cfg.get("moe_intermediate_size") or inter
-    positions = cfg.get(p_key) or 0
+    kv = _int(cfg, kv_key, heads) if cfg.get(kv_key) is not None else heads
+    inter = _int(cfg, i_key) if cfg.get(i_key) is not None else 4 * hidden
+    head_dim = _int(cfg, "head_dim") if cfg.get("head_dim") is not None else hidden // heads
+    experts = next((_int(cfg, k) for k in ("num_local_experts", "num_experts")
+                    if cfg.get(k) is not None), 1)
+    per_tok = (_int(cfg, "num_experts_per_tok") if cfg.get("num_experts_per_tok") is not None
+               else (2 if experts > 1 else 1))
+    if mtype == "qwen2_moe" and cfg.get("moe_intermediate_size") is not None:
+        inter = _int(cfg, "moe_intermediate_size")  # routed experts are narrower than dense
+    positions = _int(cfg, p_key) if cfg.get(p_key) is not None else 0
+    if head_dim <= 0 or per_tok > experts:
+        raise InvalidInputError(f"config {cfg.get('_name', mtype)!r}: inconsistent heads/"
+                                "experts figures; is it a real transformers config.json?")
     return LlmArch(
         name=str(cfg.get("_name", mtype)), family=mtype, layers=_int(cfg, l_key), hidden=hidden,
         heads=heads, kv_heads=int(kv), head_dim=int(head_dim), intermediate=int(inter),
