@@ -79,3 +79,29 @@ def test_eager_op_count_per_layer_is_counted():
 
     per_layer = eager_ops_per_layer("llama")
     assert 10 < per_layer < 200
+
+
+@pytest.mark.parametrize("family, extra", [("llama", {"rope_theta": 500000.0}), ("qwen2", {})])
+def test_jax_generation_matches_torch_token_for_token(family, extra):
+    pytest.importorskip("jax")
+    from chipfit.workloads.llm_jax import greedy_generate_jax, last_logits_jax
+
+    model = build_model(tiny_config(family, **extra), "cpu", seed=4)
+    ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want = model(input_ids=ids, use_cache=False).logits[:, -1].numpy()
+    assert abs(last_logits_jax(model, ids) - want).max() < 1e-4
+    torch_gen = greedy_generate(model, ids, 8)
+    jax_gen = greedy_generate_jax(model, ids, 8)
+    assert jax_gen.tokens == torch_gen.tokens
+    assert len(jax_gen.step_s) == 7 and jax_gen.source == "measured"
+
+
+def test_jax_generation_refuses_other_families():
+    pytest.importorskip("jax")
+    from chipfit.errors import UnsupportedError
+    from chipfit.workloads.llm_jax import greedy_generate_jax
+
+    model = build_model(tiny_config("gpt2"), "cpu")
+    with pytest.raises(UnsupportedError, match="llama"):
+        greedy_generate_jax(model, torch.zeros((1, 4), dtype=torch.long), 2)
