@@ -14,7 +14,8 @@ from rich.table import Table
 
 from chipfit.report.fmt import fmt_seconds
 
-__all__ = ["llm_html_section", "llm_published_table", "llm_table", "write_llm_html"]
+__all__ = ["llm_advice_renderable", "llm_html_section", "llm_published_table", "llm_table",
+           "write_llm_html"]
 
 
 def _num(value: float | None, digits: str = ".3g") -> str:
@@ -123,3 +124,30 @@ def write_llm_html(report: Any, path: Any) -> Any:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
+
+
+def llm_advice_renderable(advice: Any) -> Any:
+    """``chipfit advise`` for a language model: the ranking, its reasons, what was excluded."""
+    from rich.console import Group
+    from rich.text import Text
+
+    what, unit, _ = _objective(advice.objective)
+    table = Table(title=f"chipfit advise {advice.report.arch.name}: ranked by {what} "
+                  f"(predicted)", title_justify="left")
+    for col in ("#", "hardware", "devices", unit, "TTFT", "tok/s/seq", "bound", "stack"):
+        table.add_column(col, justify="left" if col in ("hardware", "bound", "stack") else "right")
+    for i, (row, value) in enumerate(advice.ranked, 1):
+        p = row.prediction
+        table.add_row(str(i), row.hardware, str(row.devices_needed or 1), f"{value:.4g}",
+                      fmt_seconds(p.ttft_s), _num(p.decode_tokens_per_s), p.decode_bound,
+                      p.stack)
+    lines = [Text(f"Recommendation: {advice.choice or 'none'}", style="bold")]
+    lines += [Text(f"- {r}") for r in advice.reasons()]
+    lines += [Text(f"excluded {h}: {w}", style="dim") for h, w in advice.excluded]
+    return Group(table, *lines)
+
+
+def _objective(name: str) -> tuple[str, str, bool]:
+    from chipfit.llm_pipeline import OBJECTIVES
+
+    return OBJECTIVES[name]
