@@ -34,7 +34,7 @@ the LM head stay 16-bit under weight-only quantisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -603,13 +603,3 @@ def loo_factors(rows: Sequence[Scored]) -> list[tuple[Scored, float, float]]:
         corrected = row.predicted * k if row.higher_is_better else row.predicted / k
         out.append((row, k, (corrected - row.published) / row.published))
     return out
-
-
-def batch_sweep(predict: Callable[[int], LlmPrediction], batches: Iterable[int]
-                ) -> list[tuple[int, float, float]]:
-    """(batch, per-sequence tokens/s, aggregate tokens/s) for each batch that predicts."""
-    rows = []
-    for b in batches:
-        p = predict(b)
-        rows.append((b, p.decode_tokens_per_s, p.aggregate_tokens_per_s))
-    return rows
