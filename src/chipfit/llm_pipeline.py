@@ -27,6 +27,7 @@ from typing import Any
 
 from chipfit.analysis.llm import (
     KV_DTYPES,
+    OBJECTIVES,
     WEIGHT_DTYPES,
     LlmArch,
     LlmDevice,
@@ -489,14 +490,6 @@ def _dedupe(items: Iterable[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------- advice
-
-OBJECTIVES = {  # objective -> (what is ranked, unit, lower is better)
-    "latency": ("time per request (TTFT + decode)", "s", True),
-    "throughput": ("generated tokens/s for the batch", "tokens/s", False),
-    "cost": ("dollars per 1M generated tokens", "USD", True),
-    "energy": ("kWh per 1M generated tokens (at TDP)", "kWh", True),
-}
-
 
 def _score(row: LlmRow, objective: str) -> float | None:
     p = row.prediction

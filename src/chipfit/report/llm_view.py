@@ -148,6 +148,6 @@ def llm_advice_renderable(advice: Any) -> Any:
 
 
 def _objective(name: str) -> tuple[str, str, bool]:
-    from chipfit.llm_pipeline import OBJECTIVES
+    from chipfit.analysis.llm import OBJECTIVES
 
     return OBJECTIVES[name]
