@@ -128,6 +128,9 @@ def test_json_shape_of_a_report():
         assert row["ttft_s"] > 0 and math.isfinite(row["decode_tokens_per_s"])
         assert row["memory_bytes"]["total"] <= row["memory_capacity_bytes"]
         assert row["prediction"]["source"] == "predicted"
+        assert row["prediction"]["allreduce_s_per_step"] > 0  # tensor parallel: all-reduces
+    one = llm_report("llama-3.1-8b", ["h100-sxm"]).to_dict()["rows"][0]
+    assert one["devices_needed"] == 1 and one["prediction"]["allreduce_s_per_step"] == 0
 
 
 def test_interconnect_figures_are_optional_sourced_and_checked():

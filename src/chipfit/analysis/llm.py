@@ -445,6 +445,7 @@ class LlmPrediction:
                 "throughput_tokens_per_s": self.throughput_tokens_per_s,
                 "prefill_bound": self.prefill_bound, "bound": self.decode_bound,
                 "decode_seconds_by_bound": dict(self.decode_parts),
+                "allreduce_s_per_step": dict(self.decode_parts).get("interconnect", 0.0),
                 "usd_per_million_tokens": self.usd_per_million_tokens,
                 "kwh_per_million_tokens": self.kwh_per_million_tokens,
                 "band": self.band, "band_basis": self.band_basis, "notes": list(self.notes),
