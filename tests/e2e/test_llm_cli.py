@@ -64,3 +64,23 @@ def test_llm_html_page_has_both_charts(cli, tmp_path):
     assert "Content-Security-Policy" in text and "<script" not in text
     assert 'id="fig-llm-memory"' in text and 'id="fig-llm-tokens"' in text
     assert text.count("<svg") == 2 and "mem-capacity" in text and "tps-h100-sxm" in text
+
+
+def test_advise_routes_a_language_model_to_the_llm_logic(cli):
+    data = json.loads(cli("advise", "llama-3.1-70b", "--objective", "throughput", "--batch", "16",
+                          "--hardware", "h100-sxm,l4,mi300x", "--json", "-", check=True).stdout)
+    assert data["model"] == "llama-3.1-70b" and data["objective"] == "throughput"
+    assert data["choice"] in {"h100-sxm", "l4", "mi300x"}
+    scores = [r["score"] for r in data["ranked"]]
+    assert scores == sorted(scores, reverse=True)  # tokens/s: higher first
+    assert all(r["source"] == "predicted" for r in data["ranked"])
+    assert data["report"]["rows"][0]["devices_needed"] == 2
+
+
+def test_validate_reports_the_published_llm_rows_leave_one_out():
+    from chipfit.commands.validate import _llm_cases, _llm_json
+
+    data = _llm_json(_llm_cases())
+    assert len(data["cases"]) >= 10 and data["loo_median_abs_error"] < 0.30
+    assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp"}
+    json.dumps(data)  # plain JSON
