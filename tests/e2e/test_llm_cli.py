@@ -84,3 +84,15 @@ def test_validate_reports_the_published_llm_rows_leave_one_out():
     assert len(data["cases"]) >= 10 and data["loo_median_abs_error"] < 0.30
     assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp"}
     json.dumps(data)  # plain JSON
+
+
+def test_chipfit_report_gets_an_llm_section(cli, tmp_path):
+    sweep = tmp_path / "sweep.json"
+    cli("sweep", "matmul", "--from", "16", "--to", "32", "--devices", "torch:cpu@1t",
+        "--budget", "0.1", "--target", "0.05", "--no-save", "--json", str(sweep), check=True)
+    page = tmp_path / "report.html"
+    cli("report", str(sweep), "-o", str(page), "--llm", "llama-3.1-8b", "--llm-hardware",
+        "h100-sxm,l4", check=True)
+    text = page.read_text(encoding="utf-8")
+    assert 'id="llm-0"' in text and 'id="fig-llm-0-memory"' in text
+    assert 'id="fig-llm-0-tokens"' in text and "<script" not in text

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", metavar="DIR", help="also write every plot as a PNG into DIR")
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the crossover statements (default 0.95)")
+    p.add_argument("--llm", action="append", default=[], metavar="MODEL",
+                   help="add a language-model section (memory-fit chart, tokens/s vs batch) "
+                   "for MODEL, a chipfit llm built-in or config.json; repeatable")
+    p.add_argument("--llm-hardware", default="h100-sxm,a100-sxm-80gb,l4,tpu-v5e,mi300x",
+                   help="catalog keys for the --llm sections")
     add_db_flag(p)
     p.set_defaults(func=run)
 
@@ -54,9 +59,17 @@ def run(args: argparse.Namespace) -> int:
 
     check_settings(args.level, 2000)
     runs = _runs(args)
-    path = write_report(runs, args.output, png_dir=args.png, level=args.level)
+    llm = _llm_reports(args)
+    path = write_report(runs, args.output, png_dir=args.png, level=args.level, llm=llm)
     count = sum(len(r.measurements) for r in runs)
     out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
     if args.png:
         err.print(f"plots as PNG in {args.png}", markup=False)
     return 0
+
+
+def _llm_reports(args: argparse.Namespace) -> list:
+    from chipfit.commands._common import csv_list
+    from chipfit.llm_pipeline import llm_report
+
+    return [llm_report(model, csv_list(args.llm_hardware)) for model in args.llm]
