@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_settings(args.level, 2000)
     runs = _runs(args)
-    llm = _llm_reports(args)
-    path = write_report(runs, args.output, png_dir=args.png, level=args.level, llm=llm)
+    path = write_report(runs, args.output, png_dir=args.png, level=args.level,
+                        sections=_llm_sections(args))
     count = sum(len(r.measurements) for r in runs)
     out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
     if args.png:
@@ -68,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _llm_reports(args: argparse.Namespace) -> list:
+def _llm_sections(args: argparse.Namespace) -> list[str]:
+    """One HTML section per ``--llm`` model: memory-fit chart and tokens/s vs batch."""
     from chipfit.commands._common import csv_list
     from chipfit.llm_pipeline import llm_report
+    from chipfit.report.llm_view import llm_html_section
 
-    return [llm_report(model, csv_list(args.llm_hardware)) for model in args.llm]
+    return [llm_html_section(llm_report(model, csv_list(args.llm_hardware)), f"llm-{i}")
+            for i, model in enumerate(args.llm)]
