@@ -76,6 +76,7 @@ class LlmRow:
     prediction: LlmPrediction | None
     why: str = ""  # why there is no prediction
     sweep: tuple[tuple[int, float, float], ...] = ()  # (batch, per-seq tok/s, aggregate)
+    capacity_source: str = "catalog"  # or "measured" (this machine's memory, probed)
     source: str = "predicted"
 
     @property
@@ -88,6 +89,7 @@ class LlmRow:
         return {"hardware": self.hardware, "name": self.name, "kind": self.kind,
                 "local": self.local, "fits": self.fits, "devices_needed": self.devices_needed,
                 "memory_capacity_bytes": self.memory_capacity,
+                "memory_capacity_source": self.capacity_source,
                 "memory_bytes": self.memory.to_dict(), "max_batch": self.max_batch,
                 "max_context": self.max_context,
                 "ttft_s": p.ttft_s if p else None,
@@ -385,43 +387,54 @@ def parse_run(prompt_len: int, gen_len: int, batch: int, dtype: str,
     return LlmRun(prompt_len, gen_len, batch, wd, kv, 4.0 if wd == "float32" else 2.0)
 
 
+@dataclass(frozen=True)
+class _Fit:
+    need: int | None
+    tp: int
+    memory: MemoryBreakdown
+    max_batch: int
+    max_context: int
+
+
+def _fit(arch: LlmArch, run: LlmRun, cap: float | None, overhead: float) -> _Fit:
+    """Devices needed and, on that many, the memory, the largest batch and context."""
+    need = devices_needed(arch, run, cap, overhead) if cap else None
+    tp = need or 1
+    return _Fit(need, tp, memory_breakdown(arch, run, tp, overhead),
+                max_batch(arch, run, cap, overhead, tp) if cap else 0,
+                max_context(arch, run, cap, overhead, tp) if cap else 0)
+
+
 def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
     dev, why, local = target_device(text)
     if dev is None:
-        mem = _local_memory() if local else None
-        return _verdict_only(arch, run, text, mem, why)
+        return _verdict_only(arch, run, text, _local_memory() if local else None, why)
     cap = dev.memory_bytes
-    need = devices_needed(arch, run, cap, dev.overhead_bytes) if cap else None
-    tp = need or 1
-    mem = memory_breakdown(arch, run, tp, dev.overhead_bytes)
-    mb = max_batch(arch, run, cap, dev.overhead_bytes, tp) if cap else 0
-    mc = max_context(arch, run, cap, dev.overhead_bytes, tp) if cap else 0
+    fit = _fit(arch, run, cap, dev.overhead_bytes)
+
+    def row(prediction: LlmPrediction | None, why: str = "",
+            sweep: tuple[tuple[int, float, float], ...] = ()) -> LlmRow:
+        return LlmRow(dev.key, dev.name, dev.kind, local, cap, fit.need, fit.memory,
+                      fit.max_batch, fit.max_context, prediction, why, sweep,
+                      capacity_source="measured" if local else "catalog")
+
+    if cap is not None and fit.need is None:
+        return row(None, "does not fit even on 64 tensor-parallel devices")
+    if fit.tp > 1 and dev.link_bw is None:
+        return row(None, f"needs {fit.tp} devices but the catalog has no interconnect "
+                         f"bandwidth for {dev.key}")
     chosen = stack or ("eager" if local else "optimized")
-    if chosen not in STACKS:
-        from chipfit.errors import UnknownNameError
-
-        raise UnknownNameError("stack", chosen, STACKS)
-    why = ""
-    if cap is None:
-        why = "memory capacity not in the catalog: fit not judged, one device predicted"
-    elif need is None:
-        return LlmRow(dev.key, dev.name, dev.kind, local, cap, None, mem, mb, mc, None,
-                      "does not fit even on 64 tensor-parallel devices")
-    if tp > 1 and dev.link_bw is None:
-        return LlmRow(dev.key, dev.name, dev.kind, local, cap, need, mem, mb, mc, None,
-                      f"needs {tp} devices but the catalog has no interconnect bandwidth for "
-                      f"{dev.key}")
-
     if local and dev.basis == "calibrated" and chosen == "eager":
         base, per_layer = eager_host_overhead()  # measured once per process, only when needed
         dev = replace(dev, host_base_s=base, host_per_layer_s=per_layer)
 
     def predict(batch: int) -> LlmPrediction:
-        return _predict(arch, replace(run, batch=batch), dev, tp, chosen, local)
+        return _predict(arch, replace(run, batch=batch), dev, fit.tp, chosen, local)
 
-    pred = predict(run.batch)
-    sweep = tuple((b, *_rates(predict(b))) for b in BATCHES if b == 1 or b <= mb or cap is None)
-    return LlmRow(dev.key, dev.name, dev.kind, local, cap, need, mem, mb, mc, pred, why, sweep)
+    sweep = tuple((b, *_rates(predict(b))) for b in BATCHES
+                  if b == 1 or b <= fit.max_batch or cap is None)
+    why = "" if cap else "memory capacity not in the catalog: fit not judged, one device predicted"
+    return row(predict(run.batch), why, sweep)
 
 
 def _rates(p: LlmPrediction) -> tuple[float, float]:
@@ -451,13 +464,9 @@ def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
 
 
 def _verdict_only(arch: LlmArch, run: LlmRun, key: str, cap: float | None, why: str) -> LlmRow:
-    ovh = OVERHEAD_BYTES["cpu"]
-    need = devices_needed(arch, run, cap, ovh) if cap else None
-    tp = need or 1
-    mem = memory_breakdown(arch, run, tp, ovh)
-    mb = max_batch(arch, run, cap, ovh, tp) if cap else 0
-    mc = max_context(arch, run, cap, ovh, tp) if cap else 0
-    return LlmRow(key, "this machine's CPU", "cpu", True, cap, need, mem, mb, mc, None, why)
+    fit = _fit(arch, run, cap, OVERHEAD_BYTES["cpu"])
+    return LlmRow(key, "this machine's CPU", "cpu", True, cap, fit.need, fit.memory,
+                  fit.max_batch, fit.max_context, None, why, capacity_source="measured")
 
 
 def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_len: int = 512,
@@ -473,6 +482,10 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
     if arch.max_context and run.context > arch.max_context:
         raise InvalidInputError(f"prompt + generation = {run.context} tokens exceeds "
                                 f"{arch.name}'s {arch.max_context}-token context")
+    if stack is not None and stack not in STACKS:
+        from chipfit.errors import UnknownNameError
+
+        raise UnknownNameError("stack", stack, STACKS)
     targets = _dedupe(t.strip() for t in hardware if t.strip())
     if not targets:
         raise UsageError("no hardware given: pass --hardware h100-sxm,l4,local ...")
