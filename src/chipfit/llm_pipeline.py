@@ -12,9 +12,11 @@ Which software stack a prediction assumes is explicit:
   TensorRT-LLM (fused kernels, CUDA graphs: launch floor per op, no per-op host cost). Its
   times are scaled by factors fitted on the published TensorRT-LLM rows of
   ``hardware/data/llm_results.toml``; the band is their leave-one-out median error.
+- ``llamacpp``: the same roofline with factors fitted on the published llama.cpp rows.
 - ``eager`` (``local`` by default): PyTorch eager with transformers, as chipfit measures it
-  (``benchmarks/llm_cpu.py``): each ATen operator pays the calibrated host dispatch cost; the
-  operator count per layer is counted on a tiny model of the same family.
+  (``benchmarks/llm_cpu.py``). On a calibrated local CPU the host time of a decode step
+  (fixed + per layer) is measured here on tiny models of the same family; on catalog devices
+  each ATen operator (counted on a tiny model) pays the catalog's per-op dispatch cost.
 """
 
 from __future__ import annotations
