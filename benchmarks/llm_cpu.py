@@ -6,6 +6,7 @@ a quiet machine (other processes slow the measurement and the calibration alike)
     python benchmarks/llm_cpu.py                 # calibrate, then measure and predict
     python benchmarks/llm_cpu.py --quick         # a tiny smoke run (checks the script works)
     python benchmarks/llm_cpu.py --json out.json
+    python benchmarks/llm_cpu.py --jax           # also the JAX port's decode rate (measured)
 
 For each small Llama-family config (random weights, float32, transformers eager on
 ``torch:cpu``) and batch, it runs real greedy generation against a KV cache
@@ -56,6 +57,22 @@ def measure(cfg: dict, batch: int, prompt: int, gen: int, repeats: int) -> dict:
             "decode_tokens_per_s": 1.0 / step, "source": "measured"}
 
 
+def measure_jax(cfg: dict, batch: int, prompt: int, gen: int, repeats: int) -> dict:
+    """The same generation in JAX (jitted decode step, same weights): measured only."""
+    import torch
+
+    from chipfit.workloads.llm import build_model
+    from chipfit.workloads.llm_jax import greedy_generate_jax
+
+    model = build_model(cfg, "cpu", "float32")
+    ids = torch.randint(0, cfg["vocab_size"], (batch, prompt),
+                        generator=torch.Generator().manual_seed(0))
+    runs = [greedy_generate_jax(model, ids, gen) for _ in range(repeats)]
+    step = statistics.median(s for r in runs for s in r.step_s)
+    return {"prefill_s": statistics.median(r.prefill_s for r in runs), "step_s": step,
+            "decode_tokens_per_s": 1.0 / step, "source": "measured"}
+
+
 def predict(cfg: dict, batch: int, prompt: int, gen: int) -> dict:
     from chipfit.llm_pipeline import llm_report
 
@@ -86,6 +103,8 @@ def main() -> int:
     parser.add_argument("--keep-calibration", action="store_true",
                         help="reuse the calibration under CHIPFIT_HOME if there is one")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--jax", action="store_true",
+                        help="also measure the same generation in JAX on its CPU (no prediction)")
     args = parser.parse_args()
     if not args.keep_calibration and "CHIPFIT_HOME" not in os.environ:
         os.environ["CHIPFIT_HOME"] = tempfile.mkdtemp(prefix="chipfit-llm-cpu-")
@@ -106,6 +125,11 @@ def main() -> int:
                   f"{p['decode_tokens_per_s']:9.1f} tok/s ({err:+.0%}, {p['bound']}); "
                   f"prefill measured {m['prefill_s'] * 1e3:.1f} ms, predicted "
                   f"{p['ttft_s'] * 1e3:.1f} ms", flush=True)
+            if args.jax:
+                rows[-1]["measured_jax"] = measure_jax(cfg, batch, prompt, gen,
+                                                       1 if args.quick else args.repeats)
+                print(f"{'':16s}   jax decode measured "
+                      f"{rows[-1]['measured_jax']['decode_tokens_per_s']:9.1f} tok/s", flush=True)
     errors = sorted(abs(r["decode_error"]) for r in rows)
     print(f"median |decode error| {statistics.median(errors):.0%} over {len(rows)} cases "
           f"(target 20%); threads {os.environ.get('OMP_NUM_THREADS', 'default')}, "
