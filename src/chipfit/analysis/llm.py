@@ -259,10 +259,12 @@ class LlmDevice:
         return curve_rate(curve or ((1.0, math.nan),), max(flops, 1.0))
 
     def rate_dtype(self, dtype: str) -> str:
-        """The matmul dtype whose rate is used for ``dtype``: itself, else bfloat16, else
-        float32 (e.g. fp8 weights on a GPU without fp8 units dequantise to 16 bit)."""
+        """The matmul dtype whose rate is used for ``dtype``: itself, else bfloat16, float16,
+        float32 in that order (fp8 weights on a GPU without fp8 units dequantise to 16 bit;
+        a GPU without bfloat16, such as the T4, runs the 16-bit work in float16)."""
         curves = dict(self.matmul)
-        return next((d for d in (dtype, "bfloat16", "float32") if d in curves), dtype)
+        chain = (dtype, "bfloat16", "float16", "float32")
+        return next((d for d in chain if d in curves), dtype)
 
     def bw(self, nbytes: float) -> float:
         from chipfit.analysis.roofline import curve_rate
