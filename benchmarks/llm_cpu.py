@@ -74,7 +74,7 @@ def measure_jax(cfg: dict, batch: int, prompt: int, gen: int, repeats: int) -> d
 
 
 def predict(cfg: dict, batch: int, prompt: int, gen: int) -> dict:
-    from chipfit.llm_pipeline import llm_report
+    from chipfit.pipelines.llm import llm_report
 
     row = llm_report(cfg, ["local"], prompt, gen, batch, "float32", stack="eager").rows[0]
     if row.prediction is None:
@@ -85,7 +85,7 @@ def predict(cfg: dict, batch: int, prompt: int, gen: int) -> dict:
 
 
 def _calibrate(keep: bool, quick: bool) -> None:
-    from chipfit.analysis.calibrate import calibrate, load_calibration, save_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
 
     if keep and load_calibration("torch:cpu") is not None:
         return

@@ -75,7 +75,7 @@ def test_70b_builds_on_meta_under_a_small_memory_limit():
 
 
 def test_eager_op_count_per_layer_is_counted():
-    from chipfit.llm_pipeline import eager_ops_per_layer
+    from chipfit.pipelines.llm import eager_ops_per_layer
 
     per_layer = eager_ops_per_layer("llama")
     assert 10 < per_layer < 200

@@ -64,7 +64,7 @@ def test_mixtral_active_params_and_expert_reads():
 
 def test_textbook_verdicts():
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.llm_pipeline import catalog_device
+    from chipfit.pipelines.llm import catalog_device
 
     cat = load_catalog()
     h100 = catalog_device(cat["h100-sxm"])
@@ -81,7 +81,7 @@ def test_textbook_verdicts():
 def test_decode_at_batch_one_never_beats_bandwidth_over_bytes():
     from chipfit.analysis.llm import predict_llm
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.llm_pipeline import catalog_device
+    from chipfit.pipelines.llm import catalog_device
 
     run = LlmRun(prompt_len=512, gen_len=128)
     for name in ("llama-3.1-8b", "mixtral-8x7b", "qwen2.5-7b"):
@@ -117,7 +117,7 @@ def test_config_parsing_refuses_what_it_cannot_size():
 
 
 def test_json_shape_of_a_report():
-    from chipfit.llm_pipeline import llm_report
+    from chipfit.pipelines.llm import llm_report
 
     data = llm_report("llama-3.1-70b", ["h100-sxm", "l4", "tpu-v5e"]).to_dict()
     assert data["model"] == "llama-3.1-70b"
@@ -150,7 +150,7 @@ def test_interconnect_figures_are_optional_sourced_and_checked():
 
 
 def test_llm_advice_ranks_and_excludes():
-    from chipfit.llm_pipeline import is_llm, llm_advice
+    from chipfit.pipelines.llm import is_llm, llm_advice
 
     advice = llm_advice("llama-3.1-70b", ["h100-sxm", "l4", "mi300x"], "cost", batch=8)
     assert advice.choice in ("h100-sxm", "l4")

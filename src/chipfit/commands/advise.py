@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     for flag in ("batch", "max_latency", "budget", "train_samples", "epochs", "local_price"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
-    from chipfit.llm_pipeline import is_llm
+    from chipfit.pipelines.llm import is_llm
 
     if is_llm(args.model):
         return _advise_llm(args)
@@ -107,8 +107,8 @@ def _advise_llm(args: argparse.Namespace) -> int:
     """A decoder-only language model: the same logic as ``chipfit llm`` (memory fit, devices
     needed, prefill and decode predicted per catalog device), ranked by the objective.
     Nothing is measured: ``--budget`` is dollars per 1M generated tokens."""
-    from chipfit.advisor import DEFAULT_HARDWARE
-    from chipfit.llm_pipeline import llm_advice
+    from chipfit.pipelines.advise import DEFAULT_HARDWARE
+    from chipfit.pipelines.llm import llm_advice
     from chipfit.report.llm_view import llm_advice_renderable
 
     hardware = csv_list(args.hardware) if args.hardware else [*DEFAULT_HARDWARE, "local"]

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit import llm_pipeline as pipe
+    from chipfit.pipelines import llm as pipe
 
     if args.published or args.model is None:
         return _published(args, pipe)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _llm_sections(args: argparse.Namespace) -> list[str]:
     """One HTML section per ``--llm`` model: memory-fit chart and tokens/s vs batch."""
     from chipfit.commands._common import csv_list
-    from chipfit.llm_pipeline import llm_report
+    from chipfit.pipelines.llm import llm_report
     from chipfit.report.llm_view import llm_html_section
 
     return [llm_html_section(llm_report(model, csv_list(args.llm_hardware)), f"llm-{i}")

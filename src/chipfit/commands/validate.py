@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _llm_cases() -> tuple:
     """The published LLM rows (hardware/data/llm_results.toml), scored leave-one-out."""
-    from chipfit.llm_pipeline import published_cases
+    from chipfit.pipelines.llm import published_cases
 
     return published_cases()
 

@@ -1,6 +1,6 @@
 """Rich views of ``chipfit llm``: fit verdicts, memory, prefill/decode predictions, published rows.
 
-Data never prints itself: these functions turn an :class:`~chipfit.llm_pipeline.LlmReport`
+Data never prints itself: these functions turn an :class:`~chipfit.pipelines.llm.LlmReport`
 into tables. Column headers say where numbers come from (estimated memory, predicted times).
 """
 
@@ -85,7 +85,7 @@ def _html_rows(report: Any) -> list[tuple[Any, ...]]:
 
 
 def llm_html_section(report: Any, element_id: str = "llm") -> Any:
-    """The report section of one :class:`~chipfit.llm_pipeline.LlmReport`: a table, the
+    """The report section of one :class:`~chipfit.pipelines.llm.LlmReport`: a table, the
     memory-fit chart and tokens/s vs batch (inline SVG)."""
     from chipfit.report.html import Safe, _el, _figure, _join, _table
     from chipfit.report.llm_plots import memory_fit_plot, tokens_vs_batch_plot

@@ -221,7 +221,7 @@ def _local_catalog_entry() -> Any:
 def target_device(text: str) -> tuple[LlmDevice | None, str, bool]:
     """(device, why-not, local) for one ``--hardware`` entry."""
     if text == LOCAL or text.startswith("torch:cpu"):
-        from chipfit.analysis.calibrate import load_calibration
+        from chipfit.pipelines.calibrate import load_calibration
 
         cal = load_calibration("torch:cpu")
         if cal is not None:
