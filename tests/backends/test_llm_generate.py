@@ -105,3 +105,10 @@ def test_jax_generation_refuses_other_families():
     model = build_model(tiny_config("gpt2"), "cpu")
     with pytest.raises(UnsupportedError, match="llama"):
         greedy_generate_jax(model, torch.zeros((1, 4), dtype=torch.long), 2)
+
+
+def test_eager_host_overhead_is_measured_per_layer():
+    from chipfit.pipelines.llm import eager_host_overhead
+
+    base, per_layer = eager_host_overhead(steps=8)
+    assert base >= 0 and per_layer > 0  # real steps take time; no speed is asserted
