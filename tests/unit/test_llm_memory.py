@@ -172,3 +172,11 @@ def test_hostile_configs_are_one_line_usage_errors(bad):
            "num_attention_heads": 4, "vocab_size": 10, **bad}
     with pytest.raises(InvalidInputError):
         arch_from_config(cfg)
+
+
+def test_the_python_api_answers_like_the_command():
+    import chipfit
+
+    report = chipfit.llm("llama-3.1-70b", "h100-sxm", batch=4)
+    (row,) = report.rows
+    assert row.devices_needed == 2 and row.fits is False and row.prediction.batch == 4
