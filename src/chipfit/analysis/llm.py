@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chipfit.analysis.roofline import curve_rate
 from chipfit.errors import InvalidInputError, UnknownNameError
 from chipfit.workloads.llm import LlmArch
 
@@ -250,8 +251,6 @@ class LlmDevice:
     def rate(self, dtype: str, flops: float, rows: float = math.inf) -> float:
         """Achievable FLOP/s of one matmul; few-row products (decode) use the calibrated
         ``gemv``/``skinny`` curves where the device has them (their own kernel paths)."""
-        from chipfit.analysis.roofline import curve_rate
-
         curves = dict(self.matmul)
         variant = "gemv" if rows <= GEMV_ROWS else ("skinny" if rows <= SKINNY_ROWS else "")
         used = self.rate_dtype(dtype)
@@ -267,8 +266,6 @@ class LlmDevice:
         return next((d for d in chain if d in curves), dtype)
 
     def bw(self, nbytes: float) -> float:
-        from chipfit.analysis.roofline import curve_rate
-
         return curve_rate(self.bandwidth, max(nbytes, 1.0))
 
 

@@ -38,11 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipfit.pipelines import llm as pipe
+    from chipfit.pipelines.llm import llm_report
 
     if args.published or args.model is None:
-        return _published(args, pipe)
-    report = pipe.llm_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
+        return _published(args)
+    report = llm_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
                              args.batch, args.dtype, args.kv_dtype, args.stack)
     if args.html:
         from chipfit.report.llm_view import write_llm_html
@@ -64,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _published(args: argparse.Namespace, pipe) -> int:  # noqa: ANN001
+def _published(args: argparse.Namespace) -> int:
     from chipfit.analysis.llm import median
+    from chipfit.pipelines.llm import published_cases
 
-    cases = pipe.published_cases()
+    cases = published_cases()
     summary = median(abs(c.loo_error) for c in cases)
     if args.json:
         print_json({"cases": [c.__dict__ for c in cases], "loo_median_abs_error": summary})
