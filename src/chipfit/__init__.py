@@ -28,7 +28,8 @@ __all__ = [
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
-    "check_claims", "compare_runs", "costs", "discover", "load_run", "measure", "open_store",
+    "check_claims", "compare_runs", "costs", "discover", "llm", "load_run", "measure",
+    "open_store",
     "predict", "run_suite", "scale", "scale_torch", "sweep", "to_dataframe", "validate",
     "write_report",
 ]
@@ -146,6 +147,16 @@ def predict(workload: str, sizes: Any = (), hardware: Any = ("local",), **kwargs
 
     sizes = [sizes] if isinstance(sizes, (str, int)) else sizes
     return predict_workload(workload, [str(s) for s in sizes], list(hardware), **kwargs)
+
+
+def llm(model: Any, hardware: Any = ("h100-sxm", "l4", "tpu-v5e", "local"),
+        **kwargs: Any) -> Any:
+    """A language model on each hardware: fits or not, devices needed, time to first token,
+    decode tokens/s (like ``chipfit llm``); see :func:`chipfit.pipelines.llm.llm_report`."""
+    from chipfit.pipelines.llm import llm_report
+
+    hardware = [hardware] if isinstance(hardware, str) else list(hardware)
+    return llm_report(model, hardware, **kwargs)
 
 
 def calibrate(device: Any = "torch:cpu", *, save: bool = True, **kwargs: Any) -> Any:

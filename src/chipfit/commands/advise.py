@@ -20,8 +20,9 @@ ORDER = 60
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("advise", help="which processor should run this model, and why")
-    p.add_argument("model", help="a built-in workload (resnet50), a TorchScript/.pt2 file, or "
-                   "package.module:function returning a module")
+    p.add_argument("model", help="a built-in workload (resnet50), a TorchScript/.pt2 file, "
+                   "package.module:function returning a module, or a language model (a "
+                   "chipfit llm built-in such as llama-3.1-8b, or a decoder-only config.json)")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="model input with the batch first, e.g. 1x3x224x224:float32 (repeat "
                    "for several inputs)")
@@ -35,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the largest swept otherwise)")
     p.add_argument("--batches", help="comma-separated batch sweep (default 1,8,32)")
     p.add_argument("--mode", default="inference", choices=("inference", "train", "finetune"))
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default=None,
+                   help="float32 (default), bfloat16 ...; language models: bfloat16 (default), "
+                        "float16, fp8, int8, int4")
+    p.add_argument("--prompt-len", type=int, default=512,
+                   help="language models: prompt tokens (default 512)")
+    p.add_argument("--gen-len", type=int, default=128,
+                   help="language models: generated tokens (default 128)")
     p.add_argument("--hardware", help="comma-separated catalog keys to predict (default: a "
                    "spread of GPUs and TPUs; see chipfit catalog)")
     p.add_argument("--devices", help="local devices to measure (default: all found)")
@@ -72,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     for flag in ("batch", "max_latency", "budget", "train_samples", "epochs", "local_price"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    from chipfit.pipelines.llm import is_llm
+
+    if is_llm(args.model):
+        return _advise_llm(args)
+    args.dtype = args.dtype or "float32"
     batches = [int(b) for b in csv_list(args.batches)] if args.batches else None
     with progress() as bar:
         task = bar.add_task("advise", total=None, current="")
@@ -129,3 +141,29 @@ def _fleet(args: argparse.Namespace, advice):  # noqa: ANN001, ANN202
     data = {"run_id": run.run_id, "choices": [asdict(c) for c in report.choices],
             "rows": [{**asdict(r), "usd_per_m_items": r.usd_per_m_items} for r in report.rows]}
     return data, fleet_renderable(report.rows, report.choices)
+
+
+def _advise_llm(args: argparse.Namespace) -> int:
+    """A decoder-only language model: the same logic as ``chipfit llm`` (memory fit, devices
+    needed, prefill and decode predicted per catalog device), ranked by the objective.
+    Nothing is measured: ``--budget`` is dollars per 1M generated tokens."""
+    from chipfit.pipelines.advise import DEFAULT_HARDWARE
+    from chipfit.pipelines.llm import llm_advice
+    from chipfit.report.llm_view import llm_advice_renderable
+
+    hardware = csv_list(args.hardware) if args.hardware else [*DEFAULT_HARDWARE, "local"]
+    advice = llm_advice(args.model, hardware, args.objective,
+                        max_latency=args.max_latency / 1e3 if args.max_latency else None,
+                        budget=args.budget, prompt_len=args.prompt_len, gen_len=args.gen_len,
+                        batch=args.batch or 1, dtype=args.dtype or "bfloat16")
+    if args.json == "-":
+        print_json(advice.to_dict())
+        return 0
+    if args.json:
+        import json
+
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(advice.to_dict(), fh, indent=1, default=str)
+        err.print(f"wrote {args.json}")
+    out.print(llm_advice_renderable(advice))
+    return 0

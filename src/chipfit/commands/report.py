@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", metavar="DIR", help="also write every plot as a PNG into DIR")
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the crossover statements (default 0.95)")
+    p.add_argument("--llm", action="append", default=[], metavar="MODEL",
+                   help="add a language-model section (memory-fit chart, tokens/s vs batch) "
+                   "for MODEL, a chipfit llm built-in or config.json; repeatable")
+    p.add_argument("--llm-hardware", default="h100-sxm,a100-sxm-80gb,l4,tpu-v5e,mi300x",
+                   help="catalog keys for the --llm sections")
     add_db_flag(p)
     p.set_defaults(func=run)
 
@@ -54,9 +59,20 @@ def run(args: argparse.Namespace) -> int:
 
     check_settings(args.level, 2000)
     runs = _runs(args)
-    path = write_report(runs, args.output, png_dir=args.png, level=args.level)
+    path = write_report(runs, args.output, png_dir=args.png, level=args.level,
+                        sections=_llm_sections(args))
     count = sum(len(r.measurements) for r in runs)
     out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
     if args.png:
         err.print(f"plots as PNG in {args.png}", markup=False)
     return 0
+
+
+def _llm_sections(args: argparse.Namespace) -> list[str]:
+    """One HTML section per ``--llm`` model: memory-fit chart and tokens/s vs batch."""
+    from chipfit.commands._common import csv_list
+    from chipfit.pipelines.llm import llm_report
+    from chipfit.report.llm_view import llm_html_section
+
+    return [llm_html_section(llm_report(model, csv_list(args.llm_hardware)), f"llm-{i}")
+            for i, model in enumerate(args.llm)]

@@ -104,16 +104,44 @@ def run(args: argparse.Namespace) -> int:
                       sizes=csv_list(args.sizes) if args.sizes else None, timing=timing,
                       references=not args.no_references, recalibrate=args.recalibrate,
                       progress=progress)
+    llm_cases = () if args.no_references else _llm_cases()
     saved = save_validation(report)
     if args.json and args.json != "-":
         save_validation(report, args.json)
         err.print(f"wrote {args.json}")
     if quiet:
-        print_json(report.to_dict())
+        data = report.to_dict()
+        if llm_cases:
+            data["llm_published"] = _llm_json(llm_cases)
+        print_json(data)
         return 0
     out.print(validation_cases_table(report))
     if report.references:
         out.print(reference_table(report))
+    if llm_cases:
+        from chipfit.report.llm_view import llm_published_table
+
+        summary = _llm_json(llm_cases)["loo_median_abs_error"]
+        out.print(llm_published_table(llm_cases))
+        out.print(f"language models, published results: leave-one-out median error "
+                  f"{summary:.1%} over {len(llm_cases)} rows")
     out.print(validation_summary(report))
     err.print(f"kept {saved} (prediction bands use it)")
     return 0
+
+
+def _llm_cases() -> tuple:
+    """The published LLM rows (hardware/data/llm_results.toml), scored leave-one-out."""
+    from chipfit.pipelines.llm import published_cases
+
+    return published_cases()
+
+
+def _llm_json(cases: tuple) -> dict:
+    from dataclasses import asdict
+
+    from chipfit.analysis.llm import median
+
+    return {"cases": [asdict(c) for c in cases],
+            "loo_median_abs_error": median(abs(c.loo_error) for c in cases),
+            "source": "predicted from the catalog vs published (cited in each case)"}

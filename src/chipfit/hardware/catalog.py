@@ -39,6 +39,9 @@ FIGURES: dict[str, tuple[str, float]] = {
     "memory_bw_gbs": ("GB/s", 1e9), "host_link_gbs": ("GB/s", 1e9),
     "tdp_w": ("W", 1.0), "price_usd_hr": ("USD/h", 1.0),
 }
+# Figures a device may omit (absent = not in the catalog, no prediction that needs them).
+OPTIONAL_FIGURES: dict[str, tuple[str, float]] = {"interconnect_gbs": ("GB/s", 1e9)}
+_UNITS = {**FIGURES, **OPTIONAL_FIGURES}
 EFFICIENCIES = ("matmul", "matmul_fp8", "memory", "host_copy", "pageable", "host_per_op_us",
                 "kernel_floor_us")
 KINDS = ("cpu", "gpu", "tpu", "npu")
@@ -61,7 +64,7 @@ class Figure:
     @property
     def si(self) -> float | None:
         """The value in SI units (FLOP/s, bytes, bytes/s, W), or None if absent."""
-        return None if self.value is None else self.value * FIGURES[self.name][1]
+        return None if self.value is None else self.value * _UNITS[self.name][1]
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class HardwareSpec:
     figures: tuple[Figure, ...]
     efficiencies: tuple[Efficiency, ...]
     source: str = "catalog"
+    optional_figures: tuple[Figure, ...] = ()  # OPTIONAL_FIGURES the entry has
 
     def figure(self, name: str) -> Figure:
         for fig in self.figures:
@@ -125,6 +129,12 @@ class HardwareSpec:
     @property
     def host_link_bw(self) -> float | None:
         return self.figure("host_link_gbs").si
+
+    @property
+    def interconnect_bw(self) -> float | None:
+        """Device-to-device bytes/s per direction (NVLink, ICI ...); None if not cataloged."""
+        found = [f for f in self.optional_figures if f.name == "interconnect_gbs"]
+        return found[0].si if found else None
 
     @property
     def tdp_w(self) -> float | None:
@@ -234,6 +244,8 @@ def catalog_problems(data: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{where}: missing figure {name}")
             else:
                 problems += _figure_problems(where, name, dev[name], sources)
+        problems += [p for name in OPTIONAL_FIGURES if name in dev
+                     for p in _figure_problems(where, name, dev[name], sources)]
         for name, raw in dev.get("efficiency", {}).items():
             if name not in EFFICIENCIES:
                 problems.append(f"{where}.efficiency: unknown efficiency {name!r}")
@@ -248,7 +260,7 @@ def _figure(name: str, raw: Mapping[str, Any], sources: Mapping[str, str]) -> Fi
         status, value = "unsourced", None
     else:
         status, value = ("derived" if raw.get("derived") else "sourced"), float(raw["value"])
-    return Figure(name, value, FIGURES[name][0], status,
+    return Figure(name, value, _UNITS[name][0], status,
                   tuple(sources[k] for k in raw.get("src", ())), raw.get("note", ""),
                   raw.get("derived", ""))
 
@@ -280,6 +292,7 @@ def _spec(key: str, dev: Mapping[str, Any], data: Mapping[str, Any]) -> Hardware
         interconnect=dev.get("interconnect", ""), sparsity_note=dev.get("sparsity_note", ""),
         notes=dev.get("notes", ""), sources=tuple(sources[k] for k in dev.get("sources", ())),
         figures=tuple(_figure(n, dev[n], sources) for n in FIGURES),
+        optional_figures=tuple(_figure(n, dev[n], sources) for n in OPTIONAL_FIGURES if n in dev),
         efficiencies=_efficiencies(dev, defaults, sources),
     )
 

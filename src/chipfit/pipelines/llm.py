@@ -1,0 +1,609 @@
+"""``chipfit llm``: will a language model fit, on how many devices, and how fast per token.
+
+Gathers what :mod:`chipfit.analysis.llm` computes: the architecture (a built-in or a
+``config.json``, read as plain JSON: no weights, no torch for catalog devices), each
+hardware target's achievable rates (catalog peaks x documented efficiencies, or this
+machine's ``chipfit calibrate`` results for ``local``), the fewest devices that hold the
+run, and the prefill/decode prediction on them.
+
+Which software stack a prediction assumes is explicit:
+
+- ``optimized`` (catalog devices by default): a compiled serving stack in the manner of
+  TensorRT-LLM (fused kernels, CUDA graphs: launch floor per op, no per-op host cost). Its
+  times are scaled by factors fitted on the published TensorRT-LLM rows of
+  ``hardware/data/llm_results.toml``; the band is their leave-one-out median error.
+- ``llamacpp``: the same roofline with factors fitted on the published llama.cpp rows.
+- ``eager`` (``local`` by default): PyTorch eager with transformers, as chipfit measures it
+  (``benchmarks/llm_cpu.py``). On a calibrated local CPU the host time of a decode step
+  (fixed + per layer) is measured here on tiny models of the same family; on catalog devices
+  each ATen operator (counted on a tiny model) pays the catalog's per-op dispatch cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+from chipfit.analysis.llm import (
+    KV_DTYPES,
+    OBJECTIVES,
+    WEIGHT_DTYPES,
+    LlmArch,
+    LlmDevice,
+    LlmPrediction,
+    LlmRun,
+    MemoryBreakdown,
+    Scored,
+    canonical_dtype,
+    devices_needed,
+    loo_factors,
+    max_batch,
+    max_context,
+    median,
+    memory_breakdown,
+    predict_llm,
+)
+from chipfit.errors import InvalidInputError, SchemaError, UsageError
+
+__all__ = ["LlmReport", "LlmRow", "PublishedCase", "llm_report", "published_cases",
+           "stack_factors", "target_device"]
+
+LOCAL = "local"
+LLM_RESULTS_SCHEMA_VERSION = 1  # history: 1 = first version
+# Memory a serving process holds besides weights, KV cache and activations: CUDA context,
+# cuBLAS/cuDNN workspaces, allocator slack (GPU/NPU); runtime and interpreter (CPU, TPU host).
+# Estimated figures (order of magnitude of a CUDA context plus workspaces), not measured.
+OVERHEAD_BYTES = {"gpu": 1.0e9, "npu": 1.0e9, "tpu": 0.5e9, "cpu": 0.5e9}
+# Latency per all-reduce call on top of the wire time: the catalog's kernel launch floor (an
+# assumption; NCCL's small-message latency on NVLink is of this order).
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class LlmRow:
+    """One hardware target's verdict and prediction for one run."""
+
+    hardware: str
+    name: str
+    kind: str
+    local: bool
+    memory_capacity: float | None  # bytes per device (catalog or probed)
+    devices_needed: int | None  # fewest tensor-parallel devices that hold the run
+    memory: MemoryBreakdown  # per device, at devices_needed (or 1 when nothing fits)
+    max_batch: int  # at the run's context, on devices_needed devices
+    max_context: int  # at the run's batch, on devices_needed devices
+    prediction: LlmPrediction | None
+    why: str = ""  # why there is no prediction
+    sweep: tuple[tuple[int, float, float], ...] = ()  # (batch, per-seq tok/s, aggregate)
+    capacity_source: str = "catalog"  # or "measured" (this machine's memory, probed)
+    source: str = "predicted"
+
+    @property
+    def fits(self) -> bool | None:
+        """Fits on ONE device (None: the device's memory is not known)."""
+        return None if self.memory_capacity is None else self.devices_needed == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.prediction
+        return {"hardware": self.hardware, "name": self.name, "kind": self.kind,
+                "local": self.local, "fits": self.fits, "devices_needed": self.devices_needed,
+                "memory_capacity_bytes": self.memory_capacity,
+                "memory_capacity_source": self.capacity_source,
+                "memory_bytes": self.memory.to_dict(), "max_batch": self.max_batch,
+                "max_context": self.max_context,
+                "ttft_s": p.ttft_s if p else None,
+                "decode_tokens_per_s": p.decode_tokens_per_s if p else None,
+                "aggregate_tokens_per_s": p.aggregate_tokens_per_s if p else None,
+                "bound": p.decode_bound if p else None,
+                "prediction": p.to_dict() if p else None, "why": self.why or None,
+                "tokens_per_s_vs_batch": [{"batch": b, "per_sequence": s, "aggregate": a}
+                                          for b, s, a in self.sweep],
+                "source": self.source}
+
+
+@dataclass(frozen=True)
+class LlmReport:
+    """``chipfit llm``'s answer: the model, the run, one row per hardware target."""
+
+    arch: LlmArch
+    run: LlmRun
+    rows: tuple[LlmRow, ...]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.arch
+        return {"model": a.name, "architecture": {
+                    "family": a.family, "params": a.params, "active_params": a.active_params,
+                    "layers": a.layers, "hidden": a.hidden, "heads": a.heads,
+                    "kv_heads": a.kv_heads, "head_dim": a.head_dim, "vocab": a.vocab,
+                    "experts": a.experts, "experts_per_token": a.experts_per_token,
+                    "source": a.source or "config"},
+                "run": {"prompt_len": self.run.prompt_len, "gen_len": self.run.gen_len,
+                        "batch": self.run.batch, "dtype": self.run.weight_dtype,
+                        "kv_dtype": self.run.kv_dtype},
+                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
+
+
+# -------------------------------------------------------------------------- devices
+
+
+def _flat(rate: float | None) -> tuple[tuple[float, float], ...] | None:
+    return None if rate is None or not math.isfinite(rate) else ((1.0, rate),)
+
+
+def _eff(spec: Any, name: str, fallback: str = "matmul") -> float:
+    from chipfit.errors import UnknownNameError
+
+    try:
+        return spec.efficiency(name).value
+    except UnknownNameError:
+        return spec.efficiency(fallback).value
+
+
+def catalog_device(spec: Any) -> LlmDevice:
+    """A catalog entry as achievable rates: peaks x the catalog's documented efficiencies."""
+    mm = _eff(spec, "matmul")
+    curves = {"float32": _flat(spec.peak("fp32") and spec.peak("fp32") * mm),
+              "bfloat16": _flat(spec.peak("bf16") and spec.peak("bf16") * mm),
+              "float16": _flat(spec.peak("fp16") and spec.peak("fp16") * mm),
+              "float8": _flat(spec.peak("fp8") and spec.peak("fp8") * _eff(spec, "matmul_fp8"))}
+    if spec.memory_bw is None:
+        raise InvalidInputError(f"{spec.key}: memory bandwidth is not in the catalog")
+    us = 1e-6
+    link = spec.interconnect_bw
+    return LlmDevice(
+        key=spec.key, name=spec.name, kind=spec.kind, memory_bytes=spec.memory_bytes,
+        matmul=tuple((k, v) for k, v in curves.items() if v),
+        bandwidth=((1.0, spec.memory_bw * spec.efficiency("memory").value),),
+        link_bw=link * spec.efficiency("memory").value if link else None,
+        link_latency_s=spec.efficiency("kernel_floor_us").value * us or 5 * us,
+        per_op_s=spec.efficiency("host_per_op_us").value * us,
+        kernel_floor_s=spec.efficiency("kernel_floor_us").value * us,
+        overlapped=spec.kind != "cpu", overhead_bytes=OVERHEAD_BYTES.get(spec.kind, 1e9),
+        tdp_w=spec.tdp_w, price_usd_hr=spec.price_usd_hr, basis="catalog",
+        notes=(() if link else (f"{spec.key}: no interconnect bandwidth in the catalog, so no "
+                                "multi-device prediction",)))
+
+
+def calibrated_device(cal: Any, memory: float | None) -> LlmDevice:
+    """This machine's device from its ``chipfit calibrate`` results (measured curves)."""
+    return LlmDevice(
+        key=cal.device, name=cal.name, kind=cal.kind, memory_bytes=memory or cal.memory_bytes,
+        matmul=tuple((d, c) for d, c in cal.matmul if c), bandwidth=cal.bandwidth,
+        per_op_s=cal.host_per_op_s, per_module_s=cal.host_per_module_s,
+        overlapped=cal.kind != "cpu" and cal.asynchronous,
+        overhead_bytes=OVERHEAD_BYTES.get(cal.kind, 0.5e9), basis="calibrated",
+        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",))
+
+
+@lru_cache(maxsize=4)
+def eager_host_overhead(family: str = "llama", steps: int = 24) -> tuple[float, float]:
+    """(fixed, per layer) seconds of one transformers-eager decode step that are not the
+    roofs: measured here on 1- and 3-layer tiny models (64 wide, so their compute is
+    negligible) with real greedy generation; the fast quantile (20th percentile) of the
+    steps of each (the best of three runs), as chipfit calibrate takes a fast quantile, so
+    other processes' bursts are left out. Where noise hides the layers' difference, the
+    whole 1-layer step is split evenly between the fixed part and the layer."""
+    fast = [_fast_step(family, layers, steps) for layers in (1, 3)]
+    per_layer = (fast[1] - fast[0]) / 2
+    if per_layer <= 0:
+        return fast[0] / 2, fast[0] / 2
+    return max(fast[0] - per_layer, 0.0), per_layer
+
+
+def _fast_step(family: str, layers: int, steps: int) -> float:
+    import torch
+
+    from chipfit.workloads.llm import build_model, greedy_generate, tiny_config
+
+    model = build_model(tiny_config(family, layers), "cpu")
+    ids = torch.zeros((1, 8), dtype=torch.long)
+    greedy_generate(model, ids, steps + 1)  # warm-up: every context length seen once
+    quantiles = []
+    for _ in range(3):  # the best of three runs: bursts of other processes fall out
+        times = sorted(greedy_generate(model, ids, steps + 1).step_s)
+        quantiles.append(times[len(times) // 5])
+    return min(quantiles)
+
+
+def _local_memory() -> float | None:
+    from chipfit.hardware.cpu import probe_cpu
+
+    return probe_cpu().memory_bytes
+
+
+def _local_catalog_entry() -> Any:
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.hardware.cpu import probe_cpu
+
+    facts = probe_cpu()
+    return load_catalog().match(facts.name or "", facts.cores) if facts.name else None
+
+
+def target_device(text: str) -> tuple[LlmDevice | None, str, bool]:
+    """(device, why-not, local) for one ``--hardware`` entry."""
+    if text == LOCAL or text.startswith("torch:cpu"):
+        from chipfit.pipelines.calibrate import load_calibration
+
+        cal = load_calibration("torch:cpu")
+        if cal is not None:
+            return calibrated_device(cal, _local_memory()), "", True
+        spec = _local_catalog_entry()
+        if spec is None or spec.memory_bw is None:
+            return None, "not calibrated: run chipfit calibrate --devices torch:cpu", True
+        dev = catalog_device(spec)
+        note = (f"local CPU not calibrated: catalog entry {spec.key} used (run chipfit "
+                "calibrate --devices torch:cpu for measured rates)")
+        return replace(dev, key="torch:cpu", memory_bytes=_local_memory() or dev.memory_bytes,
+                       notes=dev.notes + (note,)), "", True
+    from chipfit.hardware.catalog import load_catalog
+
+    return catalog_device(load_catalog()[text]), "", False
+
+
+# ------------------------------------------------------------------ eager op counts
+
+
+@lru_cache(maxsize=16)
+def eager_counts_per_layer(family: str) -> tuple[float, float]:
+    """(ATen operators, ``nn.Module`` calls) per decoder layer of one decode step in
+    transformers eager, counted on a 1- and a 2-layer tiny model of ``family`` (the
+    difference is one layer's worth)."""
+    import torch
+
+    from chipfit.workloads.llm import build_model, count_module_calls, count_ops, tiny_config
+
+    ops, modules = [], []
+    ids = torch.zeros((1, 4), dtype=torch.long)
+    for layers in (1, 2):
+        model = build_model(tiny_config(family, layers), "cpu")
+        ops.append(count_ops(model, ids)[1])
+        modules.append(count_module_calls(model, ids))
+    return float(ops[1] - ops[0]), float(modules[1] - modules[0])
+
+
+def eager_ops_per_layer(family: str) -> float:
+    """ATen operators per decoder layer of one eager decode step (see eager_counts_per_layer)."""
+    return eager_counts_per_layer(family)[0]
+
+
+def _counts(arch: LlmArch) -> tuple[float, float]:
+    try:
+        return eager_counts_per_layer(arch.family)
+    except Exception:  # noqa: BLE001 - a family transformers cannot build tiny: use llama's
+        return eager_counts_per_layer("llama")
+
+
+# ------------------------------------------------------------- published results
+
+
+@dataclass(frozen=True)
+class PublishedCase:
+    """A published LLM result with chipfit's catalog prediction (raw and leave-one-out)."""
+
+    id: str
+    model: str
+    hardware: str
+    tp: int
+    metric: str
+    published: float
+    unit: str
+    predicted: float  # raw roofline, no stack factor
+    loo_factor: float
+    loo_error: float  # (corrected - published) / published
+    stack: str
+    source: str
+
+
+def _results_data() -> dict[str, Any]:
+    from importlib import resources
+
+    from chipfit.hardware.catalog import _toml
+
+    text = resources.files("chipfit.hardware").joinpath("data/llm_results.toml").read_text("utf-8")
+    data = _toml().loads(text)
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > LLM_RESULTS_SCHEMA_VERSION:
+        raise SchemaError(f"llm_results.toml has schema version {version}, newer than this "
+                          "chipfit understands; upgrade chipfit")
+    return data
+
+
+def _predict_row(row: Mapping[str, Any]) -> float:
+    from chipfit.workloads.llm import load_arch
+
+    arch = load_arch(row["model"])
+    run = LlmRun(row["input_len"], row["output_len"], row["batch"], row["precision"],
+                 row.get("kv_dtype", "bfloat16"))
+    dev = target_device(row["hardware"])[0]
+    assert dev is not None
+    p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
+    metric = row["metric"]
+    if metric == "ttft":
+        return p.ttft_s * 1000.0
+    if metric == "prefill_tokens_per_s":
+        return run.batch * run.prompt_len / p.ttft_s
+    if metric == "decode_tokens_per_s":
+        return p.decode_tokens_per_s
+    if metric == "throughput":
+        return p.throughput_tokens_per_s / p.tp
+    raise InvalidInputError(f"llm_results.toml: unknown metric {metric!r} in {row['id']}")
+
+
+# which factor (prefill or decode time) each published metric calibrates
+_PHASE = {"ttft": "prefill", "prefill_tokens_per_s": "prefill", "throughput": "decode",
+          "decode_tokens_per_s": "decode"}
+# --stack -> (the analysis stack, the published stack family its factors come from)
+STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "llamacpp": ("optimized", "llama.cpp"),
+          "eager": ("eager", "")}
+
+
+def _stack_family(stack: str) -> str:
+    return stack.split(" ")[0]
+
+
+@lru_cache(maxsize=1)
+def published_cases() -> tuple[PublishedCase, ...]:
+    """Every published row predicted from the catalog, scored leave-one-out: each row's
+    prediction is scaled by the median published/predicted ratio of the other rows of the
+    same stack family and metric (a per-stack efficiency fitted without that row)."""
+    data = _results_data()
+    scored = [Scored(r["id"], f"{_stack_family(r['stack'])}/{_PHASE[r['metric']]}",
+                     float(r["value"]),
+                     _predict_row(r), r["metric"] != "ttft",
+                     (("row", r), ("source", data["sources"][r["source"]])))
+              for r in data["results"]]
+    out = []
+    for s, k, e in loo_factors(scored):
+        r = dict(s.extra)["row"]
+        out.append(PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
+                                 s.published, r["unit"], s.predicted, k, e, r["stack"],
+                                 dict(s.extra)["source"]))
+    return tuple(out)
+
+
+def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float, str]:
+    """(time factors {"prefill", "decode"}, band, basis) fitted on ALL published rows of the
+    ``stack`` family: the median predicted/published speed ratio per phase (a time factor)."""
+    cases = [c for c in published_cases() if _stack_family(c.stack) == stack]
+    if not cases:
+        return {}, 0.5, "default 50% (no published rows)"
+    factors = {}
+    for phase in ("prefill", "decode"):
+        ratios = [c.published / c.predicted if c.metric == "ttft" else c.predicted / c.published
+                  for c in cases if _PHASE[c.metric] == phase]
+        k = median(ratios)
+        factors[phase] = k if math.isfinite(k) else 1.0
+    band = median(abs(c.loo_error) for c in cases)
+    return factors, band, (f"leave-one-out median error on {len(cases)} published {stack} rows "
+                           "(hardware/data/llm_results.toml)")
+
+
+# ----------------------------------------------------------------------- the report
+
+
+def parse_run(prompt_len: int, gen_len: int, batch: int, dtype: str,
+              kv_dtype: str | None = None) -> LlmRun:
+    """An :class:`LlmRun` from CLI-style values (dtype aliases accepted)."""
+    wd = canonical_dtype(dtype, WEIGHT_DTYPES, "weight dtype")
+    kv_default = "float32" if wd == "float32" else ("float16" if wd == "float16" else "bfloat16")
+    kv = canonical_dtype(kv_dtype or kv_default, KV_DTYPES, "KV-cache dtype")
+    return LlmRun(prompt_len, gen_len, batch, wd, kv, 4.0 if wd == "float32" else 2.0)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    need: int | None
+    tp: int
+    memory: MemoryBreakdown
+    max_batch: int
+    max_context: int
+
+
+def _fit(arch: LlmArch, run: LlmRun, cap: float | None, overhead: float) -> _Fit:
+    """Devices needed and, on that many, the memory, the largest batch and context."""
+    need = devices_needed(arch, run, cap, overhead) if cap else None
+    tp = need or 1
+    return _Fit(need, tp, memory_breakdown(arch, run, tp, overhead),
+                max_batch(arch, run, cap, overhead, tp) if cap else 0,
+                max_context(arch, run, cap, overhead, tp) if cap else 0)
+
+
+def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
+    dev, why, local = target_device(text)
+    if dev is None:
+        return _verdict_only(arch, run, text, _local_memory() if local else None, why)
+    cap = dev.memory_bytes
+    fit = _fit(arch, run, cap, dev.overhead_bytes)
+
+    def row(prediction: LlmPrediction | None, why: str = "",
+            sweep: tuple[tuple[int, float, float], ...] = ()) -> LlmRow:
+        return LlmRow(dev.key, dev.name, dev.kind, local, cap, fit.need, fit.memory,
+                      fit.max_batch, fit.max_context, prediction, why, sweep,
+                      capacity_source="measured" if local else "catalog")
+
+    if cap is not None and fit.need is None:
+        return row(None, "does not fit even on 64 tensor-parallel devices")
+    if fit.tp > 1 and dev.link_bw is None:
+        return row(None, f"needs {fit.tp} devices but the catalog has no interconnect "
+                         f"bandwidth for {dev.key}")
+    chosen = stack or ("eager" if local else "optimized")
+    if local and dev.basis == "calibrated" and chosen == "eager":
+        base, per_layer = eager_host_overhead()  # measured once per process, only when needed
+        dev = replace(dev, host_base_s=base, host_per_layer_s=per_layer)
+
+    def predict(batch: int) -> LlmPrediction:
+        return _predict(arch, replace(run, batch=batch), dev, fit.tp, chosen, local)
+
+    sweep = tuple((b, *_rates(predict(b))) for b in BATCHES
+                  if b == 1 or b <= fit.max_batch or cap is None)
+    why = "" if cap else "memory capacity not in the catalog: fit not judged, one device predicted"
+    return row(predict(run.batch), why, sweep)
+
+
+def _rates(p: LlmPrediction) -> tuple[float, float]:
+    return p.decode_tokens_per_s, p.aggregate_tokens_per_s
+
+
+def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
+             local: bool) -> LlmPrediction:
+    kind, family = STACKS[stack]
+    if kind == "optimized":
+        factors, band, basis = stack_factors(family)
+        if dev.kind == "cpu":  # the published rows are all GPUs: no evidence for CPUs
+            band, basis = max(band, 0.5), "default 50% (no published CPU rows for this stack)"
+        p = predict_llm(arch, run, dev, tp, kind, factors=factors, band=band, band_basis=basis)
+        note = (f"assumes a compiled stack like {family} (fused kernels; launch floor per op, no"
+                f" per-op host cost), times scaled by factors fitted on published {family} rows")
+    else:
+        band = 0.25 if local else 0.5
+        basis = ("calibration of this machine; see benchmarks/llm_cpu.py for the measured check"
+                 if local else "default 50% (eager PyTorch on catalog devices is not validated)")
+        # operator counts only where the host cost is not measured per layer already
+        ops, modules = _counts(arch) if not dev.host_per_layer_s else (0.0, 0.0)
+        p = predict_llm(arch, run, dev, tp, kind, eager_ops_per_layer=ops,
+                        eager_modules_per_layer=modules, band=band, band_basis=basis)
+        note = "assumes PyTorch eager with transformers (per-op dispatch cost included)"
+    return replace(p, notes=p.notes + (note,))
+
+
+def _verdict_only(arch: LlmArch, run: LlmRun, key: str, cap: float | None, why: str) -> LlmRow:
+    fit = _fit(arch, run, cap, OVERHEAD_BYTES["cpu"])
+    return LlmRow(key, "this machine's CPU", "cpu", True, cap, fit.need, fit.memory,
+                  fit.max_batch, fit.max_context, None, why, capacity_source="measured")
+
+
+def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_len: int = 512,
+               gen_len: int = 128, batch: int = 1, dtype: str = "bfloat16",
+               kv_dtype: str | None = None, stack: str | None = None) -> LlmReport:
+    """Fit verdicts and predictions of ``model`` (a built-in name, a config.json path or a
+    config dict) on each of ``hardware`` (catalog keys or ``local``). Pure arithmetic from the
+    config for catalog devices: nothing is allocated."""
+    from chipfit.workloads.llm import arch_from_config, load_arch
+
+    arch = arch_from_config(model) if isinstance(model, Mapping) else load_arch(model)
+    run = parse_run(prompt_len, gen_len, batch, dtype, kv_dtype)
+    if arch.max_context and run.context > arch.max_context:
+        raise InvalidInputError(f"prompt + generation = {run.context} tokens exceeds "
+                                f"{arch.name}'s {arch.max_context}-token context")
+    if stack is not None and stack not in STACKS:
+        from chipfit.errors import UnknownNameError
+
+        raise UnknownNameError("stack", stack, STACKS)
+    targets = _dedupe(t.strip() for t in hardware if t.strip())
+    if not targets:
+        raise UsageError("no hardware given: pass --hardware h100-sxm,l4,local ...")
+    rows = tuple(_row(arch, run, t, stack) for t in targets)
+    notes = ("memory figures are per device of the tensor-parallel group, estimated; "
+             f"framework overhead per device {OVERHEAD_BYTES['gpu'] / 1e9:.1f} GB on GPUs "
+             "(estimated)",
+             "energy per 1M tokens is at TDP (upper bound; host and cooling not included)")
+    return LlmReport(arch, run, rows, notes)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    return [t for t in items if not (t in seen or seen.add(t))]
+
+
+# ------------------------------------------------------------------------- advice
+
+def _score(row: LlmRow, objective: str) -> float | None:
+    p = row.prediction
+    if p is None:
+        return None
+    value = {"latency": p.total_s, "throughput": p.throughput_tokens_per_s * 1.0,
+             "cost": p.usd_per_million_tokens, "energy": p.kwh_per_million_tokens}[objective]
+    return None if value is None or not math.isfinite(value) else value
+
+
+@dataclass(frozen=True)
+class LlmAdvice:
+    """Hardware for a language model ranked by one objective, with what was left out."""
+
+    report: LlmReport
+    objective: str
+    ranked: tuple[tuple[LlmRow, float], ...]  # best first
+    excluded: tuple[tuple[str, str], ...]  # (hardware, why)
+
+    @property
+    def choice(self) -> str | None:
+        return self.ranked[0][0].hardware if self.ranked else None
+
+    def reasons(self) -> list[str]:
+        """Plain sentences: why the first choice, on how many devices, bound by what."""
+        if not self.ranked:
+            return ["no hardware has a prediction for this run"]
+        row, value = self.ranked[0]
+        p = row.prediction
+        assert p is not None
+        what, unit, _ = OBJECTIVES[self.objective]
+        out = [f"{row.hardware} x{p.tp} is best by {what}: {value:.4g} {unit} (predicted, "
+               f"band +-{p.band:.0%}, {p.stack} stack)",
+               f"it needs {row.devices_needed} device(s) to hold {self.report.arch.name} "
+               f"({row.memory.total / 1e9:.1f} GB per device, estimated); decode is "
+               f"{p.decode_bound}-bound at batch {p.batch}"]
+        if len(self.ranked) > 1:
+            nxt, v2 = self.ranked[1]
+            out.append(f"next: {nxt.hardware} at {v2:.4g} {unit}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.report.arch.name, "objective": self.objective,
+                "choice": self.choice, "reasons": self.reasons(),
+                "ranked": [{"hardware": r.hardware, "devices": r.devices_needed, "score": v,
+                            "unit": OBJECTIVES[self.objective][1], "source": "predicted"}
+                           for r, v in self.ranked],
+                "excluded": [{"hardware": h, "why": w} for h, w in self.excluded],
+                "report": self.report.to_dict()}
+
+
+def llm_advice(model: str | Mapping[str, Any], hardware: Sequence[str], objective: str = "latency",
+               max_latency: float | None = None, budget: float | None = None,
+               **run: Any) -> LlmAdvice:
+    """Rank ``hardware`` for ``model`` by ``objective`` (latency, throughput, cost, energy);
+    ``max_latency`` (seconds per request) and ``budget`` (USD per 1M tokens) exclude rows."""
+    from chipfit.errors import UnknownNameError
+
+    if objective not in OBJECTIVES:
+        raise UnknownNameError("objective", objective, OBJECTIVES)
+    report = llm_report(model, hardware, **run)
+    scored, excluded = [], []
+    for row in report.rows:
+        value = _score(row, objective)
+        p = row.prediction
+        if value is None:
+            excluded.append((row.hardware, row.why or f"no {objective} figure"))
+        elif max_latency is not None and p is not None and p.total_s > max_latency:
+            excluded.append((row.hardware, f"{p.total_s:.3g} s per request > --max-latency"))
+        elif budget is not None and (p is None or p.usd_per_million_tokens is None
+                                     or p.usd_per_million_tokens > budget):
+            excluded.append((row.hardware, "over budget or no price in the catalog"))
+        else:
+            scored.append((row, value))
+    lower = OBJECTIVES[objective][2]
+    scored.sort(key=lambda rv: rv[1] if lower else -rv[1])
+    return LlmAdvice(report, objective, tuple(scored), tuple(excluded))
+
+
+def is_llm(model: str) -> bool:
+    """Whether ``model`` names a built-in LLM or a decoder-only ``config.json``."""
+    from chipfit.errors import ChipfitError
+    from chipfit.workloads.llm import ALIASES, BUILTIN_CONFIGS, load_arch
+
+    key = ALIASES.get(model.lower(), model.lower())
+    if key in BUILTIN_CONFIGS:
+        return True
+    if not (model.endswith(".json") or model.endswith("/")):
+        from pathlib import Path
+
+        if not (Path(model).is_dir() and (Path(model) / "config.json").exists()):
+            return False
+    try:
+        load_arch(model)
+    except ChipfitError:
+        return False
+    return True

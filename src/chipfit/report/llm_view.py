@@ -1,0 +1,153 @@
+"""Rich views of ``chipfit llm``: fit verdicts, memory, prefill/decode predictions, published rows.
+
+Data never prints itself: these functions turn an :class:`~chipfit.pipelines.llm.LlmReport`
+into tables. Column headers say where numbers come from (estimated memory, predicted times).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+from chipfit.report.fmt import fmt_seconds
+
+__all__ = ["llm_advice_renderable", "llm_html_section", "llm_published_table", "llm_table",
+           "write_llm_html"]
+
+
+def _num(value: float | None, digits: str = ".3g") -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:{digits}}"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def llm_table(report: Any) -> Table:
+    """One row per hardware target: verdict, memory, TTFT, decode tokens/s, bound, cost."""
+    a, r = report.arch, report.run
+    title = (f"chipfit llm {a.name}: {a.params / 1e9:.2f}B params"
+             + (f" ({a.active_params / 1e9:.1f}B active)" if a.experts > 1 else "")
+             + f", {r.weight_dtype} weights, {r.kv_dtype} KV, prompt {r.prompt_len}, "
+             f"gen {r.gen_len}, batch {r.batch}")
+    bands = sorted({f"{r.prediction.band:.0%}" for r in report.rows if r.prediction})
+    table = Table(title=title, title_justify="left", caption="GB/dev: estimated memory per "
+                  "device of the tensor-parallel group; TTFT and tok/s: predicted (band +-"
+                  f"{'/'.join(bands) or '-'}); tok/s/seq per sequence, tok/s all = batch "
+                  "aggregate; $ per 1M generated tokens", caption_justify="left")
+    for col in ("hardware", "fits 1", "devs", "GB/dev", "max B", "TTFT", "tok/s/seq",
+                "tok/s all", "bound", "$/1M"):
+        table.add_column(col, justify="left" if col in ("hardware", "bound") else "right")
+    for row in report.rows:
+        p = row.prediction
+        fits = "?" if row.fits is None else ("yes" if row.fits else "no")
+        table.add_row(
+            row.hardware, fits, "-" if row.devices_needed is None else str(row.devices_needed),
+            f"{row.memory.total / 1e9:.1f}", str(row.max_batch),
+            fmt_seconds(p.ttft_s) if p else "-", _num(p.decode_tokens_per_s) if p else "-",
+            _num(p.aggregate_tokens_per_s) if p else "-",
+            (p.decode_bound if p else "-"), _money(p.usd_per_million_tokens) if p else "-")
+    return table
+
+
+def llm_published_table(cases: Sequence[Any]) -> Table:
+    """Published LLM results beside chipfit's raw and leave-one-out predictions."""
+    table = Table(title="Published LLM results vs prediction (leave-one-out per stack and "
+                  "metric)", title_justify="left")
+    for col in ("id", "published", "predicted (raw)", "LOO factor", "LOO error"):
+        table.add_column(col, justify="left" if col == "id" else "right")
+    for c in cases:
+        table.add_row(c.id, f"{c.published:.4g} {c.unit}", f"{c.predicted:.4g}",
+                      f"{c.loo_factor:.2f}", f"{c.loo_error:+.0%}")
+    return table
+
+
+def _html_rows(report: Any) -> list[tuple[Any, ...]]:
+    from chipfit.report.html import num
+
+    rows = []
+    for r in report.rows:
+        p = r.prediction
+        fits = "?" if r.fits is None else ("yes" if r.fits else "no")
+        rows.append((r.hardware, fits, "-" if r.devices_needed is None else r.devices_needed,
+                     num(f"{r.memory.total / 1e9:.1f} GB", "predicted"),
+                     num(f"{r.memory_capacity / 1e9:.0f} GB", "catalog")
+                     if r.memory_capacity else "-", r.max_batch,
+                     num(fmt_seconds(p.ttft_s), "predicted") if p else "-",
+                     num(_num(p.decode_tokens_per_s), "predicted") if p else "-",
+                     num(_num(p.aggregate_tokens_per_s), "predicted") if p else "-",
+                     p.decode_bound if p else (r.why or "-"),
+                     f"+-{p.band:.0%}" if p else "-", p.stack if p else "-"))
+    return rows
+
+
+def llm_html_section(report: Any, element_id: str = "llm") -> Any:
+    """The report section of one :class:`~chipfit.pipelines.llm.LlmReport`: a table, the
+    memory-fit chart and tokens/s vs batch (inline SVG)."""
+    from chipfit.report.html import Safe, _el, _figure, _join, _table
+    from chipfit.report.llm_plots import memory_fit_plot, tokens_vs_batch_plot
+
+    a, r = report.arch, report.run
+    head = (f"Language model {a.name}: {a.params / 1e9:.2f}B parameters, {r.weight_dtype} "
+            f"weights, {r.kv_dtype} KV cache, prompt {r.prompt_len}, generate {r.gen_len}, "
+            f"batch {r.batch}")
+    table = _table(("hardware", "fits 1 device", "devices needed", "memory/device",
+                    "capacity", "max batch", "TTFT", "tok/s per seq", "tok/s batch", "bound",
+                    "band", "stack"), _html_rows(report), numeric=(2, 3, 4, 5, 6, 7, 8))
+    notes = sorted({n for row in report.rows if row.prediction for n in row.prediction.notes}
+                   | set(report.notes))
+    return _join([_el("h2", head, id=element_id), table,
+                  _figure(f"{element_id}-memory", "Memory per device (estimated) against "
+                          "capacity (catalog).", memory_fit_plot(report)),
+                  _figure(f"{element_id}-tokens", "Decode tokens/s vs batch (predicted).",
+                          tokens_vs_batch_plot(report)),
+                  _el("ul", _join(_el("li", n) for n in notes), class_="muted") if notes
+                  else Safe("")])
+
+
+def write_llm_html(report: Any, path: Any) -> Any:
+    """A self-contained HTML page of one LLM report (same shell as chipfit report)."""
+    from pathlib import Path
+
+    from chipfit.report.html import _CSP, _STYLE, _el, esc
+
+    body = llm_html_section(report)
+    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f"<title>chipfit llm {esc(report.arch.name)}</title>"
+            f"<style>{_STYLE}</style></head><body>{_el('h1', 'chipfit llm')}{body}"
+            f"</body></html>\n")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def llm_advice_renderable(advice: Any) -> Any:
+    """``chipfit advise`` for a language model: the ranking, its reasons, what was excluded."""
+    from rich.console import Group
+    from rich.text import Text
+
+    what, unit, _ = _objective(advice.objective)
+    table = Table(title=f"chipfit advise {advice.report.arch.name}: ranked by {what} "
+                  f"(predicted)", title_justify="left")
+    for col in ("#", "hardware", "devices", unit, "TTFT", "tok/s/seq", "bound", "stack"):
+        table.add_column(col, justify="left" if col in ("hardware", "bound", "stack") else "right")
+    for i, (row, value) in enumerate(advice.ranked, 1):
+        p = row.prediction
+        table.add_row(str(i), row.hardware, str(row.devices_needed or 1), f"{value:.4g}",
+                      fmt_seconds(p.ttft_s), _num(p.decode_tokens_per_s), p.decode_bound,
+                      p.stack)
+    lines = [Text(f"Recommendation: {advice.choice or 'none'}", style="bold")]
+    lines += [Text(f"- {r}") for r in advice.reasons()]
+    lines += [Text(f"excluded {h}: {w}", style="dim") for h, w in advice.excluded]
+    return Group(table, *lines)
+
+
+def _objective(name: str) -> tuple[str, str, bool]:
+    from chipfit.analysis.llm import OBJECTIVES
+
+    return OBJECTIVES[name]

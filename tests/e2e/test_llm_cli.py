@@ -1,0 +1,98 @@
+"""``chipfit llm`` as a user runs it (subprocesses): JSON shape, verdicts, errors."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_llm_json_shape_and_verdicts(cli):
+    proc = cli("llm", "llama-3.1-70b", "--prompt-len", "512", "--gen-len", "128", "--batch", "1",
+               "--dtype", "bfloat16", "--hardware", "h100-sxm,l4,tpu-v5e,local", "--json",
+               check=True)
+    data = json.loads(proc.stdout)
+    assert data["model"] == "llama-3.1-70b"
+    rows = {r["hardware"]: r for r in data["rows"]}
+    assert set(rows) >= {"h100-sxm", "l4", "tpu-v5e"}
+    h100 = rows["h100-sxm"]
+    assert h100["fits"] is False and h100["devices_needed"] == 2
+    assert h100["bound"] in ("bandwidth", "compute", "interconnect", "overhead")
+    for row in data["rows"]:
+        assert {"hardware", "fits", "devices_needed", "ttft_s", "decode_tokens_per_s",
+                "memory_bytes", "bound"} <= set(row)
+        assert isinstance(row["memory_bytes"], dict) and row["memory_bytes"]["total"] > 0
+
+
+def test_llm_table_and_config_path(cli, tmp_path):
+    small = cli("llm", "llama-3.1-8b", "--prompt-len", "3584", "--gen-len", "512",
+                "--hardware", "l4,rtx-4090", check=True).stdout
+    assert "llama-3.1-8b" in small and "yes" in small
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "mistral", "hidden_size": 4096,
+                               "intermediate_size": 14336, "num_hidden_layers": 32,
+                               "num_attention_heads": 32, "num_key_value_heads": 8,
+                               "vocab_size": 32000}))
+    data = json.loads(cli("llm", str(cfg), "--hardware", "a100-sxm-80gb", "--dtype", "int4",
+                          "--json", check=True).stdout)
+    assert data["rows"][0]["fits"] is True
+    assert data["architecture"]["params"] == 7_241_732_096  # Mistral 7B's 7.24e9
+
+
+def test_llm_user_mistakes_are_one_line(cli, tmp_path):
+    for args in (("llama-3.1-7b", "-H", "h100-sxm"), ("llama-3.1-8b", "--dtype", "int3"),
+                 ("llama-3.1-8b", "--hardware", "h100"), ("llama-3.1-8b", "--batch", "0"),
+                 ("llama-3.1-8b", "--prompt-len", "200000", "-H", "l4")):
+        proc = cli("llm", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    bert = tmp_path / "bert.json"
+    bert.write_text(json.dumps({"model_type": "bert", "hidden_size": 768}))
+    proc = cli("llm", str(bert), "--hardware", "h100-sxm")
+    assert proc.returncode == 2 and "decoder-only" in proc.stderr
+
+
+def test_llm_published_rows_and_their_error(cli):
+    data = json.loads(cli("llm", "--published", "--json", check=True).stdout)
+    assert len(data["cases"]) >= 10
+    assert all(c["source"] and c["published"] > 0 for c in data["cases"])
+    assert data["loo_median_abs_error"] < 0.30
+
+
+def test_llm_html_page_has_both_charts(cli, tmp_path):
+    page = tmp_path / "llm.html"
+    cli("llm", "llama-3.1-70b", "-H", "h100-sxm,l4,tpu-v5e", "--html", str(page), check=True)
+    text = page.read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in text and "<script" not in text
+    assert 'id="fig-llm-memory"' in text and 'id="fig-llm-tokens"' in text
+    assert text.count("<svg") == 2 and "mem-capacity" in text and "tps-h100-sxm" in text
+
+
+def test_advise_routes_a_language_model_to_the_llm_logic(cli):
+    data = json.loads(cli("advise", "llama-3.1-70b", "--objective", "throughput", "--batch", "16",
+                          "--hardware", "h100-sxm,l4,mi300x", "--json", "-", check=True).stdout)
+    assert data["model"] == "llama-3.1-70b" and data["objective"] == "throughput"
+    assert data["choice"] in {"h100-sxm", "l4", "mi300x"}
+    scores = [r["score"] for r in data["ranked"]]
+    assert scores == sorted(scores, reverse=True)  # tokens/s: higher first
+    assert all(r["source"] == "predicted" for r in data["ranked"])
+    assert data["report"]["rows"][0]["devices_needed"] == 2
+
+
+def test_validate_reports_the_published_llm_rows_leave_one_out():
+    from chipfit.commands.validate import _llm_cases, _llm_json
+
+    data = _llm_json(_llm_cases())
+    assert len(data["cases"]) >= 10 and data["loo_median_abs_error"] < 0.30
+    assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp"}
+    json.dumps(data)  # plain JSON
+
+
+def test_chipfit_report_gets_an_llm_section(cli, tmp_path):
+    sweep = tmp_path / "sweep.json"
+    cli("sweep", "matmul", "--from", "16", "--to", "32", "--devices", "torch:cpu@1t",
+        "--budget", "0.1", "--target", "0.05", "--no-save", "--json", str(sweep), check=True)
+    page = tmp_path / "report.html"
+    cli("report", str(sweep), "-o", str(page), "--llm", "llama-3.1-8b", "--llm-hardware",
+        "h100-sxm,l4", check=True)
+    text = page.read_text(encoding="utf-8")
+    assert 'id="llm-0"' in text and 'id="fig-llm-0-memory"' in text
+    assert 'id="fig-llm-0-tokens"' in text and "<script" not in text
