@@ -35,7 +35,7 @@ __all__ = ["GROUPS", "KernelRows", "FitResult", "device_seconds", "fit_group", "
 #: Operator files of the kernel data per model group, and the parameters each group fits.
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gemm": (("bmm", "linear"),
-             ("gemm_e_max", "gemm_a", "gemm_k0", "power_ref_w", "power_beta",
+             ("gemm_e_max", "gemm_a", "gemm_k0", "gemm_lanes_beta", "power_ref_w", "power_beta",
               "splitk_us", "gemm_prevolta",
               "gemm_gran")),
     "elementwise": (("add", "addu", "mul", "mulu", "div", "divu", "pow", "powu", "relu",

@@ -93,6 +93,7 @@ DEFAULTS: dict[str, float] = {
     # Ada: half of the 128 lanes, NVIDIA GA102 and Ada whitepapers), so SGEMM's address
     # arithmetic costs FP32 slots. Not fitted (no such GPU in the kernel data): an estimate.
     "gemm_shared_lanes": 0.8,
+    "gemm_lanes_beta": 0.3,   # efficiency x (64 / lanes_per_sm) ** beta (fitted)
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
     "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
     "splitk_us": 3.0,         # extra latency of a split-K reduction
@@ -142,7 +143,8 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
     b, m, n, k = (np.maximum(_arr(x), 1.0) for x in (b, m, n, k))
     if peak is None:
         peak = dev.fp32_flops * sustained_fraction(dev, p)
-        e_max = p["gemm_e_max"] * (p["gemm_shared_lanes"] if dev.shared_int32 else 1.0)
+        e_max = p["gemm_e_max"] * (64.0 / dev.lanes_per_sm) ** p["gemm_lanes_beta"]
+        e_max *= p["gemm_shared_lanes"] if dev.shared_int32 else 1.0
         if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
             e_max *= p["gemm_prevolta"]
     else:
