@@ -89,7 +89,11 @@ DEFAULTS: dict[str, float] = {
     "gemm_a": 6.0,            # tile-size penalty: e = e_max / (1 + a (1/tm + 1/tn))
     "gemm_k0": 24.0,          # fixed per-tile work in K columns (prologue/epilogue)
     "gemm_gran": 16.0,        # rows/columns of a partial tile are computed in groups of this
-    "gemm_lanes_beta": 0.3,   # efficiency x (64 / lanes_per_sm) ** beta (wider SMs issue-bound)
+    # SGEMM efficiency factor on SMs whose FP32 lanes share issue slots with INT32 (GA10x,
+    # Ada: half of the 128 lanes, NVIDIA GA102 and Ada whitepapers), so SGEMM's address
+    # arithmetic costs FP32 slots. Not fitted (no such GPU in the kernel data): an estimate.
+    "gemm_shared_lanes": 0.8,
+    "gemm_lanes_beta": 0.3,   # efficiency x (64 / lanes_per_sm) ** beta (fitted)
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
     "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
     "splitk_us": 3.0,         # extra latency of a split-K reduction
@@ -140,6 +144,7 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
     if peak is None:
         peak = dev.fp32_flops * sustained_fraction(dev, p)
         e_max = p["gemm_e_max"] * (64.0 / dev.lanes_per_sm) ** p["gemm_lanes_beta"]
+        e_max *= p["gemm_shared_lanes"] if dev.shared_int32 else 1.0
         if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
             e_max *= p["gemm_prevolta"]
     else:

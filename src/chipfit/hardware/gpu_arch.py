@@ -34,6 +34,7 @@ class GpuFigures:
     year: float
     vendor: str = "NVIDIA"
     tensor_tflops: tuple[tuple[str, float], ...] = field(default=())
+    shared_int32: bool = False  # half the FP32 lanes share issue slots with INT32 (GA10x, Ada)
 
     @property
     def fp32_flops(self) -> float:
@@ -63,7 +64,7 @@ class GpuFigures:
         return cls(key, str(raw.get("name", key)), int(val("sms")), int(val("lanes_per_sm")),
                    float(val("boost_mhz")), float(val("mem_bw_gbs")), float(val("l2_mb")),
                    float(val("tdp_w")), float(val("year")), str(raw.get("vendor", "NVIDIA")),
-                   tensor)
+                   tensor, bool(raw.get("fp32_shares_int32", False)))
 
 
 @lru_cache(maxsize=1)
