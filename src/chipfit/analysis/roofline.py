@@ -163,6 +163,7 @@ class Prediction:
     # False when copies are needed but the host link is unsourced: transfer_s is then a
     # placeholder 0 and end_to_end_s leaves copies out (unknown, not free)
     transfer_known: bool = True
+    stack: str = "eager"  # the software stack predicted (chipfit.analysis.stacks)
 
     @property
     def throughput(self) -> float:

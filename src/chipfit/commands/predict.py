@@ -22,7 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", "--sizes", "-s", dest="sizes",
                    help="comma-separated sizes (batch for models; n or MxK@KxN for matmul; "
                         "default: the workload's quick sizes)")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="float32",
+                   help="float32, bfloat16 or float16; with an engine --stack: int8 (default), "
+                        "float16, bfloat16, float8")
+    p.add_argument("--stack", default="eager",
+                   help="software stack to predict: eager (default), tensorrt (a fused GPU "
+                        "inference engine) or engine (the same on any catalog device, CPUs "
+                        "included); fitted on published MLPerf results")
     p.add_argument("--mode", help="inference, train or finetune (default: the workload's first)")
     p.add_argument("--no-measure", action="store_true",
                    help="do not measure the local devices (prediction only)")
@@ -54,10 +60,13 @@ def _rows(args: argparse.Namespace) -> list:
     from chipfit.pipelines.model_predict import is_model_spec, predict_model
 
     say = lambda s: err.print(f"[dim]{s}[/dim]")  # noqa: E731
+    engine = args.stack.strip().lower() != "eager"
+    dtype = "int8" if engine and args.dtype == "float32" else args.dtype
     if not is_model_spec(args.workload):
         return predict_workload(args.workload, csv_list(args.sizes or ""),
-                                csv_list(args.hardware), dtype=args.dtype, mode=args.mode,
-                                tensors=args.tensors, measure=not args.no_measure, progress=say)
+                                csv_list(args.hardware), dtype=dtype, mode=args.mode,
+                                stack=args.stack, tensors=args.tensors,
+                                measure=not args.no_measure, progress=say)
     from chipfit.errors import InvalidInputError
 
     sizes = csv_list(args.sizes or "1")
@@ -70,8 +79,8 @@ def _rows(args: argparse.Namespace) -> list:
         raise InvalidInputError("say which catalog hardware to predict with --hardware, e.g. "
                                 "--hardware h100-sxm,t4 (chipfit catalog lists them)")
     return predict_model(args.workload, hardware, batch=int(sizes[0]), seq_len=args.seq_len,
-                         mode=args.mode or "inference", dtype=args.dtype, inputs=args.input,
-                         progress=say)
+                         mode=args.mode or "inference", dtype=dtype, inputs=args.input,
+                         stack=args.stack, progress=say)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         print_json({"workload": args.workload, "rows": [_row_json(r) for r in rows]})
         return 0
     first = rows[0].prediction if rows else None
-    title = (f"chipfit predict {args.workload} ({first.dtype}, {first.mode})" if first else "")
+    title = (f"chipfit predict {args.workload} ({first.stack}, {first.dtype}, {first.mode})"
+             if first else "")
     out.print(predictions_table(rows, title))
     if args.breakdown:
         for row in rows:

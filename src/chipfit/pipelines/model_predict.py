@@ -66,8 +66,12 @@ def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequenc
 
 def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len: int = 128,
                   mode: str = "inference", dtype: str = "float32", inputs: Sequence[str] = (),
+                  stack: str = "eager",
                   progress: Callable[[str], None] | None = None) -> list[Any]:
-    """Predict ``spec`` (config.json or factory) on catalog hardware; rows as ``predict``'s."""
+    """Predict ``spec`` (config.json or factory) on catalog hardware; rows as ``predict``'s.
+
+    ``stack`` other than eager predicts a fused engine at precision ``dtype`` on top of the
+    float32 eager prediction (:mod:`chipfit.analysis.stacks`)."""
     from chipfit.pipelines.predict import PredictRow, Target
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.pipelines.validate import catalog_band
@@ -76,6 +80,14 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
 
     if mode not in ("inference", "train"):
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
+    from chipfit.engines import engine_precision, resolve_stack
+
+    stack = resolve_stack(stack)
+    precision = engine_precision(dtype) if stack != "eager" else ""
+    if stack != "eager":
+        if mode != "inference":
+            raise InvalidInputError(f"the {stack} stack runs inference only (got mode {mode!r})")
+        dtype = "float32"
     local = [h for h in hardware if h == "local" or h.startswith(("torch:", "jax:"))]
     if local:
         raise UsageError(f"{spec}: only catalog hardware can be predicted from a config or "
@@ -104,4 +116,8 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
                                                 dtypes=(dtype,)))
             kind, name = spec_.kind, spec_.name
         rows.append(PredictRow(Target(key, False, kind, name), pred))
-    return rows
+    if stack == "eager":
+        return rows
+    from chipfit.pipelines.predict import _engine_row
+
+    return [_engine_row(r, stack, precision, progress) for r in rows]

@@ -148,21 +148,34 @@ def _fit_note(workload: Any, size: str, dtype: str, mode: str, roofs: Roofs) -> 
 
 def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str] = (LOCAL,), *,
                      dtype: str = "float32", mode: str | None = None, tensors: str = "auto",
-                     measure: bool = True, timing: Any = None,
+                     measure: bool = True, timing: Any = None, stack: str = "eager",
                      progress: Callable[[str], None] | None = None) -> list[PredictRow]:
-    """Predict ``workload`` at each size on each hardware target; measure the local ones."""
+    """Predict ``workload`` at each size on each hardware target; measure the local ones.
+
+    ``stack`` other than ``eager`` (``tensorrt``, ``engine``: :mod:`chipfit.analysis.stacks`)
+    predicts a fused inference engine at precision ``dtype`` (``int8``, ``float16``) on top of
+    the float32 eager prediction, for catalog hardware only.
+    """
     from chipfit.discovery import discover
+    from chipfit.engines import engine_precision, resolve_stack
     from chipfit.errors import InvalidInputError
     from chipfit.spec import parse_dtype
     from chipfit.workloads import get_workload
 
     wl = get_workload(workload)
-    dtype = parse_dtype(dtype)
+    stack = resolve_stack(stack)
+    precision = engine_precision(dtype) if stack != "eager" else ""
+    dtype = "float32" if stack != "eager" else parse_dtype(dtype)
     mode = mode or wl.modes[0]
     if mode not in wl.modes:
         raise InvalidInputError(f"{wl.name} has no mode {mode!r} (modes: {', '.join(wl.modes)})")
     chosen = [wl.parse_size(s) for s in sizes] or [wl.parse_size(s) for s in wl.sizes(True)]
     needs_local = any(h == LOCAL or ":" in h for h in hardware)
+    if stack != "eager" and needs_local:
+        raise InvalidInputError(f"the {stack} stack is predicted for catalog hardware only; "
+                                "measure this machine's stacks with chipfit bench --stacks")
+    if stack != "eager" and mode != "inference":
+        raise InvalidInputError(f"the {stack} stack runs inference only (got mode {mode!r})")
     discovery = discover() if needs_local else None
     targets = resolve_hardware(hardware, discovery)
     costs: dict[tuple[str, str], WorkloadCosts] = {}
@@ -183,8 +196,9 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                     progress(f"counting {wl.name} {size} operators ({flavour})")
                 costs[size, flavour] = _extract(wl, size, dtype, mode, backend, tensors,
                                                 flavour == "gpu")
-            rows.append(_row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
-                             progress))
+            row = _row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
+                       progress)
+            rows.append(_engine_row(row, stack, precision, progress) if stack != "eager" else row)
     return rows
 
 
@@ -206,6 +220,17 @@ def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: s
 
     with gpu_kernels():
         return extract_costs(wl, size, dtype, mode, backend, tensors=tensors)
+
+
+def _engine_row(row: PredictRow, stack: str, precision: str,
+                progress: Callable[[str], None] | None) -> PredictRow:
+    """``row``'s eager catalog prediction as a fused-engine stack (chipfit.pipelines.engines)."""
+    from chipfit.engines import predict_engine
+    from chipfit.hardware.catalog import load_catalog
+
+    spec = load_catalog()[row.target.key]
+    return replace(row, prediction=predict_engine(row.prediction, spec, stack, precision,
+                                                  progress=progress))
 
 
 def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: bool,

@@ -1,0 +1,326 @@
+"""Software stacks as an axis of prediction: a fused inference engine on top of eager.
+
+The same chip runs a model several times faster under an inference engine (TensorRT, oneDNN
+graphs behind PyTorch+AMX, ONNX Runtime's fused kernels) than under PyTorch eager. This module
+turns *any* eager :class:`~chipfit.analysis.roofline.Prediction` into the prediction of a
+fused engine on the same hardware, using only the eager prediction's per-class breakdown
+(operators, kernels, FLOPs and bytes of each operator class) and the hardware's catalog peaks.
+It does not look inside the predictor, so it works with whichever predictor produced the
+eager figure.
+
+The engine model, per call:
+
+- **fusion**: the operator classes in :data:`FUSED_CLASSES` (elementwise, normalisation,
+  views, copies, reductions, pooling, Python overhead) are folded into their neighbouring
+  matrix kernels (bias/activation epilogues, batch-norm folded into convolution weights,
+  residual + layer-norm kernels): they launch nothing and move nothing of their own;
+- **precision**: every remaining class moves its bytes at the engine's precision (``int8``:
+  1/4 of float32's bytes; ``float16``: 1/2) and its matrix FLOPs run at that precision's dense
+  catalog peak times a fitted **engine efficiency** ``e`` (one per stack family and
+  precision);
+- **roofline per class**: ``t_c = max(flops_c / (peak * e), bytes_c / bandwidth)``, with the
+  bandwidth the catalog's memory bandwidth times its documented memory efficiency;
+- **kernels**: each kept kernel costs a fitted floor ``k`` (launch plus tail of a small
+  kernel; it dominates batch-1 latency and vanishes in large batches);
+- **host**: no per-operator dispatch: one enqueue per call, overlapped with the device.
+
+So ``t = sum_c t_c + kernels * k``. The free parameters are ``e`` per (stack family,
+precision), ``k``, and, for the MLPerf BERT rows only, the share of the 384-token window that
+carries real tokens (the engines skip padding; SQuAD questions plus contexts are shorter than
+384 tokens): :func:`tokens_scaled` applies it. :func:`fit_engine` fits them to published
+results by least squares in log space; :func:`leave_one_out` scores each row with parameters
+fitted on the others. Everything here is pure arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from typing import TYPE_CHECKING
+
+from chipfit.analysis.roofline import ClassTime, Prediction
+
+if TYPE_CHECKING:
+    from chipfit.hardware.catalog import HardwareSpec
+
+__all__ = ["ENGINE_STACKS", "FUSED_CLASSES", "EngineFit", "EngineHardware", "EngineRow",
+           "engine_prediction", "fit_engine", "leave_one_out", "precision_bytes", "stack_family",
+           "tokens_scaled"]
+
+#: Predicted-only stacks (no local measurement): name -> what it stands for.
+ENGINE_STACKS = {
+    "tensorrt": "a fused inference engine on a GPU (TensorRT-class: fused kernels, int8/fp16 "
+                "tensor cores, no per-operator host overhead)",
+    "engine": "a fused inference engine on any catalog device (on a CPU: oneDNN/AMX graphs "
+              "as in Intel's PyTorch+AMX MLPerf submissions)",
+}
+#: Operator classes an engine folds into neighbouring matrix kernels.
+FUSED_CLASSES = ("elementwise", "norm", "view", "memory", "reduction", "pool", "python")
+MATRIX_CLASSES = ("matmul", "conv", "attention", "recurrent")
+_BYTES = {"int8": 1, "float8": 1, "float16": 2, "bfloat16": 2, "float32": 4}
+_PEAK_NAME = {"int8": "int8", "float8": "fp8", "float16": "fp16", "bfloat16": "bf16",
+              "float32": "fp32"}
+
+
+def precision_bytes(precision: str) -> int:
+    """Bytes per element at an engine precision (``int8`` 1, ``float16`` 2, ...)."""
+    return _BYTES[precision]
+
+
+def peak_name(precision: str) -> str:
+    """The catalog peak field for an engine precision (``float16`` -> ``fp16``)."""
+    return _PEAK_NAME[precision]
+
+
+def stack_family(stack: str, kind: str) -> str:
+    """Which fitted efficiency a (stack, hardware kind) uses: ``gpu`` or ``cpu`` engines."""
+    return "cpu" if kind == "cpu" else "gpu"
+
+
+@dataclass(frozen=True)
+class EngineHardware:
+    """What the engine model needs of a device: peak at the precision, effective bandwidth."""
+
+    key: str
+    name: str
+    kind: str
+    peak: float  # dense op/s at the engine precision, all devices together
+    bandwidth: float  # achievable bytes/s, all devices together
+    peak_note: str = ""
+
+
+@dataclass(frozen=True)
+class EngineFit:
+    """Fitted engine parameters and how they were obtained.
+
+    ``efficiency`` maps ``"family/precision"`` (``gpu/int8``) to the fraction of the dense
+    catalog peak a fused engine reaches; ``kernel_s`` is the per-kernel floor;
+    ``token_fraction`` is the share of a padded sequence window that holds real tokens in the
+    rows fitted on (applies only to predictions of those padded datasets).
+    """
+
+    efficiency: tuple[tuple[str, float], ...]
+    kernel_s: float
+    token_fraction: float
+    rows: tuple[str, ...]
+    basis: str
+
+    def efficiency_for(self, family: str, precision: str) -> tuple[float, str]:
+        """The efficiency for ``family/precision`` and a note if another one stands in."""
+        table = dict(self.efficiency)
+        key = f"{family}/{precision}"
+        if key in table:
+            return table[key], ""
+        for alt in (f"{family}/int8", *sorted(table)):
+            if alt in table:
+                return table[alt], (f"no published {key} engine results to fit: the {alt} "
+                                     f"efficiency ({table[alt]:.2f}) stands in")
+        return 0.5, f"no engine efficiency fitted: 0.5 assumed for {key}"
+
+
+def tokens_scaled(eager: Prediction, fraction: float) -> Prediction:
+    """``eager`` with only ``fraction`` of each sequence computed (padding skipped).
+
+    Per-token work (every class but attention) scales with ``fraction``; attention scores
+    scale with its square. Kernel counts do not change.
+    """
+    if fraction == 1.0:
+        return eager
+
+    def scale(c: ClassTime) -> ClassTime:
+        s = fraction ** 2 if c.op_class == "attention" else fraction
+        return replace(c, flops=c.flops * s, bytes_moved=c.bytes_moved * s,
+                       compute_s=c.compute_s * s, memory_s=c.memory_s * s)
+
+    return replace(eager, breakdown=tuple(scale(c) for c in eager.breakdown))
+
+
+def _engine_classes(eager: Prediction, hw: EngineHardware, efficiency: float, kernel_s: float,
+                    byte_scale: float) -> list[ClassTime]:
+    out = []
+    for c in eager.breakdown:
+        if c.op_class in FUSED_CLASSES or not c.kernels:
+            continue
+        matrix = c.op_class in MATRIX_CLASSES
+        compute = c.flops / (hw.peak * efficiency) if matrix and c.flops else 0.0
+        nbytes = c.bytes_moved * byte_scale
+        memory = nbytes / hw.bandwidth if nbytes else 0.0
+        roof = max(compute, memory)
+        out.append(ClassTime(c.op_class, c.ops, c.kernels, c.flops, nbytes,
+                             roof if compute >= memory else 0.0,
+                             roof if compute < memory else 0.0, c.kernels * kernel_s))
+    return out
+
+
+def engine_prediction(eager: Prediction, hw: EngineHardware, fit: EngineFit, *,
+                      stack: str = "tensorrt", precision: str = "int8",
+                      eager_itemsize: int = 4, band: float | None = None,
+                      band_basis: str = "") -> Prediction:
+    """The fused-engine prediction of the call ``eager`` predicts (see the module docstring).
+
+    ``eager_itemsize`` is the byte width of the eager prediction's tensors (float32: 4).
+    ``band`` defaults to the eager band.
+    """
+    family = stack_family(stack, hw.kind)
+    efficiency, note = fit.efficiency_for(family, precision)
+    classes = _engine_classes(eager, hw, efficiency, fit.kernel_s,
+                              precision_bytes(precision) / eager_itemsize)
+    compute = sum(c.compute_s for c in classes)
+    memory = sum(c.memory_s for c in classes)
+    launch = sum(c.overhead_s for c in classes)
+    seconds = compute + memory + launch
+    parts = {"compute": compute, "memory": memory, "launch": launch}
+    band = eager.band if band is None else band
+    notes = tuple(n for n in (note, hw.peak_note) if n) + (
+        f"{stack} {precision}: fused engine on top of the eager prediction "
+        f"(engine efficiency {efficiency:.2f} of the {peak_name(precision)} peak, "
+        f"{fit.kernel_s * 1e6:.1f} us per fused kernel; {fit.basis})",)
+    return replace(
+        eager, hardware=hw.key, hardware_name=hw.name, dtype=precision, seconds=seconds,
+        low_s=seconds / (1 + band), high_s=seconds * (1 + band), compute_s=compute,
+        memory_s=memory, launch_s=launch, bound=max(parts, key=lambda k: parts[k]),
+        basis=f"{eager.basis}+engine", band=band, band_basis=band_basis or eager.band_basis,
+        breakdown=tuple(classes), notes=notes + eager.notes, stack=stack,
+        efficiency=(("engine_efficiency", efficiency, f"fitted: {fit.basis}"),
+                    ("engine_kernel_us", fit.kernel_s * 1e6, f"fitted: {fit.basis}")),
+    )
+
+
+# ------------------------------------------------------------------------------ fitting
+
+@dataclass(frozen=True)
+class EngineRow:
+    """One published engine result, with what the model needs to predict it."""
+
+    id: str
+    family: str  # gpu | cpu
+    precision: str
+    eager: Prediction  # eager prediction of the published batch on the published device(s)
+    hardware: EngineHardware
+    metric: str  # throughput (items/s) | latency (s)
+    published: float  # in items/s or seconds
+    padded: bool = False  # the dataset pads sequences: token_fraction applies
+    model: str = ""
+
+    def predict(self, fit: EngineFit) -> Prediction:
+        eager = tokens_scaled(self.eager, fit.token_fraction) if self.padded else self.eager
+        return engine_prediction(eager, self.hardware, fit, precision=self.precision,
+                                 stack="engine" if self.family == "cpu" else "tensorrt")
+
+    def predicted(self, fit: EngineFit) -> float:
+        pred = self.predict(fit)
+        return pred.throughput if self.metric == "throughput" else pred.seconds
+
+    def error(self, fit: EngineFit) -> float:
+        return (self.predicted(fit) - self.published) / self.published
+
+    def log_ratio(self, fit: EngineFit) -> float:
+        """log(predicted speed / published speed)."""
+        ratio = self.predicted(fit) / self.published
+        return math.log(ratio if self.metric == "throughput" else 1.0 / ratio)
+
+
+_BOUNDS = {"efficiency": (0.02, 1.0), "kernel_s": (0.0, 50e-6), "token_fraction": (0.1, 1.0)}
+
+
+def _golden(f: Callable[[float], float], lo: float, hi: float, steps: int = 40) -> float:
+    """Minimise a unimodal ``f`` on [lo, hi] by golden-section search."""
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    for _ in range(steps):
+        c, d = b - g * (b - a), a + g * (b - a)
+        if f(c) <= f(d):
+            b = d
+        else:
+            a = c
+    return (a + b) / 2
+
+
+def _loss(rows: Sequence[EngineRow], fit: EngineFit) -> float:
+    return sum(r.log_ratio(fit) ** 2 for r in rows)
+
+
+def fit_engine(rows: Sequence[EngineRow], basis: str = "", *, rounds: int = 4,
+               start: EngineFit | None = None) -> EngineFit:
+    """Fit efficiency per (family, precision), kernel floor and token fraction to ``rows``.
+
+    Least squares on log(predicted/published speed), by coordinate descent (golden-section
+    search per parameter). A parameter that no row constrains keeps its starting value:
+    efficiency 0.5, kernel floor 5 us (the data README's CUDA launch floor), token fraction 1.
+    """
+    keys = sorted({f"{r.family}/{r.precision}" for r in rows})
+    fit = start or EngineFit(tuple((k, 0.5) for k in keys), 5e-6, 1.0,
+                             tuple(r.id for r in rows), basis)
+    fit = replace(fit, rows=tuple(r.id for r in rows), basis=basis)
+    latency = any(r.metric == "latency" for r in rows)
+    padded = any(r.padded for r in rows)
+    for _ in range(rounds):
+        for key in keys:
+            fit = _fit_efficiency(rows, fit, key)
+        if latency:
+            best = _golden(lambda k: _loss(rows, replace(fit, kernel_s=k)), *_BOUNDS["kernel_s"])
+            fit = replace(fit, kernel_s=best)
+        if padded:
+            best = _golden(lambda t: _loss(rows, replace(fit, token_fraction=t)),
+                           *_BOUNDS["token_fraction"])
+            fit = replace(fit, token_fraction=best)
+    return fit
+
+
+def _fit_efficiency(rows: Sequence[EngineRow], fit: EngineFit, key: str) -> EngineFit:
+    mine = [r for r in rows if f"{r.family}/{r.precision}" == key]
+
+    def with_e(e: float) -> EngineFit:
+        return replace(fit, efficiency=tuple((k, e if k == key else v) for k, v in fit.efficiency))
+
+    lo, hi = _BOUNDS["efficiency"]
+    best = math.exp(_golden(lambda x: _loss(mine, with_e(math.exp(x))), math.log(lo), math.log(hi)))
+    return with_e(best)
+
+
+def leave_one_out(rows: Sequence[EngineRow], basis: str = "leave-one-out") -> list[tuple[EngineRow, EngineFit]]:
+    """Each row with the parameters fitted on every *other* row."""
+    out = []
+    for row in rows:
+        others = [r for r in rows if r.id != row.id]
+        out.append((row, fit_engine(others, f"{basis}: fitted on {len(others)} published rows, "
+                                            f"{row.id} left out")))
+    return out
+
+
+def median(values: Iterable[float]) -> float:
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1) -> EngineHardware:
+    """An :class:`EngineHardware` from a catalog spec (``HardwareSpec``), ``count`` devices."""
+    peak = spec.peak(peak_name(precision))
+    note = ""
+    if not peak:
+        peak = spec.peak("fp16") or spec.peak("bf16") or spec.peak("fp32")
+        note = (f"{spec.key} has no {peak_name(precision)} peak in the catalog: "
+                "a lower-precision peak stands in")
+    if not peak or not spec.memory_bw:
+        from chipfit.errors import UnsupportedError
+
+        raise UnsupportedError(f"{spec.key}: the catalog lacks the peak or bandwidth an "
+                               "engine prediction needs")
+    bandwidth = spec.memory_bw * spec.efficiency("memory").value
+    name = spec.name if count == 1 else f"{count}x {spec.name}"
+    key = spec.key if count == 1 else f"{count}x {spec.key}"
+    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, note)
+
+
+def summary(pairs: Sequence[tuple[EngineRow, EngineFit]]) -> Mapping[str, float]:
+    """Median absolute errors of leave-one-out predictions: all, offline, per family."""
+    errors = {r.id: abs(r.error(f)) for r, f in pairs}
+    offline = [errors[r.id] for r, _ in pairs if r.metric == "throughput"]
+    return {"all": median(errors.values()), "offline": median(offline),
+            "gpu": median(errors[r.id] for r, _ in pairs if r.family == "gpu"),
+            "cpu": median(errors[r.id] for r, _ in pairs if r.family == "cpu")}

@@ -1,0 +1,185 @@
+"""Fit the fused-engine stack on published MLPerf results, and predict engines with it.
+
+Orchestration for :mod:`chipfit.analysis.stacks`: the MLPerf rows of the shipped reference
+results (``hardware/data/reference_results.toml``) are predicted *eager* first (the
+architectures traced on the meta device, catalog roofs), then the engine layer is fitted on
+top. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``), single-stream rows
+the latency of batch 1. Fits are cached under the data directory, keyed by the chipfit version
+and the catalog and reference data, because tracing the models takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+from chipfit.analysis.roofline import Prediction, catalog_roofs, predict, scaled
+from chipfit.analysis.stacks import (
+    ENGINE_STACKS,
+    EngineFit,
+    EngineRow,
+    engine_prediction,
+    fit_engine,
+    hardware_from_spec,
+    leave_one_out,
+    summary,
+)
+from chipfit.errors import UnknownNameError
+
+__all__ = ["engine_fit", "engine_precision", "engine_rows", "loo_report", "predict_engine", "resolve_stack"]
+
+FIT_SCHEMA_VERSION = 1  # history: 1 = first engine fit (chipfit 0.1 + stacks)
+EAGER_ITEMSIZE = 4  # the reference models are traced in float32
+
+
+def resolve_stack(name: str) -> str:
+    """A predicted stack's canonical name (``trt`` -> ``tensorrt``)."""
+    text = name.strip().lower()
+    text = {"trt": "tensorrt", "fused": "engine"}.get(text, text)
+    if text != "eager" and text not in ENGINE_STACKS:
+        raise UnknownNameError("predicted stack", name, ("eager", *ENGINE_STACKS))
+    return text
+
+
+ENGINE_PRECISIONS = ("int8", "float16", "bfloat16", "float8")
+_PRECISION_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp8": "float8",
+                      "i8": "int8"}
+
+
+def engine_precision(text: str) -> str:
+    """An engine precision's canonical name; float32 is refused (engines run reduced ones)."""
+    name = _PRECISION_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if name not in ENGINE_PRECISIONS:
+        raise UnknownNameError("engine precision", text, ENGINE_PRECISIONS)
+    return name
+
+
+def _precision(row: dict[str, Any]) -> str:
+    return {"int8": "int8", "fp16": "float16", "fp16-amp": "float16"}.get(row["precision"],
+                                                                         "float32")
+
+
+def engine_rows() -> list[EngineRow]:
+    """Every MLPerf (engine) row of the reference results, predicted eager."""
+    from chipfit.analysis.validate import (
+        OFFLINE_BATCH,
+        REFERENCE_DEVICES,
+        reference_model_costs,
+        reference_rows,
+    )
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    rows = []
+    for row in reference_rows():
+        if not row["scenario"].startswith("mlperf"):
+            continue
+        spec = catalog[REFERENCE_DEVICES[row["device"]]]
+        count = int(row.get("accelerators") or 1)
+        batch = int(row.get("batch") or OFFLINE_BATCH[row["model"]])
+        costs = reference_model_costs(row["model"], batch, int(row.get("seq_len") or 384))
+        eager = predict(costs, scaled(catalog_roofs(spec, "torch"), count))
+        precision = _precision(row)
+        value = float(row["value"])
+        published = value if row["metric"] == "throughput" else value * _unit_s(row["unit"])
+        rows.append(EngineRow(row["id"], "cpu" if spec.kind == "cpu" else "gpu", precision,
+                              eager, hardware_from_spec(spec, precision, count), row["metric"],
+                              published, padded=bool(row.get("seq_len")), model=row["model"]))
+    return rows
+
+
+def _unit_s(unit: str) -> float:
+    return {"ms": 1e-3, "us": 1e-6, "s": 1.0}[unit]
+
+
+def _cache_key() -> str:
+    import hashlib
+    from importlib import resources
+
+    from chipfit._version import __version__
+
+    digest = hashlib.sha256(f"{__version__}/{FIT_SCHEMA_VERSION}".encode())
+    for name in ("catalog.toml", "reference_results.toml"):
+        digest.update(resources.files("chipfit.hardware").joinpath(f"data/{name}").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cache_path() -> Any:
+    from chipfit.paths import data_dir
+
+    return data_dir() / "validation" / "engine_fit.json"
+
+
+@lru_cache(maxsize=1)
+def _fitted() -> dict[str, Any]:
+    """The fit on every engine row plus the leave-one-out table, cached on disk."""
+    path, key = _cache_path(), _cache_key()
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") == key and data.get("schema_version") == FIT_SCHEMA_VERSION:
+                return data
+        except (OSError, ValueError):
+            pass  # a damaged cache is recomputed
+    data = _compute_fit()
+    data.update(key=key, schema_version=FIT_SCHEMA_VERSION)
+    from chipfit.paths import write_json_atomic
+
+    write_json_atomic(path, data)
+    return data
+
+
+def _compute_fit() -> dict[str, Any]:
+    rows = engine_rows()
+    full = fit_engine(rows, f"fitted on {len(rows)} published MLPerf rows")
+    pairs = leave_one_out(rows)
+    table = [{"id": r.id, "model": r.model, "family": r.family, "precision": r.precision,
+              "metric": r.metric, "published": r.published, "loo_predicted": r.predicted(f),
+              "loo_error": r.error(f), "fit_error": r.error(full),
+              "loo_fit": _fit_dict(f)} for r, f in pairs]
+    return {"fit": _fit_dict(full), "loo": table, "summary": dict(summary(pairs))}
+
+
+def _fit_dict(fit: EngineFit) -> dict[str, Any]:
+    out = asdict(fit)
+    out["efficiency"] = dict(fit.efficiency)
+    return out
+
+
+def _fit_from(data: dict[str, Any]) -> EngineFit:
+    return EngineFit(tuple(sorted(data["efficiency"].items())), float(data["kernel_s"]),
+                     float(data["token_fraction"]), tuple(data["rows"]), data["basis"])
+
+
+def engine_fit() -> EngineFit:
+    """The engine parameters fitted on every published MLPerf row."""
+    return _fit_from(_fitted()["fit"])
+
+
+def loo_report() -> dict[str, Any]:
+    """Leave-one-out rows (each predicted with a fit that excludes it) and median errors."""
+    data = _fitted()
+    return {"rows": data["loo"], "summary": data["summary"], "fit": data["fit"]}
+
+
+def loo_band() -> tuple[float, str]:
+    """The band of engine predictions: the leave-one-out median error over the MLPerf rows."""
+    data = _fitted()
+    err = data["summary"]["all"]
+    return (err if err is not None and math.isfinite(err) else 0.5,
+            f"leave-one-out median error over {len(data['loo'])} published MLPerf rows")
+
+
+def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
+                   count: int = 1, progress: Callable[[str], None] | None = None) -> Prediction:
+    """``eager`` (a catalog prediction on ``spec``) as a fused ``stack`` at ``precision``."""
+    if progress:
+        progress("fitting the engine stack on published MLPerf rows (once; cached)")
+    band, basis = loo_band()
+    return engine_prediction(eager, hardware_from_spec(spec, precision, count), engine_fit(),
+                             stack=stack, precision=precision, eager_itemsize=EAGER_ITEMSIZE,
+                             band=band, band_basis=basis)
