@@ -122,6 +122,10 @@ class Measurement:
     workload ``number_per_block`` times; per-call times are block time / number.
     ``transfer_*`` are separate host<->device copy times per call (0.0 on a CPU, where data
     never moves). ``status`` other than ``ok`` means no timing (``note`` says why).
+    ``stack`` is the software stack (``eager``, ``compile``, ``onnxruntime``, ``int8`` ...;
+    JAX: ``jit``); for stacks other than the default, ``compile_s`` is the time to build it
+    (export, compile, first call; not part of the steady-state samples) and
+    ``max_abs_diff``/``max_rel_diff`` compare its output with eager's on the same inputs.
     """
 
     workload: str
@@ -161,6 +165,10 @@ class Measurement:
     #: the run was not a fleet run; older files read as None).
     node_id: str | None = None
     node_type: str | None = None
+    stack: str = "eager"
+    compile_s: float | None = None
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
 
     # ---- statistics over the raw samples -------------------------------------------------
     @property
@@ -235,10 +243,16 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        """Build from a stored dict; one stored before stacks existed gets its backend's
+        default stack (torch: ``eager``, JAX: ``jit``)."""
         evidence = data.get("contention")
         if isinstance(evidence, Mapping):
             data = {**data, "contention": tuple((str(k), float(v)) for k, v in evidence.items()
                                                 if isinstance(v, (int, float)))}
+        if not data.get("stack"):
+            from chipfit.spec import default_stack
+
+            data = {**data, "stack": default_stack(str(data.get("device", "")).split(":")[0])}
         return from_plain(cls, data)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from chipfit.errors import InvalidInputError
 
-__all__ = ["DTYPES", "MODES", "DeviceRef", "Job", "TimingConfig", "parse_dtype"]
+__all__ = ["DTYPES", "MODES", "DeviceRef", "Job", "TimingConfig", "default_stack", "parse_dtype"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("inference", "train", "finetune")
@@ -113,9 +113,18 @@ class TimingConfig:
                    budget_s=0.8)
 
 
+def default_stack(backend: str) -> str:
+    """The software stack a backend runs unless told otherwise: torch eager, JAX jit."""
+    return "jit" if backend == "jax" else "eager"
+
+
 @dataclass(frozen=True)
 class Job:
-    """One point to measure: a workload at one size, dtype and mode on one device."""
+    """One point to measure: a workload at one size, dtype, mode and stack on one device.
+
+    ``stack`` is the software stack (:mod:`chipfit.workloads.stacks`); empty means the
+    backend's default (:func:`default_stack`).
+    """
 
     workload: str
     size: str
@@ -127,10 +136,21 @@ class Job:
     #: that one node (``--every-node``). None: wherever the executor puts it.
     node_type: str | None = None
     node_id: str | None = None
+    #: The software stack (:mod:`chipfit.workloads.stacks`); empty means the backend's
+    #: default (:func:`default_stack`). Pass it by keyword.
+    stack: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.stack:
+            object.__setattr__(self, "stack", default_stack(self.device.backend))
 
     @property
     def key(self) -> tuple[str, ...]:
+        """What identifies the job in a run: the stack only when it is not the default and
+        the node only for fleet jobs, so keys of older runs still match."""
         base = (self.workload, self.size, str(self.device), self.dtype, self.mode)
+        if self.stack != default_stack(self.device.backend):
+            base += (self.stack,)
         if self.node_type is None:
             return base
         return base + (self.node_type, self.node_id or "")

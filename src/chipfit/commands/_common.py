@@ -161,6 +161,15 @@ def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
     return 0
 
 
+def add_stacks_flag(p: argparse.ArgumentParser) -> None:
+    """``--stacks``: the software stacks to measure (chipfit.workloads.stacks)."""
+    p.add_argument("--stacks", default="eager",
+                   help="comma-separated software stacks: eager (default), compile "
+                        "(torch.compile), onnxruntime, int8 (onnxruntime dynamic int8), "
+                        "int8-torch, int8-static (calibrated on random inputs), or all; JAX "
+                        "devices run jit")
+
+
 def add_fleet_flags(p: argparse.ArgumentParser) -> None:
     """Where results are kept, and where jobs run: --db, --resume, --executor and friends."""
     add_db_flag(p)

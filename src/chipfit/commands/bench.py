@@ -7,6 +7,7 @@ import argparse
 from chipfit.commands._common import (
     add_fleet_flags,
     add_output_flags,
+    add_stacks_flag,
     csv_list,
     err,
     finish_run,
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", "-s", help="comma-separated sizes (default: per workload)")
     p.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16,float16")
     p.add_argument("--modes", help="comma-separated: inference,train,finetune")
+    add_stacks_flag(p)
     p.add_argument("--quick", action="store_true", help="few sizes, short timing (under a minute)")
     p.add_argument("--target", type=float, help="stop when the 95%% CI of the median is within "
                    "this fraction (default 0.02 = +-2%%)")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.report.terminal import bench_table
 
     timing = timing_from_args(args)
-    render = with_fleet(_suite_view(args.suite) if args.suite else bench_table, args)
+    render = with_fleet(_suite_view(args.suite) if args.suite else with_stacks(bench_table),
+                        args)
     with measuring(args, "bench") as (saver, executor, store):
         if args.suite:
             result = _run_suite(args, timing, saver, executor, store)
@@ -51,11 +54,23 @@ def run(args: argparse.Namespace) -> int:
                            sizes=csv_list(args.sizes) if args.sizes else None,
                            dtypes=csv_list(args.dtypes),
                            modes=csv_list(args.modes) if args.modes else None,
+                           stacks=csv_list(args.stacks),
                            quick=args.quick, timing=timing, on_result=saver,
                            executor=executor, store=store, resume=args.resume)
     if store is not None:
         err.print(f"run {result.run_id} kept in {store.path}")
     return finish_run(result, saver, render)
+
+
+def with_stacks(view):  # noqa: ANN001, ANN201
+    """``view``, followed by the stack comparison when the run measured more than eager."""
+    from rich.console import Group
+
+    from chipfit.analysis.stack_compare import has_stacks
+    from chipfit.report.stacks_view import stacks_table
+
+    return lambda run: (Group(view(run), stacks_table(run)) if has_stacks(run.measurements)
+                        else view(run))
 
 
 def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noqa: ANN001, ANN202
@@ -65,10 +80,11 @@ def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noq
     from chipfit.pipelines.suites import run_suite
 
     suite = get_suite(args.suite)
-    if args.sizes or args.modes or args.dtypes != "float32" or (
+    if args.sizes or args.modes or args.dtypes != "float32" or args.stacks != "eager" or (
             args.workloads != "matmul,elementwise"):
-        raise InvalidInputError("--suite fixes its own workloads, sizes, dtypes and modes: "
-                                "drop --workloads/--sizes/--dtypes/--modes, or drop --suite")
+        raise InvalidInputError("--suite fixes its own workloads, sizes, dtypes, modes and "
+                                "stacks: drop --workloads/--sizes/--dtypes/--modes/--stacks, or "
+                                "drop --suite")
     return run_suite(suite.name, csv_list(args.devices) if args.devices else None,
                      quick=args.quick, timing=timing, on_result=saver, executor=executor,
                      store=store, resume=args.resume)
@@ -84,8 +100,9 @@ def _suite_view(name: str):  # noqa: ANN202
 
     suite = get_suite(name)
     if not suite.claims:
-        return bench_table
-    return lambda run: Group(bench_table(run), claims_table(check_claims(run, suite), run.run_id))
+        return with_stacks(bench_table)
+    return lambda run: Group(with_stacks(bench_table)(run),
+                             claims_table(check_claims(run, suite), run.run_id))
 
 
 ORDER = 20

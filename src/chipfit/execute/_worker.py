@@ -29,7 +29,7 @@ _RAY_RESOURCE = {"cuda": "GPU", "rocm": "GPU", "gpu": "GPU", "tpu": "TPU"}
 def failed(job: Job, status: str, note: str) -> Measurement:
     """The result of a job that produced no timing (it hung, or its process died)."""
     base = dict(workload=job.workload, size=job.size, device=str(job.device), dtype=job.dtype,
-                mode=job.mode, status=status, note=note)
+                mode=job.mode, status=status, note=note, stack=job.stack)
     try:
         from chipfit.workloads import get_workload
 

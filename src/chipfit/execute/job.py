@@ -116,7 +116,7 @@ def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
     backend = get_backend(job.device.backend)
     discovery = discovery or backend.discover()
     base = dict(workload=job.workload, size=size, device=str(job.device), dtype=job.dtype,
-                mode=job.mode, flops=cost.flops, bytes_moved=cost.bytes_moved)
+                mode=job.mode, flops=cost.flops, bytes_moved=cost.bytes_moved, stack=job.stack)
     with backend.session(job.device, discovery) as session:
         try:
             guard_memory(job, discovery, workload)
@@ -130,7 +130,10 @@ def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
 
 def _measure(job: Job, workload: Workload, session: Session, base: dict[str, Any]) -> Measurement:
     session.memory_reset()
-    prepared = workload.build(job.device.backend, base["size"], job.dtype, job.mode, session)
+    from chipfit.workloads.stacks import build_stack
+
+    prepared = build_stack(workload, job.device.backend, job.stack, base["size"], job.dtype,
+                           job.mode, session)
     if session.copies:
         h2d_s, dev_args = _time_copy(session, session.to_device, prepared.host_args)
     else:
@@ -151,7 +154,8 @@ def _measure(job: Job, workload: Workload, session: Session, base: dict[str, Any
         transfer_d2h_bytes=_nbytes(out) if session.copies else 0,
         peak_memory_bytes=peak, memory_method=method, items_per_call=prepared.items,
         device_block_times_s=timing.device_block_times_s,
-        energy_j=energy_j, energy_source=energy_source,
+        energy_j=energy_j, energy_source=energy_source, compile_s=prepared.compile_s,
+        max_abs_diff=prepared.max_abs_diff, max_rel_diff=prepared.max_rel_diff,
         metadata=prepared.details + (("copies", "measured" if session.copies else
                                       "none: host memory"),),
     )

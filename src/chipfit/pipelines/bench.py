@@ -48,9 +48,14 @@ def default_devices(discovery: Discovery) -> list[DeviceRef]:
 def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
          sizes: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32",),
          modes: Sequence[str] | None = None, quick: bool = False,
-         timing: TimingConfig | None = None) -> list[Job]:
-    """Jobs in run order: for each workload, size, dtype and mode, every device."""
+         timing: TimingConfig | None = None, stacks: Sequence[str] = ("eager",)) -> list[Job]:
+    """Jobs in run order: for each workload, size, dtype, mode and stack, every device that
+    runs that stack (JAX devices run ``jit`` in place of ``eager``)."""
+    from chipfit.workloads.stacks import parse_stacks, stacks_for
+
     timing = timing or (TimingConfig.quick() if quick else TimingConfig())
+    stacks = parse_stacks(stacks) or ["eager"]
+    per_device = {ref: stacks_for(ref.backend, stacks) for ref in devices}
     dtypes = [parse_dtype(d) for d in dtypes]
     jobs = []
     for name in workloads:
@@ -65,7 +70,9 @@ def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
         for size in chosen:
             for dtype in dtypes:
                 for mode in (m for m in wanted if m in workload.modes):
-                    jobs += [Job(name, size, ref, dtype, mode, timing) for ref in devices]
+                    for stack in _stack_order(stacks, per_device):
+                        jobs += [Job(name, size, ref, dtype, mode, timing, stack=stack)
+                                 for ref in devices if stack in per_device[ref]]
     return jobs
 
 
@@ -82,6 +89,12 @@ def place(jobs: Sequence[Job], placements: Sequence[Placement]) -> list[Job]:
         out += [replace(job, node_type=p.node_type, node_id=p.node_id) for p in placements
                 if base in p.devices]
     return out
+
+
+def _stack_order(stacks: Sequence[str], per_device: dict[DeviceRef, list[str]]) -> list[str]:
+    """Every stack some device runs, asked-for ones first in their order (``jit`` after)."""
+    out = [s for s in stacks if any(s in v for v in per_device.values())]
+    return out + sorted({s for v in per_device.values() for s in v} - set(out))
 
 
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:
@@ -127,10 +140,12 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
 
 def _settings(names: Sequence[str], refs: Sequence[DeviceRef], sizes: Sequence[str] | None,
               dtypes: Sequence[str], modes: Sequence[str] | None, quick: bool,
-              timing: TimingConfig | None) -> dict[str, str]:
-    """Everything that shapes the plan: what ``--resume`` matches an old run on."""
+              timing: TimingConfig | None, stacks: Sequence[str] = ("eager",)) -> dict[str, str]:
+    """Everything that shapes the plan: what ``--resume`` matches an old run on (the
+    default stack is left out, so runs from before stacks existed still match)."""
     timing = timing or (TimingConfig.quick() if quick else TimingConfig())
-    return {"workloads": ",".join(names), "devices": ",".join(map(str, refs)),
+    extra = {} if list(stacks) == ["eager"] else {"stacks": ",".join(stacks)}
+    return {**extra, "workloads": ",".join(names), "devices": ",".join(map(str, refs)),
             "dtypes": ",".join(dtypes), "quick": str(quick),
             "sizes": ",".join(sizes) if sizes else "default",
             "modes": ",".join(modes) if modes else "default",
@@ -180,7 +195,7 @@ def resume_named(resume: bool | str, store: Store | None, on_result: OnResult | 
 def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
           devices: Iterable[str] | None = None, *, sizes: Sequence[str] | None = None,
           dtypes: Sequence[str] = ("float32",), modes: Sequence[str] | None = None,
-          quick: bool = False,
+          quick: bool = False, stacks: Sequence[str] = ("eager",),
           timing: TimingConfig | None = None, on_result: OnResult | None = None,
           discovery: Discovery | None = None, command: str = "bench",
           executor: Executor | None = None, store: Store | None = None,
@@ -191,6 +206,8 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     measurement as it arrives. ``resume=True`` continues the newest unfinished run in
     ``store`` with the same settings; ``resume="RUN_ID"`` continues that run, whatever the
     other arguments say. Either way only jobs without a stored measurement run again.
+    ``stacks`` (``eager``, ``compile``, ``onnxruntime``, ``int8`` ...; see
+    :mod:`chipfit.workloads.stacks`) is an axis like ``dtypes``.
     """
     executor = executor or InlineExecutor()
     resumed = resume_named(resume, store, on_result, executor)
@@ -199,9 +216,12 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     discovery = discovery or executor.discover()
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     names = list(workloads)
+    from chipfit.workloads.stacks import parse_stacks
+
+    stacks = parse_stacks(stacks) or ["eager"]
     jobs = place(plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick,
-                      timing=timing), executor.placements())
-    settings = _settings(names, refs, sizes, dtypes, modes, quick, timing)
+                      timing=timing, stacks=stacks), executor.placements())
+    settings = _settings(names, refs, sizes, dtypes, modes, quick, timing, stacks)
     if resume:
         run, todo = resume_run(store, find_resumable_run(store, command, settings))  # type: ignore[arg-type]
         return run_jobs(todo, run, on_result, executor=executor, store=store)

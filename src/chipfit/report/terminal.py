@@ -75,12 +75,20 @@ def _cell(m: Measurement | None, ref: Measurement | None) -> Text:
     return text
 
 
+def _stack_row(m: Measurement) -> str:
+    """The stack a row is labelled with: none for a backend's default (eager, jit), so torch
+    eager and JAX jit stay side by side."""
+    from chipfit.spec import default_stack
+
+    return "" if m.stack == default_stack(m.device.split(":")[0]) else m.stack
+
+
 def bench_table(run: Run) -> Table:
-    """Rows workload x size (x dtype, mode); columns devices."""
+    """Rows workload x size (x dtype, mode, stack); columns devices."""
     devices = list(OrderedDict.fromkeys(m.device for m in run.measurements))
-    rows: OrderedDict[tuple[str, str, str, str], dict[str, Measurement]] = OrderedDict()
+    rows: OrderedDict[tuple[str, str, str, str, str], dict[str, Measurement]] = OrderedDict()
     for m in run.measurements:
-        rows.setdefault((m.workload, m.size, m.dtype, m.mode), {})[m.device] = m
+        rows.setdefault((m.workload, m.size, m.dtype, m.mode, _stack_row(m)), {})[m.device] = m
     ref_name = reference_device(devices) if devices else ""
     table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
                         f"(run {run.run_id})",
@@ -93,10 +101,11 @@ def bench_table(run: Run) -> Table:
                   caption_justify="left")
     table.add_column("workload")
     table.add_column("size")
-    table.add_column("dtype / mode")
+    table.add_column("dtype / mode / stack")
     for d in devices:
         table.add_column(d + (" (ref)" if d == ref_name else ""), justify="right")
-    for (workload, size, dtype, mode), cells in rows.items():
+    for (workload, size, dtype, mode, stack), cells in rows.items():
         ref = cells.get(ref_name)
-        table.add_row(workload, size, f"{dtype}\n{mode}", *(_cell(cells.get(d), ref) for d in devices))
+        label = f"{dtype}\n{mode}" + (f"\n{stack}" if stack else "")
+        table.add_row(workload, size, label, *(_cell(cells.get(d), ref) for d in devices))
     return table

@@ -10,6 +10,9 @@ misread. History of ``SCHEMA_VERSION``:
 3. Measurements gain ``contended`` (true/false; absent or null: unknown, as every older
    measurement reads), ``contention`` (the evidence, numbers), ``contention_note`` and
    ``attempts``; the run gains ``contention`` (a summary, derived, ignored when read).
+4. measurements carry ``stack`` (``eager``, ``compile``, ``onnxruntime``, ``int8`` ...; JAX
+   ``jit``), ``compile_s``, ``max_abs_diff`` and ``max_rel_diff``; older files read their
+   measurements as the backend's default stack.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from chipfit.results import (
 __all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
            "save_run", "write_csv"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FORMAT = "chipfit-run"
 _UPGRADE = "upgrade chipfit to read it"
 
@@ -115,11 +118,11 @@ def load_run(path: str | os.PathLike[str]) -> Run:
 
 
 CSV_COLUMNS = (
-    "run_id", "workload", "size", "device", "dtype", "mode", "status", "source", "median_s",
-    "ci_low_s", "ci_high_s", "rel_ci", "iqr_s", "samples", "number_per_block", "first_call_s",
+    "run_id", "workload", "size", "device", "stack", "dtype", "mode", "status", "source",
+    "median_s", "ci_low_s", "ci_high_s", "rel_ci", "iqr_s", "samples", "number_per_block", "first_call_s",
     "transfer_h2d_s", "transfer_d2h_s", "end_to_end_s", "gflops", "gbps", "throughput_per_s",
     "peak_memory_bytes", "memory_method", "stop_reason", "noisy", "contended", "attempts",
-    "contention_note", "note",
+    "contention_note", "note", "compile_s", "max_abs_diff", "max_rel_diff",
 )
 
 
@@ -127,6 +130,8 @@ def csv_row(run_id: str, m: Measurement) -> dict[str, Any]:
     lo, hi = m.ci_s
     return {
         "run_id": run_id, "workload": m.workload, "size": m.size, "device": m.device,
+        "stack": m.stack, "compile_s": m.compile_s, "max_abs_diff": m.max_abs_diff,
+        "max_rel_diff": m.max_rel_diff,
         "dtype": m.dtype, "mode": m.mode, "status": m.status, "source": m.source,
         "median_s": m.median_s, "ci_low_s": lo, "ci_high_s": hi, "rel_ci": m.rel_ci,
         "iqr_s": m.iqr_s, "samples": len(m.block_times_s), "number_per_block": m.number_per_block,

@@ -17,6 +17,9 @@ are rows of the ``schema_migrations`` table, and a database from a newer chipfit
    settings as ``guard_limit|...`` keys; those rows are read into the same field).
 3. ``measurements.contended``: 1/0 when the machine was/was not found shared while the point
    ran, NULL when unknown (every row from versions 1-2); the evidence is in ``data_json``.
+4. measurements.stack: the software stack (``eager``, ``compile``, ``onnxruntime``, ``int8``
+   ...; JAX ``jit``); older rows read as their backend's default stack. A job's key carries
+   the stack only when it is not the default, so older keys still match.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ from typing import Any, TypeVar
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.paths import check_schema, data_dir, utc_now
 from chipfit.results import Discovery, GuardLimit, Measurement, Run, from_plain, split_legacy_limits
-from chipfit.spec import DeviceRef, Job, TimingConfig
+from chipfit.spec import DeviceRef, Job, TimingConfig, default_stack
 
 __all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "default_db_path", "open_store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Marks the file as chipfit's in its header ("chip"), so a foreign database is not misread.
 APPLICATION_ID = 0x63686970
 _BUSY_TIMEOUT_S = 60.0
@@ -91,10 +94,15 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "measurements.contended: was the machine shared (NULL: unknown)", (
         "ALTER TABLE measurements ADD COLUMN contended INTEGER",
     )),
+    (4, "the software stack of each measurement", (
+        "ALTER TABLE measurements ADD COLUMN stack TEXT NOT NULL DEFAULT ''",
+        "UPDATE measurements SET stack = CASE WHEN device LIKE 'jax:%' THEN 'jit' "
+        "ELSE 'eager' END",
+    )),
 )
 
 T = TypeVar("T")
-Key = tuple[str, str, str, str, str]
+Key = tuple[str, ...]
 
 
 def default_db_path() -> Path:
@@ -139,9 +147,12 @@ def key_text(key: Sequence[str]) -> str:
 
 
 def measurement_key(m: Measurement) -> Key:
-    """The :attr:`Job.key` of the job that produced ``m`` (a fleet job's names its node type,
-    and with ``--every-node`` the node it was planned on)."""
+    """The :attr:`Job.key` of the job that produced ``m`` (a stack other than the default is
+    part of it; a fleet job's names its node type, and with ``--every-node`` the node it was
+    planned on)."""
     base = (m.workload, m.size, m.device, m.dtype, m.mode)
+    if m.stack != default_stack(m.device.split(":")[0]):
+        base += (m.stack,)
     if m.node_type is None:
         return base
     return base + (m.node_type, m.meta.get("planned_node", ""))  # --every-node: its node
@@ -276,11 +287,13 @@ class Store:
                 key: Sequence[str] | None = None) -> None:
         seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE run_id = ?",
                            (run_id,)).fetchone()[0]
-        conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        conn.execute("INSERT INTO measurements (run_id, seq, job_key, workload, size, device, "
+                     "dtype, mode, status, source, recorded_at, data_json, contended, stack) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (run_id, seq, key_text(key or measurement_key(m)), m.workload, m.size,
                       m.device,
                       m.dtype, m.mode, m.status, m.source, utc_now(), json.dumps(m.to_dict()),
-                      None if m.contended is None else int(m.contended)))
+                      None if m.contended is None else int(m.contended), m.stack))
 
     @_guarded
     def finish_run(self, run: Run) -> None:
@@ -454,7 +467,8 @@ def _run_row(run: Run) -> tuple[Any, ...]:
 
 def _job_json(job: Job) -> str:
     data = {"workload": job.workload, "size": job.size, "device": str(job.device),
-            "dtype": job.dtype, "mode": job.mode, "timing": asdict(job.timing)}
+            "dtype": job.dtype, "mode": job.mode, "timing": asdict(job.timing),
+            "stack": job.stack}
     if job.node_type is not None:  # a fleet job; older plans simply lack the keys
         data.update(node_type=job.node_type, node_id=job.node_id)
     return json.dumps(data)
@@ -464,7 +478,7 @@ def _job_from_json(text: str) -> Job:
     data = json.loads(text)
     return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]), data["dtype"],
                data["mode"], from_plain(TimingConfig, data["timing"]),
-               data.get("node_type"), data.get("node_id"))
+               data.get("node_type"), data.get("node_id"), stack=data.get("stack", ""))
 
 
 def _summary(row: Sequence[Any]) -> RunSummary:

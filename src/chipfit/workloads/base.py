@@ -63,12 +63,20 @@ def geometric_ladder(start: int, stop: int, points: int | None = None) -> list[i
 
 @dataclass(frozen=True)
 class Prepared:
-    """A workload ready to run: ``fn(*device_args)`` performs one call."""
+    """A workload ready to run: ``fn(*device_args)`` performs one call.
+
+    A stack other than eager (:mod:`chipfit.workloads.stacks`) also reports how long it took
+    to build (``compile_s``: export, compile, first call) and how far its output is from
+    eager's on the same inputs.
+    """
 
     fn: Callable[..., Any]
     host_args: tuple[Any, ...]
     items: int = 1
     details: tuple[tuple[str, str], ...] = field(default=())
+    compile_s: float | None = None
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
 
 
 class Workload(abc.ABC):
@@ -104,6 +112,11 @@ class Workload(abc.ABC):
     def memory_estimate(self, size: str, dtype: str, mode: str = "inference") -> int | None:
         """Bytes the run needs on the device, for the memory guard (None: unknown)."""
         return None
+
+    def inference_module(self, size: str) -> tuple[Any, tuple[Any, ...], int, tuple[tuple[str, str], ...]]:
+        """(float32 torch module in eval mode, its CPU inputs, items, details) for ``size``:
+        what the stacks other than eager compile, export or quantise."""
+        raise UnsupportedError(f"{self.name} has no torch module for stacks other than eager")
 
     def backends(self) -> Sequence[str]:
         return tuple(name[len("_build_"):] for name in dir(self) if name.startswith("_build_"))

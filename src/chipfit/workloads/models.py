@@ -144,6 +144,18 @@ class HFModel(Workload):
                         extra=(("input", self.input_note),))
 
 
+    def inference_module(self, size: str) -> tuple[Any, tuple[Any, ...], int, tuple[tuple[str, str], ...]]:
+        from chipfit.workloads.stacks import forward_module
+        from chipfit.workloads.training import count_params, model_bytes
+
+        batch = parse_count(size)
+        model = copy.deepcopy(_template(self.name)).eval()
+        details = (("params", str(count_params(model))), ("trainable_params", "0"),
+                   ("model_bytes", str(model_bytes(model))), ("input", self.input_note))
+        return (forward_module(model, self.forward("inference")),
+                self.make_inputs(batch, "inference"), batch, details)
+
+
 def _model_loss(output: Any) -> Any:
     return output.loss
 

@@ -203,6 +203,15 @@ class Net(Workload):
                               loss=_identity, head=("net.head",), lr=LR)
         return prepared(fn, (torch.from_numpy(x), torch.from_numpy(y)), net, batch, mode)
 
+    def inference_module(self, size: str) -> tuple[Any, tuple[Any, ...], int, tuple[tuple[str, str], ...]]:
+        import torch
+
+        from chipfit.workloads import _torch_nets
+
+        batch = parse_count(size)
+        net = _torch_nets.load_weights(self.torch_module(), self.init_weights()).eval()
+        return net, (torch.from_numpy(self.sample_batch(batch)[0]),), batch, self._details("inference")
+
     def _build_jax(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
         import jax
 
