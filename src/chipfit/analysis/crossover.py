@@ -252,11 +252,18 @@ def rate_of(m: Measurement, unit: str) -> float:
 
 # ---- building series ------------------------------------------------------------------------
 
+def series_device(m: Measurement) -> str:
+    """The device label of ``m``'s series: the device, plus its stack when that is not the
+    backend's default (``torch:cpu+onnxruntime``), so stacks on one device cross over like
+    devices do."""
+    return m.device if m.stack in ("eager", "jit") else f"{m.device}+{m.stack}"
+
+
 def _groups(measurements: Iterable[Measurement]) -> dict[tuple[str, str, str, str],
                                                           list[Measurement]]:
     groups: dict[tuple[str, str, str, str], list[Measurement]] = {}
     for m in measurements:
-        groups.setdefault((m.workload, m.device, m.dtype, m.mode), []).append(m)
+        groups.setdefault((m.workload, series_device(m), m.dtype, m.mode), []).append(m)
     return groups
 
 

@@ -36,6 +36,24 @@ class Option:
     fallback_ops: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     band: float = 0.0  # relative uncertainty of latency_s: x/÷(1 + band) (0: measured)
+    # The software stack (chipfit.workloads.stacks: eager, compile, onnxruntime, int8 ...;
+    # predicted engines: tensorrt, engine) and the precision it computes in.
+    stack: str = "eager"
+    precision: str = "float32"
+    eager_latency_s: float | None = None  # eager's latency, same device and batch
+    max_rel_diff: float | None = None  # max |stack - eager| / max |eager| (measured)
+
+    @property
+    def label(self) -> str:
+        """``device`` plus the stack when it is not eager (``torch:cpu int8``)."""
+        return self.device if self.stack in ("eager", "jit") else f"{self.device} {self.stack}"
+
+    @property
+    def speedup_vs_eager(self) -> float | None:
+        """Eager's latency over this option's (same device and batch), where both exist."""
+        if self.eager_latency_s is None or not self.latency_s > 0 or self.stack == "eager":
+            return None
+        return self.eager_latency_s / self.latency_s
 
     @property
     def throughput(self) -> float:

@@ -70,7 +70,7 @@ def recommend(ev: Evidence, objective: str = "latency", *, max_latency: float | 
     for option in ev.options:
         why = _excluded(option, ev, max_latency, budget)
         if why:
-            excluded.append((option.device, why))
+            excluded.append((option.label, why))
         else:
             eligible.append(option)
     if ev.train_samples is not None and objective in ("latency", "throughput"):
@@ -117,7 +117,7 @@ def rank(options: list[Option], key: Callable[[Option], float], objective: str,
     for group in groups:
         if len(group) > 1:
             group.sort(key=lambda o: (*(f(o) for f in secondary), key(o)))
-            ties.append(tuple(o.device for o in group))
+            ties.append(tuple(o.label for o in group))
         ordered += group
     why = (f"within each other's uncertainty: ordered by {' then '.join(SECONDARY[objective])}"
            if ties else "")

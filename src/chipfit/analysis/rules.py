@@ -62,7 +62,8 @@ def launch_bound(ev: Evidence) -> Reason | None:
     bound = [o for o in ev.options if o.kind != "cpu" and o.bound in ("launch", "transfer")]
     if not bound or len(bound) < len([o for o in ev.options if o.kind != "cpu"]) / 2:
         return None
-    items = tuple((o.device, f"{o.bound}-bound at batch {o.batch}") for o in bound[:4])
+    items = tuple(dict.fromkeys((o.device, f"{o.bound}-bound at batch {o.batch}")
+                                for o in bound))[:4]
     return Reason("launch-bound", "cpu", items, "predicted",
                   f"{SEED_003}: with little data, the copy to and from the GPU outweighs compute")
 
@@ -144,9 +145,44 @@ def large_parallel_work(ev: Evidence) -> Reason | None:
                   f"{SEED_000}: medium and large models with larger batches; {SEED_001}")
 
 
+# A stack whose outputs differ from eager's by more than this share of eager's largest output
+# is not offered as "the same model, faster" (int8 on random weights lands near 1%).
+STACK_AGREEMENT = 0.05
+
+
+def _stack_reason(ev: Evidence, measured: bool) -> Reason | None:
+    best = min((o for o in ev.options if o.fits and (o.speedup_vs_eager or 0) > 1
+                and (o.latency_source == "measured") == measured
+                and (o.max_rel_diff is None or o.max_rel_diff <= STACK_AGREEMENT)),
+               key=lambda o: o.latency_s, default=None)
+    if best is None:
+        return None
+    agreement = (f"outputs within {best.max_rel_diff * 100:.2g}% of eager's"
+                 if best.max_rel_diff is not None else "output agreement not measured")
+    items = (("stack", best.stack), ("device", best.device), ("precision", best.precision),
+             ("speedup", f"{best.speedup_vs_eager:.2g}x"), ("batch", str(best.batch)),
+             ("latency", f"{best.latency_s:.3g} s ({best.latency_source})"),
+             ("eager latency", f"{best.eager_latency_s:.3g} s ({best.latency_source})"),
+             ("agreement", agreement))
+    cite = ("chipfit measurement: the same model on each stack, outputs compared with eager's"
+            if measured else "the fused-engine model fitted on published MLPerf results "
+            "(chipfit.analysis.stacks)")
+    return Reason("faster-stack", best.kind, items, best.latency_source, cite)
+
+
+def faster_local_stack(ev: Evidence) -> Reason | None:
+    """A measured software stack beats eager on the same local device."""
+    return _stack_reason(ev, measured=True)
+
+
+def faster_engine(ev: Evidence) -> Reason | None:
+    """A predicted fused engine beats eager on the same catalog device."""
+    return _stack_reason(ev, measured=False)
+
+
 RULES: tuple[Callable[[Evidence], Reason | None], ...] = (
     below_crossover, launch_bound, memory_host_only, cpu_fallbacks, recurrent_or_irregular,
-    matrix_large_batch, long_training, large_parallel_work,
+    matrix_large_batch, long_training, large_parallel_work, faster_local_stack, faster_engine,
 )
 
 

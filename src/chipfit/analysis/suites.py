@@ -42,7 +42,9 @@ class Experiment:
     """A workload at fixed sizes, measured on devices of the given kinds.
 
     ``requires`` names a device kind without which the experiment is skipped (its only
-    purpose is a claim about that kind).
+    purpose is a claim about that kind). ``stacks`` (empty: the backend's default) are the
+    software stacks measured; stacks other than eager run on torch devices without a thread
+    pin only.
     """
 
     key: str
@@ -54,6 +56,7 @@ class Experiment:
     backend: str = "torch"
     quick_sizes: tuple[str, ...] | None = None
     requires: str = ""
+    stacks: tuple[str, ...] = ()
 
     def sizes_for(self, quick: bool) -> tuple[str, ...]:
         return self.quick_sizes if quick and self.quick_sizes is not None else self.sizes
@@ -170,6 +173,7 @@ _SEED_CLAIMS = (
           "faster", "cnn-tpu", kind="cpu", versus="tpu"),
 )
 
+_OTHER_STACKS = ("compile", "onnxruntime", "int8", "int8-torch", "int8-static")
 _DEFAULT_EXPERIMENTS = (
     Experiment("matmul", "matmul", ("70x30@30x70", "256", "1024", "2048"),
                quick_sizes=("70x30@30x70", "1024")),
@@ -184,6 +188,11 @@ _DEFAULT_EXPERIMENTS = (
     *(Experiment(f"{name}-train", name, (batch,), mode="train")
       for name, batch in (("mlp", "64"), ("cnn", "64"), ("lstm", "4"),
                           ("transformer-block", "8"))),
+    # The software stacks (chipfit.workloads.stacks) at batch 1; eager at batch 1 is measured
+    # above for the two models, so only the CNN repeats it here.
+    Experiment("cnn-stacks", "cnn", ("1",), stacks=("eager",) + _OTHER_STACKS),
+    *(Experiment(f"{name}-stacks", name, ("1",), stacks=_OTHER_STACKS)
+      for name in ("resnet50", "bert-base")),
 )
 
 SUITES: dict[str, Suite] = {

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="language models: prompt tokens (default 512)")
     p.add_argument("--gen-len", type=int, default=128,
                    help="language models: generated tokens (default 128)")
+    p.add_argument("--stacks", default="eager",
+                   help="comma-separated software stacks: local ones are measured here at the "
+                        "ranked batch (compile, onnxruntime, int8, int8-torch, int8-static, or "
+                        "all); tensorrt (catalog GPUs) and engine (every catalog device) are "
+                        "predicted int8 engines fitted on published MLPerf results")
     p.add_argument("--hardware", help="comma-separated catalog keys to predict (default: a "
                    "spread of GPUs and TPUs; see chipfit catalog)")
     p.add_argument("--devices", help="local devices to measure (default: all found)")
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                         budget=args.budget, train_samples=args.train_samples,
                         epochs=args.epochs, weights=args.weights,
                         trust_pickle=args.trust_pickle, on_result=saver,
-                        local_price=args.local_price)
+                        local_price=args.local_price, stacks=csv_list(args.stacks))
     train = (args.train_samples, args.epochs) if args.train_samples else None
     data = advice_json(advice.recommendation, train)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,

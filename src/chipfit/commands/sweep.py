@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated dtypes; two or more add dtype crossovers "
                    "(e.g. float32,bfloat16)")
     p.add_argument("--mode", help="inference, train or finetune (default: the workload's first)")
+    from chipfit.commands._common import add_stacks_flag
+
+    add_stacks_flag(p)
     p.add_argument("--quick", action="store_true",
                    help="short ladder and short timing (under two minutes on two cores)")
     p.add_argument("--target", type=float, help="stop timing a point when the 95%% CI of the "
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         result = sweep(args.workload, csv_list(args.devices) if args.devices else None,
                        axis=args.axis, start=args.start, stop=args.stop,
                        points=args.points, dtypes=csv_list(args.dtypes), mode=args.mode,
-                       quick=args.quick, timing=timing, on_result=saver, level=args.level,
+                       stacks=csv_list(args.stacks), quick=args.quick, timing=timing, on_result=saver, level=args.level,
                        executor=executor, store=store, resume=args.resume)
     if store is not None:
         err.print(f"run {result.run.run_id} kept in {store.path}")

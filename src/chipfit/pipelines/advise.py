@@ -97,12 +97,19 @@ def _local_devices(devices: Sequence[str] | None, found: Any) -> list[DeviceRef]
 
 
 def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], dtype: str,
-                   modes: list[str], timing: TimingConfig, on_result: Any, found: Any) -> Run:
+                   modes: list[str], timing: TimingConfig, on_result: Any, found: Any,
+                   stacks: Sequence[str] = (), target: str = "") -> Run:
+    """Every size on every device (default stack), plus each other stack at ``target``."""
     from chipfit.pipelines.bench import new_run, run_jobs
+    from chipfit.workloads.stacks import default_stack, stacks_for
 
     jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
+    jobs += [Job(workload.name, target, r, dtype, modes[0], timing, stack) for r in refs
+             for stack in stacks_for(r.backend, stacks) if stack != default_stack(r.backend)]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
                 "modes": ",".join(modes), "command": "advise"}
+    if [s for s in stacks if s != "eager"]:
+        settings["stacks"] = ",".join(stacks)
     run = run_jobs(jobs, new_run("advise", found, settings), on_result)
     if run.interrupted:
         raise KeyboardInterrupt
@@ -172,7 +179,7 @@ def _xla_fallbacks() -> list[str]:
 
 def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measurement | None,
                   need: int | None, fallbacks: tuple[str, ...] = (),
-                  local_price: float | None = None) -> Option:
+                  local_price: float | None = None, eager: Measurement | None = None) -> Option:
     if m.energy_j is not None:
         joules, source = m.energy_j / batch, "measured"
     elif spec is not None and spec.tdp_w:
@@ -190,7 +197,29 @@ def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measu
         train_source="measured" if train is not None and train.ok else "",
         fallback_ops=fallbacks,
         notes=(f"catalog match: {spec.key}",) if spec is not None else (),
+        stack=m.stack, precision=_stack_precision(m.stack, m.dtype),
+        eager_latency_s=eager.end_to_end_s if eager is not None and eager.ok else None,
+        max_rel_diff=m.max_rel_diff,
     )
+
+
+def _stack_precision(stack: str, dtype: str) -> str:
+    """What a local stack computes in: int8 stacks int8 (from ``dtype`` inputs), else dtype."""
+    return "int8" if stack.startswith("int8") else dtype
+
+
+def _engine_option(spec: Any, eager: Any, stack: str, batch: int, need: int | None,
+                   precision: str = "int8") -> Option:
+    """A catalog device running a fused inference engine (predicted on top of eager)."""
+    from dataclasses import replace
+
+    from chipfit.engines import predict_engine
+
+    pred = predict_engine(eager, spec, stack, precision)
+    option = _catalog_option(spec, pred, None, batch, need)
+    return replace(option, stack=stack, precision=precision,
+                   eager_latency_s=eager.end_to_end_s,
+                   notes=option.notes + ("engine efficiency fitted on published MLPerf results",))
 
 
 def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int | None) -> Option:
@@ -222,11 +251,14 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            train_samples: int | None = None, epochs: float = 1.0,
            weights: str | None = None, trust_pickle: bool = False,
            timing: TimingConfig | None = None, on_result: Any = None,
-           local_price: float | None = None) -> Advice:
+           local_price: float | None = None, stacks: Sequence[str] = ("eager",)) -> Advice:
     """Which processor should run ``model``, measured here and predicted elsewhere, and why.
 
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
-    they take part in the cost objective and the budget.
+    they take part in the cost objective and the budget. ``stacks`` adds software stacks:
+    local ones (``compile``, ``onnxruntime``, ``int8`` ...) are measured on the local devices
+    at the target batch; predicted ones (``tensorrt`` for catalog GPUs, ``engine`` for every
+    catalog device) are fused int8 engines predicted on top of the eager prediction.
     """
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
@@ -234,6 +266,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     from chipfit.hardware.catalog import load_catalog
 
     dtype = parse_dtype(dtype)
+    local_stacks, engine_stacks = split_stacks(stacks, mode)
     workload = resolve_model(model, example_inputs, weights=weights, trust_pickle=trust_pickle)
     if workload.axis != "batch":
         raise InvalidInputError(f"advise ranks processors for models, whose size is the batch; "
@@ -248,13 +281,15 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     refs = _local_devices(devices, found)
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
-                         timing or TimingConfig.quick(), on_result, found)
+                         timing or TimingConfig.quick(), on_result, found, local_stacks,
+                         workload.parse_size(str(target)))
     costs = {s: _shape_costs(workload, str(s), dtype, mode) for s in sizes}
     train_costs = _shape_costs(workload, str(target), dtype, "train") if train_samples else None
     gpu_costs: dict[Any, Any] = {}
     need = workload.memory_estimate(str(target), dtype, "train" if train_samples else mode)
     options, cross = [], []
-    by_key = {(m.device, int(m.size), m.mode): m for m in run.measurements}
+    by_key = {(m.device, int(m.size), m.mode): m for m in run.measurements
+              if m.stack in ("eager", "jit")}
     cpu_times = {r: [_time(by_key.get((str(r), s, mode))) for s in sizes] for r in refs}
     for ref in refs:
         m = by_key.get((str(ref), target, mode))
@@ -269,6 +304,9 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         # its latency and the CPU crossover come from all of this device's points
         options.append(replace(option, latency_source=source_of(
             x for x in run.measurements if x.device == str(ref))))
+        options += [_local_option(s, info, spec, target, None, need, (), local_price, m)
+                    for s in run.measurements if s.device == str(ref) and s.ok
+                    and s.stack not in ("eager", "jit") and int(s.size) == target]
     for spec in specs:
         try:
             if _gpu_model(spec):
@@ -281,6 +319,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         except UnsupportedError:
             continue  # a catalog device without the figures to predict this dtype
         options.append(_catalog_option(spec, preds[target], train_pred, target, need))
+        options += [_engine_option(spec, preds[target], stack, target, need)
+                    for stack in engine_stacks if stack == "engine" or spec.kind == "gpu"]
         for ref in refs:
             if found.get(str(ref.base)) and found.get(str(ref.base)).kind == "cpu":
                 acc = [preds[s].end_to_end_s for s in sizes]
@@ -332,6 +372,26 @@ def _gpu_preds(key: str, workload: Workload, sizes: Sequence[int], target: int, 
     preds = {s: gpu_prediction(costs(s, mode), key) for s in sizes}
     train = gpu_prediction(costs(target, "train"), key) if train_samples else None
     return preds, train
+
+
+def split_stacks(stacks: Sequence[str], mode: str) -> tuple[list[str], list[str]]:
+    """(local stacks to measure, predicted engine stacks) from one ``--stacks`` list."""
+    from chipfit.analysis.stacks import ENGINE_STACKS
+    from chipfit.engines import resolve_stack
+    from chipfit.workloads.stacks import parse_stacks
+
+    texts = [s.strip().lower() for s in stacks if s.strip()]
+    engines = [resolve_stack(s) for s in texts if s in ENGINE_STACKS or s in ("trt", "fused")]
+    local = parse_stacks([s for s in texts if resolve_stack_or_none(s) is None]) or ["eager"]
+    if mode != "inference" and (engines or local != ["eager"]):
+        raise InvalidInputError("stacks other than eager are advised for inference only")
+    return local, engines
+
+
+def resolve_stack_or_none(text: str) -> str | None:
+    from chipfit.analysis.stacks import ENGINE_STACKS
+
+    return text if text in ENGINE_STACKS or text in ("trt", "fused") else None
 
 
 def _default_batches(workload: Workload, batch: int | None) -> list[int]:

@@ -59,9 +59,18 @@ def plan_suite(suite: Suite, discovery: Discovery, devices: Sequence[DeviceRef] 
         refs = [r for r in refs if r.backend in workload.backends()]
         for size in exp.sizes_for(quick):
             canonical = workload.parse_size(size)
-            jobs += [Job(exp.workload, canonical, ref, exp.dtype, exp.mode, timing)
-                     for ref in refs]
+            for stack in exp.stacks or ("",):
+                jobs += [Job(exp.workload, canonical, ref, exp.dtype, exp.mode, timing, stack)
+                         for ref in _stack_devices(refs, stack)]
     return jobs
+
+
+def _stack_devices(refs: Sequence[DeviceRef], stack: str) -> list[DeviceRef]:
+    """The devices a suite measures ``stack`` on: all for the default, else torch devices
+    without a thread pin (``torch:cpu``, GPUs)."""
+    if not stack:
+        return list(refs)
+    return [r for r in refs if r.backend == "torch" and r.threads is None]
 
 
 def run_suite(name: str, devices: Iterable[str] | None = None, *, quick: bool = False,

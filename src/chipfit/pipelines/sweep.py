@@ -92,10 +92,15 @@ def ladder_for(workload: Any, start: str | None = None, stop: str | None = None,
 
 
 def plan_sweep(workload: str, sizes: Sequence[str], devices: Sequence[DeviceRef],
-               dtypes: Sequence[str], mode: str, timing: TimingConfig) -> list[Job]:
-    """Jobs in run order: sizes ascending; per size every dtype on every device."""
-    return [Job(workload, size, ref, dtype, mode, timing)
-            for size in sizes for dtype in dtypes for ref in devices]
+               dtypes: Sequence[str], mode: str, timing: TimingConfig,
+               stacks: Sequence[str] = ("eager",)) -> list[Job]:
+    """Jobs in run order: sizes ascending; per size every dtype and stack on every device
+    that runs the stack (:func:`chipfit.workloads.stacks.stacks_for`)."""
+    from chipfit.workloads.stacks import stacks_for
+
+    return [Job(workload, size, ref, dtype, mode, timing, stack)
+            for size in sizes for dtype in dtypes for stack in stacks for ref in devices
+            if stack in stacks_for(ref.backend, stacks)]
 
 
 def _guess(a: tuple[int, float], b: tuple[int, float], budget: float, lo: int,
@@ -243,9 +248,10 @@ class SweepResult:
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
 
-def _series_of(job: Job) -> tuple[str, str, str, str | None]:
-    """A series of the ladder (a fleet's node types are separate series: different memory)."""
-    return (str(job.device), job.dtype, job.mode, job.node_type)
+def _series_of(job: Job) -> tuple[str, str, str, str, str | None]:
+    """A series of the ladder (each stack is one; a fleet's node types are separate series:
+    different memory)."""
+    return (str(job.device), job.dtype, job.mode, job.stack, job.node_type)
 
 
 def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
@@ -257,7 +263,7 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
     from chipfit.pipelines.bench import run_jobs
 
     rungs = [[j for j in jobs if j.size == size] for size in dict.fromkeys(j.size for j in jobs)]
-    out_of_memory: set[tuple[str, str, str, str | None]] = set()
+    out_of_memory: set[tuple[str, str, str, str, str | None]] = set()
     done = 0
     for r, rung in enumerate(rungs):
         todo = [j for j in rung if _series_of(j) not in out_of_memory]
@@ -270,7 +276,8 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
 
         run = run_jobs(todo, run, report, **where)
         done += len(todo)
-        out_of_memory |= {(m.device, m.dtype, m.mode, m.node_type) for m in run.measurements
+        out_of_memory |= {(m.device, m.dtype, m.mode, m.stack, m.node_type)
+                          for m in run.measurements
                           if m.status == "oom"}
         if run.interrupted:
             break
@@ -280,6 +287,7 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
 def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | None = None,
           start: str | None = None, stop: str | None = None, points: int | None = None,
           dtypes: Sequence[str] = ("float32",), mode: str | None = None, quick: bool = False,
+          stacks: Sequence[str] = ("eager",),
           timing: TimingConfig | None = None, on_result: OnResult | None = None,
           discovery: Discovery | None = None, level: float = 0.95,
           executor: Executor | None = None, store: Store | None = None,
@@ -292,6 +300,8 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
     measurement as it arrives, and the finished run with its memory-guard limits.
     ``resume=True`` continues the newest unfinished sweep in ``store`` with the same settings,
     ``resume="RUN_ID"`` that sweep; either way only the missing points are measured.
+    ``stacks`` (:mod:`chipfit.workloads.stacks`) add series per software stack; a stack on a
+    device is labelled ``device+stack`` in the analysis, so stacks cross over like devices.
     """
     from chipfit.analysis.crossover import check_settings
     from chipfit.discovery import discover, resolve_devices
@@ -325,7 +335,12 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
     settings = {"workload": workload, "axis": wl.axis, "from": sizes[0], "to": sizes[-1],
                 "sizes": ",".join(sizes), "devices": ",".join(map(str, refs)),
                 "dtypes": ",".join(dtypes), "mode": mode, "quick": str(quick)}
-    jobs = place(plan_sweep(workload, sizes, refs, dtypes, mode, timing),
+    from chipfit.workloads.stacks import parse_stacks
+
+    stacks = parse_stacks(stacks) or ["eager"]
+    if stacks != ["eager"]:
+        settings["stacks"] = ",".join(stacks)
+    jobs = place(plan_sweep(workload, sizes, refs, dtypes, mode, timing, stacks),
                  executor.placements() if executor else [])
     if resume:
         run, jobs = resume_run(store, find_resumable_run(store, "sweep", settings))  # type: ignore[arg-type]

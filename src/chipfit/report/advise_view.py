@@ -30,13 +30,20 @@ _WORDS = {
     "long-training": "Training would take over a week even on the fastest single device: "
                      "spread it over a TPU pod or several GPUs.",
     "parallel-work": "The model has enough parallel work that a GPU is faster than the CPU.",
+    "faster-stack": "{stack} ({precision}) on {device}: {speedup} faster than eager at batch "
+                    "{batch}; {agreement}.",
 }
+
+
+class _Missing(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return "?"
 
 
 def reason_text(reason: Reason) -> str:
     """One sentence for ``reason`` followed by its evidence and source."""
     data = dict(reason.evidence)
-    sentence = _WORDS.get(reason.code, reason.code).format(batch=data.get("batch", "?"))
+    sentence = _WORDS.get(reason.code, reason.code).format_map(_Missing(data))
     facts = "; ".join(f"{k}: {v}" for k, v in reason.evidence)
     return f"{sentence} [evidence ({reason.source}): {facts}] [rule source: {reason.cite}]"
 
@@ -57,14 +64,14 @@ def options_table(rec: Recommendation, train: tuple[int, float] | None = None) -
     table = Table(title=f"Processors ranked by {rec.objective}", title_justify="left",
                   caption="source: measured here, or predicted from the catalog; $ (catalog price "
                   "x time) and J are estimated unless marked meas.", caption_justify="left")
-    for col in ("#", "device", "kind", "source", "batch", "latency", "samples/s", "$ per 1M",
-                "J/sample", "bound"):
-        table.add_column(col, justify="right" if col not in ("device", "kind", "bound", "source")
-                         else "left")
+    for col in ("#", "device", "kind", "stack", "source", "batch", "latency", "samples/s",
+                "$ per 1M", "J/sample", "bound"):
+        table.add_column(col, justify="right" if col not in ("device", "kind", "stack", "bound",
+                                                             "source") else "left")
     if train:
         table.add_column("time to train", justify="right")
     for i, o in enumerate(rec.ranked, 1):
-        row = [str(i), o.device, o.kind, o.latency_source, str(o.batch),
+        row = [str(i), o.device, o.kind, _stack_cell(o), o.latency_source, str(o.batch),
                fmt_seconds(o.latency_s), f"{o.throughput:,.0f}", _money(o.usd_per_million),
                _joules(o), o.bound or "-"]
         if train:
@@ -74,14 +81,21 @@ def options_table(rec: Recommendation, train: tuple[int, float] | None = None) -
     return table
 
 
+def _stack_cell(o: Option) -> str:
+    text = f"{o.stack} {o.precision}"
+    speedup = o.speedup_vs_eager
+    return text + (f" (×{speedup:.2g} vs eager)" if speedup else "")
+
+
 def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = None) -> Any:
     parts: list[Any] = [options_table(rec, train)]
     if rec.choice is None:
         parts.append(Text("No processor meets the constraints.", style="bold red"))
     else:
-        parts.append(Text(f"Recommendation: {rec.choice.device} ({rec.choice.name}), best "
-                          f"{rec.objective} among {len(rec.ranked)} eligible processors.",
-                          style="bold"))
+        c = rec.choice
+        parts.append(Text(f"Recommendation: {c.device} ({c.name}) with {c.stack} "
+                          f"{c.precision} at batch {c.batch}, best {rec.objective} among "
+                          f"{len(rec.ranked)} eligible options.", style="bold"))
     for group in rec.ties:
         parts.append(Text(f"tie: {', '.join(group)} ({rec.tie_break})", style="yellow"))
     for reason in rec.reasons:
@@ -94,6 +108,9 @@ def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = Non
 def _option_json(o: Option, train: tuple[int, float] | None) -> dict[str, Any]:
     return {
         "device": o.device, "kind": o.kind, "name": o.name, "present": o.present, "batch": o.batch,
+        "stack": o.stack, "precision": o.precision,
+        "speedup_vs_eager": {"value": o.speedup_vs_eager, "source": o.latency_source},
+        "max_rel_diff_vs_eager": {"value": o.max_rel_diff, "source": "measured"},
         "latency_s": {"value": o.latency_s, "source": o.latency_source},
         "throughput_per_s": {"value": o.throughput, "source": o.latency_source},
         "usd_per_million": {"value": o.usd_per_million, "source": "estimated"},
@@ -110,6 +127,9 @@ def advice_json(rec: Recommendation, train: tuple[int, float] | None = None) -> 
     return {
         "objective": rec.objective,
         "choice": rec.choice.device if rec.choice else None,
+        "choice_stack": rec.choice.stack if rec.choice else None,
+        "choice_precision": rec.choice.precision if rec.choice else None,
+        "choice_batch": rec.choice.batch if rec.choice else None,
         "ranked": [_option_json(o, train) for o in rec.ranked],
         "reasons": [{"code": r.code, "favours": r.favours, "text": reason_text(r),
                      "evidence": dict(r.evidence), "source": r.source, "cite": r.cite}

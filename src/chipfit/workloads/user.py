@@ -350,6 +350,14 @@ class UserWorkload(Workload):
         # weights (+ gradients + SGD momentum when training) and a generous activation allowance
         return params * (1 if mode == "inference" else 3) + inputs * 64
 
+    def inference_module(self, size: str) -> tuple[Any, tuple[Any, ...], int, tuple[tuple[str, str], ...]]:
+        from chipfit.workloads.training import count_params, model_bytes
+
+        module = self.model.fresh().eval()
+        details = (("params", str(count_params(module))), ("trainable_params", "0"),
+                   ("model_bytes", str(model_bytes(module))))
+        return module, self._inputs(int(size)), int(size), details
+
     def _build_torch(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
         from chipfit.workloads.training import prepared, torch_model_call
 
