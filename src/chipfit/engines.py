@@ -63,8 +63,9 @@ def _precision(row: dict[str, Any]) -> str:
                                                                          "float32")
 
 
-def engine_rows() -> list[EngineRow]:
-    """Every MLPerf (engine) row of the reference results, predicted eager."""
+def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
+    """Every MLPerf (engine) row of the reference results, predicted eager (``models``:
+    only rows of those models)."""
     from chipfit.analysis.validate import (
         OFFLINE_BATCH,
         REFERENCE_DEVICES,
@@ -76,7 +77,7 @@ def engine_rows() -> list[EngineRow]:
     catalog = load_catalog()
     rows = []
     for row in reference_rows():
-        if not row["scenario"].startswith("mlperf"):
+        if not row["scenario"].startswith("mlperf") or (models and row["model"] not in models):
             continue
         spec = catalog[REFERENCE_DEVICES[row["device"]]]
         count = int(row.get("accelerators") or 1)

@@ -225,7 +225,7 @@ class EngineRow:
 _BOUNDS = {"efficiency": (0.02, 1.0), "kernel_s": (0.0, 50e-6), "token_fraction": (0.1, 1.0)}
 
 
-def _golden(f: Callable[[float], float], lo: float, hi: float, steps: int = 40) -> float:
+def _golden(f: Callable[[float], float], lo: float, hi: float, steps: int = 32) -> float:
     """Minimise a unimodal ``f`` on [lo, hi] by golden-section search."""
     g = (math.sqrt(5) - 1) / 2
     a, b = lo, hi
@@ -242,12 +242,13 @@ def _loss(rows: Sequence[EngineRow], fit: EngineFit) -> float:
     return sum(r.log_ratio(fit) ** 2 for r in rows)
 
 
-def fit_engine(rows: Sequence[EngineRow], basis: str = "", *, rounds: int = 4,
+def fit_engine(rows: Sequence[EngineRow], basis: str = "", *, rounds: int = 12,
                start: EngineFit | None = None) -> EngineFit:
     """Fit efficiency per (family, precision), kernel floor and token fraction to ``rows``.
 
     Least squares on log(predicted/published speed), by coordinate descent (golden-section
-    search per parameter). A parameter that no row constrains keeps its starting value:
+    search per parameter, until a round improves the loss by less than 1e-9). A parameter
+    that no row constrains keeps its starting value:
     efficiency 0.5, kernel floor 5 us (the data README's CUDA launch floor), token fraction 1.
     """
     keys = sorted({f"{r.family}/{r.precision}" for r in rows})
@@ -256,6 +257,7 @@ def fit_engine(rows: Sequence[EngineRow], basis: str = "", *, rounds: int = 4,
     fit = replace(fit, rows=tuple(r.id for r in rows), basis=basis)
     latency = any(r.metric == "latency" for r in rows)
     padded = any(r.padded for r in rows)
+    loss = _loss(rows, fit)
     for _ in range(rounds):
         for key in keys:
             fit = _fit_efficiency(rows, fit, key)
@@ -266,6 +268,9 @@ def fit_engine(rows: Sequence[EngineRow], basis: str = "", *, rounds: int = 4,
             best = _golden(lambda t: _loss(rows, replace(fit, token_fraction=t)),
                            *_BOUNDS["token_fraction"])
             fit = replace(fit, token_fraction=best)
+        loss, before = _loss(rows, fit), loss
+        if before - loss < 1e-9:
+            break
     return fit
 
 
