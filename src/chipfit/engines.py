@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from chipfit.analysis.roofline import Prediction, catalog_roofs, predict, scaled
@@ -106,6 +107,9 @@ def _cache_key() -> str:
     digest = hashlib.sha256(f"{__version__}/{FIT_SCHEMA_VERSION}".encode())
     for name in ("catalog.toml", "reference_results.toml"):
         digest.update(resources.files("chipfit.hardware").joinpath(f"data/{name}").read_bytes())
+    from chipfit.analysis import stacks  # the model itself: a changed model is fitted again
+
+    digest.update(Path(stacks.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 

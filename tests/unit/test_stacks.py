@@ -166,3 +166,12 @@ def test_advice_names_the_faster_stack_with_its_numbers():
     text = reason_text(stack_reasons[0])
     assert "2.9x faster than eager" in text and "within 0.3% of eager" in text
     assert stack_reasons[0].source == "measured"
+
+
+def test_fast_engine_seconds_match_the_full_prediction():
+    from chipfit.analysis.stacks import engine_seconds
+
+    eager = _eager()
+    for fraction in (1.0, 0.4):
+        full = engine_prediction(tokens_scaled(eager, fraction), HW, FIT, precision="int8")
+        assert engine_seconds(eager, HW, FIT, "int8", fraction) == pytest.approx(full.seconds)

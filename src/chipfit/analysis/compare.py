@@ -1,7 +1,7 @@
 """Compare two runs point by point: the ratio of medians against the run-to-run noise, a
 rank test on run-level units, and a verdict.
 
-A point is a job key (workload, size, device, dtype, mode). Samples *within* one run are not
+A point is a job key (workload, size, device[+stack], dtype, mode). Samples *within* one run are not
 independent draws: the machine drifts (frequency, cache state, neighbours) over seconds, so
 every block of a run shares that run's state, and a test that treats the blocks of two runs
 as two independent samples calls any drift between the runs significant (two back-to-back
@@ -169,7 +169,11 @@ class RunComparison:
 
 
 def _key(m: Measurement) -> Key:
-    return (m.workload, m.size, m.device, m.dtype, m.mode)
+    """The point ``m`` measured; a stack other than the default is part of the device label
+    (``torch:cpu+int8``), so each stack is compared with the same stack."""
+    from chipfit.analysis.crossover import series_device
+
+    return (m.workload, m.size, series_device(m), m.dtype, m.mode)
 
 
 def _samples(m: Measurement, view: str) -> list[float]:

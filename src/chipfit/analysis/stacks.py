@@ -154,6 +154,21 @@ def _engine_classes(eager: Prediction, hw: EngineHardware, efficiency: float, ke
     return out
 
 
+def engine_seconds(eager: Prediction, hw: EngineHardware, fit: EngineFit, precision: str,
+                   token_fraction: float = 1.0, eager_itemsize: int = 4) -> float:
+    """Seconds per call of the engine model: ``engine_prediction(...).seconds``, quickly."""
+    efficiency = fit.efficiency_for(stack_family("", hw.kind), precision)[0]
+    byte_scale = precision_bytes(precision) / eager_itemsize
+    total = 0.0
+    for c in eager.breakdown:
+        if c.op_class in FUSED_CLASSES or not c.kernels:
+            continue
+        scale = token_fraction ** 2 if c.op_class == "attention" else token_fraction
+        compute = c.flops * scale / (hw.peak * efficiency) if c.op_class in MATRIX_CLASSES else 0.0
+        total += max(compute, c.bytes_moved * scale * byte_scale / hw.bandwidth) + c.kernels * fit.kernel_s
+    return total
+
+
 def engine_prediction(eager: Prediction, hw: EngineHardware, fit: EngineFit, *,
                       stack: str = "tensorrt", precision: str = "int8",
                       eager_itemsize: int = 4, band: float | None = None,
@@ -210,8 +225,12 @@ class EngineRow:
                                  stack="engine" if self.family == "cpu" else "tensorrt")
 
     def predicted(self, fit: EngineFit) -> float:
-        pred = self.predict(fit)
-        return pred.throughput if self.metric == "throughput" else pred.seconds
+        """Items/s (throughput rows) or seconds (latency rows): the same arithmetic as
+        :meth:`predict`, without building a Prediction (the fit calls this thousands of
+        times)."""
+        seconds = engine_seconds(self.eager, self.hardware, fit, self.precision,
+                                 fit.token_fraction if self.padded else 1.0)
+        return self.eager.items / seconds if self.metric == "throughput" else seconds
 
     def error(self, fit: EngineFit) -> float:
         return (self.predicted(fit) - self.published) / self.published

@@ -118,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
     out.print(validation_cases_table(report))
     if report.references:
         out.print(reference_table(report))
+        from chipfit.engines import loo_report
+        from chipfit.report.stacks_view import engine_loo_table
+
+        progress("the fused-engine stack on the MLPerf rows, leave-one-out (once; cached)")
+        out.print(engine_loo_table(loo_report()))
     if llm_cases:
         from chipfit.report.llm_view import llm_published_table
 

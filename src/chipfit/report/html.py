@@ -29,6 +29,7 @@ from chipfit.analysis.crossover import (
     build_series,
     default_position,
     rate_unit,
+    series_device,
 )
 from chipfit.report import crossover_view as words
 from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
@@ -299,7 +300,7 @@ def _measurement_rows(ms: Sequence[Measurement]) -> list[tuple[Any, ...]]:
     for m in ms:
         lo, hi = m.ci_s
         ci = f"{fmt_seconds(lo)} - {fmt_seconds(hi)}" if m.ok and math.isfinite(lo) else "-"
-        rows.append((m.size, m.device, m.dtype, m.mode, m.status, fmt_seconds(m.median_s), ci,
+        rows.append((m.size, series_device(m), m.dtype, m.mode, m.status, fmt_seconds(m.median_s), ci,
                      fmt_seconds(m.end_to_end_s) if m.ok else "-", fmt_rate(m.gflops * 1e9,
                                                                              "FLOP/s"),
                      fmt_rate(m.gbps * 1e9, "B/s"), f"{m.throughput:,.4g}" if m.ok else "-",
@@ -340,6 +341,31 @@ def _workload_section(data: ReportData, workload: str, wid: str,
                    "end to end", "FLOP/s", "B/s", "items/s", "samples", "note", "source"),
                   _measurement_rows(ms), (5, 6, 7, 8, 9, 10, 11)) + "</details>")]
     return _join(parts)
+
+
+def _stacks_section(data: ReportData) -> Safe:
+    """The same model on each software stack: latency beside eager's, build time, agreement."""
+    from chipfit.analysis.stack_compare import stack_rows
+
+    rows = []
+    for r in stack_rows(data.measurements):
+        m = r.measurement
+        speed = f"×{r.speedup:.2f}" if math.isfinite(r.speedup) else "-"
+        rows.append((r.workload, r.size, r.device, r.dtype, r.stack,
+                     num(fmt_seconds(m.median_s), m.source) if m.ok else f"{m.status}: {m.note}",
+                     num(speed, m.source) if m.ok else "-",
+                     "-" if m.compile_s is None else f"{m.compile_s:.1f} s",
+                     "-" if m.max_rel_diff is None else f"{m.max_rel_diff:.2g}", src(m.source)))
+    if not rows:
+        return Safe("")
+    return _join([_el("h2", "Software stacks", id="stacks"),
+                  _el("p", "The same model and inputs on each stack: the median per call, the "
+                      "speed-up over eager on the same device and dtype, the time to build the "
+                      "stack (export, compile, quantise, first call; not in the median) and the "
+                      "largest output difference from eager over eager's largest output.",
+                      class_="muted"),
+                  _table(("workload", "size", "device", "dtype", "stack", "median",
+                          "× vs eager", "build", "agreement", "source"), rows, (5, 6, 7, 8))])
 
 
 def _roofline_section(data: ReportData, ceilings: Mapping[str, Any], figure: Safe) -> Safe:
@@ -501,6 +527,7 @@ def render_report(runs: Sequence[Run], *, ceilings: Mapping[str, Any] | None = N
             else _el("p", "No pair of series to compare."),
             _devices(data, ceilings),
             *(_workload_section(data, w, wid, svg) for w, wid in ids.items()),
+            _stacks_section(data),
             _roofline_section(data, ceilings, svg["roofline"]),
             _claims_section(load_claims(data.runs) if claims == "auto" else claims),  # type: ignore[arg-type]
             _advice_section(data.runs),

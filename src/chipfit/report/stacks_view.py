@@ -51,3 +51,26 @@ def stacks_table(run: Run) -> Table:
     for r in stack_rows(run.measurements):
         table.add_row(*_row(r))
     return table
+
+
+def engine_loo_table(loo: dict) -> Table:  # type: ignore[type-arg]
+    """The fused-engine stack against each published MLPerf row, fitted without that row."""
+    fit = loo["fit"]
+    summary = loo["summary"]
+    effs = ", ".join(f"{k} {v:.2f}" for k, v in fit["efficiency"].items())
+    table = Table(title="Fused-engine stack vs published MLPerf rows (leave-one-out)",
+                  title_justify="left", caption=(
+                      f"predicted: each row with the engine parameters fitted on the other rows. "
+                      f"Fit on all rows: efficiency {effs} of the int8 peak, "
+                      f"{fit['kernel_s'] * 1e6:.1f} us per fused kernel, BERT token share "
+                      f"{fit['token_fraction']:.2f} of 384. Median |error|: all "
+                      f"{_pct(summary['all'])}, offline {_pct(summary['offline'])}."),
+                  caption_justify="left")
+    for col in ("id", "metric", "published", "predicted (loo)", "error (loo)", "error (fit)"):
+        table.add_column(col, justify="left" if col in ("id", "metric") else "right")
+    for r in loo["rows"]:
+        latency = r["metric"] == "latency"
+        fmt = (lambda x: f"{x * 1e3:.3g} ms") if latency else (lambda x: f"{x:,.4g} /s")
+        table.add_row(r["id"], r["metric"], fmt(r["published"]), fmt(r["loo_predicted"]),
+                      f"{r['loo_error'] * 100:+.1f}%", f"{r['fit_error'] * 100:+.1f}%")
+    return table
