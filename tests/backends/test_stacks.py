@@ -138,3 +138,13 @@ def test_stacks_are_kept_in_the_store_and_resumable(tmp_path):
         loaded = store.load_run(run.run_id)
         assert loaded.measurements[0].stack == "int8-torch"
         assert loaded.measurements[0].max_rel_diff is not None
+
+
+def test_int8_reuses_the_export_of_the_same_job_and_agrees_with_a_fresh_one():
+    first = run_job(_job("mlp", "onnxruntime", size="3"))
+    second = run_job(_job("mlp", "int8", size="3"))
+    assert first.ok and second.ok
+    assert "reused" in second.meta["exporter"] and "reused" not in first.meta["exporter"]
+    other = run_job(_job("mlp", "int8", size="4"))  # another size: exported afresh
+    assert "reused" not in other.meta["exporter"]
+    assert second.max_rel_diff < 0.1 and other.max_rel_diff < 0.1
