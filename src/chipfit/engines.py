@@ -182,6 +182,11 @@ def loo_band() -> tuple[float, str]:
 def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
                    count: int = 1, progress: Callable[[str], None] | None = None) -> Prediction:
     """``eager`` (a catalog prediction on ``spec``) as a fused ``stack`` at ``precision``."""
+    if stack == "tensorrt" and spec.kind != "gpu":
+        from chipfit.errors import InvalidInputError
+
+        raise InvalidInputError(f"tensorrt is a GPU stack and {spec.key} is a {spec.kind}: use "
+                                "--stack engine for a fused engine on it")
     if progress:
         progress("fitting the engine stack on published MLPerf rows (once; cached)")
     band, basis = loo_band()

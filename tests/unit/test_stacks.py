@@ -175,3 +175,18 @@ def test_fast_engine_seconds_match_the_full_prediction():
     for fraction in (1.0, 0.4):
         full = engine_prediction(tokens_scaled(eager, fraction), HW, FIT, precision="int8")
         assert engine_seconds(eager, HW, FIT, "int8", fraction) == pytest.approx(full.seconds)
+
+
+def test_default_suite_measures_every_stack_of_three_models_on_the_unpinned_cpu():
+    from chipfit.results import DeviceInfo, Discovery
+    from chipfit.suites import get_suite, plan_suite
+
+    cpu = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "a CPU", 16 * 2**30, cores=2, threads=2)
+    jax_cpu = DeviceInfo("jax:cpu:0", "jax", "cpu", "cpu", "a CPU")
+    jobs = plan_suite(get_suite("default"), Discovery((cpu, jax_cpu)), quick=True)
+    others = {"compile", "onnxruntime", "int8", "int8-torch", "int8-static"}
+    for model in ("cnn", "resnet50", "bert-base"):
+        stacks = {j.stack for j in jobs if j.workload == model and j.size == "1"
+                  and str(j.device) == "torch:cpu"}
+        assert stacks >= others | {"eager"}, model
+    assert {str(j.device) for j in jobs if j.stack in others} == {"torch:cpu"}
