@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         data = report.to_dict()
         if llm_cases:
             data["llm_published"] = _llm_json(llm_cases)
+        if report.references:
+            from chipfit.engines import loo_report
+
+            data["engine_stack_loo"] = loo_report()  # predicted, leave-one-out (see README)
         print_json(data)
         return 0
     out.print(validation_cases_table(report))
