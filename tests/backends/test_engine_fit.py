@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from chipfit.analysis.stacks import fit_engine  # noqa: E402
-from chipfit.engines import engine_rows  # noqa: E402
+from chipfit.pipelines.engines import engine_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")

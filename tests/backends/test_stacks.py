@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from chipfit.execute.inline import run_job
+from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
 torch = pytest.importorskip("torch")
@@ -98,8 +98,8 @@ def custom_op_workload():
 
 
 def test_failed_export_is_recorded_and_the_suite_goes_on(custom_op_workload, tmp_path):
-    from chipfit.report.export import load_run, save_run
-    from chipfit.runner import bench
+    from chipfit.store.runs import load_run, save_run
+    from chipfit.pipelines.bench import bench
 
     run = bench([custom_op_workload, "mlp"], ["torch:cpu"], sizes=["2"],
                 stacks=["eager", "onnxruntime"], timing=FAST)
@@ -119,7 +119,7 @@ def test_failed_export_is_recorded_and_the_suite_goes_on(custom_op_workload, tmp
 
 
 def test_stacks_are_kept_in_the_store_and_resumable(tmp_path):
-    from chipfit.runner import plan
+    from chipfit.pipelines.bench import plan
     from chipfit.store.sqlite import open_store
 
     jobs = plan(["mlp"], [CPU], sizes=["2"], stacks=["eager", "int8-torch"], timing=FAST)
@@ -128,7 +128,7 @@ def test_stacks_are_kept_in_the_store_and_resumable(tmp_path):
     assert jobs[1].key[-1] == "int8-torch"
     with open_store(tmp_path / "db.sqlite3") as store:
         from chipfit.backends import get_backend
-        from chipfit.runner import new_run, run_jobs
+        from chipfit.pipelines.bench import new_run, run_jobs
 
         run = new_run("bench", get_backend("torch").discover(), {})
         store.begin_run(run, jobs)

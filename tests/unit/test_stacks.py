@@ -152,7 +152,7 @@ def test_stack_rows_compare_with_eager_on_the_same_point():
 
 
 def test_advice_names_the_faster_stack_with_its_numbers():
-    from chipfit.analysis.advise import recommend
+    from chipfit.analysis.ranking import recommend
     from chipfit.report.advise_view import reason_text
 
     eager = Option("torch:cpu", "cpu", "CPU", True, 1, 0.029, "measured")
@@ -179,7 +179,8 @@ def test_fast_engine_seconds_match_the_full_prediction():
 
 def test_default_suite_measures_every_stack_of_three_models_on_the_unpinned_cpu():
     from chipfit.results import DeviceInfo, Discovery
-    from chipfit.suites import get_suite, plan_suite
+    from chipfit.analysis.suites import get_suite
+    from chipfit.pipelines.suites import plan_suite
 
     cpu = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "a CPU", 16 * 2**30, cores=2, threads=2)
     jax_cpu = DeviceInfo("jax:cpu:0", "jax", "cpu", "cpu", "a CPU")
@@ -190,3 +191,40 @@ def test_default_suite_measures_every_stack_of_three_models_on_the_unpinned_cpu(
                   and str(j.device) == "torch:cpu"}
         assert stacks >= others | {"eager"}, model
     assert {str(j.device) for j in jobs if j.stack in others} == {"torch:cpu"}
+
+
+def test_a_database_from_before_stacks_is_migrated_and_reads_default_stacks(tmp_path):
+    import json
+    import sqlite3
+
+    from chipfit.results import Discovery, Run
+    from chipfit.store.sqlite import SCHEMA_VERSION, open_store
+
+    db = tmp_path / "h.sqlite3"
+    run = Run("r1", "bench", "2026-01-01T00:00:00+00:00", discovery=Discovery(()))
+    old = [Measurement("mlp", "1", "torch:cpu", block_times_s=(1.0,)),
+           Measurement("mlp", "1", "jax:cpu:0", block_times_s=(1.0,), stack="jit")]
+    with open_store(db) as store:
+        store.begin_run(run)
+        for m in old:
+            store.add_measurement("r1", m)
+    conn = sqlite3.connect(db)  # what chipfit wrote before stacks: no column, no field
+    with conn:
+        conn.execute("ALTER TABLE measurements DROP COLUMN stack")
+        conn.execute("DELETE FROM schema_migrations WHERE version > 3")
+        for seq, data in conn.execute("SELECT seq, data_json FROM measurements").fetchall():
+            plain = {k: v for k, v in json.loads(data).items()
+                     if k not in ("stack", "compile_s", "max_abs_diff", "max_rel_diff")}
+            conn.execute("UPDATE measurements SET data_json = ? WHERE seq = ?",
+                         (json.dumps(plain), seq))
+    conn.close()
+    with open_store(db) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        back = store.load_run("r1")
+        assert [m.stack for m in back.measurements] == ["eager", "jit"]
+        assert store.done_keys("r1") == {("mlp", "1", "torch:cpu", "float32", "inference"),
+                                         ("mlp", "1", "jax:cpu:0", "float32", "inference")}
+    conn = sqlite3.connect(db)
+    assert [r[0] for r in conn.execute("SELECT stack FROM measurements ORDER BY seq")] == [
+        "eager", "jit"]
+    conn.close()

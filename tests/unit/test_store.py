@@ -277,7 +277,7 @@ def test_guard_limits_are_a_field_in_the_database_and_in_run_files(tmp_path: Pat
         store.begin_run(run, _jobs())
         assert store.load_run(run.run_id) == run
     data = run_to_dict(run)
-    assert data["schema_version"] == 3 and not any("|" in k for k in data["settings"])
+    assert data["schema_version"] == 4 and not any("|" in k for k in data["settings"])
     assert data["guard_limits"][0] == {"workload": "matmul", "device": "torch:cpu",
                                        "dtype": "float32", "mode": "inference",
                                        "size": "4096", "source": "predicted"}
@@ -314,12 +314,13 @@ def test_a_schema_1_database_with_limits_in_its_settings_is_migrated(tmp_path: P
     with conn:
         conn.execute("ALTER TABLE runs DROP COLUMN guard_limits_json")
         conn.execute("ALTER TABLE measurements DROP COLUMN contended")
+        conn.execute("ALTER TABLE measurements DROP COLUMN stack")
         conn.execute("DELETE FROM schema_migrations WHERE version > 1")
         conn.execute("UPDATE runs SET settings_json = ?",
                      (json.dumps({"workloads": "matmul", LIMIT_KEY: "2048"}),))
     conn.close()
     with open_store(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         back = store.load_run(old.run_id)
     assert back.settings == (("workloads", "matmul"),)
     assert back.limits() == {("matmul", "torch:cpu", "float32", "inference"): "2048"}
@@ -334,6 +335,7 @@ def test_a_version_1_database_gains_the_contended_column_as_unknown(tmp_path: Pa
     with conn:
         conn.execute("ALTER TABLE runs DROP COLUMN guard_limits_json")
         conn.execute("ALTER TABLE measurements DROP COLUMN contended")
+        conn.execute("ALTER TABLE measurements DROP COLUMN stack")
         conn.execute("DELETE FROM schema_migrations WHERE version > 1")
         data = json.loads(conn.execute("SELECT data_json FROM measurements").fetchone()[0])
         for key in ("contended", "contention", "contention_note", "attempts"):
@@ -342,7 +344,7 @@ def test_a_version_1_database_gains_the_contended_column_as_unknown(tmp_path: Pa
     conn.close()
     busy = replace(_measurement("128"), contended=True, contention=(("load1", 4.8),))
     with open_store(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         store.add_measurement(old.run_id, busy)
         loaded = store.load_run(old.run_id).measurements
     assert loaded[0].contended is None and loaded[0].attempts == 1 and loaded[1] == busy

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if llm_cases:
             data["llm_published"] = _llm_json(llm_cases)
         if report.references:
-            from chipfit.engines import loo_report
+            from chipfit.pipelines.engines import loo_report
 
             data["engine_stack_loo"] = loo_report()  # predicted, leave-one-out (see README)
         print_json(data)
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     out.print(validation_cases_table(report))
     if report.references:
         out.print(reference_table(report))
-        from chipfit.engines import loo_report
+        from chipfit.pipelines.engines import loo_report
         from chipfit.report.stacks_view import engine_loo_table
 
         progress("the fused-engine stack on the MLPerf rows, leave-one-out (once; cached)")

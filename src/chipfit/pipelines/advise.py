@@ -213,7 +213,7 @@ def _engine_option(spec: Any, eager: Any, stack: str, batch: int, need: int | No
     """A catalog device running a fused inference engine (predicted on top of eager)."""
     from dataclasses import replace
 
-    from chipfit.engines import predict_engine
+    from chipfit.pipelines.engines import predict_engine
 
     pred = predict_engine(eager, spec, stack, precision)
     option = _catalog_option(spec, pred, None, batch, need)
@@ -377,7 +377,7 @@ def _gpu_preds(key: str, workload: Workload, sizes: Sequence[int], target: int, 
 def split_stacks(stacks: Sequence[str], mode: str) -> tuple[list[str], list[str]]:
     """(local stacks to measure, predicted engine stacks) from one ``--stacks`` list."""
     from chipfit.analysis.stacks import ENGINE_STACKS
-    from chipfit.engines import resolve_stack
+    from chipfit.pipelines.engines import resolve_stack
     from chipfit.workloads.stacks import parse_stacks
 
     texts = [s.strip().lower() for s in stacks if s.strip()]

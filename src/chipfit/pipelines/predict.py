@@ -157,7 +157,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     the float32 eager prediction, for catalog hardware only.
     """
     from chipfit.discovery import discover
-    from chipfit.engines import engine_precision, resolve_stack
+    from chipfit.pipelines.engines import engine_precision, resolve_stack
     from chipfit.errors import InvalidInputError
     from chipfit.spec import parse_dtype
     from chipfit.workloads import get_workload
@@ -225,7 +225,7 @@ def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: s
 def _engine_row(row: PredictRow, stack: str, precision: str,
                 progress: Callable[[str], None] | None) -> PredictRow:
     """``row``'s eager catalog prediction as a fused-engine stack (chipfit.pipelines.engines)."""
-    from chipfit.engines import predict_engine
+    from chipfit.pipelines.engines import predict_engine
     from chipfit.hardware.catalog import load_catalog
 
     spec = load_catalog()[row.target.key]

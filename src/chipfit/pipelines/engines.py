@@ -67,7 +67,7 @@ def _precision(row: dict[str, Any]) -> str:
 def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
     """Every MLPerf (engine) row of the reference results, predicted eager (``models``:
     only rows of those models)."""
-    from chipfit.analysis.validate import (
+    from chipfit.pipelines.validate import (
         OFFLINE_BATCH,
         REFERENCE_DEVICES,
         reference_model_costs,
