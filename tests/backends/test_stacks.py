@@ -148,3 +148,13 @@ def test_int8_reuses_the_export_of_the_same_job_and_agrees_with_a_fresh_one():
     other = run_job(_job("mlp", "int8", size="4"))  # another size: exported afresh
     assert "reused" not in other.meta["exporter"]
     assert second.max_rel_diff < 0.1 and other.max_rel_diff < 0.1
+
+
+def test_jax_devices_are_measured_once_as_jit():
+    pytest.importorskip("jax")
+    import chipfit
+
+    run = chipfit.bench(["mlp"], ["jax:cpu:0", "torch:cpu"], sizes=["2"],
+                        stacks=["eager", "int8-torch"], timing=FAST)
+    assert sorted((m.device, m.stack, m.status) for m in run.measurements) == [
+        ("jax:cpu:0", "jit", "ok"), ("torch:cpu", "eager", "ok"), ("torch:cpu", "int8-torch", "ok")]
