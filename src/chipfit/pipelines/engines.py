@@ -80,7 +80,9 @@ def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
     for row in reference_rows():
         if not row["scenario"].startswith("mlperf") or (models and row["model"] not in models):
             continue
-        spec = catalog[REFERENCE_DEVICES[row["device"]]]
+        spec = _reference_spec(row["device"], catalog, REFERENCE_DEVICES)
+        if spec is None or row["model"] not in OFFLINE_BATCH:
+            continue  # a device the catalog lacks, or an architecture chipfit cannot trace
         count = int(row.get("accelerators") or 1)
         batch = int(row.get("batch") or OFFLINE_BATCH[row["model"]])
         costs = reference_model_costs(row["model"], batch, int(row.get("seq_len") or 384))
@@ -92,6 +94,16 @@ def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
                               eager, hardware_from_spec(spec, precision, count), row["metric"],
                               published, padded=bool(row.get("seq_len")), model=row["model"]))
     return rows
+
+
+def _reference_spec(name: str, catalog: Any, known: dict[str, str]) -> Any:
+    """The catalog entry of a published row's device name (``2x Xeon ...``: the per-device
+    entry; the row's ``accelerators`` says how many)."""
+    import re
+
+    if name in known:
+        return catalog[known[name]]
+    return catalog.match(re.sub(r"^\d+\s*x\s*", "", name.strip()))
 
 
 def _unit_s(unit: str) -> float:
