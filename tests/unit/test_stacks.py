@@ -228,3 +228,12 @@ def test_a_database_from_before_stacks_is_migrated_and_reads_default_stacks(tmp_
     assert [r[0] for r in conn.execute("SELECT stack FROM measurements ORDER BY seq")] == [
         "eager", "jit"]
     conn.close()
+
+
+def test_stacks_on_one_device_are_series_of_their_own():
+    from chipfit.analysis.crossover import build_series
+
+    ms = [Measurement("mlp", str(n), "torch:cpu", block_times_s=(n * 1e-3,), stack=stack)
+          for n in (1, 2, 4) for stack in ("eager", "int8")]
+    devices = {s.key.device for s in build_series(ms, ("resident",))}
+    assert devices == {"torch:cpu", "torch:cpu+int8"}

@@ -212,6 +212,8 @@ def _ort_call(path: Path, session: Any) -> tuple[Callable[..., Any], Any]:
     names = ort.input_names(sess)
 
     def call(*inputs: Any) -> Any:
+        # On an accelerator the inputs come back to host numpy each call (the session copies
+        # them in again): that round trip is part of what this stack's time includes there.
         feeds = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs, strict=True)}
         return sess.run(None, feeds)[0]
 
