@@ -304,7 +304,8 @@ def _fit_efficiency(rows: Sequence[EngineRow], fit: EngineFit, key: str) -> Engi
     return with_e(best)
 
 
-def leave_one_out(rows: Sequence[EngineRow], basis: str = "leave-one-out") -> list[tuple[EngineRow, EngineFit]]:
+def leave_one_out(rows: Sequence[EngineRow],
+                  basis: str = "leave-one-out") -> list[tuple[EngineRow, EngineFit]]:
     """Each row with the parameters fitted on every *other* row."""
     out = []
     for row in rows:

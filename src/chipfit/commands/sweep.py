@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         result = sweep(args.workload, csv_list(args.devices) if args.devices else None,
                        axis=args.axis, start=args.start, stop=args.stop,
                        points=args.points, dtypes=csv_list(args.dtypes), mode=args.mode,
-                       stacks=csv_list(args.stacks), quick=args.quick, timing=timing, on_result=saver, level=args.level,
+                       stacks=csv_list(args.stacks), quick=args.quick, timing=timing,
+                       on_result=saver, level=args.level,
                        executor=executor, store=store, resume=args.resume)
     if store is not None:
         err.print(f"run {result.run.run_id} kept in {store.path}")
