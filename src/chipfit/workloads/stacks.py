@@ -29,7 +29,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +122,9 @@ def build_stack(workload: Any, backend: str, stack: str, size: str, dtype: str, 
     session.wait(out)
     compile_s = time.perf_counter() - start
     abs_diff, rel_diff = agreement(reference, out)
-    return replace(Prepared(fn, tuple(inputs), items=items,
-                            details=details + (("stack", STACK_LABELS[stack]),) + extra),
-                   compile_s=compile_s, max_abs_diff=abs_diff, max_rel_diff=rel_diff)
+    return Prepared(fn, tuple(inputs), items=items,
+                    details=details + (("stack", STACK_LABELS[stack]),) + extra,
+                    compile_s=compile_s, max_abs_diff=abs_diff, max_rel_diff=rel_diff)
 
 
 def agreement(reference: Any, out: Any) -> tuple[float, float]:
