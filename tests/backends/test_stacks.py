@@ -23,7 +23,7 @@ CPU = DeviceRef("torch", "cpu")
 
 
 def _job(workload: str, stack: str, size: str = "2", dtype: str = "float32") -> Job:
-    return Job(workload, size, CPU, dtype, "inference", FAST, stack)
+    return Job(workload, size, CPU, dtype, "inference", FAST, stack=stack)
 
 
 @pytest.mark.parametrize("stack, tolerance", [("onnxruntime", 1e-4), ("int8", 0.1),
@@ -64,7 +64,7 @@ def test_reduced_dtype_on_onnxruntime_is_unsupported_not_an_error():
 
 
 def test_training_on_a_stack_is_unsupported():
-    job = Job("mlp", "2", CPU, "float32", "train", FAST, "onnxruntime")
+    job = Job("mlp", "2", CPU, "float32", "train", FAST, stack="onnxruntime")
     m = run_job(job)
     assert m.status == "unsupported" and "inference only" in m.note
 

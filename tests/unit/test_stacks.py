@@ -237,3 +237,22 @@ def test_stacks_on_one_device_are_series_of_their_own():
           for n in (1, 2, 4) for stack in ("eager", "int8")]
     devices = {s.key.device for s in build_series(ms, ("resident",))}
     assert devices == {"torch:cpu", "torch:cpu+int8"}
+
+
+def test_sweep_plans_jit_for_jax_beside_each_torch_stack():
+    from chipfit.pipelines.sweep import plan_sweep
+    from chipfit.spec import TimingConfig
+
+    torch1, jax_cpu = DeviceRef("torch", "cpu", None, 1), DeviceRef("jax", "cpu", 0)
+    jobs = plan_sweep("matmul", ["16", "32"], [torch1, jax_cpu], ["float32"], "inference",
+                      TimingConfig(), ["eager", "int8"])
+    assert [(j.size, str(j.device), j.stack) for j in jobs] == [
+        ("16", "torch:cpu@1t", "eager"), ("16", "jax:cpu:0", "jit"),
+        ("16", "torch:cpu@1t", "int8"), ("32", "torch:cpu@1t", "eager"),
+        ("32", "jax:cpu:0", "jit"), ("32", "torch:cpu@1t", "int8")]
+    # Default stacks keep the devices' order, as before stacks existed.
+    flipped = plan_sweep("matmul", ["16"], [jax_cpu, torch1], ["float32"], "inference",
+                         TimingConfig())
+    assert [str(j.device) for j in flipped] == ["jax:cpu:0", "torch:cpu@1t"]
+    assert {j.stack for j in plan_sweep("matmul", ["16"], [jax_cpu], ["float32"], "inference",
+                                        TimingConfig())} == {"jit"}

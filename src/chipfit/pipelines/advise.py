@@ -104,7 +104,8 @@ def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], 
     from chipfit.workloads.stacks import default_stack, stacks_for
 
     jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
-    jobs += [Job(workload.name, target, r, dtype, modes[0], timing, stack) for r in refs
+    jobs += [Job(workload.name, target, r, dtype, modes[0], timing, stack=stack)
+             for r in refs
              for stack in stacks_for(r.backend, stacks) if stack != default_stack(r.backend)]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
                 "modes": ",".join(modes), "command": "advise"}

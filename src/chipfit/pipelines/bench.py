@@ -51,11 +51,10 @@ def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
          timing: TimingConfig | None = None, stacks: Sequence[str] = ("eager",)) -> list[Job]:
     """Jobs in run order: for each workload, size, dtype, mode and stack, every device that
     runs that stack (JAX devices run ``jit`` in place of ``eager``)."""
-    from chipfit.workloads.stacks import parse_stacks, stacks_for
+    from chipfit.workloads.stacks import device_stacks, parse_stacks
 
     timing = timing or (TimingConfig.quick() if quick else TimingConfig())
-    stacks = parse_stacks(stacks) or ["eager"]
-    per_device = {ref: stacks_for(ref.backend, stacks) for ref in devices}
+    pairs = device_stacks(devices, parse_stacks(stacks) or ["eager"])
     dtypes = [parse_dtype(d) for d in dtypes]
     jobs = []
     for name in workloads:
@@ -70,9 +69,8 @@ def plan(workloads: Sequence[str], devices: Sequence[DeviceRef], *,
         for size in chosen:
             for dtype in dtypes:
                 for mode in (m for m in wanted if m in workload.modes):
-                    for stack in _stack_order(stacks, per_device):
-                        jobs += [Job(name, size, ref, dtype, mode, timing, stack=stack)
-                                 for ref in devices if stack in per_device[ref]]
+                    jobs += [Job(name, size, ref, dtype, mode, timing, stack=stack)
+                             for ref, stack in pairs]
     return jobs
 
 
@@ -89,12 +87,6 @@ def place(jobs: Sequence[Job], placements: Sequence[Placement]) -> list[Job]:
         out += [replace(job, node_type=p.node_type, node_id=p.node_id) for p in placements
                 if base in p.devices]
     return out
-
-
-def _stack_order(stacks: Sequence[str], per_device: dict[DeviceRef, list[str]]) -> list[str]:
-    """Every stack some device runs, asked-for ones first in their order (``jit`` after)."""
-    out = [s for s in stacks if any(s in v for v in per_device.values())]
-    return out + sorted({s for v in per_device.values() for s in v} - set(out))
 
 
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:

@@ -60,8 +60,8 @@ def plan_suite(suite: Suite, discovery: Discovery, devices: Sequence[DeviceRef] 
         for size in exp.sizes_for(quick):
             canonical = workload.parse_size(size)
             for stack in exp.stacks or ("",):
-                jobs += [Job(exp.workload, canonical, ref, exp.dtype, exp.mode, timing, stack)
-                         for ref in _stack_devices(refs, stack)]
+                jobs += [Job(exp.workload, canonical, ref, exp.dtype, exp.mode, timing,
+                             stack=stack) for ref in _stack_devices(refs, stack)]
     return jobs
 
 

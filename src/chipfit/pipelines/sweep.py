@@ -95,12 +95,12 @@ def plan_sweep(workload: str, sizes: Sequence[str], devices: Sequence[DeviceRef]
                dtypes: Sequence[str], mode: str, timing: TimingConfig,
                stacks: Sequence[str] = ("eager",)) -> list[Job]:
     """Jobs in run order: sizes ascending; per size every dtype and stack on every device
-    that runs the stack (:func:`chipfit.workloads.stacks.stacks_for`)."""
-    from chipfit.workloads.stacks import stacks_for
+    that runs the stack (:func:`chipfit.workloads.stacks.device_stacks`)."""
+    from chipfit.workloads.stacks import device_stacks
 
-    return [Job(workload, size, ref, dtype, mode, timing, stack)
-            for size in sizes for dtype in dtypes for stack in stacks for ref in devices
-            if stack in stacks_for(ref.backend, stacks)]
+    pairs = device_stacks(devices, stacks)
+    return [Job(workload, size, ref, dtype, mode, timing, stack=stack)
+            for size in sizes for dtype in dtypes for ref, stack in pairs]
 
 
 def _guess(a: tuple[int, float], b: tuple[int, float], budget: float, lo: int,

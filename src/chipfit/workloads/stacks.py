@@ -35,7 +35,8 @@ from typing import Any
 from chipfit.errors import UnknownNameError, UnsupportedError
 from chipfit.workloads.base import Prepared
 
-__all__ = ["LOCAL_STACKS", "STACK_LABELS", "build_stack", "default_stack", "forward_module",
+__all__ = ["LOCAL_STACKS", "STACK_LABELS", "build_stack", "default_stack", "device_stacks",
+           "forward_module",
            "parse_stacks", "stacks_for"]
 
 LOCAL_STACKS = ("eager", "compile", "onnxruntime", "int8", "int8-torch", "int8-static", "jit")
@@ -78,6 +79,20 @@ def stacks_for(backend: str, wanted: Sequence[str]) -> list[str]:
     if default not in out and ("eager" in wanted or default in wanted):
         out.insert(0, default)
     return out
+
+
+def device_stacks(devices: Sequence[Any], wanted: Sequence[str]) -> list[tuple[Any, str]]:
+    """(device, stack) pairs in run order: stack by stack as asked, every device at each;
+    backends' default stacks (torch eager, JAX jit) share one slot, so they keep the
+    devices' order as they did before stacks existed."""
+    per_device = [(ref, stacks_for(ref.backend, wanted)) for ref in devices]
+
+    def slot(stack: str) -> str:
+        return "" if stack in ("eager", "jit") else stack
+
+    slots = dict.fromkeys(slot(s) for s in [*wanted, *(s for _, v in per_device for s in v)])
+    return [(ref, stack) for want in slots for ref, stacks in per_device for stack in stacks
+            if slot(stack) == want]
 
 
 def forward_module(model: Any, forward: Callable[..., Any]) -> Any:
