@@ -256,3 +256,20 @@ def test_sweep_plans_jit_for_jax_beside_each_torch_stack():
     assert [str(j.device) for j in flipped] == ["jax:cpu:0", "torch:cpu@1t"]
     assert {j.stack for j in plan_sweep("matmul", ["16"], [jax_cpu], ["float32"], "inference",
                                         TimingConfig())} == {"jit"}
+
+
+def test_engine_uses_traced_operators_when_the_predictor_keeps_only_times():
+    from types import SimpleNamespace
+
+    from chipfit.analysis.stacks import from_operators
+
+    timed_only = replace(_eager(), breakdown=tuple(
+        replace(c, flops=0.0, bytes_moved=0.0) for c in _eager().breakdown))
+    op = SimpleNamespace(op_class="matmul", count=10, kernels=1, total_flops=1e12,
+                         total_bytes=4e9)
+    rebuilt = from_operators(timed_only, [op])
+    classes = {c.op_class: c for c in rebuilt.breakdown}
+    assert classes["matmul"].flops == 1e12 and classes["matmul"].kernels == 10
+    assert classes["matmul"].compute_s == 1.0  # the predictor's own time is kept
+    pred = engine_prediction(rebuilt, HW, FIT)
+    assert pred.seconds == pytest.approx(1e12 / (100e12 * 0.5) + 10 * 10e-6)

@@ -3,10 +3,11 @@
 The same chip runs a model several times faster under an inference engine (TensorRT, oneDNN
 graphs behind PyTorch+AMX, ONNX Runtime's fused kernels) than under PyTorch eager. This module
 turns *any* eager :class:`~chipfit.analysis.roofline.Prediction` into the prediction of a
-fused engine on the same hardware, using only the eager prediction's per-class breakdown
-(operators, kernels, FLOPs and bytes of each operator class) and the hardware's catalog peaks.
-It does not look inside the predictor, so it works with whichever predictor produced the
-eager figure.
+fused engine on the same hardware, using only a per-class breakdown (operators, kernels,
+FLOPs and bytes of each operator class: the eager prediction's own, or one rebuilt from the
+traced per-operator records by :func:`from_operators`) and the hardware's catalog peaks. It
+does not look inside the predictor, so it works with whichever predictor produced the eager
+figure.
 
 The engine model, per call:
 
@@ -38,7 +39,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chipfit.analysis.roofline import ClassTime, Prediction
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from chipfit.hardware.catalog import HardwareSpec
 
 __all__ = ["ENGINE_STACKS", "FUSED_CLASSES", "EngineFit", "EngineHardware", "EngineRow",
-           "engine_prediction", "fit_engine", "leave_one_out", "precision_bytes", "stack_family",
+           "engine_prediction", "fit_engine", "from_operators", "leave_one_out", "precision_bytes", "stack_family",
            "tokens_scaled"]
 
 #: Predicted-only stacks (no local measurement): name -> what it stands for.
@@ -118,6 +119,29 @@ class EngineFit:
                 return table[alt], (f"no published {key} engine results to fit: the {alt} "
                                      f"efficiency ({table[alt]:.2f}) stands in")
         return 0.5, f"no engine efficiency fitted: 0.5 assumed for {key}"
+
+
+def from_operators(eager: Prediction, ops: Iterable[Any]) -> Prediction:
+    """``eager`` with its per-class breakdown rebuilt from the traced per-operator records
+    (``op_class``, ``count``, ``kernels``, ``total_flops``, ``total_bytes``: a
+    ``WorkloadCosts.ops``), so the engine sees the same work whatever the eager predictor
+    puts in its own breakdown (a per-kernel GPU model may keep times only). Per-class times
+    are kept from ``eager`` where it has the class."""
+    acc: dict[str, list[float]] = {}
+    for o in ops:
+        a = acc.setdefault(o.op_class, [0, 0, 0.0, 0.0])
+        a[0] += o.count
+        a[1] += o.count * o.kernels
+        a[2] += o.total_flops
+        a[3] += o.total_bytes
+    times = {c.op_class: c for c in eager.breakdown}
+    classes = []
+    for name, (count, kernels, flops, nbytes) in acc.items():
+        t = times.get(name)
+        classes.append(ClassTime(name, int(count), int(kernels), flops, nbytes,
+                                 t.compute_s if t else 0.0, t.memory_s if t else 0.0,
+                                 t.overhead_s if t else 0.0))
+    return replace(eager, breakdown=tuple(classes))
 
 
 def tokens_scaled(eager: Prediction, fraction: float) -> Prediction:

@@ -210,13 +210,15 @@ def _stack_precision(stack: str, dtype: str) -> str:
 
 
 def _engine_option(spec: Any, eager: Any, stack: str, batch: int, need: int | None,
-                   precision: str = "int8") -> Option:
-    """A catalog device running a fused inference engine (predicted on top of eager)."""
+                   costs: Any, precision: str = "int8") -> Option:
+    """A catalog device running a fused inference engine (predicted on top of eager, on the
+    traced operators' work ``costs``)."""
     from dataclasses import replace
 
+    from chipfit.analysis.stacks import from_operators
     from chipfit.pipelines.engines import predict_engine
 
-    pred = predict_engine(eager, spec, stack, precision)
+    pred = predict_engine(from_operators(eager, costs.ops), spec, stack, precision)
     option = _catalog_option(spec, pred, None, batch, need)
     return replace(option, stack=stack, precision=precision,
                    eager_latency_s=eager.end_to_end_s,
@@ -320,7 +322,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         except UnsupportedError:
             continue  # a catalog device without the figures to predict this dtype
         options.append(_catalog_option(spec, preds[target], train_pred, target, need))
-        options += [_engine_option(spec, preds[target], stack, target, need)
+        options += [_engine_option(spec, preds[target], stack, target, need, costs[target])
                     for stack in engine_stacks if stack == "engine" or spec.kind == "gpu"]
         for ref in refs:
             if found.get(str(ref.base)) and found.get(str(ref.base)).kind == "cpu":

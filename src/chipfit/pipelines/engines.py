@@ -25,6 +25,7 @@ from chipfit.analysis.stacks import (
     EngineRow,
     engine_prediction,
     fit_engine,
+    from_operators,
     hardware_from_spec,
     leave_one_out,
     summary,
@@ -86,7 +87,8 @@ def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
         count = int(row.get("accelerators") or 1)
         batch = int(row.get("batch") or OFFLINE_BATCH[row["model"]])
         costs = reference_model_costs(row["model"], batch, int(row.get("seq_len") or 384))
-        eager = predict(costs, scaled(catalog_roofs(spec, "torch"), count))
+        eager = from_operators(predict(costs, scaled(catalog_roofs(spec, "torch"), count)),
+                               costs.ops)
         precision = _precision(row)
         value = float(row["value"])
         published = value if row["metric"] == "throughput" else value * _unit_s(row["unit"])
@@ -199,7 +201,7 @@ def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
 
         raise InvalidInputError(f"tensorrt is a GPU stack and {spec.key} is a {spec.kind}: use "
                                 "--stack engine for a fused engine on it")
-    if progress:
+    if progress and not _fitted.cache_info().currsize:
         progress("fitting the engine stack on published MLPerf rows (once; cached)")
     band, basis = loo_band()
     return engine_prediction(eager, hardware_from_spec(spec, precision, count), engine_fit(),

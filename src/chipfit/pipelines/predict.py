@@ -198,7 +198,8 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                                                 flavour == "gpu")
             row = _row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
                        progress)
-            rows.append(_engine_row(row, stack, precision, progress) if stack != "eager" else row)
+            rows.append(_engine_row(row, stack, precision, progress, costs[size, flavour])
+                        if stack != "eager" else row)
     return rows
 
 
@@ -223,13 +224,16 @@ def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: s
 
 
 def _engine_row(row: PredictRow, stack: str, precision: str,
-                progress: Callable[[str], None] | None) -> PredictRow:
-    """``row``'s eager catalog prediction as a fused-engine stack (chipfit.pipelines.engines)."""
-    from chipfit.pipelines.engines import predict_engine
+                progress: Callable[[str], None] | None, costs: WorkloadCosts) -> PredictRow:
+    """``row``'s eager catalog prediction as a fused-engine stack (chipfit.pipelines.engines),
+    on the traced operators' work (``costs``)."""
+    from chipfit.analysis.stacks import from_operators
     from chipfit.hardware.catalog import load_catalog
+    from chipfit.pipelines.engines import predict_engine
 
     spec = load_catalog()[row.target.key]
-    return replace(row, prediction=predict_engine(row.prediction, spec, stack, precision,
+    eager = from_operators(row.prediction, costs.ops)
+    return replace(row, prediction=predict_engine(eager, spec, stack, precision,
                                                   progress=progress))
 
 
