@@ -230,6 +230,27 @@ class Measurement:
         return self.items_per_call / self.median_s if self.ok else math.nan
 
     @property
+    def series_device(self) -> str:
+        """The device as a series of points is labelled: plus the stack when it is not the
+        backend's default (``torch:cpu+onnxruntime``), so stacks on one device are series of
+        their own (and cross over like devices do)."""
+        return self.device if self.stack in ("eager", "jit") else f"{self.device}+{self.stack}"
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The :attr:`~chipfit.spec.Job.key` of the job that measured this point: the stack
+        only when it is not the backend's default; a fleet job's node type, and with
+        ``--every-node`` the node it was planned on."""
+        from chipfit.spec import default_stack
+
+        base: tuple[str, ...] = (self.workload, self.size, self.device, self.dtype, self.mode)
+        if self.stack != default_stack(self.device.split(":")[0]):
+            base += (self.stack,)
+        if self.node_type is None:
+            return base
+        return base + (self.node_type, self.meta.get("planned_node", ""))
+
+    @property
     def meta(self) -> dict[str, str]:
         return dict(self.metadata)
 

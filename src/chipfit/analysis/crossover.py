@@ -256,7 +256,7 @@ def series_device(m: Measurement) -> str:
     """The device label of ``m``'s series: the device, plus its stack when that is not the
     backend's default (``torch:cpu+onnxruntime``), so stacks on one device cross over like
     devices do."""
-    return m.device if m.stack in ("eager", "jit") else f"{m.device}+{m.stack}"
+    return m.series_device
 
 
 def _groups(measurements: Iterable[Measurement]) -> dict[tuple[str, str, str, str],

@@ -28,6 +28,12 @@ class StackRow:
     stack: str
     measurement: Measurement
     eager_s: float = math.nan
+    eager_contended: bool = False  # eager's point was measured while the machine was shared
+
+    @property
+    def contended(self) -> bool:
+        """Either side measured while the machine was shared: the speed-up is not a finding."""
+        return self.eager_contended or self.measurement.contended is True
 
     @property
     def speedup(self) -> float:
@@ -48,10 +54,15 @@ def has_stacks(measurements: Iterable[Measurement]) -> bool:
 
 def stack_rows(measurements: Sequence[Measurement]) -> list[StackRow]:
     """Rows for every point that was measured on more than its default stack."""
-    eager = {_point(m): m.median_s for m in measurements if m.stack == "eager" and m.ok}
+    eager = {_point(m): m for m in measurements if m.stack == "eager" and m.ok}
     points = {_point(m) for m in measurements if m.stack not in ("eager", "jit")}
-    return [StackRow(*_point(m), m.stack, m, eager.get(_point(m), math.nan))
-            for m in measurements if _point(m) in points]
+    rows = []
+    for m in measurements:
+        if _point(m) in points:
+            base = eager.get(_point(m))
+            rows.append(StackRow(*_point(m), m.stack, m, base.median_s if base else math.nan,
+                                 bool(base is not None and base.contended)))
+    return rows
 
 
 def best_stack(rows: Sequence[StackRow], max_rel_diff: float = 0.05) -> StackRow | None:

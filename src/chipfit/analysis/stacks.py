@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from chipfit.hardware.catalog import HardwareSpec
 
 __all__ = ["ENGINE_STACKS", "FUSED_CLASSES", "EngineFit", "EngineHardware", "EngineRow",
-           "engine_prediction", "fit_engine", "from_operators", "leave_one_out", "precision_bytes", "stack_family",
-           "tokens_scaled"]
+           "engine_prediction", "fit_engine", "from_operators", "leave_one_out", "precision_bytes",
+           "stack_family", "tokens_scaled"]
 
 #: Predicted-only stacks (no local measurement): name -> what it stands for.
 ENGINE_STACKS = {

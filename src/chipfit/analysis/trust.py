@@ -36,7 +36,7 @@ SeriesId = tuple[str, str, str, str]
 
 
 def series_of(m: Measurement) -> SeriesId:
-    return (m.workload, m.device, m.dtype, m.mode)
+    return (m.workload, m.series_device, m.dtype, m.mode)
 
 
 def is_contended(m: Measurement) -> bool:

@@ -40,11 +40,11 @@ BUDGET_SHARE = 0.3
 BUDGET_MIN_S = 4.0
 BUDGET_MAX_S = 60.0
 
-Key = tuple[str, str, str, str, str]
+Key = tuple[str, ...]
 
 
 def _key(m: Measurement) -> Key:
-    return (m.workload, m.size, m.device, m.dtype, m.mode)
+    return m.key  # the job's key: a stack other than the default is part of it
 
 
 def _serial_sibling(m: Measurement) -> Key | None:
@@ -56,7 +56,7 @@ def _serial_sibling(m: Measurement) -> Key | None:
         return None
     if not ref.is_cpu or ref.threads == 1:
         return None
-    return (m.workload, m.size, str(replace(ref, threads=1)), m.dtype, m.mode)
+    return (m.workload, m.size, str(replace(ref, threads=1)), m.dtype, m.mode, *m.key[5:])
 
 
 def mark_stalls(measurements: Sequence[Measurement]) -> list[Measurement]:

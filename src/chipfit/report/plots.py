@@ -185,7 +185,7 @@ def throughput_plot(measurements: Sequence[Measurement], *, title: str, axis: st
     for m in measurements:
         x, r = position(m.workload, m.size), rate_of(m, unit)
         if m.ok and math.isfinite(x) and math.isfinite(r):
-            groups.setdefault((m.device, m.dtype, m.mode), []).append((x, r))
+            groups.setdefault((m.series_device, m.dtype, m.mode), []).append((x, r))
     colors = _colors(groups)
     keys = [SeriesKey("", *g) for g in groups]
     name = _namer(keys)

@@ -31,6 +31,8 @@ def _row(r: StackRow) -> tuple[Text | str, ...]:
                                                             style="yellow"), "-", "-", "-")
     speed = "-" if not math.isfinite(r.speedup) else f"×{r.speedup:.2f}"
     style = "green" if math.isfinite(r.speedup) and r.speedup > 1 else ""
+    if r.contended and math.isfinite(r.speedup):
+        speed, style = speed + " (machine shared)", "yellow"
     return (r.workload, r.size, r.device, r.stack, fmt_seconds(m.median_s),
             Text(speed, style=style),
             "-" if m.compile_s is None else f"{m.compile_s:.1f} s", _pct(m.max_rel_diff))
@@ -41,9 +43,11 @@ def stacks_table(run: Run) -> Table:
     agreement with eager's outputs."""
     table = Table(title=f"Software stacks — measured on this machine (run {run.run_id})",
                   title_justify="left", caption="median per call (measured); ×: eager's median "
-                  "/ this stack's, same device and dtype; build: export/compile/quantise and "
-                  "the first call, kept out of the median; agreement: max |stack - eager| / "
-                  "max |eager| on the same inputs.", caption_justify="left")
+                  "/ this stack's, same device and dtype (machine shared: a side ran while "
+                  "other work loaded the cores, so the ratio is not a finding); build: "
+                  "export/compile/quantise and the first call, kept out of the median; "
+                  "agreement: max |stack - eager| / max |eager| on the same inputs.",
+                  caption_justify="left")
     for col in ("workload", "size", "device", "stack", "median", "× vs eager", "build",
                 "agreement"):
         table.add_column(col, justify="right" if col in ("median", "× vs eager", "build",

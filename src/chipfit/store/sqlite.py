@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.paths import check_schema, data_dir, utc_now
 from chipfit.results import Discovery, GuardLimit, Measurement, Run, from_plain, split_legacy_limits
-from chipfit.spec import DeviceRef, Job, TimingConfig, default_stack
+from chipfit.spec import DeviceRef, Job, TimingConfig
 
 __all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "default_db_path", "open_store"]
 
@@ -147,15 +147,8 @@ def key_text(key: Sequence[str]) -> str:
 
 
 def measurement_key(m: Measurement) -> Key:
-    """The :attr:`Job.key` of the job that produced ``m`` (a stack other than the default is
-    part of it; a fleet job's names its node type, and with ``--every-node`` the node it was
-    planned on)."""
-    base = (m.workload, m.size, m.device, m.dtype, m.mode)
-    if m.stack != default_stack(m.device.split(":")[0]):
-        base += (m.stack,)
-    if m.node_type is None:
-        return base
-    return base + (m.node_type, m.meta.get("planned_node", ""))  # --every-node: its node
+    """The :attr:`Job.key` of the job that produced ``m`` (:attr:`Measurement.key`)."""
+    return m.key
 
 
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
