@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
@@ -59,8 +60,10 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
     )
 
     known = {w.name for w in all_workloads()}
-    if isinstance(model, str) and model in known and not example_inputs:
-        return get_workload(model)
+    if isinstance(model, str) and model in known and not Path(model).exists():
+        builtin = get_workload(model)
+        builtin_batch(builtin, example_inputs)  # checks the inputs match the built-in's
+        return builtin
     if isinstance(model, str):
         specs = tuple(example_inputs or ())
         if any(not isinstance(s, str) for s in specs):
@@ -88,25 +91,66 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
     return workload
 
 
+def builtin_batch(workload: Workload, example_inputs: Any) -> int | None:
+    """The batch that ``--input`` gives a built-in workload, after checking the shape.
+
+    A built-in model builds its own inputs (``input_note``, e.g. "3x224x224 image"); an
+    ``--input`` beside its name only says the batch, and must agree with the rest of the shape.
+    """
+    from chipfit.workloads.user import parse_input
+
+    specs = [s for s in (example_inputs or ()) if isinstance(s, str)]
+    if not specs:
+        return None
+    shape = parse_input(specs[0]).shape
+    note = getattr(workload, "input_note", "")
+    per_sample = re.match(r"[0-9]+(?:x[0-9]+)*", note)
+    if per_sample:
+        want = tuple(int(d) for d in per_sample.group(0).split("x"))
+        if len(specs) > 1 or tuple(shape[1:]) != want:
+            raise InvalidInputError(
+                f"built-in {workload.name} takes BATCHx{per_sample.group(0)} inputs ({note}), not "
+                f"{', '.join(specs)}; for another shape, pass your own model file or "
+                "module:function")
+    return shape[0]
+
+
 def _local_devices(devices: Sequence[str] | None, found: Any) -> list[DeviceRef]:
     from chipfit.discovery import resolve_devices
 
+    from chipfit.pipelines.bench import default_devices
+
     if devices:
         return resolve_devices(devices, found)
-    return [DeviceRef.parse(d.ref) for d in found.devices]
+    return default_devices(found)  # every device found, and the CPU at one thread
 
 
 def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], dtype: str,
-                   modes: list[str], timing: TimingConfig, on_result: Any, found: Any) -> Run:
+                   modes: list[str], timing: TimingConfig, on_result: Any, found: Any,
+                   store: Any = None) -> Run:
     from chipfit.pipelines.bench import new_run, run_jobs
 
-    jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
+    jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs
+            if _worth_measuring(r, s)]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
                 "modes": ",".join(modes), "command": "advise"}
-    run = run_jobs(jobs, new_run("advise", found, settings), on_result)
+    run = new_run("advise", found, settings)
+    if store is not None:  # kept in the history (chipfit runs), like bench and sweep runs
+        store.begin_run(run, jobs)
+    run = run_jobs(jobs, run, on_result, store=store)
     if run.interrupted:
         raise KeyboardInterrupt
     return run
+
+
+# One thread beats all cores on small work (the seeds' 70x30 matmul: 5.9 us at one thread,
+# 12.6 us at two, measured here), so the pinned CPU is measured at small batches, where it
+# may win, and skipped at larger ones, where threads pay off.
+ONE_THREAD_MAX_BATCH = 8
+
+
+def _worth_measuring(ref: DeviceRef, size: str) -> bool:
+    return ref.threads is None or int(size) <= ONE_THREAD_MAX_BATCH
 
 
 def _facts(workload: Workload, costs: Any, params: int) -> ModelFacts:
@@ -222,11 +266,12 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            train_samples: int | None = None, epochs: float = 1.0,
            weights: str | None = None, trust_pickle: bool = False,
            timing: TimingConfig | None = None, on_result: Any = None,
-           local_price: float | None = None) -> Advice:
+           local_price: float | None = None, store: Any = None) -> Advice:
     """Which processor should run ``model``, measured here and predicted elsewhere, and why.
 
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
-    they take part in the cost objective and the budget.
+    they take part in the cost objective and the budget. ``store`` (a results database)
+    keeps the measurements in the history that ``chipfit runs`` lists.
     """
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
@@ -235,6 +280,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
 
     dtype = parse_dtype(dtype)
     workload = resolve_model(model, example_inputs, weights=weights, trust_pickle=trust_pickle)
+    if batch is None and isinstance(model, str) and model == workload.name:
+        batch = builtin_batch(workload, example_inputs)
     if workload.axis != "batch":
         raise InvalidInputError(f"advise ranks processors for models, whose size is the batch; "
                                 f"{workload.name} is sized by {workload.axis}: use chipfit sweep")
@@ -248,7 +295,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     refs = _local_devices(devices, found)
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
-                         timing or TimingConfig.quick(), on_result, found)
+                         timing or TimingConfig.quick(), on_result, found, store)
     costs = {s: _shape_costs(workload, str(s), dtype, mode) for s in sizes}
     train_costs = _shape_costs(workload, str(target), dtype, "train") if train_samples else None
     gpu_costs: dict[Any, Any] = {}
