@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from chipfit.commands._common import (
     Saver,
     add_ray_fleet_flags,
     csv_list,
     err,
+    note,
+    open_db,
     out,
     print_json,
     progress,
@@ -20,9 +23,10 @@ ORDER = 60
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("advise", help="which processor should run this model, and why")
-    p.add_argument("model", help="a built-in workload (resnet50), a TorchScript/.pt2 file, "
-                   "package.module:function returning a module, or a language model (a "
-                   "chipfit llm built-in such as llama-3.1-8b, or a decoder-only config.json)")
+    p.add_argument("model", help="a built-in workload (resnet50; chipfit workloads lists them), a "
+                   "TorchScript/.pt2 file, package.module:function returning a module, or a "
+                   "language model (a chipfit llm built-in such as llama-3.1-8b, or a "
+                   "decoder-only config.json)")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="model input with the batch first, e.g. 1x3x224x224:float32 (repeat "
                    "for several inputs)")
@@ -31,14 +35,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(torch.save(model)); unpickling runs code named in the file: only for files "
                    "you trust")
     p.add_argument("--objective", default="latency",
-                   choices=("latency", "throughput", "cost", "energy"))
+                   choices=("latency", "throughput", "cost", "energy"),
+                   help="what to rank by: latency (time per batch, default), throughput "
+                   "(samples/s), cost (dollars per 1M samples) or energy (joules per sample)")
     p.add_argument("--batch", type=int, help="batch size to rank at (default: 1 for latency, "
                    "the largest swept otherwise)")
     p.add_argument("--batches", help="comma-separated batch sweep (default 1,8,32)")
-    p.add_argument("--mode", default="inference", choices=("inference", "train", "finetune"))
+    p.add_argument("--mode", default="inference", choices=("inference", "train", "finetune"),
+                   help="inference (default), train (forward, backward and an optimizer step) or "
+                   "finetune (only the head trains)")
     p.add_argument("--dtype", default=None,
-                   help="float32 (default), bfloat16 ...; language models: bfloat16 (default), "
-                        "float16, fp8, int8, int4")
+                   help="number format of the weights and activations: float32 (default), "
+                        "bfloat16 or float16; language models: bfloat16 (default), float16, "
+                        "fp8, int8, int4")
     p.add_argument("--prompt-len", type=int, default=512,
                    help="language models: prompt tokens (default 512)")
     p.add_argument("--gen-len", type=int, default=128,
@@ -85,7 +94,13 @@ def run(args: argparse.Namespace) -> int:
         return _advise_llm(args)
     args.dtype = args.dtype or "float32"
     batches = [int(b) for b in csv_list(args.batches)] if args.batches else None
-    with progress() as bar:
+    if not err.is_terminal:
+        note(f"advise {args.model}: measuring on the local devices, then predicting "
+             f"{len(csv_list(args.hardware)) if args.hardware else len(DEFAULT_HARDWARE)} "
+             "catalog devices")
+    store = None if args.no_save else open_db(argparse.Namespace(db=None), create=True)
+    with progress() as bar, contextlib.closing(store) if store is not None else \
+            contextlib.nullcontext():
         task = bar.add_task("advise", total=None, current="")
         saver = Saver(argparse.Namespace(no_save=args.no_save, json=None, csv=None), bar, task)
         advice = advise(args.model, tuple(args.input), objective=args.objective, batch=args.batch,
@@ -96,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                         budget=args.budget, train_samples=args.train_samples,
                         epochs=args.epochs, weights=args.weights,
                         trust_pickle=args.trust_pickle, on_result=saver,
-                        local_price=args.local_price)
+                        local_price=args.local_price, store=store)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     data = advice_json(advice.recommendation, train)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict latency and throughput on catalog hardware and "
                        "local devices (local ones are measured too)")
     p.add_argument("workload",
-                   help="a workload name (chipfit bench --help lists them), e.g. matmul; or a "
+                   help="a workload name (chipfit workloads lists them), e.g. matmul; or a "
                         "transformers config.json path; or package.module:function (a factory "
                         "returning a torch module, or (module, example inputs))")
     p.add_argument("--hardware", "-H", default="local",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 
 from rich.markup import escape
@@ -12,7 +13,7 @@ from rich.text import Text
 from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
 from chipfit.results import Discovery, Measurement, Run
 
-__all__ = ["bench_table", "devices_table", "problems_table", "reference_device"]
+__all__ = ["bench_table", "devices_table", "problems_table", "reference_device", "workloads_table"]
 
 
 def devices_table(discovery: Discovery) -> Table:
@@ -99,4 +100,23 @@ def bench_table(run: Run) -> Table:
     for (workload, size, dtype, mode), cells in rows.items():
         ref = cells.get(ref_name)
         table.add_row(workload, size, f"{dtype}\n{mode}", *(_cell(cells.get(d), ref) for d in devices))
+    return table
+
+
+def workloads_table(workloads: list) -> Table:
+    """One line per workload: name, what its size means, whether it trains, what it is."""
+    table = Table(title="Built-in workloads", title_justify="left", box=None,
+                  caption="size: what the size argument means (n: square matrix side or "
+                  "MxK@KxN; batch: samples per call); train: also has train and finetune "
+                  "modes; --json gives the full descriptions", caption_justify="left")
+    longest = max((len(w.name) for w in workloads), default=4)
+    # Fixed widths for the short columns; the description takes what is left, on one line.
+    table.expand = True
+    table.add_column("name", no_wrap=True, style="bold", width=longest)
+    table.add_column("size", no_wrap=True, width=8)
+    table.add_column("train", no_wrap=True, width=5)
+    table.add_column("what it is", no_wrap=True, overflow="ellipsis", ratio=1)
+    for w in workloads:
+        summary = re.sub(r";\s*size = batch$", "", w.description.strip())
+        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", escape(summary))
     return table
