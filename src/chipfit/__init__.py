@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public names only (not ``Any`` or ``annotations``, which typing leaves behind)."""
+    return sorted(__all__)
+
+
 def discover(backends: Any = None) -> Discovery:
     """Every usable device of the installed frameworks, with reasons for what is missing."""
     from chipfit.pipelines.measure import discover as _discover

@@ -36,6 +36,7 @@ class Option:
     fallback_ops: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     band: float = 0.0  # relative uncertainty of latency_s: x/÷(1 + band) (0: measured)
+    price_source: str = ""  # catalog (with its basis), given (--local-price) or estimated
 
     @property
     def throughput(self) -> float:

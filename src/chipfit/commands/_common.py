@@ -117,6 +117,23 @@ class Saver:
             err.print(f"wrote {path}")
 
 
+def show(renderable: Any, wide: bool = False) -> None:
+    """Print ``renderable`` on stdout; ``wide`` prints it at its full width even where the
+    terminal (or a pipe's 80 columns) is narrower, so nothing wraps."""
+    if not wide:
+        out.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(out, out.options.update_width(100_000), renderable).maximum
+    saved = out.width
+    out.width = max(saved, need)
+    try:
+        out.print(renderable)
+    finally:
+        out.width = saved
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 

@@ -16,6 +16,7 @@ from chipfit.commands._common import (
     print_json,
     progress,
     ray_address,
+    show,
 )
 
 ORDER = 60
@@ -69,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_ray_fleet_flags(p)
     p.add_argument("--job-timeout", type=float, metavar="SECONDS", help="fleet: record a job "
                    "as timed out after this long (default 300)")
+    p.add_argument("--wide", action="store_true", help="every column of the ranking, however "
+                   "narrow the terminal")
     p.set_defaults(func=run, labels=None, executor=None, address=None)
 
 
@@ -113,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
                         trust_pickle=args.trust_pickle, on_result=saver,
                         local_price=args.local_price, store=store)
     train = (args.train_samples, args.epochs) if args.train_samples else None
-    data = advice_json(advice.recommendation, train)
+    verdict = advice.verdict
+    data = advice_json(advice.recommendation, train, verdict)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,
                 run_id=advice.run.run_id, batch=advice.evidence.batch)
     # The advice travels inside the run, so `chipfit report` shows it beside the measurements.
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, default=str)
         err.print(f"wrote {args.json}")
-    out.print(advice_renderable(advice.recommendation, train))
+    show(advice_renderable(advice.recommendation, train, verdict, args.wide), args.wide)
     if fleet is not None:
         out.print(fleet[1])
     return 0

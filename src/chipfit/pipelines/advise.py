@@ -20,6 +20,7 @@ from typing import Any
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
 from chipfit.analysis.ranking import recommend
 from chipfit.analysis.trust import source_of
+from chipfit.analysis.verdict import Verdict, decide
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -36,9 +37,14 @@ DEFAULT_HARDWARE = ("h100-sxm", "a100-sxm-80gb", "l4", "t4", "rtx-4090", "mi300x
 BUSY_FLOOR = 0.3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Advice:
-    """A recommendation with the evidence behind it and the local measurements made."""
+    """A recommendation with the evidence behind it and the local measurements made.
+
+    ``str(advice)`` is a short summary: the verdict first, then the top options.
+    ``advice.best`` is the option to use; ``advice.verdict`` says whether to stay or move
+    and how clear the difference is; ``advice.recommendation.ranked`` has every option.
+    """
 
     recommendation: Recommendation
     evidence: Evidence
@@ -46,6 +52,27 @@ class Advice:
     workload: str
     dtype: str
     mode: str
+
+    @property
+    def verdict(self) -> Verdict:
+        """Stay on the best device measured here, or switch to a catalog one (ties stay)."""
+        return decide(self.recommendation, self.evidence)
+
+    @property
+    def best(self) -> Option | None:
+        """The processor to use: the verdict's choice (None when nothing meets the limits)."""
+        return self.verdict.best
+
+    def __str__(self) -> str:
+        from chipfit.report.advise_view import advice_summary
+
+        return advice_summary(self)
+
+    def __repr__(self) -> str:
+        best = self.best.device if self.best is not None else None
+        return (f"Advice(workload={self.workload!r}, batch={self.evidence.batch}, "
+                f"objective={self.recommendation.objective!r}, best={best!r}, "
+                f"options={len(self.recommendation.ranked)})")
 
 
 def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None = None,
@@ -131,7 +158,7 @@ def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], 
     from chipfit.pipelines.bench import new_run, run_jobs
 
     jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs
-            if _worth_measuring(r, s)]
+            if _worth_measuring(r, s) and r.backend in workload.backends()]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
                 "modes": ",".join(modes), "command": "advise"}
     run = new_run("advise", found, settings)
@@ -216,20 +243,33 @@ def _xla_fallbacks() -> list[str]:
 
 def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measurement | None,
                   need: int | None, fallbacks: tuple[str, ...] = (),
-                  local_price: float | None = None) -> Option:
+                  local_price: float | None = None, catalog: Any = ()) -> Option:
+    from chipfit.hardware.local import local_power
+    from chipfit.hardware.local import local_price as price_here
+
+    is_cpu = info is None or info.kind == "cpu"
+    cores = DeviceRef.parse(m.device).threads or (info.cores if info else None)
+    power = local_power(info.name, cores, catalog.values()) if is_cpu and info else None
     if m.energy_j is not None:
         joules, source = m.energy_j / batch, "measured"
     elif spec is not None and spec.tdp_w:
         joules, source = spec.tdp_w * m.median_s / batch, "estimated: TDP x busy time"
+    elif power is not None:
+        joules, source = power.value * m.median_s / batch, power.basis + " x busy time"
     else:
         joules, source = None, "unavailable: no power counter and no TDP in the catalog"
+    if spec is not None and spec.price_usd_hr is not None:
+        price, price_source = spec.price_usd_hr, f"catalog ({spec.key})"
+    else:
+        here = price_here(info.threads if info and is_cpu else None, local_price)
+        price, price_source = (here.value, here.basis) if here else (None, "")
     return Option(
         device=m.device, kind=info.kind if info else "cpu", name=info.name if info else m.device,
         present=True, batch=batch, latency_s=m.end_to_end_s, latency_source="measured",
         memory_need_bytes=need, memory_have_bytes=info.memory_bytes if info else None,
-        price_usd_hr=(spec.price_usd_hr if spec is not None and spec.price_usd_hr is not None
-                      else local_price),
-        power_w=spec.tdp_w if spec is not None else None, joules_per_item=joules,
+        price_usd_hr=price, price_source=price_source,
+        power_w=spec.tdp_w if spec is not None else (power.value if power else None),
+        joules_per_item=joules,
         energy_source=source, train_step_s=train.median_s if train is not None and train.ok else None,
         train_source="measured" if train is not None and train.ok else "",
         fallback_ops=fallbacks,
@@ -246,6 +286,7 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
         latency_s=latency, latency_source="predicted", bound=pred.bound,
         memory_need_bytes=need, memory_have_bytes=int(spec.memory_bytes) if spec.memory_bytes else None,
         price_usd_hr=spec.price_usd_hr, power_w=spec.tdp_w, joules_per_item=joules,
+        price_source=f"catalog ({spec.key})" if spec.price_usd_hr is not None else "",
         energy_source="estimated: TDP x busy fraction" if joules is not None else
         "unavailable: TDP not in the catalog",
         train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
@@ -312,7 +353,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         fallbacks = detect_fallbacks(workload, ref, str(target), dtype, mode, found) if (
             info is not None and info.kind != "cpu") else ()
         option = _local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
-                               need, fallbacks, local_price)
+                               need, fallbacks, local_price, catalog)
         # its latency and the CPU crossover come from all of this device's points
         options.append(replace(option, latency_source=source_of(
             x for x in run.measurements if x.device == str(ref))))

@@ -29,24 +29,28 @@ def _fig(spec: Any, name: str, digits: str = ".4g") -> str:
     return f"{fig.value:{digits}}{mark}"
 
 
-def catalog_table(catalog: Any) -> Table:
-    """One row per catalog device."""
-    table = Table(title="Hardware catalog (source: catalog; dense peaks)", title_justify="left",
-                  caption="TFLOP/s (int8: TOP/s); GB and GB/s decimal; * derived (see chipfit "
-                          "catalog show KEY); ? unsourced; n/a not supported by the device",
-                  caption_justify="left")
-    for col in ("key", "kind", "name", "fp32", "tf32", "bf16", "fp16", "int8", "memory GB",
-                "mem GB/s", "link GB/s", "TDP W", "USD/h"):
-        table.add_column(col, justify="left" if col in ("key", "kind", "name") else "right",
-                         overflow="fold")
-    for spec in catalog.values():
-        table.add_row(spec.key, spec.kind, spec.name, _fig(spec, "fp32_tflops"),
-                      _fig(spec, "tf32_tflops"), _fig(spec, "bf16_tflops"),
-                      _fig(spec, "fp16_tflops"), _fig(spec, "int8_tops"),
-                      _fig(spec, "memory_gb"), _fig(spec, "memory_bw_gbs"),
-                      _fig(spec, "host_link_gbs"), _fig(spec, "tdp_w"),
-                      _fig(spec, "price_usd_hr"))
-    return table
+_CATALOG_COLS = (
+    ("key", "left", 0), ("kind", "left", 0), ("name", "left", 5), ("fp32", "right", 3),
+    ("tf32", "right", 6), ("bf16", "right", 0), ("fp16", "right", 2), ("int8", "right", 4),
+    ("memory GB", "right", 0), ("mem GB/s", "right", 0), ("link GB/s", "right", 6),
+    ("TDP W", "right", 1), ("USD/h", "right", 0),
+)
+
+
+def catalog_table(catalog: Any, width: int = 200, wide: bool = False) -> Table:
+    """One row per catalog device; at a narrow ``width`` the less used columns step aside."""
+    from chipfit.report.layout import Col, fitted_table
+
+    cols = [Col(h, j, drop, prose=h == "name") for h, j, drop in _CATALOG_COLS]
+    rows = [(spec.key, spec.kind, spec.name, _fig(spec, "fp32_tflops"),
+             _fig(spec, "tf32_tflops"), _fig(spec, "bf16_tflops"), _fig(spec, "fp16_tflops"),
+             _fig(spec, "int8_tops"), _fig(spec, "memory_gb"), _fig(spec, "memory_bw_gbs"),
+             _fig(spec, "host_link_gbs"), _fig(spec, "tdp_w"), _fig(spec, "price_usd_hr"))
+            for spec in catalog.values()]
+    return fitted_table(cols, rows, width, wide=wide,
+                        title="Hardware catalog (source: catalog; dense peaks)",
+                        caption="TFLOP/s (int8: TOP/s); GB and GB/s decimal; * derived (see "
+                        "chipfit catalog show KEY); ? unsourced; n/a not supported by the device")
 
 
 def catalog_entry(spec: Any) -> Group:
