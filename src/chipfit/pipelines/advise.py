@@ -160,7 +160,7 @@ def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], 
     jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs
             if _worth_measuring(r, s) and r.backend in workload.backends()]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
-                "modes": ",".join(modes), "command": "advise"}
+                "modes": ",".join(modes), "command": "advise", "axis": workload.axis}
     run = new_run("advise", found, settings)
     if store is not None:  # kept in the history (chipfit runs), like bench and sweep runs
         store.begin_run(run, jobs)
