@@ -95,3 +95,29 @@ def test_a_builtin_with_the_wrong_input_shape_is_one_line(cli, shape):
     proc = cli("advise", "resnet50", "--input", shape, "--devices", "torch:cpu")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "takes BATCHx3x224x224" in proc.stderr
+
+
+def test_report_puts_the_answer_first_and_keeps_the_newest_advice(cli, tmp_path):
+    import os
+
+    (tmp_path / "tinynet.py").write_text(
+        "import torch\n\ndef make():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),"
+        " torch.nn.Linear(32, 4))\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path),
+                                                       os.environ.get("PYTHONPATH")]))}
+    cli("advise", "tinynet:make", "--input", "1x16", "--batches", "1,8", "--hardware", "t4",
+        "--devices", "torch:cpu,torch:cpu@1t", env=env, check=True)
+    cli("bench", "-w", "matmul", "-s", "32", "-d", "torch:cpu", "--quick", check=True)
+    page = tmp_path / "r.html"
+    cli("report", "-o", str(page), check=True)
+    html = page.read_text()
+    # the summary (with the verdict) comes before everything else, and the nav links advice
+    assert html.index('id="summary"') < html.index('id="advice"') < html.index('id="devices"')
+    summary = html[html.index('id="summary"'):html.index('id="advice"')]
+    assert "Stay on this CPU" in summary or "Use a" in summary
+    assert 'href="#advice"' in html[:html.index('id="summary"')]
+    assert "tinynet.make" in html and "<code>make</code>" not in html  # named by its module
+    assert "vs batch" in html  # the batch axis is called batch, not size
+    devices = html[html.index('id="devices"'):html.index("</table>", html.index('id="devices"'))]
+    assert "torch:cpu@1t" in devices  # plotted, so listed
