@@ -286,7 +286,8 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
         latency_s=latency, latency_source="predicted", bound=pred.bound,
         memory_need_bytes=need, memory_have_bytes=int(spec.memory_bytes) if spec.memory_bytes else None,
         price_usd_hr=spec.price_usd_hr, power_w=spec.tdp_w, joules_per_item=joules,
-        price_source=f"catalog ({spec.key})" if spec.price_usd_hr is not None else "",
+        price_source=(f"catalog ({spec.key}): {spec.figure('price_usd_hr').note}"
+                      if spec.price_usd_hr is not None else ""),
         energy_source="estimated: TDP x busy fraction" if joules is not None else
         "unavailable: TDP not in the catalog",
         train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
