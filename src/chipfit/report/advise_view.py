@@ -196,6 +196,14 @@ def _footnotes(rec: Recommendation) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+def _basis_note(verdict: Verdict | None) -> list[str]:
+    """The price basis behind a verdict that names a catalog device's price."""
+    best = verdict.best if verdict is not None else None
+    if best is None or best.present or not best.price_source:
+        return []
+    return [f"price of {best.device}: {best.price_source}"]
+
+
 def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = None,
                       verdict: Verdict | None = None, wide: bool = False) -> Any:
     """The verdict first, then why, then the ranked table and its footnotes."""
@@ -214,7 +222,7 @@ def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = Non
         parts.append(Text("No processor meets the constraints.", style="bold red"))
     for group in rec.ties:
         parts.append(Text(f"tie: {', '.join(group)} ({rec.tie_break})", style="yellow"))
-    for note in _footnotes(rec):
+    for note in _basis_note(verdict) + _footnotes(rec):
         parts.append(Text(note, style="dim"))
     for device, why in rec.excluded:
         parts.append(Text(f"excluded {device}: {why}", style="dim"))
