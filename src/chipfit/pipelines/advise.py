@@ -28,9 +28,10 @@ from chipfit.workloads import Workload, all_workloads, get_workload, register
 
 __all__ = ["DEFAULT_HARDWARE", "Advice", "advise", "resolve_model"]
 
-# A spread of what users rent or buy: datacenter and inference GPUs, a consumer GPU, TPUs.
-DEFAULT_HARDWARE = ("h100-sxm", "a100-sxm-80gb", "l4", "t4", "rtx-4090", "mi300x", "tpu-v5e",
-                    "tpu-v5p", "apple-m3-max-gpu")
+# A spread of what users rent or buy in late 2026: datacenter and inference GPUs, a consumer
+# GPU, TPUs, a laptop GPU. Devices without the figures to predict a dtype drop out quietly.
+DEFAULT_HARDWARE = ("h100-sxm", "h200", "a100-sxm-80gb", "l4", "l40s", "t4", "rtx-5090", "mi300x",
+                    "tpu-v5e", "tpu-v6e", "apple-m4-max-gpu")
 # A device draws power even while it waits on launches: below this busy fraction the
 # estimate uses the floor (idle and static power are roughly a quarter to a third of TDP on
 # datacenter GPUs; 0.3 is an assumption, and energy figures are labelled estimated).
