@@ -70,6 +70,9 @@ def test_cpu_gpu_not_tpu_reason_is_dropped_when_a_tpu_outranks_the_gpus():
     v = _verdict([_cpu(1e-5), _acc("tpu-v5e", "Google TPU v5e", 2e-5, kind="tpu"),
                   _acc("l4", "NVIDIA L4", 3e-5)], reasons=(irregular,))
     assert v.action == "stay" and not v.supporting and v.set_aside == (irregular,)
+    slow_tpu = _verdict([_cpu(1e-5), _acc("tpu-v5e", "Google TPU v5e", 1e-3, kind="tpu"),
+                         _acc("l4", "NVIDIA L4", 3e-5)], reasons=(irregular,))
+    assert slow_tpu.supporting == (irregular,)  # consistent with the numbers: kept
 
 
 def test_cost_without_a_local_price_says_so():

@@ -83,16 +83,19 @@ def _contradicts(reason: Reason, action: str, here: Option | None, away: Option 
     """Whether ``reason`` argues against the verdict (shown beside it, it would confuse)."""
     if reason.favours == "multi-device":
         return False
-    if reason.code == "recurrent-or-irregular":
-        # "suits CPUs and GPUs better than TPUs": false on its face when a TPU outranks the
-        # best GPU.
-        kinds = [o.kind for o in ranked if o.kind in ("gpu", "tpu")]
-        if kinds and kinds[0] == "tpu":
-            return True
+    if reason.code == "recurrent-or-irregular" and _tpus_keep_up(ranked):
+        return True  # "suits CPUs and GPUs better than TPUs", beside a TPU as fast as any GPU
     if action == STAY:
         return reason.favours != (here.kind if here is not None else "cpu")
     return reason.favours == "cpu" or (away is not None and reason.favours not in
                                         (away.kind, "gpu", "tpu"))
+
+
+def _tpus_keep_up(ranked: tuple[Option, ...]) -> bool:
+    """Whether the best TPU is not clearly slower than the best GPU (within CLEAR_GAIN)."""
+    tpus = [o.latency_s for o in ranked if o.kind == "tpu"]
+    gpus = [o.latency_s for o in ranked if o.kind == "gpu"]
+    return bool(tpus and gpus) and min(tpus) <= min(gpus) * CLEAR_GAIN
 
 
 def decide(rec: Recommendation, ev: Evidence) -> Verdict:
