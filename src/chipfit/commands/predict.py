@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json
+from chipfit.commands._common import csv_list, err, out, print_json, show
 
 ORDER = 50
 
@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="a factory model's input with the batch first, e.g. 1x3x224x224")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--wide", action="store_true", help="every column, however narrow the "
+                   "terminal")
     p.set_defaults(func=run)
 
 
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     first = rows[0].prediction if rows else None
     title = (f"chipfit predict {args.workload} ({first.dtype}, {first.mode})" if first else "")
-    out.print(predictions_table(rows, title))
+    show(predictions_table(rows, title, args.wide), args.wide)
     if args.breakdown:
         for row in rows:
             out.print(breakdown_table(row.prediction))

@@ -75,8 +75,9 @@ def fitted_table(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int,
     keep = kept_columns(cols, rows, width, wide)
     hidden = [c.header for i, c in enumerate(cols) if i not in keep]
     if hidden:
-        caption = (caption + "; " if caption else "") + (
-            f"not shown at {width} columns: {', '.join(hidden)} (--wide shows them)")
+        joint = " " if caption.endswith(".") else "; " if caption else ""
+        caption = caption + joint + (f"not shown at {width} columns: {', '.join(hidden)} "
+                                     "(--wide shows them)")
     table = Table(caption=caption or None, caption_justify="left", title_justify="left",
                   **table_args)
     for i in keep:

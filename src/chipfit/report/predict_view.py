@@ -122,19 +122,17 @@ def _pct(x: float) -> str:
     return f"{x:+.0%}" if math.isfinite(x) else "-"
 
 
-def predictions_table(rows: Sequence[Any], title: str = "") -> Table:
-    """Predicted (and, for local devices, measured) latency and throughput."""
-    table = Table(title=title or "chipfit predict", title_justify="left", show_lines=False,
-                  caption="predicted: roofline over the workload's operators (basis: "
-                          "calibrated = rates measured here by chipfit calibrate; catalog = "
-                          "peaks x documented efficiencies); band: x/÷ (1 + validation error). "
-                          "e2e adds host<->device copies. measured: chipfit's timer, this run.",
-                  caption_justify="left")
-    for col, just in (("hardware", "left"), ("size", "left"), ("basis", "left"),
-                      ("predicted", "right"), ("band", "right"), ("items/s (pred.)", "right"),
-                      ("e2e (pred.)", "right"), ("bound", "left"), ("measured", "right"),
-                      ("error", "right")):
-        table.add_column(col, justify=just, overflow="fold")
+def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) -> Any:
+    """Predicted (and, for local devices, measured) latency and throughput; the secondary
+    columns step aside at a narrow width (named in the caption)."""
+    from chipfit.report.layout import Col, Fitted
+
+    measured_any = any(row.measurement is not None for row in rows)
+    cols = [Col("hardware"), Col("size"), Col("predicted", "right"), Col("band", "right", 2),
+            Col("items/s (pred.)", "right", 4), Col("e2e (pred.)", "right", 3), Col("bound", drop=1),
+            Col("basis", drop=5), Col("measured", "right", 0 if measured_any else 6),
+            Col("error", "right", 0 if measured_any else 6)]
+    table_rows = []
     for row in rows:
         p, m = row.prediction, row.measurement
         measured = "-" if m is None else (fmt_seconds(m.median_s) if m.ok else m.status)
@@ -142,11 +140,15 @@ def predictions_table(rows: Sequence[Any], title: str = "") -> Table:
         hardware = Text(p.hardware)
         if any(n.startswith("does not fit") for n in p.notes):
             hardware.append(" (does not fit)", style="red")
-        table.add_row(hardware, p.size, p.basis, fmt_seconds(p.seconds),
-                      f"{fmt_seconds(p.low_s)}–{fmt_seconds(p.high_s)}",
-                      fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound, measured,
-                      _pct(row.error))
-    return table
+        table_rows.append((hardware, p.size, fmt_seconds(p.seconds),
+                           f"{fmt_seconds(p.low_s)}–{fmt_seconds(p.high_s)}",
+                           fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound,
+                           p.basis, measured, _pct(row.error)))
+    return Fitted(cols, table_rows, wide=wide, title=title or "chipfit predict",
+                  caption="predicted: roofline over the workload's operators (basis: calibrated "
+                  "= rates measured here by chipfit calibrate; catalog = peaks x documented "
+                  "efficiencies); band: x/÷ (1 + validation error). e2e adds host<->device "
+                  "copies. measured: chipfit's timer, this run.")
 
 
 def breakdown_table(pred: Any) -> Table:
