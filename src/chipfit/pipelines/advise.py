@@ -309,18 +309,21 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            train_samples: int | None = None, epochs: float = 1.0,
            weights: str | None = None, trust_pickle: bool = False,
            timing: TimingConfig | None = None, on_result: Any = None,
-           local_price: float | None = None, store: Any = None) -> Advice:
+           local_price: float | None = None, store: Any = None,
+           progress: Any = None) -> Advice:
     """Which processor should run ``model``, measured here and predicted elsewhere, and why.
 
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
     they take part in the cost objective and the budget. ``store`` (a results database)
-    keeps the measurements in the history that ``chipfit runs`` lists.
+    keeps the measurements in the history that ``chipfit runs`` lists. ``progress(text)`` is
+    told each stage that is not a measurement (measurements go to ``on_result``).
     """
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
     from chipfit.execute.costs import extract_costs
     from chipfit.hardware.catalog import load_catalog
 
+    say = progress or (lambda text: None)
     dtype = parse_dtype(dtype)
     workload = resolve_model(model, example_inputs, weights=weights, trust_pickle=trust_pickle)
     if batch is None and isinstance(model, str) and model == workload.name:
@@ -339,6 +342,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
                          timing or TimingConfig.quick(), on_result, found, store)
+    say(f"counting {workload.name}'s operators at batch {', '.join(map(str, sizes))}")
     costs = {s: _shape_costs(workload, str(s), dtype, mode) for s in sizes}
     train_costs = _shape_costs(workload, str(target), dtype, "train") if train_samples else None
     gpu_costs: dict[Any, Any] = {}
@@ -359,6 +363,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         # its latency and the CPU crossover come from all of this device's points
         options.append(replace(option, latency_source=source_of(
             x for x in run.measurements if x.device == str(ref))))
+    say(f"predicting {len(specs)} catalog devices")
     for spec in specs:
         try:
             if _gpu_model(spec):
