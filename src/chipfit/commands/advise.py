@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                         budget=args.budget, train_samples=args.train_samples,
                         epochs=args.epochs, weights=args.weights,
                         trust_pickle=args.trust_pickle, on_result=saver,
-                        local_price=args.local_price, store=store)
+                        local_price=args.local_price, store=store,
+                        progress=None if err.is_terminal else note)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     verdict = advice.verdict
     data = advice_json(advice.recommendation, train, verdict)
