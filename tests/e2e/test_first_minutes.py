@@ -84,6 +84,7 @@ def test_readme_advise_example_runs_and_the_verdict_comes_first(cli):
     first = _lines(proc.stdout)[0]
     assert re.match(r"(Stay on this CPU|Use an? \S+)", first), first
     assert re.search(r"^\[1/1\] resnet50 1 torch:cpu ", proc.stderr, re.M)
+    assert "counting resnet50's operators" in proc.stderr and "predicting 3 catalog" in proc.stderr
     _fits(proc.stdout)
     runs = json.loads(cli("runs", "--json", check=True).stdout)
     assert runs[0]["command"] == "advise" and runs[0]["workloads"] == ["resnet50"]
