@@ -122,3 +122,10 @@ def test_report_puts_the_answer_first_and_keeps_the_newest_advice(cli, tmp_path)
     assert "vs batch" in html  # the batch axis is called batch, not size
     devices = html[html.index('id="devices"'):html.index("</table>", html.index('id="devices"'))]
     assert "torch:cpu@1t" in devices  # plotted, so listed
+
+
+def test_catalog_show_at_80_columns_cites_sources_by_number(cli):
+    text = cli("catalog", "show", "h100-sxm", env=NARROW, check=True).stdout
+    _fits(text)
+    assert re.search(r"bf16_tflops\s+│\s+989 TFLOP/s\s+│ sourced", text)
+    assert "Sources:" in text and "[1] " in text and "Epoch AI ML Hardware dataset" in text

@@ -54,25 +54,41 @@ def catalog_table(catalog: Any, width: int = 200, wide: bool = False) -> Table:
 
 
 def catalog_entry(spec: Any) -> Group:
-    """Every figure of one device with its status, note and sources; then its efficiencies."""
+    """Every figure of one device with its status, note and sources; then its efficiencies.
+
+    Sources are numbered once below the tables and cited as [n], so a narrow terminal keeps
+    one line per figure instead of folding long titles into every row.
+    """
     head = Text.assemble((f"{spec.name}", "bold"), f"  [{spec.key}, {spec.kind}, {spec.vendor}]"
                          f"\nlaunch: {spec.launch}\nhost link: {spec.host_link}\n"
                          f"interconnect: {spec.interconnect}\nsparsity: {spec.sparsity_note}\n"
                          f"notes: {spec.notes or '-'}\nsource: catalog")
-    figs = Table(title="Figures (source: catalog)", title_justify="left", show_lines=True)
-    for col in ("figure", "value", "status", "note / derivation", "sources"):
-        figs.add_column(col, overflow="fold")
+    numbers: dict[str, int] = {}
+
+    def cite(sources: Sequence[str]) -> str:
+        return "".join(f"[{numbers.setdefault(src, len(numbers) + 1)}]" for src in sources) or "-"
+
+    figs = Table(title="Figures (source: catalog)", title_justify="left")
+    figs.add_column("figure", no_wrap=True)
+    figs.add_column("value", no_wrap=True, justify="right")
+    figs.add_column("status", no_wrap=True)
+    figs.add_column("note / derivation")
+    figs.add_column("src", no_wrap=True)
     for f in spec.figures:
         value = "-" if f.value is None else f"{f.value:g} {f.unit}"
         text = "; ".join(x for x in (f.derivation, f.note) if x) or "-"
-        figs.add_row(f.name, value, f.status, text, "\n".join(f.sources) or "-")
+        figs.add_row(f.name, value, f.status, text, cite(f.sources))
     effs = Table(title="Efficiencies the predictor applies (source: catalog)",
-                 title_justify="left", show_lines=True)
-    for col in ("name", "value", "basis", "derivation", "sources"):
-        effs.add_column(col, overflow="fold")
+                 title_justify="left")
+    effs.add_column("name", no_wrap=True)
+    effs.add_column("value", no_wrap=True, justify="right")
+    effs.add_column("basis", no_wrap=True)
+    effs.add_column("derivation")
+    effs.add_column("src", no_wrap=True)
     for e in spec.efficiencies:
-        effs.add_row(e.name, f"{e.value:g}", e.basis, e.derivation or "-", "\n".join(e.sources))
-    return Group(head, figs, effs)
+        effs.add_row(e.name, f"{e.value:g}", e.basis, e.derivation or "-", cite(e.sources))
+    listing = Text("Sources:\n" + "\n".join(f"[{n}] {src}" for src, n in numbers.items()))
+    return Group(head, figs, effs, listing)
 
 
 def calibration_table(cal: Any) -> Table:
