@@ -70,9 +70,13 @@ def load_run(path: Any) -> Run:
 
 def advise(model: Any, example_inputs: Any = None, **kwargs: Any) -> Any:
     """Which processor should run ``model``, and why; see :func:`chipfit.pipelines.advise.advise`."""
-    from chipfit.pipelines.advise import advise as _advise
+    from dataclasses import replace
 
-    return _advise(model, example_inputs, **kwargs)
+    from chipfit.pipelines.advise import advise as _advise
+    from chipfit.report.advise_view import advice_summary
+
+    advice = _advise(model, example_inputs, **kwargs)
+    return replace(advice, summary=advice_summary(advice))  # str(advice): the verdict first
 
 
 def open_store(path: Any = None) -> Any:

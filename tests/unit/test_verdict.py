@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chipfit.analysis.advise import recommend
+from chipfit.analysis.ranking import recommend
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Reason
 from chipfit.analysis.verdict import CLEAR_GAIN, decide
 from chipfit.report.advise_view import display_name, verdict_text

@@ -53,6 +53,7 @@ class Advice:
     workload: str
     dtype: str
     mode: str
+    summary: str = ""  # the verdict and the top options in words (set by chipfit.advise)
 
     @property
     def verdict(self) -> Verdict:
@@ -65,9 +66,9 @@ class Advice:
         return self.verdict.best
 
     def __str__(self) -> str:
-        from chipfit.report.advise_view import advice_summary
-
-        return advice_summary(self)
+        # The words come from the report layer, which this layer may not import: the facade
+        # (chipfit.advise) fills ``summary`` in; a bare Advice shows its short repr.
+        return self.summary or repr(self)
 
     def __repr__(self) -> str:
         best = self.best.device if self.best is not None else None
