@@ -12,7 +12,6 @@ from chipfit.commands._common import (
     err,
     note,
     open_db,
-    out,
     print_json,
     progress,
     ray_address,

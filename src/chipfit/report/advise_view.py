@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from chipfit.analysis.evidence import Option, Reason, Recommendation
-from chipfit.analysis.verdict import STAY, SWITCH, Verdict
+from chipfit.analysis.verdict import SWITCH, Verdict
 from chipfit.report.fmt import fmt_seconds
 
 __all__ = ["advice_json", "advice_renderable", "advice_summary", "display_name", "reason_line",
