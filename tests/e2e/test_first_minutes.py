@@ -88,6 +88,9 @@ def test_readme_advise_example_runs_and_the_verdict_comes_first(cli):
     _fits(proc.stdout)
     runs = json.loads(cli("runs", "--json", check=True).stdout)
     assert runs[0]["command"] == "advise" and runs[0]["workloads"] == ["resnet50"]
+    assert runs[0]["state"] == "complete" and runs[0]["ok"] == 1
+    shown = json.loads(cli("show", "latest", "--json", "-", check=True).stdout)
+    assert "advice" in json.dumps(shown)  # the database run carries the advice too
     assert "advise" in cli("runs", env=NARROW, check=True).stdout
 
 

@@ -120,9 +120,14 @@ def run(args: argparse.Namespace) -> int:
     data = advice_json(advice.recommendation, train, verdict)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,
                 run_id=advice.run.run_id, batch=advice.evidence.batch)
-    # The advice travels inside the run, so `chipfit report` shows it beside the measurements.
-    saver.finish(replace(advice.run, settings=advice.run.settings + (
-        ("advice", json.dumps(data, default=str)),)))
+    # The advice travels inside the run, so `chipfit report` shows it beside the measurements
+    # (from the run file and from the database alike).
+    final = replace(advice.run, settings=advice.run.settings + (
+        ("advice", json.dumps(data, default=str)),))
+    saver.finish(final)
+    if store is not None:
+        with open_db(argparse.Namespace(db=None), create=True) as db:
+            db.save_run(final)
     fleet = _fleet(args, advice) if ray_address(args) else None
     if fleet is not None:
         data["fleet"] = fleet[0]
