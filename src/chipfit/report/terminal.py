@@ -130,8 +130,10 @@ def bench_lines(run: Run) -> Table:
                                                    else " ±?"))
             if m.noisy:
                 time.append(" !", style="bold red")
+            if m.contended:
+                time.append(" busy", style="bold magenta")
             speed = (f"×{ref.median_s / m.median_s:.2f}" if ref is not None and ref.ok
-                     and ref is not m else "")
+                     and ref is not m and not (m.contended or ref.contended) else "")
             rate = _rate(m)
         else:
             time, rate, speed = Text(m.status, style="yellow"), "-", ""
