@@ -48,3 +48,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "accelerator" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say at the end, even with -q, which tests skipped for want of a tool and how to fix it."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    browser = [r for r in skipped if "headless Chromium not found" in str(r.longrepr)]
+    if browser:
+        terminalreporter.write_line(
+            f"{len(browser)} HTML report test(s) skipped: headless Chromium not found on PATH; "
+            "`apt-get install chromium` enables them (.ci/run installs it)", yellow=True)

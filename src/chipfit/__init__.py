@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public names only (not ``Any`` or ``annotations``, which typing leaves behind)."""
+    return sorted(__all__)
+
+
 def discover(backends: Any = None) -> Discovery:
     """Every usable device of the installed frameworks, with reasons for what is missing."""
     from chipfit.pipelines.measure import discover as _discover
@@ -65,9 +70,13 @@ def load_run(path: Any) -> Run:
 
 def advise(model: Any, example_inputs: Any = None, **kwargs: Any) -> Any:
     """Which processor should run ``model``, and why; see :func:`chipfit.pipelines.advise.advise`."""
-    from chipfit.pipelines.advise import advise as _advise
+    from dataclasses import replace
 
-    return _advise(model, example_inputs, **kwargs)
+    from chipfit.pipelines.advise import advise as _advise
+    from chipfit.report.advise_view import advice_summary
+
+    advice = _advise(model, example_inputs, **kwargs)
+    return replace(advice, summary=advice_summary(advice))  # str(advice): the verdict first
 
 
 def open_store(path: Any = None) -> Any:

@@ -82,7 +82,7 @@ def test_factory_and_safetensors_round_trip(tmp_path, factory_module):
     weights = tmp_path / "w.safetensors"
     save_file(trained.state_dict(), str(weights))
     loaded = load_model(f"{factory_module}:mlp", weights=str(weights), inputs=("1x16",))
-    assert loaded.origin == "factory" and loaded.name == "mlp"
+    assert loaded.origin == "factory" and loaded.name == f"{factory_module}.mlp"
     _same_outputs(trained, loaded.module)
     with_inputs = load_model(f"{factory_module}:mlp_with_inputs")
     assert str(with_inputs.inputs[0]) == "2x16:float32"

@@ -21,13 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PageReport", "find_chromium", "load_page"]
+__all__ = ["CHROMIUM_MISSING", "PageReport", "find_chromium", "load_page"]
 
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
           "--disable-background-networking", "--disable-component-update", "--disable-sync",
           "--disable-default-apps", "--disable-extensions", "--mute-audio",
           "--remote-debugging-pipe", "--window-size=1280,2000")
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# The skip reason, and the marker tests/conftest.py counts for its end-of-run notice.
+CHROMIUM_MISSING = ("HTML report test skipped: headless Chromium not found on PATH (looked for "
+                    + ", ".join(_CANDIDATES) + "); enable with `apt-get install chromium` "
+                    "(Debian/Ubuntu), as .ci/run does; with CI=true this is a failure instead")
 
 
 def find_chromium() -> str | None:

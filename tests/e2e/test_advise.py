@@ -26,6 +26,10 @@ def test_tiny_mlp_at_batch_1_goes_to_the_cpu_for_a_crossover_or_launch_reason():
     if cpu.latency_source != "measured":  # measured while the machine was shared: it says so
         assert cpu.latency_source == "measured, from contended points"
         return  # and a CPU slowed by its neighbours may rightly lose to a predicted GPU
+    summary = str(advice)
+    assert len(summary) < 1000 and summary.startswith("Stay on this CPU")
+    assert advice.best is not None and advice.best.device == "torch:cpu"
+    assert len(repr(advice)) < 200 and "best='torch:cpu'" in repr(advice)
     assert rec.choice is not None and rec.choice.kind == "cpu"
     codes = {r.code for r in rec.reasons}
     assert codes & {"below-crossover", "launch-bound"}
@@ -70,8 +74,11 @@ def test_cli_advise_json_and_text(cli, tmp_path):
         assert local["latency_s"]["source"] == "measured, from contended points"
     text = cli("advise", str(model), "--input", "1x16", "--devices", "torch:cpu",
                "--hardware", "t4", check=True).stdout
-    assert "Recommendation: " in text and "seeds/" in text
-    assert "Recommendation: torch:cpu" in text or "from contended points" in text
+    if "from contended points" not in text:
+        assert text.startswith("Stay on this CPU") and "seeds/" in text
+    if quiet:
+        assert data["verdict"]["action"] == "stay" and data["verdict"]["best"] == "torch:cpu"
+        assert data["verdict"]["text"].startswith("Stay on this CPU")
 
 
 @pytest.mark.parametrize("extra, expect", [
@@ -117,4 +124,16 @@ def test_a_local_price_lets_the_cpu_compete_on_cost():
                             local_price=0.05)
     cpu = next(o for o in advice.recommendation.ranked if o.present)
     assert cpu.price_usd_hr == 0.05 and cpu.usd_per_million is not None
+    assert cpu.price_source == "given (--local-price)"
     assert advice.recommendation.choice.device == "torch:cpu"
+
+
+def test_without_a_local_price_the_cpu_gets_a_stated_default_and_a_per_core_energy():
+    advice = chipfit.advise(_tiny_mlp(), ("1x16",), objective="energy", batch=1,
+                            devices=["torch:cpu", "torch:cpu@1t"], timing=FAST, hardware=["t4"])
+    present = {o.device: o for o in advice.recommendation.ranked if o.present}
+    assert set(present) == {"torch:cpu", "torch:cpu@1t"}
+    for option in present.values():
+        assert option.price_usd_hr is not None and "per vCPU-hour" in option.price_source
+        assert option.joules_per_item is not None
+        assert option.energy_source.startswith(("measured", "estimated"))

@@ -41,9 +41,12 @@ def test_runs_lists_machine_devices_and_versions(history, cli) -> None:
     db, a, b = history
     proc = cli("runs", "--db", str(db), check=True)
     assert a in proc.stdout and b in proc.stdout
-    assert "torch:cpu" in proc.stdout and "torch 2." in proc.stdout
+    assert "torch:cpu" in proc.stdout and "bench" in proc.stdout and "matmul" in proc.stdout
+    assert "torch 2." not in proc.stdout and "--wide" in proc.stdout  # versions: --wide only
+    assert "torch 2." in cli("runs", "--db", str(db), "--wide", check=True).stdout
     listed = json.loads(cli("runs", "--db", str(db), "--json", check=True).stdout)
     mine = next(r for r in listed if r["run_id"] == a)
+    assert mine["command"] == "bench" and mine["workloads"] == ["matmul"]
     assert mine["state"] == "complete" and mine["devices"] == ["torch:cpu"]
     assert mine["planned"] == mine["measured"] == mine["ok"] == 2
     assert len(mine["fingerprint"]) == 16 and "torch" in mine["versions"]

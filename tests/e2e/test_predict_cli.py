@@ -33,7 +33,7 @@ def test_catalog_lists_and_shows_sources(cli):
     matmul = next(e for e in entry["efficiencies"] if e["name"] == "matmul")
     assert matmul["value"] == 0.803 and "Maximum Achievable Matmul FLOPS" in matmul["sources"][0]
     data = json.loads(cli("catalog", "--kind", "tpu", "--json", check=True).stdout)
-    assert {d["key"] for d in data["devices"]} == {"tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e"}
+    assert {d["key"] for d in data["devices"]} == {"tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "tpu-v7"}
     assert all(d["source"] == "catalog" for d in data["devices"])
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _chromium import find_chromium, load_page
+from _chromium import CHROMIUM_MISSING, find_chromium, load_page
 
 from chipfit.results import Measurement, Run
 from chipfit.store.runs import load_run, save_run
@@ -46,7 +46,7 @@ def chromium() -> str:
     if path is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is required in CI: .ci/run installs Debian's chromium")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        pytest.skip(CHROMIUM_MISSING)
     return path
 
 

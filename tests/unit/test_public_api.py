@@ -12,6 +12,12 @@ def test_all_is_sorted_and_complete():
         assert hasattr(chipfit, name), name
 
 
+def test_dir_shows_only_the_public_names():
+    names = dir(chipfit)
+    assert names == sorted(chipfit.__all__)
+    assert "Any" not in names and "annotations" not in names
+
+
 def test_import_chipfit_imports_no_heavy_framework():
     code = ("import sys, chipfit, chipfit.cli; "
             "print(','.join(m for m in ('torch','jax','ray','matplotlib','transformers') "

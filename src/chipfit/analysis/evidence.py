@@ -36,6 +36,7 @@ class Option:
     fallback_ops: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     band: float = 0.0  # relative uncertainty of latency_s: x/÷(1 + band) (0: measured)
+    price_source: str = ""  # catalog (with its basis), given (--local-price) or estimated
     # The software stack (chipfit.workloads.stacks: eager, compile, onnxruntime, int8 ...;
     # predicted engines: tensorrt, engine) and the precision it computes in.
     stack: str = "eager"

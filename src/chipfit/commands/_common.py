@@ -72,6 +72,12 @@ def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
         return store.load_run(ref)
 
 
+def note(text: str) -> None:
+    """A progress line on stderr, flushed at once (stderr may be a pipe read live)."""
+    err.print(text, soft_wrap=True)
+    err.file.flush()
+
+
 def progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=err,
@@ -92,11 +98,13 @@ class Saver:
 
     def __call__(self, i: int, n: int, job: Job, m: Measurement, run: Run) -> None:
         self.save(run)
-        if self.bar is not None:
+        if self.bar is not None and not self.bar.disable:
             self.bar.update(self.task, completed=i, total=n,
                             current=f"{m.workload} {m.size} {m.device} {m.status}")
         elif not err.is_terminal:
-            err.print(f"[{i}/{n}] {m.workload} {m.size} {m.device} {m.dtype}: {m.status}")
+            # No terminal for a bar (a pipe, a log file, CI): one line per measurement, so a
+            # long run never looks hung.
+            note(f"[{i}/{n}] {m.workload} {m.size} {m.device} {m.dtype} {m.mode}: {m.status}")
 
     def save(self, run: Run) -> None:
         self.written = [save_run(run, p or runs_dir() / f"{run.run_id}.json") for p in self.paths]
@@ -107,6 +115,23 @@ class Saver:
             self.written.append(write_csv([run], self.csv))
         for path in self.written:
             err.print(f"wrote {path}")
+
+
+def show(renderable: Any, wide: bool = False) -> None:
+    """Print ``renderable`` on stdout; ``wide`` prints it at its full width even where the
+    terminal (or a pipe's 80 columns) is narrower, so nothing wraps."""
+    if not wide:
+        out.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(out, out.options.update_width(100_000), renderable).maximum
+    saved = out.width
+    out.width = max(saved, need)
+    try:
+        out.print(renderable)
+    finally:
+        out.width = saved
 
 
 def print_json(data: Any) -> None:

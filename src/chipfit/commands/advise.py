@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from chipfit.commands._common import (
     Saver,
     add_ray_fleet_flags,
     csv_list,
     err,
-    out,
+    note,
+    open_db,
     print_json,
     progress,
     ray_address,
+    show,
 )
 
 ORDER = 60
@@ -20,9 +23,10 @@ ORDER = 60
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("advise", help="which processor should run this model, and why")
-    p.add_argument("model", help="a built-in workload (resnet50), a TorchScript/.pt2 file, "
-                   "package.module:function returning a module, or a language model (a "
-                   "chipfit llm built-in such as llama-3.1-8b, or a decoder-only config.json)")
+    p.add_argument("model", help="a built-in workload (resnet50; chipfit workloads lists them), a "
+                   "TorchScript/.pt2 file, package.module:function returning a module, or a "
+                   "language model (a chipfit llm built-in such as llama-3.1-8b, or a "
+                   "decoder-only config.json)")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="model input with the batch first, e.g. 1x3x224x224:float32 (repeat "
                    "for several inputs)")
@@ -31,14 +35,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(torch.save(model)); unpickling runs code named in the file: only for files "
                    "you trust")
     p.add_argument("--objective", default="latency",
-                   choices=("latency", "throughput", "cost", "energy"))
+                   choices=("latency", "throughput", "cost", "energy"),
+                   help="what to rank by: latency (time per batch, default), throughput "
+                   "(samples/s), cost (dollars per 1M samples) or energy (joules per sample)")
     p.add_argument("--batch", type=int, help="batch size to rank at (default: 1 for latency, "
                    "the largest swept otherwise)")
     p.add_argument("--batches", help="comma-separated batch sweep (default 1,8,32)")
-    p.add_argument("--mode", default="inference", choices=("inference", "train", "finetune"))
+    p.add_argument("--mode", default="inference", choices=("inference", "train", "finetune"),
+                   help="inference (default), train (forward, backward and an optimizer step) or "
+                   "finetune (only the head trains)")
     p.add_argument("--dtype", default=None,
-                   help="float32 (default), bfloat16 ...; language models: bfloat16 (default), "
-                        "float16, fp8, int8, int4")
+                   help="number format of the weights and activations: float32 (default), "
+                        "bfloat16 or float16; language models: bfloat16 (default), float16, "
+                        "fp8, int8, int4")
     p.add_argument("--prompt-len", type=int, default=512,
                    help="language models: prompt tokens (default 512)")
     p.add_argument("--gen-len", type=int, default=128,
@@ -65,6 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_ray_fleet_flags(p)
     p.add_argument("--job-timeout", type=float, metavar="SECONDS", help="fleet: record a job "
                    "as timed out after this long (default 300)")
+    p.add_argument("--wide", action="store_true", help="every column of the ranking, however "
+                   "narrow the terminal")
     p.set_defaults(func=run, labels=None, executor=None, address=None)
 
 
@@ -90,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
         return _advise_llm(args)
     args.dtype = args.dtype or "float32"
     batches = [int(b) for b in csv_list(args.batches)] if args.batches else None
-    with progress() as bar:
+    if not err.is_terminal:
+        note(f"advise {args.model}: measuring on the local devices, then predicting "
+             f"{len(csv_list(args.hardware)) if args.hardware else len(DEFAULT_HARDWARE)} "
+             "catalog devices")
+    store = None if args.no_save else open_db(argparse.Namespace(db=None), create=True)
+    with progress() as bar, contextlib.closing(store) if store is not None else \
+            contextlib.nullcontext():
         task = bar.add_task("advise", total=None, current="")
         saver = Saver(argparse.Namespace(no_save=args.no_save, json=None, csv=None), bar, task)
         advice = advise(args.model, tuple(args.input), objective=args.objective, batch=args.batch,
@@ -101,14 +118,22 @@ def run(args: argparse.Namespace) -> int:
                         budget=args.budget, train_samples=args.train_samples,
                         epochs=args.epochs, weights=args.weights,
                         trust_pickle=args.trust_pickle, on_result=saver,
-                        local_price=args.local_price, stacks=csv_list(args.stacks))
+                        local_price=args.local_price, store=store,
+                        progress=None if err.is_terminal else note,
+                        stacks=csv_list(args.stacks))
     train = (args.train_samples, args.epochs) if args.train_samples else None
-    data = advice_json(advice.recommendation, train)
+    verdict = advice.verdict
+    data = advice_json(advice.recommendation, train, verdict)
     data.update(workload=advice.workload, dtype=advice.dtype, mode=advice.mode,
                 run_id=advice.run.run_id, batch=advice.evidence.batch)
-    # The advice travels inside the run, so `chipfit report` shows it beside the measurements.
-    saver.finish(replace(advice.run, settings=advice.run.settings + (
-        ("advice", json.dumps(data, default=str)),)))
+    # The advice travels inside the run, so `chipfit report` shows it beside the measurements
+    # (from the run file and from the database alike).
+    final = replace(advice.run, settings=advice.run.settings + (
+        ("advice", json.dumps(data, default=str)),))
+    saver.finish(final)
+    if store is not None:
+        with open_db(argparse.Namespace(db=None), create=True) as db:
+            db.save_run(final)
     fleet = _fleet(args, advice) if ray_address(args) else None
     if fleet is not None:
         data["fleet"] = fleet[0]
@@ -119,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, default=str)
         err.print(f"wrote {args.json}")
-    out.print(advice_renderable(advice.recommendation, train))
+    show(advice_renderable(advice.recommendation, train, verdict, args.wide), args.wide)
     if fleet is not None:
         out.print(fleet[1])
     return 0

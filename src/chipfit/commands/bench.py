@@ -20,7 +20,8 @@ from chipfit.commands._common import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure workloads on the devices present")
     p.add_argument("--workloads", "-w", default="matmul,elementwise",
-                   help="comma-separated workload names (default: matmul,elementwise)")
+                   help="comma-separated workload names (default: matmul,elementwise; "
+                   "chipfit workloads lists them)")
     p.add_argument("--devices", "-d", help="comma-separated device ids (default: all found, "
                    "plus torch:cpu@1t)")
     p.add_argument("--sizes", "-s", help="comma-separated sizes (default: per workload)")

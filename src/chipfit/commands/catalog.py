@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import out, print_json
+from chipfit.commands._common import out, print_json, show
 
 ORDER = 45
 
@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("key", nargs="?", help="the catalog key to show, e.g. h100-sxm")
     p.add_argument("--kind", choices=("cpu", "gpu", "tpu", "npu"), help="only devices of this kind")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--wide", action="store_true", help="every column, however narrow the "
+                   "terminal (by default columns that do not fit are left out and named)")
     p.set_defaults(func=run)
 
 
@@ -47,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"source": "catalog", "devices": [_entry_json(s) for s in chosen.values()]})
     else:
-        out.print(catalog_table(chosen))
+        show(catalog_table(chosen, out.width, args.wide), args.wide)
     return 0

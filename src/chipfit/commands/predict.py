@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json
+from chipfit.commands._common import csv_list, err, out, print_json, show
 
 ORDER = 50
 
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict latency and throughput on catalog hardware and "
                        "local devices (local ones are measured too)")
     p.add_argument("workload",
-                   help="a workload name (chipfit bench --help lists them), e.g. matmul; or a "
+                   help="a workload name (chipfit workloads lists them), e.g. matmul; or a "
                         "transformers config.json path; or package.module:function (a factory "
                         "returning a torch module, or (module, example inputs))")
     p.add_argument("--hardware", "-H", default="local",
@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="a factory model's input with the batch first, e.g. 1x3x224x224")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--wide", action="store_true", help="every column, however narrow the "
+                   "terminal")
     p.set_defaults(func=run)
 
 
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     first = rows[0].prediction if rows else None
     title = (f"chipfit predict {args.workload} ({first.stack}, {first.dtype}, {first.mode})"
              if first else "")
-    out.print(predictions_table(rows, title))
+    show(predictions_table(rows, title, args.wide), args.wide)
     if args.breakdown:
         for row in rows:
             out.print(breakdown_table(row.prediction))

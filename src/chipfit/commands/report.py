@@ -46,11 +46,31 @@ def _runs(args: argparse.Namespace) -> list:
                 for ref in args.results]
     latest = latest_run()
     if latest is not None:
-        return [load_run(latest)]
+        advice = _newest_advice(latest)
+        # The answer to "which processor?" is part of the report even when other runs came
+        # after it: the newest advise run joins the latest run.
+        return [load_run(latest)] + ([load_run(advice)] if advice is not None else [])
     if args.db or default_db_path().exists():
         return [load_run_ref(args, "latest")]
     raise InvalidInputError(f"no results yet in {runs_dir()}: run chipfit sweep or chipfit "
                             "bench first, or name a results file")
+
+
+def _newest_advice(latest, look_back: int = 50):  # noqa: ANN001, ANN202
+    """The newest results file written by ``chipfit advise``, unless it is ``latest``."""
+    import json
+
+    from chipfit.paths import runs_dir
+
+    files = sorted(runs_dir().glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files[:look_back]:
+        try:
+            command = json.loads(path.read_text(encoding="utf-8")).get("command")
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable or not a run: the report of the latest run goes on
+        if command == "advise":
+            return None if path == latest else path
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

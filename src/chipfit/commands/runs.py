@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", "-n", type=int, default=20,
                    help="show the newest N runs (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--wide", action="store_true", help="also show the machine and versions")
     p.set_defaults(func=run)
 
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json([summary_dict(s) for s in summaries])
     elif summaries:
-        out.print(runs_table(summaries, where))
+        out.print(runs_table(summaries, where, wide=args.wide))
     else:
         out.print(f"no runs in {where} yet: `chipfit bench` makes one")
     return 0

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Measure WORKLOAD over a geometric ladder of sizes on each "
                        "device, resident and end to end, and state every crossover: the size "
                        "at which the faster device (or dtype) changes.")
-    p.add_argument("workload", help="workload name (see chipfit bench --help for the list)")
+    p.add_argument("workload", help="workload name (chipfit workloads lists them)")
     p.add_argument("--axis", choices=("batch", "n", "elements"),
                    help="what the sizes mean; must be the workload's own axis (default: it)")
     p.add_argument("--from", dest="start", metavar="A", help="smallest size (e.g. 16, 1k, 2^10)")

@@ -14,11 +14,13 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
 from chipfit.analysis.ranking import recommend
 from chipfit.analysis.trust import source_of
+from chipfit.analysis.verdict import Verdict, decide
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -26,18 +28,24 @@ from chipfit.workloads import Workload, all_workloads, get_workload, register
 
 __all__ = ["DEFAULT_HARDWARE", "Advice", "advise", "resolve_model"]
 
-# A spread of what users rent or buy: datacenter and inference GPUs, a consumer GPU, TPUs.
-DEFAULT_HARDWARE = ("h100-sxm", "a100-sxm-80gb", "l4", "t4", "rtx-4090", "mi300x", "tpu-v5e",
-                    "tpu-v5p", "apple-m3-max-gpu")
+# A spread of what users rent or buy in late 2026: datacenter and inference GPUs, a consumer
+# GPU, TPUs, a laptop GPU. Devices without the figures to predict a dtype drop out quietly.
+DEFAULT_HARDWARE = ("h100-sxm", "h200", "a100-sxm-80gb", "l4", "l40s", "t4", "rtx-5090", "mi300x",
+                    "tpu-v5e", "tpu-v6e", "apple-m4-max-gpu")
 # A device draws power even while it waits on launches: below this busy fraction the
 # estimate uses the floor (idle and static power are roughly a quarter to a third of TDP on
 # datacenter GPUs; 0.3 is an assumption, and energy figures are labelled estimated).
 BUSY_FLOOR = 0.3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Advice:
-    """A recommendation with the evidence behind it and the local measurements made."""
+    """A recommendation with the evidence behind it and the local measurements made.
+
+    ``str(advice)`` is a short summary: the verdict first, then the top options.
+    ``advice.best`` is the option to use; ``advice.verdict`` says whether to stay or move
+    and how clear the difference is; ``advice.recommendation.ranked`` has every option.
+    """
 
     recommendation: Recommendation
     evidence: Evidence
@@ -45,6 +53,28 @@ class Advice:
     workload: str
     dtype: str
     mode: str
+    summary: str = ""  # the verdict and the top options in words (set by chipfit.advise)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Stay on the best device measured here, or switch to a catalog one (ties stay)."""
+        return decide(self.recommendation, self.evidence)
+
+    @property
+    def best(self) -> Option | None:
+        """The processor to use: the verdict's choice (None when nothing meets the limits)."""
+        return self.verdict.best
+
+    def __str__(self) -> str:
+        # The words come from the report layer, which this layer may not import: the facade
+        # (chipfit.advise) fills ``summary`` in; a bare Advice shows its short repr.
+        return self.summary or repr(self)
+
+    def __repr__(self) -> str:
+        best = self.best.device if self.best is not None else None
+        return (f"Advice(workload={self.workload!r}, batch={self.evidence.batch}, "
+                f"objective={self.recommendation.objective!r}, best={best!r}, "
+                f"options={len(self.recommendation.ranked)})")
 
 
 def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None = None,
@@ -59,8 +89,10 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
     )
 
     known = {w.name for w in all_workloads()}
-    if isinstance(model, str) and model in known and not example_inputs:
-        return get_workload(model)
+    if isinstance(model, str) and model in known and not Path(model).exists():
+        builtin = get_workload(model)
+        builtin_batch(builtin, example_inputs)  # checks the inputs match the built-in's
+        return builtin
     if isinstance(model, str):
         specs = tuple(example_inputs or ())
         if any(not isinstance(s, str) for s in specs):
@@ -88,33 +120,73 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
     return workload
 
 
+def builtin_batch(workload: Workload, example_inputs: Any) -> int | None:
+    """The batch that ``--input`` gives a built-in workload, after checking the shape.
+
+    A built-in model builds its own inputs (``input_note``, e.g. "3x224x224 image"); an
+    ``--input`` beside its name only says the batch, and must agree with the rest of the shape.
+    """
+    from chipfit.workloads.user import parse_input
+
+    specs = [s for s in (example_inputs or ()) if isinstance(s, str)]
+    if not specs:
+        return None
+    shape = parse_input(specs[0]).shape
+    note = getattr(workload, "input_note", "")
+    per_sample = re.match(r"[0-9]+(?:x[0-9]+)*", note)
+    if per_sample:
+        want = tuple(int(d) for d in per_sample.group(0).split("x"))
+        if len(specs) > 1 or tuple(shape[1:]) != want:
+            raise InvalidInputError(
+                f"built-in {workload.name} takes BATCHx{per_sample.group(0)} inputs ({note}), not "
+                f"{', '.join(specs)}; for another shape, pass your own model file or "
+                "module:function")
+    return shape[0]
+
+
 def _local_devices(devices: Sequence[str] | None, found: Any) -> list[DeviceRef]:
     from chipfit.discovery import resolve_devices
 
+    from chipfit.pipelines.bench import default_devices
+
     if devices:
         return resolve_devices(devices, found)
-    return [DeviceRef.parse(d.ref) for d in found.devices]
+    return default_devices(found)  # every device found, and the CPU at one thread
 
 
 def _measure_local(workload: Workload, refs: list[DeviceRef], sizes: list[str], dtype: str,
                    modes: list[str], timing: TimingConfig, on_result: Any, found: Any,
-                   stacks: Sequence[str] = (), target: str = "") -> Run:
+                   stacks: Sequence[str] = (), target: str = "", store: Any = None) -> Run:
     """Every size on every device (default stack), plus each other stack at ``target``."""
     from chipfit.pipelines.bench import new_run, run_jobs
     from chipfit.workloads.stacks import default_stack, stacks_for
 
-    jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs]
+    jobs = [Job(workload.name, s, r, dtype, m, timing) for m in modes for s in sizes for r in refs
+            if _worth_measuring(r, s) and r.backend in workload.backends()]
     jobs += [Job(workload.name, target, r, dtype, modes[0], timing, stack=stack)
-             for r in refs
+             for r in refs if r.backend in workload.backends()
              for stack in stacks_for(r.backend, stacks) if stack != default_stack(r.backend)]
     settings = {"workloads": workload.name, "devices": ",".join(map(str, refs)), "dtypes": dtype,
-                "modes": ",".join(modes), "command": "advise"}
+                "modes": ",".join(modes), "command": "advise", "axis": workload.axis}
     if [s for s in stacks if s != "eager"]:
         settings["stacks"] = ",".join(stacks)
-    run = run_jobs(jobs, new_run("advise", found, settings), on_result)
+    run = new_run("advise", found, settings)
+    if store is not None:  # kept in the history (chipfit runs), like bench and sweep runs
+        store.begin_run(run, jobs)
+    run = run_jobs(jobs, run, on_result, store=store)
     if run.interrupted:
         raise KeyboardInterrupt
     return run
+
+
+# One thread beats all cores on small work (the seeds' 70x30 matmul: 5.9 us at one thread,
+# 12.6 us at two, measured here), so the pinned CPU is measured at small batches, where it
+# may win, and skipped at larger ones, where threads pay off.
+ONE_THREAD_MAX_BATCH = 8
+
+
+def _worth_measuring(ref: DeviceRef, size: str) -> bool:
+    return ref.threads is None or int(size) <= ONE_THREAD_MAX_BATCH
 
 
 def _facts(workload: Workload, costs: Any, params: int) -> ModelFacts:
@@ -180,20 +252,34 @@ def _xla_fallbacks() -> list[str]:
 
 def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measurement | None,
                   need: int | None, fallbacks: tuple[str, ...] = (),
-                  local_price: float | None = None, eager: Measurement | None = None) -> Option:
+                  local_price: float | None = None, catalog: Any = (),
+                  eager: Measurement | None = None) -> Option:
+    from chipfit.hardware.local import local_power
+    from chipfit.hardware.local import local_price as price_here
+
+    is_cpu = info is None or info.kind == "cpu"
+    cores = DeviceRef.parse(m.device).threads or (info.cores if info else None)
+    power = local_power(info.name, cores, catalog.values()) if is_cpu and info else None
     if m.energy_j is not None:
         joules, source = m.energy_j / batch, "measured"
     elif spec is not None and spec.tdp_w:
         joules, source = spec.tdp_w * m.median_s / batch, "estimated: TDP x busy time"
+    elif power is not None:
+        joules, source = power.value * m.median_s / batch, power.basis + " x busy time"
     else:
         joules, source = None, "unavailable: no power counter and no TDP in the catalog"
+    if spec is not None and spec.price_usd_hr is not None:
+        price, price_source = spec.price_usd_hr, f"catalog ({spec.key})"
+    else:
+        here = price_here(info.threads if info and is_cpu else None, local_price)
+        price, price_source = (here.value, here.basis) if here else (None, "")
     return Option(
         device=m.device, kind=info.kind if info else "cpu", name=info.name if info else m.device,
         present=True, batch=batch, latency_s=m.end_to_end_s, latency_source="measured",
         memory_need_bytes=need, memory_have_bytes=info.memory_bytes if info else None,
-        price_usd_hr=(spec.price_usd_hr if spec is not None and spec.price_usd_hr is not None
-                      else local_price),
-        power_w=spec.tdp_w if spec is not None else None, joules_per_item=joules,
+        price_usd_hr=price, price_source=price_source,
+        power_w=spec.tdp_w if spec is not None else (power.value if power else None),
+        joules_per_item=joules,
         energy_source=source, train_step_s=train.median_s if train is not None and train.ok else None,
         train_source="measured" if train is not None and train.ok else "",
         fallback_ops=fallbacks,
@@ -234,6 +320,8 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
         latency_s=latency, latency_source="predicted", bound=pred.bound,
         memory_need_bytes=need, memory_have_bytes=int(spec.memory_bytes) if spec.memory_bytes else None,
         price_usd_hr=spec.price_usd_hr, power_w=spec.tdp_w, joules_per_item=joules,
+        price_source=(f"catalog ({spec.key}): {spec.figure('price_usd_hr').note}"
+                      if spec.price_usd_hr is not None else ""),
         energy_source="estimated: TDP x busy fraction" if joules is not None else
         "unavailable: TDP not in the catalog",
         train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
@@ -254,23 +342,30 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            train_samples: int | None = None, epochs: float = 1.0,
            weights: str | None = None, trust_pickle: bool = False,
            timing: TimingConfig | None = None, on_result: Any = None,
-           local_price: float | None = None, stacks: Sequence[str] = ("eager",)) -> Advice:
+           local_price: float | None = None, store: Any = None,
+           progress: Any = None, stacks: Sequence[str] = ("eager",)) -> Advice:
     """Which processor should run ``model``, measured here and predicted elsewhere, and why.
 
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
-    they take part in the cost objective and the budget. ``stacks`` adds software stacks:
-    local ones (``compile``, ``onnxruntime``, ``int8`` ...) are measured on the local devices
-    at the target batch; predicted ones (``tensorrt`` for catalog GPUs, ``engine`` for every
-    catalog device) are fused int8 engines predicted on top of the eager prediction.
+    they take part in the cost objective and the budget. ``store`` (a results database)
+    keeps the measurements in the history that ``chipfit runs`` lists. ``progress(text)`` is
+    told each stage that is not a measurement (measurements go to ``on_result``).
+    ``stacks`` adds software stacks: local ones (``compile``, ``onnxruntime``, ``int8`` ...)
+    are measured on the local devices at the target batch; predicted ones (``tensorrt`` for
+    catalog GPUs, ``engine`` for every catalog device) are fused int8 engines predicted on
+    top of the eager prediction.
     """
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
     from chipfit.execute.costs import extract_costs
     from chipfit.hardware.catalog import load_catalog
 
+    say = progress or (lambda text: None)
     dtype = parse_dtype(dtype)
     local_stacks, engine_stacks = split_stacks(stacks, mode)
     workload = resolve_model(model, example_inputs, weights=weights, trust_pickle=trust_pickle)
+    if batch is None and isinstance(model, str) and model == workload.name:
+        batch = builtin_batch(workload, example_inputs)
     if workload.axis != "batch":
         raise InvalidInputError(f"advise ranks processors for models, whose size is the batch; "
                                 f"{workload.name} is sized by {workload.axis}: use chipfit sweep")
@@ -285,7 +380,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
                          timing or TimingConfig.quick(), on_result, found, local_stacks,
-                         workload.parse_size(str(target)))
+                         workload.parse_size(str(target)), store)
+    say(f"counting {workload.name}'s operators at batch {', '.join(map(str, sizes))}")
     costs = {s: _shape_costs(workload, str(s), dtype, mode) for s in sizes}
     train_costs = _shape_costs(workload, str(target), dtype, "train") if train_samples else None
     gpu_costs: dict[Any, Any] = {}
@@ -303,13 +399,15 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         fallbacks = detect_fallbacks(workload, ref, str(target), dtype, mode, found) if (
             info is not None and info.kind != "cpu") else ()
         option = _local_option(m, info, spec, target, by_key.get((str(ref), target, "train")),
-                               need, fallbacks, local_price)
+                               need, fallbacks, local_price, catalog)
         # its latency and the CPU crossover come from all of this device's points
         options.append(replace(option, latency_source=source_of(
             x for x in run.measurements if x.device == str(ref))))
-        options += [_local_option(s, info, spec, target, None, need, (), local_price, m)
+        options += [_local_option(s, info, spec, target, None, need, (), local_price,
+                                  catalog=catalog, eager=m)
                     for s in run.measurements if s.device == str(ref) and s.ok
                     and s.stack not in ("eager", "jit") and int(s.size) == target]
+    say(f"predicting {len(specs)} catalog devices")
     for spec in specs:
         try:
             if _gpu_model(spec):

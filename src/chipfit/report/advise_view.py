@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from chipfit.analysis.evidence import Option, Reason, Recommendation
+from chipfit.analysis.verdict import SWITCH, Verdict
 from chipfit.report.fmt import fmt_seconds
 
-__all__ = ["advice_json", "advice_renderable", "reason_text"]
+__all__ = ["advice_json", "advice_renderable", "advice_summary", "display_name", "reason_line",
+           "reason_text", "verdict_json", "verdict_text"]
 
 _WORDS = {
     "below-crossover": "At batch {batch} the CPU is faster than every accelerator: the work is "
@@ -48,6 +49,14 @@ def reason_text(reason: Reason) -> str:
     return f"{sentence} [evidence ({reason.source}): {facts}] [rule source: {reason.cite}]"
 
 
+def reason_line(reason: Reason) -> str:
+    """``reason`` in one short line for the terminal: the sentence and where the rule comes
+    from (the full evidence is in --json and the HTML report)."""
+    data = dict(reason.evidence)
+    sentence = _WORDS.get(reason.code, reason.code).format(batch=data.get("batch", "?"))
+    return f"{sentence} ({reason.source}; rule: {reason.cite.split(' (')[0]})"
+
+
 def _money(value: float | None) -> str:
     if value is None:
         return "-"
@@ -60,49 +69,191 @@ def _joules(o: Option) -> str:
     return f"{o.joules_per_item:.3g}" + (" meas." if o.energy_source == "measured" else " est.")
 
 
-def options_table(rec: Recommendation, train: tuple[int, float] | None = None) -> Table:
-    table = Table(title=f"Processors ranked by {rec.objective}", title_justify="left",
-                  caption="source: measured here, or predicted from the catalog; $ (catalog price "
-                  "x time) and J are estimated unless marked meas.", caption_justify="left")
-    for col in ("#", "device", "kind", "stack", "source", "batch", "latency", "samples/s",
-                "$ per 1M", "J/sample", "bound"):
-        table.add_column(col, justify="right" if col not in ("device", "kind", "stack", "bound",
-                                                             "source") else "left")
+# Vendor words a buyer does not need in a sentence ("Use an L4", not "Use a NVIDIA L4").
+_VENDORS = ("NVIDIA GeForce ", "NVIDIA ", "AMD Instinct ", "AMD ", "Google ", "Intel (Habana) ",
+            "Intel ", "Apple ", "AWS ")
+# Letters whose spoken name starts with a vowel sound: "an H100", "an MI300X", "an L4".
+_AN_LETTERS = set("AEFHILMNORSX")
+
+
+def display_name(o: Option) -> str:
+    """A short product name for sentences: the catalog name without the vendor."""
+    name = o.name.split(" (")[0]
+    for vendor in _VENDORS:
+        if name.startswith(vendor):
+            return name[len(vendor):]
+    return name
+
+
+def _article(name: str) -> str:
+    word = name.split()[0] if name else ""
+    spelled = word[:2].isupper() or any(c.isdigit() for c in word)
+    first = word[:1].upper()
+    vowel = first in _AN_LETTERS if spelled else first in set("AEIOU")
+    return ("an " if vowel else "a ") + name
+
+
+def _here_name(o: Option) -> str:
+    if o.kind == "cpu":
+        return "this CPU" + (" at one thread" if o.device.endswith("@1t") else "")
+    return f"this machine's {display_name(o)}"
+
+
+def _times(x: float) -> str:
+    return f"{x:.0f}x" if x >= 10 else f"{x:.1f}x"
+
+
+def _price_words(o: Option) -> str:
+    parts = []
+    if o.price_usd_hr is not None:
+        parts.append(f"at {_money(o.price_usd_hr)}/h")
+    if o.usd_per_million is not None:
+        parts.append(f"{_money(o.usd_per_million)} per 1M samples")
+    return ", ".join(parts) if parts else "no price in the catalog"
+
+
+_BETTER_WORSE = {"latency": ("faster", "slower"),
+                 "throughput": ("more throughput", "less throughput"),
+                 "cost": ("cheaper per sample", "dearer per sample"),
+                 "energy": ("less energy per sample", "more energy per sample")}
+
+
+def _compare(objective: str, ratio: float) -> str:
+    """"3.1x faster" for ratio 3.1, "1.3x slower" for ratio 1/1.3 (subject vs the other)."""
+    better, worse = _BETTER_WORSE[objective]
+    return f"{_times(ratio)} {better}" if ratio >= 1 else f"{_times(1 / ratio)} {worse}"
+
+
+def verdict_text(v: Verdict, batch: int | None = None) -> str:
+    """The one sentence a person acts on: stay or switch, by how much, at what price."""
+    at = f" at batch {batch}" if batch else ""
+    if v.action == "none" or v.best is None:
+        return "No processor meets the constraints: relax --max-latency or --budget."
+    if v.action == SWITCH and v.here is None:
+        return (f"Use {_article(display_name(v.best))}: the best {v.objective} of the options "
+                f"(predicted{at}), {_price_words(v.best)}; nothing was measured on this machine.")
+    if v.action == SWITCH:
+        if v.gain is None:
+            return (f"Use {_article(display_name(v.best))}: {_price_words(v.best)}; "
+                    f"{_here_name(v.here)} has no price to compare (pass --local-price USD/h).")
+        text = (f"Use {_article(display_name(v.best))}: {_compare(v.objective, v.gain)} than "
+                f"{_here_name(v.here)}{at} (predicted), {_price_words(v.best)}")
+        if v.tied_with:
+            names = ", ".join(display_name(o) for o in v.tied_with[:3])
+            more = f" and {len(v.tied_with) - 3} more" if len(v.tied_with) > 3 else ""
+            text += (f"; a tie on {v.objective} with {names}{more} within the predictions' "
+                     "uncertainty, and the cheapest per sample of them")
+        return text + "."
+    here = _here_name(v.best)
+    stay = f"Stay on {here}" if v.best.kind == "cpu" else f"Use {here}"
+    if v.away is None:
+        return f"{stay}: no catalog device could be predicted for this model{at}."
+    rival = _article(display_name(v.away))
+    if v.tie:
+        return (f"{stay}: a tie{at} — the best accelerator, {rival}, is predicted "
+                f"{_compare(v.objective, v.gain or 1.0)}, within the uncertainty "
+                f"(x/÷{v.margin:.2g}), "
+                "so it is not clearly better and not worth paying for.")
+    if v.gain is None:
+        return f"{stay}: the best on {v.objective}{at} (measured)."
+    return (f"{stay}: it is {_compare(v.objective, 1 / v.gain)}{at} (measured) than the best "
+            f"accelerator, {rival} (predicted).")
+
+
+def _device_cell(o: Option) -> str:
+    """The device, plus its stack and precision when not eager (with the speed-up over it)."""
+    if o.stack in ("eager", "jit"):
+        return o.device
+    speedup = o.speedup_vs_eager
+    return f"{o.device} {o.stack} {o.precision}" + (f" ×{speedup:.2g}" if speedup else "")
+
+
+def options_table(rec: Recommendation, train: tuple[int, float] | None = None,
+                  wide: bool = False) -> Any:
+    """The ranked options; at a narrow width the secondary columns step aside (named)."""
+    from chipfit.report.layout import Col, Fitted
+
+    money_drop = 0 if rec.objective == "cost" else 1
+    cols = [Col("#", "right"), Col("device"), Col("source"), Col("latency", "right"),
+            Col("samples/s", "right", 2), Col("$ per 1M", "right", money_drop),
+            Col("J/sample", "right", 0 if rec.objective == "energy" else 3),
+            Col("kind", drop=5), Col("bound", drop=4)]
     if train:
-        table.add_column("time to train", justify="right")
+        cols.append(Col("time to train", "right"))
+    rows = []
     for i, o in enumerate(rec.ranked, 1):
-        row = [str(i), o.device, o.kind, _stack_cell(o), o.latency_source, str(o.batch),
+        style = "bold green" if i == 1 else ""
+        row = [Text(str(i), style), Text(_device_cell(o), style), o.latency_source,
                fmt_seconds(o.latency_s), f"{o.throughput:,.0f}", _money(o.usd_per_million),
-               _joules(o), o.bound or "-"]
+               _joules(o), o.kind, o.bound or "-"]
         if train:
             seconds = o.train_time_s(*train)
             row.append("-" if seconds is None else f"{fmt_seconds(seconds)} ({o.train_source})")
-        table.add_row(*row, style="bold green" if i == 1 else None)
-    return table
+        rows.append(row)
+    batch = rec.ranked[0].batch if rec.ranked else None
+    return Fitted(cols, rows, wide=wide,
+                  title=f"Processors ranked by {rec.objective}"
+                        + (f" at batch {batch}" if batch else ""),
+                  caption="source: measured here, or predicted from the catalog; $ (price x "
+                  "time) and J are estimated unless marked meas.")
 
 
-def _stack_cell(o: Option) -> str:
-    text = f"{o.stack} {o.precision}"
-    speedup = o.speedup_vs_eager
-    return text + (f" (×{speedup:.2g} vs eager)" if speedup else "")
+def _footnotes(rec: Recommendation) -> list[str]:
+    """Where this machine's price and energy figures came from, when they are estimates."""
+    notes = []
+    for o in rec.ranked:
+        if o.present and o.price_source and not o.price_source.startswith("catalog"):
+            notes.append(f"price of this machine: {o.price_source}")
+        if o.present and o.energy_source.startswith("estimated: ") and "per core" in o.energy_source:
+            notes.append("energy here: " + o.energy_source.split(") x ")[0] + ") x cores used "
+                         "x busy time")
+    return list(dict.fromkeys(notes))
 
 
-def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = None) -> Any:
-    parts: list[Any] = [options_table(rec, train)]
+def _basis_note(verdict: Verdict | None) -> list[str]:
+    """The price basis behind a verdict that names a catalog device's price."""
+    best = verdict.best if verdict is not None else None
+    if best is None or best.present or not best.price_source:
+        return []
+    return [f"price of {best.device}: {best.price_source}"]
+
+
+def advice_renderable(rec: Recommendation, train: tuple[int, float] | None = None,
+                      verdict: Verdict | None = None, wide: bool = False) -> Any:
+    """The verdict first, then why, then the ranked table and its footnotes."""
+    parts: list[Any] = []
+    batch = rec.ranked[0].batch if rec.ranked else None
+    if verdict is not None:
+        parts.append(Text(verdict_text(verdict, batch), style="bold"))
+        reasons = verdict.supporting
+    else:
+        reasons = rec.reasons
+    for reason in reasons:
+        parts.append(Text(f"- {reason_line(reason)}"))
+    parts.append(Text(""))
+    parts.append(options_table(rec, train, wide))
     if rec.choice is None:
         parts.append(Text("No processor meets the constraints.", style="bold red"))
-    else:
-        c = rec.choice
-        parts.append(Text(f"Recommendation: {c.device} ({c.name}) with {c.stack} "
-                          f"{c.precision} at batch {c.batch}, best {rec.objective} among "
-                          f"{len(rec.ranked)} eligible options.", style="bold"))
     for group in rec.ties:
         parts.append(Text(f"tie: {', '.join(group)} ({rec.tie_break})", style="yellow"))
-    for reason in rec.reasons:
-        parts.append(Text(f"- {reason_text(reason)}"))
+    for note in _basis_note(verdict) + _footnotes(rec):
+        parts.append(Text(note, style="dim"))
     for device, why in rec.excluded:
         parts.append(Text(f"excluded {device}: {why}", style="dim"))
     return Group(*parts)
+
+
+def advice_summary(advice: Any, top: int = 3) -> str:
+    """A few plain lines for ``str(advice)``: the verdict, then the top options."""
+    rec, v = advice.recommendation, advice.verdict
+    lines = [verdict_text(v, advice.evidence.batch)]
+    for i, o in enumerate(rec.ranked[:top], 1):
+        lines.append(f"  {i}. {o.device} ({o.kind}): {fmt_seconds(o.latency_s)} per batch of "
+                     f"{o.batch} ({o.latency_source}), {_money(o.usd_per_million)} per 1M")
+    more = len(rec.ranked) - top
+    if more > 0:
+        lines.append(f"  ... {more} more in advice.recommendation.ranked")
+    return "\n".join(lines)
 
 
 def _option_json(o: Option, train: tuple[int, float] | None) -> dict[str, Any]:
@@ -113,7 +264,8 @@ def _option_json(o: Option, train: tuple[int, float] | None) -> dict[str, Any]:
         "max_rel_diff_vs_eager": {"value": o.max_rel_diff, "source": "measured"},
         "latency_s": {"value": o.latency_s, "source": o.latency_source},
         "throughput_per_s": {"value": o.throughput, "source": o.latency_source},
-        "usd_per_million": {"value": o.usd_per_million, "source": "estimated"},
+        "usd_per_million": {"value": o.usd_per_million, "source": "estimated",
+                            "price_basis": o.price_source or None},
         "joules_per_sample": {"value": o.joules_per_item, "source": o.energy_source},
         "bound": o.bound, "fits": o.fits,
         "time_to_train_s": ({"value": o.train_time_s(*train), "source": o.train_source}
@@ -123,8 +275,22 @@ def _option_json(o: Option, train: tuple[int, float] | None) -> dict[str, Any]:
     }
 
 
-def advice_json(rec: Recommendation, train: tuple[int, float] | None = None) -> dict[str, Any]:
+def verdict_json(v: Verdict, batch: int | None = None) -> dict[str, Any]:
+    """The verdict as data, with its sentence."""
+    return {"action": v.action, "text": verdict_text(v, batch),
+            "best": v.best.device if v.best else None,
+            "here": v.here.device if v.here else None, "away": v.away.device if v.away else None,
+            "gain": v.gain, "margin": v.margin, "tie": v.tie,
+            "tied_with": [o.device for o in v.tied_with],
+            "source": "measured here vs predicted from the catalog"}
+
+
+def advice_json(rec: Recommendation, train: tuple[int, float] | None = None,
+                verdict: Verdict | None = None) -> dict[str, Any]:
+    batch = rec.ranked[0].batch if rec.ranked else None
+    aside = {id(r) for r in verdict.set_aside} if verdict is not None else set()
     return {
+        "verdict": verdict_json(verdict, batch) if verdict is not None else None,
         "objective": rec.objective,
         "choice": rec.choice.device if rec.choice else None,
         "choice_stack": rec.choice.stack if rec.choice else None,
@@ -132,6 +298,7 @@ def advice_json(rec: Recommendation, train: tuple[int, float] | None = None) -> 
         "choice_batch": rec.choice.batch if rec.choice else None,
         "ranked": [_option_json(o, train) for o in rec.ranked],
         "reasons": [{"code": r.code, "favours": r.favours, "text": reason_text(r),
+                     "supports_verdict": id(r) not in aside,
                      "evidence": dict(r.evidence), "source": r.source, "cite": r.cite}
                     for r in rec.reasons],
         "excluded": [{"device": d, "why": w} for d, w in rec.excluded],

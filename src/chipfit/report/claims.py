@@ -99,9 +99,15 @@ _STYLE = {HOLDS: "green", FAILS: "red"}
 def claims_table(results: Sequence[ClaimResult], run_id: str = "") -> Table:
     """One row per claim: its words and source, what was measured here, and the verdict."""
     title = "The seeds' claims on this machine" + (f" (run {run_id})" if run_id else "")
+    # Claims this machine cannot test (no GPU, no TPU) take one line, not a row each.
+    untestable = [r for r in results if verdict_text(r).startswith("not testable here")]
+    results = [r for r in results if r not in untestable]
+    why = sorted({verdict_text(r).removeprefix("not testable here: ") for r in untestable})
+    more = (f" {len(untestable)} more claim(s) not testable here: {'; '.join(why)}."
+            if untestable else "")
     table = Table(title=title, title_justify="left", show_lines=True,
                   caption="Claims quoted from the seed articles (translated); every figure "
-                          "measured here. ~ claims hold within the factor shown.",
+                          "measured here. ~ claims hold within the factor shown." + more,
                   caption_justify="left")
     table.add_column("claim", overflow="fold", ratio=3)
     table.add_column("source", overflow="fold")

@@ -33,29 +33,42 @@ _STATE_STYLE = {"complete": "green", "interrupted": "yellow", "unfinished": "yel
 
 def summary_dict(s: RunSummary) -> dict[str, Any]:
     """A run summary as plain JSON-ready values."""
-    return {"run_id": s.run_id, "command": s.command, "started_at": s.started_at,
+    return {"run_id": s.run_id, "command": s.command, "workloads": list(s.workloads),
+            "started_at": s.started_at,
             "finished_at": s.finished_at, "state": s.state, "hostname": s.hostname,
             "fingerprint": s.fingerprint, "chipfit_version": s.chipfit_version,
             "devices": list(s.devices), "versions": dict(s.versions), "planned": s.planned,
             "measured": s.measured, "ok": s.ok}
 
 
-def runs_table(summaries: Sequence[RunSummary], where: str) -> Table:
-    """``chipfit runs``: newest first, one row per run."""
+def _what(s: RunSummary) -> str:
+    """Which command made the run, and on which workloads (the first few)."""
+    names = ", ".join(s.workloads[:3]) + (f" +{len(s.workloads) - 3}" if len(s.workloads) > 3
+                                          else "")
+    return f"{s.command or '?'}\n{names}" if names else s.command or "?"
+
+
+def runs_table(summaries: Sequence[RunSummary], where: str, wide: bool = False) -> Table:
+    """``chipfit runs``: newest first, one row per run (``wide`` adds machine and versions)."""
     table = Table(title=f"Runs in {where} (newest first)", title_justify="left",
-                  caption="ok/measured/planned: measurements that succeeded, that were made, "
-                  "and that the run planned", caption_justify="left")
+                  caption="ok/meas./plan.: measurements that succeeded, that were made, "
+                  "and that the run planned" + ("" if wide else "; --wide adds machine and "
+                                                 "versions"), caption_justify="left")
     table.add_column("run / started (UTC)", no_wrap=True)
-    table.add_column("state")
-    table.add_column("machine / devices", overflow="fold")
-    table.add_column("versions", overflow="fold")
-    table.add_column("ok/measured/planned", justify="right")
+    table.add_column("command / workloads")
+    table.add_column("state", no_wrap=True)
+    table.add_column("devices")
+    if wide:
+        table.add_column("machine", no_wrap=True)
+        table.add_column("versions", no_wrap=True)
+    table.add_column("ok/meas./plan.", justify="right", no_wrap=True)
     for s in summaries:
-        versions = "\n".join(f"{k} {v}" for k, v in (("chipfit", s.chipfit_version), *s.versions))
-        table.add_row(f"{s.run_id}\n{s.started_at[:16].replace('T', ' ')}",
-                      Text(s.state, style=_STATE_STYLE.get(s.state, "")),
-                      f"{s.hostname} {s.fingerprint[:8]}\n{', '.join(s.devices)}", versions,
-                      f"{s.ok}/{s.measured}/{s.planned or '-'}")
+        row = [f"{s.run_id}\n{s.started_at[:16].replace('T', ' ')}", _what(s),
+               Text(s.state, style=_STATE_STYLE.get(s.state, "")), "\n".join(s.devices)]
+        if wide:
+            row += [f"{s.hostname}\n{s.fingerprint[:8]}",
+                    "\n".join(f"{k} {v}" for k, v in (("chipfit", s.chipfit_version), *s.versions))]
+        table.add_row(*row, f"{s.ok}/{s.measured}/{s.planned or '-'}")
     return table
 
 

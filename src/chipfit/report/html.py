@@ -258,6 +258,13 @@ def _devices(data: ReportData, ceilings: Mapping[str, Any]) -> Safe:
                          num(fmt_bytes(d.memory_bytes), d.source) if d.memory_bytes else "-",
                          num(units, d.source) if units else "-", " ".join(d.isa) or "-",
                          ", ".join(f"{k} {v}" for k, v in d.versions), *peaks))
+            # The same CPU pinned to fewer threads is measured and plotted as its own series.
+            for ref in sorted({m.device for m in run.measurements
+                               if m.device.startswith(d.ref + "@")}):
+                threads = ref.rsplit("@", 1)[1].removesuffix("t")
+                rows.append((run.run_id, rename(ref), d.kind, f"{d.name}, pinned to {threads} "
+                             "thread(s)", "-", num(f"{threads} thread(s)", "measured"), "-",
+                             "-", "-", "-"))
     headers = ("run", "device", "kind", "name", "memory", "parallel units", "ISA", "versions",
                "peak FLOP/s", "peak bandwidth")
     return Safe(_el("h2", "Devices", id="devices") + _table(headers, rows, (4, 5, 8, 9)))
@@ -408,9 +415,34 @@ def _claims_section(claims: Sequence[ClaimRow] | None) -> Safe:
     note = _el("p", "Claims quoted from the seed articles; a claim is testable only when the "
                "run measured its experiment (chipfit bench --suite seeds measures them all).",
                class_="muted")
+    testable = [c for c in claims if not c.verdict.startswith(_UNTESTABLE)]
+    untestable = [c for c in claims if c.verdict.startswith(_UNTESTABLE)]
     rows = [(c.claim, c.verdict, c.evidence, src(c.source) if c.source else "-")
-            for c in claims]
-    return _join([head, note, _table(("claim", "verdict", "measured here", "source"), rows)])
+            for c in testable]
+    parts = [head, note, _table(("claim", "verdict", "measured here", "source"), rows)
+             if rows else _el("p", "No claim could be tested on this machine.")]
+    if untestable:
+        why = sorted({c.verdict.removeprefix(_UNTESTABLE).lstrip(": ") for c in untestable})
+        summary = (f"{len(untestable)} more claim(s) not testable here ({'; '.join(why)}): "
+                   "they need hardware this machine lacks")
+        parts.append(Safe(f'<details class="muted"><summary>{esc(summary)}</summary>'
+                          f"{_el('ul', _join(_el('li', c.claim) for c in untestable))}</details>"))
+    return _join(parts)
+
+
+_UNTESTABLE = "not testable here"
+
+
+def _claims_tally(claims: Sequence[ClaimRow] | None) -> str:
+    """"2 hold, 1 does not hold, 13 not testable here" for the summary."""
+    if not claims:
+        return ""
+    counts: dict[str, int] = {}
+    for c in claims:
+        word = ("not testable here" if c.verdict.startswith(_UNTESTABLE) else
+                "do not hold" if c.verdict.startswith("does not hold") else "hold")
+        counts[word] = counts.get(word, 0) + 1
+    return ", ".join(f"{n} {w}" for w, n in counts.items())
 
 
 def _advice_rows(advice: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -437,8 +469,12 @@ def _advice_section(runs: Sequence[Run]) -> Safe:
         if not text:
             continue
         advice = json.loads(text)
+        verdict = advice.get("verdict") or {}
+        reasons = [r for r in advice.get("reasons", ()) if r.get("supports_verdict", True)]
+        advice = {**advice, "reasons": reasons}
         parts += [_el("h3", f"{advice.get('workload', '?')}: ranked by {advice['objective']} "
                             f"at batch {advice.get('batch', '?')}"),
+                  _el("p", _el("strong", verdict["text"])) if verdict.get("text") else Safe(""),
                   _el("p", f"Recommendation: {advice.get('choice') or 'none meets the constraints'}"),
                   _table(("#", "device", "kind", "batch", "latency", "throughput", "$ per 1M",
                           "J / sample", "bound"), _advice_rows(advice), numeric=(3, 4, 5, 6, 7)),
@@ -498,7 +534,8 @@ def _metadata_section(data: ReportData) -> Safe:
                  for g in run.guard_limits]
         rows += [(f"unavailable: {p.scope}", p.reason, src("measured"))
                  for p in run.discovery.problems]
-        parts += [_el("h3", f"Run {run.run_id}"), _table(("field", "value", "source"), rows)]
+        parts.append(Safe(f"<details><summary>Run {esc(run.run_id)}</summary>"
+                          f"{_table(('field', 'value', 'source'), rows)}</details>"))
     return _join(parts)
 
 
@@ -519,18 +556,16 @@ def render_report(runs: Sequence[Run], *, ceilings: Mapping[str, Any] | None = N
     figures = figures if figures is not None else report_figures(data)
     svg = {fid: _figure(fid, caption, fig) for fid, caption, fig in figures}
     ids = _workload_ids(data)
-    findings = [words.crossover_sentence(c, data.axes.get(c.workload, "size"))
-                for c in data.analysis.crossovers]
-    body = [_header(data),
-            _el("h2", "Findings", id="findings"),
-            _el("ul", _join(_el("li", s) for s in findings), class_="findings") if findings
-            else _el("p", "No pair of series to compare."),
+    claim_rows = load_claims(data.runs) if claims == "auto" else claims
+    advice = _advice_section(data.runs)
+    body = [_header(data, has_advice=bool(advice)),
+            _summary_section(data, claim_rows),  # type: ignore[arg-type]
+            advice,
             _devices(data, ceilings),
             *(_workload_section(data, w, wid, svg) for w, wid in ids.items()),
             _stacks_section(data),
             _roofline_section(data, ceilings, svg["roofline"]),
-            _claims_section(load_claims(data.runs) if claims == "auto" else claims),  # type: ignore[arg-type]
-            _advice_section(data.runs),
+            _claims_section(claim_rows),  # type: ignore[arg-type]
             _fleet_section(data.runs),
             *(Safe(section) for section in sections),
             _metadata_section(data),
@@ -543,10 +578,60 @@ def render_report(runs: Sequence[Run], *, ceilings: Mapping[str, Any] | None = N
             f"<body>{_join(body)}</body></html>\n")
 
 
-def _header(data: ReportData) -> Safe:
+def _fastest(ms: Sequence[Measurement], size: str) -> Measurement | None:
+    ok = [m for m in ms if m.size == size and m.ok]
+    return min(ok, key=lambda m: m.median_s) if ok else None
+
+
+def _size_key(size: str) -> float:
+    """Order sizes by the work they name: "70x30@30x70" by its dimensions' product."""
+    import re
+
+    numbers = [float(n) for n in re.findall(r"[0-9]+", size)] or [0.0]
+    return math.prod(numbers)
+
+
+def _workload_line(data: ReportData, workload: str) -> str:
+    """One sentence per workload: the fastest device at the smallest and largest size, and how
+    many crossovers lie between (each is stated in the workload's section)."""
+    axis = data.axes[workload]
+    ms = [m for m in data.measurements if m.workload == workload and m.ok]
+    sizes = sorted({m.size for m in ms}, key=_size_key)
+    if not sizes:
+        return f"{workload}: nothing measured successfully."
+    small, large = _fastest(ms, sizes[0]), _fastest(ms, sizes[-1])
+    text = f"{workload}: fastest at {axis} {sizes[0]}: {small.device} ({fmt_seconds(small.median_s)})"
+    if len(sizes) > 1 and large is not None:
+        text += f"; at {axis} {sizes[-1]}: {large.device} ({fmt_seconds(large.median_s)})"
+    crossings = sum(len(c.crossings) for c in data.analysis.crossovers_of(workload))
+    return text + (f"; {crossings} crossover(s), stated below" if crossings else "") + " (measured)."
+
+
+def _summary_section(data: ReportData, claims: Sequence[ClaimRow] | None) -> Safe:
+    """The answer first: advice verdicts, the fastest device per workload, the claims tally."""
+    import json
+
+    items: list[Any] = []
+    for run in data.runs:
+        advice = json.loads(dict(run.settings).get("advice") or "{}")
+        text = (advice.get("verdict") or {}).get("text")
+        if text:
+            items.append(_el("li", Safe(f"{_el('strong', text)} "
+                                        f"{_el('a', '(advice)', href='#advice')}")))
+    items += [_el("li", _workload_line(data, w)) for w in data.axes]
+    tally = _claims_tally(claims)
+    if tally:
+        items.append(_el("li", Safe(f"The seeds' claims: {esc(tally)} "
+                                    f"{_el('a', '(claims)', href='#claims')}")))
+    return _join([_el("h2", "Summary", id="summary"), _el("ul", _join(items), class_="findings")])
+
+
+def _header(data: ReportData, has_advice: bool = False) -> Safe:
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     legend = _join(Safe(f"{src(k)} {esc(v)}; ") for k, v in _SOURCES_HELP.items())
-    nav = _join([_el("a", "Findings", href="#findings"), _el("a", "Devices", href="#devices"),
+    nav = _join([_el("a", "Summary", href="#summary"),
+                 *([_el("a", "Advice", href="#advice")] if has_advice else []),
+                 _el("a", "Devices", href="#devices"),
                  *(_el("a", w, href=f"#{wid}") for w, wid in _workload_ids(data).items()),
                  _el("a", "Roofline", href="#roofline"), _el("a", "Claims", href="#claims"),
                  _el("a", "Metadata", href="#metadata")])

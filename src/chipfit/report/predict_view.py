@@ -29,46 +29,66 @@ def _fig(spec: Any, name: str, digits: str = ".4g") -> str:
     return f"{fig.value:{digits}}{mark}"
 
 
-def catalog_table(catalog: Any) -> Table:
-    """One row per catalog device."""
-    table = Table(title="Hardware catalog (source: catalog; dense peaks)", title_justify="left",
-                  caption="TFLOP/s (int8: TOP/s); GB and GB/s decimal; * derived (see chipfit "
-                          "catalog show KEY); ? unsourced; n/a not supported by the device",
-                  caption_justify="left")
-    for col in ("key", "kind", "name", "fp32", "tf32", "bf16", "fp16", "int8", "memory GB",
-                "mem GB/s", "link GB/s", "TDP W", "USD/h"):
-        table.add_column(col, justify="left" if col in ("key", "kind", "name") else "right",
-                         overflow="fold")
-    for spec in catalog.values():
-        table.add_row(spec.key, spec.kind, spec.name, _fig(spec, "fp32_tflops"),
-                      _fig(spec, "tf32_tflops"), _fig(spec, "bf16_tflops"),
-                      _fig(spec, "fp16_tflops"), _fig(spec, "int8_tops"),
-                      _fig(spec, "memory_gb"), _fig(spec, "memory_bw_gbs"),
-                      _fig(spec, "host_link_gbs"), _fig(spec, "tdp_w"),
-                      _fig(spec, "price_usd_hr"))
-    return table
+_CATALOG_COLS = (
+    ("key", "left", 0), ("kind", "left", 0), ("name", "left", 5), ("fp32", "right", 3),
+    ("tf32", "right", 6), ("bf16", "right", 0), ("fp16", "right", 2), ("int8", "right", 4),
+    ("memory GB", "right", 0), ("mem GB/s", "right", 0), ("link GB/s", "right", 6),
+    ("TDP W", "right", 1), ("USD/h", "right", 0),
+)
+
+
+def catalog_table(catalog: Any, width: int = 200, wide: bool = False) -> Table:
+    """One row per catalog device; at a narrow ``width`` the less used columns step aside."""
+    from chipfit.report.layout import Col, fitted_table
+
+    cols = [Col(h, j, drop, prose=h == "name") for h, j, drop in _CATALOG_COLS]
+    rows = [(spec.key, spec.kind, spec.name, _fig(spec, "fp32_tflops"),
+             _fig(spec, "tf32_tflops"), _fig(spec, "bf16_tflops"), _fig(spec, "fp16_tflops"),
+             _fig(spec, "int8_tops"), _fig(spec, "memory_gb"), _fig(spec, "memory_bw_gbs"),
+             _fig(spec, "host_link_gbs"), _fig(spec, "tdp_w"), _fig(spec, "price_usd_hr"))
+            for spec in catalog.values()]
+    return fitted_table(cols, rows, width, wide=wide,
+                        title="Hardware catalog (source: catalog; dense peaks)",
+                        caption="TFLOP/s (int8: TOP/s); GB and GB/s decimal; * derived (see "
+                        "chipfit catalog show KEY); ? unsourced; n/a not supported by the device")
 
 
 def catalog_entry(spec: Any) -> Group:
-    """Every figure of one device with its status, note and sources; then its efficiencies."""
+    """Every figure of one device with its status, note and sources; then its efficiencies.
+
+    Sources are numbered once below the tables and cited as [n], so a narrow terminal keeps
+    one line per figure instead of folding long titles into every row.
+    """
     head = Text.assemble((f"{spec.name}", "bold"), f"  [{spec.key}, {spec.kind}, {spec.vendor}]"
                          f"\nlaunch: {spec.launch}\nhost link: {spec.host_link}\n"
                          f"interconnect: {spec.interconnect}\nsparsity: {spec.sparsity_note}\n"
                          f"notes: {spec.notes or '-'}\nsource: catalog")
-    figs = Table(title="Figures (source: catalog)", title_justify="left", show_lines=True)
-    for col in ("figure", "value", "status", "note / derivation", "sources"):
-        figs.add_column(col, overflow="fold")
+    numbers: dict[str, int] = {}
+
+    def cite(sources: Sequence[str]) -> str:
+        return "".join(f"[{numbers.setdefault(src, len(numbers) + 1)}]" for src in sources) or "-"
+
+    figs = Table(title="Figures (source: catalog)", title_justify="left")
+    figs.add_column("figure", no_wrap=True)
+    figs.add_column("value", no_wrap=True, justify="right")
+    figs.add_column("status", no_wrap=True)
+    figs.add_column("note / derivation")
+    figs.add_column("src", no_wrap=True)
     for f in spec.figures:
         value = "-" if f.value is None else f"{f.value:g} {f.unit}"
         text = "; ".join(x for x in (f.derivation, f.note) if x) or "-"
-        figs.add_row(f.name, value, f.status, text, "\n".join(f.sources) or "-")
+        figs.add_row(f.name, value, f.status, text, cite(f.sources))
     effs = Table(title="Efficiencies the predictor applies (source: catalog)",
-                 title_justify="left", show_lines=True)
-    for col in ("name", "value", "basis", "derivation", "sources"):
-        effs.add_column(col, overflow="fold")
+                 title_justify="left")
+    effs.add_column("name", no_wrap=True)
+    effs.add_column("value", no_wrap=True, justify="right")
+    effs.add_column("basis", no_wrap=True)
+    effs.add_column("derivation")
+    effs.add_column("src", no_wrap=True)
     for e in spec.efficiencies:
-        effs.add_row(e.name, f"{e.value:g}", e.basis, e.derivation or "-", "\n".join(e.sources))
-    return Group(head, figs, effs)
+        effs.add_row(e.name, f"{e.value:g}", e.basis, e.derivation or "-", cite(e.sources))
+    listing = Text("Sources:\n" + "\n".join(f"[{n}] {src}" for src, n in numbers.items()))
+    return Group(head, figs, effs, listing)
 
 
 def calibration_table(cal: Any) -> Table:
@@ -118,19 +138,17 @@ def _pct(x: float) -> str:
     return f"{x:+.0%}" if math.isfinite(x) else "-"
 
 
-def predictions_table(rows: Sequence[Any], title: str = "") -> Table:
-    """Predicted (and, for local devices, measured) latency and throughput."""
-    table = Table(title=title or "chipfit predict", title_justify="left", show_lines=False,
-                  caption="predicted: roofline over the workload's operators (basis: "
-                          "calibrated = rates measured here by chipfit calibrate; catalog = "
-                          "peaks x documented efficiencies); band: x/÷ (1 + validation error). "
-                          "e2e adds host<->device copies. measured: chipfit's timer, this run.",
-                  caption_justify="left")
-    for col, just in (("hardware", "left"), ("size", "left"), ("basis", "left"),
-                      ("predicted", "right"), ("band", "right"), ("items/s (pred.)", "right"),
-                      ("e2e (pred.)", "right"), ("bound", "left"), ("measured", "right"),
-                      ("error", "right")):
-        table.add_column(col, justify=just, overflow="fold")
+def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) -> Any:
+    """Predicted (and, for local devices, measured) latency and throughput; the secondary
+    columns step aside at a narrow width (named in the caption)."""
+    from chipfit.report.layout import Col, Fitted
+
+    measured_any = any(row.measurement is not None for row in rows)
+    cols = [Col("hardware"), Col("size"), Col("predicted", "right"), Col("band", "right", 2),
+            Col("items/s (pred.)", "right", 4), Col("e2e (pred.)", "right", 3), Col("bound", drop=1),
+            Col("basis", drop=5), Col("measured", "right", 0 if measured_any else 6),
+            Col("error", "right", 0 if measured_any else 6)]
+    table_rows = []
     for row in rows:
         p, m = row.prediction, row.measurement
         measured = "-" if m is None else (fmt_seconds(m.median_s) if m.ok else m.status)
@@ -138,11 +156,15 @@ def predictions_table(rows: Sequence[Any], title: str = "") -> Table:
         hardware = Text(p.hardware)
         if any(n.startswith("does not fit") for n in p.notes):
             hardware.append(" (does not fit)", style="red")
-        table.add_row(hardware, p.size, p.basis, fmt_seconds(p.seconds),
-                      f"{fmt_seconds(p.low_s)}–{fmt_seconds(p.high_s)}",
-                      fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound, measured,
-                      _pct(row.error))
-    return table
+        table_rows.append((hardware, p.size, fmt_seconds(p.seconds),
+                           f"{fmt_seconds(p.low_s)}–{fmt_seconds(p.high_s)}",
+                           fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound,
+                           p.basis, measured, _pct(row.error)))
+    return Fitted(cols, table_rows, wide=wide, title=title or "chipfit predict",
+                  caption="predicted: roofline over the workload's operators (basis: calibrated "
+                  "= rates measured here by chipfit calibrate; catalog = peaks x documented "
+                  "efficiencies); band: x/÷ (1 + validation error). e2e adds host<->device "
+                  "copies. measured: chipfit's timer, this run.")
 
 
 def breakdown_table(pred: Any) -> Table:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -12,13 +14,16 @@ from rich.text import Text
 from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
 from chipfit.results import Discovery, Measurement, Run
 
-__all__ = ["bench_table", "devices_table", "problems_table", "reference_device"]
+__all__ = ["bench_table", "devices_table", "problems_table", "reference_device", "workloads_table"]
 
 
 def devices_table(discovery: Discovery) -> Table:
-    table = Table(title="Devices found (probed on this machine)", title_justify="left")
-    for col in ("id", "kind", "name", "memory", "parallel units", "ISA / details", "versions"):
-        table.add_column(col, overflow="fold")
+    """One block per device: a field per line, values wrapped at spaces, never inside a word
+    (an ISA list such as ``avx512_vnni`` stays whole at any width)."""
+    table = Table(title="Devices found (probed on this machine)", title_justify="left",
+                  show_header=False, show_lines=True)
+    table.add_column("id", no_wrap=True, style="bold")
+    table.add_column("details", overflow="fold")
     for d in discovery.devices:
         units = []
         if d.cores is not None:
@@ -26,9 +31,16 @@ def devices_table(discovery: Discovery) -> Table:
         if d.compute_units is not None:
             units.append(f"{d.compute_units} compute units")
         extra = " ".join(d.isa) or ", ".join(f"{k}={v}" for k, v in d.details)
-        cells = (d.ref, d.kind, d.name, fmt_bytes(d.memory_bytes), "; ".join(units) or "-",
-                 extra or "-", ", ".join(f"{k} {v}" for k, v in d.versions))
-        table.add_row(*(escape(c) for c in cells))
+        lines = [("kind", d.kind), ("name", d.name), ("memory", fmt_bytes(d.memory_bytes)),
+                 ("parallel units", "; ".join(units) or "-"),
+                 ("ISA / details" if d.isa else "details", extra or "-"),
+                 ("versions", ", ".join(f"{k} {v}" for k, v in d.versions) or "-")]
+        body = Table.grid(padding=(0, 1))
+        body.add_column(no_wrap=True, style="dim")
+        body.add_column()
+        for key, value in lines:
+            body.add_row(key, escape(value))
+        table.add_row(escape(d.ref), body)
     return table
 
 
@@ -61,12 +73,7 @@ def _cell(m: Measurement | None, ref: Measurement | None) -> Text:
         text.append(" !", style="bold red")
     if m.contended:
         text.append(" busy", style="bold magenta")
-    # Show the roof that binds: FLOP/s for arithmetic-heavy work, GB/s for streaming work.
-    if m.bytes_moved and m.flops / m.bytes_moved < 1:
-        rate = fmt_rate(m.bytes_moved / m.median_s, "B/s")
-    else:
-        rate = fmt_rate(m.flops / m.median_s, "FLOP/s") if m.flops else "-"
-    text.append(f"\n{rate}")
+    text.append(f"\n{_rate(m)}")
     if m.transfer_h2d_s or m.transfer_d2h_s:
         text.append(f"\ne2e {fmt_seconds(m.end_to_end_s)}", style="cyan")
     if ref is not None and ref.ok and ref is not m and not (m.contended or ref.contended):
@@ -83,8 +90,72 @@ def _stack_row(m: Measurement) -> str:
     return "" if m.stack == default_stack(m.device.split(":")[0]) else m.stack
 
 
-def bench_table(run: Run) -> Table:
-    """Rows workload x size (x dtype, mode, stack); columns devices."""
+def bench_table(run: Run) -> Any:
+    """Devices side by side where the width allows (:func:`bench_grid`), otherwise one line
+    per measurement (:func:`bench_lines`)."""
+    from chipfit.report.layout import Responsive
+
+    return Responsive(lambda: bench_grid(run), lambda width: bench_lines(run))
+
+
+def _caption(ref_name: str) -> str:
+    return ("median per call ±95% CI of the median; FLOP/s (or B/s when memory-bound) "
+            f"achieved; ×: speed-up vs {ref_name}; e2e: with host<->device copies; ! noisy "
+            "(IQR >10% or CI target not met); busy: measured while the machine was shared "
+            "(no speed-up stated). All figures measured.")
+
+
+def _rate(m: Measurement) -> str:
+    """The roof that binds: FLOP/s for arithmetic-heavy work, GB/s for streaming work."""
+    if m.bytes_moved and m.flops / m.bytes_moved < 1:
+        return fmt_rate(m.bytes_moved / m.median_s, "B/s")
+    return fmt_rate(m.flops / m.median_s, "FLOP/s") if m.flops else "-"
+
+
+def bench_lines(run: Run) -> Table:
+    """One line per measurement: for narrow terminals, where devices side by side wrap."""
+    devices = list(OrderedDict.fromkeys(m.device for m in run.measurements))
+    ref_name = reference_device(devices) if devices else ""
+    refs = {(m.workload, m.size, m.dtype, m.mode, m.stack): m for m in run.measurements
+            if m.device == ref_name}
+    variants = list(OrderedDict.fromkeys(f"{m.dtype} {m.mode}" for m in run.measurements))
+    caption = _caption(ref_name) + (f" All rows: {variants[0]}." if len(variants) == 1 else "")
+    table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
+                        f"(run {run.run_id})", title_justify="left", caption=caption,
+                  caption_justify="left", box=None, padding=(0, 1))
+    table.add_column("workload", no_wrap=True)
+    table.add_column("size", no_wrap=True)
+    if len(variants) > 1:
+        table.add_column("dtype mode", no_wrap=True)
+    for header in ("device", "median", "rate", "×"):
+        table.add_column(header, no_wrap=True, justify="left" if header == "device" else "right")
+    last = None
+    for m in run.measurements:
+        ref = refs.get((m.workload, m.size, m.dtype, m.mode, m.stack))
+        if m.ok:
+            rel = m.rel_ci
+            time = Text(fmt_seconds(m.median_s) + (f" ±{rel * 100:.1f}%" if math.isfinite(rel)
+                                                   else " ±?"))
+            if m.noisy:
+                time.append(" !", style="bold red")
+            if m.contended:
+                time.append(" busy", style="bold magenta")
+            speed = (f"×{ref.median_s / m.median_s:.2f}" if ref is not None and ref.ok
+                     and ref is not m and not (m.contended or ref.contended) else "")
+            rate = _rate(m)
+        else:
+            time, rate, speed = Text(m.status, style="yellow"), "-", ""
+        label = [m.workload if last is None or m.workload != last[0] else "",
+                 m.size if (m.workload, m.size) != last else ""]
+        last = (m.workload, m.size)
+        if len(variants) > 1:
+            label.append(f"{m.dtype} {m.mode}")
+        table.add_row(*label, m.series_device, time, rate, speed)
+    return table
+
+
+def bench_grid(run: Run) -> Table:
+    """Rows workload x size (x dtype, mode); columns devices."""
     devices = list(OrderedDict.fromkeys(m.device for m in run.measurements))
     rows: OrderedDict[tuple[str, str, str, str, str], dict[str, Measurement]] = OrderedDict()
     for m in run.measurements:
@@ -93,19 +164,34 @@ def bench_table(run: Run) -> Table:
     table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
                         f"(run {run.run_id})",
                   title_justify="left", show_lines=True,
-                  caption=f"median per call ±95% CI of the median; FLOP/s (or B/s when "
-                          "memory-bound) achieved; "
-                          f"×: speed-up vs {ref_name}; e2e: with host<->device copies; "
-                          "! noisy (IQR >10% or CI target not met); busy: measured while "
-                          "the machine was shared (no speed-up stated). All figures measured.",
+                  caption=_caption(ref_name),
                   caption_justify="left")
-    table.add_column("workload")
-    table.add_column("size")
-    table.add_column("dtype / mode / stack")
+    table.add_column("workload", no_wrap=True)
+    table.add_column("size", no_wrap=True)
+    table.add_column("dtype / mode / stack", no_wrap=True)
     for d in devices:
-        table.add_column(d + (" (ref)" if d == ref_name else ""), justify="right")
+        table.add_column(d + (" (ref)" if d == ref_name else ""), justify="right", no_wrap=True)
     for (workload, size, dtype, mode, stack), cells in rows.items():
         ref = cells.get(ref_name)
         label = f"{dtype}\n{mode}" + (f"\n{stack}" if stack else "")
         table.add_row(workload, size, label, *(_cell(cells.get(d), ref) for d in devices))
+    return table
+
+
+def workloads_table(workloads: list) -> Table:
+    """One line per workload: name, what its size means, whether it trains, what it is."""
+    table = Table(title="Built-in workloads", title_justify="left", box=None,
+                  caption="size: what the size argument means (n: square matrix side or "
+                  "MxK@KxN; batch: samples per call); train: also has train and finetune "
+                  "modes; --json gives the full descriptions", caption_justify="left")
+    longest = max((len(w.name) for w in workloads), default=4)
+    # Fixed widths for the short columns; the description takes what is left, on one line.
+    table.expand = True
+    table.add_column("name", no_wrap=True, style="bold", width=longest)
+    table.add_column("size", no_wrap=True, width=8)
+    table.add_column("train", no_wrap=True, width=5)
+    table.add_column("what it is", no_wrap=True, overflow="ellipsis", ratio=1)
+    for w in workloads:
+        summary = re.sub(r";\s*size = batch$", "", w.description.strip())
+        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", escape(summary))
     return table

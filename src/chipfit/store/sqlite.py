@@ -132,6 +132,7 @@ class RunSummary:
     planned: int
     measured: int
     ok: int
+    workloads: tuple[str, ...] = ()  # what the run measured, from its settings
 
     @property
     def state(self) -> str:
@@ -486,4 +487,5 @@ def _summary(row: Sequence[Any]) -> RunSummary:
                       devices=tuple(devices.split(",")) if devices else
                       tuple(d.ref for d in discovery.devices),
                       versions=tuple(sorted(versions)), planned=row[10], measured=row[11],
-                      ok=row[12])
+                      ok=row[12], workloads=tuple(w for w in str(settings.get("workloads", ""))
+                                                  .split(",") if w))

@@ -223,8 +223,15 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
     specs = parsed or found
     if not specs:
         raise InvalidInputError(f"{spec}: say what the model takes, e.g. --input 1x3x224x224:float32")
-    return UserModel(name or (path.stem if origin != "factory" else spec.rpartition(":")[2]),
+    return UserModel(name or (path.stem if origin != "factory" else _factory_name(spec)),
                      module, specs, origin, static, reload)
+
+
+def _factory_name(spec: str) -> str:
+    """``pkg.models:make`` -> ``models.make``: a factory's bare function name ("make",
+    "build", "create") says nothing about the model, its module does."""
+    module, _, function = spec.rpartition(":")
+    return f"{module.rpartition('.')[2]}.{function}"
 
 
 def expected_inputs(module: Any) -> str:
