@@ -53,7 +53,7 @@ def reason_line(reason: Reason) -> str:
     """``reason`` in one short line for the terminal: the sentence and where the rule comes
     from (the full evidence is in --json and the HTML report)."""
     data = dict(reason.evidence)
-    sentence = _WORDS.get(reason.code, reason.code).format(batch=data.get("batch", "?"))
+    sentence = _WORDS.get(reason.code, reason.code).format_map(_Missing(data))
     return f"{sentence} ({reason.source}; rule: {reason.cite.split(' (')[0]})"
 
 
