@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, default=str)
-        err.print(f"wrote {args.json}")
+        from chipfit.paths import write_json_atomic
+
+        err.print(f"wrote {write_json_atomic(args.json, data, '--json')}", markup=False)
     show(advice_renderable(advice.recommendation, train, verdict, args.wide), args.wide)
     if fleet is not None:
         out.print(fleet[1])

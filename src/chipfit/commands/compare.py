@@ -34,10 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from chipfit.analysis.compare import compare_runs
+    from chipfit.paths import write_json_atomic
     from chipfit.report.history_view import compare_dict, compare_table, write_compare_csv
 
     a, b = load_run_ref(args, args.run_a), load_run_ref(args, args.run_b)
@@ -49,10 +47,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.print(compare_table(result))
     if args.json and args.json != "-":
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(compare_dict(result), indent=1) + "\n", encoding="utf-8")
-        err.print(f"wrote {path}")
+        path = write_json_atomic(args.json, compare_dict(result), "--json")
+        err.print(f"wrote {path}", markup=False)
     if args.csv:
-        err.print(f"wrote {write_compare_csv(result, args.csv)}")
+        err.print(f"wrote {write_compare_csv(result, args.csv)}", markup=False)
     return 1 if args.fail_on_regression and result.regressions else 0

@@ -50,7 +50,7 @@ def run_gpu(args: argparse.Namespace) -> int:
     if args.gpu_sample < 10:
         raise InvalidInputError("--gpu-sample must be at least 10")
     result = gv.run(folder, sample=args.gpu_sample,
-                    progress=lambda s: err.print(f"[dim]{s}[/dim]"))
+                    progress=lambda s: err.print(s, style="dim"))
     data = gv.model_json(result, folder)
     saved = write_json_atomic(data_dir() / "gpu_validation.json", data)
     if args.json:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(text: str) -> None:
         if not quiet or err.is_terminal:
-            err.print(f"[dim]{text}[/dim]")
+            err.print(text, style="dim")
 
     report = validate(csv_list(args.devices) if args.devices else None, quick=args.quick,
                       workloads=csv_list(args.workloads) if args.workloads else None,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError
-from chipfit.paths import check_versioned, read_versioned_json, write_json_atomic
+from chipfit.paths import check_versioned, open_atomic, read_versioned_json, write_json_atomic
 from chipfit.results import (
     Discovery,
     GuardLimit,
@@ -141,13 +141,11 @@ def csv_row(run_id: str, m: Measurement) -> dict[str, Any]:
 
 def write_csv(runs: Iterable[Run], path: str | os.PathLike[str]) -> Path:
     """One row per measurement with derived statistics (raw samples live in the JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with open_atomic(path, "CSV file", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for run in runs:
             for m in run.measurements:
                 writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
                                  for k, v in csv_row(run.run_id, m).items()})
-    return path
+    return Path(path)
