@@ -25,6 +25,20 @@ out = Console(highlight=False, soft_wrap=False, markup=False, emoji=False)
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` would slip past every range check
+    and make timing loops and timeouts never end)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -230,7 +244,7 @@ def add_fleet_flags(p: argparse.ArgumentParser) -> None:
     add_ray_fleet_flags(p)
     p.add_argument("--address", help="Ray cluster address for --executor ray (default: start "
                    "a local Ray instance; 'auto' joins the running one)")
-    p.add_argument("--job-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--job-timeout", type=finite_float, metavar="SECONDS",
                    help="subprocess/ray: record a job as timed out after this long (default 300)")
     p.add_argument("--labels", help="ray: only nodes with these labels, e.g. "
                    "ray.io/accelerator-type=H100 (comma-separated key=value)")

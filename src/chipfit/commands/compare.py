@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out, print_json
+from chipfit.commands._common import add_db_flag, err, load_run_ref, out, print_json, finite_float
 
 ORDER = 72
 
@@ -16,13 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_b", metavar="RUN_B", nargs="?", default="latest",
                    help="the run to judge (default: latest)")
     add_db_flag(p)
-    p.add_argument("--threshold", type=float, default=0.10,
+    p.add_argument("--threshold", type=finite_float, default=0.10,
                    help="smallest relative slowdown that counts as a regression, whatever the "
                    "noise floor (default 0.10 = 10%%)")
     p.add_argument("--noise", action="append", default=[], metavar="RUN",
                    help="another run of the baseline's work: the spread of the runs' medians "
                    "joins the noise floor (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.01,
+    p.add_argument("--alpha", type=finite_float, default=0.01,
                    help="significance level of the Mann-Whitney U test (default 0.01)")
     p.add_argument("--view", choices=("resident", "end_to_end"), default="resident",
                    help="compare compute time only (default) or with host<->device copies")

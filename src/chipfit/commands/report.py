@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out
+from chipfit.commands._common import add_db_flag, err, load_run_ref, out, finite_float
 
 ORDER = 60
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="chipfit-report.html", metavar="PATH",
                    help="HTML file to write (default: chipfit-report.html)")
     p.add_argument("--png", metavar="DIR", help="also write every plot as a PNG into DIR")
-    p.add_argument("--level", type=float, default=0.95,
+    p.add_argument("--level", type=finite_float, default=0.95,
                    help="confidence level of the crossover statements (default 0.95)")
     p.add_argument("--llm", action="append", default=[], metavar="MODEL",
                    help="add a language-model section (memory-fit chart, tokens/s vs batch) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from chipfit.commands._common import timing_from_args, err, out
+from chipfit.commands._common import err, finite_float, out, timing_from_args
 
 ORDER = 40
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true", help="split this CPU into --devices "
                    "simulated XLA devices (they share the same cores)")
     p.add_argument("--quick", action="store_true", help="short timing per point")
-    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
+    p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument("--ray-address", metavar="ADDRESS", help="torch: scale across the nodes of "
                    "this Ray cluster (one rank per node, DDP over the network; 1, 2, 4 ... "

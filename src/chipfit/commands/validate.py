@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import timing_from_args, csv_list, err, out, print_json
+from chipfit.commands._common import csv_list, err, finite_float, out, print_json, timing_from_args
 
 ORDER = 55
 
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workloads", "-w", help="comma-separated workloads (default: every built-in)")
     p.add_argument("--sizes", "-s", help="comma-separated sizes for every workload (default: "
                    "each workload's first few)")
-    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
+    p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
     p.add_argument("--recalibrate", action="store_true",
                    help="calibrate again even where a calibration is stored")
     p.add_argument("--no-references", action="store_true",
