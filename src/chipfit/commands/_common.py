@@ -22,7 +22,7 @@ from chipfit.store.runs import save_run, write_csv
 # and a "[/]" or "[red]" in them must print as written, not style the line or crash it.
 # Styles are given as Text objects or style= arguments instead.
 out = Console(highlight=False, soft_wrap=False, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 def finite_float(text: str) -> float:

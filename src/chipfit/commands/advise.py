@@ -107,13 +107,23 @@ def _probe(args: argparse.Namespace) -> None:
     first, under --job-timeout and the memory limit: a factory that never returns or a
     forward that eats all memory stops there, not in this process."""
     from chipfit.workloads import all_workloads
-    from chipfit.workloads.user import DEFAULT_LOAD_TIMEOUT_S, parse_input, probe_model
+    from chipfit.workloads.user import (
+        DEFAULT_LOAD_TIMEOUT_S,
+        parse_input,
+        precheck_model,
+        probe_model,
+    )
 
     for text in args.input:
         parse_input(text)  # a malformed --input is refused before any process starts
     if args.model in {w.name for w in all_workloads()} and not args.input:
         return
     timeout = DEFAULT_LOAD_TIMEOUT_S if args.job_timeout is None else args.job_timeout
+    if timeout <= 0:
+        from chipfit.errors import InvalidInputError
+
+        raise InvalidInputError("--job-timeout must be positive (seconds)")
+    precheck_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
     probe_model(args.model, tuple(args.input), weights=args.weights,
                 trust_pickle=args.trust_pickle, timeout_s=timeout)
 

@@ -27,6 +27,7 @@ import copy
 import importlib
 import importlib.util
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8
 #: arithmetic in the frameworks' allocators, and no machine holds it anyway.
 MAX_INPUT_ELEMENTS = 2**48
 _MAX_DIMS = 8
+_MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".bin", ".pkl", ".zip")
 PICKLE_RISK = (
     "{path} is a full pickle (the torch.save(model) pattern); loading it runs whatever code "
     "the file names, so chipfit refuses it by default. Save the model with torch.jit.save or "
@@ -235,6 +237,15 @@ def _zip_names(path: Path) -> list[str]:
 
 
 def _load_file(path: Path, trust_pickle: bool) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+    # The loaders warn about protocols and legacy formats on stderr; what matters reaches the
+    # user as the one-line error below.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_file_quietly(path, trust_pickle)
+
+
+def _load_file_quietly(path: Path, trust_pickle: bool
+                       ) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
     import torch
 
     from chipfit.workloads.pickles import check_model_file, scan_file
@@ -314,7 +325,7 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
     parsed = tuple(parse_input(t) for t in inputs)
     notes: tuple[str, ...] = ()
     path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".pt2", ".ts", ".bin", ".pkl", ".zip") or path.exists():
+    if path.suffix in _MODEL_SUFFIXES or path.exists():
         if not path.exists():
             raise InvalidInputError(f"model file {spec} does not exist")
         if weights:
@@ -528,6 +539,34 @@ class UserWorkload(Workload):
 DEFAULT_LOAD_TIMEOUT_S = 300.0
 #: Starting the probe's Python and importing torch, before the user's clock starts.
 _PROBE_START_S = 180.0
+
+
+def precheck_model(spec: str, *, weights: str | None = None, trust_pickle: bool = False) -> None:
+    """The checks that need no user code: files exist and are regular, a factory spec is
+    well formed, and (unless trusted) a model file holds no pickle that would run code.
+    Cheap enough to run before starting any process."""
+    from chipfit.workloads.pickles import check_model_file
+
+    path = Path(spec)
+    if path.suffix in _MODEL_SUFFIXES or path.exists():
+        if not path.exists():
+            raise InvalidInputError(f"model file {spec} does not exist")
+        if not path.is_file():
+            raise InvalidInputError(f"model file {path} is not a regular file")
+        if weights:
+            raise InvalidInputError("--weights goes with --factory, not with a model file")
+        if not trust_pickle:
+            names = _zip_names(path)
+            check_model_file(path, torchscript=any("/code/" in n for n in names) and not any(
+                n.endswith(("models/model.json", "archive_format")) for n in names))
+        return
+    target, _, func = spec.rpartition(":")
+    if not target or not func.isidentifier():
+        return  # load_model says what is wrong with it
+    if target.endswith(".py") and not Path(target).is_file():
+        raise InvalidInputError(f"factory file {target} does not exist")
+    if weights and not Path(weights).is_file():
+        raise InvalidInputError(f"weights file {weights} does not exist")
 
 
 def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None = None,
