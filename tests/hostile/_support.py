@@ -72,15 +72,16 @@ class Material:
 
 
 _FACTORIES = '''
-import sys, time, torch
+import os, sys, time, torch
 
 class Raising(torch.nn.Module):
     def forward(self, x):
         raise ValueError("boom in forward")
 
 class Hungry(torch.nn.Module):
-    def forward(self, x):  # 50 GB: more than this machine (or the memory cap) allows
-        return torch.ones(50 * 2**30, dtype=torch.uint8).sum() + x.sum()
+    def forward(self, x):  # 50 GB unless told otherwise: more than the memory cap allows
+        size = int(os.environ.get("HUNGRY_BYTES", 50 * 2**30))
+        return torch.ones(size, dtype=torch.uint8).sum() + x.sum()
 
 def mlp():
     return torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))

@@ -374,7 +374,7 @@ class Store:
 
     def _nth_latest(self, ref: str) -> str:
         back = ref.partition("~")[2] or "0"
-        if not back.isdigit():
+        if not (back.isascii() and back.isdigit() and len(back) <= 9):  # SQLite's int64
             raise InvalidInputError(f"malformed run {ref!r}: use latest, latest~1, latest~2 ...")
         row = self._conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC "
                                  "LIMIT 1 OFFSET ?", (int(back),)).fetchone()
