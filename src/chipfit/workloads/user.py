@@ -417,6 +417,57 @@ def is_allocation_failure(exc: BaseException) -> bool:
         hint in text for hint in _ALLOCATION_HINTS)
 
 
+#: Inputs larger than this are first tried on fake tensors (shapes only, no memory), so a
+#: wrong shape is refused before gigabytes of random input are made.
+_FAKE_FIRST_BYTES = 256 * 2**20
+
+
+def _check_shapes_without_memory(model: UserModel, batch: int, given: str) -> None:
+    """Run the forward on fake tensors; a shape error there is the user's. Where fake
+    tensors cannot run the model (data-dependent shapes, TorchScript, custom ops) nothing
+    is concluded and the real check decides."""
+    import logging
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    noisy = logging.getLogger("torch._subclasses.fake_tensor")  # logs each failed meta kernel
+    level, noisy.level = noisy.level, logging.CRITICAL + 1
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), torch.inference_mode():
+            args = [torch.empty((batch, *s.shape[1:]), dtype=getattr(torch, s.dtype))
+                    for s in model.inputs]
+            model.module.eval()
+            model.module(*args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if _fake_says_wrong_shape(exc):
+            raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
+                                    f"{_expected(model.module)} ({_last_error_line(exc)})") from None
+    finally:
+        noisy.level = level
+
+
+_FAKE_LIMITS = ("fake", "storage", "data pointer", "data-dependent", "meta", "symbolic", "item()")
+
+
+def _fake_says_wrong_shape(exc: Exception) -> bool:
+    """A plain error from the model's own ops (a shape check), not a limit of fake tensors."""
+    module = type(exc).__module__
+    text = str(exc).lower()
+    return (isinstance(exc, (RuntimeError, ValueError, IndexError))
+            and not module.startswith(("torch._subclasses", "torch.fx", "torch._dynamo"))
+            and not any(word in text for word in _FAKE_LIMITS))
+
+
+def _expected(module: Any) -> str:
+    try:
+        return expected_inputs(module)
+    except Exception:  # noqa: BLE001 - a user module may break introspection too
+        return "an input shape it accepts"
+
+
 def check_inputs(model: UserModel, batch: int = 1) -> None:
     """Run one inference on the CPU; a shape mismatch becomes a clear usage error, memory
     running out an OutOfMemoryError ("does not fit"). Inputs larger than the host's memory
@@ -429,6 +480,8 @@ def check_inputs(model: UserModel, batch: int = 1) -> None:
     if limit is not None and need > limit:
         raise InvalidInputError(f"input {given} needs {need / 2**30:.3g} GiB, more than the "
                                 f"{limit / 2**30:.3g} GiB this host allows; check the shape")
+    if need > _FAKE_FIRST_BYTES:
+        _check_shapes_without_memory(model, batch, given)
     try:
         args = [s.make(batch) for s in model.inputs]
         with torch.inference_mode():
@@ -442,7 +495,7 @@ def check_inputs(model: UserModel, batch: int = 1) -> None:
                                    f"input {given} ({_last_error_line(exc)})") from None
         first = _last_error_line(exc)
         raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
-                                f"{expected_inputs(model.module)} ({first})") from None
+                                f"{_expected(model.module)} ({first})") from None
 
 
 def _loss(out: Any) -> Any:
