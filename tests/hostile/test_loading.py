@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError
+from chipfit.execute.probe import host_memory_limit
 from chipfit.workloads.pickles import check_model_file, scan_file
 from chipfit.workloads.user import check_inputs, load_model, parse_input
 from tests.hostile._support import Payload, build_material
@@ -87,7 +88,7 @@ def test_inputs_over_the_memory_limit_are_refused_before_allocating(monkeypatch,
     model = load_model(f"{own.path('factories.py')}:mlp", inputs=("1x16",))
     big = model.__class__(**{**model.__dict__, "inputs": (parse_input("1x100000000"),)})
     with pytest.raises(InvalidInputError, match="more than the"):
-        check_inputs(big)  # 400 MB: refused by arithmetic, never allocated
+        check_inputs(big, memory_limit=host_memory_limit())  # 400 MB: refused, never allocated
 
 
 def test_a_forward_that_runs_out_of_memory_does_not_fit(monkeypatch, own) -> None:

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chipfit.commands._common import finite_float
-from chipfit.commands.bench import _labels
+from chipfit.commands._common import _labels, finite_float
 from chipfit.errors import InvalidInputError, UsageError
 from chipfit.spec import DTYPES, DeviceRef, parse_dtype
 from chipfit.workloads.base import MAX_COUNT, parse_count

@@ -107,12 +107,8 @@ def _probe(args: argparse.Namespace) -> None:
     first, under --job-timeout and the memory limit: a factory that never returns or a
     forward that eats all memory stops there, not in this process."""
     from chipfit.workloads import all_workloads
-    from chipfit.workloads.user import (
-        DEFAULT_LOAD_TIMEOUT_S,
-        parse_input,
-        precheck_model,
-        probe_model,
-    )
+    from chipfit.execute.probe import DEFAULT_LOAD_TIMEOUT_S, precheck_model, probe_model
+    from chipfit.workloads.user import parse_input
 
     for text in args.input:
         parse_input(text)  # a malformed --input is refused before any process starts

@@ -114,7 +114,9 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
                                 "workload name, a model file, module:function, or an nn.Module")
     if loaded.name in known:
         loaded = replace(loaded, name=f"{loaded.name}-user")
-    check_inputs(loaded)
+    from chipfit.execute.probe import host_memory_limit
+
+    check_inputs(loaded, memory_limit=host_memory_limit())
     workload = UserWorkload(loaded)
     register(workload)
     return workload
