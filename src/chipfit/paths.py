@@ -38,7 +38,7 @@ from typing import IO, Any
 from chipfit.errors import InvalidInputError, SchemaError
 
 __all__ = ["check_output", "check_output_dir", "check_schema", "check_versioned", "data_dir",
-           "latest_run", "open_atomic", "read_versioned_json", "runs_dir", "utc_now",
+           "latest_run", "open_atomic", "read_versioned_json", "run_files", "runs_dir", "utc_now",
            "write_atomic", "write_json_atomic"]
 
 
@@ -56,18 +56,24 @@ def runs_dir() -> Path:
     return data_dir() / "runs"
 
 
-def latest_run() -> Path | None:
-    """The most recently written results file, if any (links and odd entries skipped)."""
+def run_files() -> list[Path]:
+    """The results files in :func:`runs_dir`, newest first (links and odd entries skipped)."""
     folder = runs_dir()
     if not folder.is_dir():
-        return None
+        return []
     found = []
     for path in folder.glob("*.json"):
         with contextlib.suppress(OSError):
             st = os.lstat(path)
             if stat.S_ISREG(st.st_mode):
                 found.append((st.st_mtime, path.name, path))
-    return max(found)[2] if found else None
+    return [path for *_, path in sorted(found, reverse=True)]
+
+
+def latest_run() -> Path | None:
+    """The most recently written results file, if any."""
+    files = run_files()
+    return files[0] if files else None
 
 
 def _kind(mode: int) -> str:
@@ -219,8 +225,13 @@ def read_versioned_json(path: str | os.PathLike[str], fmt: str, supported: int, 
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:  # binary garbage, or another program's file
+        raise InvalidInputError(f"{path} is not a chipfit {what} file (not UTF-8 text)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
+        raise InvalidInputError(f"{path} is not a chipfit {what} file (JSON nested too "
+                                "deeply)") from None
     return check_versioned(data, fmt, supported, str(path), what, then)

@@ -157,9 +157,13 @@ def _set(key: str, value: Any) -> Callable[[dict], None]:
 
 
 def _newest_damaged(ctx: Ctx) -> list[str]:
-    """The data directory's newest results file is garbage: plain `report` must not crash."""
+    """The data directory's newest results file is garbage: plain `report` names it, skips
+    it and reports the newest readable run."""
     runs = Path(os.environ["CHIPFIT_HOME"]) / "runs"
     runs.mkdir(parents=True)
+    good = runs / f"{ctx.run.run_id}.json"
+    good.write_bytes(ctx.run.json.read_bytes())
+    os.utime(good, (1e9, 1e9))  # older
     (runs / "20990101T000000Z-ffffff.json").write_bytes(b"\x89PNG\x00\xff\xfe" * 50)
     return ["report", "-o", str(ctx.tmp / "r.html")]
 
@@ -323,6 +327,12 @@ CASES = [
     Case("run-json-settings-not-strings", lambda c: ["show", _run_json(
         c, _set("settings", {"quick": {"nested": 1}}))], says="settings"),
     Case("run-json-is-a-list", lambda c: ["show", _run_json(c, lambda d: [d])]),
+    Case("run-json-nested-too-deeply", lambda c: ["show", _run_json(c, raw=b"[" * 200000)],
+         says="nested"),
+    Case("run-json-run-id-is-a-path", lambda c: ["show", _run_json(
+        c, _set("run_id", "../../etc/passwd"))], says="run_id"),
+    Case("run-json-interrupted-is-text", lambda c: ["show", _run_json(
+        c, _set("interrupted", "no"))], says="interrupted"),
     Case("run-json-newer-schema", lambda c: ["show", _run_json(c, _set("schema_version", 99))],
          says="newer"),
     Case("run-json-zero-block-size", lambda c: ["compare", _run_json(

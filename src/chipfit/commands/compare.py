@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out, print_json, finite_float
+from chipfit.commands._common import add_db_flag, err, finite_float, load_run_ref, out, print_json
 
 ORDER = 72
 
