@@ -83,6 +83,23 @@ class Hungry(torch.nn.Module):
         size = int(os.environ.get("HUNGRY_BYTES", 50 * 2**30))
         return torch.ones(size, dtype=torch.uint8).sum() + x.sum()
 
+class Uncountable(torch.nn.Module):
+    """Runs, but refuses to run under a dispatch mode (the FLOP counter is one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        if _get_current_dispatch_mode() is not None:
+            raise RuntimeError("cannot be counted")
+        return self.lin(x)
+
+def uncountable():
+    return Uncountable()
+
 def mlp():
     return torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
 

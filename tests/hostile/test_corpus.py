@@ -245,6 +245,11 @@ CASES = [
          says="boom in forward"),
     Case("forward-wrong-shape", lambda c: ["advise", str(c.m.good_ts), "--input", "1x3x224x224"],
          says="expects"),
+    # 5. a model whose FLOPs cannot be counted: its measurements are error results, and the
+    # advice (which needs the counts for every catalog prediction) says why in one line
+    Case("flop-count-fails", lambda c: ["advise", c.factory("uncountable"), "--input", "1x16",
+                                        "--batches", "1", "--devices", "torch:cpu"],
+         says="cannot count the operations"),
     # 9. isolation: a hang and an allocation bomb cost one child process
     Case("factory-hangs", lambda c: ["advise", c.factory("hangs"), "--input", "1x16",
                                      "--job-timeout", "2"], says="within 2 s"),
