@@ -15,7 +15,12 @@ import torch
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError
 from chipfit.execute.probe import host_memory_limit
-from chipfit.workloads.pickles import check_model_file, scan_file
+from chipfit.workloads.pickles import (
+    allowed_globals,
+    check_model_file,
+    scan_file,
+    surely_forbidden,
+)
 from chipfit.workloads.user import check_inputs, load_model, parse_input
 from tests.hostile._support import Payload, build_material
 
@@ -52,6 +57,14 @@ def test_real_torch_files_pass_the_scanner(own) -> None:
     assert exported.origin == "export" and exported.inputs[0].shape == (1, 16)
     check_inputs(exported)
     assert load_model(str(own.good_ts), inputs=("2x16",)).origin == "torchscript"
+
+
+def test_the_fast_refusal_agrees_with_torchs_allow_list() -> None:
+    """Globals refused without importing torch are outside the installed torch's list."""
+    allowed = allowed_globals()
+    assert allowed and not [g for g in allowed if surely_forbidden(g)]
+    assert surely_forbidden("builtins.exec") and surely_forbidden("os.system")
+    assert surely_forbidden("posix.system") and not surely_forbidden("torch._utils.anything")
 
 
 def test_the_scanner_names_the_global_it_refuses(tmp_path: Path) -> None:
