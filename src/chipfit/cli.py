@@ -57,18 +57,27 @@ class _Terminated:
             self.seen = True
             raise KeyboardInterrupt
 
-    def install(self) -> None:
+    def install(self) -> object:
+        """Handle SIGTERM; returns the previous handler (None where none can be set)."""
         try:
-            signal.signal(signal.SIGTERM, self)
+            return signal.signal(signal.SIGTERM, self)
         except ValueError:  # not the main thread (main() called from a library's thread)
-            pass
+            return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    terminated = _Terminated()
+    previous = terminated.install()
+    try:
+        return _run(argv, terminated)
+    finally:
+        if previous is not None:  # main() called in-process (tests, scripts) leaves no trace
+            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+
+
+def _run(argv: Sequence[str] | None, terminated: _Terminated) -> int:
     from chipfit.commands._common import check_output_flags
 
-    terminated = _Terminated()
-    terminated.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
