@@ -264,6 +264,10 @@ CASES = [
     Case("input-4GB-over-memory-limit", lambda c: ["advise", c.factory("mlp"), "--input",
                                                    "1x1000000000"], says="GiB",
          env={"CHIPFIT_MEMORY_LIMIT_BYTES": "1Gi"}),
+    # (under the host's own limit, 4 GB of the wrong shape is refused on fake tensors, never
+    # allocated)
+    Case("input-4GB-wrong-shape", lambda c: ["advise", c.factory("mlp"), "--input",
+                                             "1x1000000000"], says="rejected input"),
     Case("input-zero-dimension", lambda c: ["advise", c.factory("mlp"), "--input", "0x16"],
          says="positive"),
     Case("input-unknown-dtype", lambda c: ["advise", c.factory("mlp"), "--input", "1x16:float8"],
