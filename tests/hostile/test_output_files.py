@@ -29,7 +29,12 @@ def _small_disk() -> None:  # runs in the child before exec
 def test_a_full_disk_during_report_is_one_line_and_keeps_the_old_file(stored_run, tmp_path):
     old = tmp_path / "report.html"
     old.write_text("the previous report")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200",
+           "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    # matplotlib's font cache is written first, without the limit (a fresh machine has none)
+    warm = subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert warm.returncode == 0, warm.stderr
     proc = subprocess.run([sys.executable, "-m", "chipfit", "report", str(stored_run.json), "-o",
                            str(old)], capture_output=True, text=True, env=env, timeout=240,
                           preexec_fn=_small_disk)
