@@ -121,7 +121,7 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                     on_result(i, len(jobs), job, m, run)
         run, _ = remeasure_contended(
             jobs, done, run, executor, time.monotonic() - started,
-            keep=None if store is None else lambda m: store.add_measurement(run.run_id, m))
+            keep=None if store is None else lambda m: store.replace_measurement(run.run_id, m))
         if not finish:
             if store is not None and list(run.measurements) != stored:
                 store.save_run(run)  # re-measured rows replace the contended ones; still open

@@ -314,11 +314,27 @@ class Store:
         with self._write() as conn:
             self._insert(conn, run_id, m, key)
 
+    @_guarded
+    def replace_measurement(self, run_id: str, m: Measurement,
+                            key: Sequence[str] | None = None) -> None:
+        """Put ``m`` in the place of the stored measurement of the same job (a re-measured
+        point; ``key`` as for :meth:`add_measurement`), in one transaction: whenever the
+        process dies, the job has exactly one row (appending and rewriting later would leave
+        two after a kill in between)."""
+        job_key = key or measurement_key(m)
+        with self._write() as conn:
+            seq = conn.execute("SELECT MAX(seq) FROM measurements WHERE run_id = ? AND "
+                               "job_key = ?", (run_id, key_text(job_key))).fetchone()[0]
+            conn.execute("DELETE FROM measurements WHERE run_id = ? AND job_key = ?",
+                         (run_id, key_text(job_key)))
+            self._insert(conn, run_id, m, job_key, seq)
+
     @staticmethod
     def _insert(conn: sqlite3.Connection, run_id: str, m: Measurement,
-                key: Sequence[str] | None = None) -> None:
-        seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE run_id = ?",
-                           (run_id,)).fetchone()[0]
+                key: Sequence[str] | None = None, seq: int | None = None) -> None:
+        if seq is None:
+            seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE "
+                               "run_id = ?", (run_id,)).fetchone()[0]
         conn.execute("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (run_id, seq, key_text(key or measurement_key(m)), m.workload, m.size,
                       m.device,
