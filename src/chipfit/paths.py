@@ -1,25 +1,45 @@
 """Where chipfit keeps results (``$CHIPFIT_HOME``, else the platform's user data directory),
-and the one writer and one reader of chipfit's versioned JSON files.
+and the one way chipfit writes (and reads back) a file.
 
-Every persisted format carries ``format`` and ``schema_version``; a file from a newer chipfit
-is refused (:func:`check_schema`), never misread.
+Writing is careful because output paths come from users (``--json``, ``--csv``, ``-o``,
+``--png``, ``--db``) and chipfit often runs as root in containers:
+
+- a regular file (or a new one) is replaced atomically: the data goes to a temporary file in
+  the same directory, which is then renamed over the target, so a crash or a full disk leaves
+  the old file whole and no temporary file behind;
+- a symbolic link is refused (renaming over it would replace the link with a file, and
+  writing through it would let a planted link aim chipfit's writes anywhere): name the real
+  file instead;
+- a directory, a device (``/dev/null``, ``/dev/full``), a FIFO or a socket is refused, never
+  replaced.
+
+:func:`check_output` applies the same rules without writing, so commands can refuse a bad
+path before minutes of measuring.
+
+Reading is the mirror: every persisted format carries ``format`` and ``schema_version``, and
+:func:`read_versioned_json` is the one reader; a file from a newer chipfit is refused
+(:func:`check_schema`), never misread, and a damaged one is a one-line usage error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import json
 import os
+import stat
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from chipfit.errors import InvalidInputError, SchemaError
 
-__all__ = ["check_schema", "check_versioned", "data_dir", "latest_run", "read_versioned_json",
-           "runs_dir", "utc_now", "write_json_atomic"]
+__all__ = ["check_output", "check_output_dir", "check_schema", "check_versioned", "data_dir",
+           "latest_run", "open_atomic", "read_versioned_json", "run_files", "runs_dir", "utc_now",
+           "write_atomic", "write_json_atomic"]
 
 
 def data_dir() -> Path:
@@ -36,23 +56,143 @@ def runs_dir() -> Path:
     return data_dir() / "runs"
 
 
+def run_files() -> list[Path]:
+    """The results files in :func:`runs_dir`, newest first (links and odd entries skipped)."""
+    folder = runs_dir()
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, path.name, path))
+    return [path for *_, path in sorted(found, reverse=True)]
+
+
 def latest_run() -> Path | None:
     """The most recently written results file, if any."""
-    folder = runs_dir()
-    files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.exists() else []
-    return files[-1] if files else None
+    files = run_files()
+    return files[0] if files else None
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically: a crash mid-write leaves the old file
-    whole (the new one is written beside it, then renamed over it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".chipfit-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+def _kind(mode: int) -> str:
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # absent (a parent that is a file is reported by _check_parent)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot use {path}: {exc.strerror or exc}") from None
+
+
+def _check_parent(path: Path, what: str) -> None:
+    """The nearest existing ancestor must be a directory we may create files in."""
+    for parent in (path.parent, *path.parent.parents):
+        if os.path.lexists(parent):
+            break
+    else:  # pragma: no cover - the root always exists
+        return
+    if not parent.is_dir():
+        raise InvalidInputError(f"{what} {path}: {parent} is a file, not a directory; "
+                                "choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"{what} {path}: cannot create files in {parent} (permission "
+                                "denied); choose another path")
+
+
+def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """``path`` if chipfit may write a file there, else an InvalidInputError saying why.
+
+    Allowed: a regular file, or a path that does not exist yet under a writable directory.
+    Refused: directories, symbolic links, devices, FIFOs, sockets, and parents that are files.
+    """
+    path = Path(path).expanduser()
+    if not str(path).strip() or path.name in ("", ".", ".."):
+        raise InvalidInputError(f"{what} {str(path)!r} is not a file name")
+    st = _lstat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        hint = (f"; give a file inside it, e.g. {path / 'results.json'}" if stat.S_ISDIR(st.st_mode)
+                else f"; give the real file ({os.path.realpath(path)}) or another path"
+                if stat.S_ISLNK(st.st_mode) else "; chipfit writes only regular files")
+        raise InvalidInputError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file{hint}")
+    if st is not None and not os.access(path, os.W_OK):
+        raise InvalidInputError(f"{what} {path} is not writable (permission denied)")
+    _check_parent(path, what)
     return path
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
+    """``path`` if chipfit may create files in it (it may not exist yet)."""
+    path = Path(path).expanduser()
+    if os.path.lexists(path):
+        if not path.is_dir():
+            raise InvalidInputError(f"{what} {path} is not a directory; choose another path")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InvalidInputError(f"{what} {path} is not writable (permission denied)")
+        return path
+    _check_parent(path, what)
+    return path
+
+
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike[str], what: str = "output", *, text: bool = True,
+                newline: str | None = None) -> Iterator[IO[Any]]:
+    """A file handle whose content replaces ``path`` atomically when the block ends.
+
+    The target is checked with :func:`check_output` first. On any failure (a full disk, an
+    exception in the block, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    """
+    path = check_output(path, what)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8", "newline": newline}
+                                                     if text else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _mode_for(path))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        hint = "free some space or " if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}; {hint}choose "
+                                "another path") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _mode_for(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets 0666 less the umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, what: str = "output") -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` with the rules of :func:`open_atomic`."""
+    with open_atomic(path, what, text=isinstance(data, str)) as fh:
+        fh.write(data)
+    return Path(path).expanduser()
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, what: str = "output") -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (see :func:`open_atomic`)."""
+    return write_atomic(path, json.dumps(data, indent=1, default=str) + "\n", what)
 
 
 def utc_now() -> str:
@@ -85,8 +225,13 @@ def read_versioned_json(path: str | os.PathLike[str], fmt: str, supported: int, 
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:  # binary garbage, or another program's file
+        raise InvalidInputError(f"{path} is not a chipfit {what} file (not UTF-8 text)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
+        raise InvalidInputError(f"{path} is not a chipfit {what} file (JSON nested too "
+                                "deeply)") from None
     return check_versioned(data, fmt, supported, str(path), what, then)

@@ -8,8 +8,10 @@ its numbers came from in ``source`` (``measured``, ``predicted``, ``catalog``, `
 from __future__ import annotations
 
 import math
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from chipfit.timing import stats
@@ -41,6 +43,60 @@ def from_plain(cls: type, data: Mapping[str, Any]) -> Any:
     """Build dataclass ``cls`` from a JSON-like mapping, ignoring unknown keys."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: _tupled(v) for k, v in data.items() if k in names})
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON-decoded (and tupled) ``value`` fits the annotation ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def checked_from_plain(cls: type, data: Any, where: str) -> Any:
+    """Like :func:`from_plain`, for data read from a file or a database: every field must
+    have its annotated type and required fields must be there, else an InvalidInputError
+    naming ``where`` and the field (never a TypeError deep inside an analysis)."""
+    from chipfit.errors import InvalidInputError
+
+    if not isinstance(data, Mapping):
+        raise InvalidInputError(f"{where} is damaged: expected an object, found "
+                                f"{type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise InvalidInputError(f"{where} is damaged: {f.name!r} is missing")
+            continue
+        value = _tupled(data[f.name])
+        if not _conforms(value, hints[f.name]):
+            raise InvalidInputError(f"{where} is damaged: {f.name!r} is "
+                                    f"{type(data[f.name]).__name__}, not {_words(hints[f.name])}")
+        values[f.name] = value
+    return cls(**values)
+
+
+def _words(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 @dataclass(frozen=True)
@@ -86,6 +142,22 @@ class Discovery:
             tuple(from_plain(DeviceInfo, d) for d in data.get("devices", ())),
             tuple(from_plain(Problem, p) for p in data.get("problems", ())),
         )
+
+    @classmethod
+    def checked(cls, data: Any, where: str) -> Discovery:
+        """A discovery read from a file or database, type-checked (InvalidInputError)."""
+        from chipfit.errors import InvalidInputError
+
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"{where} is damaged: 'discovery' is not an object")
+        parts = {}
+        for key, kind in (("devices", DeviceInfo), ("problems", Problem)):
+            items = data.get(key, ())
+            if not isinstance(items, (list, tuple)):
+                raise InvalidInputError(f"{where} is damaged: 'discovery.{key}' is not a list")
+            parts[key] = tuple(checked_from_plain(kind, d, f"{where} (discovery.{key})")
+                               for d in items)
+        return cls(parts["devices"], parts["problems"])
 
 
 @dataclass(frozen=True)
@@ -264,8 +336,13 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
-        """Build from a stored dict; one stored before stacks existed gets its backend's
-        default stack (torch: ``eager``, JAX: ``jit``)."""
+        return from_plain(cls, cls._stored(data))
+
+    @staticmethod
+    def _stored(data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Stored form to field form: the contention evidence is kept as an object; a
+        measurement stored before stacks existed gets its backend's default stack (torch:
+        ``eager``, JAX: ``jit``)."""
         evidence = data.get("contention")
         if isinstance(evidence, Mapping):
             data = {**data, "contention": tuple((str(k), float(v)) for k, v in evidence.items()
@@ -274,7 +351,20 @@ class Measurement:
             from chipfit.spec import default_stack
 
             data = {**data, "stack": default_stack(str(data.get("device", "")).split(":")[0])}
-        return from_plain(cls, data)
+        return data
+
+    @classmethod
+    def checked(cls, data: Any, where: str) -> Measurement:
+        """A measurement read from a file or database, every field type-checked and the
+        block size positive (statistics divide by it); InvalidInputError otherwise."""
+        from chipfit.errors import InvalidInputError
+
+        m = checked_from_plain(cls, cls._stored(data) if isinstance(data, Mapping) else data,
+                               where)
+        if m.number_per_block < 1 or any(not math.isfinite(t) or t < 0 for t in m.block_times_s):
+            raise InvalidInputError(f"{where} is damaged: block times must be finite and "
+                                    "non-negative, number_per_block at least 1")
+        return m
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,14 @@ _DTYPE_ALIASES = {
     "bf16": "bfloat16", "fp16": "float16", "f16": "float16", "half": "float16",
 }
 
+_MAX_THREADS = 4096
 # "torch:cuda:0", "jax:tpu:3", "torch:cpu", "torch:cpu@1t" (the CPU pinned to 1 thread)
 _REF = re.compile(r"^(?P<backend>[a-z_]+):(?P<platform>[a-z_]+)(?::(?P<index>\d+))?(?:@(?P<threads>\d+)t)?$")
 
 
 def parse_dtype(text: str) -> str:
     """Return the canonical dtype name for ``text`` (``bf16`` -> ``bfloat16``)."""
+    text = str(text)
     name = _DTYPE_ALIASES.get(text.strip().lower(), text.strip().lower())
     if name not in DTYPES:
         from chipfit.errors import UnknownNameError
@@ -49,7 +51,7 @@ class DeviceRef:
 
     @classmethod
     def parse(cls, text: str) -> DeviceRef:
-        match = _REF.match(text.strip().lower())
+        match = _REF.match(str(text).strip().lower())
         if not match:
             raise InvalidInputError(
                 f"malformed device {text!r}: expected backend:platform[:index], "
@@ -57,6 +59,10 @@ class DeviceRef:
             )
         index = match["index"]
         threads = match["threads"]
+        if threads is not None and not 1 <= int(threads) <= _MAX_THREADS:
+            raise InvalidInputError(f"device {text!r}: @Nt pins N threads, 1 to {_MAX_THREADS}")
+        if index is not None and len(index) > 6:
+            raise InvalidInputError(f"device {text!r}: index {index} is not a device index")
         return cls(
             match["backend"], match["platform"],
             int(index) if index is not None else None,
@@ -100,6 +106,12 @@ class TimingConfig:
     noisy_rel_iqr: float = 0.10
 
     def __post_init__(self) -> None:
+        import math
+
+        if not all(math.isfinite(v) for v in (self.warmup_s, self.min_block_s,
+                                               self.target_rel_ci, self.budget_s,
+                                               self.noisy_rel_iqr)):
+            raise InvalidInputError("timing settings must be finite numbers")
         if not 0 < self.target_rel_ci < 1:
             raise InvalidInputError("target_rel_ci must be between 0 and 1, e.g. 0.02 for +-2%")
         if self.min_samples < 3 or self.max_samples < self.min_samples:

@@ -18,8 +18,25 @@ from chipfit.results import Measurement, Run
 from chipfit.spec import Job
 from chipfit.store.runs import save_run, write_csv
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+# Markup and emoji codes are off: names, notes and paths come from users and stored files,
+# and a "[/]" or "[red]" in them must print as written, not style the line or crash it.
+# Styles are given as Text objects or style= arguments instead.
+out = Console(highlight=False, soft_wrap=False, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` would slip past every range check
+    and make timing loops and timeouts never end)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def csv_list(text: str) -> list[str]:
@@ -31,6 +48,27 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="PATH", help="write one row per measurement to PATH")
     parser.add_argument("--no-save", action="store_true",
                         help="do not keep the run under the chipfit data directory")
+
+
+#: Flags naming a file chipfit writes, and how the path is checked before any work starts.
+_OUTPUT_FLAGS = (("json", "--json"), ("csv", "--csv"), ("html", "--html"), ("output", "--output"))
+
+
+def check_output_flags(args: argparse.Namespace) -> None:
+    """Refuse every unusable output path (a directory, a device, a link, a parent that is a
+    file, no permission) before anything is measured, so a run never dies at its end."""
+    from chipfit.paths import check_output, check_output_dir
+
+    for attr, flag in _OUTPUT_FLAGS:
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and value != "-":
+            check_output(value, flag)
+    if isinstance(getattr(args, "png", None), str):
+        check_output_dir(args.png, "--png")
+    if isinstance(getattr(args, "db", None), str):
+        from chipfit.store.sqlite import check_db_path
+
+        check_db_path(args.db)
 
 
 def add_db_flag(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +107,15 @@ def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
 
         return load_run(ref)
     with open_db(args) as store:
-        return store.load_run(ref)
+        run = store.load_run(ref)
+        warn_skipped(store)
+        return run
+
+
+def warn_skipped(store: Any) -> None:
+    """One line on stderr per damaged database row that reading skipped."""
+    for line in store.skipped:
+        err.print(f"warning: {line}")
 
 
 def note(text: str) -> None:
@@ -80,7 +126,7 @@ def note(text: str) -> None:
 
 def progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=err,
+                    TimeElapsedColumn(), TextColumn("{task.fields[current]}", markup=False), console=err,
                     transient=True, disable=not err.is_terminal)
 
 
@@ -207,7 +253,7 @@ def add_fleet_flags(p: argparse.ArgumentParser) -> None:
     add_ray_fleet_flags(p)
     p.add_argument("--address", help="Ray cluster address for --executor ray (default: start "
                    "a local Ray instance; 'auto' joins the running one)")
-    p.add_argument("--job-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--job-timeout", type=finite_float, metavar="SECONDS",
                    help="subprocess/ray: record a job as timed out after this long (default 300)")
     p.add_argument("--labels", help="ray: only nodes with these labels, e.g. "
                    "ray.io/accelerator-type=H100 (comma-separated key=value)")

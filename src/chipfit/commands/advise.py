@@ -10,8 +10,10 @@ from chipfit.commands._common import (
     add_ray_fleet_flags,
     csv_list,
     err,
+    finite_float,
     note,
     open_db,
+    out,
     print_json,
     progress,
     ray_address,
@@ -60,23 +62,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", help="comma-separated catalog keys to predict (default: a "
                    "spread of GPUs and TPUs; see chipfit catalog)")
     p.add_argument("--devices", help="local devices to measure (default: all found)")
-    p.add_argument("--max-latency", type=float, metavar="MS", help="latency limit per batch, ms")
-    p.add_argument("--budget", type=float, metavar="USD", help="dollars per training run (with "
+    p.add_argument("--max-latency", type=finite_float, metavar="MS", help="latency limit per batch, ms")
+    p.add_argument("--budget", type=finite_float, metavar="USD", help="dollars per training run (with "
                    "--train-samples) or per 1M inferences")
-    p.add_argument("--local-price", type=float, metavar="USD", help="hourly price of this "
+    p.add_argument("--local-price", type=finite_float, metavar="USD", help="hourly price of this "
                    "machine, for the cost objective (the catalog prices only catalog devices)")
     p.add_argument("--train-samples", type=int, help="samples per epoch, for a time-to-train "
                    "estimate")
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--epochs", type=finite_float, default=1.0)
     p.add_argument("--json", metavar="PATH", help="write the advice as JSON to PATH ('-' for "
                    "stdout)")
     p.add_argument("--no-save", action="store_true", help="do not keep the measurements")
     add_ray_fleet_flags(p)
-    p.add_argument("--job-timeout", type=float, metavar="SECONDS", help="fleet: record a job "
-                   "as timed out after this long (default 300)")
+    p.add_argument("--job-timeout", type=finite_float, metavar="SECONDS",
+                   help="a model file or factory must load and run one batch within this "
+                   "long, in a separate process under the memory limit, before anything is "
+                   "measured; on a fleet, also each job's timeout (default 300)")
     p.add_argument("--wide", action="store_true", help="every column of the ranking, however "
                    "narrow the terminal")
     p.set_defaults(func=run, labels=None, executor=None, address=None)
+
+
+def _print_notes(name: str) -> None:
+    """What loading the model changed (a weights dtype converted), one line each."""
+    from chipfit.workloads import get_workload
+
+    for note in getattr(getattr(get_workload(name), "model", None), "notes", ()):
+        err.print(f"note: {note}")
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -84,6 +96,37 @@ def _positive(name: str, value: float | None) -> None:
 
     if value is not None and value <= 0:
         raise InvalidInputError(f"{name} must be positive")
+
+
+def _batch(text: str) -> int:
+    from chipfit.errors import InvalidInputError
+
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInputError(f"malformed --batches entry {text!r}: use positive integers, "
+                                "e.g. 1,8,32")
+    return int(text)
+
+
+def _probe(args: argparse.Namespace) -> None:
+    """A user's model (file or factory) loads and runs one batch in a separate process
+    first, under --job-timeout and the memory limit: a factory that never returns or a
+    forward that eats all memory stops there, not in this process."""
+    from chipfit.workloads import all_workloads
+    from chipfit.execute.probe import DEFAULT_LOAD_TIMEOUT_S, precheck_model, probe_model
+    from chipfit.workloads.user import parse_input
+
+    for text in args.input:
+        parse_input(text)  # a malformed --input is refused before any process starts
+    if args.model in {w.name for w in all_workloads()} and not args.input:
+        return
+    timeout = DEFAULT_LOAD_TIMEOUT_S if args.job_timeout is None else args.job_timeout
+    if timeout <= 0:
+        from chipfit.errors import InvalidInputError
+
+        raise InvalidInputError("--job-timeout must be positive (seconds)")
+    precheck_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle)
+    probe_model(args.model, tuple(args.input), weights=args.weights,
+                trust_pickle=args.trust_pickle, timeout_s=timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if is_llm(args.model):
         return _advise_llm(args)
     args.dtype = args.dtype or "float32"
-    batches = [int(b) for b in csv_list(args.batches)] if args.batches else None
+    batches = [_batch(b) for b in csv_list(args.batches)] if args.batches else None
+    _probe(args)
     if not err.is_terminal:
         note(f"advise {args.model}: measuring on the local devices, then predicting "
              f"{len(csv_list(args.hardware)) if args.hardware else len(DEFAULT_HARDWARE)} "
@@ -121,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
                         local_price=args.local_price, store=store,
                         progress=None if err.is_terminal else note,
                         stacks=csv_list(args.stacks))
+    _print_notes(advice.workload)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     verdict = advice.verdict
     data = advice_json(advice.recommendation, train, verdict)
@@ -141,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, default=str)
-        err.print(f"wrote {args.json}")
+        from chipfit.paths import write_json_atomic
+
+        err.print(f"wrote {write_json_atomic(args.json, data, '--json')}", markup=False)
     show(advice_renderable(advice.recommendation, train, verdict, args.wide), args.wide)
     if fleet is not None:
         out.print(fleet[1])

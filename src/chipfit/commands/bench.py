@@ -11,6 +11,7 @@ from chipfit.commands._common import (
     csv_list,
     err,
     finish_run,
+    finite_float,
     measuring,
     timing_from_args,
     with_fleet,
@@ -29,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", help="comma-separated: inference,train,finetune")
     add_stacks_flag(p)
     p.add_argument("--quick", action="store_true", help="few sizes, short timing (under a minute)")
-    p.add_argument("--target", type=float, help="stop when the 95%% CI of the median is within "
+    p.add_argument("--target", type=finite_float, help="stop when the 95%% CI of the median is within "
                    "this fraction (default 0.02 = +-2%%)")
-    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
+    p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
     p.add_argument("--suite", help="run a named suite instead of --workloads: 'seeds' (the "
                    "seed articles' experiments, each claim checked) or 'default'")
     add_output_flags(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out, print_json
+from chipfit.commands._common import add_db_flag, err, finite_float, load_run_ref, out, print_json
 
 ORDER = 72
 
@@ -16,13 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_b", metavar="RUN_B", nargs="?", default="latest",
                    help="the run to judge (default: latest)")
     add_db_flag(p)
-    p.add_argument("--threshold", type=float, default=0.10,
+    p.add_argument("--threshold", type=finite_float, default=0.10,
                    help="smallest relative slowdown that counts as a regression, whatever the "
                    "noise floor (default 0.10 = 10%%)")
     p.add_argument("--noise", action="append", default=[], metavar="RUN",
                    help="another run of the baseline's work: the spread of the runs' medians "
                    "joins the noise floor (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.01,
+    p.add_argument("--alpha", type=finite_float, default=0.01,
                    help="significance level of the Mann-Whitney U test (default 0.01)")
     p.add_argument("--view", choices=("resident", "end_to_end"), default="resident",
                    help="compare compute time only (default) or with host<->device copies")
@@ -34,10 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from chipfit.analysis.compare import compare_runs
+    from chipfit.paths import write_json_atomic
     from chipfit.report.history_view import compare_dict, compare_table, write_compare_csv
 
     a, b = load_run_ref(args, args.run_a), load_run_ref(args, args.run_b)
@@ -49,10 +47,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.print(compare_table(result))
     if args.json and args.json != "-":
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(compare_dict(result), indent=1) + "\n", encoding="utf-8")
-        err.print(f"wrote {path}")
+        path = write_json_atomic(args.json, compare_dict(result), "--json")
+        err.print(f"wrote {path}", markup=False)
     if args.csv:
-        err.print(f"wrote {write_compare_csv(result, args.csv)}")
+        err.print(f"wrote {write_compare_csv(result, args.csv)}", markup=False)
     return 1 if args.fail_on_regression and result.regressions else 0

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose and found.problems:
         out.print(problems_table(found))
     elif found.problems:
-        out.print(f"[dim]{len(found.problems)} backend(s)/device type(s) unavailable; "
-                  "--verbose says why[/dim]")
+        out.print(f"{len(found.problems)} backend(s)/device type(s) unavailable; "
+                  "--verbose says why", style="dim")
     return 0
 ORDER = 10

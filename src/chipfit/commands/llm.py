@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                       f"({r.prediction.band_basis})" for r in report.rows if r.prediction}
                    | set(report.notes))
     for note in notes:
-        out.print(f"[dim]note — {note}[/dim]")
+        out.print(f"note — {note}", style="dim")
     return 0
 
 

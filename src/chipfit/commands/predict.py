@@ -61,7 +61,7 @@ def _rows(args: argparse.Namespace) -> list:
     from chipfit.pipelines.predict import predict_workload
     from chipfit.pipelines.model_predict import is_model_spec, predict_model
 
-    say = lambda s: err.print(f"[dim]{s}[/dim]")  # noqa: E731
+    say = lambda s: err.print(s, style="dim")  # noqa: E731
     engine = args.stack.strip().lower() != "eager"
     dtype = "int8" if engine and args.dtype == "float32" else args.dtype
     if not is_model_spec(args.workload):
@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
             out.print(breakdown_table(row.prediction))
     notes = sorted({f"{r.prediction.hardware}: {n}" for r in rows for n in r.prediction.notes})
     for note in notes:
-        out.print(f"[dim]note — {note}[/dim]")
+        out.print(f"note — {note}", style="dim")
     lines = sorted({f"{r.prediction.hardware}: {n}" for r in rows
                     for n in r.prediction.precision})
     for line in lines:
-        out.print(f"[dim]precision — {line}[/dim]")
+        out.print(f"precision — {line}", style="dim")
     return 0

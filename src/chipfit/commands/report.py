@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out
+from chipfit.commands._common import add_db_flag, err, finite_float, load_run_ref, out
 
 ORDER = 60
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="chipfit-report.html", metavar="PATH",
                    help="HTML file to write (default: chipfit-report.html)")
     p.add_argument("--png", metavar="DIR", help="also write every plot as a PNG into DIR")
-    p.add_argument("--level", type=float, default=0.95,
+    p.add_argument("--level", type=finite_float, default=0.95,
                    help="confidence level of the crossover statements (default 0.95)")
     p.add_argument("--llm", action="append", default=[], metavar="MODEL",
                    help="add a language-model section (memory-fit chart, tokens/s vs batch) "
@@ -36,20 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _runs(args: argparse.Namespace) -> list:
     """The runs named (files or database ids), else the newest results file, else the
     database's latest run."""
-    from chipfit.errors import InvalidInputError
-    from chipfit.paths import latest_run, runs_dir
+    from chipfit.errors import InvalidInputError, SchemaError
+    from chipfit.paths import run_files, runs_dir
     from chipfit.store.runs import load_run
     from chipfit.store.sqlite import default_db_path
 
     if args.results:
         return [load_run(ref) if ref.endswith(".json") else load_run_ref(args, ref)
                 for ref in args.results]
-    latest = latest_run()
-    if latest is not None:
-        advice = _newest_advice(latest)
+    for path in run_files():  # the newest readable one; a damaged file is named and skipped
+        try:
+            latest = load_run(path)
+        except (InvalidInputError, SchemaError) as exc:
+            err.print(f"warning: skipped {exc}")
+            continue
+        advice = _newest_advice(path)
         # The answer to "which processor?" is part of the report even when other runs came
         # after it: the newest advise run joins the latest run.
-        return [load_run(latest)] + ([load_run(advice)] if advice is not None else [])
+        return [latest] + ([load_run(advice)] if advice is not None else [])
     if args.db or default_db_path().exists():
         return [load_run_ref(args, "latest")]
     raise InvalidInputError(f"no results yet in {runs_dir()}: run chipfit sweep or chipfit "

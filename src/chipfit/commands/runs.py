@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, open_db, out, print_json
+from chipfit.commands._common import add_db_flag, open_db, out, print_json, warn_skipped
 
 ORDER = 70
 
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     with open_db(args) as store:
         summaries = store.list_runs(args.limit or None)
         where = str(store.path)
+        warn_skipped(store)
     if args.json:
         print_json([summary_dict(s) for s in summaries])
     elif summaries:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-from chipfit.commands._common import timing_from_args, err, out
+from chipfit.commands._common import err, finite_float, out, timing_from_args
 
 ORDER = 40
 
@@ -34,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true", help="split this CPU into --devices "
                    "simulated XLA devices (they share the same cores)")
     p.add_argument("--quick", action="store_true", help="short timing per point")
-    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
+    p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument("--ray-address", metavar="ADDRESS", help="torch: scale across the nodes of "
                    "this Ray cluster (one rank per node, DDP over the network; 1, 2, 4 ... "
@@ -79,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
                        platform="cpu" if args.simulate else args.platform, timing=timing,
                        on_point=_progress)
     if args.json:
-        path = Path(args.json)
-        path.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
-        err.print(f"wrote {path}")
+        from chipfit.paths import write_json_atomic
+
+        err.print(f"wrote {write_json_atomic(args.json, result.to_dict(), '--json')}", markup=False)
     out.print(_table(result))
     return 0
 
@@ -93,7 +91,7 @@ def _progress(point: Any) -> None:
 
 def _table(result: Any) -> Any:
     from rich import box
-    from rich.markup import escape
+    from rich.text import Text
     from rich.table import Table
 
     from chipfit.report.fmt import fmt_seconds
@@ -109,7 +107,7 @@ def _table(result: Any) -> Any:
         m = p.measurement
         batch = f"{p.global_batch} = {p.devices}x{p.per_device_batch}"
         if not m.ok:
-            table.add_row(str(p.devices), batch, escape(f"{m.status}: {m.note}"), "", "", "", "")
+            table.add_row(str(p.devices), batch, Text(f"{m.status}: {m.note}"), "", "", "", "")
             continue
         table.add_row(str(p.devices), batch, f"{fmt_seconds(m.median_s)} ±{m.rel_ci * 100:.0f}%",
                       f"{p.throughput:,.0f}", f"x{result.speedup(p):.2f}",

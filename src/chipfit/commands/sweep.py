@@ -10,6 +10,7 @@ from chipfit.commands._common import (
     csv_list,
     err,
     finish_run,
+    finite_float,
     measuring,
     timing_from_args,
     with_fleet,
@@ -44,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stacks_flag(p)
     p.add_argument("--quick", action="store_true",
                    help="short ladder and short timing (under two minutes on two cores)")
-    p.add_argument("--target", type=float, help="stop timing a point when the 95%% CI of the "
+    p.add_argument("--target", type=finite_float, help="stop timing a point when the 95%% CI of the "
                    "median is within this fraction (default 0.02)")
-    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
-    p.add_argument("--level", type=float, default=0.95,
+    p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
+    p.add_argument("--level", type=finite_float, default=0.95,
                    help="confidence level of the crossover statements (default 0.95)")
     p.add_argument("--html", metavar="PATH", help="also write the HTML report of this sweep")
     add_output_flags(p)

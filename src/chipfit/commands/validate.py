@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import timing_from_args, csv_list, err, out, print_json
+from chipfit.commands._common import csv_list, err, finite_float, out, print_json, timing_from_args
 
 ORDER = 55
 
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workloads", "-w", help="comma-separated workloads (default: every built-in)")
     p.add_argument("--sizes", "-s", help="comma-separated sizes for every workload (default: "
                    "each workload's first few)")
-    p.add_argument("--budget", type=float, help="seconds of timing per point at most")
+    p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
     p.add_argument("--recalibrate", action="store_true",
                    help="calibrate again even where a calibration is stored")
     p.add_argument("--no-references", action="store_true",
@@ -50,7 +50,7 @@ def run_gpu(args: argparse.Namespace) -> int:
     if args.gpu_sample < 10:
         raise InvalidInputError("--gpu-sample must be at least 10")
     result = gv.run(folder, sample=args.gpu_sample,
-                    progress=lambda s: err.print(f"[dim]{s}[/dim]"))
+                    progress=lambda s: err.print(s, style="dim"))
     data = gv.model_json(result, folder)
     saved = write_json_atomic(data_dir() / "gpu_validation.json", data)
     if args.json:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(text: str) -> None:
         if not quiet or err.is_terminal:
-            err.print(f"[dim]{text}[/dim]")
+            err.print(text, style="dim")
 
     report = validate(csv_list(args.devices) if args.devices else None, quick=args.quick,
                       workloads=csv_list(args.workloads) if args.workloads else None,

@@ -112,11 +112,18 @@ def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
     """Measure ``job`` here and now; never raises for a failing workload (Ctrl-C excepted)."""
     workload = get_workload(job.workload)
     size = workload.parse_size(job.size)
-    cost = workload.cost(size, job.dtype, job.mode)
+    base: dict[str, Any] = dict(workload=job.workload, size=size, device=str(job.device),
+                                dtype=job.dtype, mode=job.mode, stack=job.stack)
+    try:  # counting FLOPs runs the user's model too: its failure is this job's result
+        cost = workload.cost(size, job.dtype, job.mode)
+    except (KeyboardInterrupt, UsageError):
+        raise
+    except Exception as exc:
+        return Measurement(status="error", note=f"counting the FLOPs failed: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300], **base)
+    base.update(flops=cost.flops, bytes_moved=cost.bytes_moved)
     backend = get_backend(job.device.backend)
     discovery = discovery or backend.discover()
-    base = dict(workload=job.workload, size=size, device=str(job.device), dtype=job.dtype,
-                mode=job.mode, flops=cost.flops, bytes_moved=cost.bytes_moved, stack=job.stack)
     with backend.session(job.device, discovery) as session:
         try:
             guard_memory(job, discovery, workload)

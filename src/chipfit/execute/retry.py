@@ -85,7 +85,7 @@ def remeasure_contended(jobs: Sequence[Job], done: list[Measurement], run: Run,
                         sleep: Callable[[float], None] = time.sleep,
                         clock: Callable[[], float] = time.monotonic) -> tuple[Run, bool]:
     """Re-measure the contended points of ``jobs`` in ``done`` (see the module docstring);
-    ``keep`` is handed each re-measured point at once (the store's ``add_measurement``).
+    ``keep`` is handed each re-measured point at once (the store's ``replace_measurement``).
 
     Returns the run with the final measurements, and whether any point was re-measured.
     """

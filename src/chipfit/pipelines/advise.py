@@ -114,7 +114,9 @@ def resolve_model(model: Any, example_inputs: Any = None, *, weights: str | None
                                 "workload name, a model file, module:function, or an nn.Module")
     if loaded.name in known:
         loaded = replace(loaded, name=f"{loaded.name}-user")
-    check_inputs(loaded)
+    from chipfit.execute.probe import host_memory_limit
+
+    check_inputs(loaded, memory_limit=host_memory_limit())
     workload = UserWorkload(loaded)
     register(workload)
     return workload
@@ -357,7 +359,6 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     """
     from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.discovery import discover
-    from chipfit.execute.costs import extract_costs
     from chipfit.hardware.catalog import load_catalog
 
     say = progress or (lambda text: None)
@@ -447,10 +448,20 @@ def _shape_costs(workload: Workload, size: str, dtype: str, mode: str,
         with gpu_kernels():
             return extract_costs(workload, size, dtype, mode, tensors=tensors)
 
+    from chipfit.errors import ChipfitError
+
     try:
-        return trace("fake")
-    except UnsupportedError:
-        return trace("real")
+        try:
+            return trace("fake")
+        except UnsupportedError:
+            return trace("real")
+    except (KeyboardInterrupt, ChipfitError):
+        raise
+    except Exception as exc:  # the user's forward, run under the tracer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InvalidInputError(f"cannot count the operations of {workload.name} "
+                                f"({type(exc).__name__}: {first[:160]}); chipfit needs them to "
+                                "predict other hardware") from None
 
 
 def _gpu_model(spec: Any) -> bool:

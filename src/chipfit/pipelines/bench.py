@@ -98,11 +98,16 @@ def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run
 
 def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
              runner: Callable[[Job, Discovery], Measurement] | None = None, *,
-             executor: Executor | None = None, store: Store | None = None) -> Run:
-    """Run ``jobs``; returns ``run`` with the measurements (partial on Ctrl-C).
+             executor: Executor | None = None, store: Store | None = None,
+             finish: bool = True) -> Run:
+    """Run ``jobs``; returns ``run`` with the measurements (partial on Ctrl-C or SIGTERM,
+    and then marked interrupted).
 
     Each measurement is committed to ``store`` the moment it arrives, before ``on_result``
-    sees it, so a crash of the driver loses nothing already measured.
+    sees it, so a crash of the driver loses nothing already measured. ``finish=False`` is
+    for callers that run a plan in several calls (a sweep, rung by rung): the run is marked
+    finished only by the caller, once the whole plan is done, so a run killed between two
+    calls stays unfinished and resumable.
     """
     from chipfit.execute.retry import remeasure_contended
 
@@ -121,7 +126,11 @@ def run_jobs(jobs: Sequence[Job], run: Run, on_result: OnResult | None = None,
                     on_result(i, len(jobs), job, m, run)
         run, _ = remeasure_contended(
             jobs, done, run, executor, time.monotonic() - started,
-            keep=None if store is None else lambda m: store.add_measurement(run.run_id, m))
+            keep=None if store is None else lambda m: store.replace_measurement(run.run_id, m))
+        if not finish:
+            if store is not None and list(run.measurements) != stored:
+                store.save_run(run)  # re-measured rows replace the contended ones; still open
+            return run
         run = replace(run, finished_at=utc_now())
     except KeyboardInterrupt:
         run = replace(run, measurements=tuple(done), interrupted=True, finished_at=utc_now())
@@ -205,12 +214,17 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     resumed = resume_named(resume, store, on_result, executor)
     if resumed is not None:
         return resumed
-    discovery = discovery or executor.discover()
-    refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
-    names = list(workloads)
+    names, devices = list(workloads), list(devices) if devices else None
+    # Names, sizes, dtypes and device ids are checked before discovery (which imports every
+    # framework): a typo costs a fraction of a second, not a framework start-up.
+    plan(names, (), sizes=sizes, dtypes=dtypes, modes=modes, quick=quick, timing=timing)
+    for text in devices or ():
+        DeviceRef.parse(text)
     from chipfit.workloads.stacks import parse_stacks
 
     stacks = parse_stacks(stacks) or ["eager"]
+    discovery = discovery or executor.discover()
+    refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     jobs = place(plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick,
                       timing=timing, stacks=stacks), executor.placements())
     settings = _settings(names, refs, sizes, dtypes, modes, quick, timing, stacks)

@@ -259,7 +259,10 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
     """Run ``jobs`` rung by rung, skipping larger sizes on a series once one ran out of memory.
 
     ``where`` (executor, store) goes to :func:`chipfit.pipelines.bench.run_jobs` unchanged.
+    The run is marked finished once, after the last rung (each rung's call leaves it open), so
+    a sweep killed between rungs is stored unfinished and ``--resume`` continues it.
     """
+    from chipfit.paths import utc_now
     from chipfit.pipelines.bench import run_jobs
 
     rungs = [[j for j in jobs if j.size == size] for size in dict.fromkeys(j.size for j in jobs)]
@@ -274,13 +277,16 @@ def _run_ladder(jobs: Sequence[Job], run: Run, on_result: OnResult | None,
             if on_result is not None:
                 on_result(offset + i, total, job, m, partial)
 
-        run = run_jobs(todo, run, report, **where)
+        run = run_jobs(todo, run, report, finish=False, **where)
         done += len(todo)
         out_of_memory |= {(m.device, m.dtype, m.mode, m.stack, m.node_type)
                           for m in run.measurements
                           if m.status == "oom"}
         if run.interrupted:
-            break
+            return run  # run_jobs recorded how it ended
+    run = replace(run, finished_at=utc_now())
+    if where.get("store") is not None:
+        where["store"].finish_run(run)
     return run
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -28,7 +27,7 @@ def _money(value: float | None) -> str:
 def fleet_table(rows: Sequence[FleetRow], chosen: str | None = None) -> Table:
     """One series' rows (latency: measured; $/1M items: estimated)."""
     first = rows[0]
-    table = Table(title=f"fleet: {first.workload} {first.size} {first.dtype} {first.mode}",
+    table = Table(title=Text(f"fleet: {first.workload} {first.size} {first.dtype} {first.mode}"),
                   title_justify="left", pad_edge=False)
     table.add_column("node type", overflow="fold", max_width=22)
     table.add_column("n", justify="right")
@@ -40,12 +39,12 @@ def fleet_table(rows: Sequence[FleetRow], chosen: str | None = None) -> Table:
     for r in rows:
         name = ("* " if r.node_type == chosen else "") + r.node_type
         if r.latency_s is None:
-            table.add_row(escape(name), str(r.nodes), escape(r.device),
+            table.add_row(Text(name), str(r.nodes), Text(r.device),
                           Text(r.status, style="red"), "-", _money(r.price and r.price.usd_per_h),
                           "-")
             continue
         price = "-" if r.price is None else f"{_money(r.price.usd_per_h)}{r.price.source[0]}"
-        table.add_row(escape(name), str(r.nodes), escape(r.device), fmt_seconds(r.latency_s),
+        table.add_row(Text(name), str(r.nodes), Text(r.device), fmt_seconds(r.latency_s),
                       f"{r.throughput:.3g}", price, _money(r.usd_per_m_items))
     table.caption = ("latency, items/s: measured; $/h: c catalog, u --node-price; "
                      "$/1M items: estimated")

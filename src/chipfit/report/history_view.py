@@ -63,11 +63,12 @@ def runs_table(summaries: Sequence[RunSummary], where: str, wide: bool = False) 
         table.add_column("versions", no_wrap=True)
     table.add_column("ok/meas./plan.", justify="right", no_wrap=True)
     for s in summaries:
-        row = [f"{s.run_id}\n{s.started_at[:16].replace('T', ' ')}", _what(s),
-               Text(s.state, style=_STATE_STYLE.get(s.state, "")), "\n".join(s.devices)]
+        row = [Text(f"{s.run_id}\n{s.started_at[:16].replace('T', ' ')}"), Text(_what(s)),
+               Text(s.state, style=_STATE_STYLE.get(s.state, "")), Text("\n".join(s.devices))]
         if wide:
-            row += [f"{s.hostname}\n{s.fingerprint[:8]}",
-                    "\n".join(f"{k} {v}" for k, v in (("chipfit", s.chipfit_version), *s.versions))]
+            row += [Text(f"{s.hostname}\n{s.fingerprint[:8]}"),
+                    Text("\n".join(f"{k} {v}" for k, v in (("chipfit", s.chipfit_version),
+                                                             *s.versions)))]
         table.add_row(*row, f"{s.ok}/{s.measured}/{s.planned or '-'}")
     return table
 
@@ -77,7 +78,8 @@ def run_header(run: Run) -> Table:
     machine, settings = dict(run.machine), dict(run.settings)
     state = ("interrupted" if run.interrupted else "complete" if run.finished_at
              else "unfinished")
-    table = Table(title=f"Run {run.run_id}", title_justify="left", show_header=False, box=None)
+    table = Table(title=Text(f"Run {run.run_id}"), title_justify="left", show_header=False,
+                  box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     rows = [("command", run.command), ("started", run.started_at),
@@ -92,7 +94,7 @@ def run_header(run: Run) -> Table:
     rows += [(f"memory guard limit {' '.join(g.key)}", f"{g.size or '-'} ({g.source})")
              for g in run.guard_limits]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(Text(key), Text(value))  # stored text: never read as markup
     return table
 
 
@@ -115,7 +117,7 @@ def _ratio_text(p: PointComparison) -> str:
 
 def compare_table(result: RunComparison) -> Group:
     """``chipfit compare``: one row per point; regressions in red, with the test's p-value."""
-    table = Table(title=f"B = {result.run_b}  vs  A = {result.run_a}", title_justify="left",
+    table = Table(title=Text(f"B = {result.run_b}  vs  A = {result.run_a}"), title_justify="left",
                   show_lines=True)
     for col in ("workload", "size", "device", "dtype / mode", "A median", "B median", "B/A",
                 "p", "noise", "verdict"):
@@ -124,7 +126,8 @@ def compare_table(result: RunComparison) -> Group:
                          else "left")
     for p in result.points:
         workload, size, device, dtype, mode = p.key
-        table.add_row(workload, size, device, f"{dtype}\n{mode}", _time_cell(p.a, result.view),
+        table.add_row(Text(workload), Text(size), Text(device), Text(f"{dtype}\n{mode}"),
+                      _time_cell(p.a, result.view),
                       _time_cell(p.b, result.view), _ratio_text(p),
                       f"{p.p_value:.2g}" if math.isfinite(p.p_value) else "-",
                       f"{p.noise_floor:.1%}" if math.isfinite(p.noise_floor) else "-",
@@ -182,11 +185,11 @@ def compare_dict(result: RunComparison) -> dict[str, Any]:
 
 
 def write_compare_csv(result: RunComparison, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    from chipfit.paths import open_atomic
+
+    with open_atomic(path, "CSV file", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COMPARE_COLUMNS)
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()}
                          for row in compare_rows(result))
-    return path
+    return Path(path)

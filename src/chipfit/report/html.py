@@ -651,10 +651,10 @@ def write_report(runs: Sequence[Run], path: str | Path, *,
 
     data = prepare(runs, level=level, ceilings=ceilings)
     figures = report_figures(data)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(runs, figures=figures, data=data, sections=sections),
-                    encoding="utf-8")
+    from chipfit.paths import write_atomic
+
+    path = write_atomic(path, render_report(runs, figures=figures, data=data, sections=sections),
+                        "report")
     for fid, _, fig in figures if png_dir is not None else ():
         save_png(fig, Path(png_dir) / f"{fid}.png")
     return path

@@ -270,7 +270,8 @@ def to_svg(fig: Figure, element_id: str) -> str:
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi, metadata={"Software": None})
-    return path
+    from chipfit.paths import write_atomic
+
+    buf = io.BytesIO()  # rendered first, so a failing render leaves no half-written file
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return write_atomic(path, buf.getvalue(), "PNG file")

@@ -7,7 +7,6 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -39,8 +38,8 @@ def devices_table(discovery: Discovery) -> Table:
         body.add_column(no_wrap=True, style="dim")
         body.add_column()
         for key, value in lines:
-            body.add_row(key, escape(value))
-        table.add_row(escape(d.ref), body)
+            body.add_row(key, Text(value))
+        table.add_row(Text(d.ref), body)
     return table
 
 
@@ -49,7 +48,7 @@ def problems_table(discovery: Discovery) -> Table:
     table.add_column("backend / device")
     table.add_column("reason", overflow="fold")
     for p in discovery.problems:
-        table.add_row(escape(p.scope), escape(p.reason))
+        table.add_row(Text(p.scope), Text(p.reason))
     return table
 
 
@@ -161,8 +160,8 @@ def bench_grid(run: Run) -> Table:
     for m in run.measurements:
         rows.setdefault((m.workload, m.size, m.dtype, m.mode, _stack_row(m)), {})[m.device] = m
     ref_name = reference_device(devices) if devices else ""
-    table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
-                        f"(run {run.run_id})",
+    table = Table(title=Text(f"chipfit {run.command or 'bench'} — measured on this machine "
+                             f"(run {run.run_id})"),
                   title_justify="left", show_lines=True,
                   caption=_caption(ref_name),
                   caption_justify="left")
@@ -170,11 +169,13 @@ def bench_grid(run: Run) -> Table:
     table.add_column("size", no_wrap=True)
     table.add_column("dtype / mode / stack", no_wrap=True)
     for d in devices:
-        table.add_column(d + (" (ref)" if d == ref_name else ""), justify="right", no_wrap=True)
+        table.add_column(Text(d + (" (ref)" if d == ref_name else "")), justify="right",
+                         no_wrap=True)
     for (workload, size, dtype, mode, stack), cells in rows.items():
         ref = cells.get(ref_name)
         label = f"{dtype}\n{mode}" + (f"\n{stack}" if stack else "")
-        table.add_row(workload, size, label, *(_cell(cells.get(d), ref) for d in devices))
+        table.add_row(Text(workload), Text(size), Text(label),
+                      *(_cell(cells.get(d), ref) for d in devices))
     return table
 
 
@@ -193,5 +194,5 @@ def workloads_table(workloads: list) -> Table:
     table.add_column("what it is", no_wrap=True, overflow="ellipsis", ratio=1)
     for w in workloads:
         summary = re.sub(r";\s*size = batch$", "", w.description.strip())
-        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", escape(summary))
+        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", Text(summary))
     return table

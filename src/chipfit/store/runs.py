@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError
-from chipfit.paths import check_versioned, read_versioned_json, write_json_atomic
+from chipfit.paths import check_versioned, open_atomic, read_versioned_json, write_json_atomic
 from chipfit.results import (
     Discovery,
     GuardLimit,
     Measurement,
     Run,
-    from_plain,
+    checked_from_plain,
     split_legacy_limits,
     summarize_contention,
 )
@@ -78,32 +78,80 @@ def run_to_dict(run: Run) -> dict[str, Any]:
 
 
 def run_from_dict(data: Mapping[str, Any], origin: str = "input") -> Run:
+    """The run in ``data`` (a parsed results file), every field checked: a damaged file is
+    one InvalidInputError naming ``origin`` and the field, never a crash further on."""
     data = check_versioned(data, FORMAT, SCHEMA_VERSION, origin, "results", _UPGRADE)
-    settings, legacy = split_legacy_limits(sorted(data.get("settings", {}).items()))
+    settings, legacy = split_legacy_limits(_pairs(data, "settings", origin))
     return Run(
-        run_id=data["run_id"], command=data.get("command", ""),
-        started_at=data.get("started_at", ""), finished_at=data.get("finished_at", ""),
-        machine=tuple(sorted(data.get("machine", {}).items())),
-        discovery=Discovery.from_dict(data.get("discovery", {})),
-        measurements=tuple(_measurement(m) for m in data.get("measurements", ())),
-        interrupted=bool(data.get("interrupted", False)),
-        chipfit_version=data.get("chipfit_version", ""),
+        run_id=_run_id(data, origin), command=_text(data, "command", origin),
+        started_at=_text(data, "started_at", origin),
+        finished_at=_text(data, "finished_at", origin),
+        machine=_pairs(data, "machine", origin),
+        discovery=Discovery.checked(data.get("discovery", {}), origin),
+        measurements=tuple(_measurement(m, f"{origin} (measurement {i})")
+                           for i, m in enumerate(_list(data, "measurements", origin))),
+        interrupted=_flag(data, "interrupted", origin),
+        chipfit_version=_text(data, "chipfit_version", origin),
         settings=settings,
-        guard_limits=legacy + tuple(_guard_limit(g, origin) for g in data.get("guard_limits", ())),
+        guard_limits=legacy + tuple(_guard_limit(g, origin)
+                                    for g in _list(data, "guard_limits", origin)),
     )
+
+
+def _damaged(origin: str, what: str) -> InvalidInputError:
+    return InvalidInputError(f"{origin} is damaged: {what}")
+
+
+def _run_id(data: Mapping[str, Any], origin: str) -> str:
+    run_id = data.get("run_id")
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise _damaged(origin, "'run_id' is missing or not text")
+    if any(c in run_id for c in "/\\\0") or len(run_id) > 200:  # it names files and rows
+        raise _damaged(origin, f"'run_id' {run_id[:40]!r} is not a run id")
+    return run_id
+
+
+def _text(data: Mapping[str, Any], key: str, origin: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise _damaged(origin, f"{key!r} is {type(value).__name__}, not text")
+    return value
+
+
+def _flag(data: Mapping[str, Any], key: str, origin: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise _damaged(origin, f"{key!r} is {type(value).__name__}, not true/false")
+    return value
+
+
+def _list(data: Mapping[str, Any], key: str, origin: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise _damaged(origin, f"{key!r} is {type(value).__name__}, not a list")
+    return value
+
+
+def _pairs(data: Mapping[str, Any], key: str, origin: str) -> tuple[tuple[str, str], ...]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise _damaged(origin, f"{key!r} is not an object of text values")
+    return tuple(sorted(value.items()))
 
 
 def _guard_limit(data: Any, origin: str) -> GuardLimit:
     if not isinstance(data, Mapping) or not {"workload", "device", "dtype", "mode"} <= set(data):
         raise InvalidInputError(f"{origin} has a malformed guard limit: {str(data)[:80]}")
-    return from_plain(GuardLimit, data)
+    return checked_from_plain(GuardLimit, data, f"{origin} (guard limit)")
 
 
-def _measurement(data: Mapping[str, Any]) -> Measurement:
+def _measurement(data: Any, origin: str) -> Measurement:
+    if not isinstance(data, Mapping):
+        raise _damaged(origin, f"a measurement is {type(data).__name__}, not an object")
     clean = {k: v for k, v in data.items() if v is not None or k in ("first_call_s",
                                                                       "peak_memory_bytes",
                                                                       "energy_j")}
-    return Measurement.from_dict(clean)
+    return Measurement.checked(clean, origin)
 
 
 def save_run(run: Run, path: str | os.PathLike[str]) -> Path:
@@ -146,13 +194,11 @@ def csv_row(run_id: str, m: Measurement) -> dict[str, Any]:
 
 def write_csv(runs: Iterable[Run], path: str | os.PathLike[str]) -> Path:
     """One row per measurement with derived statistics (raw samples live in the JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with open_atomic(path, "CSV file", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for run in runs:
             for m in run.measurements:
                 writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
                                  for k, v in csv_row(run.run_id, m).items()})
-    return path
+    return Path(path)

@@ -37,10 +37,18 @@ from typing import Any, TypeVar
 
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.paths import check_schema, data_dir, utc_now
-from chipfit.results import Discovery, GuardLimit, Measurement, Run, from_plain, split_legacy_limits
+from chipfit.results import (
+    Discovery,
+    GuardLimit,
+    Measurement,
+    Run,
+    checked_from_plain,
+    from_plain,
+    split_legacy_limits,
+)
 from chipfit.spec import DeviceRef, Job, TimingConfig
 
-__all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "default_db_path", "open_store"]
+__all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "check_db_path", "default_db_path", "open_store"]
 
 SCHEMA_VERSION = 4
 #: Marks the file as chipfit's in its header ("chip"), so a foreign database is not misread.
@@ -110,6 +118,30 @@ def default_db_path() -> Path:
     return data_dir() / "chipfit.sqlite3"
 
 
+def check_db_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it can be a database file: an existing regular file (links are followed:
+    SQLite writes through them), or a new file under a writable directory. Directories,
+    devices and FIFOs are refused before SQLite touches them."""
+    import stat
+
+    from chipfit.paths import check_output_dir
+
+    path = Path(path).expanduser()
+    if not os.path.lexists(path):
+        check_output_dir(path.parent, f"--db {path}: directory")
+        return path
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InvalidInputError(f"--db {path}: {exc.strerror or exc} (a broken link?)") from None
+    if stat.S_ISDIR(mode):
+        raise InvalidInputError(f"{path} is a directory; --db wants a database file")
+    if not stat.S_ISREG(mode):
+        raise InvalidInputError(f"{path} is not a regular file (a device or a FIFO?); --db "
+                                "wants a database file")
+    return path
+
+
 def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
     """Open (and with ``create``, make or migrate) the store at ``path`` or the default."""
     return Store(path if path is not None else default_db_path(), create=create)
@@ -170,13 +202,20 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path).expanduser()
+        #: Damaged rows skipped while reading (one line each), for the caller to show.
+        self.skipped: list[str] = []
         if not self.path.exists():
             if not create:
                 raise InvalidInputError(f"no chipfit database at {self.path}: run `chipfit "
                                         "bench` first, or point --db at an existing one")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif self.path.is_dir():
-            raise InvalidInputError(f"{self.path} is a directory; --db wants a database file")
+            check_db_path(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InvalidInputError(f"cannot create {self.path.parent}: "
+                                        f"{exc.strerror or exc}") from None
+        else:
+            check_db_path(self.path)
         self._conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         try:
             self._setup()
@@ -209,10 +248,13 @@ class Store:
     def _setup(self) -> None:
         conn = self._conn
         conn.execute("PRAGMA foreign_keys = ON")
+        # Ownership first: switching to WAL rewrites the file's header, which must never
+        # happen to someone else's database.
+        found = self._check(conn)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # reads the header
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
-        if self._check(conn) == SCHEMA_VERSION:
+        if found == SCHEMA_VERSION:
             return  # up to date: no write lock needed just to read
         with self._write():
             current = self._check(conn)  # again: another process may have migrated meanwhile
@@ -276,11 +318,27 @@ class Store:
         with self._write() as conn:
             self._insert(conn, run_id, m, key)
 
+    @_guarded
+    def replace_measurement(self, run_id: str, m: Measurement,
+                            key: Sequence[str] | None = None) -> None:
+        """Put ``m`` in the place of the stored measurement of the same job (a re-measured
+        point; ``key`` as for :meth:`add_measurement`), in one transaction: whenever the
+        process dies, the job has exactly one row (appending and rewriting later would leave
+        two after a kill in between)."""
+        job_key = key or measurement_key(m)
+        with self._write() as conn:
+            seq = conn.execute("SELECT MAX(seq) FROM measurements WHERE run_id = ? AND "
+                               "job_key = ?", (run_id, key_text(job_key))).fetchone()[0]
+            conn.execute("DELETE FROM measurements WHERE run_id = ? AND job_key = ?",
+                         (run_id, key_text(job_key)))
+            self._insert(conn, run_id, m, job_key, seq)
+
     @staticmethod
     def _insert(conn: sqlite3.Connection, run_id: str, m: Measurement,
-                key: Sequence[str] | None = None) -> None:
-        seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE run_id = ?",
-                           (run_id,)).fetchone()[0]
+                key: Sequence[str] | None = None, seq: int | None = None) -> None:
+        if seq is None:
+            seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE "
+                               "run_id = ?", (run_id,)).fetchone()[0]
         conn.execute("INSERT INTO measurements (run_id, seq, job_key, workload, size, device, "
                      "dtype, mode, status, source, recorded_at, data_json, contended, stack) "
                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -338,7 +396,7 @@ class Store:
 
     def _nth_latest(self, ref: str) -> str:
         back = ref.partition("~")[2] or "0"
-        if not back.isdigit():
+        if not (back.isascii() and back.isdigit() and len(back) <= 9):  # SQLite's int64
             raise InvalidInputError(f"malformed run {ref!r}: use latest, latest~1, latest~2 ...")
         row = self._conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC "
                                  "LIMIT 1 OFFSET ?", (int(back),)).fetchone()
@@ -354,17 +412,28 @@ class Store:
                                  "chipfit_version, machine_json, settings_json, discovery_json, "
                                  "guard_limits_json FROM runs WHERE run_id = ?",
                                  (run_id,)).fetchone()
-        data = self._conn.execute("SELECT data_json FROM measurements WHERE run_id = ? "
+        data = self._conn.execute("SELECT seq, data_json FROM measurements WHERE run_id = ? "
                                   "ORDER BY seq", (run_id,)).fetchall()
-        settings, legacy = split_legacy_limits(sorted(json.loads(row[7]).items()))
+        where = f"run {run_id} in {self.path}"
+        settings, legacy = split_legacy_limits(_pairs(row[7], f"{where} (settings_json)"))
         return Run(run_id=row[0], command=row[1], started_at=row[2], finished_at=row[3],
                    interrupted=bool(row[4]), chipfit_version=row[5],
-                   machine=tuple(sorted(json.loads(row[6]).items())),
+                   machine=_pairs(row[6], f"{where} (machine_json)"),
                    settings=settings,
-                   guard_limits=legacy + tuple(from_plain(GuardLimit, g)
-                                               for g in json.loads(row[9])),
-                   discovery=Discovery.from_dict(json.loads(row[8])),
-                   measurements=tuple(Measurement.from_dict(json.loads(d[0])) for d in data))
+                   guard_limits=legacy + _guard_limits(row[9], f"{where} (guard_limits_json)"),
+                   discovery=Discovery.checked(_json(row[8], f"{where} (discovery_json)"), where),
+                   measurements=self._measurements(data, where))
+
+    def _measurements(self, rows: Sequence[Any], where: str) -> tuple[Measurement, ...]:
+        """The stored measurements; a damaged row is skipped and named in :attr:`skipped`."""
+        found = []
+        for seq, text in rows:
+            place = f"measurement {seq} of {where}"
+            try:
+                found.append(Measurement.checked(_json(text, place), place))
+            except InvalidInputError as exc:
+                self.skipped.append(f"skipped {exc}")
+        return tuple(found)
 
     @_guarded
     def list_runs(self, limit: int | None = None) -> list[RunSummary]:
@@ -377,7 +446,13 @@ class Store:
             "(SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id AND status = 'ok') "
             "FROM runs r ORDER BY started_at DESC, r.rowid DESC LIMIT ?",
             (-1 if limit is None else limit,)).fetchall()
-        return [_summary(r) for r in rows]
+        found = []
+        for r in rows:
+            try:
+                found.append(_summary(r, f"run {r[0]} in {self.path}"))
+            except InvalidInputError as exc:  # one damaged row must not hide the history
+                self.skipped.append(f"skipped {exc}")
+        return found
 
     @_guarded
     def planned_jobs(self, run_id: str) -> list[Job]:
@@ -391,7 +466,13 @@ class Store:
         node was lost has none yet: ``--resume`` runs it again)."""
         rows = self._conn.execute("SELECT DISTINCT job_key FROM measurements WHERE run_id = ? "
                                   "AND status != 'lost'", (run_id,)).fetchall()
-        return {tuple(json.loads(r[0])) for r in rows}  # type: ignore[misc]
+        keys = []
+        for (text,) in rows:  # a damaged key is measured again rather than trusted
+            with contextlib.suppress(InvalidInputError):
+                key = _json(text, "a job key")
+                if isinstance(key, list) and len(key) in (5, 7):
+                    keys.append(tuple(key))
+        return set(keys)  # type: ignore[arg-type]
 
     @_guarded
     def find_resumable(self, command: str, settings: Mapping[str, str],
@@ -406,7 +487,7 @@ class Store:
             "SELECT run_id, settings_json FROM runs WHERE (finished_at = '' OR interrupted = 1) "
             "AND command = ? AND fingerprint = ? ORDER BY started_at DESC, rowid DESC",
             (command, fingerprint)).fetchall()
-        return next((r[0] for r in rows if _plan_settings(json.loads(r[1])) == wanted), None)
+        return next((r[0] for r in rows if _plan_settings(_settings_or_none(r[1])) == wanted), None)
 
     @_guarded
     def live_driver(self, run_id: str) -> str | None:
@@ -469,14 +550,49 @@ def _job_json(job: Job) -> str:
 
 
 def _job_from_json(text: str) -> Job:
-    data = json.loads(text)
-    return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]), data["dtype"],
-               data["mode"], from_plain(TimingConfig, data["timing"]),
-               data.get("node_type"), data.get("node_id"), stack=data.get("stack", ""))
+    data = _json(text, "a planned job")
+    try:
+        return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]),
+                   data["dtype"], data["mode"], from_plain(TimingConfig, data["timing"]),
+                   data.get("node_type"), data.get("node_id"), stack=data.get("stack", ""))
+    except (KeyError, TypeError, AttributeError, InvalidInputError) as exc:
+        raise InvalidInputError(f"a planned job in the database is damaged ({exc}); the run "
+                                "cannot be resumed: start it again") from None
 
 
-def _summary(row: Sequence[Any]) -> RunSummary:
-    settings, discovery = json.loads(row[8]), Discovery.from_dict(json.loads(row[9]))
+def _guard_limits(text: Any, where: str) -> tuple[GuardLimit, ...]:
+    data = _json(text, where)
+    if not isinstance(data, list):
+        raise InvalidInputError(f"{where} is damaged: not a list")
+    return tuple(checked_from_plain(GuardLimit, g, where) for g in data)
+
+
+def _settings_or_none(text: str) -> dict[str, str]:
+    """Settings of a row, or {} (matching nothing) when the row is damaged."""
+    try:
+        return dict(_pairs(text, "run"))
+    except InvalidInputError:
+        return {}
+
+
+def _json(text: Any, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:  # JSONDecodeError and bytes that are not UTF-8
+        raise InvalidInputError(f"{where} is damaged: not JSON ({str(exc)[:80]})") from None
+
+
+def _pairs(text: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """A stored ``{"key": "value"}`` object as sorted pairs, checked."""
+    data = _json(text, where)
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise InvalidInputError(f"{where} is damaged: not an object of strings")
+    return tuple(sorted(data.items()))
+
+
+def _summary(row: Sequence[Any], where: str) -> RunSummary:
+    settings = dict(_pairs(row[8], f"{where} (settings_json)"))
+    discovery = Discovery.checked(_json(row[9], f"{where} (discovery_json)"), where)
     devices = settings.get("devices", "")
     used = {ref.split(":")[0] for ref in devices.split(",")} if devices else None
     versions = {pair for d in discovery.devices for pair in d.versions

@@ -12,7 +12,13 @@ Accepted, in order of safety:
 
 Any other ``.pt``/``.pth`` file is opened with ``torch.load(weights_only=True)``, whose
 restricted unpickler refuses to call arbitrary code; a file that needs more is refused with
-an explanation. Nothing here downloads anything.
+an explanation. Archives (``.pt2`` whatever their name, TorchScript) are inspected first
+(:mod:`chipfit.workloads.pickles`): ``torch.export.load`` falls back to full unpickling, so a
+pickle in them naming anything but tensor-rebuilding globals is refused before it loads.
+
+User code (a factory, a forward) and user files fail in every way: each failure becomes one
+InvalidInputError (or OutOfMemoryError) naming the model and the cause, never a traceback.
+Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import copy
 import importlib
 import importlib.util
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chipfit.errors import InvalidInputError, UnsafeFileError, UnsupportedError
+from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError, UnsupportedError
 from chipfit.results import Cost
 from chipfit.workloads.base import Prepared, Workload
 
@@ -35,6 +42,13 @@ __all__ = ["InputSpec", "UserModel", "UserWorkload", "load_model", "parse_input"
 
 _INPUT = re.compile(r"^(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>[a-z0-9]+))?$")
 _INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4,
+             "bool": 1}
+#: No input has more elements than this (2^48, 256 Ti): beyond it sizes overflow int64
+#: arithmetic in the frameworks' allocators, and no machine holds it anyway.
+MAX_INPUT_ELEMENTS = 2**48
+_MAX_DIMS = 8
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".bin", ".pkl", ".zip")
 PICKLE_RISK = (
     "{path} is a full pickle (the torch.save(model) pattern); loading it runs whatever code "
     "the file names, so chipfit refuses it by default. Save the model with torch.jit.save or "
@@ -53,6 +67,13 @@ class InputSpec:
     def __str__(self) -> str:
         return "x".join(map(str, self.shape)) + f":{self.dtype}"
 
+    def nbytes(self, batch: int | None = None) -> int:
+        """Bytes of one input tensor at ``batch`` (default: the batch in the shape)."""
+        elements = batch if batch is not None else self.shape[0]
+        for d in self.shape[1:]:
+            elements *= d
+        return elements * _ITEMSIZE.get(self.dtype, 4)
+
     def make(self, batch: int, seed: int = 0) -> Any:
         import torch
 
@@ -66,8 +87,9 @@ class InputSpec:
 
 
 def parse_input(text: str) -> InputSpec:
-    match = _INPUT.match(text.strip().lower())
-    if not match:
+    """``1x3x224x224:float32`` -> InputSpec; every dimension positive, the total bounded."""
+    match = _INPUT.match(str(text).strip().lower())
+    if not match or len(match["shape"]) > 200:
         raise InvalidInputError(f"malformed --input {text!r}: use SHAPE[:DTYPE] with the batch "
                                 "first, e.g. 1x3x224x224:float32 or 1x128:int64")
     dtype = match["dtype"] or "float32"
@@ -75,7 +97,19 @@ def parse_input(text: str) -> InputSpec:
         from chipfit.errors import UnknownNameError
 
         raise UnknownNameError("input dtype", dtype, _INPUT_DTYPES)
-    return InputSpec(tuple(int(d) for d in match["shape"].split("x")), dtype)
+    shape = tuple(int(d) for d in match["shape"].split("x"))
+    if len(shape) > _MAX_DIMS:
+        raise InvalidInputError(f"--input {text!r} has {len(shape)} dimensions; at most "
+                                f"{_MAX_DIMS} are supported")
+    if min(shape) <= 0:
+        raise InvalidInputError(f"--input {text!r}: every dimension must be positive")
+    elements = 1
+    for d in shape:
+        elements *= d
+    if elements > MAX_INPUT_ELEMENTS:
+        raise InvalidInputError(f"--input {text!r} has {elements:.3g} elements, more than any "
+                                f"machine holds (limit {MAX_INPUT_ELEMENTS:.3g}); check the shape")
+    return InputSpec(shape, dtype)
 
 
 @dataclass(frozen=True)
@@ -88,30 +122,52 @@ class UserModel:
     origin: str  # export | torchscript | factory | pickle | module
     static_batch: int | None = None  # exported programs without a dynamic batch dimension
     reload: Callable[[], Any] | None = None  # a fresh copy (deepcopy breaks TorchScript params)
+    notes: tuple[str, ...] = ()  # what loading changed (a weights dtype converted, ...)
 
     def fresh(self) -> Any:
         """An independent copy of the module, safe to move and train."""
         return self.reload() if self.reload is not None else copy.deepcopy(self.module)
 
 
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception from user code, short enough for one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:200]
+
+
 def _load_factory(spec: str) -> Any:
     target, _, func = spec.rpartition(":")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.exists():
-            raise InvalidInputError(f"factory file {target} does not exist")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
-        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    else:
-        try:
+    if not target or not func.isidentifier():
+        raise InvalidInputError(f"malformed factory {spec!r}: use package.module:function or "
+                                "path/to/file.py:function")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise InvalidInputError(f"factory file {target} does not exist")
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise InvalidInputError(f"cannot import factory module {target!r}: {exc}") from None
+    except ImportError as exc:
+        raise InvalidInputError(f"cannot import factory module {target!r}: {exc}") from None
+    except (InvalidInputError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: SyntaxError, SystemExit, anything
+        raise InvalidInputError(f"factory module {target} failed to load ({_one_line(exc)})") from None
     fn = getattr(module, func, None)
     if not callable(fn):
         raise InvalidInputError(f"{target} has no callable {func!r}")
-    return fn()
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except MemoryError:
+        raise OutOfMemoryError(f"factory {spec} ran out of memory building the model: it "
+                               "does not fit in this machine's memory") from None
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+        raise InvalidInputError(f"factory {spec} raised {_one_line(exc)}") from None
 
 
 def _tensor_specs(values: Any) -> tuple[InputSpec, ...]:
@@ -119,20 +175,57 @@ def _tensor_specs(values: Any) -> tuple[InputSpec, ...]:
     return tuple(InputSpec(tuple(v.shape), str(v.dtype).removeprefix("torch.")) for v in values)
 
 
-def _from_factory(spec: str, weights: str | None) -> tuple[Any, tuple[InputSpec, ...]]:
-    made = _load_factory(spec)
-    module, inputs = (made if isinstance(made, tuple) else (made, None))
-    if not hasattr(module, "parameters"):
-        raise InvalidInputError(f"factory {spec} returned {type(module).__name__}, not a torch module")
-    if weights:
-        from safetensors.torch import load_file
+def _from_factory(spec: str, weights: str | None
+                  ) -> tuple[Any, tuple[InputSpec, ...], tuple[str, ...]]:
+    import torch
 
-        state = load_file(weights)
+    made = _load_factory(spec)
+    if isinstance(made, tuple) and len(made) != 2:
+        raise InvalidInputError(f"factory {spec} returned a tuple of {len(made)}; return a "
+                                "module, or (module, example_inputs)")
+    module, inputs = (made if isinstance(made, tuple) else (made, None))
+    if not isinstance(module, torch.nn.Module):
+        what = f"the class {module.__name__}" if isinstance(module, type) else type(module).__name__
+        raise InvalidInputError(f"factory {spec} returned {what}, not a torch module instance")
+    notes = _load_weights(module, weights) if weights else ()
+    try:
+        specs = _tensor_specs(inputs) if inputs is not None else ()
+    except (AttributeError, TypeError):
+        raise InvalidInputError(f"factory {spec} returned example inputs that are not tensors; "
+                                "return (module, (tensor, ...)) or give --input") from None
+    return module, specs, notes
+
+
+def _load_weights(module: Any, weights: str) -> tuple[str, ...]:
+    """Load a safetensors state dict into ``module``; notes say what was converted."""
+    path = Path(weights)
+    if not path.is_file():
+        raise InvalidInputError(f"weights file {weights} does not exist")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # SafetensorError (truncated, garbage), OSError, ...
+        raise InvalidInputError(f"{weights} is not a readable safetensors file "
+                                f"({_one_line(exc)})") from None
+    own = dict(module.state_dict())
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if shapes:
+        raise InvalidInputError(f"{weights} does not match the factory's model: shapes differ "
+                                f"({'; '.join(shapes[:3])})")
+    try:
         missing, unexpected = module.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise InvalidInputError(f"{weights} does not match the factory's model: missing "
-                                    f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    return module, (_tensor_specs(inputs) if inputs is not None else ())
+    except Exception as exc:
+        raise InvalidInputError(f"{weights} does not load into the factory's model "
+                                f"({_last_error_line(exc)})") from None
+    if missing or unexpected:
+        raise InvalidInputError(f"{weights} does not match the factory's model: missing "
+                                f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    converted = sorted({f"{str(v.dtype).removeprefix('torch.')} -> "
+                        f"{str(own[k].dtype).removeprefix('torch.')}"
+                        for k, v in state.items() if k in own and v.dtype != own[k].dtype})
+    return tuple(f"{weights}: weights converted {c} to match the model" for c in converted)
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -144,21 +237,53 @@ def _zip_names(path: Path) -> list[str]:
 
 
 def _load_file(path: Path, trust_pickle: bool) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+    # The loaders warn about protocols and legacy formats on stderr; what matters reaches the
+    # user as the one-line error below.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_file_quietly(path, trust_pickle)
+
+
+def _load_file_quietly(path: Path, trust_pickle: bool
+                       ) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
     import torch
 
+    from chipfit.workloads.pickles import check_model_file, scan_file
+
+    if not path.is_file():
+        raise InvalidInputError(f"model file {path} is not a regular file")
     names = _zip_names(path)
     if any(n.endswith("models/model.json") or n.endswith("archive_format") for n in names):
-        program = torch.export.load(str(path))
-        return _exported(program)
+        if not trust_pickle:  # torch.export.load unpickles with weights_only=False
+            check_model_file(path)
+        try:
+            return _exported(torch.export.load(str(path)))
+        except Exception as exc:
+            raise InvalidInputError(f"{path} is a damaged torch.export archive "
+                                    f"({_last_error_line(exc)})") from None
     if any("/code/" in n for n in names):
-        return torch.jit.load(str(path), map_location="cpu"), (), "torchscript", None
+        if not trust_pickle:
+            check_model_file(path, torchscript=True)
+        try:
+            return torch.jit.load(str(path), map_location="cpu"), (), "torchscript", None
+        except Exception as exc:
+            raise InvalidInputError(f"{path} is a damaged TorchScript archive "
+                                    f"({_last_error_line(exc)})") from None
     try:
         value = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the restricted unpickler refused: a full pickle
+    except Exception as exc:  # the restricted unpickler refused, or not a torch file at all
         if not trust_pickle:
+            finding = scan_file(path)
+            if not finding.globals and not finding.unverifiable:
+                raise InvalidInputError(f"{path} is not a model file chipfit can read "
+                                        f"({_last_error_line(exc)}); give a .pt2, TorchScript "
+                                        "file or a factory") from None
             raise UnsafeFileError(PICKLE_RISK.format(path=path)) from None
-        value = torch.load(str(path), map_location="cpu", weights_only=False)
-        if not hasattr(value, "parameters"):
+        try:
+            value = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise InvalidInputError(f"{path} could not be unpickled ({_one_line(exc2)})") from None
+        if not isinstance(value, torch.nn.Module):
             raise InvalidInputError(f"{path} holds a {type(value).__name__}, not a module") from exc
         return value, (), "pickle", None
     raise InvalidInputError(f"{path} holds only weights ({type(value).__name__}); give the "
@@ -198,8 +323,9 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
                trust_pickle: bool = False, name: str | None = None) -> UserModel:
     """Load a user model from ``spec`` (a file or ``module:function``), safely by default."""
     parsed = tuple(parse_input(t) for t in inputs)
+    notes: tuple[str, ...] = ()
     path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".pt2", ".ts", ".bin", ".pkl", ".zip") or path.exists():
+    if path.suffix in MODEL_SUFFIXES or path.exists():
         if not path.exists():
             raise InvalidInputError(f"model file {spec} does not exist")
         if weights:
@@ -209,7 +335,7 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
         def reload() -> Any:
             return _load_file(path, trust_pickle)[0]
     elif ":" in spec:
-        module, found = _from_factory(spec, weights)
+        module, found, notes = _from_factory(spec, weights)
         origin, static = "factory", None
 
         def reload() -> Any:
@@ -224,7 +350,7 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
     if not specs:
         raise InvalidInputError(f"{spec}: say what the model takes, e.g. --input 1x3x224x224:float32")
     return UserModel(name or (path.stem if origin != "factory" else _factory_name(spec)),
-                     module, specs, origin, static, reload)
+                     module, specs, origin, static, reload, notes)
 
 
 def _factory_name(spec: str) -> str:
@@ -263,20 +389,97 @@ def _last_error_line(exc: BaseException) -> str:
     return (errors[-1] if errors else lines[-1])[:200]
 
 
-def check_inputs(model: UserModel, batch: int = 1) -> None:
-    """Run one inference on the CPU; a shape mismatch becomes a clear usage error."""
+_ALLOCATION_HINTS = ("can't allocate memory", "out of memory", "not enough memory",
+                     "failed to allocate", "std::bad_alloc", "cannot allocate memory")
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out (torch's allocators and Python's own)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+        hint in text for hint in _ALLOCATION_HINTS)
+
+
+#: Inputs larger than this are first tried on fake tensors (shapes only, no memory), so a
+#: wrong shape is refused before gigabytes of random input are made.
+_FAKE_FIRST_BYTES = 256 * 2**20
+
+
+def _check_shapes_without_memory(model: UserModel, batch: int, given: str) -> None:
+    """Run the forward on fake tensors; a shape error there is the user's. Where fake
+    tensors cannot run the model (data-dependent shapes, TorchScript, custom ops) nothing
+    is concluded and the real check decides."""
+    import logging
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    noisy = logging.getLogger("torch._subclasses.fake_tensor")  # logs each failed meta kernel
+    level, noisy.level = noisy.level, logging.CRITICAL + 1
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), torch.inference_mode():
+            args = [torch.empty((batch, *s.shape[1:]), dtype=getattr(torch, s.dtype))
+                    for s in model.inputs]
+            model.module.eval()
+            model.module(*args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if _fake_says_wrong_shape(exc):
+            raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
+                                    f"{_expected(model.module)} ({_last_error_line(exc)})") from None
+    finally:
+        noisy.level = level
+
+
+_FAKE_LIMITS = ("fake", "storage", "data pointer", "data-dependent", "meta", "symbolic", "item()")
+
+
+def _fake_says_wrong_shape(exc: Exception) -> bool:
+    """A plain error from the model's own ops (a shape check), not a limit of fake tensors."""
+    module = type(exc).__module__
+    text = str(exc).lower()
+    return (isinstance(exc, (RuntimeError, ValueError, IndexError))
+            and not module.startswith(("torch._subclasses", "torch.fx", "torch._dynamo"))
+            and not any(word in text for word in _FAKE_LIMITS))
+
+
+def _expected(module: Any) -> str:
+    try:
+        return expected_inputs(module)
+    except Exception:  # noqa: BLE001 - a user module may break introspection too
+        return "an input shape it accepts"
+
+
+def check_inputs(model: UserModel, batch: int = 1, memory_limit: int | None = None) -> None:
+    """Run one inference on the CPU; a shape mismatch becomes a clear usage error, memory
+    running out an OutOfMemoryError ("does not fit"). Inputs larger than ``memory_limit``
+    bytes (the host's, see :func:`chipfit.execute.probe.host_memory_limit`) are refused
+    before anything is allocated."""
     import torch
 
-    args = [s.make(model.static_batch or batch) for s in model.inputs]
+    batch = model.static_batch or batch
+    given = ", ".join(str(s) for s in model.inputs)
+    need, limit = sum(s.nbytes(batch) for s in model.inputs), memory_limit
+    if limit is not None and need > limit:
+        raise InvalidInputError(f"input {given} needs {need / 2**30:.3g} GiB, more than the "
+                                f"{limit / 2**30:.3g} GiB this host allows; check the shape")
+    if need > _FAKE_FIRST_BYTES:
+        _check_shapes_without_memory(model, batch, given)
     try:
+        args = [s.make(batch) for s in model.inputs]
         with torch.inference_mode():
             model.module.eval()
             model.module(*args)
-    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
-        given = ", ".join(str(s) for s in model.inputs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything
+        if is_allocation_failure(exc):
+            raise OutOfMemoryError(f"{model.name} does not fit in this machine's memory with "
+                                   f"input {given} ({_last_error_line(exc)})") from None
         first = _last_error_line(exc)
         raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
-                                f"{expected_inputs(model.module)} ({first})") from None
+                                f"{_expected(model.module)} ({first})") from None
 
 
 def _loss(out: Any) -> Any:
@@ -374,3 +577,4 @@ class UserWorkload(Workload):
         module = self.model.fresh()
         fn = torch_model_call(module, mode, dtype, session.handle, _loss, _head_prefix(module))
         return prepared(fn, self._inputs(int(size)), module, int(size), mode)
+

@@ -1,0 +1,179 @@
+"""Isolation for user code: a model file or factory loads and runs one batch in a fresh
+process first, with a timeout and a cap on its memory, before chipfit runs it in-process.
+
+A factory that never returns, or a forward that allocates without bound, then costs one
+killed child process instead of a hung or swapping chipfit; the child's errors come back as
+chipfit's own, one line each. (The same spawn-based isolation as the subprocess executor.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chipfit.errors import InvalidInputError, OutOfMemoryError
+from chipfit.execute.job import MEMORY_HEADROOM, MEMORY_LIMIT_ENV
+from chipfit.workloads.user import (
+    MODEL_SUFFIXES,
+    _one_line,
+    _zip_names,
+    check_inputs,
+    is_allocation_failure,
+    load_model,
+)
+
+__all__ = ["DEFAULT_LOAD_TIMEOUT_S", "host_memory_limit", "precheck_model", "probe_model"]
+
+
+def host_memory_limit() -> int | None:
+    """Bytes user code may use on this host: ``$CHIPFIT_MEMORY_LIMIT_BYTES`` if set, else
+    90% of physical memory (the memory guard's rule for a device, applied to the host)."""
+    import os
+
+    from chipfit.workloads.base import parse_count
+
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        return parse_count(text, MEMORY_LIMIT_ENV)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_HEADROOM)
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+        return None
+
+
+#: Seconds a model may take to load and run one batch in the probe (``--job-timeout``).
+DEFAULT_LOAD_TIMEOUT_S = 300.0
+#: Starting the probe's Python and importing torch, before the user's clock starts.
+_PROBE_START_S = 180.0
+
+
+def precheck_model(spec: str, *, weights: str | None = None, trust_pickle: bool = False) -> None:
+    """The checks that need no user code: files exist and are regular, a factory spec is
+    well formed, and (unless trusted) a model file holds no pickle that would run code.
+    Cheap enough to run before starting any process."""
+    from chipfit.workloads.pickles import check_model_file
+
+    path = Path(spec)
+    if path.suffix in MODEL_SUFFIXES or path.exists():
+        if not path.exists():
+            raise InvalidInputError(f"model file {spec} does not exist")
+        if not path.is_file():
+            raise InvalidInputError(f"model file {path} is not a regular file")
+        if weights:
+            raise InvalidInputError("--weights goes with --factory, not with a model file")
+        if not trust_pickle:
+            names = _zip_names(path)
+            check_model_file(path, torchscript=any("/code/" in n for n in names) and not any(
+                n.endswith(("models/model.json", "archive_format")) for n in names))
+        return
+    target, _, func = spec.rpartition(":")
+    if not target or not func.isidentifier():
+        return  # load_model says what is wrong with it
+    if target.endswith(".py") and not Path(target).is_file():
+        raise InvalidInputError(f"factory file {target} does not exist")
+    if weights and not Path(weights).is_file():
+        raise InvalidInputError(f"weights file {weights} does not exist")
+
+
+def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None = None,
+                trust_pickle: bool = False, name: str | None = None,
+                timeout_s: float = DEFAULT_LOAD_TIMEOUT_S) -> None:
+    """Load ``spec`` and run one batch in a fresh process, within ``timeout_s`` seconds and
+    the host's memory limit (:func:`host_memory_limit`, as an address-space cap on top of
+    what importing torch took). Raises what loading raises there; a hang becomes an
+    InvalidInputError, running out of memory or dying an OutOfMemoryError.
+
+    A factory that never returns, or a forward that allocates without bound, then costs one
+    killed child process instead of a hung or swapping chipfit.
+    """
+    import multiprocessing
+    import time
+
+    if timeout_s <= 0:
+        raise InvalidInputError("--job-timeout must be positive (seconds)")
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_probe_child, name="chipfit-model-probe", daemon=True,
+                       args=(send, spec, tuple(inputs), weights, trust_pickle, name,
+                             host_memory_limit()))
+    proc.start()
+    send.close()
+    try:
+        for phase, limit in (("starting", _PROBE_START_S), ("loading", timeout_s)):
+            deadline = time.monotonic() + limit
+            while not receive.poll(0.2):
+                if not proc.is_alive() and not receive.poll(0.2):
+                    raise _probe_died(spec, proc.exitcode)
+                if time.monotonic() > deadline:
+                    raise InvalidInputError(
+                        f"{spec} did not load and run one batch within {limit:g} s while "
+                        f"{phase} (a factory or forward that never returns?); the process was "
+                        "stopped; raise --job-timeout if the model is just slow")
+            try:
+                kind, payload = receive.recv()
+            except (EOFError, OSError):
+                raise _probe_died(spec, proc.exitcode) from None
+            if kind == "error":
+                raise _rebuilt(*payload)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        receive.close()
+
+
+def _probe_died(spec: str, code: int | None) -> Exception:
+    from chipfit.execute._worker import exit_note
+
+    return OutOfMemoryError(f"{spec}: the process loading the model died ({exit_note(code)}); "
+                            "most likely it does not fit in this machine's memory")
+
+
+def _rebuilt(kind: str, message: str) -> Exception:
+    """The child's chipfit error, raised again here with its own class."""
+    from chipfit import errors
+
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, errors.ChipfitError) and kind != "UnknownNameError":
+        return cls(message)
+    return InvalidInputError(message)
+
+
+def _probe_child(conn: Any, spec: str, inputs: tuple[str, ...], weights: str | None,
+                 trust_pickle: bool, name: str | None, limit: int | None) -> None:
+    """The probe's body: cap the address space, load, run one batch, report."""
+    try:
+        import torch  # noqa: F401 - imported before the cap and before "ready"
+
+        _cap_address_space(limit)
+        conn.send(("ready", None))
+        model = load_model(spec, inputs=inputs, weights=weights, trust_pickle=trust_pickle,
+                           name=name)
+        check_inputs(model, memory_limit=limit)
+        conn.send(("ok", None))
+    except KeyboardInterrupt:
+        return
+    except Exception as exc:  # noqa: BLE001 - everything goes back as one message
+        from chipfit.errors import ChipfitError
+
+        if isinstance(exc, ChipfitError):
+            conn.send(("error", (type(exc).__name__, str(exc))))
+        elif is_allocation_failure(exc):
+            conn.send(("error", ("OutOfMemoryError", f"{spec} does not fit in this machine's "
+                                 f"memory ({_one_line(exc)})")))
+        else:
+            conn.send(("error", ("InvalidInputError", f"{spec} failed to load ({_one_line(exc)})")))
+
+
+def _cap_address_space(limit: int | None) -> None:
+    """Allow ``limit`` bytes of address space beyond what the process holds now (Linux)."""
+    if limit is None:
+        return
+    try:
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as fh:
+            vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + limit, resource.RLIM_INFINITY))
+    except (ImportError, OSError, ValueError, StopIteration):
+        pass  # no cap where the platform has none; the timeout still holds

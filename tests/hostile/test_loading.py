@@ -1,0 +1,111 @@
+"""Loading user models: the controls that give the corpus its meaning.
+
+The payloads are live (trusting a file runs them), the scanner lets real torch files through,
+and the notes and limits that loading adds say what they should. Real torch, in-process.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError
+from chipfit.execute.probe import host_memory_limit
+from chipfit.workloads.pickles import (
+    allowed_globals,
+    check_model_file,
+    scan_file,
+    surely_forbidden,
+)
+from chipfit.workloads.user import check_inputs, load_model, parse_input
+from tests.hostile._support import Payload, build_material
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory):
+    """A private copy of the material whose marker these tests may trip on purpose."""
+    root = tmp_path_factory.mktemp("live-material")
+    return build_material(root / "files", root / "LIVE_PAYLOAD_RAN")
+
+
+@pytest.mark.parametrize("name", ["evil_inputs.pt2", "evil_inputs_renamed.pt", "evil_weights.pt2",
+                                  "evil_torchsave.pt", "evil_proto0.pt", "evil_stack_global.pth"])
+def test_each_payload_is_live_when_trusted_and_inert_when_not(own, name: str) -> None:
+    """Without trust: refused, nothing runs. With --trust-pickle: the loader runs the payload
+    (so the refusal above is what kept it from running, not a dud payload)."""
+    own.marker.unlink(missing_ok=True)
+    with pytest.raises(UnsafeFileError, match="trust"):
+        load_model(str(own.path(name)), inputs=("1x16",))
+    assert not own.marker.exists()
+    with pytest.raises(Exception):  # noqa: B017 - the payload returns None, not a model
+        load_model(str(own.path(name)), inputs=("1x16",), trust_pickle=True)
+    assert own.marker.read_text() == "payload ran"
+    own.marker.unlink()
+
+
+def test_real_torch_files_pass_the_scanner(own) -> None:
+    for path, torchscript in ((own.good_pt2, False), (own.good_ts, True)):
+        check_model_file(path, torchscript=torchscript)
+    state = own.root / "state.pt"
+    torch.save(torch.nn.Linear(4, 2).state_dict(), str(state))
+    check_model_file(state)
+    exported = load_model(str(own.good_pt2))
+    assert exported.origin == "export" and exported.inputs[0].shape == (1, 16)
+    check_inputs(exported)
+    assert load_model(str(own.good_ts), inputs=("2x16",)).origin == "torchscript"
+
+
+def test_the_fast_refusal_agrees_with_torchs_allow_list() -> None:
+    """Globals refused without importing torch are outside the installed torch's list."""
+    allowed = allowed_globals()
+    assert allowed and not [g for g in allowed if surely_forbidden(g)]
+    assert surely_forbidden("builtins.exec") and surely_forbidden("os.system")
+    assert surely_forbidden("posix.system") and not surely_forbidden("torch._utils.anything")
+
+
+def test_the_scanner_names_the_global_it_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(Payload(tmp_path / "never"), protocol=4))
+    assert "builtins.exec" in scan_file(path).globals
+    with pytest.raises(UnsafeFileError, match="builtins.exec"):
+        check_model_file(path)
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_zip_bomb_of_nested_archives_is_refused_not_followed(tmp_path: Path) -> None:
+    inner = b"not a pickle"
+    for depth in range(5):
+        path = tmp_path / f"level{depth}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.bin", inner)
+        inner = path.read_bytes()
+    with pytest.raises(UnsafeFileError, match="nested deeper"):
+        check_model_file(path)
+
+
+def test_weights_of_another_dtype_are_converted_and_said(own) -> None:
+    model = load_model(f"{own.path('factories.py')}:mlp", inputs=("1x16",),
+                       weights=str(own.path("half.safetensors")))
+    assert model.notes and "float16 -> float32" in model.notes[0]
+    plain = load_model(f"{own.path('factories.py')}:mlp", inputs=("1x16",),
+                       weights=str(own.path("good.safetensors")))
+    assert plain.notes == ()
+
+
+def test_inputs_over_the_memory_limit_are_refused_before_allocating(monkeypatch, own) -> None:
+    monkeypatch.setenv("CHIPFIT_MEMORY_LIMIT_BYTES", "64Mi")
+    model = load_model(f"{own.path('factories.py')}:mlp", inputs=("1x16",))
+    big = model.__class__(**{**model.__dict__, "inputs": (parse_input("1x100000000"),)})
+    with pytest.raises(InvalidInputError, match="more than the"):
+        check_inputs(big, memory_limit=host_memory_limit())  # 400 MB: refused, never allocated
+
+
+def test_a_forward_that_runs_out_of_memory_does_not_fit(monkeypatch, own) -> None:
+    monkeypatch.setenv("HUNGRY_BYTES", str(2**56))  # no machine has it, so none allocates it
+    model = load_model(f"{own.path('factories.py')}:hungry", inputs=("1x16",))
+    with pytest.raises(OutOfMemoryError, match="does not fit"):
+        check_inputs(model)

@@ -1,0 +1,120 @@
+"""Signals and concurrent runs against real chipfit processes: nothing lost, nothing twice.
+
+SIGTERM is handled like Ctrl-C (what was measured is kept, the run is marked interrupted,
+exit 143); SIGKILL leaves the run unfinished and resumable; two processes writing one
+database at once both keep every measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+# Each point times for about 0.3 s (a CI target it cannot reach): the run takes seconds and a
+# signal lands mid-run.
+BENCH = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "16,24,32,40,48,56,64,72",
+         "--budget", "0.3", "--target", "0.0001")
+SWEEP = ("sweep", "matmul", "-d", "torch:cpu", "--from", "16", "--to", "128", "--points", "8",
+         "--budget", "0.3", "--target", "0.0001")
+
+
+def _rows(db: Path, statement: str, *params: object) -> list[tuple]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(statement, params).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def _count(db: Path) -> int:
+    return (_rows(db, "SELECT COUNT(*) FROM measurements") or [(0,)])[0][0]
+
+
+def _signal_mid_run(args: tuple[str, ...], db: Path, sig: signal.Signals,
+                    after: int = 2) -> subprocess.CompletedProcess[str]:
+    """Start chipfit, send ``sig`` once ``after`` more measurements are stored."""
+    start = _count(db)
+    proc = subprocess.Popen([sys.executable, "-m", "chipfit", *args, "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and _count(db) < start + after:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"chipfit ended before the signal:\n{proc.communicate()[1]}"
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _plan_exactly_once(db: Path, run_id: str) -> None:
+    planned = [r[0] for r in _rows(db, "SELECT job_key FROM planned_jobs WHERE run_id = ?",
+                                   run_id)]
+    measured = Counter(r[0] for r in _rows(db, "SELECT job_key FROM measurements WHERE "
+                                               "run_id = ?", run_id))
+    assert planned and set(measured) == set(planned), "a planned point is missing"
+    assert max(measured.values()) == 1, f"measured twice: {measured.most_common(2)}"
+
+
+def _state(db: Path) -> tuple[str, str, int]:
+    return _rows(db, "SELECT run_id, finished_at, interrupted FROM runs")[0]
+
+
+@pytest.mark.slow
+def test_sigterm_on_bench_keeps_the_measurements_and_marks_the_run_interrupted(
+        tmp_path: Path, cli) -> None:
+    db = tmp_path / "h.sqlite3"
+    proc = _signal_mid_run(BENCH, db, signal.SIGTERM)
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr.lower()
+    run_id, finished, interrupted = _state(db)
+    assert interrupted == 1 and finished
+    kept = _count(db)
+    assert kept >= 2
+    resumed = cli(*BENCH, "--db", str(db), "--resume", run_id, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    _plan_exactly_once(db, run_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_stopped_sweep_is_resumable_and_finishes_its_plan_once(tmp_path: Path, cli, sig) -> None:
+    db = tmp_path / "h.sqlite3"
+    proc = _signal_mid_run(SWEEP, db, sig, after=3)
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 143), proc.stderr
+    run_id, finished, interrupted = _state(db)
+    if sig == signal.SIGKILL:
+        assert finished == "" and interrupted == 0, "a killed sweep must not look finished"
+    else:
+        assert interrupted == 1
+    listed = cli("runs", "--db", str(db), "--json")
+    assert '"complete"' not in listed.stdout, listed.stdout
+    resumed = cli(*SWEEP, "--db", str(db), "--resume", timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    _plan_exactly_once(db, run_id)
+    assert _state(db)[1] and _state(db)[2] == 0
+
+
+@pytest.mark.slow
+def test_two_runs_writing_one_database_at_once_keep_everything(tmp_path: Path) -> None:
+    db = tmp_path / "shared.sqlite3"
+    args = [sys.executable, "-m", "chipfit", "bench", "-w", "matmul", "-d", "torch:cpu", "-s",
+            "16,32,48", "--budget", "0.2", "--target", "0.0001", "--db", str(db), "--no-save"]
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    runs = [r[0] for r in _rows(db, "SELECT run_id FROM runs")]
+    assert len(runs) == 2
+    for run_id in runs:
+        _plan_exactly_once(db, run_id)
