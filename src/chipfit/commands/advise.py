@@ -117,8 +117,8 @@ def _probe(args: argparse.Namespace) -> None:
 
     for text in args.input:
         parse_input(text)  # a malformed --input is refused before any process starts
-    if args.model in {w.name for w in all_workloads()} and not args.input:
-        return
+    if args.model in {w.name for w in all_workloads()}:
+        return  # a built-in (with or without --input) is chipfit's own code: nothing to isolate
     timeout = DEFAULT_LOAD_TIMEOUT_S if args.job_timeout is None else args.job_timeout
     if timeout <= 0:
         from chipfit.errors import InvalidInputError

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, finite_float, load_run_ref, out, print_json
+from chipfit.commands._common import (
+    add_db_flag,
+    err,
+    finite_float,
+    load_run_ref,
+    out,
+    print_json,
+    show,
+)
 
 ORDER = 72
 
@@ -44,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
                           noise_runs=repeats)
     if args.json == "-":
         print_json(compare_dict(result))
-    else:
-        out.print(compare_table(result))
+    else:  # one row per point, keys never cut: the table takes the width it needs
+        show(compare_table(result), wide=True)
     if args.json and args.json != "-":
         path = write_json_atomic(args.json, compare_dict(result), "--json")
         err.print(f"wrote {path}", markup=False)
