@@ -4,8 +4,9 @@ A measured kernel row (one eager PyTorch call timed with a synchronisation, as i
 NeuSight data) is modelled as ``floor(host, op) + device_seconds(row)``: ``floor`` is the
 host's dispatch + launch + sync cost of that operator (one value per device and operator,
 fitted beside the shared parameters; an unseen GPU gets the median over the GPUs fitted) and
-``device_seconds`` is the kernel model of :mod:`chipfit.analysis.gpu_kernels`, whose
-parameters are shared by every GPU. Residuals are log ratios, so every size counts alike.
+``device_seconds`` is the kernel model of :mod:`chipfit.analysis.gpu_kernels` times the
+benchmark's slowdown of long dense kernels (:func:`sweep_slowdown`), whose parameters are
+shared by every GPU. Residuals are log ratios, so every size counts alike.
 
 Leave-one-GPU-out (:func:`leave_one_out`) refits without a GPU and scores that GPU, using
 only its datasheet figures and the median floors.

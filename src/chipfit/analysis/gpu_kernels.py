@@ -18,6 +18,9 @@ The models (why each shape):
   the memory roofline (Williams et al., CACM 2009).
 - **Sustained clock** (``sustained_fraction``): low-power boards (T4, P4, L4 at 70-75 W)
   cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
+- **Kernel benchmark vs model run**: the fit divides out the kernel sweep's slowdown of long
+  dense kernels (``gpu_fit.sweep_slowdown``: back-to-back repetitions hold the board at its
+  power limit); the models here give the time inside a model run.
 - **Elementwise** (``elementwise_seconds``): bytes / (bandwidth x efficiency), faster when
   the operands fit in L2 (repeated calls hit L2), or compute-bound at ``c_op`` FLOPs per
   element for transcendental ops (``pow``, ``gelu``, ``tanh``), plus a device latency.
