@@ -31,7 +31,7 @@ from chipfit.analysis.gpu_kernels import (
 )
 
 __all__ = ["GROUPS", "KernelRows", "FitResult", "device_seconds", "fit_group", "leave_one_out",
-           "mape"]
+           "mape", "sweep_slowdown"]
 
 #: Operator files of the kernel data per model group, and the parameters each group fits.
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
