@@ -46,6 +46,10 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "conv": (("conv",), ("winograd_gain",)),  # the data holds 3x3 stride-1 convs only
 }
 BINARY = ("add", "mul", "div", "pow")
+#: Physical upper limits of fitted parameters: efficiencies are fractions of a peak. Without
+#: them a fold that holds out the A100 drove ``gemm_e_max`` to 1.69 (above the peak).
+PHYSICAL_MAX: dict[str, float] = {"gemm_e_max": 1.0, "gemm_prevolta": 1.0, "mem_eff": 1.0,
+                                  "softmax_eff": 1.0, "ln_eff": 1.0}
 
 
 @dataclass(frozen=True)
@@ -170,9 +174,11 @@ def fit_group(group: str, rows: KernelRows, devs: Mapping[str, GpuFigures],
     # A floor cannot exceed the fastest call measured for that host and operator.
     ceiling = [float(np.log(np.min(rows.seconds[(rows.device == d) & (rows.op == o)])))
                for d, o in keys]
-    # Parameters may move a factor of 1000 either way from their starting values.
+    # Parameters may move a factor of 1000 either way from their starting values; an
+    # efficiency (a fraction of a datasheet peak) may not exceed 1.
     lower = list(x0[:len(names)] - 6.9) + [np.log(1e-6)] * len(keys)
-    upper = list(x0[:len(names)] + 6.9) + ceiling
+    upper = [min(x + 6.9, np.log(PHYSICAL_MAX.get(n, np.inf))) for n, x in
+             zip(names, x0[:len(names)], strict=True)] + ceiling
     x0 = np.minimum(np.maximum(x0, np.array(lower) + 1e-9), np.array(upper) - 1e-9)
     sol = least_squares(residuals, x0, loss="soft_l1", f_scale=0.3, max_nfev=60 * len(x0),
                         bounds=(lower, upper))
