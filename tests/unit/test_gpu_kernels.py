@@ -143,3 +143,24 @@ def test_each_class_model_on_rows_held_back_from_its_fit(group, limit):
     test = rows.subset(held)
     err = mape(predict_rows(test, gpu_figures(), fit), test.seconds)
     assert math.isfinite(err) and err < limit
+
+
+def test_sweep_slowdown_scales_measured_dense_kernels_only():
+    from chipfit.analysis.gpu_fit import KernelRows, device_seconds, sweep_slowdown
+
+    dev = _gpu()
+    p = P.with_values(sweep_tau_ms=100.0, sweep_gamma=1.0)
+    dims = {"B": np.array([1.0, 1.0, 8192.0]), "M": np.array([128.0, 8192.0, 1.0]),
+            "N": np.array([128.0, 8192.0, 1.0]), "K": np.array([128.0, 8192.0, 1.0]),
+            "H": np.array([1.0, 1.0, 8192.0])}
+    rows = KernelRows(np.array(["linear", "linear", "relu"]), np.array(["x"] * 3), dims,
+                      np.ones(3))
+    measured = device_seconds(rows, dev, p)
+    model = gemm_seconds(dev, p, 1, dims["M"][:2], dims["N"][:2], dims["K"][:2])
+    # a 1 TFLOP GEMM (~90 ms here) is slowed by 1 + t / 100 ms; a 128^3 one hardly at all
+    assert measured[1] == pytest.approx(model[1] * (1 + model[1] / 0.1), rel=1e-9)
+    assert measured[0] == pytest.approx(model[0], rel=1e-3)
+    # memory-bound kernels do not hold the board at full power: no slowdown
+    relu = elementwise_seconds(dev, p, "relu", 8192.0 ** 2, 2 * 4 * 8192.0 ** 2)
+    assert measured[2] == pytest.approx(float(relu), rel=1e-9)
+    assert sweep_slowdown(np.array([0.0]), p)[0] == 1.0
