@@ -470,7 +470,10 @@ class Store:
         for (text,) in rows:  # a damaged key is measured again rather than trusted
             with contextlib.suppress(InvalidInputError):
                 key = _json(text, "a job key")
-                if isinstance(key, list) and len(key) in (5, 7):
+                # 5 parts; + the stack when not the backend's default; + node type and id
+                # for fleet jobs (spec.Job.key)
+                if isinstance(key, list) and 5 <= len(key) <= 8 and all(
+                        isinstance(part, str) for part in key):
                     keys.append(tuple(key))
         return set(keys)  # type: ignore[arg-type]
 
