@@ -72,17 +72,11 @@ def scale_fleet(workload: str = "mlp", nodes: int | None = None, *, address: str
     """
     import os
 
-    from chipfit.analysis.scaling import SCALINGS, ScalingPoint, ScalingResult, device_counts
+    from chipfit.analysis.scaling import ScalingPoint, ScalingResult, device_counts
     from chipfit.execute.ray import RayExecutor
-    from chipfit.pipelines.scale_torch import _batches, _network
+    from chipfit.pipelines.scale_torch import _batches, checked_request
 
-    net = _network(workload)
-    if mode not in net.modes:
-        raise UnknownNameError("mode", mode, net.modes)
-    if scaling not in SCALINGS:
-        raise UnknownNameError("scaling", scaling, SCALINGS)
-    if warmup < 1 or (steps is not None and steps < 1) or budget_s <= 0:
-        raise InvalidInputError("warmup, steps and budget_s must be positive")
+    net = checked_request(workload, mode, scaling, warmup, steps, budget_s)
     owned = executor is None
     executor = executor or RayExecutor(address, fleet=True)
     try:

@@ -68,6 +68,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+
+def checked_request(workload: str, mode: str, scaling: str, warmup: int, steps: int | None,
+                    budget_s: float) -> Any:
+    """The network of a scaling request whose mode, scaling and step settings are valid
+    (the same checks for one machine and for a Ray fleet)."""
+    from chipfit.analysis.scaling import SCALINGS
+
+    net = _network(workload)
+    if mode not in net.modes:
+        raise UnknownNameError("mode", mode, net.modes)
+    if scaling not in SCALINGS:
+        raise UnknownNameError("scaling", scaling, SCALINGS)
+    if warmup < 1 or (steps is not None and steps < 1) or budget_s <= 0:
+        raise InvalidInputError("warmup, steps and budget_s must be positive")
+    return net
+
 def _network(workload: str) -> Any:
     from chipfit.workloads import all_workloads, get_workload
 
@@ -142,15 +158,9 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
     ``counts`` picks the process counts instead (1 is always added: it is the baseline). With
     ``steps`` unset, rank 0 picks a step count that fills about ``budget_s`` (5 to 200).
     """
-    from chipfit.analysis.scaling import SCALINGS, ScalingPoint, ScalingResult
+    from chipfit.analysis.scaling import ScalingPoint, ScalingResult
 
-    net = _network(workload)
-    if mode not in net.modes:
-        raise UnknownNameError("mode", mode, net.modes)
-    if scaling not in SCALINGS:
-        raise UnknownNameError("scaling", scaling, SCALINGS)
-    if warmup < 1 or (steps is not None and steps < 1) or budget_s <= 0:
-        raise InvalidInputError("warmup, steps and budget_s must be positive")
+    net = checked_request(workload, mode, scaling, warmup, steps, budget_s)
     platform, gpus = _platform(platform)
     chosen = _counts(processes, counts, platform, gpus)
     default_batch = net.scale_batch * (chosen[-1] if scaling == "strong" else 1)
