@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,28 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from _store_peek import count as _count
+from _store_peek import rows as _rows
 
 SIZES = "16,24,32,40,48,56,64,72,80,88"
 # Each point times for about 0.4 s (a CI target it cannot reach), so the suite takes seconds
 # and the kill lands mid-suite.
 ARGS = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", SIZES, "--budget", "0.4",
         "--target", "0.0001")
-
-
-def _rows(db: Path, sql: str, *params: object) -> list[tuple]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        conn.close()
-
-
-def _count(db: Path) -> int:
-    return (_rows(db, "SELECT COUNT(*) FROM measurements") or [(0,)])[0][0]
 
 
 def _stop_mid_suite(db: Path, sig: signal.Signals, *extra: str) -> int:

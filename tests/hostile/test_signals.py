@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from _store_peek import count as _count
+from _store_peek import rows as _rows
 
 # Each point times for about 0.3 s (a CI target it cannot reach): the run takes seconds and a
 # signal lands mid-run.
@@ -24,22 +25,6 @@ BENCH = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "16,24,32,40,48,56,64
          "--budget", "0.3", "--target", "0.0001")
 SWEEP = ("sweep", "matmul", "-d", "torch:cpu", "--from", "16", "--to", "128", "--points", "8",
          "--budget", "0.3", "--target", "0.0001")
-
-
-def _rows(db: Path, statement: str, *params: object) -> list[tuple]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(statement, params).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        conn.close()
-
-
-def _count(db: Path) -> int:
-    return (_rows(db, "SELECT COUNT(*) FROM measurements") or [(0,)])[0][0]
 
 
 def _signal_mid_run(args: tuple[str, ...], db: Path, sig: signal.Signals,
