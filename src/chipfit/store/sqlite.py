@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -251,8 +252,17 @@ class Store:
         # Ownership first: switching to WAL rewrites the file's header, which must never
         # happen to someone else's database.
         found = self._check(conn)
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # reads the header
-            conn.execute("PRAGMA journal_mode = WAL")
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # reads the header
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                # The switch takes the file exclusively and SQLite does not wait for it (no
+                # busy handler): a second process opening the same new file at the same
+                # moment gets "database is locked" at once. Wait as for any other lock.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         conn.execute("PRAGMA synchronous = FULL")
         if found == SCHEMA_VERSION:
             return  # up to date: no write lock needed just to read
