@@ -444,7 +444,8 @@ class ContentionSummary:
                 "max_load": self.max_load, "cores": self.cores, "causes": list(self.causes)}
 
 
-_CAUSES = (("CPU steal", "CPU steal"), ("threads waited", "run-queue wait"),
+_CAUSES = (("CPU steal", "CPU steal"), ("other processes", "other processes' CPU time"),
+           ("threads waited", "run-queue wait"),
            ("reference probe", "probe drift"), ("stall", "stall signature"),
            ("load", "load and preemption"))
 

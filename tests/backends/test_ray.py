@@ -96,10 +96,11 @@ def test_a_suite_survives_a_task_that_kills_its_worker(local_ray, tmp_path: Path
     dead = by_size["24"]  # died twice: recorded, not retried forever
     assert dead.status == "error" and "died on all 2 attempts" in dead.note
     assert dead.meta["attempts"] == "2"
+    # (a point re-measured because the machine was busy adds its launches: >= below)
     retried = by_size["40"]  # died once, then measured on the retry
-    assert retried.ok and retried.meta["attempts"] == "2"
+    assert retried.ok and int(retried.meta["attempts"]) >= 2
     fine = by_size["16"]
-    assert fine.ok and fine.meta["attempts"] == "1"
+    assert fine.ok and 1 <= int(fine.meta["attempts"]) <= fine.attempts  # a launch per round
     default_threads = _default_torch_threads()
     for m in (fine, retried):
         assert m.meta["executor"] == "ray" and m.meta["node"] == socket.gethostname()

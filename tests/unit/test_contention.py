@@ -32,6 +32,7 @@ def test_quiet_evidence_is_not_contended_and_keeps_its_numbers() -> None:
     ({"steal_share": 0.12}, "CPU steal 12%"),
     ({"wait_share": 0.6, "wait_s": 0.05}, "waited for a core 60%"),
     ({"probe_ratio": 2.3}, "reference probe 2.3x slower"),
+    ({"others_share": 0.5, "others_s": 0.2}, "other processes used 50% of our cores"),
     ({"stall_s": 0.024}, "stall signature: blocks 24.0 ms slow"),
     ({"stall_vs_serial": 5000.0}, "5000x the one-thread time"),
     ({"load1": 4.8, "nivcsw": 80.0, "nivcsw_per_s": 400.0}, "load 4.8 on 2 cores"),
@@ -51,6 +52,37 @@ def test_weak_signals_alone_do_not_mark_a_point() -> None:
     assert judge({**QUIET, "wait_share": 0.3, "wait_s": 0.0003}).contended is False
     # nothing readable (not Linux): unknown, not quiet
     assert judge({}).contended is None
+
+
+def test_run_queue_wait_among_our_own_threads_is_not_sharing() -> None:
+    # XLA's pool has more threads than cores: they wait for each other on a quiet machine
+    own = {**QUIET, "wait_share": 0.8, "wait_s": 0.08, "others_share": 0.01, "others_s": 0.002}
+    assert judge(own).contended is False
+    # the same wait while another process used a tenth of our cores is sharing
+    shared = {**own, "others_share": 0.1, "others_s": 0.02}
+    assert "waited for a core 80%" in judge(shared).note
+    # a short window's 10 ms jiffies are no neighbour: both the share and the seconds must fire
+    assert judge({**QUIET, "others_share": 0.5, "others_s": 0.01}).contended is False
+
+
+def test_others_cpu_time_is_busy_jiffies_minus_our_own() -> None:
+    ticks = contention._clock_ticks()
+    before = Snapshot(wall=10.0, load1=1.0, steal=0, total=0, nivcsw=0, wait_ns=0.0,
+                      busy_s=100.0, own_s=5.0)
+    # 0.5 s on our cores: busy 0.9 CPU-s of which 0.4 were ours -> others 0.5 of 1.0 possible
+    after = Snapshot(wall=10.5, load1=1.0, steal=0, total=0, nivcsw=0, wait_ns=0.0,
+                     busy_s=100.9, own_s=5.4)
+    numbers = dict(evidence(before, after, 1e-4, 1e-4).numbers)
+    cores = contention._cores()
+    assert numbers["others_s"] == pytest.approx(0.5)
+    assert numbers["others_share"] == pytest.approx(0.5 / (cores * 0.5))
+    # under five jiffies per core of window the share is not read at all
+    short = Snapshot(**{**after.__dict__, "wall": 10.0 + 4 / ticks})
+    assert "others_share" not in dict(evidence(before, short, 1e-4, 1e-4).numbers)
+    # the real counters: readable on Linux and consistent (busy cores include our own time)
+    now = contention.snapshot()
+    if math.isfinite(now.busy_s):
+        assert now.busy_s > 0 and now.own_s > 0
 
 
 def test_the_stall_signature_in_raw_block_times() -> None:

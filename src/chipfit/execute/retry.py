@@ -113,9 +113,20 @@ def _round(todo: Sequence[Job], done: list[Measurement], run: Run, executor: Exe
         for job, m in outcomes:
             slot = where[job.key]
             # a re-measurement that failed (a crash, a timeout) does not erase a timing
-            kept = m if m.ok else done[slot]
+            kept = _with_launches(m, done[slot]) if m.ok else done[slot]
             done[slot] = replace(kept, attempts=done[slot].attempts + 1)
             if keep is not None:
                 keep(done[slot])
             if spent():
                 break  # closing the executor's iterator stops the points not yet begun
+
+
+def _with_launches(new: Measurement, old: Measurement) -> Measurement:
+    """``new`` with the executor's launch count (metadata ``attempts``: workers that died
+    before a result, then the one that gave it) summed over both measurements, so a
+    re-measured point still says its first worker died."""
+    a, b = old.meta.get("attempts", ""), new.meta.get("attempts", "")
+    if not (a.isdigit() and b.isdigit()):
+        return new
+    rest = tuple(p for p in new.metadata if p[0] != "attempts")
+    return replace(new, metadata=rest + (("attempts", str(int(a) + int(b))),))

@@ -11,8 +11,13 @@ evidence            where it comes from
 ``load1``           /proc/loadavg (runnable + uninterruptible tasks, 1-minute average), read
                     against ``cores`` = ``len(os.sched_getaffinity(0))``, the cores we may use
 ``steal_share``     /proc/stat: jiffies the hypervisor gave to other guests over the window
+``others_share``    /proc/stat lines of the CPUs we may use: busy jiffies (user, nice, system, irq,
+                    softirq) minus our own CPU time (getrusage), over ``cores`` x the window:
+                    the share of our cores that other processes used while we measured
 ``wait_share``      /proc/self/task/*/schedstat (2nd field: ns spent runnable but waiting for a
-                    CPU), summed over our threads, over the window's wall time
+                    CPU), summed over our threads, over the window's wall time; it counts only
+                    when others used our cores too (``others_share``), because a framework
+                    with more threads than cores (XLA's pool) waits for its own threads
 ``nivcsw_per_s``    getrusage(RUSAGE_SELF).ru_nivcsw: involuntary context switches (preemption)
 ``probe_ratio``     a fixed pure-Python loop timed after the point, over the same loop's time
                     when the process first measured (the quiet baseline)
@@ -20,10 +25,11 @@ evidence            where it comes from
                     is quantum-sized (the stall signature in the raw block times)
 ==================  ===========================================================================
 
-A point is *contended* when one direct signal fires (steal, run-queue wait, probe drift, the
-stall signature), or when both indirect ones do (load above the cores, and preemption at a
-steady rate); :data:`THRESHOLDS` holds the numbers and the reason for each. Cost: two /proc
-reads, a getrusage call and a ~0.3 ms probe per point, well under 1% of a quick bench.
+A point is *contended* when one direct signal fires (steal, other processes' CPU time,
+run-queue wait beside them, probe drift, the stall signature), or when both indirect ones do
+(load above the cores, and preemption at a steady rate); :data:`THRESHOLDS` holds the numbers
+and the reason for each. Cost: three /proc reads, two getrusage calls and a ~0.3 ms probe per
+point, well under 1% of a quick bench.
 
 Evidence is only meaningful on Linux; elsewhere the missing sources read as ``nan`` and the
 verdict rests on the rest (``contended`` is ``None`` when no source was readable at all).
@@ -46,6 +52,15 @@ __all__ = ["THRESHOLDS", "Evidence", "Snapshot", "baseline_probe_s", "evidence",
 #: Steal above this share of the window: the hypervisor ran another guest on our vCPUs.
 #: A quiet cloud VM shows 0-1%; 5% is well past the noise of a 100 ms window's jiffies.
 STEAL_SHARE = 0.05
+#: Other processes used at least this share of our cores' time over the window (a busy loop
+#: beside a 2-core run: 50%; a quiet machine's daemons and kernel threads: a few percent) ...
+OTHERS_SHARE = 0.2
+#: ... and at least this many CPU-seconds, so the 10 ms jiffies of a short window are not read
+#: as a neighbour (two jiffies).
+OTHERS_MIN_S = 0.02
+#: Run-queue wait counts only when others used at least this share of our cores: our own
+#: threads waiting for each other (a framework pool larger than the cores) is not sharing.
+OTHERS_FOR_WAIT = 0.05
 #: Runnable-but-waiting time above this share of the window (summed over our threads): a
 #: ready thread of ours had no core. A quiet 2-core run waits well under 2% (kernel threads).
 WAIT_SHARE = 0.10
@@ -75,7 +90,8 @@ STALL_SHARE = 0.1
 STALL_VS_SERIAL = 8.0
 STALL_MIN_S = 0.002
 
-THRESHOLDS = {"steal_share": STEAL_SHARE, "wait_share": WAIT_SHARE, "wait_min_s": WAIT_MIN_S,
+THRESHOLDS = {"steal_share": STEAL_SHARE, "others_share": OTHERS_SHARE,
+              "others_min_s": OTHERS_MIN_S, "others_for_wait": OTHERS_FOR_WAIT, "wait_share": WAIT_SHARE, "wait_min_s": WAIT_MIN_S,
               "probe_ratio": PROBE_RATIO, "load_excess": LOAD_EXCESS,
               "nivcsw_per_s": NIVCSW_PER_S, "nivcsw_min": NIVCSW_MIN, "stall_gap_s": STALL_GAP_S,
               "stall_factor": STALL_FACTOR, "stall_share": STALL_SHARE,
@@ -108,6 +124,45 @@ def _cpu_jiffies() -> tuple[float, float]:
     # user nice system idle iowait irq softirq steal guest guest_nice; guest is inside user
     steal = values[7] if len(values) > 7 else 0.0
     return steal, sum(values[:8])
+
+
+def _busy_s() -> float:
+    """CPU-seconds the CPUs we may use have been busy since boot (user, nice, system, irq,
+    softirq; not idle, iowait or steal); nan where /proc/stat is unreadable."""
+    text = _read("/proc/stat")
+    if not text:
+        return math.nan
+    try:
+        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    except (AttributeError, OSError):
+        allowed = set()
+    busy, seen = 0.0, False
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu" or (allowed and name not in allowed):
+            continue
+        v = [float(x) for x in rest.split()]
+        if len(v) >= 7:  # user nice system idle iowait irq softirq
+            busy += v[0] + v[1] + v[2] + v[5] + v[6]
+            seen = True
+    return busy / _clock_ticks() if seen else math.nan
+
+
+def _clock_ticks() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0
+
+
+def _own_cpu_s() -> float:
+    """CPU-seconds this process (all its threads) has used."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return math.nan
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _wait_ns() -> float:
@@ -164,6 +219,8 @@ class Snapshot:
     total: float
     nivcsw: int
     wait_ns: float
+    busy_s: float = math.nan  # CPU-seconds our cores were busy (all processes)
+    own_s: float = math.nan  # CPU-seconds this process used
 
 
 def _nivcsw() -> int:
@@ -176,7 +233,8 @@ def _nivcsw() -> int:
 
 def snapshot() -> Snapshot:
     steal, total = _cpu_jiffies()
-    return Snapshot(time.perf_counter(), _load1(), steal, total, _nivcsw(), _wait_ns())
+    return Snapshot(time.perf_counter(), _load1(), steal, total, _nivcsw(), _wait_ns(),
+                    _busy_s(), _own_cpu_s())
 
 
 # ---- the verdict ----------------------------------------------------------------------------
@@ -220,7 +278,11 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
     cores, load1 = get("cores"), get("load1")
     if get("steal_share") >= STEAL_SHARE:
         reasons.append(f"CPU steal {get('steal_share'):.0%}")
-    if get("wait_share") >= WAIT_SHARE and get("wait_s") >= WAIT_MIN_S:
+    others = get("others_share")
+    if others >= OTHERS_SHARE and get("others_s") >= OTHERS_MIN_S:
+        reasons.append(f"other processes used {others:.0%} of our cores")
+    beside_others = not math.isfinite(others) or others >= OTHERS_FOR_WAIT
+    if get("wait_share") >= WAIT_SHARE and get("wait_s") >= WAIT_MIN_S and beside_others:
         reasons.append(f"threads waited for a core {get('wait_share'):.0%} of the time")
     if get("probe_ratio") >= PROBE_RATIO:
         reasons.append(f"reference probe {get('probe_ratio'):.1f}x slower than at start")
@@ -233,7 +295,7 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
     if busy and preempted:
         reasons.append(f"load {load1:.1f} on {cores:.0f} cores, "
                        f"{get('nivcsw_per_s'):.0f} preemptions/s")
-    readable = [k for k in ("steal_share", "wait_share", "probe_ratio", "load1", "nivcsw_per_s")
+    readable = [k for k in ("steal_share", "others_share", "wait_share", "probe_ratio", "load1", "nivcsw_per_s")
                 if math.isfinite(get(k))]
     verdict = bool(reasons) if readable or reasons else None
     clean = tuple((k, round(float(v), 6)) for k, v in sorted(numbers.items())
@@ -253,11 +315,16 @@ def evidence(before: Snapshot, after: Snapshot, probe_after_s: float, baseline_s
     cores = _cores()
     wait_s = (after.wait_ns - before.wait_ns) / 1e9
     nivcsw = after.nivcsw - before.nivcsw
+    # the jiffies are 10 ms: below ~5 of them per core the share is too coarse to read
+    others_s = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
+    coarse = wall * _clock_ticks() < 5
     numbers = {
         "window_s": wall, "cores": float(cores),
         "load1": max(before.load1, after.load1),
         "steal_share": _ratio(after.steal - before.steal, after.total - before.total),
         "wait_s": wait_s, "wait_share": _ratio(wait_s, wall),
+        "others_s": math.nan if coarse else max(others_s, 0.0),
+        "others_share": math.nan if coarse else _ratio(max(others_s, 0.0), cores * wall),
         "nivcsw": float(nivcsw), "nivcsw_per_s": nivcsw / wall,
         "probe_ratio": _ratio(probe_after_s, baseline_s),
         "stall_s": stall_gap_s(block_s) if _multithreaded_cpu(device) else 0.0,
