@@ -136,3 +136,15 @@ def test_worker_and_source_parsers():
     for bad in ("0x0", "500", "x375", "99999x2", "5e2x3"):
         with pytest.raises(InvalidInputError, match="--source-size"):
             parse_source(bad)
+
+
+def test_our_own_workers_are_not_someone_elses_load():
+    from chipfit.pipelines.feed import _own_workers
+
+    busy = {"cores": 2.0, "load1": 3.5, "window_s": 60.0, "nivcsw": 400.0,
+            "nivcsw_per_s": 300.0, "wait_share": 0.4, "wait_s": 24.0}
+    assert _own_workers(tuple(busy.items()), workers=0, cores=2).contended
+    # two workers for a minute add 2 x (1 - 1/e) = 1.26 to the 1-minute load average, and
+    # with as many workers as cores the consumer's wait for a core is part of the measurement
+    mine = _own_workers(tuple(busy.items()), workers=2, cores=2)
+    assert mine.contended is False and dict(mine.numbers)["load1"] == pytest.approx(2.236, abs=1e-3)

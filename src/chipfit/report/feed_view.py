@@ -171,6 +171,9 @@ def feed_dict(report: FeedReport, pipeline: str) -> dict[str, Any]:
                      "high": num(f.consumer.high), "source": f.consumer.source,
                      "basis": f.consumer.basis, "status": f.status,
                      "delivers_per_s": num(f.delivered), "busy_share": num(f.busy_share),
-                     "workers_needed": f.workers_needed, "estimated": "delivers_per_s, "
-                     "busy_share, workers_needed", "line": finding_line(f, pipeline)}
+                     "workers_needed": f.workers_needed,
+                     "sources": {"consumes_per_s": f.consumer.source, "delivers_per_s":
+                                 "estimated", "busy_share": "estimated",
+                                 "workers_needed": "estimated"},
+                     "line": finding_line(f, pipeline)}
                     for f in report.findings]}
