@@ -167,7 +167,8 @@ def feed(model: str, batch: int = 32, workers: Any = None, hardware: Any = None,
     from chipfit.pipelines.feed import DEFAULT_HARDWARE
     from chipfit.pipelines.feed import feed as _feed
 
-    hardware = [hardware] if isinstance(hardware, str) else list(hardware or DEFAULT_HARDWARE)
+    hardware = [hardware] if isinstance(hardware, str) else list(
+        DEFAULT_HARDWARE if hardware is None else hardware)
     return _feed(model, batch, workers, hardware, **kwargs)
 
 

@@ -103,3 +103,17 @@ def test_a_supply_point_is_a_measured_measurement():
     assert m.first_call_s > 0 and m.contended is not None and m.meta["model"] == "bert-base"
     s = supply_of(m)
     assert s.workers == 2 and s.low <= s.rate <= s.high
+
+
+def test_the_api_measures_a_text_supply_and_keeps_it_in_the_store(tmp_path):
+    import chipfit
+    from chipfit.store import open_store
+
+    with open_store(tmp_path / "h.sqlite3") as store:
+        result = chipfit.feed("bert-base", 4, "0", [], samples=8, timing=TINY, store=store)
+        stored = store.load_run(result.run.run_id)
+    assert result.pipeline == "text" and "padded to 128 tokens" in result.describe
+    (m,) = stored.measurements
+    assert (m.workload, m.stack, m.size, m.source) == ("feed-text", "loader-0w", "4", "measured")
+    assert stored.command == "feed" and stored.finished_at
+    assert result.report.verdict == "none" and result.report.supplies[0].rate > 0

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "JPEGs (default 500x375; 28x28 for cnn)")
     p.add_argument("--quality", type=int, default=90, help="image models: JPEG quality 1-95 "
                    "(default 90)")
-    p.add_argument("--budget", type=finite_float, metavar="SECONDS", help="steady-state timing "
-                   "per worker count (default 2)")
+    p.add_argument("--budget", type=finite_float, metavar="SECONDS", help="timing per point: "
+                   "the loader's steady state per worker count (default 2) and the model on "
+                   "each local device (default 0.8)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--no-save", action="store_true", help="do not keep the measurements")
     add_db_flag(p)
@@ -38,17 +39,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _timing(args: argparse.Namespace):
+    """--budget as the timing of each supply point and of each local model measurement."""
     from dataclasses import replace
 
     from chipfit.errors import InvalidInputError
     from chipfit.pipelines.feed import SUPPLY_TIMING
+    from chipfit.spec import TimingConfig
 
     if args.budget is None:
-        return None
+        return None, None
     if not 0 < args.budget <= 600:
         raise InvalidInputError("--budget must be between 0 and 600 seconds")
-    return replace(SUPPLY_TIMING, budget_s=args.budget, warmup_s=min(SUPPLY_TIMING.warmup_s,
-                                                                       args.budget))
+    quick = TimingConfig.quick()
+    return (replace(SUPPLY_TIMING, budget_s=args.budget,
+                    warmup_s=min(SUPPLY_TIMING.warmup_s, args.budget)),
+            replace(quick, budget_s=args.budget, warmup_s=min(quick.warmup_s, args.budget)))
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.report.feed_view import feed_dict, feed_renderable
 
     _check(args)
-    timing = _timing(args)
+    timing, model_timing = _timing(args)
     store, saved = None, []
     if not args.no_save or args.db:
         from chipfit.store import open_store
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = feed(args.model, args.batch, args.workers, csv_list(args.hardware),
                       samples=args.samples, source=args.source_size, quality=args.quality,
-                      timing=timing, store=store, on_result=keep, progress=note)
+                      timing=timing, model_timing=model_timing, store=store, on_result=keep,
+                      progress=note)
     finally:
         if store is not None:
             store.close()

@@ -225,16 +225,18 @@ def supply_of(m: Measurement) -> Supply:
 
 
 def _dataset(pipeline: str, spec: Any) -> tuple[Any, tuple[tuple[str, str], ...]]:
-    from chipfit.workloads.inputs import image_dataset, text_dataset, vocabulary
+    from chipfit.workloads.inputs import image_dataset, text_dataset
 
     if pipeline == "images":
         data = image_dataset(spec)
         mean = sum(len(j) for j in data.jpegs) / len(data.jpegs)
         return data, (("pipeline", spec.describe), ("jpeg_mean_bytes", f"{mean:.0f}"),
                       ("data", "in memory"))
+    from tokenizers import Tokenizer
+
     data = text_dataset(spec)
-    return data, (("pipeline", spec.describe), ("vocab_size", str(len(vocabulary(spec)))),
-                  ("data", "in memory"))
+    vocab = Tokenizer.from_str(data.tokenizer_json).get_vocab_size()
+    return data, (("pipeline", spec.describe), ("vocab_size", str(vocab)), ("data", "in memory"))
 
 
 # ---- consumers ----------------------------------------------------------------------------------
@@ -332,27 +334,38 @@ def feed(workload: str, batch: int = 32, workers: str | Sequence[int] | None = N
     run = new_run("feed", found, settings)
     if store is not None:
         store.begin_run(run)
+    keep = lambda r, points: _add(r, points, store, on_result)  # noqa: E731
     try:
-        say(f"generating the {pipeline} dataset: {spec.describe}")
-        dataset, meta = _dataset(pipeline, spec)
-        meta += (("model", workload),)
-        for w in counts:
-            say(f"timing the {pipeline} loader with {w} worker{'s' if w != 1 else ''}")
-            run = _add(run, (measure_supply(dataset, pipeline, batch, w, timing, meta),),
-                       store, on_result)
+        run = _supplies(run, workload, pipeline, spec, batch, counts, timing, keep, say)
         supplies = [supply_of(m) for m in run.measurements]
         consumers, points = _local_consumers(workload, batch, local,
                                              model_timing or TimingConfig.quick(), found, say)
-        run = _add(run, points, store, on_result)
+        run = keep(run, points)
     except KeyboardInterrupt:
         _finish(replace(run, interrupted=True), store)  # what was measured stays, marked
         raise
     predicted, notes = _catalog_consumers(workload, batch, remote, say)
     consumers += predicted
+    notes = [f"{m.device}: {workload} at batch {batch} {m.status}: {m.note}" for m in points
+             if not m.ok] + notes
     run = _finish(run, store)
     report = compare_feed(supplies, consumers, usable_cores())
     return Feed(workload, pipeline, spec.describe, batch, run, report, tuple(consumers),
                 tuple(notes))
+
+
+def _supplies(run: Run, workload: str, pipeline: str, spec: Any, batch: int,
+              counts: Sequence[int], timing: TimingConfig | None,
+              keep: Callable[[Run, Sequence[Measurement]], Run],
+              say: Callable[[str], None]) -> Run:
+    """The dataset generated once, then one supply point per worker count, each kept."""
+    say(f"generating the {pipeline} dataset: {spec.describe}")
+    dataset, meta = _dataset(pipeline, spec)
+    meta += (("model", workload),)
+    for w in counts:
+        say(f"timing the {pipeline} loader with {w} worker{'s' if w != 1 else ''}")
+        run = keep(run, (measure_supply(dataset, pipeline, batch, w, timing, meta),))
+    return run
 
 
 def _add(run: Run, points: Sequence[Measurement], store: Any,
