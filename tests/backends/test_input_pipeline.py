@@ -5,6 +5,7 @@ processes, and a supply point is a stored-like Measurement. Tiny data; no speed 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 
 import pytest
@@ -117,3 +118,18 @@ def test_the_api_measures_a_text_supply_and_keeps_it_in_the_store(tmp_path):
     assert (m.workload, m.stack, m.size, m.source) == ("feed-text", "loader-0w", "4", "measured")
     assert stored.command == "feed" and stored.finished_at
     assert result.report.verdict == "none" and result.report.supplies[0].rate > 0
+
+
+def test_a_loader_that_fails_is_a_failed_point_not_a_crash():
+    from chipfit.pipelines.feed import measure_supply, supply_of
+
+    class Broken:
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, index: int):
+            raise ValueError("this sample cannot be decoded")
+
+    m = measure_supply(Broken(), "images", 2, 0, TINY)
+    assert m.status == "error" and "cannot be decoded" in m.note and not m.ok
+    assert math.isnan(supply_of(m).rate)

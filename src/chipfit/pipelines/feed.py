@@ -198,8 +198,15 @@ def measure_supply(dataset: Any, pipeline: str, batch: int, workers: int,
     from chipfit.timing.contention import watch
 
     timing = timing or SUPPLY_TIMING
-    (result, iter_s), evidence = watch(lambda: _timed_loader(dataset, batch, workers, timing),
-                                       "", lambda r: ())
+    try:
+        (result, iter_s), evidence = watch(
+            lambda: _timed_loader(dataset, batch, workers, timing), "", lambda r: ())
+    except (RuntimeError, OSError, ValueError) as exc:  # a worker died, no memory to fork ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return Measurement(workload=f"feed-{pipeline}", size=str(batch), device="torch:cpu",
+                           dtype="float32" if pipeline == "images" else "int64",
+                           stack=f"loader-{workers}w", status="error", note=first[:300],
+                           items_per_call=batch, metadata=(("workers", str(workers)), *metadata))
     evidence = _own_workers(evidence.numbers, workers, usable_cores())
     startup = iter_s + result.first_call_s
     return Measurement(
