@@ -148,3 +148,15 @@ def test_our_own_workers_are_not_someone_elses_load():
     # with as many workers as cores the consumer's wait for a core is part of the measurement
     mine = _own_workers(tuple(busy.items()), workers=2, cores=2)
     assert mine.contended is False and dict(mine.numbers)["load1"] == pytest.approx(2.236, abs=1e-3)
+
+
+def test_advice_never_asks_for_workers_that_were_measured_and_fell_short():
+    from chipfit.report.feed_view import finding_line
+
+    supplies = [_supply(1, 200.0), _supply(2, 210.0)]  # two workers barely beat one
+    (f,) = compare_feed(supplies, [_gpu(380.0)], cores=4).findings
+    assert f.status == "starved" and f.workers_needed == 2 and f.most_workers == 2
+    line = finding_line(f, "images")
+    assert "2 workers were measured and do not reach it" in line and "add workers" not in line
+    (g,) = compare_feed([_supply(1, 200.0)], [_gpu(380.0)], cores=4).findings
+    assert "~2 workers would feed it (estimated): add workers" in finding_line(g, "images")

@@ -78,6 +78,7 @@ class FeedFinding:
     busy_share: float  # share of its time the device computes (the rest it waits for data)
     workers_needed: int | None  # workers to feed it, from the per-worker rate (estimated)
     cores: int
+    most_workers: int = 0  # the largest worker count measured (and trusted)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ def _finding(consumer: Consumer, best: Supply, supplies: Sequence[Supply],
     else:
         status = "borderline"
     need = workers_needed(supplies, consumer.rate) if status != "fed" else None
-    return FeedFinding(consumer, feeder, status, delivered, busy, need, cores)
+    return FeedFinding(consumer, feeder, status, delivered, busy, need, cores,
+                       max(s.workers for s in supplies))
 
 
 def _verdict(findings: Sequence[FeedFinding]) -> str:

@@ -57,12 +57,16 @@ def finding_line(f: FeedFinding, pipeline: str) -> str:
         return (f"{who} {eats}; {supply}: about even (within the bands): it may wait for "
                 "data at times")
     need = f.workers_needed
-    if need is not None and need <= f.cores:
+    accel = c.kind.upper() if c.kind in ("gpu", "tpu") else c.kind
+    if need is not None and need <= f.most_workers:
+        fix = (f"{f.most_workers} workers were measured and do not reach it (workers share "
+               f"{f.cores} cores): {_remedy(pipeline, accel)}")
+    elif need is not None and need <= f.cores:
         fix = f"~{need} workers would feed it (estimated): add workers"
     else:
         more = f"~{need} workers (estimated)" if need is not None else "more workers"
         fix = (f"it would need {more} but this machine has {f.cores} cores: "
-               f"{_remedy(pipeline, c.kind.upper() if c.kind in ('gpu', 'tpu') else c.kind)}")
+               f"{_remedy(pipeline, accel)}")
     return (f"{who} {eats}; {supply}: starved, busy ~{f.busy_share:.0%} of the time; {fix}")
 
 
