@@ -33,10 +33,13 @@ def _workers(s: Supply) -> str:
 
 
 def _remedy(pipeline: str, accelerator: str) -> str:
-    if pipeline == "images":
-        return f"decode and resize on the {accelerator} (e.g. NVIDIA DALI / nvJPEG) or " \
-               "store the images pre-decoded at model size"
-    return "tokenise the dataset once ahead of training and load the token ids"
+    """What moves the preparation off this CPU (GPU JPEG decoding exists for GPUs only)."""
+    if pipeline != "images":
+        return "tokenise the dataset once ahead of training and load the token ids"
+    if accelerator == "GPU":
+        return ("decode and resize on the GPU (e.g. NVIDIA DALI / nvJPEG) or store the images "
+                "pre-decoded at model size")
+    return "store the images pre-decoded at model size, or feed it from a host with more cores"
 
 
 def finding_line(f: FeedFinding, pipeline: str) -> str:
@@ -67,7 +70,8 @@ def finding_line(f: FeedFinding, pipeline: str) -> str:
         more = f"~{need} workers (estimated)" if need is not None else "more workers"
         fix = (f"it would need {more} but this machine has {f.cores} cores: "
                f"{_remedy(pipeline, accel)}")
-    return (f"{who} {eats}; {supply}: starved, busy ~{f.busy_share:.0%} of the time; {fix}")
+    return (f"{who} {eats}; {supply}: starved, busy ~{f.busy_share:.0%} of the time "
+            f"(estimated); {fix}")
 
 
 def verdict_line(report: FeedReport, pipeline: str) -> str:
