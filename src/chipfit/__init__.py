@@ -28,7 +28,7 @@ __all__ = [
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
-    "check_claims", "compare_runs", "costs", "discover", "llm", "load_run", "measure",
+    "check_claims", "compare_runs", "costs", "discover", "feed", "llm", "load_run", "measure",
     "open_store",
     "predict", "run_suite", "scale", "scale_torch", "sweep", "to_dataframe", "validate",
     "write_report",
@@ -156,6 +156,20 @@ def predict(workload: str, sizes: Any = (), hardware: Any = ("local",), **kwargs
 
     sizes = [sizes] if isinstance(sizes, (str, int)) else sizes
     return predict_workload(workload, [str(s) for s in sizes], list(hardware), **kwargs)
+
+
+def feed(model: str, batch: int = 32, workers: Any = None, hardware: Any = None,
+         **kwargs: Any) -> Any:
+    """How fast this machine's input pipeline (JPEG decode or tokenising, DataLoader workers)
+    feeds ``model``, against what each device would consume, like ``chipfit feed``; see
+    :func:`chipfit.pipelines.feed.feed`. Returns a ``Feed``: ``.report`` (``verdict``,
+    ``best``, ``supplies``, ``findings``) and ``.run`` (every measured point)."""
+    from chipfit.pipelines.feed import DEFAULT_HARDWARE
+    from chipfit.pipelines.feed import feed as _feed
+
+    hardware = [hardware] if isinstance(hardware, str) else list(
+        DEFAULT_HARDWARE if hardware is None else hardware)
+    return _feed(model, batch, workers, hardware, **kwargs)
 
 
 def llm(model: Any, hardware: Any = ("h100-sxm", "l4", "tpu-v5e", "local"),

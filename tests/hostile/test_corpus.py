@@ -103,6 +103,11 @@ def _nothing_measured(ctx: Ctx) -> None:
     assert (ctx.tmp / "afile").read_text() == "I am a file"
 
 
+def _nothing_measured_feed(ctx: Ctx) -> None:
+    home = Path(os.environ["CHIPFIT_HOME"])
+    assert not (home / "chipfit.sqlite3").exists() and not (home / "runs").exists()
+
+
 def _foreign_db(ctx: Ctx) -> str:
     path = ctx.tmp / "theirs.db"
     conn = sqlite3.connect(path)
@@ -383,6 +388,14 @@ CASES = [
     Case("resume-unknown-run", lambda c: ["bench", *MEASURE, "--resume", "nosuchrun", "--db",
                                           str(copy_db(c.run, c.tmp / "h.sqlite3"))],
          says="no run"),
+    # chipfit feed: refused before any data is generated or a worker process started
+    Case("feed-workers-garbage", lambda c: ["feed", "cnn", "--workers", "0,two,-1"],
+         says="malformed --workers", after=_nothing_measured_feed),
+    Case("feed-workers-fork-bomb", lambda c: ["feed", "cnn", "--workers", "99999999999"],
+         says="too many"),
+    Case("feed-source-size-huge", lambda c: ["feed", "resnet50", "--source-size", "99999x99999"],
+         says="--source-size"),
+    Case("feed-model-without-inputs", lambda c: ["feed", "matmul"], says="no input pipeline"),
 ]
 
 

@@ -191,3 +191,28 @@ def test_run_references_are_runs_or_a_usage_error(tmp_path) -> None:
 
     with open_store(tmp_path / "empty.sqlite3") as store:
         check()
+
+
+@FAST
+@given(st.one_of(TEXT, st.text(alphabet="0123456789,-x ", max_size=30)))
+def test_feed_worker_counts_are_bounded_or_a_usage_error(text: str) -> None:
+    from chipfit.pipelines.feed import max_workers, parse_workers
+
+    try:
+        counts = parse_workers(text, cores=2)
+    except InvalidInputError:
+        return
+    assert counts and counts == tuple(sorted(set(counts)))
+    assert all(0 <= w <= max_workers(2) for w in counts)
+
+
+@FAST
+@given(st.one_of(TEXT, st.text(alphabet="0123456789xX ", max_size=20)))
+def test_feed_image_sizes_are_bounded_or_a_usage_error(text: str) -> None:
+    from chipfit.pipelines.feed import MAX_SOURCE_SIDE, parse_source
+
+    try:
+        width, height = parse_source(text)
+    except InvalidInputError:
+        return
+    assert 8 <= width <= MAX_SOURCE_SIDE and 8 <= height <= MAX_SOURCE_SIDE
