@@ -63,7 +63,7 @@ def test_cli_advise_json_and_text(cli, tmp_path):
     model = tmp_path / "tiny.pt"
     torch.jit.save(torch.jit.script(_tiny_mlp()), str(model))
     proc = cli("advise", str(model), "--input", "1x16:float32", "--devices", "torch:cpu",
-               "--hardware", "t4,h100-sxm", "--json", "-", check=True)
+               "--hardware", "t4,h100-sxm", "--quick", "--json", "-", check=True)
     data = json.loads(proc.stdout)
     local = next(o for o in data["ranked"] if o["device"] == "torch:cpu")
     quiet = local["latency_s"]["source"] == "measured"
@@ -73,7 +73,7 @@ def test_cli_advise_json_and_text(cli, tmp_path):
     else:  # measured while the machine was shared: it says so, and may rightly lose
         assert local["latency_s"]["source"] == "measured, from contended points"
     text = cli("advise", str(model), "--input", "1x16", "--devices", "torch:cpu",
-               "--hardware", "t4", check=True).stdout
+               "--hardware", "t4", "--quick", check=True).stdout
     if "from contended points" not in text:
         assert text.startswith("Stay on this CPU") and "seeds/" in text
     if quiet:
@@ -101,7 +101,7 @@ def test_cli_refuses_a_pickle_by_default(cli, tmp_path):
     proc = cli("advise", str(path), "--input", "1x16", "--devices", "torch:cpu")
     assert proc.returncode == 2 and "--trust-pickle" in proc.stderr
     ok = cli("advise", str(path), "--input", "1x16", "--devices", "torch:cpu", "--hardware", "t4",
-             "--trust-pickle", "--json", "-", check=True)
+             "--trust-pickle", "--quick", "--json", "-", check=True)
     assert json.loads(ok.stdout)["choice"]
 
 
@@ -109,7 +109,7 @@ def test_advice_appears_in_the_html_report(cli, tmp_path):
     model = tmp_path / "tiny<b>.pt"
     torch.jit.save(torch.jit.script(_tiny_mlp()), str(model))
     cli("advise", str(model), "--input", "1x16", "--devices", "torch:cpu", "--hardware", "t4",
-        check=True)
+        "--quick", check=True)
     out = tmp_path / "report.html"
     cli("report", "-o", str(out), check=True)
     page = out.read_text()

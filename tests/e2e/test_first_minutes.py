@@ -111,7 +111,7 @@ def test_report_puts_the_answer_first_and_keeps_the_newest_advice(cli, tmp_path)
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path),
                                                        os.environ.get("PYTHONPATH")]))}
     cli("advise", "tinynet:make", "--input", "1x16", "--batches", "1,8", "--hardware", "t4",
-        "--devices", "torch:cpu,torch:cpu@1t", env=env, check=True)
+        "--devices", "torch:cpu,torch:cpu@1t", "--quick", env=env, check=True)
     cli("bench", "-w", "matmul", "-s", "32", "-d", "torch:cpu", "--quick", check=True)
     page = tmp_path / "r.html"
     cli("report", "-o", str(page), check=True)

@@ -53,8 +53,9 @@ def test_matmul_sweep_one_thread_vs_two_threads(cli, tmp_path):
     assert all(not c.gap or c.interval == (c.lower_x, c.upper_x) for c in crossover.crossings)
     assert crossover.kind in ("none", "one", "several") and crossover.view == "resident"
     words = flat(proc.stdout)
-    assert "torch:cpu@1t vs torch:cpu@2t" in words
-    assert "no copies: resident = end to end" in words  # CPU: the end-to-end view is the same
+    if not any(m.contended for m in run.measurements):  # else the findings say they are busy
+        assert "torch:cpu@1t vs torch:cpu@2t" in words
+        assert "no copies: resident = end to end" in words  # CPU: the end-to-end view is the same
     assert any(k in words for k in KINDS_IN_WORDS)
     assert "largest that fits" in words or "fits every size tried" in words
     assert "highest throughput at n =" in words and "memory guard admits up to n =" in words

@@ -329,8 +329,15 @@ def forward_ops(arch: LlmArch, run: LlmRun, tokens: int, seqs: int, ctx: float, 
     return ops
 
 
-def _op_time(op: Op, dev: LlmDevice, dtype: str, tp: int) -> tuple[float, str]:
-    """Seconds for ``op.count`` operators and what bounds them."""
+def _op_time(op: Op, dev: LlmDevice, dtype: str, tp: int,
+             working_set: float = 0.0) -> tuple[float, str]:
+    """Seconds for ``op.count`` operators and what bounds them.
+
+    The bandwidth is read at the pass's whole working set, not at one operator's bytes: a
+    decode step streams every layer's weights once, so a layer's few MB come from DRAM when
+    the pass's hundreds of MB do not fit the caches, although a probe of that one layer
+    (repeated on the same buffer) runs from cache. Calibrated CPUs have such a size-dependent
+    curve; catalog devices a flat rate, where this changes nothing."""
     if op.kind == "allreduce":
         if dev.link_bw is None:
             return math.nan, "interconnect"
@@ -339,7 +346,7 @@ def _op_time(op: Op, dev: LlmDevice, dtype: str, tp: int) -> tuple[float, str]:
     if op.kind == "other":
         return 0.0, "overhead"
     compute = op.flops / dev.rate(dtype, op.flops, op.rows) if op.flops else 0.0
-    memory = op.bytes / dev.bw(op.bytes) if op.bytes else 0.0
+    memory = op.bytes / dev.bw(max(op.bytes, working_set)) if op.bytes else 0.0
     return op.count * max(compute, memory), ("compute" if compute >= memory else "bandwidth")
 
 
@@ -362,8 +369,9 @@ def pass_time(ops: Sequence[Op], dev: LlmDevice, dtype: str, tp: int, eager: boo
     parts: dict[str, float] = {}
     device = 0.0
     n_ops = 0
+    working_set = sum(op.count * op.bytes for op in ops if op.kind != "allreduce")
     for op in ops:
-        t, bound = _op_time(op, dev, dtype, tp)
+        t, bound = _op_time(op, dev, dtype, tp, working_set)
         parts[bound] = parts.get(bound, 0.0) + t
         device += t
         n_ops += op.count

@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="write the advice as JSON to PATH ('-' for "
                    "stdout)")
     p.add_argument("--no-save", action="store_true", help="do not keep the measurements")
+    p.add_argument("--quick", action="store_true", help="short timing per point (a rough answer "
+                   "in seconds; the same batches and predictions)")
     add_ray_fleet_flags(p)
     p.add_argument("--job-timeout", type=finite_float, metavar="SECONDS",
                    help="a model file or factory must load and run one batch within this "
@@ -134,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from chipfit.pipelines.advise import DEFAULT_HARDWARE, advise
+    from chipfit.spec import TimingConfig
     from chipfit.report.advise_view import advice_json, advice_renderable
 
     for flag in ("batch", "max_latency", "budget", "train_samples", "epochs", "local_price"):
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
                         trust_pickle=args.trust_pickle, on_result=saver,
                         local_price=args.local_price, store=store,
                         progress=None if err.is_terminal else note,
-                        stacks=csv_list(args.stacks))
+                        stacks=csv_list(args.stacks),
+                        timing=TimingConfig.quick() if args.quick else None)
     _print_notes(advice.workload)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     verdict = advice.verdict
