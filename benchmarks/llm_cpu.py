@@ -81,7 +81,8 @@ def predict(cfg: dict, batch: int, prompt: int, gen: int) -> dict:
         raise SystemExit(f"no local prediction: {row.why}")
     p = row.prediction
     return {"ttft_s": p.ttft_s, "step_s": p.step_s, "decode_tokens_per_s":
-            p.decode_tokens_per_s, "bound": p.decode_bound, "source": "predicted"}
+            p.decode_tokens_per_s, "bound": p.decode_bound,
+            "decode_seconds_by_bound": dict(p.decode_parts), "source": "predicted"}
 
 
 def _calibrate(keep: bool, quick: bool) -> None:
@@ -125,6 +126,9 @@ def main() -> int:
                   f"{p['decode_tokens_per_s']:9.1f} tok/s ({err:+.0%}, {p['bound']}); "
                   f"prefill measured {m['prefill_s'] * 1e3:.1f} ms, predicted "
                   f"{p['ttft_s'] * 1e3:.1f} ms", flush=True)
+            parts = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in p["decode_seconds_by_bound"].items())
+            print(f"{'':16s}   step measured {m['step_s'] * 1e3:.2f} ms, predicted "
+                  f"{p['step_s'] * 1e3:.2f} ms ({parts} ms)", flush=True)
             if args.jax:
                 rows[-1]["measured_jax"] = measure_jax(cfg, batch, prompt, gen,
                                                        1 if args.quick else args.repeats)

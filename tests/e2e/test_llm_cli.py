@@ -96,3 +96,51 @@ def test_chipfit_report_gets_an_llm_section(cli, tmp_path):
     text = page.read_text(encoding="utf-8")
     assert 'id="llm-0"' in text and 'id="fig-llm-0-memory"' in text
     assert 'id="fig-llm-0-tokens"' in text and "<script" not in text
+
+
+TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "vocab_size": 256, "max_position_embeddings": 256, "tie_word_embeddings": False}
+
+
+def test_measure_runs_real_generation_for_the_local_row(cli, tmp_path):
+    cfg = tmp_path / "tiny-llama.json"
+    cfg.write_text(json.dumps(TINY))
+    run = ("--prompt-len", "8", "--gen-len", "5", "--dtype", "float32", "--measure")
+    data = json.loads(cli("llm", str(cfg), "--hardware", "l4,local", *run, "--json",
+                          check=True).stdout)
+    assert data["model"] == "tiny-llama"
+    rows = {r["hardware"]: r for r in data["rows"]}
+    local = next(r for r in data["rows"] if r["local"])
+    m = local["measured"]
+    assert m["source"] == "measured" and m["decode_steps"] == 4 and m["dtype"] == "float32"
+    assert m["ttft_s"] > 0 and m["decode_step_s"] > 0 and m["threads"] >= 1
+    assert m["decode_tokens_per_s"] == 1 / m["decode_step_s"]
+    assert m["contended"] in (True, False, None)
+    if local["prediction"] is not None:  # predicted too: the error is stated both ways
+        err = m["prediction_error"]["decode_tokens_per_s"]
+        assert err == local["decode_tokens_per_s"] / m["decode_tokens_per_s"] - 1
+    assert rows["l4"]["measured"] is None and rows["l4"]["measured_why"] is None
+    text = cli("llm", str(cfg), "--hardware", "local", *run, check=True).stdout
+    assert "measured here (float32" in text and "tok/s per sequence" in text
+
+
+def test_measure_says_why_it_did_not_measure(cli, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    base = (str(cfg), "--hardware", "local", "--prompt-len", "8", "--gen-len", "4", "--measure")
+    quantised = json.loads(cli("llm", *base, "--dtype", "int4", "--json", check=True).stdout)
+    assert quantised["rows"][0]["measured"] is None
+    assert "int4 weights are not measured here" in quantised["rows"][0]["measured_why"]
+    big = json.loads(cli("llm", "llama-3.1-70b", "--hardware", "local", "--measure",
+                         "--dtype", "float32", "--json", check=True).stdout)
+    assert big["rows"][0]["measured"] is None and "predicted only" in big["rows"][0]["measured_why"]
+    slow = json.loads(cli("llm", *base, "--dtype", "float32", "--measure-budget", "1e-9",
+                          "--json", check=True).stdout)
+    assert "measuring budget" in slow["rows"][0]["measured_why"]
+    for bad, says in ((("--hardware", "l4", "--gen-len", "4"), "add 'local' to --hardware"),
+                      (("--measure-budget", "-3"), "--measure-budget must be a positive"),
+                      (("--measure-budget", "nan"), "")):
+        proc = cli("llm", str(cfg), "--measure", "--prompt-len", "8", *bad)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, out, print_json
+from chipfit.commands._common import csv_list, finite_float, out, print_json, show
+from chipfit.commands._common import note as progress_note
 
 ORDER = 55
 
@@ -29,9 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="software stack assumed: optimized (TensorRT-LLM-like, default for "
                         "catalog devices), llamacpp (llama.cpp-like, batch-1 local serving) "
                         "or eager (PyTorch eager, default for local)")
+    p.add_argument("--measure", action="store_true",
+                   help="also run the generation for real on this CPU (random weights, "
+                        "transformers eager) for the 'local' row, when it fits in half the "
+                        "memory and its predicted time in --measure-budget")
+    p.add_argument("--measure-budget", type=finite_float, default=120.0, metavar="SECONDS",
+                   help="longest predicted generation --measure runs, warm-up included "
+                        "(default 120)")
     p.add_argument("--published", action="store_true",
                    help="show the published results and their leave-one-out errors instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--wide", action="store_true", help="every column of the table, however "
+                   "wide the terminal")
     p.add_argument("--html", metavar="PATH", help="also write an HTML page with the memory-fit "
                    "chart and tokens/s vs batch")
     p.set_defaults(func=run)
@@ -43,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.published or args.model is None:
         return _published(args)
     report = llm_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
-                             args.batch, args.dtype, args.kv_dtype, args.stack)
+                        args.batch, args.dtype, args.kv_dtype, args.stack,
+                        measure=args.measure, measure_budget_s=args.measure_budget,
+                        progress=progress_note)
     if args.html:
         from chipfit.report.llm_view import write_llm_html
 
@@ -51,9 +63,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
         return 0
-    from chipfit.report.llm_view import llm_table
+    from chipfit.report.llm_view import llm_table, measured_line
 
-    out.print(llm_table(report))
+    show(llm_table(report, args.wide), args.wide)
+    for row in report.rows:
+        if row.measured is not None:
+            out.print(measured_line(row), markup=False)
+        elif row.measured_why:
+            out.print(f"{row.hardware}: not measured: {row.measured_why}", markup=False)
     notes = sorted({n for r in report.rows if r.prediction for n in r.prediction.notes}
                    | {f"{r.hardware}: {r.why}" for r in report.rows if r.why}
                    | {f"{r.hardware}: {r.prediction.stack} stack, band {r.prediction.band:.0%} "

@@ -22,7 +22,7 @@ Which software stack a prediction assumes is explicit:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -63,6 +63,102 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
+class LlmMeasured:
+    """Real greedy generation of the run on this machine's CPU (random weights, transformers
+    eager, a KV cache): the time to the first token and the median decode step."""
+
+    ttft_s: float
+    step_s: float
+    steps: int
+    batch: int
+    dtype: str
+    threads: int
+    contended: bool | None
+    contention_note: str = ""
+    source: str = "measured"
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return 1.0 / self.step_s if self.step_s > 0 else math.nan
+
+    def to_dict(self, prediction: LlmPrediction | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ttft_s": self.ttft_s, "decode_step_s": self.step_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "aggregate_tokens_per_s": self.batch * self.decode_tokens_per_s,
+            "decode_steps": self.steps, "dtype": self.dtype, "threads": self.threads,
+            "contended": self.contended, "contention": self.contention_note or None,
+            "source": self.source}
+        if prediction is not None:  # (predicted - measured) / measured
+            out["prediction_error"] = {
+                "decode_tokens_per_s": prediction.decode_tokens_per_s
+                / self.decode_tokens_per_s - 1.0,
+                "ttft_s": prediction.ttft_s / self.ttft_s - 1.0}
+        return out
+
+
+# what --measure runs here: float weights only (quantised formats need kernels transformers'
+# eager CPU path does not have), at most this share of the memory, within the time budget
+MEASURE_DTYPES = ("float32", "bfloat16")
+MEASURE_MEMORY_SHARE = 0.5
+MEASURE_BUDGET_S = 120.0
+
+
+def measure_why_not(arch: LlmArch, run: LlmRun, row: LlmRow, budget_s: float) -> str:
+    """Why the run cannot be measured on this CPU ("" when it can)."""
+    if run.weight_dtype not in MEASURE_DTYPES:
+        return (f"{run.weight_dtype} weights are not measured here (transformers eager on a "
+                f"CPU runs {' or '.join(MEASURE_DTYPES)}); predicted only")
+    if KV_DTYPES[run.kv_dtype] < WEIGHT_DTYPES[run.weight_dtype] and run.weight_dtype != "float32":
+        return f"a {run.kv_dtype} KV cache is not measured here; predicted only"
+    cap = row.memory_capacity
+    if cap is not None and row.memory.total > MEASURE_MEMORY_SHARE * cap:
+        return (f"needs {row.memory.total / 1e9:.1f} GB, over {MEASURE_MEMORY_SHARE:.0%} of "
+                f"this machine's {cap / 1e9:.1f} GB; predicted only")
+    p = row.prediction
+    # a warm-up generation, then the measured one: about twice one generation's time
+    seconds, how = (2.0 * p.total_s, "predicted") if p else (2.0 * _slow_cpu_s(arch, run),
+                                                               "estimated at 1 GFLOP/s")
+    if seconds > budget_s:
+        return (f"{how} to take {seconds:.0f} s with its warm-up, over the {budget_s:.0f} s "
+                "measuring budget (--measure-budget); predicted only")
+    return ""
+
+
+def _slow_cpu_s(arch: LlmArch, run: LlmRun) -> float:
+    """A generation's time on a slow CPU (1 GFLOP/s, 1 ms of host time per layer and token):
+    the bound used to decide whether to measure where nothing predicts this machine."""
+    tokens = run.batch * (run.prompt_len + run.gen_len)
+    return 2.0 * arch.active_params * tokens / 1e9 + run.gen_len * arch.layers * 1e-3
+
+
+def measure_generation(cfg: Mapping[str, Any], run: LlmRun) -> LlmMeasured:
+    """Greedy generation of ``run`` on torch's CPU with random weights: a warm-up pass over
+    the full length (the first pass at each context length selects kernels), then the
+    measured pass, watched for other processes sharing the machine."""
+    import torch
+
+    from chipfit.timing.contention import watch
+    from chipfit.workloads.llm import build_model, greedy_generate
+
+    dtype = "float32" if run.weight_dtype == "float32" else run.weight_dtype
+    try:
+        model = build_model(cfg, "cpu", dtype)
+    except (ValueError, TypeError, KeyError, RuntimeError, ImportError) as exc:
+        raise InvalidInputError(f"cannot build {cfg.get('_name', 'the model')} with transformers "
+                                f"to measure it: {str(exc).splitlines()[0]}") from None
+    vocab = int(model.config.vocab_size)
+    ids = torch.randint(0, vocab, (run.batch, run.prompt_len),
+                        generator=torch.Generator().manual_seed(0))
+    greedy_generate(model, ids, run.gen_len)
+    gen, evidence = watch(lambda: greedy_generate(model, ids, run.gen_len), "torch:cpu")
+    steps = sorted(gen.step_s)
+    step = steps[len(steps) // 2] if steps else math.nan
+    return LlmMeasured(gen.prefill_s, step, len(steps), run.batch, dtype,
+                       torch.get_num_threads(), evidence.contended, evidence.note)
+
+
+@dataclass(frozen=True)
 class LlmRow:
     """One hardware target's verdict and prediction for one run."""
 
@@ -80,6 +176,8 @@ class LlmRow:
     sweep: tuple[tuple[int, float, float], ...] = ()  # (batch, per-seq tok/s, aggregate)
     capacity_source: str = "catalog"  # or "measured" (this machine's memory, probed)
     source: str = "predicted"
+    measured: LlmMeasured | None = None  # real generation here (``--measure``, local only)
+    measured_why: str = ""  # why --measure did not measure this row
 
     @property
     def fits(self) -> bool | None:
@@ -101,6 +199,8 @@ class LlmRow:
                 "prediction": p.to_dict() if p else None, "why": self.why or None,
                 "tokens_per_s_vs_batch": [{"batch": b, "per_sequence": s, "aggregate": a}
                                           for b, s, a in self.sweep],
+                "measured": self.measured.to_dict(p) if self.measured else None,
+                "measured_why": self.measured_why or None,
                 "source": self.source}
 
 
@@ -478,13 +578,22 @@ def _verdict_only(arch: LlmArch, run: LlmRun, key: str, cap: float | None, why: 
 
 def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_len: int = 512,
                gen_len: int = 128, batch: int = 1, dtype: str = "bfloat16",
-               kv_dtype: str | None = None, stack: str | None = None) -> LlmReport:
+               kv_dtype: str | None = None, stack: str | None = None, measure: bool = False,
+               measure_budget_s: float = MEASURE_BUDGET_S,
+               progress: Callable[[str], None] | None = None) -> LlmReport:
     """Fit verdicts and predictions of ``model`` (a built-in name, a config.json path or a
     config dict) on each of ``hardware`` (catalog keys or ``local``). Pure arithmetic from the
-    config for catalog devices: nothing is allocated."""
-    from chipfit.workloads.llm import arch_from_config, load_arch
+    config for catalog devices: nothing is allocated.
 
-    arch = arch_from_config(model) if isinstance(model, Mapping) else load_arch(model)
+    ``measure``: also run the generation for real on this machine's CPU (the ``local`` row,
+    random weights) when it is small enough to finish within ``measure_budget_s``; the row
+    then carries the measured times beside the prediction, or says why it was not measured.
+    ``progress`` is handed a line before the measuring starts.
+    """
+    from chipfit.workloads.llm import arch_from_config, load_config
+
+    cfg = dict(model) if isinstance(model, Mapping) else load_config(model)
+    arch = arch_from_config(cfg)
     run = parse_run(prompt_len, gen_len, batch, dtype, kv_dtype)
     if arch.max_context and run.context > arch.max_context:
         raise InvalidInputError(f"prompt + generation = {run.context} tokens exceeds "
@@ -496,12 +605,31 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
     targets = _dedupe(t.strip() for t in hardware if t.strip())
     if not targets:
         raise UsageError("no hardware given: pass --hardware h100-sxm,l4,local ...")
+    if measure and (not math.isfinite(measure_budget_s) or measure_budget_s <= 0):
+        raise InvalidInputError("--measure-budget must be a positive number of seconds")
     rows = tuple(_row(arch, run, t, stack) for t in targets)
+    if measure:
+        if not any(r.local for r in rows):
+            raise UsageError("--measure runs the model on this machine: add 'local' to "
+                             "--hardware")
+        rows = tuple(_measured_row(cfg, arch, run, r, measure_budget_s, progress)
+                     if r.local else r for r in rows)
     notes = ("memory figures are per device of the tensor-parallel group, estimated; "
              f"framework overhead per device {OVERHEAD_BYTES['gpu'] / 1e9:.1f} GB on GPUs "
              "(estimated)",
              "energy per 1M tokens is at TDP (upper bound; host and cooling not included)")
     return LlmReport(arch, run, rows, notes)
+
+
+def _measured_row(cfg: Mapping[str, Any], arch: LlmArch, run: LlmRun, row: LlmRow,
+                  budget_s: float, progress: Callable[[str], None] | None) -> LlmRow:
+    why = measure_why_not(arch, run, row, budget_s)
+    if why:
+        return replace(row, measured_why=why)
+    if progress is not None:
+        progress(f"measuring {arch.name} on this CPU: a warm-up generation, then the measured "
+                 f"one ({run.batch} x {run.prompt_len} prompt tokens, {run.gen_len} generated)")
+    return replace(row, measured=measure_generation(cfg, run))
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:

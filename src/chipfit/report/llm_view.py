@@ -26,31 +26,52 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def llm_table(report: Any) -> Table:
-    """One row per hardware target: verdict, memory, TTFT, decode tokens/s, bound, cost."""
+def llm_table(report: Any, wide: bool = False) -> Any:
+    """One row per hardware target: verdict, memory, TTFT, decode tokens/s, bound, cost.
+
+    Fitted to the width it is printed at (80 columns in a pipe): the least needed columns go
+    first and the caption names them (``wide``: all of them)."""
+    from chipfit.report.layout import Col, Fitted
+
     a, r = report.arch, report.run
     title = (f"chipfit llm {a.name}: {a.params / 1e9:.2f}B params"
              + (f" ({a.active_params / 1e9:.1f}B active)" if a.experts > 1 else "")
              + f", {r.weight_dtype} weights, {r.kv_dtype} KV, prompt {r.prompt_len}, "
              f"gen {r.gen_len}, batch {r.batch}")
     bands = sorted({f"{r.prediction.band:.0%}" for r in report.rows if r.prediction})
-    table = Table(title=title, title_justify="left", caption="GB/dev: estimated memory per "
-                  "device of the tensor-parallel group; TTFT and tok/s: predicted (band +-"
-                  f"{'/'.join(bands) or '-'}); tok/s/seq per sequence, tok/s all = batch "
-                  "aggregate; $ per 1M generated tokens", caption_justify="left")
-    for col in ("hardware", "fits 1", "devs", "GB/dev", "max B", "TTFT", "tok/s/seq",
-                "tok/s all", "bound", "$/1M"):
-        table.add_column(col, justify="left" if col in ("hardware", "bound") else "right")
+    caption = ("GB/dev: estimated memory per device of the tensor-parallel group; TTFT and "
+               f"tok/s: predicted (band +-{'/'.join(bands) or '-'}); tok/s/seq per sequence, "
+               "tok/s all = batch aggregate; $ per 1M generated tokens.")
+    cols = [Col("hardware"), Col("fits 1", "right"), Col("devs", "right"),
+            Col("GB/dev", "right", 2), Col("max B", "right", 4), Col("TTFT", "right"),
+            Col("tok/s/seq", "right"), Col("tok/s all", "right", 3), Col("bound", drop=1),
+            Col("$/1M", "right", 2)]
+    rows = []
     for row in report.rows:
         p = row.prediction
         fits = "?" if row.fits is None else ("yes" if row.fits else "no")
-        table.add_row(
+        rows.append([
             row.hardware, fits, "-" if row.devices_needed is None else str(row.devices_needed),
             f"{row.memory.total / 1e9:.1f}", str(row.max_batch),
             fmt_seconds(p.ttft_s) if p else "-", _num(p.decode_tokens_per_s) if p else "-",
             _num(p.aggregate_tokens_per_s) if p else "-",
-            (p.decode_bound if p else "-"), _money(p.usd_per_million_tokens) if p else "-")
-    return table
+            (p.decode_bound if p else "-"), _money(p.usd_per_million_tokens) if p else "-"])
+    return Fitted(cols, rows, wide=wide, title=title, caption=caption)
+
+
+def measured_line(row: Any) -> str:
+    """The local row's real generation beside its prediction, in one line."""
+    m, p = row.measured, row.prediction
+    text = (f"{row.hardware}: measured here ({m.dtype}, {m.threads} threads, {m.steps} decode "
+            f"steps): decode {_num(m.decode_tokens_per_s)} tok/s per sequence, TTFT "
+            f"{fmt_seconds(m.ttft_s)}")
+    if p is not None:
+        text += (f"; predicted {_num(p.decode_tokens_per_s)} tok/s "
+                 f"({p.decode_tokens_per_s / m.decode_tokens_per_s - 1:+.0%}), TTFT "
+                 f"{fmt_seconds(p.ttft_s)} ({p.ttft_s / m.ttft_s - 1:+.0%})")
+    if m.contended:
+        text += f" [machine busy while measuring: {m.contention_note}]"
+    return text
 
 
 def llm_published_table(cases: Sequence[Any]) -> Table:

@@ -195,7 +195,9 @@ def load_config(model: str) -> dict[str, Any]:
         raise InvalidInputError(f"cannot read {path} as a config.json: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path} is not a transformers config (a JSON object)")
-    return {"_name": path.parent.name or path.stem, "_source": str(path), **data}
+    # a Hub-style folder names the model (llama-7b/config.json); any other file its own stem
+    name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    return {"_name": name, "_source": str(path), **data}
 
 
 def _int(cfg: Mapping[str, Any], key: str, default: Any = None) -> int:
