@@ -11,6 +11,7 @@ from chipfit.analysis.llm import (
     Scored,
     bytes_per_decode_token,
     devices_needed,
+    fit_scale_offset,
     kv_bytes_per_token,
     loo_factors,
     memory_breakdown,
@@ -102,6 +103,31 @@ def test_loo_factor_excludes_the_row_itself():
     assert out["a"][0] == pytest.approx((4.0 + 1.0) / 2)  # ratios of b and c only
     assert out["a"][1] == pytest.approx((50 * 2.5 - 100) / 100)
     assert out["t"] == (1.0, pytest.approx(-0.5))  # alone in its group: no factor
+
+
+def test_a_scale_and_a_fixed_time_per_request_are_recovered():
+    predicted = [0.001, 0.004, 0.02, 0.08, 0.3]
+    published = [1.4 * q + 0.0025 for q in predicted]  # a stack 1.4x its roofline, +2.5 ms
+    k, c = fit_scale_offset(published, predicted)
+    assert k == pytest.approx(1.4) and c == pytest.approx(0.0025)
+    # a negative offset would be no fixed cost: the median ratio alone
+    shrinking = [1.4 * q - 0.0005 for q in predicted]
+    assert fit_scale_offset(shrinking, predicted)[1] == 0.0
+    # too few rows for two parameters: the median ratio alone
+    assert fit_scale_offset(published[:3], predicted[:3]) == (pytest.approx(
+        sorted(p / q for p, q in zip(published[:3], predicted[:3]))[1]), 0.0)
+    assert fit_scale_offset([], []) == (1.0, 0.0)
+
+
+def test_the_published_prefill_rows_get_a_fixed_time_per_request():
+    from chipfit.pipelines.llm import published_cases, stack_factors
+
+    factors, band, _ = stack_factors("TensorRT-LLM")
+    assert 0.0 < factors["request_s"] < 0.02 and factors["prefill"] > 0  # ms, not seconds
+    ttft = [c for c in published_cases() if c.metric == "ttft"]
+    assert ttft and all(c.loo_request_s >= 0 for c in ttft)
+    assert sorted(abs(c.loo_error) for c in ttft)[len(ttft) // 2] < 0.3
+    assert 0 < band < 0.3
 
 
 def test_config_parsing_refuses_what_it_cannot_size():

@@ -47,6 +47,7 @@ __all__ = [
     "MemoryBreakdown",
     "LlmPrediction", "PhaseTime", "kv_bytes_per_token", "memory_breakdown", "devices_needed",
     "max_batch", "max_context", "predict_llm", "tp_candidates", "loo_factors", "median",
+    "fit_scale_offset",
 ]
 
 # bytes per weight; int4 = 4 bits + one 16-bit scale per group of 128 (GPTQ/AWQ default group)
@@ -479,6 +480,9 @@ def predict_llm(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int = 1, stack: 
 
     ``factors`` (``{"prefill": k, "decode": k}``) scale the roofline times: per-stack
     efficiencies fitted on published results (:func:`loo_factors`); 1 without them.
+    ``"request_s"``, where fitted (:func:`fit_scale_offset`), is a serving stack's fixed time
+    per request added to the time to first token (scheduling, sampling, the first token's
+    return): what makes a short prompt's TTFT longer than its roofline.
     """
     if stack not in STACKS:
         raise UnknownNameError("stack", stack, STACKS)
@@ -504,7 +508,8 @@ def predict_llm(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int = 1, stack: 
     used = dev.rate_dtype(dtype)
     notes = dev.notes + ((f"{run.weight_dtype} weights on {dev.key}: no {dtype} matmul rate, "
                           f"the {used} rate is used",) if used != dtype else ())
-    return LlmPrediction(dev.key, dev.name, tp, stack, pre.seconds * f.get("prefill", 1.0),
+    ttft = pre.seconds * f.get("prefill", 1.0) + f.get("request_s", 0.0)
+    return LlmPrediction(dev.key, dev.name, tp, stack, ttft,
                          step_s * f.get("decode", 1.0), pre.bound, decode.bound if steps else "-",
                          decode.parts, b, run.gen_len, band, band_basis, dev.tdp_w,
                          dev.price_usd_hr, notes)
@@ -546,3 +551,37 @@ def loo_factors(rows: Sequence[Scored]) -> list[tuple[Scored, float, float]]:
         corrected = row.predicted * k if row.higher_is_better else row.predicted / k
         out.append((row, k, (corrected - row.published) / row.published))
     return out
+
+
+#: fewest rows from which a scale and an offset are both fitted (else the scale alone)
+MIN_OFFSET_ROWS = 4
+
+
+def fit_scale_offset(published_s: Sequence[float],
+                     predicted_s: Sequence[float]) -> tuple[float, float]:
+    """``(k, c)`` such that ``k * predicted + c`` matches published times with the least
+    squared *relative* error (each row weighs alike whatever its size); ``c >= 0`` seconds.
+
+    Where fewer than :data:`MIN_OFFSET_ROWS` rows are given, or the best offset would be
+    negative (no fixed cost is visible), ``c = 0`` and ``k`` is the median ratio.
+    """
+    pairs = [(p, q) for p, q in zip(published_s, predicted_s, strict=True)
+             if p > 0 and q > 0 and math.isfinite(p) and math.isfinite(q)]
+    if not pairs:
+        return 1.0, 0.0
+    ratio = median(p / q for p, q in pairs)
+    if len(pairs) < MIN_OFFSET_ROWS:
+        return ratio, 0.0
+    # minimise sum((k q + c) / p - 1)^2: normal equations of x = (k, c), rows (q/p, 1/p)
+    a11 = sum((q / p) ** 2 for p, q in pairs)
+    a12 = sum(q / p**2 for p, q in pairs)
+    a22 = sum(1 / p**2 for p, _ in pairs)
+    b1 = sum(q / p for p, q in pairs)
+    b2 = sum(1 / p for p, _ in pairs)
+    det = a11 * a22 - a12 * a12
+    if det <= 0:
+        return ratio, 0.0
+    k, c = (b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det
+    if c < 0 or k <= 0:
+        return ratio, 0.0
+    return k, c

@@ -39,6 +39,7 @@ from chipfit.analysis.llm import (
     Scored,
     canonical_dtype,
     devices_needed,
+    fit_scale_offset,
     loo_factors,
     max_batch,
     max_context,
@@ -396,6 +397,7 @@ class PublishedCase:
     loo_error: float  # (corrected - published) / published
     stack: str
     source: str
+    loo_request_s: float = 0.0  # the fixed time per request fitted without this row (prefill)
 
 
 def _results_data() -> dict[str, Any]:
@@ -459,10 +461,28 @@ def published_cases() -> tuple[PublishedCase, ...]:
     out = []
     for s, k, e in loo_factors(scored):
         r = dict(s.extra)["row"]
-        out.append(PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
-                                 s.published, r["unit"], s.predicted, k, e, r["stack"],
-                                 dict(s.extra)["source"]))
+        case = PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
+                             s.published, r["unit"], s.predicted, k, e, r["stack"],
+                             dict(s.extra)["source"])
+        if _PHASE[r["metric"]] == "prefill":  # scale and a fixed time per request, LOO
+            others = [o for o in scored if o.group == s.group and o.id != s.id]
+            k2, c = fit_scale_offset([_prefill_s(o) for o in others],
+                                     [_prefill_s(o, predicted=True) for o in others])
+            pub, pred = _prefill_s(s), _prefill_s(s, predicted=True)
+            corrected = k2 * pred + c
+            error = (corrected / pub - 1.0) if r["metric"] == "ttft" else pub / corrected - 1.0
+            case = replace(case, loo_factor=k2, loo_error=error, loo_request_s=c)
+        out.append(case)
     return tuple(out)
+
+
+def _prefill_s(s: Scored, predicted: bool = False) -> float:
+    """A prefill-phase published row's figure as seconds to the first token."""
+    r = dict(s.extra)["row"]
+    value = s.predicted if predicted else s.published
+    if r["metric"] == "ttft":
+        return value / 1000.0  # the rows and _predict_row give milliseconds
+    return r["batch"] * r["input_len"] / value  # prefill tokens/s
 
 
 def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float, str]:
@@ -472,14 +492,27 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
     if not cases:
         return {}, 0.5, "default 50% (no published rows)"
     factors = {}
-    for phase in ("prefill", "decode"):
-        ratios = [c.published / c.predicted if c.metric == "ttft" else c.predicted / c.published
-                  for c in cases if _PHASE[c.metric] == phase]
-        k = median(ratios)
-        factors[phase] = k if math.isfinite(k) else 1.0
+    ratios = [c.predicted / c.published for c in cases if _PHASE[c.metric] == "decode"]
+    k = median(ratios)
+    factors["decode"] = k if math.isfinite(k) else 1.0
+    prefill = [c for c in cases if _PHASE[c.metric] == "prefill"]
+    rows = _results_by_id()
+    pub = [_case_prefill_s(c, rows[c.id], c.published) for c in prefill]
+    pred = [_case_prefill_s(c, rows[c.id], c.predicted) for c in prefill]
+    factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
     band = median(abs(c.loo_error) for c in cases)
     return factors, band, (f"leave-one-out median error on {len(cases)} published {stack} rows "
                            "(hardware/data/llm_results.toml)")
+
+
+def _results_by_id() -> dict[str, Mapping[str, Any]]:
+    return {r["id"]: r for r in _results_data()["results"]}
+
+
+def _case_prefill_s(case: PublishedCase, row: Mapping[str, Any], value: float) -> float:
+    if case.metric == "ttft":
+        return value / 1000.0
+    return row["batch"] * row["input_len"] / value
 
 
 # ----------------------------------------------------------------------- the report
