@@ -120,6 +120,10 @@ class Net(Workload):
         """Logits of ``x`` under ``params`` (pure JAX, traceable)."""
         raise NotImplementedError
 
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        """This architecture as a Keras 3 model (TensorFlow) holding ``weights``."""
+        raise NotImplementedError
+
     # ---- weights and data ------------------------------------------------------------------
     def init_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
         """float32 weights keyed by torch ``state_dict`` name, in torch's layouts."""
@@ -225,6 +229,23 @@ class Net(Workload):
         return Prepared(call, host, items=batch, details=self._details(mode))
 
 
+    def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        import tensorflow as tf
+
+        from chipfit.backends.tensorflow import compiled, import_tensorflow
+        from chipfit.workloads import _tf_nets
+
+        import_tensorflow()
+        batch = parse_count(size)
+        with tf.device(session.handle):  # variables (and optimizer slots) on the device
+            model = self.keras_model(self.init_weights(), dtype)
+            call = compiled(_tf_nets.program(model, mode, LR, MOMENTUM), session.handle)
+        x, y = self.sample_batch(batch)
+        host = (x,) if mode == "inference" else (x, y)
+        details = (("program", "Keras 3 model, tf.function(jit_compile=True)"),)
+        return Prepared(call, host, items=batch, details=self._details(mode) + details)
+
+
 def _optimizer(params: int) -> Cost:
     return Cost(flops=4.0 * params, bytes_moved=20.0 * params, kernels=1)
 
@@ -267,6 +288,11 @@ class MLP(Net):
         from chipfit.workloads._jax_nets import mlp
 
         return mlp(params, x, len(self.dims) - 2)
+
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import mlp
+
+        return mlp(weights, self.dims, dtype)
 
 
 class CNN(Net):
@@ -315,6 +341,11 @@ class CNN(Net):
         from chipfit.workloads._jax_nets import cnn
 
         return cnn(params, x)
+
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import cnn
+
+        return cnn(weights, self.channels, self.side, self.hidden, self.classes, dtype)
 
 
 class LSTM(Net):
@@ -365,6 +396,12 @@ class LSTM(Net):
 
         return lstm(params, x, self.layers)
 
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import lstm
+
+        return lstm(weights, self.features, self.frames, self.hidden, self.layers,
+                    self.classes, dtype)
+
 
 class TransformerBlock(Net):
     name = "transformer-block"
@@ -414,6 +451,12 @@ class TransformerBlock(Net):
         from chipfit.workloads._jax_nets import encoder_block
 
         return encoder_block(params, x, self.heads)
+
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import encoder_block
+
+        return encoder_block(weights, self.seq, self.d_model, self.heads, self.ff,
+                             self.classes, dtype)
 
 
 def twins(name: str, seed: int = 0) -> Twins:
