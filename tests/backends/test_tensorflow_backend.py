@@ -166,9 +166,17 @@ def test_a_tensorflow_train_step_takes_torch_sgd_momentum_step(tf):
 def test_cli_bench_matmul_on_tensorflow_cpu_writes_json(cli, tmp_path):
     out = tmp_path / "r.json"
     proc = cli("bench", "-w", "matmul", "--devices", "tensorflow:cpu", "--sizes", "64",
-               "--quick", "--no-save", "--json", str(out))
+               "--quick", "--budget", "0.1", "--no-save", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "I0000" not in proc.stderr  # start-up noise filtered
     rows = json.loads(out.read_text())
     rows = rows.get("measurements", rows) if isinstance(rows, dict) else rows
     assert [(r["device"], r["status"], r["stack"]) for r in rows] == [("tensorflow:cpu", "ok", "jit")]
+
+
+def test_keras_on_another_framework_is_refused_in_one_line(tf, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")  # as KERAS_BACKEND=jax does
+    m = run_job(Job("mlp", "1", CPU, timing=FAST))
+    assert m.status == "unsupported" and "KERAS_BACKEND=tensorflow" in m.note

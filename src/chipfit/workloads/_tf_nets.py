@@ -28,10 +28,23 @@ import keras
 import numpy as np
 from keras import layers
 
-__all__ = ["cnn", "encoder_block", "lstm", "mlp", "program"]
+__all__ = ["cnn", "encoder_block", "lstm", "mlp", "program", "require_tensorflow_keras"]
 
 Weights = dict[str, np.ndarray]
 HEAD = "head"  # layer name that stays trainable in finetune mode
+
+
+def require_tensorflow_keras() -> None:
+    """Keras 3 picks its framework once, from ``KERAS_BACKEND`` at import; these models are
+    traced by ``tf.function``, so Keras must run on TensorFlow here. (With ``jax`` or
+    ``torch`` the same Keras code becomes a JAX or torch program; chipfit measures those
+    frameworks through their own backends instead.)"""
+    if keras.backend.backend() != "tensorflow":
+        from chipfit.errors import UnsupportedError
+
+        raise UnsupportedError(f"Keras runs on {keras.backend.backend()} in this process "
+                               f"(KERAS_BACKEND={keras.backend.backend()}); the TensorFlow "
+                               "nets need KERAS_BACKEND=tensorflow (or unset)")
 
 
 def _policy(dtype: str) -> str:

@@ -1,10 +1,12 @@
-"""Small networks on both torch and JAX: an MLP, a CNN, an LSTM and a Transformer encoder block.
+"""Small networks on torch, JAX and TensorFlow: an MLP, a CNN, an LSTM and a Transformer block.
 
 The size axis is the batch. Every network runs in ``inference``, ``train`` (forward, backward,
 SGD-with-momentum step over all parameters) and ``finetune`` (only the ``head`` trains) on
-torch and on JAX. Weights are created once in numpy from a seed (:meth:`Net.init_weights`) and
-loaded unchanged into the torch module and the JAX parameter dict, so the two frameworks run
-the same network on the same inputs (:func:`twins`).
+torch, on JAX and on TensorFlow. Weights are created once in numpy from a seed
+(:meth:`Net.init_weights`) and loaded unchanged into the torch module and the JAX parameter
+dict, and with their layouts converted into a Keras 3 model (:meth:`Net.keras_model`,
+``_tf_nets``), so the three frameworks run the same network on the same inputs
+(:func:`twins` for torch and JAX).
 
 Analytic cost (per call, batch ``B``; "dense" = ``2*rows*in*out`` FLOPs plus the bias add):
 - forward: the sum over the layers listed in each network's ``_ops`` (dense, convolution
@@ -236,6 +238,7 @@ class Net(Workload):
         from chipfit.workloads import _tf_nets
 
         import_tensorflow()
+        _tf_nets.require_tensorflow_keras()
         batch = parse_count(size)
         with tf.device(session.handle):  # variables (and optimizer slots) on the device
             model = self.keras_model(self.init_weights(), dtype)
