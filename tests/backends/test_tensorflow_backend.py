@@ -4,6 +4,7 @@ agreeing with torch and JAX (forward pass and a training step)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from chipfit.execute.job import run_job
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.workloads import nets
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("keras")
+if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
+    pytest.skip("TensorFlow and Keras 3 are not installed", allow_module_level=True)
 
 FAST = TimingConfig(warmup_s=0.005, min_block_s=0.001, budget_s=0.1, target_rel_ci=0.2)
 CPU = DeviceRef("tensorflow", "cpu")
@@ -180,3 +181,29 @@ def test_keras_on_another_framework_is_refused_in_one_line(tf, monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")  # as KERAS_BACKEND=jax does
     m = run_job(Job("mlp", "1", CPU, timing=FAST))
     assert m.status == "unsupported" and "KERAS_BACKEND=tensorflow" in m.note
+
+
+def test_a_keras_model_is_measured_with_counted_flops(tf):
+    import keras
+
+    from chipfit.workloads import register
+    from chipfit.workloads.keras_models import KerasModel
+
+    def dense():
+        return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dense(5)])
+
+    def recurrent():
+        return keras.Sequential([keras.Input((5, 6)), keras.layers.LSTM(8, use_cudnn=False),
+                                 keras.layers.Dense(3)])
+
+    register(KerasModel("test-keras-dense", dense, (12,)))
+    register(KerasModel("test-keras-lstm", recurrent, (5, 6)))
+    m = run_job(Job("test-keras-dense", "4", CPU, timing=FAST))
+    assert m.ok, m.note
+    matmuls = 2 * 4 * (12 * 16 + 16 * 5)
+    assert matmuls < m.flops <= matmuls + 2 * 4 * (16 + 5)  # plus bias and ReLU per element
+    assert dict(m.metadata)["flops_source"].startswith("counted: XLA optimized HLO")
+    rnn = run_job(Job("test-keras-lstm", "2", CPU, timing=FAST))
+    assert rnn.ok, rnn.note
+    assert "unknown trip count counted once" in dict(rnn.metadata)["flops_source"]
