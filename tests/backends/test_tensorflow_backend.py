@@ -207,3 +207,17 @@ def test_a_keras_model_is_measured_with_counted_flops(tf):
     rnn = run_job(Job("test-keras-lstm", "2", CPU, timing=FAST))
     assert rnn.ok, rnn.note
     assert "unknown trip count counted once" in dict(rnn.metadata)["flops_source"]
+
+
+def test_costs_of_the_tensorflow_program_match_jax_and_refuse_uncountable_loops(tf):
+    from chipfit.errors import UnsupportedError
+    from chipfit.execute.costs import extract_costs
+
+    net = TinyMLP()
+    on_tf = extract_costs(net, "2", backend="tensorflow")
+    on_jax = extract_costs(net, "2", backend="jax")
+    assert on_tf.backend == "tensorflow" and on_tf.method == "xla-hlo"
+    assert on_tf.flops == pytest.approx(on_jax.flops, rel=1e-3)
+    assert on_tf.d2h_bytes == on_jax.d2h_bytes == 2 * 5 * 4
+    with pytest.raises(UnsupportedError, match="unknown trip count"):
+        extract_costs(TinyLSTM(), "1", backend="tensorflow")

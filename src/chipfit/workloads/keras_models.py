@@ -127,6 +127,7 @@ class KerasModel(Workload):
         import tensorflow as tf
 
         from chipfit.cost import _hlo
+        from chipfit.cost.xla import unknown_trip_loops
 
         with tf.device(_CPU):
             model = self._model(dtype)
@@ -145,7 +146,7 @@ class KerasModel(Workload):
         moved = sum(k.bytes_moved * k.count for k in kernels)
         outputs = sum(int(math.prod(o.shape)) * o.dtype.size for o in tf.nest.flatten(out))
         transfer = batch * math.prod(self.input_shape) * itemsize("float32") + outputs
-        unknown = text.count(" while(") - text.count('"known_trip_count"')
+        unknown = unknown_trip_loops(text)
         source = "counted: XLA optimized HLO (chipfit's FLOP convention)"
         if unknown > 0:
             source += (f"; {unknown} loop(s) of unknown trip count counted once (an undercount, "

@@ -92,7 +92,7 @@ class Matmul(Workload):
 
         tf = import_tensorflow()
         m, k, n = shape_of(size)
-        return Prepared(compiled(tf.linalg.matmul, session.handle),
+        return Prepared(compiled(lambda a, b: tf.linalg.matmul(a, b), session.handle),
                         host_arrays(((m, k), (k, n)), dtype, seed=0))
 
 
