@@ -221,3 +221,15 @@ def test_costs_of_the_tensorflow_program_match_jax_and_refuse_uncountable_loops(
     assert on_tf.d2h_bytes == on_jax.d2h_bytes == 2 * 5 * 4
     with pytest.raises(UnsupportedError, match="unknown trip count"):
         extract_costs(TinyLSTM(), "1", backend="tensorflow")
+
+
+def test_twins_carry_the_keras_model_on_request(tf):
+    import torch
+
+    pair = nets.twins("mlp", keras=True)
+    x, _ = nets.MLP().sample_batch(2)
+    with torch.no_grad():
+        expected = pair.torch_model.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(pair.keras_model(tf.constant(x), training=False).numpy(), expected,
+                               atol=1e-5)
+    assert nets.twins("mlp").keras_model is None

@@ -87,12 +87,14 @@ def _linear_params(name: str, fan_in: int, fan_out: int) -> dict[str, _Param]:
 
 @dataclass(frozen=True)
 class Twins:
-    """One network built twice from the same numpy weights: a torch module and JAX params."""
+    """One network built from the same numpy weights: a torch module, JAX params and (asked
+    for with ``twins(..., keras=True)``) a Keras 3 model on TensorFlow."""
 
     weights: dict[str, np.ndarray]
     torch_model: Any
     jax_params: dict[str, Any]
     jax_apply: Callable[[dict[str, Any], Any], Any]
+    keras_model: Any = None
 
 
 class Net(Workload):
@@ -462,11 +464,13 @@ class TransformerBlock(Net):
                              self.classes, dtype)
 
 
-def twins(name: str, seed: int = 0) -> Twins:
-    """Network ``name`` as a torch module and JAX params loaded from the same numpy weights.
+def twins(name: str, seed: int = 0, keras: bool = False) -> Twins:
+    """Network ``name`` as a torch module and JAX params loaded from the same numpy weights
+    (and with ``keras``, a Keras 3 model on TensorFlow holding them too).
 
-    For checking that the two frameworks compute the same thing: feed both
-    ``Net.sample_batch`` inputs (torch: ``torch_model.eval()``; JAX: ``jax_apply(jax_params, x)``).
+    For checking that the frameworks compute the same thing: feed each ``Net.sample_batch``
+    inputs (torch: ``torch_model.eval()``; JAX: ``jax_apply(jax_params, x)``; Keras:
+    ``keras_model(x, training=False)``).
     """
     import jax.numpy as jnp
 
@@ -481,7 +485,13 @@ def twins(name: str, seed: int = 0) -> Twins:
     weights = net.init_weights(seed)
     model = _torch_nets.load_weights(net.torch_module(), weights)
     params = {k: jnp.asarray(v) for k, v in weights.items()}
-    return Twins(weights, model, params, net.jax_apply)
+    keras_model = None
+    if keras:
+        from chipfit.backends.tensorflow import import_tensorflow
+
+        import_tensorflow()
+        keras_model = net.keras_model(weights)
+    return Twins(weights, model, params, net.jax_apply, keras_model)
 
 
 def workloads() -> list[Workload]:
