@@ -14,8 +14,8 @@ The size axis is the batch; the model runs in inference, as ``tf.function(jit_co
 
 FLOPs and bytes are *counted*, not guessed: from the optimized HLO of the XLA program
 TensorFlow compiles for the model on the CPU, with chipfit's convention
-(:mod:`chipfit.cost._hlo`; dots and convolutions from their shapes, one FLOP per other output
-element). A loop whose trip count XLA does not know (Keras RNN layers become a ``while`` loop
+(:mod:`chipfit.cost._hlo`; dots and convolutions from their shapes). As for every user model,
+the FLOPs stored on a measurement are the matrix classes only (``WorkloadCosts.matrix_flops``). A loop whose trip count XLA does not know (Keras RNN layers become a ``while`` loop
 of unknown length on TensorFlow) is counted once: the measurement's ``flops_source`` detail
 says so, and such a model's FLOP/s are an undercount.
 
@@ -127,6 +127,7 @@ class KerasModel(Workload):
         import tensorflow as tf
 
         from chipfit.cost import _hlo
+        from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
         from chipfit.cost.xla import unknown_trip_loops
 
         with tf.device(_CPU):
@@ -141,15 +142,16 @@ class KerasModel(Workload):
             except Exception as exc:
                 raise UnsupportedError(f"{self.name}: XLA could not compile the model: "
                                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-        kernels = _hlo.entry_kernels(text)
-        flops = sum(k.flops * k.count for k in kernels)
-        moved = sum(k.bytes_moved * k.count for k in kernels)
+        costs = WorkloadCosts(self.name, str(batch), dtype, "inference", "tensorflow", "xla-hlo",
+                              merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops,
+                                               k.bytes_moved, 1, k.count)
+                                        for k in _hlo.entry_kernels(text)))
         outputs = sum(int(math.prod(o.shape)) * o.dtype.size for o in tf.nest.flatten(out))
         transfer = batch * math.prod(self.input_shape) * itemsize("float32") + outputs
         unknown = unknown_trip_loops(text)
-        source = "counted: XLA optimized HLO (chipfit's FLOP convention)"
+        source = "counted: XLA optimized HLO (chipfit's FLOP convention, matrix classes)"
         if unknown > 0:
             source += (f"; {unknown} loop(s) of unknown trip count counted once (an undercount, "
                        "e.g. RNN layers)")
-        return Cost(flops=float(flops), bytes_moved=float(moved), transfer_bytes=float(transfer),
-                    kernels=sum(k.count for k in kernels)), source
+        return Cost(flops=costs.matrix_flops, bytes_moved=costs.bytes_moved,
+                    transfer_bytes=float(transfer), kernels=costs.kernels), source
