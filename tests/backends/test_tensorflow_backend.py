@@ -233,3 +233,19 @@ def test_twins_carry_the_keras_model_on_request(tf):
     np.testing.assert_allclose(pair.keras_model(tf.constant(x), training=False).numpy(), expected,
                                atol=1e-5)
     assert nets.twins("mlp").keras_model is None
+
+
+def test_calibration_probes_run_as_compiled_programs(tf):
+    from chipfit.backends import get_backend
+    from chipfit.pipelines.calibrate import _probes
+
+    with get_backend("tensorflow").session(CPU) as session:
+        probes = _probes(session, "tensorflow")
+        assert probes.compiled  # overhead per program call, as for JAX
+        for (thunk, work), want in ((probes.matmul(8, "float32"), 2 * 8**3),
+                                    (probes.matmul_rows(2, 8, "bfloat16"), 2 * 2 * 8 * 8),
+                                    (probes.conv(2, 4, "float32"), 2 * 2 * 2 * 9 * 4 * 4),
+                                    (probes.stream(16, "float32"), 3 * 16 * 4)):
+            session.wait(thunk())
+            assert work == want
+        assert float(tf.reshape(probes.dispatch()(), [])) > 1.0  # x + 1 with x in [0, 1)
