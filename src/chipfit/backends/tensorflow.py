@@ -48,7 +48,7 @@ JIT_COMPILE = True
 _PLATFORMS = {"cpu": "CPU", "gpu": "GPU", "tpu": "TPU"}
 #: Lines TensorFlow's C++ start-up writes to stderr whatever TF_CPP_MIN_LOG_LEVEL says
 #: (oneDNN's "custom operations are on" notice, absl's pre-initialisation warning).
-_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
+_STARTUP_NOISE = (b"WARNING: All log messages before absl::InitializeLog()", b"I0000 ")
 
 
 def import_tensorflow() -> Any:
@@ -73,30 +73,32 @@ def import_tensorflow() -> Any:
 
 @contextlib.contextmanager
 def _filtered_stderr() -> Any:
-    """Capture file descriptor 2 (C++ writes there, not to sys.stderr), then replay every
-    line except TensorFlow's start-up notices."""
+    """Capture file descriptor 2 (TensorFlow's C++ writes there, not to ``sys.stderr``), then
+    write back every line except TensorFlow's start-up notices."""
     import sys
 
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (embedded, captured): as is
+        os.fstat(2)
+    except OSError:  # no stderr at all: nothing to filter
         yield
         return
     with tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(fd)
-        os.dup2(sink.fileno(), fd)
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()  # Python-level writes made meanwhile land in the sink too
+            os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            kept = [line for line in sink.read().decode(errors="replace").splitlines(True)
+            kept = [line for line in sink.read().splitlines(True)
                     if not line.startswith(_STARTUP_NOISE)]
             if kept:
-                sys.stderr.write("".join(kept))
+                os.write(2, b"".join(kept))
 
 
 def _tree_map(fn: Callable[[Any], Any], value: Any) -> Any:
