@@ -15,8 +15,10 @@ the output to the host. Nothing here assumes CUDA.
 Threads: TensorFlow fixes its CPU thread pools when its runtime starts (the first op), after
 which ``tf.config.threading`` refuses changes. Discovery only lists physical devices, which
 does not start the runtime, so a fresh process (``--executor subprocess`` runs one per device)
-can pin ``tensorflow:cpu@Nt``; a process whose runtime already runs with another count gets a
-one-line refusal saying so.
+can pin ``tensorflow:cpu@Nt`` (intra-op threads N, inter-op 1: ops one at a time, each on N
+threads, as torch runs them); a process whose runtime already runs with another count gets a
+one-line refusal saying so. A pin cannot be undone when the session closes (TensorFlow allows
+no change after start-up); it lasts for the process.
 
 TPU: TensorFlow lists TPU devices only once a TPU system is initialised through
 ``TPUClusterResolver`` (which may query a metadata server and takes the chips exclusively).
@@ -54,8 +56,8 @@ _STARTUP_NOISE = (b"WARNING: All log messages before absl::InitializeLog()", b"I
 def import_tensorflow() -> Any:
     """Import TensorFlow (and Keras 3) with its start-up log noise kept off the terminal.
 
-    ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (warnings and info off) in this process only; a
-    value the user set is kept. The notices TensorFlow prints regardless are filtered out of
+    ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (warnings and info off) in this process and the
+    workers it starts, never in the user's shell; a value the user set is kept. The notices TensorFlow prints regardless are filtered out of
     stderr while it imports; any other line it writes is passed on.
     """
     import sys
