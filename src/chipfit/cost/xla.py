@@ -70,10 +70,11 @@ def trace_tf(fn: Any, host_args: tuple[Any, ...], *, workload: str = "call", siz
     A loop of unknown trip count (Keras RNN layers become a ``tf.while_loop`` that XLA cannot
     count) would be counted once, so such a program is refused rather than undercounted.
     """
-    import tensorflow as tf
-
+    from chipfit.backends.tensorflow import import_tensorflow
     from chipfit.cost import _hlo
     from chipfit.errors import UnsupportedError
+
+    tf = import_tensorflow()
 
     program = getattr(fn, "program", None)
     if program is None or not hasattr(program, "experimental_get_compiler_ir"):

@@ -24,9 +24,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import keras
 import numpy as np
-from keras import layers
+
+from chipfit.backends.tensorflow import import_tensorflow
+
+import_tensorflow()  # TensorFlow first, with its start-up notices filtered (Keras imports it)
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 __all__ = ["cnn", "encoder_block", "lstm", "mlp", "program", "require_tensorflow_keras"]
 
@@ -147,8 +152,7 @@ def program(model: Any, mode: str, lr: float, momentum: float) -> Callable[..., 
     p += v``: the same step as torch's ``v = m v + g; p -= lr v`` at a constant learning
     rate). Finetune trains the ``head`` only; the backbone gets no gradients.
     """
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     if mode == "inference":
         return lambda x: model(x, training=False)
     trained = (model.trainable_variables if mode == "train"

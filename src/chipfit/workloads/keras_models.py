@@ -64,12 +64,13 @@ class KerasModel(Workload):
     # ---- building ----------------------------------------------------------------------------
     def _model(self, dtype: str) -> Any:
         """A fresh model from the factory, built under ``dtype``'s Keras policy."""
+        from chipfit.backends.tensorflow import import_tensorflow
+
+        import_tensorflow()  # first, so its start-up notices are filtered
         import keras
 
-        from chipfit.backends.tensorflow import import_tensorflow
         from chipfit.workloads._tf_nets import require_tensorflow_keras
 
-        import_tensorflow()
         require_tensorflow_keras()
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
@@ -94,9 +95,9 @@ class KerasModel(Workload):
         return rng.standard_normal((batch, *self.input_shape)).astype(np.float32)
 
     def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
-        import tensorflow as tf
+        from chipfit.backends.tensorflow import compiled, import_tensorflow
 
-        from chipfit.backends.tensorflow import compiled
+        tf = import_tensorflow()
 
         batch = parse_count(size)
         with tf.device(session.handle):
@@ -124,11 +125,12 @@ class KerasModel(Workload):
         return self._counted[key]
 
     def _count_hlo(self, batch: int, dtype: str) -> tuple[Cost, str]:
-        import tensorflow as tf
-
+        from chipfit.backends.tensorflow import import_tensorflow
         from chipfit.cost import _hlo
         from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
         from chipfit.cost.xla import unknown_trip_loops
+
+        tf = import_tensorflow()  # cost() runs before any session: TensorFlow may start here
 
         with tf.device(_CPU):
             model = self._model(dtype)

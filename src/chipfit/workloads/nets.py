@@ -232,14 +232,12 @@ class Net(Workload):
         host = (x,) if mode == "inference" else (x, y.astype(np.int32))
         return Prepared(call, host, items=batch, details=self._details(mode))
 
-
     def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
-        import tensorflow as tf
-
         from chipfit.backends.tensorflow import compiled, import_tensorflow
-        from chipfit.workloads import _tf_nets
 
-        import_tensorflow()
+        tf = import_tensorflow()
+        from chipfit.workloads import _tf_nets  # imports keras: after TensorFlow's quiet start
+
         _tf_nets.require_tensorflow_keras()
         batch = parse_count(size)
         with tf.device(session.handle):  # variables (and optimizer slots) on the device
