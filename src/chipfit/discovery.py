@@ -9,7 +9,7 @@ from chipfit.errors import BackendUnavailableError, UnknownNameError
 from chipfit.results import Discovery
 from chipfit.spec import DeviceRef
 
-__all__ = ["discover", "resolve_devices"]
+__all__ = ["backends_named", "discover", "resolve_devices"]
 
 
 def discover(backends: Iterable[str] | None = None) -> Discovery:
@@ -21,6 +21,14 @@ def discover(backends: Iterable[str] | None = None) -> Discovery:
         devices += found.devices
         problems += found.problems
     return Discovery(tuple(devices), tuple(problems))
+
+
+def backends_named(texts: Iterable[str] | None) -> list[str] | None:
+    """The backends of the device names ``texts`` (None when none are named): discovering
+    only those spares the start-up of every other installed framework (TensorFlow's alone
+    takes seconds)."""
+    names = [DeviceRef.parse(t).backend for t in texts or ()]
+    return list(dict.fromkeys(names)) or None
 
 
 def resolve_devices(texts: Iterable[str], discovery: Discovery) -> list[DeviceRef]:

@@ -126,8 +126,9 @@ class TimingConfig:
 
 
 def default_stack(backend: str) -> str:
-    """The software stack a backend runs unless told otherwise: torch eager, JAX jit."""
-    return "jit" if backend == "jax" else "eager"
+    """The software stack a backend runs unless told otherwise: torch eager, JAX and
+    TensorFlow jit (XLA-compiled programs)."""
+    return "jit" if backend in ("jax", "tensorflow") else "eager"
 
 
 @dataclass(frozen=True)

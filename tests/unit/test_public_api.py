@@ -20,7 +20,8 @@ def test_dir_shows_only_the_public_names():
 
 def test_import_chipfit_imports_no_heavy_framework():
     code = ("import sys, chipfit, chipfit.cli; "
-            "print(','.join(m for m in ('torch','jax','ray','matplotlib','transformers') "
+            "print(','.join(m for m in ('torch','jax','ray','matplotlib','transformers', "
+            "'tensorflow','keras') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

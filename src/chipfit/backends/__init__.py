@@ -14,9 +14,10 @@ __all__ = ["Backend", "Session", "all_backends", "get_backend"]
 
 def _registry() -> dict[str, Backend]:
     from chipfit.backends.jax import JaxBackend
+    from chipfit.backends.tensorflow import TensorflowBackend
     from chipfit.backends.torch import TorchBackend
 
-    backends: list[Backend] = [TorchBackend(), JaxBackend()]
+    backends: list[Backend] = [TorchBackend(), JaxBackend(), TensorflowBackend()]
     return {b.name: b for b in sorted(backends, key=lambda b: b.priority)}
 
 

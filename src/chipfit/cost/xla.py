@@ -1,4 +1,4 @@
-"""The JAX path: costs of a compiled XLA program, kernel by kernel.
+"""The JAX and TensorFlow paths: costs of a compiled XLA program, kernel by kernel.
 
 The program is lowered and compiled for the CPU; XLA's own ``cost_analysis()`` gives the
 program's FLOPs (kept as a note), and the optimized HLO's entry computation gives the kernels:
@@ -13,7 +13,7 @@ from typing import Any
 
 from chipfit.cost.records import OpCost, WorkloadCosts, host_nbytes, merge_ops
 
-__all__ = ["trace_xla"]
+__all__ = ["trace_tf", "trace_xla", "unknown_trip_loops"]
 
 
 def trace_xla(fn: Any, host_args: tuple[Any, ...], *, workload: str = "call", size: str = "",
@@ -54,3 +54,43 @@ def _jax_program(jax: Any, fn: Any) -> tuple[Any, tuple[Any, ...]]:
         pure, lead = program
         return pure, tuple(lead)
     return (fn if hasattr(fn, "lower") else jax.jit(fn)), ()
+
+
+def unknown_trip_loops(hlo_text: str) -> int:
+    """``while`` loops of an HLO module whose trip count XLA does not know (counted once)."""
+    return hlo_text.count(" while(") - hlo_text.count('"known_trip_count"')
+
+
+def trace_tf(fn: Any, host_args: tuple[Any, ...], *, workload: str = "call", size: str = "",
+             dtype: str = "float32", mode: str = "inference", items: int = 1) -> WorkloadCosts:
+    """Per-kernel costs of a TensorFlow workload call, from the optimized HLO of the XLA
+    program ``tf.function(jit_compile=True)`` compiles for the CPU (``fn.program``, set by
+    :func:`chipfit.backends.tensorflow.compiled`).
+
+    A loop of unknown trip count (Keras RNN layers become a ``tf.while_loop`` that XLA cannot
+    count) would be counted once, so such a program is refused rather than undercounted.
+    """
+    from chipfit.backends.tensorflow import import_tensorflow
+    from chipfit.cost import _hlo
+    from chipfit.errors import UnsupportedError
+
+    tf = import_tensorflow()
+
+    program = getattr(fn, "program", None)
+    if program is None or not hasattr(program, "experimental_get_compiler_ir"):
+        raise UnsupportedError(f"{workload}: its TensorFlow call is not a compiled program")
+    with tf.device("/CPU:0"):
+        args = tuple(tf.convert_to_tensor(a) for a in host_args)
+        text = program.experimental_get_compiler_ir(*args)(stage="optimized_hlo")
+        outputs = tf.nest.flatten(program.get_concrete_function(*args).structured_outputs)
+    loops = unknown_trip_loops(text)
+    if loops:
+        raise UnsupportedError(f"{workload}: TensorFlow's XLA program has {loops} loop(s) of "
+                               "unknown trip count (an RNN layer), which cannot be counted; "
+                               "count it on torch or jax")
+    out_bytes = sum(math.prod(o.shape) * o.dtype.size for o in outputs if o.shape.is_fully_defined())
+    ops = merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count)
+                    for k in _hlo.entry_kernels(text))
+    return WorkloadCosts(workload, size, dtype, mode, "tensorflow", "xla-hlo", ops,
+                         host_nbytes(host_args), float(out_bytes), items, 1, 0,
+                         (f"TensorFlow {tf.__version__}, tf.function(jit_compile=True) on the CPU",))

@@ -105,7 +105,12 @@ def _preload(framework: str | None) -> None:
         import importlib
 
         try:
-            importlib.import_module(framework)
+            if framework == "tensorflow":  # its start-up notices filtered, as in discovery
+                from chipfit.backends.tensorflow import import_tensorflow
+
+                import_tensorflow()
+            else:
+                importlib.import_module(framework)
         except ImportError:  # the job itself will report the framework as missing
             pass
 

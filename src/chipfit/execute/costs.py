@@ -15,7 +15,7 @@ from chipfit.cost.records import WorkloadCosts
 from chipfit.cost.torch import trace_torch
 from chipfit.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["extract_costs", "jax_costs", "torch_costs"]
+__all__ = ["extract_costs", "jax_costs", "tf_costs", "torch_costs"]
 
 #: Above this many analytic FLOPs, ``tensors="auto"`` uses fake tensors instead of running.
 REAL_FLOPS_LIMIT = 2e11
@@ -79,6 +79,20 @@ def jax_costs(workload: Any, size: str, dtype: str = "float32",
                      dtype=dtype, mode=mode, items=prepared.items)
 
 
+def tf_costs(workload: Any, size: str, dtype: str = "float32",
+             mode: str = "inference") -> WorkloadCosts:
+    """Per-kernel costs of the workload's TensorFlow program (XLA, compiled for the CPU)."""
+    from chipfit.backends import get_backend
+    from chipfit.cost.xla import trace_tf
+    from chipfit.spec import DeviceRef
+
+    size = workload.parse_size(size)
+    with get_backend("tensorflow").session(DeviceRef("tensorflow", "cpu")) as session:
+        prepared = workload.build("tensorflow", size, dtype, mode, session)
+    return trace_tf(prepared.fn, prepared.host_args, workload=workload.name, size=size,
+                    dtype=dtype, mode=mode, items=prepared.items)
+
+
 def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
                   backend: str = "torch", *, tensors: str = "auto") -> WorkloadCosts:
     """Costs of ``workload`` (a name or a :class:`~chipfit.workloads.Workload`) on ``backend``."""
@@ -93,4 +107,6 @@ def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = 
         return jax_costs(workload, size, dtype, mode)
     if backend == "torch":
         return torch_costs(workload, size, dtype, mode, tensors=tensors)
+    if backend == "tensorflow":
+        return tf_costs(workload, size, dtype, mode)
     raise UnsupportedError(f"no cost extraction for backend {backend!r}")

@@ -358,7 +358,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     top of the eager prediction.
     """
     from chipfit.analysis.roofline import catalog_roofs, predict
-    from chipfit.discovery import discover
+    from chipfit.backends import all_backends
+    from chipfit.discovery import backends_named, discover
     from chipfit.hardware.catalog import load_catalog
 
     say = progress or (lambda text: None)
@@ -376,7 +377,10 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         sizes = sorted({*sizes, target})
     catalog = load_catalog()
     specs = [catalog[key] for key in hardware]
-    found = discover()
+    # Only the frameworks that can run this model (or that --devices names) are started: a
+    # torch model need not wait for JAX's or TensorFlow's start-up.
+    found = discover(backends_named(devices) or
+                     [b.name for b in all_backends() if b.name in workload.backends()] or None)
     refs = _local_devices(devices, found)
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,

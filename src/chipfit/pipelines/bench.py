@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from chipfit._version import __version__
-from chipfit.discovery import resolve_devices
+from chipfit.discovery import backends_named, resolve_devices
 from chipfit.errors import InvalidInputError
 from chipfit.execute.base import Executor, Placement
 from chipfit.execute.inline import InlineExecutor
@@ -223,7 +223,7 @@ def bench(workloads: Iterable[str] = ("matmul", "elementwise"),
     from chipfit.workloads.stacks import parse_stacks
 
     stacks = parse_stacks(stacks) or ["eager"]
-    discovery = discovery or executor.discover()
+    discovery = discovery or executor.discover(backends_named(devices))
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     jobs = place(plan(names, refs, sizes=sizes, dtypes=dtypes, modes=modes, quick=quick,
                       timing=timing, stacks=stacks), executor.placements())

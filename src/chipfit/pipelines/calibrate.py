@@ -178,6 +178,7 @@ class _JaxProbes:
     """Thunks for JAX: each is one call of a jitted program (compiled before timing)."""
 
     backend = "jax"
+    compiled = True  # one program call per workload call: a per-call, not per-op, overhead
 
     def __init__(self, session: Any) -> None:
         import jax
@@ -220,11 +221,63 @@ class _JaxProbes:
         return self._jit(lambda x: x + 1, x)
 
 
+class _TfProbes:
+    """Thunks for TensorFlow: each is one call of a ``tf.function(jit_compile=True)``
+    (traced and compiled before timing), as its workloads run."""
+
+    backend = "tensorflow"
+    compiled = True
+
+    def __init__(self, session: Any) -> None:
+        import numpy as np
+
+        from chipfit.backends.tensorflow import import_tensorflow
+
+        self.tf, self.np, self.session = import_tensorflow(), np, session
+
+    def _rand(self, *shape: int, dtype: str) -> Any:
+        host = self.np.random.default_rng(0).random(shape, dtype=self.np.float32)
+        return self.session.to_device(host.astype(self.tf.dtypes.as_dtype(dtype).as_numpy_dtype))
+
+    def _jit(self, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        from chipfit.backends.tensorflow import compiled
+
+        call = compiled(fn, self.session.handle)
+        self.session.wait(call(*args))  # trace and compile now, not in the timed window
+        return lambda: call(*args)
+
+    def matmul(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        a, b = self._rand(n, n, dtype=dtype), self._rand(n, n, dtype=dtype)
+        return self._jit(lambda a, b: self.tf.linalg.matmul(a, b), a, b), 2.0 * n**3
+
+    def matmul_rows(self, rows: int, k: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        """A dense layer's shape: ``rows x k`` activations times a ``k x k`` weight."""
+        a, w = self._rand(rows, k, dtype=dtype), self._rand(k, k, dtype=dtype)
+        return self._jit(lambda a, w: self.tf.linalg.matmul(a, w), a, w), 2.0 * rows * k * k
+
+    def conv(self, channels: int, side: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        # NHWC / HWIO: TensorFlow's CPU convolutions are channels-last
+        x = self._rand(1, side, side, channels, dtype=dtype)
+        w = self._rand(3, 3, channels, channels, dtype=dtype)
+        return (self._jit(lambda x, w: self.tf.nn.conv2d(x, w, 1, "SAME"), x, w),
+                2.0 * channels * channels * 9 * side * side)
+
+    def stream(self, n: int, dtype: str) -> tuple[Callable[[], Any], float]:
+        x, y = self._rand(n, dtype=dtype), self._rand(n, dtype=dtype)
+        return self._jit(lambda x, y: 1.5 * x + y, x, y), 3.0 * n * x.dtype.size
+
+    def dispatch(self) -> Callable[[], Any]:
+        x = self._rand(1, dtype="float32")
+        return self._jit(lambda x: x + 1, x)
+
+
 def _probes(session: Any, backend: str) -> Any:
     if backend == "torch":
         return _TorchProbes(session)
     if backend == "jax":
         return _JaxProbes(session)
+    if backend == "tensorflow":
+        return _TfProbes(session)
     raise UnsupportedError(f"no calibration probes for backend {backend!r}")
 
 
@@ -249,7 +302,7 @@ class _Run:
 
 def _measure_overheads(run: _Run) -> dict[str, float]:
     probes = run.probes
-    if probes.backend == "jax":
+    if getattr(probes, "compiled", False):
         return {"host_per_call_s": run.time("call", "float32", "1", probes.dispatch())}
     depth = 32
     module = run.time("module", "float32", str(depth), probes.module(depth))
@@ -359,7 +412,7 @@ def _checks(run: _Run, cal: Calibration) -> tuple[tuple[str, float, float], ...]
             thunk, work = run.probes.stream(n, "float32")
             op = OpCost("add", "elementwise", "float32", float(n), work)
         costs = WorkloadCosts("check", str(n), "float32", "inference", run.probes.backend,
-                              "calibration", (op,), program_calls=int(run.probes.backend == "jax"))
+                              "calibration", (op,), program_calls=int(getattr(run.probes, "compiled", False)))
         run.time(f"check-{probe}", "float32", str(n), thunk, work)
         measured = run.points[-1].median_s  # scored like chipfit validate: against the median
         out.append((f"{probe} {n}", predict(costs, roofs).seconds, measured))

@@ -310,7 +310,7 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
     device is labelled ``device+stack`` in the analysis, so stacks cross over like devices.
     """
     from chipfit.analysis.crossover import check_settings
-    from chipfit.discovery import discover, resolve_devices
+    from chipfit.discovery import backends_named, discover, resolve_devices
     from chipfit.pipelines.bench import (
         default_devices,
         find_resumable_run,
@@ -335,7 +335,9 @@ def sweep(workload: str, devices: Iterable[str] | None = None, *, axis: str | No
         raise InvalidInputError(f"{workload} has no mode {mode!r} (modes: {', '.join(wl.modes)})")
     dtypes = list(dict.fromkeys(parse_dtype(d) for d in dtypes))
     sizes = ladder_for(wl, start, stop, points, quick, axis, dtype=dtypes[0], mode=mode)
-    discovery = discovery or (executor.discover() if executor else discover())
+    devices = list(devices) if devices is not None else None
+    named = backends_named(devices)  # only the named devices' frameworks are started
+    discovery = discovery or (executor.discover(named) if executor else discover(named))
     refs = resolve_devices(devices, discovery) if devices else default_devices(discovery)
     timing = timing or (TimingConfig.quick() if quick else TimingConfig())
     settings = {"workload": workload, "axis": wl.axis, "from": sizes[0], "to": sizes[-1],

@@ -51,6 +51,13 @@ class Elementwise(Workload):
         host = tuple(rng.random(n, dtype=np.float32).astype(jnp.dtype(dtype)) for _ in range(2))
         return Prepared(jax.jit(lambda x, y: _ALPHA * x + y), host)
 
+    def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        from chipfit.backends.tensorflow import compiled, host_arrays
+
+        n = parse_count(size)
+        return Prepared(compiled(lambda x, y: _ALPHA * x + y, session.handle),
+                        host_arrays(((n,), (n,)), dtype, seed=1))
+
 
 def workloads() -> list[Workload]:
     return [Elementwise()]

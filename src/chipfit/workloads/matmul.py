@@ -87,6 +87,14 @@ class Matmul(Workload):
                      for s in ((m, k), (k, n)))
         return Prepared(jax.jit(jnp.matmul), host)
 
+    def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        from chipfit.backends.tensorflow import compiled, host_arrays, import_tensorflow
+
+        tf = import_tensorflow()
+        m, k, n = shape_of(size)
+        return Prepared(compiled(lambda a, b: tf.linalg.matmul(a, b), session.handle),
+                        host_arrays(((m, k), (k, n)), dtype, seed=0))
+
 
 def workloads() -> list[Workload]:
     return [Matmul()]

@@ -1,10 +1,12 @@
-"""Small networks on both torch and JAX: an MLP, a CNN, an LSTM and a Transformer encoder block.
+"""Small networks on torch, JAX and TensorFlow: an MLP, a CNN, an LSTM and a Transformer block.
 
 The size axis is the batch. Every network runs in ``inference``, ``train`` (forward, backward,
 SGD-with-momentum step over all parameters) and ``finetune`` (only the ``head`` trains) on
-torch and on JAX. Weights are created once in numpy from a seed (:meth:`Net.init_weights`) and
-loaded unchanged into the torch module and the JAX parameter dict, so the two frameworks run
-the same network on the same inputs (:func:`twins`).
+torch, on JAX and on TensorFlow. Weights are created once in numpy from a seed
+(:meth:`Net.init_weights`) and loaded unchanged into the torch module and the JAX parameter
+dict, and with their layouts converted into a Keras 3 model (:meth:`Net.keras_model`,
+``_tf_nets``), so the three frameworks run the same network on the same inputs
+(:func:`twins` for torch and JAX).
 
 Analytic cost (per call, batch ``B``; "dense" = ``2*rows*in*out`` FLOPs plus the bias add):
 - forward: the sum over the layers listed in each network's ``_ops`` (dense, convolution
@@ -85,12 +87,14 @@ def _linear_params(name: str, fan_in: int, fan_out: int) -> dict[str, _Param]:
 
 @dataclass(frozen=True)
 class Twins:
-    """One network built twice from the same numpy weights: a torch module and JAX params."""
+    """One network built from the same numpy weights: a torch module, JAX params and (asked
+    for with ``twins(..., keras=True)``) a Keras 3 model on TensorFlow."""
 
     weights: dict[str, np.ndarray]
     torch_model: Any
     jax_params: dict[str, Any]
     jax_apply: Callable[[dict[str, Any], Any], Any]
+    keras_model: Any = None
 
 
 class Net(Workload):
@@ -118,6 +122,10 @@ class Net(Workload):
 
     def jax_apply(self, params: dict[str, Any], x: Any) -> Any:
         """Logits of ``x`` under ``params`` (pure JAX, traceable)."""
+        raise NotImplementedError
+
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        """This architecture as a Keras 3 model (TensorFlow) holding ``weights``."""
         raise NotImplementedError
 
     # ---- weights and data ------------------------------------------------------------------
@@ -224,6 +232,22 @@ class Net(Workload):
         host = (x,) if mode == "inference" else (x, y.astype(np.int32))
         return Prepared(call, host, items=batch, details=self._details(mode))
 
+    def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        from chipfit.backends.tensorflow import compiled, import_tensorflow
+
+        tf = import_tensorflow()
+        from chipfit.workloads import _tf_nets  # imports keras: after TensorFlow's quiet start
+
+        _tf_nets.require_tensorflow_keras()
+        batch = parse_count(size)
+        with tf.device(session.handle):  # variables (and optimizer slots) on the device
+            model = self.keras_model(self.init_weights(), dtype)
+            call = compiled(_tf_nets.program(model, mode, LR, MOMENTUM), session.handle)
+        x, y = self.sample_batch(batch)
+        host = (x,) if mode == "inference" else (x, y)
+        details = (("program", "Keras 3 model, tf.function(jit_compile=True)"),)
+        return Prepared(call, host, items=batch, details=self._details(mode) + details)
+
 
 def _optimizer(params: int) -> Cost:
     return Cost(flops=4.0 * params, bytes_moved=20.0 * params, kernels=1)
@@ -267,6 +291,11 @@ class MLP(Net):
         from chipfit.workloads._jax_nets import mlp
 
         return mlp(params, x, len(self.dims) - 2)
+
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import mlp
+
+        return mlp(weights, self.dims, dtype)
 
 
 class CNN(Net):
@@ -316,6 +345,11 @@ class CNN(Net):
 
         return cnn(params, x)
 
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import cnn
+
+        return cnn(weights, self.channels, self.side, self.hidden, self.classes, dtype)
+
 
 class LSTM(Net):
     name = "lstm"
@@ -364,6 +398,12 @@ class LSTM(Net):
         from chipfit.workloads._jax_nets import lstm
 
         return lstm(params, x, self.layers)
+
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import lstm
+
+        return lstm(weights, self.features, self.frames, self.hidden, self.layers,
+                    self.classes, dtype)
 
 
 class TransformerBlock(Net):
@@ -415,12 +455,20 @@ class TransformerBlock(Net):
 
         return encoder_block(params, x, self.heads)
 
+    def keras_model(self, weights: dict[str, np.ndarray], dtype: str = "float32") -> Any:
+        from chipfit.workloads._tf_nets import encoder_block
 
-def twins(name: str, seed: int = 0) -> Twins:
-    """Network ``name`` as a torch module and JAX params loaded from the same numpy weights.
+        return encoder_block(weights, self.seq, self.d_model, self.heads, self.ff,
+                             self.classes, dtype)
 
-    For checking that the two frameworks compute the same thing: feed both
-    ``Net.sample_batch`` inputs (torch: ``torch_model.eval()``; JAX: ``jax_apply(jax_params, x)``).
+
+def twins(name: str, seed: int = 0, keras: bool = False) -> Twins:
+    """Network ``name`` as a torch module and JAX params loaded from the same numpy weights
+    (and with ``keras``, a Keras 3 model on TensorFlow holding them too).
+
+    For checking that the frameworks compute the same thing: feed each ``Net.sample_batch``
+    inputs (torch: ``torch_model.eval()``; JAX: ``jax_apply(jax_params, x)``; Keras:
+    ``keras_model(x, training=False)``).
     """
     import jax.numpy as jnp
 
@@ -435,7 +483,13 @@ def twins(name: str, seed: int = 0) -> Twins:
     weights = net.init_weights(seed)
     model = _torch_nets.load_weights(net.torch_module(), weights)
     params = {k: jnp.asarray(v) for k, v in weights.items()}
-    return Twins(weights, model, params, net.jax_apply)
+    keras_model = None
+    if keras:
+        from chipfit.backends.tensorflow import import_tensorflow
+
+        import_tensorflow()
+        keras_model = net.keras_model(weights)
+    return Twins(weights, model, params, net.jax_apply, keras_model)
 
 
 def workloads() -> list[Workload]:

@@ -15,7 +15,8 @@ module (:meth:`~chipfit.workloads.base.Workload.inference_module`) and turn it i
 - ``int8-static``: ONNX Runtime static quantisation (QDQ, int8 activations) whose activation
   ranges are calibrated on *random* inputs: labelled so, because its accuracy on real data is
   not what this measures;
-- ``jit``: JAX's only stack (every JAX workload is a jitted program).
+- ``jit``: JAX's and TensorFlow's only stack (every JAX workload is a jitted program, every
+  TensorFlow one a ``tf.function(jit_compile=True)``: XLA in both).
 
 Building a stack is timed apart from the steady state (``Prepared.compile_s``: export,
 quantisation, session creation and the first call, where ``torch.compile`` compiles), and
@@ -48,7 +49,7 @@ STACK_LABELS = {
 _ALIASES = {"torch": "eager", "torch.compile": "compile", "inductor": "compile",
             "ort": "onnxruntime", "onnx": "onnxruntime", "ort-int8": "int8",
             "onnxruntime-int8": "int8", "torch-int8": "int8-torch", "xla": "jit"}
-_STACKS_BY_BACKEND = {"torch": LOCAL_STACKS[:-1], "jax": ("jit",)}
+_STACKS_BY_BACKEND = {"torch": LOCAL_STACKS[:-1], "jax": ("jit",), "tensorflow": ("jit",)}
 CALIBRATION_BATCHES = 4
 
 
@@ -66,8 +67,8 @@ def parse_stacks(texts: Sequence[str]) -> list[str]:
 
 
 def default_stack(backend: str) -> str:
-    """The stack a backend runs without being asked: torch eager, JAX jit."""
-    return "jit" if backend == "jax" else "eager"
+    """The stack a backend runs without being asked: torch eager, JAX and TensorFlow jit."""
+    return "jit" if backend in ("jax", "tensorflow") else "eager"
 
 
 def stacks_for(backend: str, wanted: Sequence[str]) -> list[str]:
