@@ -58,11 +58,14 @@ class DetrResNet50(HFModel):
     side = 512
     classes = 91  # COCO category ids, as facebook/detr-resnet-50's config
     boxes_per_image = 8
-    input_note = "3x512x512 image"
     #: ``DetrConfig`` fields (the published model's; tests override them for a tiny model).
     detr: dict[str, Any] = {}
     #: ``ResNetConfig`` fields of the backbone (defaults: ResNet-50).
     backbone: dict[str, Any] = {}
+
+    @property
+    def input_note(self) -> str:  # type: ignore[override]
+        return f"3x{self.side}x{self.side} image"
 
     def make_model(self) -> Any:
         tf = _transformers()
