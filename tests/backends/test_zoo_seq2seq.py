@@ -37,7 +37,6 @@ def _one_thread():
 class TinyT5Generate(T5SmallGenerate):
     name = "t5-tiny-generate-test"
     vocab, seq, gen_len = 64, 12, 6
-    input_note = "12 tokens in, 6 generated"
 
     def make_model(self):
         config = transformers.T5Config(vocab_size=self.vocab, d_model=32, d_kv=8, d_ff=64,

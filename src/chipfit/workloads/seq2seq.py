@@ -2,13 +2,13 @@
 
 ``t5-small-generate`` is the ``t5-small`` architecture (random weights, built from its config)
 doing what a translation or summarisation service does with it: encode 128 source tokens,
-then generate 64 tokens one at a time, each decoder step attending to the cached keys and
+then generate 32 tokens one at a time, each decoder step attending to the cached keys and
 values of the earlier steps (self-attention) and of the source (cross-attention, computed once),
-and taking the most likely token (greedy). Exactly 64 tokens are generated every time (no
+and taking the most likely token (greedy). Exactly 32 tokens are generated every time (no
 stopping at an end-of-sequence token), as benchmarks fix the output length, so every call does
 the same work. The size axis is the batch (sequences generated together); one timed call is
-one whole generation, so the time per generated token is the call's time over
-``generated_tokens`` (a detail of every measurement).
+one whole generation, so the time per generated token, the encoder's share included, is the
+call's time over ``generated_tokens`` (a detail of every measurement).
 
 :func:`greedy_generate_seq2seq` runs the same loop with each step timed apart, fenced with the
 session's ``wait`` (any device), as :func:`chipfit.workloads.llm.greedy_generate` does for
@@ -99,14 +99,17 @@ def no_cache_greedy_seq2seq(model: Any, source: Any, gen_len: int) -> list[list[
 
 
 class T5SmallGenerate(T5Small):
-    """T5-small greedy generation with a KV cache: 128 tokens in, 64 generated."""
+    """T5-small greedy generation with a KV cache: 128 tokens in, 32 generated."""
 
     name = "t5-small-generate"
-    description = ("T5-small greedy generation with a KV cache (encoder once, 64 decoder "
-                   "steps), 128 tokens in, 64 out; size = batch")
+    description = ("T5-small greedy generation with a KV cache (encoder once, 32 decoder "
+                   "steps), 128 tokens in, 32 out; size = batch")
     modes = ("inference",)
-    gen_len = 64
-    input_note = "128 tokens in, 64 generated"
+    gen_len = 32
+
+    @property
+    def input_note(self) -> str:  # type: ignore[override]
+        return f"{self.seq} tokens in, {self.gen_len} generated"
 
     def make_model(self) -> Any:
         model = super().make_model()
