@@ -191,7 +191,8 @@ def hungarian_match(logits: Any, pred_boxes: Any, targets: list[dict[str, Any]],
         cost = (config.bbox_cost * torch.cdist(boxes, wanted, p=1) - config.class_cost * prob[:, ids]
                 - config.giou_cost * _giou(_corners(boxes), _corners(wanted)))
         top = torch.finfo(cost.dtype).max
-        cost = torch.nan_to_num(cost, nan=top, posinf=top, neginf=top).view(batch, queries, -1).cpu()
+        cost = torch.nan_to_num(cost, nan=top, posinf=top, neginf=top).view(batch, queries, -1)
+        cost = cost.float().cpu()  # SciPy takes float32/64 numpy arrays
         sizes = [len(t["boxes"]) for t in targets]
         if _is_fake(cost):  # shapes only: a stand-in assignment of the same sizes
             return [(torch.arange(n), torch.arange(n)) for n in sizes]
