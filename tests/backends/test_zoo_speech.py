@@ -113,5 +113,17 @@ def test_the_built_in_recogniser_is_registered_costed_and_not_offered_to_scale()
         traced = trace_torch(built.fn, built.host_args)
     assert traced.matrix_flops == pytest.approx(tiny.cost("2", "float32").flops, rel=0.2)
     assert tiny.memory_estimate("2", "float32", "train") > tiny.memory_estimate("2", "float32")
-    with pytest.raises(InvalidInputError, match="lstm-ctc is not a trainable network"):
+    with pytest.raises(InvalidInputError, match="lstm-ctc trains with its own loss"):
         _network("lstm-ctc")
+
+
+def test_the_cli_lists_the_new_workloads_and_refuses_to_scale_the_recogniser(cli):
+    import json
+
+    listed = {w["name"]: w for w in json.loads(cli("workloads", "--json", check=True).stdout)}
+    for name in ("detr-resnet50", "t5-small-generate", "lstm-ctc"):
+        assert listed[name]["size"] == "batch", name
+    assert listed["t5-small-generate"]["modes"] == ["inference"]
+    proc = cli("scale", "--backend", "torch", "-w", "lstm-ctc", "--devices", "2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "lstm-ctc trains with its own loss" in proc.stderr

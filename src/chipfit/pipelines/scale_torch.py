@@ -95,9 +95,12 @@ def _network(workload: str) -> Any:
 
     found = get_workload(workload)
     if not _scalable(found):
-        nets = [w.name for w in all_workloads() if _scalable(w)]
+        nets = ", ".join(w.name for w in all_workloads() if _scalable(w))
+        if hasattr(found, "torch_module"):
+            raise InvalidInputError(f"{workload} trains with its own loss, not one class label "
+                                    f"per sample; data-parallel scaling runs one of: {nets}")
         raise InvalidInputError(f"{workload} is not a trainable network; data-parallel scaling "
-                                f"runs one of: {', '.join(nets)}")
+                                f"runs one of: {nets}")
     return found
 
 
