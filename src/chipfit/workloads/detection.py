@@ -11,16 +11,17 @@ RT-DETR all build (checked): ``DetrConfig(use_timm_backbone=False, backbone_conf
 takes transformers' ``ResNetBackbone`` instead of timm's. DETR is the reference set-prediction
 detector whose Hungarian-matching loss the other two reuse, and its backbone is the ResNet-50 of
 the ``resnet50`` workload, so classification and detection on one backbone compare directly.
-RT-DETR was left out because its multi-scale deformable attention is a ``grid_sample``
-gather that chipfit's cost tracer does not count; YOLOS is a plain ViT, which ``vit-base``
-already covers.
+RT-DETR was left out because its multi-scale deformable attention runs as ``grid_sample``
+gathers on a CPU and as a custom kernel from the Hub on GPUs, neither of which chipfit's cost
+tracer or GPU kernel models describe; YOLOS is a plain ViT, which ``vit-base`` already covers.
 
 Image size: 512x512, batch as the size axis. The paper evaluates at a shorter side of 800
 pixels (86 GFLOPs per COCO image); 512x512 (16x16 = 256 encoder tokens) keeps the default
 ladder to minutes on a laptop CPU and is stated with every measurement (``input``).
 
 Modes: ``inference`` returns the class logits and boxes of every query; ``train`` runs DETR's
-loss against random targets (8 boxes per image, the COCO average is about 7) and takes an
+loss against random targets (8 boxes per image; COCO averages 7.7 instances per image, Lin
+et al. 2014, "Microsoft COCO: Common Objects in Context", sec. 5) and takes an
 SGD-with-momentum step (DETR's own recipe freezes the backbone's stem and first stage, so
 those stay frozen: :func:`_detr_backbone_recipe`); ``finetune`` trains only the class and box heads.
 
