@@ -197,7 +197,13 @@ def hungarian_match(logits: Any, pred_boxes: Any, targets: list[dict[str, Any]],
         sizes = [len(t["boxes"]) for t in targets]
         if _is_fake(cost):  # shapes only: a stand-in assignment of the same sizes
             return [(torch.arange(n), torch.arange(n)) for n in sizes]
-        from scipy.optimize import linear_sum_assignment
+        try:
+            from scipy.optimize import linear_sum_assignment
+        except ImportError as exc:
+            from chipfit.errors import UnsupportedError
+
+            raise UnsupportedError(f"DETR's matcher needs SciPy ({exc}); install it with: "
+                                   "pip install 'chipfit[models]'") from None
 
         found = [linear_sum_assignment(c[i].numpy()) for i, c in enumerate(cost.split(sizes, -1))]
     return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
