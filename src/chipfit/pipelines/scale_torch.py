@@ -84,14 +84,23 @@ def checked_request(workload: str, mode: str, scaling: str, warmup: int, steps: 
         raise InvalidInputError("warmup, steps and budget_s must be positive")
     return net
 
+def _scalable(workload: Any) -> bool:
+    """A network the DDP step can train: a torch module and one class label per sample (a
+    ``data_parallel = False`` workload, such as the CTC recogniser, trains otherwise)."""
+    return hasattr(workload, "torch_module") and getattr(workload, "data_parallel", True)
+
+
 def _network(workload: str) -> Any:
     from chipfit.workloads import all_workloads, get_workload
 
     found = get_workload(workload)
-    if not hasattr(found, "torch_module"):
-        nets = [w.name for w in all_workloads() if hasattr(w, "torch_module")]
+    if not _scalable(found):
+        nets = ", ".join(w.name for w in all_workloads() if _scalable(w))
+        if hasattr(found, "torch_module"):
+            raise InvalidInputError(f"{workload} trains with its own loss, not one class label "
+                                    f"per sample; data-parallel scaling runs one of: {nets}")
         raise InvalidInputError(f"{workload} is not a trainable network; data-parallel scaling "
-                                f"runs one of: {', '.join(nets)}")
+                                f"runs one of: {nets}")
     return found
 
 

@@ -12,7 +12,7 @@ __all__ = ["Prepared", "Workload", "all_workloads", "get_workload"]
 
 # Modules that define built-in workloads; each exposes workloads() -> list[Workload] and must
 # not import a framework at module level.
-_MODULES = ("matmul", "elementwise", "nets", "models")
+_MODULES = ("matmul", "elementwise", "nets", "models", "detection", "seq2seq", "speech")
 
 
 def _builtin() -> list[Workload]:
