@@ -58,6 +58,12 @@ class Calibration:
     memory_bytes: float | None = None
     class_bandwidth: tuple[tuple[str, Curve], ...] = ()  # kind -> bytes/s over bytes
     pool: Curve = ()  # max-pool output elements/s over output elements
+    # few-row linear layers whose weights stream from beyond the private caches (a decode
+    # step's weights), over rows (pipelines.calibrate.STREAM_ROWS): "<dtype>/stream_bw"
+    # (weight bytes/s) and "<dtype>/stream_fixed" (seconds per matrix)
+    streamed: tuple[tuple[str, Curve], ...] = ()
+    private_cache_bytes: float | None = None  # L2 over the cores we may use
+    llc_bytes: float | None = None  # last-level cache
     source: str = "measured"
     contended: bool | None = None  # was the machine shared while it was measured (None: unknown)
     contention: tuple[tuple[str, float], ...] = ()

@@ -248,6 +248,29 @@ class LlmDevice:
     price_usd_hr: float | None = None
     basis: str = "catalog"  # catalog (peaks x efficiencies) or calibrated (measured here)
     notes: tuple[str, ...] = ()
+    # calibrated CPUs: few-row linear layers over weights streamed from beyond the private
+    # caches, "<dtype>/stream_bw" (weight bytes/s) and "<dtype>/stream_fixed" (seconds per
+    # matrix) over rows; and the private cache size that says when they apply
+    streamed: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+    private_cache_bytes: float | None = None
+    llc_bytes: float | None = None
+
+    def streamed_time(self, dtype: str, rows: float, nbytes: float, matrices: float,
+                      working_set: float, tall: bool = False) -> float | None:
+        """Seconds of ``matrices`` few-row linear layers of ``rows`` rows reading ``nbytes``
+        in a pass whose ``working_set`` does not stay in the private caches, from the
+        calibrated streamed curves; None where they do not apply (no curves, a pass small
+        enough to stay cached, or more rows than were measured)."""
+        if not self.streamed or working_set <= (self.private_cache_bytes or math.inf):
+            return None
+        curves = dict(self.streamed)
+        suffix = "_tall" if tall and f"{dtype}/stream_bw_tall" in curves else ""
+        bw = curves.get(f"{dtype}/stream_bw{suffix}")
+        fixed = curves.get(f"{dtype}/stream_fixed{suffix}")
+        if not bw or not fixed or rows > bw[-1][0]:
+            return None  # beyond the rows measured: the compute roofline decides
+        r = max(rows, 1.0)
+        return matrices * curve_rate(fixed, r) + nbytes / curve_rate(bw, r)
 
     def rate(self, dtype: str, flops: float, rows: float = math.inf) -> float:
         """Achievable FLOP/s of one matmul; few-row products (decode) use the calibrated
@@ -284,6 +307,7 @@ class Op:
     bytes: float
     kind: str = "matmul"  # matmul | attention | allreduce | other
     rows: float = math.inf  # output rows of a matmul (tokens): picks the gemv/skinny path
+    matrices: float = 1.0  # separate weight matrices (kernel calls) in ONE of them
 
 
 def _moe_experts_read(arch: LlmArch, tokens: int) -> float:
@@ -303,13 +327,16 @@ def forward_ops(arch: LlmArch, run: LlmRun, tokens: int, seqs: int, ctx: float, 
     q_cols = arch.heads * hd / tp
     kv_cols = _kv_heads_per_device(arch, tp) * hd
 
-    def lin(name: str, k: float, m: float, count: int = 1, weights: float = 1.0) -> Op:
+    def lin(name: str, k: float, m: float, count: int = 1, weights: float = 1.0,
+            matrices: float = 1.0) -> Op:
         return Op(name, count * arch.layers, 2.0 * n * k * m,
-                  weights * k * m * wb + n * (k + m) * ab, rows=n)
+                  weights * k * m * wb + n * (k + m) * ab, rows=n, matrices=matrices)
 
     pairs = seqs * (tokens / seqs) * ((tokens / seqs) + 1) / 2 if prefill else n * ctx
     kv_read = seqs * ctx * 2 * kv_cols * kvb
-    ops = [lin("qkv", h, q_cols + 2 * kv_cols), lin("o", q_cols, h),
+    # GPT-2 projects q, k and v with one fused matrix; the others with three
+    ops = [lin("qkv", h, q_cols + 2 * kv_cols, matrices=1.0 if arch.family == "gpt2" else 3.0),
+           lin("o", q_cols, h),
            Op("attention", arch.layers, 4.0 * pairs * q_cols,
               kv_read + n * (q_cols * 2) * ab, "attention")]
     inter = arch.intermediate / tp
@@ -317,7 +344,7 @@ def forward_ops(arch: LlmArch, run: LlmRun, tokens: int, seqs: int, ctx: float, 
     per_tok = arch.experts_per_token if arch.experts > 1 else 1
     mlp = Op("mlp", arch.layers, 2.0 * n * per_tok * arch.mlp_matrices * h * inter,
              touched * arch.mlp_matrices * h * inter * wb + n * per_tok * (2 * h + inter) * ab,
-             rows=n * per_tok / touched)
+             rows=n * per_tok / touched, matrices=touched * arch.mlp_matrices)
     ops.append(mlp)
     head_b = max(wb, 2.0) if run.weight_dtype != "float32" else 4.0
     ops.append(Op("lm_head", 1, 2.0 * seqs * h * arch.vocab / tp,
@@ -346,6 +373,10 @@ def _op_time(op: Op, dev: LlmDevice, dtype: str, tp: int,
         return op.count * (wire + dev.link_latency_s), "interconnect"
     if op.kind == "other":
         return 0.0, "overhead"
+    streamed = (dev.streamed_time(dtype, op.rows, op.bytes, op.matrices, working_set,
+                                  tall=op.name == "lm_head") if op.kind == "matmul" else None)
+    if streamed:  # measured as a decode step runs it: streaming and the few rows together
+        return op.count * streamed, "bandwidth"
     compute = op.flops / dev.rate(dtype, op.flops, op.rows) if op.flops else 0.0
     memory = op.bytes / dev.bw(max(op.bytes, working_set)) if op.bytes else 0.0
     return op.count * max(compute, memory), ("compute" if compute >= memory else "bandwidth")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from chipfit.results import Problem
 
-__all__ = ["ML_ISA_FEATURES", "CpuFacts", "probe_cpu"]
+__all__ = ["ML_ISA_FEATURES", "CpuFacts", "cache_bytes", "probe_cpu"]
 
 # ISA extensions that change what ML kernels a CPU can run fast, in display order.
 # Linux /proc/cpuinfo names; macOS and aarch64 names are mapped onto these below.
@@ -142,3 +142,52 @@ def machine_fingerprint() -> tuple[tuple[str, str], ...]:
                                                                   "memory_bytes")).encode())
     facts["fingerprint"] = digest.hexdigest()[:16]
     return tuple(sorted(facts.items()))
+
+
+def _size(text: str) -> int | None:
+    text = text.strip().upper()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        if text and text[-1] in units:
+            return int(text[:-1]) * units[text[-1]]
+        return int(text)
+    except ValueError:
+        return None
+
+
+def cache_bytes(cpus: set[int] | None = None) -> tuple[int | None, int | None]:
+    """(private caches, last-level cache) in bytes over the CPUs we may use, from Linux's
+    /sys/devices/system/cpu/cpuN/cache: the level-2 caches summed over distinct instances
+    (each core has its own), and the level-3 caches summed likewise (one per CCX or socket).
+    ``(None, None)`` where the kernel does not say (not Linux)."""
+    if cpus is None:
+        try:
+            cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = set(range(os.cpu_count() or 1))
+    seen: dict[tuple[int, str], int] = {}
+    for cpu in sorted(cpus):
+        root = f"/sys/devices/system/cpu/cpu{cpu}/cache"
+        try:
+            entries = os.listdir(root)
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.startswith("index"):
+                continue
+            try:
+                with open(f"{root}/{entry}/level", encoding="ascii") as fh:
+                    level = int(fh.read())
+                with open(f"{root}/{entry}/type", encoding="ascii") as fh:
+                    kind = fh.read().strip()
+                with open(f"{root}/{entry}/size", encoding="ascii") as fh:
+                    size = _size(fh.read())
+                with open(f"{root}/{entry}/shared_cpu_list", encoding="ascii") as fh:
+                    shared = fh.read().strip()
+            except (OSError, ValueError):
+                continue
+            if kind != "Instruction" and level in (2, 3) and size:
+                seen[(level, shared)] = size
+    l2 = sum(v for (lvl, _), v in seen.items() if lvl == 2) or None
+    l3 = sum(v for (lvl, _), v in seen.items() if lvl == 3) or None
+    return l2, l3

@@ -53,6 +53,8 @@ __all__ = ["CALIBRATION_SCHEMA_VERSION", "calibrate", "calibration_path", "load_
 # History: 1 = chipfit 0.1 (curves, overheads, raw points, held-out checks).
 #          2 = ``contended``, ``contention`` (evidence numbers), ``contention_note``; a
 #              version-1 file reads as contended = None (unknown).
+#          (2, additive: ``streamed`` curves, ``private_cache_bytes``, ``llc_bytes``; a file
+#              without them reads as empty/None and the LLM decode uses the older curves.)
 CALIBRATION_SCHEMA_VERSION = 2
 FORMAT = "chipfit-calibration"
 _UPGRADE = "upgrade chipfit or run chipfit calibrate again"
@@ -78,6 +80,18 @@ STREAM_ELEMENTS = tuple(2**e for e in range(11, 26, 2))  # 2K .. 32M elements
 STREAM_ELEMENTS_QUICK = tuple(2**e for e in range(11, 26, 3))
 CHECKS = (("matmul", 320), ("matmul", 1100), ("elementwise", 2**20), ("elementwise", 2**14))
 COPY_BYTES = 64 * 2**20
+# Few-row linear layers over weights that do not stay in the private caches, as an eager
+# decode step runs them: chains of transformer-shaped layers (q, k, v, o, gate, up, down of
+# width w), a few small operators between consecutive matrices (as a layer's norms, rotary
+# embedding and activations sit between them: the worker threads of a parallel matmul have
+# gone idle by the next one), at least four times the last-level cache, at these row counts.
+# Two widths separate a fixed time per matrix from the bytes streamed.
+STREAM_ROWS = (1, 4, 16, 64)
+STREAM_WIDTHS = (256, 1024)
+STREAM_GAP_OPS = 8
+# A language model's head is much taller than wide (vocabulary x width: 32x for Llama-2-7B,
+# 31x for Llama-3-8B, 8x for GPT-2 small): its few-row product runs its own kernel path.
+STREAM_TALL = 32
 FAST_QUANTILE = 0.2
 # ------------------------------------------------------------------------- measuring
 
@@ -109,6 +123,7 @@ class _TorchProbes:
         import torch
 
         self.torch, self.session, self.device = torch, session, session.handle
+        self._weights: dict[tuple[Any, ...], list[Any]] = {}
 
     def _rand(self, *shape: int, dtype: str) -> Any:
         gen = self.torch.Generator().manual_seed(0)
@@ -124,6 +139,38 @@ class _TorchProbes:
         a, w = self._rand(rows, k, dtype=dtype), self._rand(k, k, dtype=dtype)
         linear = self.torch.nn.functional.linear
         return (lambda: linear(a, w)), 2.0 * rows * k * k
+
+    def streamed(self, rows: int, width: int, layers: int, dtype: str,
+                 tall: bool = False) -> tuple[Callable[[], Any], float, int]:
+        """``layers`` transformer-shaped layers of width ``width`` (attention with a quarter
+        as many key/value columns, a gated MLP 2.75x wide) applied to ``rows`` tokens, with
+        STREAM_GAP_OPS small operators after each matrix: returns the thunk, the weight bytes
+        it reads and the number of matrices. ``tall``: output projections shaped like a
+        language model's head instead (STREAM_TALL x ``width`` outputs, ``width`` inputs)."""
+        inner = int(width * 2.75)
+        shapes = [(width, width), (width // 4, width), (width // 4, width), (width, width),
+                  (inner, width), (inner, width), (width, inner)]
+        if tall:
+            shapes = [(STREAM_TALL * width, width)]
+        key = (width, layers, dtype, tall)
+        if key not in self._weights:  # the same weights for every row count
+            self._weights = {key: [self._rand(o, i, dtype=dtype) for _ in range(layers)
+                                   for o, i in shapes]}
+        weights = self._weights[key]
+        x_w, x_i = self._rand(rows, width, dtype=dtype), self._rand(rows, inner, dtype=dtype)
+        small = self._rand(16, dtype="float32")
+        linear = self.torch.nn.functional.linear
+
+        def chain() -> Any:
+            out = None
+            for w in weights:
+                out = linear(x_i if w.shape[1] == inner else x_w, w)
+                for _ in range(STREAM_GAP_OPS):
+                    small.mul_(1.0)
+            return out
+
+        size = weights[0].element_size()
+        return chain, float(sum(w.numel() for w in weights) * size), len(weights)
 
     def conv(self, channels: int, side: int, dtype: str) -> tuple[Callable[[], Any], float]:
         x = self._rand(1, channels, side, side, dtype=dtype)
@@ -374,6 +421,48 @@ def _measure_kinds(run: _Run, overhead: float) -> tuple[dict[str, Curve], Curve]
     return curves, pool
 
 
+def _measure_streamed(run: _Run, dtypes: Sequence[str], overhead: float,
+                      caches: tuple[int | None, int | None]) -> dict[str, Curve]:
+    """Per dtype, over STREAM_ROWS: ``<dtype>/stream_bw`` (weight bytes/s) and
+    ``<dtype>/stream_fixed`` (seconds per matrix beyond the host's dispatch) of few-row
+    linear layers whose weights stream from beyond the private caches (see STREAM_ROWS), and
+    the same with a ``_tall`` suffix for head-shaped matrices (STREAM_TALL).
+    ``t = matrices * fixed + bytes / bw`` is solved from the two widths. Torch CPUs only."""
+    if not hasattr(run.probes, "streamed"):
+        return {}
+    floor = max(4 * (caches[1] or 0), 128 * 2**20)
+    curves: dict[str, Curve] = {}
+    for dtype, tall in ((d, t) for d in dtypes for t in (False, True)):
+        timed: dict[int, list[tuple[int, float, float]]] = {r: [] for r in STREAM_ROWS}
+        for width in STREAM_WIDTHS:  # one width's weights serve every row count
+            params = STREAM_TALL if tall else 11.25  # x width^2 per layer
+            layer = params * width * width * (4 if dtype == "float32" else 2)  # bytes
+            layers = max(1, math.ceil(floor / layer))
+            for rows in STREAM_ROWS:
+                thunk, nbytes, calls = run.probes.streamed(rows, width, layers, dtype, tall)
+                name = "streamed_tall" if tall else "streamed"
+                seconds = run.time(name, dtype, f"{rows}x{width}x{layers}", thunk, nbytes)
+                # the host's dispatch of the matrix and of the operators between is counted
+                # elsewhere (eager host overhead): only the matrices' own time stays
+                timed[rows].append((calls, nbytes, max(seconds - calls * (1 + STREAM_GAP_OPS)
+                                                       * overhead, seconds / 4)))
+        bw, fixed = [], []
+        for rows in STREAM_ROWS:
+            (n1, b1, t1), (n2, b2, t2) = timed[rows]
+            # n1 c + b1 / B = t1 ; n2 c + b2 / B = t2
+            det = n1 * b2 - n2 * b1
+            inv_bw = (n1 * t2 - n2 * t1) / det if det else 0.0
+            c = (t1 - b1 * inv_bw) / n1 if inv_bw > 0 else 0.0
+            if inv_bw <= 0 or c < 0:  # no fixed cost visible: bandwidth from the larger
+                c, inv_bw = 0.0, t2 / b2
+            bw.append((float(rows), 1.0 / inv_bw))
+            fixed.append((float(rows), max(c, 1e-9)))
+        suffix = "_tall" if tall else ""
+        curves[f"{dtype}/stream_bw{suffix}"] = tuple(bw)
+        curves[f"{dtype}/stream_fixed{suffix}"] = tuple(fixed)
+    return curves
+
+
 def _measure_stream(run: _Run, quick: bool, overhead: float) -> Curve:
     sizes = STREAM_ELEMENTS_QUICK if quick else STREAM_ELEMENTS
     for n in sizes:
@@ -492,6 +581,9 @@ def _calibrate_once(device: str | DeviceRef, dtypes: Sequence[str], quick: bool,
             _measure_conv1x1(run, dtypes, quick, per_op, conv)
         bandwidth = _measure_stream(run, quick, per_op)
         kinds, pool = _measure_kinds(run, per_op) if ref.is_cpu else ({}, ())
+        caches = _caches() if ref.is_cpu else (None, None)
+        streamed = (_measure_streamed(run, [d for d in dtypes if d in matmul], per_op, caches)
+                    if ref.is_cpu else {})
         h2d, d2h = _measure_copies(session, run)
         cal = Calibration(
             device=str(ref), name=info.name if info else str(ref),
@@ -500,9 +592,20 @@ def _calibrate_once(device: str | DeviceRef, dtypes: Sequence[str], quick: bool,
             machine=_machine(), points=(), matmul=tuple(matmul.items()), conv=tuple(conv.items()),
             bandwidth=bandwidth, h2d_bw=h2d, d2h_bw=d2h, asynchronous=not ref.is_cpu,
             memory_bytes=float(info.memory_bytes) if info and info.memory_bytes else None,
-            class_bandwidth=tuple(kinds.items()), pool=pool, **overheads)
+            class_bandwidth=tuple(kinds.items()), pool=pool, streamed=tuple(streamed.items()),
+            private_cache_bytes=_float(caches[0]), llc_bytes=_float(caches[1]), **overheads)
         checks = _checks(run, cal)
     return replace(cal, points=tuple(run.points), checks=checks)
+
+
+def _caches() -> tuple[int | None, int | None]:
+    from chipfit.hardware.cpu import cache_bytes
+
+    return cache_bytes()
+
+
+def _float(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _calibration_timing(quick: bool) -> TimingConfig:
@@ -542,6 +645,7 @@ def _to_dict(cal: Calibration) -> dict[str, Any]:
     data["bandwidth"] = [list(p) for p in cal.bandwidth]
     data["class_bandwidth"] = {k: [list(p) for p in c] for k, c in cal.class_bandwidth}
     data["pool"] = [list(p) for p in cal.pool]
+    data["streamed"] = {k: [list(p) for p in c] for k, c in cal.streamed}
     data["contention"] = dict(cal.contention)
     data["machine"] = dict(cal.machine)
     data["points"] = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -562,7 +666,8 @@ def _from_dict(data: dict[str, Any], origin: str) -> Calibration:
                                   "chipfit_version", "host_per_op_s", "host_per_view_s",
                                   "host_per_module_s", "host_per_call_s", "h2d_bw", "d2h_bw",
                                   "asynchronous", "memory_bytes", "contended",
-                                  "contention_note") if k in data}
+                                  "contention_note", "private_cache_bytes", "llc_bytes")
+             if k in data}
     evidence = data.get("contention") or {}
     plain["contention"] = tuple((str(k), float(v)) for k, v in dict(evidence).items())
     return Calibration(
@@ -571,6 +676,7 @@ def _from_dict(data: dict[str, Any], origin: str) -> Calibration:
         bandwidth=tuple((float(x), float(y)) for x, y in data["bandwidth"]),
         class_bandwidth=_curves(data.get("class_bandwidth", {})),
         pool=tuple((float(x), float(y)) for x, y in data.get("pool", ())),
+        streamed=_curves(data.get("streamed", {})),
         checks=tuple((str(c), float(p), float(m)) for c, p, m in data.get("checks", ())))
 
 

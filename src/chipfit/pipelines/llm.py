@@ -277,7 +277,9 @@ def calibrated_device(cal: Any, memory: float | None) -> LlmDevice:
         per_op_s=cal.host_per_op_s, per_module_s=cal.host_per_module_s,
         overlapped=cal.kind != "cpu" and cal.asynchronous,
         overhead_bytes=OVERHEAD_BYTES.get(cal.kind, 0.5e9), basis="calibrated",
-        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",))
+        notes=(f"calibrated {cal.created_at} (chipfit {cal.chipfit_version})",),
+        streamed=cal.streamed, private_cache_bytes=cal.private_cache_bytes,
+        llc_bytes=cal.llc_bytes)
 
 
 @lru_cache(maxsize=4)
