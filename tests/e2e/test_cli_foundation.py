@@ -53,7 +53,7 @@ def test_bench_quick_seeds_sizes_include_the_tiny_matmul(cli, tmp_path):
     (["bench", "--workloads", "matmull"], "did you mean 'matmul'"),
     (["bench", "--devices", "torch:cpux"], "did you mean 'torch:cpu'"),
     (["bench", "--devices", "torch:cuda:0"], "not available here"),
-    (["bench", "--devices", "tensorflow:cpu"], "unknown backend"),
+    (["bench", "--devices", "mxnet:cpu"], "unknown backend"),
     (["bench", "--sizes", "7x"], "malformed"),
     (["bench", "--dtypes", "fp64"], "unknown dtype"),
     (["bench", "--budget", "-1"], "--budget must be positive"),

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from chipfit.errors import UnsupportedError
 from chipfit.results import Cost
 from chipfit.spec import MODES
 from chipfit.workloads.base import Prepared, Workload, itemsize, parse_count
@@ -232,7 +233,16 @@ class Net(Workload):
         host = (x,) if mode == "inference" else (x, y.astype(np.int32))
         return Prepared(call, host, items=batch, details=self._details(mode))
 
+    def backends(self) -> Sequence[str]:
+        """TensorFlow only for the networks that have a Keras model."""
+        names = tuple(super().backends())
+        if type(self).keras_model is Net.keras_model:
+            names = tuple(n for n in names if n != "tensorflow")
+        return names
+
     def _build_tensorflow(self, size: str, dtype: str, mode: str, session: Any) -> Prepared:
+        if "tensorflow" not in self.backends():
+            raise UnsupportedError(f"{self.name} has no tensorflow implementation")
         from chipfit.backends.tensorflow import compiled, import_tensorflow
 
         tf = import_tensorflow()
