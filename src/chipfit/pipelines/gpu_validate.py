@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,7 @@ LABEL_HEADS = {("bert_large", "inference"): "BertForSequenceClassification",
                ("bert_large", "train"): "BertForPreTraining"}
 
 
+@lru_cache(maxsize=32)  # labels of several GPUs share a trace; costs are immutable records
 def _trace_label(data_dir: Path, model: str, seq_len: int, batch: int, mode: str) -> Any:
     """The data's runs used PyTorch 2.1 with transformers' eager attention (matmul, softmax,
     matmul: see op_labels), so the labels are traced with ``attention="eager"``."""
