@@ -95,6 +95,19 @@ def _in_process_cli(args: list[str], changed: dict[str, str],
     return subprocess.CompletedProcess(["chipfit", *args], code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny models: on a shared 2-core machine a
+    two-thread parallel region waits a scheduler quantum whenever the other core is taken,
+    which for operators this small costs far more than the second thread gains."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture
 def cli():
     return run_cli

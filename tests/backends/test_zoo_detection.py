@@ -22,15 +22,7 @@ transformers = pytest.importorskip("transformers")
 CPU = DeviceRef("torch", "cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for these tiny models: on a shared 2-core machine a two-thread
-    parallel region waits a scheduler quantum whenever the other core is taken, which for
-    operators this small costs far more than the second thread gains."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 class TinyDetr(DetrResNet50):
