@@ -223,3 +223,17 @@ def test_a_change_at_a_contended_point_is_reported_not_flagged() -> None:
     assert compare_point(a, _m("64", 2e-3, rng)).verdict == "regression"
     same = Measurement(**{**_m("64", 1e-3, rng).__dict__, "contended": True})
     assert compare_point(a, same).verdict == "unchanged" and compare_point(a, same).contended
+
+
+def test_a_microsecond_shift_between_runs_of_a_tiny_op_is_not_a_regression() -> None:
+    rng = random.Random(7)
+    # two back-to-back runs of a 32x32 matmul: each steady, levels 3.6 us and 4.15 us apart
+    a, b = _m("32", 3.6e-6, rng, spread=0.005), _m("32", 4.15e-6, rng, spread=0.005)
+    same = compare_point(a, b)
+    assert same.verdict == "unchanged" and same.noise_floor >= 1e-6 / a.seconds("resident")
+    # a real 2x slowdown of the same op still clears the microsecond floor
+    assert compare_point(a, _m("32", 7.2e-6, rng, spread=0.005)).verdict == "regression"
+    # at milliseconds the microsecond floor is no bar: a 15% change is flagged
+    slow = compare_point(_m("1024", 2.5e-3, rng, spread=0.005),
+                         _m("1024", 2.9e-3, rng, spread=0.005))
+    assert slow.verdict == "regression"

@@ -264,3 +264,23 @@ def test_contention_is_stored_and_old_files_read_as_unknown(tmp_path) -> None:
     assert legacy.contended is None and legacy.contention == () and legacy.attempts == 1
     assert trust.summarize([legacy]).unknown == 1 and trust.warning([legacy]) is None
     assert math.isclose(legacy.median_s, 1e-3)
+
+
+def test_a_re_measured_point_keeps_where_it_came_from_and_its_launches() -> None:
+    from dataclasses import replace
+
+    jobs = _jobs("torch:cpu")
+    first = replace(_m("torch:cpu", 1e-5, True),
+                    metadata=(("attempts", "2"), ("moved_from", "abc123"), ("node", "n1")))
+
+    class _Tagged(_FakeExecutor):
+        def run(self, jobs, discovery):
+            for job, m in super().run(jobs, discovery):
+                yield job, replace(m, metadata=(("attempts", "1"), ("node", "n2")))
+
+    run = Run("r", "bench", "now", measurements=(first,))
+    run, _ = retry.remeasure_contended(jobs, [first], run, _Tagged({"torch:cpu": [(1e-5, False)]}),
+                                       10.0, sleep=lambda s: None, clock=lambda: 0.0)
+    meta = run.measurements[0].meta
+    # the first worker died once before its result: 2 launches, then 1 more for the re-measure
+    assert meta["attempts"] == "3" and meta["moved_from"] == "abc123" and meta["node"] == "n2"

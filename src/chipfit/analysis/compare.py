@@ -65,6 +65,11 @@ MIN_EFFECT = 0.10
 #: How many standard deviations of the drift a change must clear (3: a run-to-run shift that
 #: big happens by drift alone well under 1% of the time for a normal level).
 FLOOR_Z = 3.0
+#: Two runs of a few-microsecond operation land up to about this far apart however steady
+#: each run is (allocation addresses and cache placement change between runs; timer and
+#: dispatch jitter are of this order): a change must clear it as well (3.6 us vs 4.15 us,
+#: two back-to-back runs of a 32x32 matmul, was a false regression without it).
+ABS_FLOOR_S = 1e-6
 
 
 # ---- the test -----------------------------------------------------------------------------
@@ -239,7 +244,8 @@ def compare_point(a: Measurement | None, b: Measurement | None, *, threshold: fl
     chunks_a, chunks_b = chunk_medians(_samples(a, view)), chunk_medians(_samples(b, view))
     p = mann_whitney_u(chunks_a, chunks_b)[1]
     runs = [a.seconds(view)] + [r.seconds(view) for r in repeats if r.ok]
-    floor = noise_floor(chunks_a, chunks_b, runs if repeats else ())
+    floor = max(noise_floor(chunks_a, chunks_b, runs if repeats else ()),
+                ABS_FLOOR_S / a.seconds(view))
     verdict = _verdict(ratio, p, max(threshold, floor), alpha)
     contended = bool(a.contended or b.contended)
     if contended and verdict in ("regression", "improvement"):

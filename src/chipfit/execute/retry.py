@@ -122,11 +122,14 @@ def _round(todo: Sequence[Job], done: list[Measurement], run: Run, executor: Exe
 
 
 def _with_launches(new: Measurement, old: Measurement) -> Measurement:
-    """``new`` with the executor's launch count (metadata ``attempts``: workers that died
-    before a result, then the one that gave it) summed over both measurements, so a
-    re-measured point still says its first worker died."""
-    a, b = old.meta.get("attempts", ""), new.meta.get("attempts", "")
+    """``new`` keeping what only the first measurement knew: the executor's launch count
+    (metadata ``attempts``: workers that died before a result, then the one that gave it)
+    summed over both, and the first one's other metadata that the re-measurement does not
+    set (``moved_from``: the job left a lost node), so a re-measured point keeps its history."""
+    meta = new.meta
+    kept = tuple((k, v) for k, v in old.metadata if k not in meta)
+    a, b = old.meta.get("attempts", ""), meta.get("attempts", "")
     if not (a.isdigit() and b.isdigit()):
-        return new
+        return replace(new, metadata=new.metadata + kept)
     rest = tuple(p for p in new.metadata if p[0] != "attempts")
-    return replace(new, metadata=rest + (("attempts", str(int(a) + int(b))),))
+    return replace(new, metadata=rest + kept + (("attempts", str(int(a) + int(b))),))
