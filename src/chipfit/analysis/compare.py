@@ -14,7 +14,9 @@ runs of identical work gave p = 1e-14). So the unit of comparison is a stretch o
   alone: :data:`FLOOR_Z` standard deviations of the difference of two run levels, each
   wandering as much as that run's chunk medians do (a robust SD of their logs, from the
   median absolute deviation). Extra runs of the baseline's work (``noise_runs``) add the
-  spread of their run-level medians (``max / min - 1``): the measured run-to-run noise.
+  spread of their run-level medians (``max / min - 1``): the measured run-to-run noise. It is
+  never under :data:`ABS_FLOOR_S` of the baseline's time: runs of a few-microsecond operation
+  land that far apart however steady each run is.
 
 Run B is *slower* at a point when its median per-call time exceeds A's by more than
 ``max(threshold, noise floor)`` (``threshold`` is the minimum effect that matters, default
