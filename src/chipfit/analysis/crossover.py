@@ -466,9 +466,16 @@ def analyze(measurements: Iterable[Measurement], *, position: Position | None = 
             level: float = 0.95, resamples: int = 2000, seed: int = 0) -> SweepAnalysis:
     """Every crossover between comparable series, and every series' limits and best rate."""
     check_settings(level, resamples)
+    measurements = list(measurements)
     screened = screen(measurements)  # contended points: left out, or kept and labelled
     ms = list(screened.kept)
-    series = build_series(ms, VIEWS, position)
+    # series in the order the run measured them, whichever points screening left out (so
+    # which side of a pair is "a" does not depend on which points were contended)
+    order: dict[tuple[str, str, str, str], int] = {}
+    for m in measurements:
+        order.setdefault((m.workload, m.device, m.dtype, m.mode), len(order))
+    series = sorted(build_series(ms, VIEWS, position),
+                    key=lambda s: order.get(_series_id(s.key), len(order)))
     boot = _Bootstrap(resamples, seed)  # shared: each point is resampled once for all pairs
     crossovers = tuple(
         replace(compare(a, b, level=level, resamples=resamples, seed=seed, _boot=boot),

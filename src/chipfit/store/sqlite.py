@@ -281,14 +281,26 @@ class Store:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _check(self, conn: sqlite3.Connection) -> int:
-        """The schema version found (0 for a new file); refuse foreign and newer databases."""
-        app = conn.execute("PRAGMA application_id").fetchone()[0]
-        if app != APPLICATION_ID:
-            if app or conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-                raise InvalidInputError(f"{self.path} is an SQLite database, but not chipfit's; "
-                                        "pass --db with another file")
-            return 0
-        current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        """The schema version found (0 for a new file); refuse foreign and newer databases.
+
+        The reads share one snapshot: another process creating the same new file may commit
+        between two separate reads (no application id yet, then its tables), which would
+        read as somebody else's database."""
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            if app != APPLICATION_ID:
+                if app or conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                    raise InvalidInputError(f"{self.path} is an SQLite database, but not "
+                                            "chipfit's; pass --db with another file")
+                return 0
+            current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        finally:
+            if own:
+                conn.execute("COMMIT")
+        current = current or 0
         check_schema(current, SCHEMA_VERSION, str(self.path), "upgrade chipfit to use it")
         return current
 
