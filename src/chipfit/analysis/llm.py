@@ -34,7 +34,7 @@ the LM head stay 16-bit under weight-only quantisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -188,28 +188,28 @@ def devices_needed(arch: LlmArch, run: LlmRun, memory: float, overhead: float) -
     return None
 
 
-def max_batch(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1) -> int:
-    """The largest batch at ``run.context`` tokens that fits (0 if not even one)."""
+def _largest(fits: Callable[[int], bool], limit: int) -> int:
+    """The largest n >= 1 with ``fits(n)`` (0 if none), for ``fits`` true up to some n and
+    false beyond: doubling up to ``limit``, then bisection."""
     lo, hi = 0, 1
-    while hi < 1 << 20 and memory_breakdown(arch, run, tp, overhead, batch=hi).total <= memory:
+    while hi < limit and fits(hi):
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        fits = memory_breakdown(arch, run, tp, overhead, batch=mid).total <= memory
-        lo, hi = (mid, hi) if fits else (lo, mid)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
+
+
+def max_batch(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1) -> int:
+    """The largest batch at ``run.context`` tokens that fits (0 if not even one)."""
+    return _largest(lambda b: memory_breakdown(arch, run, tp, overhead, batch=b).total <= memory,
+                    1 << 20)
 
 
 def max_context(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1) -> int:
     """The longest context (prompt + generated) at ``run.batch`` that fits (0 if none)."""
-    lo, hi = 0, 1
-    while hi < 1 << 24 and memory_breakdown(arch, run, tp, overhead, context=hi).total <= memory:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        fits = memory_breakdown(arch, run, tp, overhead, context=mid).total <= memory
-        lo, hi = (mid, hi) if fits else (lo, mid)
-    return lo
+    return _largest(
+        lambda c: memory_breakdown(arch, run, tp, overhead, context=c).total <= memory, 1 << 24)
 
 
 # ----------------------------------------------------------------------------- devices

@@ -400,6 +400,7 @@ class PublishedCase:
     stack: str
     source: str
     loo_request_s: float = 0.0  # the fixed time per request fitted without this row (prefill)
+    prefill_tokens: int = 0  # batch x prompt: what a prefill tokens/s figure counts
 
 
 def _results_data() -> dict[str, Any]:
@@ -465,12 +466,12 @@ def published_cases() -> tuple[PublishedCase, ...]:
         r = dict(s.extra)["row"]
         case = PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
                              s.published, r["unit"], s.predicted, k, e, r["stack"],
-                             dict(s.extra)["source"])
+                             dict(s.extra)["source"], prefill_tokens=r["batch"] * r["input_len"])
         if _PHASE[r["metric"]] == "prefill":  # scale and a fixed time per request, LOO
             others = [o for o in scored if o.group == s.group and o.id != s.id]
-            k2, c = fit_scale_offset([_prefill_s(o) for o in others],
-                                     [_prefill_s(o, predicted=True) for o in others])
-            pub, pred = _prefill_s(s), _prefill_s(s, predicted=True)
+            k2, c = fit_scale_offset([_first_token_s(o, o.published) for o in others],
+                                     [_first_token_s(o, o.predicted) for o in others])
+            pub, pred = _first_token_s(s, s.published), _first_token_s(s, s.predicted)
             corrected = k2 * pred + c
             error = (corrected / pub - 1.0) if r["metric"] == "ttft" else pub / corrected - 1.0
             case = replace(case, loo_factor=k2, loo_error=error, loo_request_s=c)
@@ -478,13 +479,16 @@ def published_cases() -> tuple[PublishedCase, ...]:
     return tuple(out)
 
 
-def _prefill_s(s: Scored, predicted: bool = False) -> float:
-    """A prefill-phase published row's figure as seconds to the first token."""
+def _first_token_s(s: Scored, value: float) -> float:
     r = dict(s.extra)["row"]
-    value = s.predicted if predicted else s.published
-    if r["metric"] == "ttft":
+    return _seconds_to_first_token(r["metric"], r["batch"] * r["input_len"], value)
+
+
+def _seconds_to_first_token(metric: str, prefill_tokens: int, value: float) -> float:
+    """A prefill-phase figure (published or predicted) as seconds to the first token."""
+    if metric == "ttft":
         return value / 1000.0  # the rows and _predict_row give milliseconds
-    return r["batch"] * r["input_len"] / value  # prefill tokens/s
+    return prefill_tokens / value  # prefill tokens/s
 
 
 def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float, str]:
@@ -498,23 +502,12 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
     k = median(ratios)
     factors["decode"] = k if math.isfinite(k) else 1.0
     prefill = [c for c in cases if _PHASE[c.metric] == "prefill"]
-    rows = _results_by_id()
-    pub = [_case_prefill_s(c, rows[c.id], c.published) for c in prefill]
-    pred = [_case_prefill_s(c, rows[c.id], c.predicted) for c in prefill]
+    pub = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.published) for c in prefill]
+    pred = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.predicted) for c in prefill]
     factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
     band = median(abs(c.loo_error) for c in cases)
     return factors, band, (f"leave-one-out median error on {len(cases)} published {stack} rows "
                            "(hardware/data/llm_results.toml)")
-
-
-def _results_by_id() -> dict[str, Mapping[str, Any]]:
-    return {r["id"]: r for r in _results_data()["results"]}
-
-
-def _case_prefill_s(case: PublishedCase, row: Mapping[str, Any], value: float) -> float:
-    if case.metric == "ttft":
-        return value / 1000.0
-    return row["batch"] * row["input_len"] / value
 
 
 # ----------------------------------------------------------------------- the report

@@ -28,8 +28,8 @@ evidence            where it comes from
 A point is *contended* when one direct signal fires (steal, other processes' CPU time,
 run-queue wait beside them, probe drift, the stall signature), or when both indirect ones do
 (load above the cores, and preemption at a steady rate); :data:`THRESHOLDS` holds the numbers
-and the reason for each. Cost: three /proc reads, two getrusage calls and a ~0.3 ms probe per
-point, well under 1% of a quick bench.
+and the reason for each. Cost: two /proc reads (and one per thread), two getrusage calls and
+a ~0.3 ms probe per point, well under 1% of a quick bench.
 
 Evidence is only meaningful on Linux; elsewhere the missing sources read as ``nan`` and the
 verdict rests on the rest (``contended`` is ``None`` when no source was readable at all).
@@ -91,7 +91,8 @@ STALL_VS_SERIAL = 8.0
 STALL_MIN_S = 0.002
 
 THRESHOLDS = {"steal_share": STEAL_SHARE, "others_share": OTHERS_SHARE,
-              "others_min_s": OTHERS_MIN_S, "others_for_wait": OTHERS_FOR_WAIT, "wait_share": WAIT_SHARE, "wait_min_s": WAIT_MIN_S,
+              "others_min_s": OTHERS_MIN_S, "others_for_wait": OTHERS_FOR_WAIT,
+              "wait_share": WAIT_SHARE, "wait_min_s": WAIT_MIN_S,
               "probe_ratio": PROBE_RATIO, "load_excess": LOAD_EXCESS,
               "nivcsw_per_s": NIVCSW_PER_S, "nivcsw_min": NIVCSW_MIN, "stall_gap_s": STALL_GAP_S,
               "stall_factor": STALL_FACTOR, "stall_share": STALL_SHARE,
@@ -115,9 +116,9 @@ def _load1() -> float:
     return float(text.split()[0]) if text else math.nan
 
 
-def _cpu_jiffies() -> tuple[float, float]:
-    """(steal, total) jiffies of all CPUs since boot; nan where /proc/stat is unreadable."""
-    text = _read("/proc/stat")
+def _cpu_jiffies(text: str | None) -> tuple[float, float]:
+    """(steal, total) jiffies of all CPUs since boot from /proc/stat's ``text``; nan where it
+    is unreadable."""
     if not text or not text.startswith("cpu "):
         return math.nan, math.nan
     values = [float(v) for v in text.splitlines()[0].split()[1:]]
@@ -126,10 +127,9 @@ def _cpu_jiffies() -> tuple[float, float]:
     return steal, sum(values[:8])
 
 
-def _busy_s() -> float:
+def _busy_s(text: str | None) -> float:
     """CPU-seconds the CPUs we may use have been busy since boot (user, nice, system, irq,
-    softirq; not idle, iowait or steal); nan where /proc/stat is unreadable."""
-    text = _read("/proc/stat")
+    softirq; not idle, iowait or steal), from /proc/stat's ``text``; nan where unreadable."""
     if not text:
         return math.nan
     try:
@@ -232,9 +232,10 @@ def _nivcsw() -> int:
 
 
 def snapshot() -> Snapshot:
-    steal, total = _cpu_jiffies()
+    stat = _read("/proc/stat")  # once: steal and busy time come from the same read
+    steal, total = _cpu_jiffies(stat)
     return Snapshot(time.perf_counter(), _load1(), steal, total, _nivcsw(), _wait_ns(),
-                    _busy_s(), _own_cpu_s())
+                    _busy_s(stat), _own_cpu_s())
 
 
 # ---- the verdict ----------------------------------------------------------------------------
@@ -295,7 +296,8 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
     if busy and preempted:
         reasons.append(f"load {load1:.1f} on {cores:.0f} cores, "
                        f"{get('nivcsw_per_s'):.0f} preemptions/s")
-    readable = [k for k in ("steal_share", "others_share", "wait_share", "probe_ratio", "load1", "nivcsw_per_s")
+    readable = [k for k in ("steal_share", "others_share", "wait_share", "probe_ratio", "load1",
+                            "nivcsw_per_s")
                 if math.isfinite(get(k))]
     verdict = bool(reasons) if readable or reasons else None
     clean = tuple((k, round(float(v), 6)) for k, v in sorted(numbers.items())
