@@ -1,13 +1,143 @@
-"""Shared fixtures: an isolated chipfit data directory and a CLI runner."""
+"""Shared fixtures: an isolated chipfit data directory, a CLI runner, and a core per worker.
+
+The suite runs on pytest-xdist workers (``-n auto`` in pyproject: one per core, at most four).
+Each worker is pinned to a core of its own before torch or JAX load, so a test that measures
+shares its core with nothing: chipfit's contention watch reads only the cores a process may
+use, and the other workers run on other cores. A test marked ``whole_machine`` (thread
+counts, multi-process runs, a busy machine on purpose) waits until no other test runs, then
+has every core until it ends; the other workers wait at a turnstile meanwhile. Without xdist
+(``-p no:xdist`` or ``-n 0``) nothing is pinned and nothing waits.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+_MAX_WORKERS = 4  # each worker imports torch, JAX and TensorFlow (about 1.5 GB resident)
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+_ALL_CPUS = _cpus()  # before pinning: what the suite was given
+
+
+def _worker() -> tuple[int, int] | None:
+    """(this worker's index, the number of workers) under xdist, else None."""
+    name, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not name or not count or not name.startswith("gw"):
+        return None
+    return int(name[2:]), int(count)
+
+
+def _set_affinity(cpus: list[int]) -> None:
+    """Every thread of this process (torch's and XLA's pools included) onto ``cpus``."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(len(_ALL_CPUS), _MAX_WORKERS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "whole_machine: needs every core and no other test running (thread counts, "
+        "several processes, a deliberately busy machine)")
+    worker = _worker()
+    if worker and 1 < worker[1] <= len(_ALL_CPUS):
+        _set_affinity([_ALL_CPUS[worker[0]]])
+
+
+class _Turn:
+    """A readers-writer lock across the xdist workers (flock on two files): ordinary tests
+    share it, a ``whole_machine`` test holds it alone. The turnstile keeps a waiting
+    ``whole_machine`` test from being overtaken by a stream of ordinary ones."""
+
+    def __init__(self, run_id: str) -> None:
+        root = Path(tempfile.gettempdir()) / f"chipfit-tests-{run_id}"
+        root.mkdir(exist_ok=True)
+        self._turnstile = open(root / "turnstile", "a")  # noqa: SIM115 - held for the session
+        self._rw = open(root / "rw", "a")  # noqa: SIM115
+
+    @contextlib.contextmanager
+    def hold(self, alone: bool) -> Iterator[None]:
+        fcntl.flock(self._turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._rw, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._rw, fcntl.LOCK_UN)
+
+
+_TURN: list[_Turn] = []
+
+
+def _turn() -> _Turn | None:
+    worker = _worker()
+    if not worker or worker[1] < 2:
+        return None
+    if not _TURN:
+        _TURN.append(_Turn(os.environ.get("PYTEST_XDIST_TESTRUNUID", "local")))
+    return _TURN[0]
+
+
+@contextlib.contextmanager
+def _whole_machine() -> Iterator[None]:
+    """Every core for this process and its children, no other test running meanwhile."""
+    turn = _turn()
+    if turn is None:
+        yield
+        return
+    with turn.hold(alone=True):
+        mine = _cpus()
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch else None
+        _set_affinity(_ALL_CPUS)
+        if torch:
+            torch.set_num_threads(len(_ALL_CPUS))
+        try:
+            yield
+        finally:
+            _set_affinity(mine)
+            torch = sys.modules.get("torch")  # perhaps first imported meanwhile
+            if torch:
+                torch.set_num_threads(threads or len(mine))
+
+
+@pytest.fixture(scope="session")
+def whole_machine() -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """For a module- or session-scoped fixture that needs every core (they are set up before
+    a test's own marker takes effect): ``with whole_machine(): ...``."""
+    return _whole_machine
+
+
+@pytest.fixture(autouse=True)
+def _core_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("whole_machine") is not None:
+        with _whole_machine():
+            yield
+        return
+    turn = _turn()
+    if turn is None:
+        yield
+        return
+    with turn.hold(alone=False):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +166,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     warning filters a fresh process has, which saves the interpreter's start and torch's and
     JAX's imports (seconds per call). Either way the result is a CompletedProcess.
     """
-    changed = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
-    changed.setdefault("COLUMNS", os.environ.get("COLUMNS", "200"))
+    env = dict(env or {})
+    columns = env.pop("COLUMNS", "200")  # never the caller's own: xdist's workers have 80
+    changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    changed["COLUMNS"] = columns
     own = isolated or set(changed) - _IN_PROCESS_ENV or _OWN_PROCESS_ARGS & set(args)
     runner = _subprocess_cli if own else _in_process_cli
     proc = runner(list(args), changed, timeout)
@@ -114,7 +246,14 @@ def cli():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip accelerator-marked tests unless a GPU or TPU is really present."""
+    """Files with whole-machine and slow tests first (xdist hands out whole files: the long
+    ones start early and the short ones fill in at the end); skip accelerator-marked tests unless a GPU or TPU
+    is really present."""
+    alone = {item.path for item in items if item.get_closest_marker("whole_machine")}
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    # stable: the order within a file stays. Files with whole-machine tests first, so the
+    # workers queue for the machine early instead of idling beside a long test later
+    items.sort(key=lambda item: (item.path not in alone, item.path not in slow))
     if not any("accelerator" in item.keywords for item in items):
         return
     from chipfit.discovery import discover
@@ -135,3 +274,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"{len(browser)} HTML report test(s) skipped: headless Chromium not found on PATH; "
             "`apt-get install chromium` enables them (.ci/run installs it)", yellow=True)
+

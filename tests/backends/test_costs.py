@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from chipfit.cost.torch import trace_torch  # noqa: E402
 from chipfit.execute.costs import extract_costs  # noqa: E402
-from chipfit.workloads import all_workloads, get_workload  # noqa: E402
+from chipfit.workloads import builtin_workloads, get_workload  # noqa: E402
 
 F32 = 4
 
@@ -157,7 +157,7 @@ def test_jax_conv_and_scan():
 @pytest.mark.slow
 def test_every_builtin_workload_can_be_costed():
     """Each registered workload, at its smallest quick size, through the same path."""
-    for wl in all_workloads():
+    for wl in builtin_workloads():
         size = wl.sizes(True)[0] if wl.sizes(True) else wl.sizes(False)[0]
         c = extract_costs(wl, size, "float32", wl.modes[0], "torch")
         assert c.flops > 0 and c.kernels > 0, wl.name

@@ -123,6 +123,25 @@ def test_bench_runs_cpu_at_one_and_all_threads_and_json_round_trips(tmp_path):
     assert load_run(path) == run
 
 
+def test_on_one_usable_core_the_cpu_is_not_listed_twice(tmp_path):
+    """taskset, a container's cpuset: torch runs one thread, so torch:cpu is the serial run
+    and a second, identical torch:cpu@1t column would only add noise and time."""
+    import os
+    import subprocess
+    import sys
+
+    one = min(os.sched_getaffinity(0))
+    code = ("import chipfit; from chipfit.pipelines.bench import default_devices; "
+            "found = chipfit.discover(['torch']); "
+            "print(dict(found.get('torch:cpu').details)['torch_threads'], "
+            "*default_devices(found))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "torch:cpu"]
+
+
+@pytest.mark.whole_machine  # default devices: torch at all cores, and at one thread
 def test_default_devices_add_a_single_thread_cpu():
     from chipfit.pipelines.bench import default_devices
 

@@ -68,6 +68,7 @@ def test_workloads_lists_one_line_each(cli):
         assert words in " ".join(advise_help.split()), words
 
 
+@pytest.mark.whole_machine  # default devices: torch at all cores, and at one thread
 def test_bench_prints_progress_lines_without_a_terminal_and_a_narrow_table(cli):
     proc = cli("bench", "-w", "matmul,elementwise", "-s", "64", "--quick", "--no-save",
                env=NARROW, check=True)

@@ -57,13 +57,14 @@ def chipfit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def sweep_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real sweep: matmul on torch's CPU at 1 and 2 threads, short timing."""
+def sweep_json(tmp_path_factory: pytest.TempPathFactory, whole_machine) -> Path:
+    """A real sweep: matmul on torch's CPU at 1 and 2 threads (two cores), short timing."""
     home = tmp_path_factory.mktemp("home")
     out = home / "sweep.json"
-    proc = chipfit("sweep", "matmul", "--from", "16", "--to", "64", "--devices",
-                   "torch:cpu@1t,torch:cpu@2t", "--budget", "0.2", "--target", "0.05",
-                   "--no-save", "--json", str(out), home=home)
+    with whole_machine():
+        proc = chipfit("sweep", "matmul", "--from", "16", "--to", "64", "--devices",
+                       "torch:cpu@1t,torch:cpu@2t", "--budget", "0.2", "--target", "0.05",
+                       "--no-save", "--json", str(out), home=home)
     assert proc.returncode == 0, proc.stderr
     return out
 

@@ -31,6 +31,7 @@ def statements_match_the_saved_samples(stdout: str, path, axis: str) -> list:
     return list(result.analysis.crossovers)
 
 
+@pytest.mark.whole_machine  # two threads need two cores
 def test_matmul_sweep_one_thread_vs_two_threads(cli, tmp_path):
     out, html = tmp_path / "sweep.json", tmp_path / "sweep.html"
     proc = cli("sweep", "matmul", "--axis", "n", "--from", "16", "--to", "256",

@@ -71,6 +71,7 @@ def test_sigterm_on_bench_keeps_the_measurements_and_marks_the_run_interrupted(
     _plan_exactly_once(db, run_id)
 
 
+@pytest.mark.whole_machine  # the run and the test process beside it: a core each
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_a_stopped_sweep_is_resumable_and_finishes_its_plan_once(tmp_path: Path, cli, sig) -> None:
@@ -91,6 +92,7 @@ def test_a_stopped_sweep_is_resumable_and_finishes_its_plan_once(tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.whole_machine  # two measuring processes at once: a core each
 def test_two_runs_writing_one_database_at_once_keep_everything(tmp_path: Path) -> None:
     db = tmp_path / "shared.sqlite3"
     args = [sys.executable, "-m", "chipfit", "bench", "-w", "matmul", "-d", "torch:cpu", "-s",

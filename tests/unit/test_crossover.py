@@ -286,6 +286,17 @@ def test_contended_points_are_left_out_or_the_crossover_is_labelled():
     assert "from contended points" in crossover_sentence(c, "n")
 
 
+def test_a_contended_point_still_shows_what_fits_but_sets_no_best_rate():
+    ms = [_measured("torch:cpu", x, 1e-6 * x, contended=(x == 1024)) for x in (64, 256, 1024)]
+    ms[-1] = replace(ms[-1], block_times_s=tuple(t / 4 for t in ms[-1].block_times_s))
+    ms.append(Measurement("matmul", "4096", "torch:cpu", status="oom", note="does not fit"))
+    result = analyze(ms, resamples=200)
+    (summary,) = result.summaries
+    assert result.left_out == 1 and summary.tried == 4 and summary.ok == 3
+    assert summary.largest_ok == "1024" and summary.first_oom == "4096"  # it ran: it fits
+    assert summary.best_size != "1024"  # its 4x rate was measured on a shared machine
+
+
 def test_a_sweep_bisects_a_gap_on_both_series_of_the_crossing():
     from chipfit.spec import TimingConfig
     from chipfit.pipelines.sweep import bisection_jobs

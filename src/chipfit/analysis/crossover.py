@@ -431,12 +431,16 @@ def compare(a: Series, b: Series, *, level: float = 0.95, resamples: int = 2000,
 # ---- limits, throughput, and the whole analysis ------------------------------------------
 
 def _summary(ms: Sequence[Measurement], position: Position, unit: str,
-             guard_limit: str | None) -> SeriesSummary:
+             guard_limit: str | None, rate_from: set[int] | None = None) -> SeriesSummary:
+    """Fit (tried, largest that ran, first that did not fit) from every point; the best rate
+    only from the points whose ``id`` is in ``rate_from`` (all when None): a point measured
+    while the machine was shared still shows what fits, not how fast it runs."""
     ranked = sorted((position(m.workload, m.size), i, m) for i, m in enumerate(ms))
     ooms = [x for x, _, m in ranked if m.status == "oom"]
     first_oom = min(ooms) if ooms else math.inf
     fitting = [(x, m) for x, _, m in ranked if m.ok and x < first_oom]
-    rated = [(rate_of(m, unit), m.size) for _, m in fitting]
+    rated = [(rate_of(m, unit), m.size) for _, m in fitting
+             if rate_from is None or id(m) in rate_from]
     best_rate, best_size = max(rated) if rated else (math.nan, None)
     m0 = ms[0]
     return SeriesSummary(
@@ -449,15 +453,18 @@ def _summary(ms: Sequence[Measurement], position: Position, unit: str,
 
 def summarize(measurements: Iterable[Measurement], position: Position | None = None,
               limits: Mapping[tuple[str, str, str, str], str | None] | None = None,
-              ) -> list[SeriesSummary]:
+              rated: Iterable[Measurement] | None = None) -> list[SeriesSummary]:
     """Largest fitting size and best-throughput size of every (workload, device, dtype, mode).
 
     ``limits`` maps the same key to the largest size the memory guard admits (predicted).
+    ``rated``: the points the best throughput may come from (all when None; the analysis
+    passes those screening kept, while fit is read from every point).
     """
     position = position or default_position
     ms = list(measurements)
+    rate_from = None if rated is None else {id(m) for m in rated}
     units = {w: rate_unit(m for m in ms if m.workload == w) for w in {m.workload for m in ms}}
-    return [_summary(group, position, units[key[0]], (limits or {}).get(key))
+    return [_summary(group, position, units[key[0]], (limits or {}).get(key), rate_from)
             for key, group in _groups(ms).items()]
 
 
@@ -481,7 +488,8 @@ def analyze(measurements: Iterable[Measurement], *, position: Position | None = 
         replace(compare(a, b, level=level, resamples=resamples, seed=seed, _boot=boot),
                 from_contended=screened.marked(_series_id(a.key), _series_id(b.key)))
         for a, b in comparable_pairs(series))
-    return SweepAnalysis(crossovers, tuple(summarize(ms, position, limits)), level, resamples,
+    summaries = summarize(measurements, position, limits, rated=ms)
+    return SweepAnalysis(crossovers, tuple(summaries), level, resamples,
                          len(screened.left_out))
 
 

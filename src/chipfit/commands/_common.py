@@ -192,6 +192,12 @@ def check_node_prices(args: argparse.Namespace, executor: Any) -> None:
     given = parse_node_prices(getattr(args, "node_price", None) or [])
     if not given or not getattr(executor, "fleet", False):
         return
+    # the probe the command makes next anyway (cached by backends): probing every framework
+    # here instead would import TensorFlow and JAX on every node for a torch-only run
+    from chipfit.discovery import backends_named
+
+    devices = getattr(args, "devices", None)
+    executor.discover(backends_named(csv_list(devices) if devices else None))
     known = {n.node_type for n in executor.nodes()}
     unknown = sorted(set(given) - known)
     if unknown:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated workload names (default: matmul,elementwise; "
                    "chipfit workloads lists them)")
     p.add_argument("--devices", "-d", help="comma-separated device ids (default: all found, "
-                   "plus torch:cpu@1t)")
+                   "plus torch:cpu@1t when torch runs several threads)")
     p.add_argument("--sizes", "-s", help="comma-separated sizes (default: per workload)")
     p.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16,float16")
     p.add_argument("--modes", help="comma-separated: inference,train,finetune")

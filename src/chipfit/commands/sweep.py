@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points", type=int, help="ladder points, evenly spaced in log size "
                    "(default: doubling)")
     p.add_argument("--devices", "-d", help="comma-separated device ids (default: all found, "
-                   "plus torch:cpu@1t)")
+                   "plus torch:cpu@1t when torch runs several threads)")
     p.add_argument("--dtypes", default="float32",
                    help="comma-separated dtypes; two or more add dtype crossovers "
                    "(e.g. float32,bfloat16)")

@@ -144,7 +144,9 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             options = {"include_dashboard": False, "log_to_driver": True, **self.init_options}
             try:
-                ray.init(address=self.address, **options)
+                # "local": a new local Ray instance. Ray's default would join the latest
+                # cluster started on this machine (/tmp/ray/ray_current_cluster), anyone's.
+                ray.init(address=self.address or "local", **options)
             except ConnectionError as exc:
                 raise BackendUnavailableError(f"cannot reach the Ray cluster at {self.address}: "
                                               f"{exc}; is `ray start` running there?") from None

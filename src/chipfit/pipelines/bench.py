@@ -37,10 +37,14 @@ OnResult = Callable[[int, int, Job, Measurement, Run], None]
 
 
 def default_devices(discovery: Discovery) -> list[DeviceRef]:
-    """Every discovered device, plus torch's CPU pinned to one thread (serial vs parallel)."""
+    """Every discovered device, plus torch's CPU pinned to one thread (serial vs parallel)
+    when torch runs more than one: on a machine, container or ``taskset`` with one usable
+    core, ``torch:cpu`` already is the one-thread run."""
     refs = [DeviceRef.parse(d.ref) for d in discovery.devices]
     cpu = discovery.get("torch:cpu")
-    if cpu is not None and (cpu.cores or 0) > 1:
+    threads = dict(cpu.details).get("torch_threads", "") if cpu is not None else ""
+    parallel = int(threads) > 1 if threads.isdigit() else (cpu is not None and (cpu.cores or 0) > 1)
+    if cpu is not None and parallel:
         refs.insert(1, DeviceRef("torch", "cpu", None, 1))
     return refs
 

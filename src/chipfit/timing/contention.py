@@ -9,7 +9,10 @@ So every point is watched, cheaply, from just before its job starts to just afte
 evidence            where it comes from
 ==================  ===========================================================================
 ``load1``           /proc/loadavg (runnable + uninterruptible tasks, 1-minute average), read
-                    against ``cores`` = ``len(os.sched_getaffinity(0))``, the cores we may use
+                    against ``cpus`` = ``os.cpu_count()``: the load is the whole machine's, so
+                    it is read against all its CPUs, not only the ``cores`` we may use
+                    (``len(os.sched_getaffinity(0))``: a cpuset or ``taskset`` of one core on
+                    a machine whose other cores are busy is not shared)
 ``steal_share``     /proc/stat: jiffies the hypervisor gave to other guests over the window
 ``others_share``    /proc/stat lines of the CPUs we may use: busy jiffies (user, nice, system, irq,
                     softirq) minus our own CPU time (getrusage), over ``cores`` x the window:
@@ -70,7 +73,7 @@ WAIT_MIN_S = 0.002
 #: The reference probe this much slower than at the start of the process: the core we got
 #: runs slower (an SMT sibling busy, cache thrashed, frequency dropped) or we were preempted.
 PROBE_RATIO = 1.5
-#: Load average above the cores we may use by this much: more runnable tasks than cores.
+#: Load average above the machine's CPUs by this much: more runnable tasks than CPUs.
 #: Our own measuring threads are at most ``cores``, so an excess of 1 is someone else's.
 LOAD_EXCESS = 1.0
 #: Involuntary switches per second at which a CPU-bound process is being time-shared (CFS
@@ -277,6 +280,7 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
     get = lambda k: float(numbers.get(k, math.nan))  # noqa: E731
     reasons = []
     cores, load1 = get("cores"), get("load1")
+    cpus = get("cpus") if math.isfinite(get("cpus")) else cores  # evidence stored before cpus
     if get("steal_share") >= STEAL_SHARE:
         reasons.append(f"CPU steal {get('steal_share'):.0%}")
     others = get("others_share")
@@ -291,10 +295,10 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
         reasons.append(f"stall signature: blocks {get('stall_s') * 1e3:.1f} ms slow")
     if get("stall_vs_serial") >= STALL_VS_SERIAL:
         reasons.append(f"stall signature: {get('stall_vs_serial'):.0f}x the one-thread time")
-    busy = load1 - cores >= LOAD_EXCESS
+    busy = load1 - cpus >= LOAD_EXCESS
     preempted = get("nivcsw_per_s") >= NIVCSW_PER_S and get("nivcsw") >= NIVCSW_MIN
     if busy and preempted:
-        reasons.append(f"load {load1:.1f} on {cores:.0f} cores, "
+        reasons.append(f"load {load1:.1f} on {cpus:.0f} CPUs, "
                        f"{get('nivcsw_per_s'):.0f} preemptions/s")
     readable = [k for k in ("steal_share", "others_share", "wait_share", "probe_ratio", "load1",
                             "nivcsw_per_s")
@@ -321,7 +325,7 @@ def evidence(before: Snapshot, after: Snapshot, probe_after_s: float, baseline_s
     others_s = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
     coarse = wall * _clock_ticks() < 5
     numbers = {
-        "window_s": wall, "cores": float(cores),
+        "window_s": wall, "cores": float(cores), "cpus": float(os.cpu_count() or cores),
         "load1": max(before.load1, after.load1),
         "steal_share": _ratio(after.steal - before.steal, after.total - before.total),
         "wait_s": wait_s, "wait_share": _ratio(wait_s, wall),

@@ -7,7 +7,7 @@ import importlib
 from chipfit.errors import UnknownNameError
 from chipfit.workloads.base import Prepared, Workload
 
-__all__ = ["Prepared", "Workload", "all_workloads", "get_workload"]
+__all__ = ["Prepared", "Workload", "all_workloads", "builtin_workloads", "get_workload"]
 
 
 # Modules that define built-in workloads; each exposes workloads() -> list[Workload] and must
@@ -35,6 +35,13 @@ def all_workloads() -> list[Workload]:
     if not _REGISTRY:
         _REGISTRY.update({w.name: w for w in _builtin()})
     return list(_REGISTRY.values())
+
+
+def builtin_workloads() -> list[Workload]:
+    """The workloads chipfit ships, without any registered since (a user's model that
+    ``advise`` ran, a plugin)."""
+    names = {w.name for w in _builtin()}
+    return [w for w in all_workloads() if w.name in names]
 
 
 def get_workload(name: str) -> Workload:
