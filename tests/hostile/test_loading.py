@@ -47,6 +47,56 @@ def test_each_payload_is_live_when_trusted_and_inert_when_not(own, name: str) ->
     own.marker.unlink()
 
 
+def test_a_module_name_fetched_back_from_the_memo_is_still_read() -> None:
+    """Protocol 4 memoises strings: a second class from the same module names its module by
+    BINGET. torch.export archives do this depending on the order dicts come out in (a flake
+    that refused a real .pt2 now and then); the scanner follows the memo as unpickling does."""
+    import collections
+    import io
+
+    from chipfit.workloads.pickles import PickleFinding, scan_pickle
+
+    data = pickle.dumps([collections.OrderedDict, collections.Counter], protocol=4)
+    assert b"h\x01" in data  # BINGET 1: 'collections' again
+    found = PickleFinding()
+    assert scan_pickle(io.BytesIO(data), found)
+    assert found.globals == {"collections.OrderedDict", "collections.Counter"}
+    assert not found.unverifiable
+    # a memoised object that is not a string gives no name: still unverifiable
+    odd = (b"\x80\x04(\x94\x8c\x02os\x94)\x94h\x01h\x02\x93." )
+    found = PickleFinding()
+    scan_pickle(io.BytesIO(odd), found)
+    assert found.unverifiable == ["STACK_GLOBAL with a computed name"]
+
+
+def test_extension_codes_are_checked_as_the_globals_they_name(tmp_path: Path) -> None:
+    """A library may register copyreg extension codes; pickles written in that process then
+    name classes by number (EXT1/2/4). The scanner resolves a code as loading here would."""
+    import collections
+    import copyreg
+    import os
+
+    state = tmp_path / "state.pt"
+    evil = tmp_path / "evil.pkl"
+    copyreg.add_extension("collections", "OrderedDict", 240)
+    copyreg.add_extension(os.system.__module__, "system", 241)  # posix.system
+    try:
+        torch.save(torch.nn.Linear(4, 2).state_dict(), str(state))
+        with zipfile.ZipFile(state) as z:
+            body = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        assert b"\x82\xf0" in body  # EXT1 240: OrderedDict named by its code
+        check_model_file(state)  # resolved to collections.OrderedDict: allowed
+        evil.write_bytes(pickle.dumps((os.system, collections.OrderedDict()), protocol=2))
+        assert b"\x82\xf1" in evil.read_bytes()  # EXT1 241
+        with pytest.raises(UnsafeFileError, match=r"\.system\)"):
+            check_model_file(evil)
+    finally:
+        copyreg.remove_extension("collections", "OrderedDict", 240)
+        copyreg.remove_extension(os.system.__module__, "system", 241)
+    with pytest.raises(UnsafeFileError, match="not registered in this process"):
+        check_model_file(evil)  # unknown here: loading would fail, the scanner cannot say
+
+
 def test_real_torch_files_pass_the_scanner(own) -> None:
     for path, torchscript in ((own.good_pt2, False), (own.good_ts, True)):
         check_model_file(path, torchscript=torchscript)

@@ -18,6 +18,7 @@ global before going bad is refused, since a real unpickler would have called it 
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickletools
 import zipfile
@@ -39,6 +40,7 @@ _SCRIPT_PREFIXES = ("__torch__.", "torch.jit._pickle.")
 _STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
                          "SHORT_BINSTRING", "BINSTRING", "STRING"})
 _MEMO_OPS = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
 _MAX_DEPTH = 3  # nested archives: a .pt2 holds torch.save archives; deeper is suspicious
 _MAX_STREAMS = 16  # pickles read one after another from a legacy (non-zip) torch.save file
@@ -83,9 +85,18 @@ def allowed_globals() -> frozenset[str]:
 def scan_pickle(stream: IO[bytes], finding: PickleFinding) -> bool:
     """Read one pickle from ``stream`` into ``finding``; True if it ended with STOP."""
     recent: list[str] = []  # strings pushed just before, for STACK_GLOBAL's module and name
+    memo: dict[int, str] = {}  # memoised strings: a repeated module name comes back by GET
+    stored = 0  # entries memoised so far (MEMOIZE's implicit index)
     try:
         for op, arg, _ in pickletools.genops(stream):
             name = op.name
+            if name in _MEMO_OPS:
+                index = stored if arg is None else int(arg)
+                stored = max(stored, index + 1)
+                if recent:  # the object on top is the string just pushed
+                    memo[index] = recent[-1]
+                else:
+                    memo.pop(index, None)
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
                 finding.globals.add(f"{_RENAMES.get(module, module)}.{attr}")
@@ -95,9 +106,19 @@ def scan_pickle(stream: IO[bytes], finding: PickleFinding) -> bool:
                 else:
                     finding.globals.add(f"{_RENAMES.get(recent[-2], recent[-2])}.{recent[-1]}")
             elif name in _EXT_OPS:
-                finding.unverifiable.append(f"{name} (copyreg extension code)")
+                # an extension code names a global through copyreg's registry: loading it in
+                # this process resolves it the same way, so check that global like any other
+                known = copyreg._inverted_registry.get(int(arg))
+                if known is None:
+                    finding.unverifiable.append(f"{name} (copyreg extension code {arg}, not "
+                                                "registered in this process)")
+                else:
+                    module, attr = known
+                    finding.globals.add(f"{_RENAMES.get(module, module)}.{attr}")
             if name in _STRING_OPS:
                 recent.append(arg if isinstance(arg, str) else str(arg))
+            elif name in _GET_OPS and int(arg) in memo:
+                recent.append(memo[int(arg)])
             elif name not in _MEMO_OPS:
                 recent = []
     except Exception:  # not (or no longer) a pickle: a real unpickler would stop here too
