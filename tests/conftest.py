@@ -71,20 +71,22 @@ class _Turn:
         self._turnstile = open(root / "turnstile", "a")  # noqa: SIM115 - held for the session
         self._rw = open(root / "rw", "a")  # noqa: SIM115
 
-    @contextlib.contextmanager
-    def hold(self, alone: bool) -> Iterator[None]:
+    def acquire(self, alone: bool) -> None:
         fcntl.flock(self._turnstile, fcntl.LOCK_EX)
         try:
             fcntl.flock(self._rw, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         finally:
             fcntl.flock(self._turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._rw, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        fcntl.flock(self._rw, fcntl.LOCK_UN)
 
 
 _TURN: list[_Turn] = []
+#: While this worker holds the machine: the cores and torch threads to give back.
+_HELD: list[tuple[list[int], int | None]] = []
+#: The item this worker runs next (pytest_runtest_protocol knows it).
+_NEXT: list[pytest.Item | None] = [None]
 
 
 def _turn() -> _Turn | None:
@@ -96,27 +98,36 @@ def _turn() -> _Turn | None:
     return _TURN[0]
 
 
+def _take_machine(turn: _Turn) -> None:
+    turn.acquire(alone=True)
+    torch = sys.modules.get("torch")
+    _HELD.append((_cpus(), torch.get_num_threads() if torch else None))
+    _set_affinity(_ALL_CPUS)
+    if torch:
+        torch.set_num_threads(len(_ALL_CPUS))
+
+
+def _give_machine_back(turn: _Turn) -> None:
+    mine, threads = _HELD.pop()
+    _set_affinity(mine)
+    torch = sys.modules.get("torch")  # perhaps first imported meanwhile
+    if torch:
+        torch.set_num_threads(threads or len(mine))
+    turn.release()
+
+
 @contextlib.contextmanager
 def _whole_machine() -> Iterator[None]:
     """Every core for this process and its children, no other test running meanwhile."""
     turn = _turn()
-    if turn is None:
+    if turn is None or _HELD:  # not under xdist, or this worker holds the machine already
         yield
         return
-    with turn.hold(alone=True):
-        mine = _cpus()
-        torch = sys.modules.get("torch")
-        threads = torch.get_num_threads() if torch else None
-        _set_affinity(_ALL_CPUS)
-        if torch:
-            torch.set_num_threads(len(_ALL_CPUS))
-        try:
-            yield
-        finally:
-            _set_affinity(mine)
-            torch = sys.modules.get("torch")  # perhaps first imported meanwhile
-            if torch:
-                torch.set_num_threads(threads or len(mine))
+    _take_machine(turn)
+    try:
+        yield
+    finally:
+        _give_machine_back(turn)
 
 
 @pytest.fixture(scope="session")
@@ -126,18 +137,36 @@ def whole_machine() -> Callable[[], contextlib.AbstractContextManager[None]]:
     return _whole_machine
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _NEXT[0] = nextitem
+    yield
+
+
+def _alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("whole_machine") is not None
+
+
 @pytest.fixture(autouse=True)
 def _core_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
-    if request.node.get_closest_marker("whole_machine") is not None:
-        with _whole_machine():
-            yield
-        return
     turn = _turn()
     if turn is None:
         yield
         return
-    with turn.hold(alone=False):
+    if not _alone(request.node):
+        turn.acquire(alone=False)
+        try:
+            yield
+        finally:
+            turn.release()
+        return
+    if not _HELD:
+        _take_machine(turn)
+    try:
         yield
+    finally:
+        if not _alone(_NEXT[0]):  # the next test here needs the machine too: keep it
+            _give_machine_back(turn)
 
 
 @pytest.fixture(autouse=True)
@@ -247,23 +276,32 @@ def cli():
 
 def pytest_collection_modifyitems(config, items):
     """Files with whole-machine and slow tests first (xdist hands out whole files: the long
-    ones start early and the short ones fill in at the end); skip accelerator-marked tests unless a GPU or TPU
-    is really present."""
-    alone = {item.path for item in items if item.get_closest_marker("whole_machine")}
+    ones start early and the short ones fill in at the end)."""
+    alone = {item.path for item in items if _alone(item)}
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    # stable: the order within a file stays. Files with whole-machine tests first, so the
-    # workers queue for the machine early instead of idling beside a long test later
-    items.sort(key=lambda item: (item.path not in alone, item.path not in slow))
-    if not any("accelerator" in item.keywords for item in items):
-        return
-    from chipfit.discovery import discover
+    # Stable. Files with whole-machine tests first, those tests first in their files: the
+    # workers take turns with the machine at the start, back to back, instead of one idling
+    # later while the other finishes a long test; then files with slow tests.
+    items.sort(key=lambda item: (item.path not in alone, item.path not in slow,
+                                 not _alone(item)))
 
-    if any(d.kind != "cpu" for d in discover().devices):
+
+_ACCELERATOR: list[bool] = []
+
+
+@pytest.fixture(autouse=True)
+def _accelerator_or_skip(request: pytest.FixtureRequest) -> None:
+    """Skip accelerator-marked tests unless a GPU or TPU is really present. Decided when the
+    first such test runs, not at collection: discovering every framework's devices (starting
+    TensorFlow's runtime among them) costs seconds in each worker."""
+    if request.node.get_closest_marker("accelerator") is None:
         return
-    skip = pytest.mark.skip(reason="needs a GPU or TPU; none on this machine")
-    for item in items:
-        if "accelerator" in item.keywords:
-            item.add_marker(skip)
+    if not _ACCELERATOR:
+        from chipfit.discovery import discover
+
+        _ACCELERATOR.append(any(d.kind != "cpu" for d in discover().devices))
+    if not _ACCELERATOR[0]:
+        pytest.skip("needs a GPU or TPU; none on this machine")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
