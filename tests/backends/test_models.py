@@ -217,13 +217,14 @@ _REAL_OOM = textwrap.dedent("""
                         budget_s=0.001, target_rel_ci=0.5)
     cpu = DeviceRef("torch", "cpu")
     found = discover(["torch"])
-    warm = plan(["resnet50"], [cpu], sizes=["1"], timing=tiny)  # template, thread pool
+    warm = plan(["cnn"], [cpu], sizes=["1"], timing=tiny)  # template, thread pool
     run_jobs(warm, new_run("warm", found, {}))
     with open("/proc/self/status") as f:
         vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
-    # 1 GiB more address space: batch 256 needs about 3 GiB, batch 1 about 200 MiB
+    # 1 GiB more address space: at batch 16384 the first convolution alone writes 1.6 GiB
+    # (its input, 100 MiB, fits), batch 1 needs a few MiB
     resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, resource.RLIM_INFINITY))
-    jobs = plan(["resnet50"], [cpu], sizes=["256", "1"], timing=tiny)
+    jobs = plan(["cnn"], [cpu], sizes=["16384", "1"], timing=tiny)
     run = run_jobs(jobs, new_run("oom", found, {}))
     print(json.dumps([[m.size, m.status, m.note] for m in run.measurements]))
 """)
@@ -235,7 +236,7 @@ def test_a_real_out_of_memory_error_is_recorded_and_the_run_goes_on():
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (big, big_status, note), (small, small_status, _) = json.loads(proc.stdout.splitlines()[-1])
-    assert (big, big_status) == ("256", "oom") and note.startswith("does not fit")
+    assert (big, big_status) == ("16384", "oom") and note.startswith("does not fit")
     assert "can't allocate memory" in note  # torch's own error, not the guard's estimate
     assert (small, small_status) == ("1", "ok")
 

@@ -8,7 +8,6 @@ from chipfit.store.runs import load_run
 
 
 @pytest.mark.slow
-@pytest.mark.whole_machine  # the seeds' 7000x3000 matmul and LSTM training: 3x longer on a core
 def test_seeds_suite_measures_the_seeds_experiments_and_checks_each_claim(cli, tmp_path):
     out = tmp_path / "seeds.json"
     proc = cli("bench", "--suite", "seeds", "--quick", "--devices", "torch:cpu",
