@@ -67,3 +67,31 @@ def test_cuda_without_enough_gpus_is_refused() -> None:
         pytest.skip("has 64 GPUs")
     with pytest.raises(InvalidInputError, match="CUDA devices"):
         scale_torch("mlp", 64, platform="cuda")
+
+
+def test_a_port_taken_before_rank_0_listens_is_replaced(monkeypatch) -> None:
+    """The free port is found, closed, then bound by rank 0: another process may take it in
+    between (seen in a parallel test run). The launch goes again on a new port."""
+    import socket
+
+    import chipfit.pipelines.scale_torch as st
+
+    real, given, held = st._free_port, [], []
+
+    def first_taken() -> int:
+        port = real()
+        if not held:  # someone else listens there now
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            held.append(sock)
+        given.append(port)
+        return port
+
+    monkeypatch.setattr(st, "_free_port", first_taken)
+    try:
+        result = st.scale_torch("mlp", 1, batch=8, steps=2, warmup=1)
+    finally:
+        held[0].close()
+    assert len(given) == 2 and given[0] != given[1]
+    assert [p.measurement.ok for p in result.points] == [True]

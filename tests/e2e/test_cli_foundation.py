@@ -77,6 +77,7 @@ def test_results_file_from_newer_chipfit_is_refused(tmp_path):
         load_run(path)
 
 
+@pytest.mark.whole_machine  # the run and this process watching it: a core each
 def test_ctrl_c_keeps_what_was_measured(tmp_path):
     out_json = tmp_path / "partial.json"
     env = dict(os.environ, COLUMNS="200")

@@ -56,6 +56,7 @@ def _state(db: Path) -> tuple[str, str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.whole_machine  # the run and this process watching it: a core each
 def test_sigterm_on_bench_keeps_the_measurements_and_marks_the_run_interrupted(
         tmp_path: Path, cli) -> None:
     db = tmp_path / "h.sqlite3"

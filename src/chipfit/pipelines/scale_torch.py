@@ -62,6 +62,11 @@ class _Spec:
 
 
 # ---- the parent ---------------------------------------------------------------------------
+#: A port found free can be taken by another process before rank 0 listens on it (another
+#: job on the machine starting a server): the launch is retried on a new port this often.
+_PORT_ATTEMPTS = 3
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -178,9 +183,16 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
     points = []
     with tempfile.TemporaryDirectory(prefix="chipfit-scale-") as tmp:
         for n, b in zip(chosen, per_process, strict=True):
-            spec = _Spec(workload, mode, b, parse_dtype(dtype), platform, threads, warmup, steps,
-                         budget_s, _free_port(), str(Path(tmp) / f"{n}.json"))
-            points.append(ScalingPoint(n, n * b, _launch(spec, n, scaling, net)))
+            for attempt in range(_PORT_ATTEMPTS):
+                spec = _Spec(workload, mode, b, parse_dtype(dtype), platform, threads, warmup,
+                             steps, budget_s, _free_port(), str(Path(tmp) / f"{n}.json"))
+                try:
+                    measured = _launch(spec, n, scaling, net)
+                    break
+                except ChipfitError as exc:  # the free port was taken before rank 0 bound it
+                    if "EADDRINUSE" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                        raise
+            points.append(ScalingPoint(n, n * b, measured))
             if on_point is not None:
                 on_point(points[-1])
     return ScalingResult(workload, mode, parse_dtype(dtype), platform, scaling, tuple(points))
