@@ -42,9 +42,10 @@ def default_devices(discovery: Discovery) -> list[DeviceRef]:
     core, ``torch:cpu`` already is the one-thread run."""
     refs = [DeviceRef.parse(d.ref) for d in discovery.devices]
     cpu = discovery.get("torch:cpu")
-    threads = dict(cpu.details).get("torch_threads", "") if cpu is not None else ""
-    parallel = int(threads) > 1 if threads.isdigit() else (cpu is not None and (cpu.cores or 0) > 1)
-    if cpu is not None and parallel:
+    if cpu is None:
+        return refs
+    threads = dict(cpu.details).get("torch_threads", "")  # absent from older discoveries
+    if (int(threads) if threads.isdigit() else cpu.cores or 0) > 1:
         refs.insert(1, DeviceRef("torch", "cpu", None, 1))
     return refs
 

@@ -67,6 +67,10 @@ class _Spec:
 _PORT_ATTEMPTS = 3
 
 
+class _PortTaken(ChipfitError):
+    """Rank 0 could not listen on the port chosen for the group (EADDRINUSE)."""
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -189,8 +193,8 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
                 try:
                     measured = _launch(spec, n, scaling, net)
                     break
-                except ChipfitError as exc:  # the free port was taken before rank 0 bound it
-                    if "EADDRINUSE" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                except _PortTaken:
+                    if attempt == _PORT_ATTEMPTS - 1:
                         raise
             points.append(ScalingPoint(n, n * b, measured))
             if on_point is not None:
@@ -207,8 +211,8 @@ def _launch(spec: _Spec, n: int, scaling: str, net: Any) -> Measurement:
                            start_method="spawn")
     except mp.ProcessRaisedException as exc:
         last = str(exc).strip().splitlines()[-1]
-        raise ChipfitError(f"data-parallel {spec.mode} with {n} process(es) failed: "
-                           f"{last}") from None
+        error = _PortTaken if "EADDRINUSE" in last else ChipfitError
+        raise error(f"data-parallel {spec.mode} with {n} process(es) failed: {last}") from None
     except mp.ProcessExitedException as exc:
         raise ChipfitError(f"data-parallel {spec.mode} with {n} process(es) failed: a process "
                            f"died (exit code {exc.exit_code})") from None
