@@ -80,12 +80,13 @@ def test_cli_bench_joins_a_running_cluster_by_address(local_ray, tmp_path: Path,
 
 
 def test_a_suite_survives_a_task_that_kills_its_worker(local_ray, tmp_path: Path) -> None:
+    from chipfit.discovery import discover
     from chipfit.execute.ray import RayExecutor
 
     executor = RayExecutor(runner=partial(fault_runner, marker_dir=str(tmp_path)), timeout_s=60)
-    with open_store(tmp_path / "h.sqlite3") as store, executor:
+    with open_store(tmp_path / "h.sqlite3") as store, executor:  # (discovery on Ray: the CLI test)
         run = bench(["matmul"], ["torch:cpu"], sizes=["16", "24", "40"], timing=TIMING,
-                    executor=executor, store=store, discovery=executor.discover(["torch"]))
+                    executor=executor, store=store, discovery=discover(["torch"]))
         stored = store.load_run(run.run_id)
         planned = [j.key for j in store.planned_jobs(run.run_id)]
     assert stored.measurements == run.measurements  # the driver stored every result

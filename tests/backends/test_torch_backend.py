@@ -141,11 +141,23 @@ def test_on_one_usable_core_the_cpu_is_not_listed_twice(tmp_path):
     assert proc.stdout.split() == ["1", "torch:cpu"]
 
 
-@pytest.mark.whole_machine  # default devices: torch at all cores, and at one thread
 def test_default_devices_add_a_single_thread_cpu():
-    from chipfit.pipelines.bench import default_devices
+    """Torch at several threads gets a one-thread column beside it, at one thread none (this
+    CPU's own discovery, with its thread count set; a real two-core run of the default
+    devices: test_first_minutes, and one usable core: the test below)."""
+    from dataclasses import replace
 
-    refs = [str(r) for r in default_devices(chipfit.discover(["torch"]))]
-    assert refs[0] == "torch:cpu"
-    if (psutil.cpu_count(logical=False) or 1) > 1:
-        assert "torch:cpu@1t" in refs
+    from chipfit.pipelines.bench import default_devices
+    from chipfit.results import Discovery
+
+    found = chipfit.discover(["torch"])
+    cpu = found.get("torch:cpu")
+
+    def refs(threads: str) -> list[str]:
+        details = tuple((k, threads if k == "torch_threads" else v) for k, v in cpu.details)
+        devices = tuple(replace(cpu, details=details) if d is cpu else d for d in found.devices)
+        return [str(r) for r in default_devices(Discovery(devices, found.problems))]
+
+    assert dict(cpu.details)["torch_threads"] == str(torch.get_num_threads())
+    assert refs("2")[:2] == ["torch:cpu", "torch:cpu@1t"]
+    assert refs("1")[0] == "torch:cpu" and "torch:cpu@1t" not in refs("1")

@@ -160,3 +160,37 @@ def test_user_model_measures_in_every_mode(tmp_path, mode):
     assert m.ok, m.note
     assert m.items_per_call == 4 and m.flops > 0
     assert int(m.meta["params"]) == 16 * 32 + 32 + 32 * 4 + 4
+
+
+def test_each_probe_sees_the_callers_directory_environment_and_path_of_now(tmp_path, monkeypatch):
+    """The probe's children come from a fork server started at the first probe; what the
+    caller changed since (working directory, environment, sys.path) still reaches each one."""
+    from chipfit.execute.probe import probe_model
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for where in (first, second):
+        where.mkdir()
+        (where / "here.py").write_text(textwrap.dedent(f"""
+            import os
+            import torch
+
+            def build():
+                want = {where.name!r}
+                got = os.environ.get("CHIPFIT_PROBE_MARK")
+                if got != want:
+                    raise RuntimeError(f"environment {{got}}, not {{want}}")
+                return torch.nn.Linear(16, 4)
+        """))
+    monkeypatch.chdir(first)
+    monkeypatch.setenv("CHIPFIT_PROBE_MARK", "first")
+    probe_model("here.py:build", ("1x16",))  # a relative path, read in the child's cwd
+    monkeypatch.chdir(second)
+    monkeypatch.setenv("CHIPFIT_PROBE_MARK", "second")
+    probe_model("here.py:build", ("1x16",))
+    monkeypatch.setenv("CHIPFIT_PROBE_MARK", "neither")
+    with pytest.raises(InvalidInputError, match="environment neither, not second"):
+        probe_model("here.py:build", ("1x16",))
+    monkeypatch.syspath_prepend(str(first))  # a module found on sys.path as it is now
+    monkeypatch.setenv("CHIPFIT_PROBE_MARK", "first")
+    (first / "found_on_path.py").write_text((first / "here.py").read_text())
+    probe_model("found_on_path:build", ("1x16",))

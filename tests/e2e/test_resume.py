@@ -40,7 +40,6 @@ def _stop_mid_suite(db: Path, sig: signal.Signals, *extra: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.whole_machine  # the run and this process watching it: a core each
 def test_kill_9_then_resume_covers_the_plan_exactly_once(tmp_path: Path, cli) -> None:
     db = tmp_path / "history.sqlite3"
     assert _stop_mid_suite(db, signal.SIGKILL) == -signal.SIGKILL

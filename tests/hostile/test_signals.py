@@ -56,7 +56,6 @@ def _state(db: Path) -> tuple[str, str, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.whole_machine  # the run and this process watching it: a core each
 def test_sigterm_on_bench_keeps_the_measurements_and_marks_the_run_interrupted(
         tmp_path: Path, cli) -> None:
     db = tmp_path / "h.sqlite3"
@@ -72,7 +71,6 @@ def test_sigterm_on_bench_keeps_the_measurements_and_marks_the_run_interrupted(
     _plan_exactly_once(db, run_id)
 
 
-@pytest.mark.whole_machine  # the run and the test process beside it: a core each
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_a_stopped_sweep_is_resumable_and_finishes_its_plan_once(tmp_path: Path, cli, sig) -> None:
@@ -93,8 +91,9 @@ def test_a_stopped_sweep_is_resumable_and_finishes_its_plan_once(tmp_path: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.whole_machine  # two measuring processes at once: a core each
 def test_two_runs_writing_one_database_at_once_keep_everything(tmp_path: Path) -> None:
+    """On a core they share (pinned under xdist) they also see each other as contention and
+    measure again, writing even more rows at once."""
     db = tmp_path / "shared.sqlite3"
     args = [sys.executable, "-m", "chipfit", "bench", "-w", "matmul", "-d", "torch:cpu", "-s",
             "16,32,48", "--budget", "0.2", "--target", "0.0001", "--db", str(db), "--no-save"]
@@ -106,3 +105,42 @@ def test_two_runs_writing_one_database_at_once_keep_everything(tmp_path: Path) -
     assert len(runs) == 2
     for run_id in runs:
         _plan_exactly_once(db, run_id)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:  # a zombie is gone too
+        return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_model_probe_leaves_no_process_behind(tmp_path: Path) -> None:
+    """A factory that hangs is loaded in a child of chipfit's fork server; when chipfit is
+    killed, that child and the server end too instead of hanging on."""
+    pids = tmp_path / "pids"
+    (tmp_path / "hangs.py").write_text(
+        "import os, time\n"
+        "def build():\n"
+        f"    open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{os.getppid()}}')\n"
+        "    time.sleep(600)\n")
+    err = tmp_path / "stderr"
+    with err.open("w") as stderr:  # a file: a pipe would stay open while any child lives
+        proc = subprocess.Popen([sys.executable, "-m", "chipfit", "advise", "hangs.py:build",
+                                 "--input", "1x16", "--no-save"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not pids.exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"chipfit ended before the factory ran:\n{err.read_text()}"
+    time.sleep(0.2)  # the pids are written
+    child, server = map(int, pids.read_text().split())
+    proc.kill()
+    proc.wait(60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (_gone(child) and _gone(server)):
+        time.sleep(0.1)
+    assert _gone(child), "the probe's child outlived chipfit"
+    assert _gone(server), "the fork server outlived chipfit"

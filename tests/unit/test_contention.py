@@ -35,8 +35,11 @@ def test_quiet_evidence_is_not_contended_and_keeps_its_numbers() -> None:
     ({"others_share": 0.5, "others_s": 0.2}, "other processes used 50% of our cores"),
     ({"stall_s": 0.024}, "stall signature: blocks 24.0 ms slow"),
     ({"stall_vs_serial": 5000.0}, "5000x the one-thread time"),
-    ({"load1": 4.8, "nivcsw": 80.0, "nivcsw_per_s": 400.0}, "load 4.8 on 2 CPUs"),
-    ({"load1": 9.0, "cpus": 4.0, "nivcsw": 80.0, "nivcsw_per_s": 400.0}, "load 9.0 on 4 CPUs"),
+    # the indirect pair decides where the run-queue wait cannot be read (no schedstat)
+    ({"load1": 4.8, "nivcsw": 80.0, "nivcsw_per_s": 400.0, "wait_share": math.nan},
+     "load 4.8 on 2 CPUs"),
+    ({"load1": 9.0, "cpus": 4.0, "nivcsw": 80.0, "nivcsw_per_s": 400.0, "wait_share": math.nan},
+     "load 9.0 on 4 CPUs"),
 ])
 def test_each_signal_alone_marks_the_point_and_names_itself(change: dict, words: str) -> None:
     verdict = judge({**QUIET, **change})
@@ -59,11 +62,24 @@ def test_the_machine_wide_load_is_read_against_every_cpu_not_our_share() -> None
     # pinned to one core of two (taskset, a cpuset): the other core's work lifts the load
     # average, which covers the whole machine, but does not share our core
     pinned = {**QUIET, "cores": 1.0, "cpus": 2.0, "load1": 2.6, "nivcsw": 8.0,
-              "nivcsw_per_s": 60.0}
+              "nivcsw_per_s": 60.0, "wait_share": math.nan}
     assert judge(pinned).contended is False
     assert judge({**pinned, "load1": 3.2}).contended is True  # more runnable than all CPUs
     # evidence stored before ``cpus`` was recorded reads the load against the cores, as then
     assert judge({k: v for k, v in pinned.items() if k != "cpus"}).contended is True
+
+
+def test_preemption_that_cost_no_waiting_does_not_mark_a_point() -> None:
+    # Seen in a parallel test run, pinned to one core of two: the other core's work lifted
+    # the load to 3.6 and a timer woke on ours 85 times a second, yet the point waited 1.7%
+    # of its window and nobody else used our core: measured correctly, not contended.
+    seen = {**QUIET, "cores": 1.0, "cpus": 2.0, "load1": 3.57, "nivcsw": 29.0,
+            "nivcsw_per_s": 84.9, "wait_share": 0.017, "wait_s": 0.0058, "others_share": 0.013,
+            "others_s": 0.0045}
+    assert judge(seen).contended is False
+    # a direct signal fires: the pair is named beside it
+    probe = judge({**seen, "probe_ratio": 1.6})
+    assert probe.contended is True and "load 3.6 on 2 CPUs, 85 preemptions/s" in probe.note
 
 
 def test_run_queue_wait_among_our_own_threads_is_not_sharing() -> None:
