@@ -4,8 +4,8 @@ The suite runs on pytest-xdist workers (``-n auto`` in pyproject: one per core, 
 Each worker is pinned to a core of its own before torch or JAX load, so a test that measures
 shares its core with nothing: chipfit's contention watch reads only the cores a process may
 use, and the other workers run on other cores. A test marked ``whole_machine`` (thread
-counts, multi-process runs, a busy machine on purpose) waits until no other test runs, then
-has every core until it ends; the other workers wait at a turnstile meanwhile. Without xdist
+counts: torch at two threads beside one) waits until no other test runs, then has every core
+until it ends; the other workers wait at a turnstile meanwhile. Without xdist
 (``-p no:xdist`` or ``-n 0``) nothing is pinned and nothing waits.
 """
 
@@ -53,8 +53,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "whole_machine: needs every core and no other test running (thread counts, "
-        "several processes, a deliberately busy machine)")
+        "markers", "whole_machine: needs every core and no other test running (thread "
+        "counts: torch at two threads beside one)")
     worker = _worker()
     if worker and 1 < worker[1] <= len(_ALL_CPUS):
         _set_affinity([_ALL_CPUS[worker[0]]])
