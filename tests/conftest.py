@@ -186,24 +186,20 @@ _OWN_PROCESS_ARGS = {"scale", "ray", "--address", "--trust-pickle"}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-            check: bool = False, isolated: bool = False,
-            in_process: bool = False) -> subprocess.CompletedProcess[str]:
+            check: bool = False, isolated: bool = False) -> subprocess.CompletedProcess[str]:
     """Run ``chipfit ARGS`` as a user would, capturing output.
 
     In a fresh ``python -m chipfit`` process when ``isolated`` (or the call changes the
     environment beyond what chipfit reads per command, or starts process-wide machinery);
     otherwise ``chipfit.cli.main`` runs in this process, with the same environment, streams and
     warning filters a fresh process has, which saves the interpreter's start and torch's and
-    JAX's imports (seconds per call). ``in_process`` keeps the call here even so, where the
-    test knows that is what a fresh process would see (this process already is a Ray driver
-    of the cluster ``$RAY_ADDRESS`` names). Either way the result is a CompletedProcess.
+    JAX's imports (seconds per call). Either way the result is a CompletedProcess.
     """
     env = dict(env or {})
     columns = env.pop("COLUMNS", "200")  # never the caller's own: xdist's workers have 80
     changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
     changed["COLUMNS"] = columns
-    own = isolated or not in_process and (set(changed) - _IN_PROCESS_ENV
-                                          or _OWN_PROCESS_ARGS & set(args))
+    own = isolated or set(changed) - _IN_PROCESS_ENV or _OWN_PROCESS_ARGS & set(args)
     runner = _subprocess_cli if own else _in_process_cli
     proc = runner(list(args), changed, timeout)
     if check and proc.returncode != 0:
