@@ -30,7 +30,8 @@ def test_quiet_evidence_is_not_contended_and_keeps_its_numbers() -> None:
 
 @pytest.mark.parametrize(("change", "words"), [
     ({"steal_share": 0.12}, "CPU steal 12%"),
-    ({"wait_share": 0.6, "wait_s": 0.05}, "waited for a core 60%"),
+    ({"wait_share": 0.6, "wait_s": 0.05, "others_share": 0.1, "others_s": 0.01},
+     "waited for a core 60%"),
     ({"probe_ratio": 2.3}, "reference probe 2.3x slower"),
     ({"others_share": 0.5, "others_s": 0.2}, "other processes used 50% of our cores"),
     ({"stall_s": 0.024}, "stall signature: blocks 24.0 ms slow"),
@@ -91,6 +92,18 @@ def test_run_queue_wait_among_our_own_threads_is_not_sharing() -> None:
     assert "waited for a core 80%" in judge(shared).note
     # a short window's 10 ms jiffies are no neighbour: both the share and the seconds must fire
     assert judge({**QUIET, "others_share": 0.5, "others_s": 0.01}).contended is False
+
+
+def test_in_a_window_too_short_for_jiffies_the_wait_counts_on_a_busy_machine_only() -> None:
+    # Seen in a parallel test run: jax:cpu on one pinned core, a 31 ms window (others' share
+    # unread), XLA's threads waiting for each other 61% of it, load 0.56: not contended.
+    xla = {**QUIET, "cores": 1.0, "cpus": 2.0, "load1": 0.56, "wait_share": 0.61,
+           "wait_s": 0.019, "nivcsw": 815.0, "nivcsw_per_s": 26140.0, "window_s": 0.031}
+    assert judge(xla).contended is False
+    # the same wait with more runnable tasks than CPUs: someone else may hold our core
+    assert "waited for a core 61%" in judge({**xla, "load1": 3.4}).note
+    # no load either (not Linux, or /proc/loadavg unreadable): the wait is all there is
+    assert judge({**xla, "load1": math.nan}).contended is True
 
 
 def test_others_cpu_time_is_busy_jiffies_minus_our_own() -> None:

@@ -19,8 +19,9 @@ evidence            where it comes from
                     the share of our cores that other processes used while we measured
 ``wait_share``      /proc/self/task/*/schedstat (2nd field: ns spent runnable but waiting for a
                     CPU), summed over our threads, over the window's wall time; it counts only
-                    when others used our cores too (``others_share``), because a framework
-                    with more threads than cores (XLA's pool) waits for its own threads
+                    when others used our cores too (``others_share``; in a window too short
+                    to read that, a load above the CPUs), because a framework with more
+                    threads than cores (XLA's pool) waits for its own threads
 ``nivcsw_per_s``    getrusage(RUSAGE_SELF).ru_nivcsw: involuntary context switches (preemption)
 ``probe_ratio``     a fixed pure-Python loop timed after the point, over the same loop's time
                     when the process first measured (the quiet baseline)
@@ -289,7 +290,14 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
     others = get("others_share")
     if others >= OTHERS_SHARE and get("others_s") >= OTHERS_MIN_S:
         reasons.append(f"other processes used {others:.0%} of our cores")
-    beside_others = not math.isfinite(others) or others >= OTHERS_FOR_WAIT
+    busy = load1 - cpus >= LOAD_EXCESS
+    # our threads also wait for each other (XLA's pool on one core: 60% of a window): the
+    # wait counts beside others, read from their share of our cores, or where a window too
+    # short for jiffies leaves that unread, from a load above the CPUs
+    if math.isfinite(others):
+        beside_others = others >= OTHERS_FOR_WAIT
+    else:
+        beside_others = busy or not math.isfinite(load1)
     if get("wait_share") >= WAIT_SHARE and get("wait_s") >= WAIT_MIN_S and beside_others:
         reasons.append(f"threads waited for a core {get('wait_share'):.0%} of the time")
     if get("probe_ratio") >= PROBE_RATIO:
@@ -298,7 +306,6 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
         reasons.append(f"stall signature: blocks {get('stall_s') * 1e3:.1f} ms slow")
     if get("stall_vs_serial") >= STALL_VS_SERIAL:
         reasons.append(f"stall signature: {get('stall_vs_serial'):.0f}x the one-thread time")
-    busy = load1 - cpus >= LOAD_EXCESS
     preempted = get("nivcsw_per_s") >= NIVCSW_PER_S and get("nivcsw") >= NIVCSW_MIN
     # the run-queue wait, where readable, says what the preemption cost: the pair decides
     # only without it, and is otherwise named beside a direct signal
