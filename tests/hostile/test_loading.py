@@ -119,7 +119,8 @@ def test_tensor_bytes_are_not_read_as_opcodes(tmp_path: Path) -> None:
         assert sorted(raw_payloads(zf)) == [f"m/data/weights/weight_{i}" for i in range(4)]
 
 
-@pytest.mark.parametrize("how", ["marked-pickled-once-more", "flag-missing", "config-garbled"])
+@pytest.mark.parametrize("how", ["marked-pickled-once-more", "flag-missing", "config-garbled",
+                                 "config-half-read"])
 def test_a_pt2_payload_not_surely_raw_is_scanned(own, tmp_path: Path, how: str) -> None:
     """A weight file is skipped only when every config entry naming it says use_pickle:
     false; otherwise it is scanned like any member (here: a plain protocol-2 pickle)."""
@@ -136,6 +137,8 @@ def test_a_pt2_payload_not_surely_raw_is_scanned(own, tmp_path: Path, how: str) 
         cfg["config"]["alias"] = {**first, "use_pickle": True}
     elif how == "flag-missing":
         del first["use_pickle"]
+    elif how == "config-half-read":  # an entry torch could not read either, after good ones
+        cfg["config"]["zz-broken"] = {"use_pickle": False}
     body = b"{not json" if how == "config-garbled" else json.dumps(cfg).encode()
     evil = tmp_path / "evil.pt2"
     _rewrite_zip(own.good_pt2, evil, {cfg_name.split("/", 1)[1]: body,

@@ -35,8 +35,8 @@ cannot be read, when both indirect ones do (load above the cores, and preemption
 rate); :data:`THRESHOLDS` holds the numbers and the reason for each. Where the wait is read,
 it is what preemption cost: a machine whose other cores are busy (load) and whose timers wake
 on ours (100 preemptions/s) while we waited 2% of the window measured correctly, and the pair
-is then only named beside a direct signal that fired. Cost: two /proc reads (and one per thread), two getrusage calls and
-a ~0.3 ms probe per point, well under 1% of a quick bench.
+is then only named beside a direct signal that fired. Cost: two /proc reads (and one per
+thread), two getrusage calls and a ~0.3 ms probe per point, well under 1% of a quick bench.
 
 Evidence is only meaningful on Linux; elsewhere the missing sources read as ``nan`` and the
 verdict rests on the rest (``contended`` is ``None`` when no source was readable at all).

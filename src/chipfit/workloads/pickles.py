@@ -160,12 +160,12 @@ def raw_payloads(zf: zipfile.ZipFile) -> set[str]:
         if not folder.endswith(f"data/{kind}") or info.file_size > _MAX_CONFIG_BYTES:
             continue
         try:
-            entries = json.loads(zf.read(info)).get("config", {}).values()
-            for entry in entries:
-                path = f"{folder}/{entry['path_name']}"
-                (plain if entry.get("use_pickle") is False else pickled).add(path)
+            entries = [(f"{folder}/{e['path_name']}", e.get("use_pickle") is False)
+                       for e in json.loads(zf.read(info)).get("config", {}).values()]
         except (ValueError, AttributeError, KeyError, TypeError, OSError, zipfile.BadZipFile):
             continue  # a config torch could not read either: its payloads stay scanned
+        for path, is_plain in entries:
+            (plain if is_plain else pickled).add(path)
     return raw | ((plain - pickled) & names)
 
 
