@@ -312,4 +312,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"{len(browser)} HTML report test(s) skipped: headless Chromium not found on PATH; "
             "`apt-get install chromium` enables them (.ci/run installs it)", yellow=True)
-

@@ -92,13 +92,11 @@ def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None 
     A factory that never returns, or a forward that allocates without bound, then costs one
     killed child process instead of a hung or swapping chipfit.
     """
-    import multiprocessing
+    import os
     import time
 
     if timeout_s <= 0:
         raise InvalidInputError("--job-timeout must be positive (seconds)")
-    import os
-
     ctx = _context()
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_probe_child, name="chipfit-model-probe", daemon=True,

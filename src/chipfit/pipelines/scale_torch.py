@@ -28,7 +28,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +187,11 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
     points = []
     with tempfile.TemporaryDirectory(prefix="chipfit-scale-") as tmp:
         for n, b in zip(chosen, per_process, strict=True):
+            spec = _Spec(workload, mode, b, parse_dtype(dtype), platform, threads, warmup,
+                         steps, budget_s, 0, str(Path(tmp) / f"{n}.json"))
             for attempt in range(_PORT_ATTEMPTS):
-                spec = _Spec(workload, mode, b, parse_dtype(dtype), platform, threads, warmup,
-                             steps, budget_s, _free_port(), str(Path(tmp) / f"{n}.json"))
                 try:
-                    measured = _launch(spec, n, scaling, net)
+                    measured = _launch(replace(spec, port=_free_port()), n, scaling, net)
                     break
                 except _PortTaken:
                     if attempt == _PORT_ATTEMPTS - 1:
