@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from chipfit.analysis.gpu_predict import estimate  # noqa: E402
 from chipfit.hardware.gpu_arch import gpu_figures  # noqa: E402
-from chipfit.pipelines.gpu_prediction import shipped_gpu_model  # noqa: E402
+from chipfit.predictors.fits import shipped_gpu_model  # noqa: E402
 from chipfit.workloads.gpu_trace import trace_config, trace_for_gpu  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gpu_kernels"

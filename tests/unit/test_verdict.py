@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from chipfit.analysis.ranking import recommend
@@ -24,7 +26,7 @@ def _acc(key: str, name: str, seconds: float, kind: str = "gpu", price: float | 
 def _verdict(options, objective="latency", reasons=()):
     ev = Evidence(ModelFacts("m", 10, 1e6), 1, "inference", tuple(options))
     rec = recommend(ev, objective)
-    rec = type(rec)(rec.choice, rec.objective, rec.ranked, tuple(reasons), rec.excluded)
+    rec = replace(rec, reasons=tuple(reasons))
     return decide(rec, ev)
 
 
@@ -107,3 +109,18 @@ def test_accelerators_tied_on_speed_are_split_by_price():
     assert {o.device for o in v.tied_with} == {"apple-m3-max-gpu", "h100-sxm"}
     text = verdict_text(v, 1)
     assert text.startswith("Use an L4: 21x faster than this CPU") and "a tie on latency" in text
+
+
+def test_settled_recommendation_names_the_verdicts_device_first():
+    """A catalog device ahead by less than its band leaves the verdict here; the settled
+    recommendation's choice and first row follow the verdict (one question, one answer)."""
+    from chipfit.analysis.verdict import settle
+
+    ev = Evidence(ModelFacts("m", 10, 1e6), 1, "inference",
+                  (_cpu(0.011), _acc("l4", "NVIDIA L4", 0.0095, price=0.56, band=0.1)))
+    raw = recommend(ev, "latency")
+    assert raw.ranked[0].device == "l4"  # faster on paper, by less than CLEAR_GAIN
+    rec, verdict = settle(raw, ev)
+    assert verdict.action == "stay" and verdict.best.present
+    assert rec.choice is verdict.best is rec.ranked[0]
+    assert settle(rec, ev)[0] is rec  # settling is idempotent

@@ -222,32 +222,47 @@ def estimate(costs: Any, dev: GpuFigures, model: GpuModel, framework: str = "tor
             choices[key] = gpu_precision(dev, dtype, op_class, framework)
         return choices[key]
 
+    total, device, host, by_class = eager_pipeline(
+        costs, model.host, lambda o: op_seconds(o, dev, p, precision))
+    bound = "launch" if host >= device else _device_bound(by_class)
+    used = tuple(choices[k] for k in sorted(choices) if k[1] in ("matmul", "conv", "attention",
+                                                                  "recurrent"))
+    return GpuEstimate(total, device, host, tuple((c, v[0], int(v[1])) for c, v in by_class.items()),
+                       used, bound)
+
+
+def eager_pipeline(costs: Any, host_costs: HostCosts, device_seconds: Callable[[Any], float]
+                   ) -> tuple[float, float, float, dict[str, list[float]]]:
+    """One eager call as a two-stage pipeline, whatever prices the device side.
+
+    The host spends ``host_costs`` on each launched operator (by family; views and module
+    calls spread over the kernels) while the device runs the operators queued before it, so
+    each operator costs ``max(host_i, device_i)``; the call ends when the device finishes the
+    last one (its time is never hidden). ``device_seconds(op)`` prices one occurrence: the
+    fitted kernel models for GPUs with architecture figures, the catalog roofline for every
+    other accelerator, so every device kind pays the same eager host cost.
+    Returns (seconds, device seconds, host seconds, {class: [device seconds, kernels]}).
+    """
     kernels = [o for o in costs.ops if o.kernels]
     views = sum(o.count for o in costs.ops if not o.kernels)
     n_kernels = sum(o.count * o.kernels for o in kernels) or 1
-    spread = (views * model.host.view + costs.module_calls * model.host.module) / n_kernels
+    spread = (views * host_costs.view + costs.module_calls * host_costs.module) / n_kernels
     total = device = host = tail = 0.0
     by_class: dict[str, list[float]] = {}
     for o in kernels:
-        t_dev = tail = op_seconds(o, dev, p, precision)
-        t_host = model.host.kernel(op_family(o)) * o.kernels + spread * o.kernels
+        t_dev = tail = device_seconds(o)
+        t_host = host_costs.kernel(op_family(o)) * o.kernels + spread * o.kernels
         total += o.count * max(t_dev, t_host)
         device += o.count * t_dev
         host += o.count * t_host
         acc = by_class.setdefault(o.op_class, [0.0, 0])
         acc[0] += o.count * t_dev
         acc[1] += o.count * o.kernels
-    # The call ends when the device finishes the last kernel the host queued: its time is
-    # never hidden behind host work (the first operators' host time never is either).
     total += tail
     if not kernels:
-        host = views * model.host.view + costs.module_calls * model.host.module
+        host = views * host_costs.view + costs.module_calls * host_costs.module
         total = host
-    bound = "launch" if host >= device else _device_bound(by_class)
-    used = tuple(choices[k] for k in sorted(choices) if k[1] in ("matmul", "conv", "attention",
-                                                                  "recurrent"))
-    return GpuEstimate(total, device, host, tuple((c, v[0], int(v[1])) for c, v in by_class.items()),
-                       used, bound)
+    return total, device, host, by_class
 
 
 def _device_bound(by_class: Mapping[str, list[float]]) -> str:

@@ -164,6 +164,12 @@ class Prediction:
     # placeholder 0 and end_to_end_s leaves copies out (unknown, not free)
     transfer_known: bool = True
     stack: str = "eager"  # the software stack predicted (chipfit.analysis.stacks)
+    # Which predictor priced it (chipfit.predictors): gpu-kernel-model | roofline | calibrated
+    route: str = ""
+    # How far the target is from the evidence the band was measured on (chipfit.predictors)
+    stratum: str = ""
+    host_s: float = math.nan  # host (dispatch) seconds per call, where the route models them
+    device_s: float = math.nan  # device seconds per call, where the route models them
 
     @property
     def throughput(self) -> float:
@@ -209,6 +215,13 @@ def _op_times(op: OpCost, roofs: Roofs) -> tuple[float, float]:
     bandwidth = roofs.bandwidth_at(op.bytes_moved, bandwidth_kind(op))
     memory = op.bytes_moved / bandwidth if op.bytes_moved else 0.0
     return compute, memory
+
+
+def op_device_seconds(op: OpCost, roofs: Roofs) -> float:
+    """Device seconds of one occurrence of ``op`` on an accelerator's roofs: its roofline
+    time (the larger of compute and memory) plus each kernel's launch floor."""
+    compute, memory = _op_times(op, roofs)
+    return op.kernels * roofs.kernel_floor_s + max(compute, memory)
 
 
 def _class_times(ops: Iterable[OpCost], roofs: Roofs) -> list[ClassTime]:

@@ -12,11 +12,11 @@ Reasons that point the other way from the verdict are set aside, never shown bes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chipfit.analysis.evidence import Evidence, Option, Reason, Recommendation
 
-__all__ = ["CLEAR_GAIN", "Verdict", "decide", "gain"]
+__all__ = ["CLEAR_GAIN", "Verdict", "decide", "gain", "settle"]
 
 # A gain under 25% is not called a win even for a measured pair: this shared 2-core host's
 # speed drifts by 8-20% between runs of the same work (README, "What was measured here").
@@ -115,10 +115,7 @@ def decide(rec: Recommendation, ev: Evidence) -> Verdict:
         action, tie = SWITCH, False
     else:
         action, tie = STAY, g > 1 / margin
-    tied: tuple[Option, ...] = ()
-    if action == SWITCH and away is not None and g is not None and here is not None:
-        away, tied = _cheapest_of_the_tied(rec, ev, here, away)
-        g = gain(rec.objective, here, away, ev)
+    tied = _tied_with(rec, away) if action == SWITCH and away is not None else ()
     best = here if action == STAY else away
     supporting, aside = [], []
     for r in rec.reasons:
@@ -127,15 +124,21 @@ def decide(rec: Recommendation, ev: Evidence) -> Verdict:
                    tuple(aside), unpriced, tied)
 
 
-def _cheapest_of_the_tied(rec: Recommendation, ev: Evidence, here: Option,
-                          away: Option) -> tuple[Option, tuple[Option, ...]]:
-    """Among catalog devices within the leader's prediction band on the objective, the one
-    with the lowest price per sample: predictions cannot tell them apart, dollars can."""
-    lead = gain(rec.objective, here, away, ev) or 0.0
-    close = [o for o in rec.ranked if not o.present and o is not away
-             and (gain(rec.objective, here, o, ev) or 0.0) * (1 + max(o.band, away.band)) >= lead]
-    priced = [o for o in (away, *close) if o.usd_per_million is not None]
-    if not priced:
-        return away, tuple(close)
-    pick = min(priced, key=lambda o: o.usd_per_million or 0.0)
-    return pick, tuple(o for o in (away, *close) if o is not pick)
+def _tied_with(rec: Recommendation, away: Option) -> tuple[Option, ...]:
+    """The catalog devices the ranking found within ``away``'s band (its tie group): the
+    ranking's stated tie-break put ``away`` first, and the verdict keeps that order."""
+    group = next((g for g in rec.ties if away.label in g), ())
+    return tuple(o for o in rec.ranked if not o.present and o is not away and o.label in group)
+
+
+def settle(rec: Recommendation, ev: Evidence) -> tuple[Recommendation, Verdict]:
+    """The recommendation as the verdict decided it: the verdict's device is the choice and
+    the first row, whatever the raw ranking put first (a catalog device ahead by less than
+    its band leaves the verdict on the device measured here). One question, one answer:
+    the first line, ``choice`` and the table's first row name the same device."""
+    verdict = decide(rec, ev)
+    best = verdict.best
+    if best is None or (rec.ranked and rec.ranked[0] is best and rec.choice is best):
+        return rec, verdict
+    ranked = (best, *(o for o in rec.ranked if o is not best))
+    return replace(rec, choice=best, ranked=ranked), verdict

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model input with the batch first, e.g. 1x3x224x224:float32 (repeat "
                    "for several inputs)")
     p.add_argument("--weights", help="safetensors state dict to load into the factory's model")
+    p.add_argument("--no-measure", action="store_true",
+                   help="measure nothing here: rank catalog hardware only, every figure predicted")
     p.add_argument("--trust-pickle", action="store_true", help="allow full-pickle model files "
                    "(torch.save(model)); unpickling runs code named in the file: only for files "
                    "you trust")
@@ -149,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     batches = [_batch(b) for b in csv_list(args.batches)] if args.batches else None
     _probe(args)
     if not err.is_terminal:
-        note(f"advise {args.model}: measuring on the local devices, then predicting "
+        note(f"advise {args.model}: "
+             f"{'' if args.no_measure else 'measuring on the local devices, then '}predicting "
              f"{len(csv_list(args.hardware)) if args.hardware else len(DEFAULT_HARDWARE)} "
              "catalog devices")
     store = None if args.no_save else open_db(argparse.Namespace(db=None), create=True)
@@ -168,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                         local_price=args.local_price, store=store,
                         progress=None if err.is_terminal else note,
                         stacks=csv_list(args.stacks),
-                        timing=TimingConfig.quick() if args.quick else None)
+                        timing=TimingConfig.quick() if args.quick else None,
+                        measure=not args.no_measure)
     _print_notes(advice.workload)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     verdict = advice.verdict

@@ -15,7 +15,7 @@ from chipfit.cost.records import WorkloadCosts
 from chipfit.cost.torch import trace_torch
 from chipfit.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["extract_costs", "jax_costs", "tf_costs", "torch_costs"]
+__all__ = ["extract_costs", "jax_costs", "prediction_costs", "tf_costs", "torch_costs"]
 
 #: Above this many analytic FLOPs, ``tensors="auto"`` uses fake tensors instead of running.
 REAL_FLOPS_LIMIT = 2e11
@@ -110,3 +110,35 @@ def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = 
     if backend == "tensorflow":
         return tf_costs(workload, size, dtype, mode)
     raise UnsupportedError(f"no cost extraction for backend {backend!r}")
+
+
+def prediction_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
+                     backend: str = "torch", *, gpu: bool = False) -> WorkloadCosts:
+    """The trace every prediction prices (``predict``, ``advise``, ``feed``: one question, one
+    trace): shapes only (fake tensors), so choosing hardware never runs a full forward pass
+    here; a model fake tensors cannot trace is run once. ``gpu``: as a CUDA/XLA build runs
+    it (fused attention and recurrent kernels, :mod:`chipfit.workloads.gpu_trace`).
+    A user's forward that fails under the tracer is one line, not a traceback."""
+    from chipfit.errors import ChipfitError
+
+    def trace(tensors: str) -> WorkloadCosts:
+        if not gpu:
+            return extract_costs(workload, size, dtype, mode, backend, tensors=tensors)
+        from chipfit.workloads.gpu_trace import gpu_kernels
+
+        with gpu_kernels():
+            return extract_costs(workload, size, dtype, mode, backend, tensors=tensors)
+
+    try:
+        try:
+            return trace("fake")
+        except UnsupportedError:
+            return trace("real")
+    except (KeyboardInterrupt, ChipfitError):
+        raise
+    except Exception as exc:  # the user's forward, run under the tracer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        name = getattr(workload, "name", workload)
+        raise InvalidInputError(f"cannot count the operations of {name} "
+                                f"({type(exc).__name__}: {first[:160]}); chipfit needs them to "
+                                "predict other hardware") from None

@@ -20,7 +20,7 @@ from typing import Any
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Recommendation
 from chipfit.analysis.ranking import recommend
 from chipfit.analysis.trust import source_of
-from chipfit.analysis.verdict import Verdict, decide
+from chipfit.analysis.verdict import Verdict, decide, settle
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig, parse_dtype
@@ -345,7 +345,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            weights: str | None = None, trust_pickle: bool = False,
            timing: TimingConfig | None = None, on_result: Any = None,
            local_price: float | None = None, store: Any = None,
-           progress: Any = None, stacks: Sequence[str] = ("eager",)) -> Advice:
+           progress: Any = None, stacks: Sequence[str] = ("eager",),
+           measure: bool = True) -> Advice:
     """Which processor should run ``model``, measured here and predicted elsewhere, and why.
 
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
@@ -355,9 +356,9 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     ``stacks`` adds software stacks: local ones (``compile``, ``onnxruntime``, ``int8`` ...)
     are measured on the local devices at the target batch; predicted ones (``tensorrt`` for
     catalog GPUs, ``engine`` for every catalog device) are fused int8 engines predicted on
-    top of the eager prediction.
+    top of the eager prediction. ``measure=False`` (``--no-measure``) measures nothing here:
+    only catalog hardware is ranked, every figure predicted.
     """
-    from chipfit.analysis.roofline import catalog_roofs, predict
     from chipfit.backends import all_backends
     from chipfit.discovery import backends_named, discover
     from chipfit.hardware.catalog import load_catalog
@@ -381,7 +382,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     # torch model need not wait for JAX's or TensorFlow's start-up.
     found = discover(backends_named(devices) or
                      [b.name for b in all_backends() if b.name in workload.backends()] or None)
-    refs = _local_devices(devices, found)
+    refs = _local_devices(devices, found) if measure else []
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
                          timing or TimingConfig.quick(), on_result, found, local_stacks,
@@ -415,13 +416,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     say(f"predicting {len(specs)} catalog devices")
     for spec in specs:
         try:
-            if _gpu_model(spec):
-                preds, train_pred = _gpu_preds(spec.key, workload, sizes, target, dtype, mode,
-                                               train_samples, gpu_costs)
-            else:
-                roofs = catalog_roofs(spec, "torch", dtypes=(dtype,))
-                preds = {s: predict(costs[s], roofs) for s in sizes}
-                train_pred = predict(train_costs, roofs) if train_costs is not None else None
+            preds, train_pred = _catalog_preds(spec, workload, sizes, target, dtype, mode,
+                                               train_samples, costs, train_costs, gpu_costs)
         except UnsupportedError:
             continue  # a catalog device without the figures to predict this dtype
         options.append(_catalog_option(spec, preds[target], train_pred, target, need))
@@ -434,59 +430,43 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     params = _params(run)
     evidence = Evidence(_facts(workload, costs[target], params), target, mode, tuple(options),
                         _host_memory(found), tuple(cross), train_samples, epochs)
-    rec = recommend(evidence, objective, max_latency=max_latency, budget=budget)
+    rec, _ = settle(recommend(evidence, objective, max_latency=max_latency, budget=budget),
+                    evidence)
     return Advice(rec, evidence, run, workload.name, dtype, mode)
 
 
 def _shape_costs(workload: Workload, size: str, dtype: str, mode: str,
-                 gpu: bool = False) -> Any:
-    """Per-operator costs traced on shapes only (fake tensors): choosing how to trace never
-    runs a full forward pass on the CPU. Models fake tensors cannot trace are run once."""
-    from chipfit.execute.costs import extract_costs
+                 gpu: bool = False, backend: str = "torch") -> Any:
+    """The one prediction trace (:func:`chipfit.execute.costs.prediction_costs`)."""
+    from chipfit.execute.costs import prediction_costs
 
-    def trace(tensors: str) -> Any:
-        if not gpu:
-            return extract_costs(workload, size, dtype, mode, tensors=tensors)
-        from chipfit.workloads.gpu_trace import gpu_kernels
-
-        with gpu_kernels():
-            return extract_costs(workload, size, dtype, mode, tensors=tensors)
-
-    from chipfit.errors import ChipfitError
-
-    try:
-        try:
-            return trace("fake")
-        except UnsupportedError:
-            return trace("real")
-    except (KeyboardInterrupt, ChipfitError):
-        raise
-    except Exception as exc:  # the user's forward, run under the tracer
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InvalidInputError(f"cannot count the operations of {workload.name} "
-                                f"({type(exc).__name__}: {first[:160]}); chipfit needs them to "
-                                "predict other hardware") from None
+    return prediction_costs(workload, size, dtype, mode, backend, gpu=gpu)
 
 
-def _gpu_model(spec: Any) -> bool:
-    from chipfit.hardware.gpu_arch import gpu_figures
+def _catalog_preds(spec: Any, workload: Workload, sizes: Sequence[int], target: int,
+                   dtype: str, mode: str, train_samples: int | None, cpu_costs: dict[int, Any],
+                   cpu_train: Any, gpu_cache: dict[Any, Any]) -> tuple[Any, Any]:
+    """Predictions of catalog device ``spec`` from the one predictor, in the framework and
+    on the trace its kind needs (torch on accelerators: GPU-flavoured; a TPU: JAX where the
+    workload has a JAX builder), each trace made once per size and shared by every device."""
+    from chipfit.predictors import framework_for, predict_catalog, trace_flavour
 
-    return spec.kind == "gpu" and spec.key in gpu_figures()
-
-
-def _gpu_preds(key: str, workload: Workload, sizes: Sequence[int], target: int, dtype: str,
-               mode: str, train_samples: int | None, cache: dict[Any, Any]) -> tuple[Any, Any]:
-    """Predictions from the fitted GPU kernel models, on GPU-flavoured traces (fused
-    attention and recurrent kernels), traced once per size and shared by every GPU."""
-    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    framework = framework_for(spec.kind, workload.backends())
+    flavour = trace_flavour(spec.kind, framework)
+    if flavour == "torch":  # the CPU trace, already made for the local devices
+        preds = {s: predict_catalog(cpu_costs[s], spec.key) for s in sizes}
+        train = predict_catalog(cpu_train, spec.key) if cpu_train is not None else None
+        return preds, train
 
     def costs(size: int, m: str) -> Any:
-        if (size, m) not in cache:
-            cache[size, m] = _shape_costs(workload, str(size), dtype, m, gpu=True)
-        return cache[size, m]
+        if (flavour, size, m) not in gpu_cache:
+            gpu_cache[flavour, size, m] = _shape_costs(workload, str(size), dtype, m,
+                                                       gpu=flavour == "gpu", backend=framework)
+        return gpu_cache[flavour, size, m]
 
-    preds = {s: gpu_prediction(costs(s, mode), key) for s in sizes}
-    train = gpu_prediction(costs(target, "train"), key) if train_samples else None
+    preds = {s: predict_catalog(costs(s, mode), spec.key, framework=framework) for s in sizes}
+    train = (predict_catalog(costs(target, "train"), spec.key, framework=framework)
+             if train_samples else None)
     return preds, train
 
 

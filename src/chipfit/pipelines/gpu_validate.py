@@ -23,12 +23,11 @@ import numpy as np
 from chipfit.analysis.gpu_fit import GROUPS, FitResult, fit_group, mape, predict_rows
 from chipfit.analysis.gpu_kernels import DEFAULTS, GpuParams
 from chipfit.analysis.gpu_predict import GpuModel, HostCosts, estimate
-from chipfit.errors import SchemaError, UsageError
+from chipfit.errors import UsageError
+from chipfit.predictors.fits import GPU_MODEL_SCHEMA_VERSION, load_gpu_model
 
 __all__ = ["GPU_MODEL_SCHEMA_VERSION", "E2eCase", "fit_model", "load_gpu_model", "run"]
 
-#: History: 1 = first version (params, host, band, errors, provenance).
-GPU_MODEL_SCHEMA_VERSION = 1
 #: The part of a synchronous eager call's floor that a queued call does not pay: the
 #: synchronisation round trip (cudaDeviceSynchronize / event wait), a few microseconds.
 SYNC_S = 8e-6
@@ -230,22 +229,3 @@ def model_json(result: Mapping[str, Any], data_dir: str | Path) -> dict[str, Any
             "coverage": result["coverage"] if held else None,
         },
     }
-
-
-def load_gpu_model(text: str | None = None) -> GpuModel:
-    """The shipped fitted model (``hardware/data/gpu_model.json``), or one given as text."""
-    if text is None:
-        from importlib import resources
-
-        text = resources.files("chipfit.hardware").joinpath("data/gpu_model.json").read_text(
-            "utf-8")
-    data = json.loads(text)
-    if data.get("schema_version", 0) > GPU_MODEL_SCHEMA_VERSION:
-        raise SchemaError("gpu_model.json is newer than this chipfit; upgrade chipfit")
-    host = data["host"]
-    prov = tuple((k, json.dumps(v) if not isinstance(v, str) else v)
-                 for k, v in data.get("provenance", {}).items())
-    return GpuModel(GpuParams.of(data["params"]),
-                    HostCosts(tuple(sorted(host["per_kernel_s"].items())), host["view_s"],
-                              host["module_s"], host["source"]),
-                    float(data["band"]), str(data["band_basis"]), prov)

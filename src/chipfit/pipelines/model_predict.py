@@ -2,9 +2,8 @@
 
 The model is traced once, shape-only (config: built on the meta device, no weights; factory:
 the factory's module called on fake tensors), as a CUDA build runs it (fused attention and
-recurrent kernels, :mod:`chipfit.workloads.gpu_trace`). Catalog GPUs with architectural
-figures get the fitted per-kernel GPU models (:mod:`chipfit.analysis.gpu_predict`); other
-catalog devices (TPUs, CPUs) get the roofline predictor. Nothing is measured.
+recurrent kernels, :mod:`chipfit.workloads.gpu_trace`) and priced by the one predictor
+(:mod:`chipfit.predictors`), which chooses each device's route. Nothing is measured.
 """
 
 from __future__ import annotations
@@ -72,11 +71,8 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
 
     ``stack`` other than eager predicts a fused engine at precision ``dtype`` on top of the
     float32 eager prediction (:mod:`chipfit.analysis.stacks`)."""
-    from chipfit.pipelines.predict import PredictRow, Target
-    from chipfit.analysis.roofline import catalog_roofs, predict
-    from chipfit.pipelines.validate import catalog_band
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.hardware.gpu_arch import gpu_figures
+    from chipfit.pipelines.predict import PredictRow, Target
 
     if mode not in ("inference", "train"):
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
@@ -92,30 +88,19 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
     if local:
         raise UsageError(f"{spec}: only catalog hardware can be predicted from a config or "
                          "factory here (measure local devices with chipfit advise)")
-    catalog, figures = load_catalog(), gpu_figures()
-    keys = set(catalog)
+    catalog = load_catalog()
     for key in hardware:
-        if key not in keys and key not in figures:
-            catalog[key]  # raises UnknownNameError with a did-you-mean
+        catalog[key]  # raises UnknownNameError with a did-you-mean
     if progress:
         progress(f"tracing {spec} (batch {batch}, {mode}, shape only)")
     costs = trace_model(spec, batch=batch, seq_len=seq_len, mode=mode, dtype=dtype,
                         inputs=inputs)
-    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    from chipfit.predictors import predict_catalog
 
     rows = []
     for key in hardware:
-        spec_ = catalog[key] if key in keys else None
-        if key in figures:
-            pred = gpu_prediction(costs, key)
-            kind, name = "gpu", pred.hardware_name
-        else:
-            band, basis = catalog_band()
-            backend = "torch"
-            pred = predict(costs, catalog_roofs(spec_, backend, band=band, band_basis=basis,
-                                                dtypes=(dtype,)))
-            kind, name = spec_.kind, spec_.name
-        rows.append(PredictRow(Target(key, False, kind, name), pred))
+        pred = predict_catalog(costs, key)
+        rows.append(PredictRow(Target(key, False, catalog[key].kind, catalog[key].name), pred))
     if stack == "eager":
         return rows
     from chipfit.pipelines.predict import _engine_row

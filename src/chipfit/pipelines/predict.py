@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict
+from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs
 from chipfit.cost.records import WorkloadCosts
 from chipfit.errors import UnknownNameError
-from chipfit.execute.costs import extract_costs
+from chipfit.execute.costs import extract_costs, prediction_costs
+from chipfit.predictors import framework_for, predict_catalog, predict_local, trace_flavour
 
 __all__ = ["PredictRow", "Target", "predict_workload", "resolve_hardware", "roofs_for"]
 
@@ -96,11 +97,8 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
     """Calibrated roofs for a local device (calibrating first if needed), else catalog roofs."""
     if not target.local:
         from chipfit.hardware.catalog import load_catalog
-        from chipfit.pipelines.validate import catalog_band
 
-        band, basis = catalog_band()
-        return catalog_roofs(load_catalog()[target.key], backend, band=band, band_basis=basis,
-                             dtypes=(dtype,))
+        return catalog_roofs(load_catalog()[target.key], backend, dtypes=(dtype,))
     from chipfit.analysis.calibration import roofs_from_calibration
     from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 
@@ -130,17 +128,13 @@ def _cal_dtypes(dtype: str) -> tuple[str, ...]:
 
 
 def backend_for(target: Target, workload: Any) -> str:
-    """The framework a target runs the workload with (TPUs: JAX where there is a builder)."""
-    if target.local:
-        return target.key.split(":", 1)[0]
-    if target.kind == "tpu" and "jax" in workload.backends():
-        return "jax"
-    return "torch"
+    """The framework a target runs the workload with (:func:`chipfit.predictors.framework_for`)."""
+    return framework_for(target.kind, workload.backends(),
+                         target.key.split(":", 1)[0] if target.local else None)
 
 
-def _fit_note(workload: Any, size: str, dtype: str, mode: str, roofs: Roofs) -> str:
+def _fit_note(workload: Any, size: str, dtype: str, mode: str, have: float | None) -> str:
     need = workload.memory_estimate(size, dtype, mode)
-    have = roofs.memory_bytes
     if need and have and need > have:
         return f"does not fit: needs ~{need / 1e9:.1f} GB, the device has {have / 1e9:.1f} GB"
     return ""
@@ -188,8 +182,8 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                                        [t.key for t in runnable])
             continue  # "local" expanded to a framework this workload has no builder for
         backend = backend_for(target, wl)
-        roofs = roofs_for(target, backend, dtype, progress=progress)
-        flavour = "gpu" if _gpu_model_target(target, backend) else backend
+        roofs = roofs_for(target, backend, dtype, progress=progress) if target.local else None
+        flavour = trace_flavour(target.kind, backend, target.local)
         for size in chosen:
             if (size, flavour) not in costs:
                 if progress:
@@ -203,18 +197,13 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     return rows
 
 
-def _gpu_model_target(target: Target, backend: str) -> bool:
-    """Catalog GPUs with architectural figures get the fitted per-kernel GPU models."""
-    from chipfit.hardware.gpu_arch import gpu_figures
-
-    return not target.local and target.kind == "gpu" and backend == "torch" and (
-        target.key in gpu_figures())
-
-
 def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: str,
              gpu: bool) -> WorkloadCosts:
     """Costs as the CPU runs the workload, or (``gpu``) as a CUDA build does: fused
-    attention and recurrent kernels (:mod:`chipfit.workloads.gpu_trace`)."""
+    attention and recurrent kernels (:mod:`chipfit.workloads.gpu_trace`). ``auto`` is the
+    trace every prediction uses (:func:`chipfit.execute.costs.prediction_costs`)."""
+    if tensors == "auto":
+        return prediction_costs(wl, size, dtype, mode, backend, gpu=gpu)
     if not gpu:
         return extract_costs(wl, size, dtype, mode, backend, tensors=tensors)
     from chipfit.workloads.gpu_trace import gpu_kernels
@@ -237,15 +226,17 @@ def _engine_row(row: PredictRow, stack: str, precision: str,
                                                   progress=progress))
 
 
-def _row(wl: Any, target: Target, roofs: Roofs, costs: WorkloadCosts, measure: bool,
+def _row(wl: Any, target: Target, roofs: Roofs | None, costs: WorkloadCosts, measure: bool,
          timing: Any, discovery: Any, progress: Callable[[str], None] | None) -> PredictRow:
-    if _gpu_model_target(target, costs.backend):
-        from chipfit.pipelines.gpu_prediction import gpu_prediction
-
-        pred = gpu_prediction(costs, target.key)
+    if target.local:
+        pred = predict_local(costs, roofs)
+        have = roofs.memory_bytes
     else:
-        pred = predict(costs, roofs)
-    notes = [_fit_note(wl, costs.size, costs.dtype, costs.mode, roofs)]
+        from chipfit.hardware.catalog import load_catalog
+
+        pred = predict_catalog(costs, target.key, framework=costs.backend)
+        have = load_catalog()[target.key].memory_bytes
+    notes = [_fit_note(wl, costs.size, costs.dtype, costs.mode, have)]
     if target.kind == "tpu" and costs.backend == "torch":
         notes.append(f"{wl.name} has no JAX builder: predicted from torch's eager operator "
                      "graph (torch_xla would trace and fuse it: an upper bound on time)")

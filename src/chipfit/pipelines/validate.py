@@ -140,7 +140,7 @@ def _gpu_eager_prediction(row: dict[str, Any], key: str, batch: int, dtype: str)
     CUDA build runs it (fused attention), AMP rows with float16 matrix operators."""
     import torch
 
-    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    from chipfit.predictors import predict_catalog
     from chipfit.workloads.gpu_trace import trace_for_gpu
 
     with torch.device("meta"):
@@ -149,7 +149,7 @@ def _gpu_eager_prediction(row: dict[str, Any], key: str, batch: int, dtype: str)
         costs = trace_for_gpu(net, inputs, workload=row["model"], size=str(batch), items=batch)
     if dtype == "float16":
         costs = retyped(costs, "float16", 0.5)
-    return gpu_prediction(costs, key)
+    return predict_catalog(costs, key)
 
 
 def reference_cases(use_cache: bool = True) -> tuple[ReferenceCase, ...]:

@@ -1,0 +1,230 @@
+"""One predictor: traced costs + target + framework -> one :class:`Prediction`.
+
+Every command that prices a device (``predict``, ``advise``, ``feed``, ``validate``, the
+fleet, model configs and factories) asks :func:`predict_catalog` for catalog hardware and
+:func:`predict_local` for this machine's calibrated devices; none chooses a route itself.
+
+Routes (``Prediction.route``):
+
+- ``gpu-kernel-model``: catalog GPUs with architecture figures (``gpu_arch.toml``): the
+  per-kernel models fitted on measured GPU kernels (docs/GPU_MODELS.md).
+- ``roofline``: every other catalog device (GPUs without architecture figures, TPUs, NPUs,
+  CPUs): catalog peaks x documented efficiencies. A weaker route, labelled so.
+- ``calibrated``: this machine's devices, on roofs measured here (``chipfit calibrate``).
+
+One host model per stack, on every device kind: eager PyTorch on any accelerator (a GPU of
+either route, a TPU through torch_xla, an NPU) pays the fitted per-operator dispatch of the
+kernel data in the same two-stage pipeline (:func:`chipfit.analysis.gpu_predict.
+eager_pipeline`); a compiled XLA program (JAX) pays one dispatch per call; a CPU runs host and
+device work on the same cores. So no device wins a batch-1 eager model on an omitted host
+cost, whichever route prices its device side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from chipfit.analysis.roofline import ClassTime, Prediction, Roofs, predict
+from chipfit.errors import UnknownNameError
+
+__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "predict_catalog",
+           "predict_local", "route_for", "stratum_for", "trace_flavour"]
+
+KERNEL_MODEL = "gpu-kernel-model"
+ROOFLINE = "roofline"
+CALIBRATED = "calibrated"
+#: Catalog kinds whose host queues work for a separate device (the eager pipeline applies).
+ACCELERATOR_KINDS = frozenset({"gpu", "tpu", "npu"})
+_MATRIX = frozenset({"matmul", "conv", "attention", "recurrent"})
+#: Said in every row priced by the roofline route, and in the verdict's wording.
+ROOFLINE_LABEL = "roofline only (no architecture figures: a weaker route)"
+
+
+def _catalog() -> Any:
+    from chipfit.hardware.catalog import load_catalog
+
+    return load_catalog()
+
+
+def route_for(key: str) -> str:
+    """The route that prices catalog device ``key``."""
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    spec = _catalog()[key]
+    return KERNEL_MODEL if spec.kind == "gpu" and key in gpu_figures() else ROOFLINE
+
+
+def trace_flavour(kind: str, framework: str, local: bool = False) -> str:
+    """Which trace a target needs: ``gpu`` (fused attention and recurrent kernels, as a CUDA
+    or XLA build runs the model) for torch on any catalog accelerator, else the framework's
+    own trace. Every accelerator gets the same trace, so routes see the same operators."""
+    if not local and kind in ACCELERATOR_KINDS and framework == "torch":
+        return "gpu"
+    return framework
+
+
+def framework_for(kind: str, backends: Any, local_backend: str | None = None) -> str:
+    """The framework a target runs a workload with: a local device its own; a TPU JAX where
+    the workload has a JAX builder (XLA is the TPU's native stack); everything else torch."""
+    if local_backend is not None:
+        return local_backend
+    if kind == "tpu" and "jax" in backends:
+        return "jax"
+    return "torch"
+
+
+def stratum_for(key: str, stack: str = "eager") -> str:
+    """How far catalog device ``key`` is from the evidence its band was measured on."""
+    if stack not in ("eager", ""):
+        return "engine"
+    spec = _catalog()[key]
+    if spec.kind == "cpu":
+        return "catalog-cpu"
+    if route_for(key) != KERNEL_MODEL:
+        return "roofline-only"
+    from chipfit.hardware.gpu_arch import gpu_figures
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    dev = gpu_figures()[key]
+    fitted = _fitted_gpus(shipped_gpu_model())
+    if key in fitted:
+        return "gpu-in-data"
+    if dev.vendor != "NVIDIA":
+        return "gpu-other-vendor"
+    newest = max((gpu_figures()[k].year for k in fitted if k in gpu_figures()), default=0.0)
+    return "gpu-unseen-fitted-generation" if dev.year <= newest else "gpu-newer-architecture"
+
+
+def _fitted_gpus(model: Any) -> frozenset[str]:
+    import json
+
+    gpus = dict(model.provenance).get("gpus", "[]")
+    try:
+        return frozenset(json.loads(gpus))
+    except ValueError:
+        return frozenset()
+
+
+def band_for(stratum: str, fallback: float | None = None, fallback_basis: str = ""
+             ) -> tuple[float, str]:
+    """The band of ``stratum`` from the shipped out-of-fit errors (``bands.json``)."""
+    from chipfit.predictors.fits import shipped_bands
+
+    entry = shipped_bands().get(stratum)
+    if entry is not None:
+        return float(entry["band"]), str(entry["basis"])
+    if fallback is not None:
+        return fallback, fallback_basis
+    return 0.5, f"no out-of-fit evidence for stratum {stratum}: a default 50% band"
+
+
+def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
+                    stack: str = "eager") -> Prediction:
+    """Predict one call of ``costs`` on catalog device ``key`` through its route.
+
+    ``costs`` must be traced with :func:`trace_flavour` of the device (a torch model for an
+    accelerator: the ``gpu`` flavour). Raises :class:`~chipfit.errors.UnsupportedError`
+    when the catalog lacks the figures the route needs for this dtype.
+    """
+    from chipfit.analysis.roofline import catalog_roofs, transfer_seconds
+
+    catalog = _catalog()
+    if key not in catalog:
+        raise UnknownNameError("catalog device", key, list(catalog))
+    spec = catalog[key]
+    roofs = catalog_roofs(spec, framework, dtypes=(costs.dtype,))
+    route = route_for(key)
+    eager_accel = spec.kind in ACCELERATOR_KINDS and framework == "torch"
+    if route == KERNEL_MODEL:
+        pred = _kernel_model(costs, key, framework, roofs)
+    elif eager_accel:
+        pred = _roofline_eager(costs, roofs)
+    else:
+        pred = predict(costs, roofs)  # a CPU (host + device on the same cores) or an XLA program
+    stratum = stratum_for(key, stack)
+    fallback = None
+    if route == KERNEL_MODEL:
+        from chipfit.predictors.fits import shipped_gpu_model
+
+        model = shipped_gpu_model()
+        fallback, fb_basis = model.band, model.band_basis
+    band, basis = band_for(stratum, fallback, fb_basis if fallback is not None else "")
+    notes = pred.notes
+    if route == ROOFLINE and spec.kind != "cpu":
+        notes = (f"{ROOFLINE_LABEL}: {spec.name} is priced by catalog peaks x efficiencies",
+                 *notes)
+    transfer = transfer_seconds(costs, roofs) if route != KERNEL_MODEL else pred.transfer_s
+    return replace(pred, band=band, band_basis=basis, low_s=pred.seconds / (1 + band),
+                   high_s=pred.seconds * (1 + band), route=route, stratum=stratum,
+                   notes=notes, transfer_s=transfer)
+
+
+def predict_local(costs: Any, roofs: Roofs) -> Prediction:
+    """Predict one call on this machine's calibrated roofs (its band: the last validate)."""
+    pred = predict(costs, roofs)
+    return replace(pred, route=CALIBRATED, stratum="local-calibrated")
+
+
+def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs) -> Prediction:
+    from chipfit.analysis.gpu_predict import estimate, to_prediction
+    from chipfit.analysis.roofline import transfer_seconds
+    from chipfit.hardware.gpu_arch import gpu_figures
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    dev = gpu_figures()[key]
+    notes = tuple(n for n in roofs.notes if "host link" in n)
+    model = shipped_gpu_model()
+    est = estimate(costs, dev, model, framework)
+    pred = to_prediction(est, costs, dev, model, key=key, name=dev.name,
+                         transfer_s=transfer_seconds(costs, roofs),
+                         transfer_known=roofs.copy_known, notes=notes)
+    return replace(pred, host_s=est.host_s, device_s=est.device_s)
+
+
+def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
+    """Eager PyTorch on an accelerator without kernel models: the roofline prices each
+    operator's device time, the fitted eager host model its dispatch (the same pipeline as
+    the kernel-model route, so the two routes differ only in the device side)."""
+    from chipfit.analysis.gpu_predict import eager_pipeline
+    from chipfit.analysis.roofline import _op_times, op_device_seconds
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    host_costs = shipped_gpu_model().host
+    total, device, host, _ = eager_pipeline(costs, host_costs,
+                                            lambda o: op_device_seconds(o, roofs))
+    acc: dict[str, list[float]] = {}
+    for o in costs.ops:
+        a = acc.setdefault(o.op_class, [0, 0, 0.0, 0.0, 0.0, 0.0])
+        a[0] += o.count
+        if not o.kernels:
+            continue
+        compute, memory = _op_times(o, roofs)
+        a[1] += o.count * o.kernels
+        a[2] += o.total_flops
+        a[3] += o.total_bytes
+        a[4 if compute >= memory else 5] += o.count * max(compute, memory)
+    breakdown = tuple(ClassTime(c, int(a[0]), int(a[1]), a[2], a[3], a[4], a[5],
+                                _launch_floors(c, costs, roofs)) for c, a in acc.items())
+    compute = sum(b.compute_s for b in breakdown)
+    memory = sum(b.memory_s for b in breakdown)
+    launch = max(total - compute - memory, 0.0)
+    parts = {"compute": compute, "memory": memory, "launch": launch}
+    note = (f"eager host {host * 1e3:.3g} ms vs device {device * 1e3:.3g} ms per call "
+            f"(host: {host_costs.source})")
+    return Prediction(
+        hardware=roofs.key, hardware_name=roofs.name, kind=roofs.kind, workload=costs.workload,
+        size=costs.size, dtype=costs.dtype, mode=costs.mode, seconds=total, low_s=total,
+        high_s=total, transfer_s=0.0, compute_s=compute, memory_s=memory, launch_s=launch,
+        bound=max(parts, key=lambda k: parts[k]), basis=roofs.basis, band=roofs.band,
+        band_basis=roofs.band_basis, items=costs.items, breakdown=breakdown,
+        efficiency=roofs.efficiency, notes=(note, *roofs.notes, *costs.notes),
+        precision=roofs.precision, transfer_known=roofs.copy_known or not costs.transfer_bytes,
+        host_s=host, device_s=device)
+
+
+def _launch_floors(op_class: str, costs: Any, roofs: Roofs) -> float:
+    """Launch floors of one class's kernels (the part of device time that is no roof)."""
+    return sum(o.count * o.kernels * roofs.kernel_floor_s for o in costs.ops
+               if o.op_class == op_class and o.kernels)
+

@@ -1,0 +1,65 @@
+"""The fitted artifacts prediction reads (never fits, never validates).
+
+``hardware/data/gpu_model.json`` (the per-kernel GPU models and the eager host costs) and
+``hardware/data/bands.json`` (the error band of every prediction stratum) are written by the
+fitting and validation code (``pipelines/gpu_validate.py``, ``benchmarks/bands.py``); this
+module only reads them, so the predictor never imports what fitted it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from chipfit.analysis.gpu_predict import GpuModel, HostCosts
+from chipfit.analysis.gpu_kernels import GpuParams
+from chipfit.errors import SchemaError
+
+__all__ = ["GPU_MODEL_SCHEMA_VERSION", "BANDS_SCHEMA_VERSION", "load_gpu_model",
+           "shipped_bands", "shipped_gpu_model"]
+
+#: History: 1 = first version.
+GPU_MODEL_SCHEMA_VERSION = 1
+#: History: 1 = first version (one band per stratum, with its coverage evidence).
+BANDS_SCHEMA_VERSION = 1
+
+
+def _package_text(name: str) -> str:
+    return resources.files("chipfit.hardware").joinpath(f"data/{name}").read_text("utf-8")
+
+
+def load_gpu_model(text: str | None = None) -> GpuModel:
+    """The shipped fitted model (``hardware/data/gpu_model.json``), or one given as text."""
+    data = json.loads(_package_text("gpu_model.json") if text is None else text)
+    version = data.get("schema_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SchemaError(f"gpu_model.json: schema_version must be an integer, not {version!r}")
+    if version > GPU_MODEL_SCHEMA_VERSION:
+        raise SchemaError("gpu_model.json is newer than this chipfit; upgrade chipfit")
+    host = data["host"]
+    prov = tuple((k, json.dumps(v) if not isinstance(v, str) else v)
+                 for k, v in data.get("provenance", {}).items())
+    return GpuModel(GpuParams.of(data["params"]),
+                    HostCosts(tuple(sorted(host["per_kernel_s"].items())), host["view_s"],
+                              host["module_s"], host["source"]),
+                    float(data["band"]), str(data["band_basis"]), prov)
+
+
+@lru_cache(maxsize=1)
+def shipped_gpu_model() -> GpuModel:
+    return load_gpu_model()
+
+
+@lru_cache(maxsize=1)
+def shipped_bands() -> dict[str, dict[str, Any]]:
+    """Stratum -> ``{"band", "basis", "cases", "coverage"}`` from ``bands.json``."""
+    try:
+        data = json.loads(_package_text("bands.json"))
+    except FileNotFoundError:
+        return {}
+    version = data.get("schema_version", 0)
+    if not isinstance(version, int) or version > BANDS_SCHEMA_VERSION:
+        raise SchemaError("bands.json is newer than this chipfit; upgrade chipfit")
+    return {str(k): dict(v) for k, v in data.get("strata", {}).items()}

@@ -1,0 +1,96 @@
+"""One question, one answer: ``predict``, ``advise`` and the Python API price the same
+(workload, device, stack, dtype, batch) through the one predictor (chipfit.predictors), so
+they return the same seconds and the same band, on every route:
+
+- ``t4``: a catalog GPU with architecture figures (the fitted GPU kernel models);
+- ``rtx-5090``: a catalog GPU without them (roofline only);
+- ``tpu-v5e``: a TPU (roofline, torch_xla eager for a torch-only model);
+- ``epyc-9654``: a catalog CPU (roofline, host and device on the same cores).
+
+Every built-in model workload (sized by batch) is asked, at batch 1 in float32 eager.
+Traces are memoised per question (workload, size, dtype, mode, framework, flavour) for the
+test's speed: two paths that asked different questions still get different traces.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import chipfit  # noqa: E402
+import chipfit.execute.costs as costs_module  # noqa: E402
+import chipfit.pipelines.predict as predict_module  # noqa: E402
+from chipfit.pipelines.advise import advise  # noqa: E402
+from chipfit.pipelines.predict import predict_workload  # noqa: E402
+from chipfit.workloads import all_workloads  # noqa: E402
+
+DEVICES = ("t4", "rtx-5090", "tpu-v5e", "epyc-9654")
+ROUTES = {"t4": "gpu-kernel-model", "rtx-5090": "roofline", "tpu-v5e": "roofline",
+          "epyc-9654": "roofline"}
+MODELS = sorted(w.name for w in all_workloads() if w.axis == "batch" and "torch" in w.backends()
+                and "inference" in w.modes)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_trace_per_question() -> Any:
+    original = costs_module.prediction_costs
+    memo: dict[tuple[Any, ...], Any] = {}
+
+    def memoised(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
+                 backend: str = "torch", *, gpu: bool = False) -> Any:
+        key = (getattr(workload, "name", workload), size, dtype, mode, backend, gpu)
+        if key not in memo:
+            memo[key] = original(workload, size, dtype, mode, backend, gpu=gpu)
+        return memo[key]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(costs_module, "prediction_costs", memoised)
+    patch.setattr(predict_module, "prediction_costs", memoised)
+    yield
+    patch.undo()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_predict_advise_and_the_api_give_one_number(name: str) -> None:
+    rows = {r.target.key: r.prediction for r in
+            predict_workload(name, ["1"], DEVICES, measure=False)}
+    api = {r.target.key: r.prediction for r in chipfit.predict(name, ["1"], DEVICES,
+                                                               measure=False)}
+    advice = advise(name, batch=1, batches=[1], hardware=DEVICES, measure=False)
+    options = {o.device: o for o in advice.recommendation.ranked if o.stack == "eager"}
+    assert set(rows) == set(DEVICES)
+    for key in DEVICES:
+        pred = rows[key]
+        assert pred.route == ROUTES[key], key
+        assert pred.stratum, key
+        assert api[key].seconds == pred.seconds and api[key].band == pred.band, key
+        assert key in options, f"advise dropped {key}"
+        option = options[key]
+        assert math.isclose(option.latency_s, pred.end_to_end_s, rel_tol=1e-12), (
+            f"{name} on {key}: advise {option.latency_s} s, predict {pred.end_to_end_s} s")
+        assert option.band == pred.band, key
+
+
+def test_a_batch_one_eager_model_pays_the_same_host_cost_on_every_accelerator() -> None:
+    """The old roofline route gave TPUs and unmodelled GPUs no eager host cost, so a batch-1
+    eager model went to a TPU (1.16 ms vs 3.40 ms on an H100 for a small ViT)."""
+    rows = {r.target.key: r.prediction for r in
+            predict_workload("vit-base", ["1"], ("h100-sxm", "rtx-5090", "tpu-v5e"),
+                             measure=False)}  # torch only: torch_xla eager on the TPU
+    hosts = {k: p.host_s for k, p in rows.items()}
+    assert len({round(h, 12) for h in hosts.values()}) == 1, hosts
+    for key, pred in rows.items():
+        assert pred.seconds >= pred.host_s > 0, key  # the host pipeline is never skipped
+
+
+def test_advise_first_line_choice_and_first_row_name_one_device() -> None:
+    advice = advise("cnn", batch=1, batches=[1], hardware=("l4", "tpu-v5e", "t4", "rtx-5090"),
+                    objective="cost", measure=False)
+    rec = advice.recommendation
+    assert rec.choice is advice.verdict.best is rec.ranked[0]
