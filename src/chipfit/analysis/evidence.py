@@ -43,6 +43,9 @@ class Option:
     precision: str = "float32"
     eager_latency_s: float | None = None  # eager's latency, same device and batch
     max_rel_diff: float | None = None  # max |stack - eager| / max |eager| (measured)
+    # Which predictor priced a catalog option (chipfit.predictors): gpu-kernel-model |
+    # roofline (catalog peaks only: a weaker route, said so wherever it is shown)
+    route: str = ""
 
     @property
     def label(self) -> str:

@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
         return 0
-    from chipfit.report.llm_view import llm_table, measured_line
+    from chipfit.pipelines.llm import advise_report
+    from chipfit.report.llm_view import llm_table, llm_verdict_line, measured_line
 
+    out.print(llm_verdict_line(advise_report(report, "latency")), markup=False, style="bold")
     show(llm_table(report, args.wide), args.wide)
     for row in report.rows:
         if row.measured is not None:

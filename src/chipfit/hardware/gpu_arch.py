@@ -35,6 +35,7 @@ class GpuFigures:
     vendor: str = "NVIDIA"
     tensor_tflops: tuple[tuple[str, float], ...] = field(default=())
     shared_int32: bool = False  # half the FP32 lanes share issue slots with INT32 (GA10x, Ada)
+    architecture: str = ""  # pascal, volta, turing, ampere, ada, hopper, cdna1 ...
 
     @property
     def fp32_flops(self) -> float:
@@ -64,7 +65,8 @@ class GpuFigures:
         return cls(key, str(raw.get("name", key)), int(val("sms")), int(val("lanes_per_sm")),
                    float(val("boost_mhz")), float(val("mem_bw_gbs")), float(val("l2_mb")),
                    float(val("tdp_w")), float(val("year")), str(raw.get("vendor", "NVIDIA")),
-                   tensor, bool(raw.get("fp32_shares_int32", False)))
+                   tensor, bool(raw.get("fp32_shares_int32", False)),
+                   str(raw.get("architecture", "")))
 
 
 @lru_cache(maxsize=1)

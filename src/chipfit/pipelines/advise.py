@@ -328,6 +328,7 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
         "unavailable: TDP not in the catalog",
         train_step_s=train_pred.end_to_end_s if train_pred is not None else None,
         train_source="predicted" if train_pred is not None else "",
+        route=pred.route,
         notes=(f"uncertainty x/÷{1 + pred.band:.2g} ({pred.band_basis})",
                *(f"precision: {line}" for line in pred.precision),
                *(() if pred.transfer_known else

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -186,11 +186,14 @@ def loo_report() -> dict[str, Any]:
 
 
 def loo_band() -> tuple[float, str]:
-    """The band of engine predictions: the leave-one-out median error over the MLPerf rows."""
+    """The band of engine predictions: the ``engine`` stratum's out-of-fit errors
+    (``bands.json``), else the leave-one-out median error over the MLPerf rows."""
+    from chipfit.predictors import band_for
+
     data = _fitted()
     err = data["summary"]["all"]
-    return (err if err is not None and math.isfinite(err) else 0.5,
-            f"leave-one-out median error over {len(data['loo'])} published MLPerf rows")
+    return band_for("engine", err if err is not None and math.isfinite(err) else 0.5,
+                    f"leave-one-out median error over {len(data['loo'])} published MLPerf rows")
 
 
 def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
@@ -204,6 +207,7 @@ def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
     if progress and not _fitted.cache_info().currsize:
         progress("fitting the engine stack on published MLPerf rows (once; cached)")
     band, basis = loo_band()
-    return engine_prediction(eager, hardware_from_spec(spec, precision, count), engine_fit(),
+    pred = engine_prediction(eager, hardware_from_spec(spec, precision, count), engine_fit(),
                              stack=stack, precision=precision, eager_itemsize=EAGER_ITEMSIZE,
                              band=band, band_basis=basis)
+    return replace(pred, stratum="engine", route=eager.route)

@@ -505,9 +505,12 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
     pub = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.published) for c in prefill]
     pred = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.predicted) for c in prefill]
     factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
-    band = median(abs(c.loo_error) for c in cases)
-    return factors, band, (f"leave-one-out median error on {len(cases)} published {stack} rows "
+    from chipfit.predictors import band_for
+
+    band, basis = band_for("llm", median(abs(c.loo_error) for c in cases),
+                           f"leave-one-out median error on {len(cases)} published {stack} rows "
                            "(hardware/data/llm_results.toml)")
+    return factors, band, basis
 
 
 # ----------------------------------------------------------------------- the report
@@ -678,43 +681,90 @@ def _score(row: LlmRow, objective: str) -> float | None:
 
 @dataclass(frozen=True)
 class LlmAdvice:
-    """Hardware for a language model ranked by one objective, with what was left out."""
+    """Hardware for a language model ranked by one objective, with what was left out.
+
+    The ranking and the verdict are :mod:`chipfit.analysis.ranking`'s and
+    :mod:`chipfit.analysis.verdict`'s, as for every other model: ties within the prediction
+    bands, ordered by the stated secondary objectives; ``verdict.best`` is ``choice`` and the
+    first of ``ranked``."""
 
     report: LlmReport
     objective: str
     ranked: tuple[tuple[LlmRow, float], ...]  # best first
     excluded: tuple[tuple[str, str], ...]  # (hardware, why)
+    verdict: Any = None  # chipfit.analysis.verdict.Verdict over the rows' options
+    ties: tuple[tuple[str, ...], ...] = ()
+    tie_break: str = ""
 
     @property
     def choice(self) -> str | None:
         return self.ranked[0][0].hardware if self.ranked else None
 
-    def reasons(self) -> list[str]:
-        """Plain sentences: why the first choice, on how many devices, bound by what."""
-        if not self.ranked:
-            return ["no hardware has a prediction for this run"]
-        row, value = self.ranked[0]
-        p = row.prediction
-        assert p is not None
-        what, unit, _ = OBJECTIVES[self.objective]
-        out = [f"{row.hardware} x{p.tp} is best by {what}: {value:.4g} {unit} (predicted, "
-               f"band +-{p.band:.0%}, {p.stack} stack)",
-               f"it needs {row.devices_needed} device(s) to hold {self.report.arch.name} "
-               f"({row.memory.total / 1e9:.1f} GB per device, estimated); decode is "
-               f"{p.decode_bound}-bound at batch {p.batch}"]
-        if len(self.ranked) > 1:
-            nxt, v2 = self.ranked[1]
-            out.append(f"next: {nxt.hardware} at {v2:.4g} {unit}")
-        return out
-
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.report.arch.name, "objective": self.objective,
-                "choice": self.choice, "reasons": self.reasons(),
+                "choice": self.choice,
                 "ranked": [{"hardware": r.hardware, "devices": r.devices_needed, "score": v,
-                            "unit": OBJECTIVES[self.objective][1], "source": "predicted"}
+                            "unit": OBJECTIVES[self.objective][1], "source": "predicted",
+                            "band": r.prediction.band if r.prediction else None}
                            for r, v in self.ranked],
+                "ties": [list(t) for t in self.ties], "tie_break": self.tie_break or None,
                 "excluded": [{"hardware": h, "why": w} for h, w in self.excluded],
                 "report": self.report.to_dict()}
+
+
+def llm_option(row: LlmRow) -> Any:
+    """A predicted row as a ranking :class:`~chipfit.analysis.evidence.Option` whose item is
+    one generated token: latency is one request of the batch (prefill + decode), price and
+    power are the devices' together, so throughput, $ per 1M and J per item are the row's
+    tokens/s, $ per 1M tokens and energy per token."""
+    from chipfit.analysis.evidence import Option
+
+    p = row.prediction
+    assert p is not None
+    tokens = p.batch * p.gen_len
+    return Option(device=row.hardware, kind=row.kind, name=row.name, present=False,
+                  batch=tokens, latency_s=p.total_s, latency_source="predicted",
+                  bound=p.decode_bound,
+                  price_usd_hr=None if p.price_usd_hr is None else p.price_usd_hr * p.tp,
+                  power_w=None if p.tdp_w is None else p.tdp_w * p.tp,
+                  joules_per_item=(None if p.tdp_w is None else p.tdp_w * p.tp * p.total_s / tokens),
+                  energy_source="estimated: TDP x time" if p.tdp_w is not None else "",
+                  band=p.band, stack=p.stack if p.stack in ("eager",) else "eager",
+                  route="llm")
+
+
+def advise_report(report: LlmReport, objective: str = "latency",
+                  max_latency: float | None = None, budget: float | None = None) -> LlmAdvice:
+    """Rank ``report``'s rows by ``objective`` through the shared ranking and verdict;
+    ``max_latency`` (seconds per request) and ``budget`` (USD per 1M tokens) exclude rows."""
+    from chipfit.analysis.evidence import Evidence, ModelFacts
+    from chipfit.analysis.ranking import recommend
+    from chipfit.analysis.verdict import settle
+    from chipfit.errors import UnknownNameError
+
+    if objective not in OBJECTIVES:
+        raise UnknownNameError("objective", objective, OBJECTIVES)
+    scored, excluded = {}, []
+    for row in report.rows:
+        value = _score(row, objective)
+        p = row.prediction
+        if value is None:
+            excluded.append((row.hardware, row.why or f"no {objective} figure"))
+        elif max_latency is not None and p is not None and p.total_s > max_latency:
+            excluded.append((row.hardware, f"{p.total_s:.3g} s per request > --max-latency "
+                                           f"{max_latency:.3g} s"))
+        elif budget is not None and (p is None or p.usd_per_million_tokens is None
+                                     or p.usd_per_million_tokens > budget):
+            excluded.append((row.hardware, "over budget or no price in the catalog"))
+        else:
+            scored[row.hardware] = (row, value)
+    options = tuple(llm_option(row) for row, _ in scored.values())
+    ev = Evidence(ModelFacts(report.arch.name, int(report.arch.params), 0.0),
+                  report.run.batch, "inference", options)
+    rec, verdict = settle(recommend(ev, objective), ev)
+    ranked = tuple(scored[o.device] for o in rec.ranked)
+    return LlmAdvice(report, objective, ranked, tuple(excluded), verdict, rec.ties,
+                     rec.tie_break)
 
 
 def llm_advice(model: str | Mapping[str, Any], hardware: Sequence[str], objective: str = "latency",
@@ -726,23 +776,7 @@ def llm_advice(model: str | Mapping[str, Any], hardware: Sequence[str], objectiv
 
     if objective not in OBJECTIVES:
         raise UnknownNameError("objective", objective, OBJECTIVES)
-    report = llm_report(model, hardware, **run)
-    scored, excluded = [], []
-    for row in report.rows:
-        value = _score(row, objective)
-        p = row.prediction
-        if value is None:
-            excluded.append((row.hardware, row.why or f"no {objective} figure"))
-        elif max_latency is not None and p is not None and p.total_s > max_latency:
-            excluded.append((row.hardware, f"{p.total_s:.3g} s per request > --max-latency"))
-        elif budget is not None and (p is None or p.usd_per_million_tokens is None
-                                     or p.usd_per_million_tokens > budget):
-            excluded.append((row.hardware, "over budget or no price in the catalog"))
-        else:
-            scored.append((row, value))
-    lower = OBJECTIVES[objective][2]
-    scored.sort(key=lambda rv: rv[1] if lower else -rv[1])
-    return LlmAdvice(report, objective, tuple(scored), tuple(excluded))
+    return advise_report(llm_report(model, hardware, **run), objective, max_latency, budget)
 
 
 def is_llm(model: str) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 from chipfit.analysis.roofline import ClassTime, Prediction, Roofs, predict
 from chipfit.errors import UnknownNameError
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "predict_catalog",
+__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "gpu_stratum", "predict_catalog",
            "predict_local", "route_for", "stratum_for", "trace_flavour"]
 
 KERNEL_MODEL = "gpu-kernel-model"
@@ -83,17 +83,26 @@ def stratum_for(key: str, stack: str = "eager") -> str:
         return "catalog-cpu"
     if route_for(key) != KERNEL_MODEL:
         return "roofline-only"
-    from chipfit.hardware.gpu_arch import gpu_figures
     from chipfit.predictors.fits import shipped_gpu_model
 
-    dev = gpu_figures()[key]
-    fitted = _fitted_gpus(shipped_gpu_model())
+    return gpu_stratum(key, _fitted_gpus(shipped_gpu_model()))
+
+
+def gpu_stratum(key: str, fitted: frozenset[str]) -> str:
+    """A GPU with architecture figures, against the GPUs a kernel model was fitted on: one
+    of them, an unseen GPU of a fitted architecture, a newer NVIDIA architecture, or another
+    vendor's (``benchmarks/bands.py`` measures each stratum's errors out of fit)."""
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    figures = gpu_figures()
+    dev = figures[key]
     if key in fitted:
         return "gpu-in-data"
     if dev.vendor != "NVIDIA":
         return "gpu-other-vendor"
-    newest = max((gpu_figures()[k].year for k in fitted if k in gpu_figures()), default=0.0)
-    return "gpu-unseen-fitted-generation" if dev.year <= newest else "gpu-newer-architecture"
+    if dev.architecture in {figures[k].architecture for k in fitted if k in figures}:
+        return "gpu-unseen-fitted-generation"
+    return "gpu-newer-architecture"
 
 
 def _fitted_gpus(model: Any) -> frozenset[str]:

@@ -124,6 +124,15 @@ def _compare(objective: str, ratio: float) -> str:
     return f"{_times(ratio)} {better}" if ratio >= 1 else f"{_times(1 / ratio)} {worse}"
 
 
+def _predicted(o: Option | None) -> str:
+    """How a catalog option was priced, in words: a roofline-only device says so."""
+    return "predicted, roofline only" if o is not None and o.route == "roofline" else "predicted"
+
+
+def _source_cell(o: Option) -> str:
+    return "roofline" if o.route == "roofline" and not o.present else o.latency_source
+
+
 def verdict_text(v: Verdict, batch: int | None = None) -> str:
     """The one sentence a person acts on: stay or switch, by how much, at what price."""
     at = f" at batch {batch}" if batch else ""
@@ -131,13 +140,14 @@ def verdict_text(v: Verdict, batch: int | None = None) -> str:
         return "No processor meets the constraints: relax --max-latency or --budget."
     if v.action == SWITCH and v.here is None:
         return (f"Use {_article(display_name(v.best))}: the best {v.objective} of the options "
-                f"(predicted{at}), {_price_words(v.best)}; nothing was measured on this machine.")
+                f"({_predicted(v.best)}{at}), {_price_words(v.best)}; nothing was measured on "
+                "this machine.")
     if v.action == SWITCH:
         if v.gain is None:
             return (f"Use {_article(display_name(v.best))}: {_price_words(v.best)}; "
                     f"{_here_name(v.here)} has no price to compare (pass --local-price USD/h).")
         text = (f"Use {_article(display_name(v.best))}: {_compare(v.objective, v.gain)} than "
-                f"{_here_name(v.here)}{at} (predicted), {_price_words(v.best)}")
+                f"{_here_name(v.here)}{at} ({_predicted(v.best)}), {_price_words(v.best)}")
         if v.tied_with:
             names = ", ".join(display_name(o) for o in v.tied_with[:3])
             more = f" and {len(v.tied_with) - 3} more" if len(v.tied_with) > 3 else ""
@@ -157,7 +167,7 @@ def verdict_text(v: Verdict, batch: int | None = None) -> str:
     if v.gain is None:
         return f"{stay}: the best on {v.objective}{at} (measured)."
     return (f"{stay}: it is {_compare(v.objective, 1 / v.gain)}{at} (measured) than the best "
-            f"accelerator, {rival} (predicted).")
+            f"accelerator, {rival} ({_predicted(v.away)}).")
 
 
 def _device_cell(o: Option) -> str:
@@ -183,7 +193,7 @@ def options_table(rec: Recommendation, train: tuple[int, float] | None = None,
     rows = []
     for i, o in enumerate(rec.ranked, 1):
         style = "bold green" if i == 1 else ""
-        row = [Text(str(i), style), Text(_device_cell(o), style), o.latency_source,
+        row = [Text(str(i), style), Text(_device_cell(o), style), _source_cell(o),
                fmt_seconds(o.latency_s), f"{o.throughput:,.0f}", _money(o.usd_per_million),
                _joules(o), o.kind, o.bound or "-"]
         if train:
@@ -194,8 +204,9 @@ def options_table(rec: Recommendation, train: tuple[int, float] | None = None,
     return Fitted(cols, rows, wide=wide,
                   title=f"Processors ranked by {rec.objective}"
                         + (f" at batch {batch}" if batch else ""),
-                  caption="source: measured here, or predicted from the catalog; $ (price x "
-                  "time) and J are estimated unless marked meas.")
+                  caption="source: measured here, or predicted from the catalog (roofline: "
+                  "from catalog peaks only, a weaker route); $ (price x time) and J are "
+                  "estimated unless marked meas.")
 
 
 def _footnotes(rec: Recommendation) -> list[str]:
@@ -271,7 +282,7 @@ def _option_json(o: Option, train: tuple[int, float] | None) -> dict[str, Any]:
         "time_to_train_s": ({"value": o.train_time_s(*train), "source": o.train_source}
                             if train else None),
         "notes": list(o.notes),
-        "band": o.band,
+        "band": o.band, "route": o.route or ("measured" if o.present else ""),
     }
 
 

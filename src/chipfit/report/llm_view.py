@@ -147,8 +147,50 @@ def write_llm_html(report: Any, path: Any) -> Any:
     return out
 
 
+def llm_verdict_line(advice: Any) -> str:
+    """The first line of ``chipfit llm`` and ``chipfit advise LLM``: which hardware, on how
+    many devices, what it delivers and costs, and whether it is a tie."""
+    if not advice.ranked:
+        why = "; ".join(f"{h}: {w}" for h, w in advice.excluded[:3]) or "no hardware given"
+        return f"No hardware serves {advice.report.arch.name} here ({why})."
+    row, _ = advice.ranked[0]
+    p = row.prediction
+    devices = row.devices_needed or 1
+    what, _, _ = _objective(advice.objective)
+    money = (f", ${p.usd_per_million_tokens:.3g} per 1M generated tokens"
+             if p.usd_per_million_tokens is not None else ", no price in the catalog")
+    text = (f"Use {devices}x {row.name} ({row.hardware}, TP{p.tp}): first token "
+            f"{fmt_seconds(p.ttft_s)}, {_num(p.decode_tokens_per_s)} tok/s per sequence at "
+            f"batch {p.batch}{money} (predicted, best {what}")
+    tied = [t for t in advice.ties if row.hardware in t]
+    if tied and len(tied[0]) > 1:
+        others = [h for h in tied[0] if h != row.hardware]
+        text += (f"; a tie with {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
+                 f"within the bands, {advice.tie_break.split(': ')[-1]}")
+    return text + ")."
+
+
+def llm_reasons(advice: Any) -> list[str]:
+    """Plain sentences: why the first choice, on how many devices, bound by what."""
+    if not advice.ranked:
+        return ["no hardware has a prediction for this run"]
+    row, value = advice.ranked[0]
+    p = row.prediction
+    what, unit, _ = _objective(advice.objective)
+    out = [f"{row.hardware} x{p.tp} is first by {what}: {value:.4g} {unit} (predicted, "
+           f"band x/÷{1 + p.band:.2g}, {p.stack} stack)",
+           f"it needs {row.devices_needed} device(s) to hold {advice.report.arch.name} "
+           f"({row.memory.total / 1e9:.1f} GB per device, estimated); decode is "
+           f"{p.decode_bound}-bound at batch {p.batch}"]
+    if len(advice.ranked) > 1:
+        nxt, v2 = advice.ranked[1]
+        out.append(f"next: {nxt.hardware} at {v2:.4g} {unit}")
+    return out
+
+
 def llm_advice_renderable(advice: Any) -> Any:
-    """``chipfit advise`` for a language model: the ranking, its reasons, what was excluded."""
+    """``chipfit advise`` for a language model: the verdict first, the ranking, its reasons,
+    what was excluded."""
     from rich.console import Group
     from rich.text import Text
 
@@ -162,10 +204,9 @@ def llm_advice_renderable(advice: Any) -> Any:
         table.add_row(str(i), row.hardware, str(row.devices_needed or 1), f"{value:.4g}",
                       fmt_seconds(p.ttft_s), _num(p.decode_tokens_per_s), p.decode_bound,
                       p.stack)
-    lines = [Text(f"Recommendation: {advice.choice or 'none'}", style="bold")]
-    lines += [Text(f"- {r}") for r in advice.reasons()]
+    lines = [Text(f"- {r}") for r in llm_reasons(advice)]
     lines += [Text(f"excluded {h}: {w}", style="dim") for h, w in advice.excluded]
-    return Group(table, *lines)
+    return Group(Text(llm_verdict_line(advice), style="bold"), table, *lines)
 
 
 def _objective(name: str) -> tuple[str, str, bool]:
