@@ -94,3 +94,43 @@ def test_advise_first_line_choice_and_first_row_name_one_device() -> None:
                     objective="cost", measure=False)
     rec = advice.recommendation
     assert rec.choice is advice.verdict.best is rec.ranked[0]
+
+
+GRU_FACTORY = '''
+import torch
+
+
+class GRUNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = torch.nn.GRU(40, 64, num_layers=2, batch_first=True)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        y, _ = self.gru(x)
+        return self.fc(y[:, -1])
+
+
+def make():
+    return GRUNet()
+'''
+
+
+def test_a_users_gru_gets_one_number_and_its_steps_on_every_route(tmp_path, monkeypatch):
+    """predict gave RTX 5090 0.03 ms for a GRU (its fused op priced by FLOPs alone, one
+    launch) while advise said 33.1 ms on the same card (a CPU trace) and 1.27 ms on L4."""
+    from chipfit.pipelines.model_predict import predict_model
+
+    (tmp_path / "one_answer_gru.py").write_text(GRU_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    keys = ("rtx-5090", "tpu-v5e", "l4")
+    rows = {r.target.key: r.prediction for r in
+            predict_model("one_answer_gru:make", keys, inputs=("1x100x40",))}
+    advice = advise("one_answer_gru:make", ("1x100x40:float32",), batch=1, batches=[1],
+                    hardware=keys, measure=False)
+    options = {o.device: o for o in advice.recommendation.ranked}
+    for key in keys:
+        assert math.isclose(options[key].latency_s, rows[key].end_to_end_s, rel_tol=1e-12), key
+    # 2 layers x 100 dependent steps, each at least the fitted step floor (6 us)
+    for key in ("rtx-5090", "tpu-v5e"):
+        assert rows[key].seconds >= 2 * 100 * 6e-6, (key, rows[key].seconds)

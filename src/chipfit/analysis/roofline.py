@@ -217,11 +217,42 @@ def _op_times(op: OpCost, roofs: Roofs) -> tuple[float, float]:
     return compute, memory
 
 
-def op_device_seconds(op: OpCost, roofs: Roofs) -> float:
+def op_device_seconds(op: OpCost, roofs: Roofs, rnn_step_s: float = 0.0) -> float:
     """Device seconds of one occurrence of ``op`` on an accelerator's roofs: its roofline
-    time (the larger of compute and memory) plus each kernel's launch floor."""
+    time (the larger of compute and memory) plus each kernel's launch floor. A fused
+    recurrent layer stack (``variant`` ``fused:<mode>:<layers>:<directions>``) is priced as
+    it runs: one input GEMM per layer, then one small GEMM per time step that waits for the
+    last, each at least ``rnn_step_s`` (a step's latency floor); its FLOPs alone would let a
+    100-step GRU run as if its steps were independent."""
+    if op.op_class == "recurrent" and op.variant.startswith("fused:") and op.shapes:
+        seconds = _recurrent_seconds(op, roofs, rnn_step_s)
+        if seconds is not None:
+            return op.kernels * roofs.kernel_floor_s + seconds
     compute, memory = _op_times(op, roofs)
     return op.kernels * roofs.kernel_floor_s + max(compute, memory)
+
+
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _recurrent_seconds(op: OpCost, roofs: Roofs, step_floor_s: float) -> float | None:
+    try:
+        _, mode, layers, directions = op.variant.split(":")
+        steps, batch, inputs = (int(v) for v in op.shapes[0][:3])
+        dirs = int(directions)
+        hidden = int(op.shapes[-1][-1]) // dirs
+    except (ValueError, IndexError):
+        return None
+    gates = _GATES.get(mode, 4)
+    total = 0.0
+    for layer in range(int(layers)):
+        width = inputs if layer == 0 else hidden * dirs
+        x_flops = 2.0 * steps * batch * gates * hidden * width
+        h_flops = 2.0 * batch * gates * hidden * hidden
+        x = x_flops / roofs.matmul_rate(op.dtype, x_flops, "recurrent", op.variant)
+        h = h_flops / roofs.matmul_rate(op.dtype, h_flops, "recurrent", op.variant)
+        total += dirs * (x + steps * max(h, step_floor_s))
+    return total
 
 
 def _class_times(ops: Iterable[OpCost], roofs: Roofs) -> list[ClassTime]:
