@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "print kernel and end-to-end errors (stored as gpu_validation.json)")
     p.add_argument("--gpu-sample", type=int, default=300, metavar="N",
                    help="kernel rows per operator and GPU for --gpu-data (default 300)")
+    p.add_argument("--bands", action="store_true",
+                   help="only print the prediction bands by stratum and how many out-of-fit "
+                        "cases each holds (benchmarks/bands.py measures them)")
     p.add_argument("--json", metavar="PATH", nargs="?", const="-",
                    help="write the report as JSON to PATH (no PATH: print JSON instead of tables)")
     p.set_defaults(func=run)
@@ -82,7 +85,21 @@ def run_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bands(args: argparse.Namespace) -> int:
+    from chipfit.predictors.fits import shipped_bands
+    from chipfit.report.bands_view import bands_table
+
+    strata = shipped_bands()
+    if args.json:
+        print_json({"strata": strata, "source": "hardware/data/bands.json (benchmarks/bands.py)"})
+        return 0
+    out.print(bands_table(strata))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.bands:
+        return run_bands(args)
     if args.gpu_data:
         return run_gpu(args)
     from chipfit.pipelines.validate import save_validation, validate
@@ -117,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
             from chipfit.pipelines.engines import loo_report
 
             data["engine_stack_loo"] = loo_report()  # predicted, leave-one-out (see README)
+        from chipfit.predictors.fits import shipped_bands
+
+        data["bands_by_stratum"] = shipped_bands()
         print_json(data)
         return 0
     out.print(validation_cases_table(report))
@@ -135,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"language models, published results: leave-one-out median error "
                   f"{summary:.1%} over {len(llm_cases)} rows")
     out.print(validation_summary(report))
+    from chipfit.predictors.fits import shipped_bands
+    from chipfit.report.bands_view import bands_table
+
+    out.print(bands_table(shipped_bands()))
     err.print(f"kept {saved} (prediction bands use it)")
     return 0
 
