@@ -362,9 +362,10 @@ def test_any_mutated_run_file_loads_or_is_one_line(data, value, tmp_path) -> Non
             return
         _assert_trustworthy(run, home)
         assert sorted(p.name for p in Path(tmp).iterdir()) == ["home", "run.json"]
+    assert list(tmp_path.iterdir()) == []  # nothing beside the example's own folder
 
 
-@PROPS
+@settings(PROPS, max_examples=30)
 @given(value=_HOSTILE_VALUES)
 def test_any_value_in_any_measurement_field_is_checked(value) -> None:
     base = run_to_dict(_valid_run())
@@ -453,3 +454,4 @@ def test_any_mutated_database_row_loads_or_is_one_line(data, template_db, tmp_pa
             _one_line(exc)
         assert sorted(p.name for p in Path(tmp).iterdir() if not p.name.startswith(
             "h.sqlite3")) in ([], ["home"])
+    assert list(tmp_path.iterdir()) == []

@@ -747,9 +747,12 @@ def _job_from_json(text: Any, where: str) -> Job:
         if not 0 <= getattr(timing, key) <= high:
             raise InvalidInputError(f"{where} is damaged: timing {key!r} is "
                                     f"{getattr(timing, key)!r}, more than {high:g}")
-    return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]), data["dtype"],
-               data["mode"], timing, data.get("node_type"), data.get("node_id"),
-               stack=data.get("stack") or "")
+    try:
+        device = DeviceRef.parse(data["device"])
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where} is damaged: {exc}") from None
+    return Job(data["workload"], data["size"], device, data["dtype"], data["mode"], timing,
+               data.get("node_type"), data.get("node_id"), stack=data.get("stack") or "")
 
 
 def _guard_limits(text: Any, where: str) -> tuple[GuardLimit, ...]:
