@@ -517,7 +517,7 @@ def _implausible(m: Measurement) -> str:
 # is read, so a damaged one is one line naming the file and the setting, not a KeyError (or a
 # RecursionError) in a renderer. A shape: a type, ("opt", shape) for None too, [shape] for a
 # list of them, {key: shape} for an object with those keys (others are free).
-_NUMBER, _TEXT, _INT, _FLAG, _ANY = "number", "text", "int", "flag", "any"
+_NUMBER, _TEXT, _INT, _FLAG = "number", "text", "int", "flag"
 _VALUE = {"value": _NUMBER, "source": _TEXT}
 _ADVICE = {
     "objective": _TEXT,
@@ -557,7 +557,7 @@ def _misfit(value: Any, shape: Any, at: str) -> str:
             if bad:
                 return bad
         return ""
-    fits = {_TEXT: isinstance(value, str), _FLAG: isinstance(value, bool), _ANY: True,
+    fits = {_TEXT: isinstance(value, str), _FLAG: isinstance(value, bool),
             _INT: _within(value, -(2**63), 2**63) and isinstance(value, int),
             _NUMBER: isinstance(value, float) or _within(value, -1e300, 1e300)}[shape]
     return "" if fits else f"{at} is {_shown(value, 24)}, not {'a number' if shape == _NUMBER else shape}"

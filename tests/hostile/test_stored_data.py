@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -156,6 +155,21 @@ def test_the_stored_real_run_still_loads_and_shows(stored_run, cli) -> None:
     run = load_run(stored_run.json)
     assert all(m.ok for m in run.measurements)
     assert cli("show", str(stored_run.json)).returncode == 0
+
+
+def test_report_skips_a_deeply_nested_file_in_the_data_directory(stored_run, cli,
+                                                                  tmp_path) -> None:
+    """The newest file of the runs folder nested 100,000 deep: plain ``report`` names it,
+    skips it and reports the newest readable run (looking for advice read it unguarded)."""
+    runs = Path(os.environ["CHIPFIT_HOME"]) / "runs"
+    runs.mkdir(parents=True)
+    good = runs / f"{stored_run.run_id}.json"
+    good.write_bytes(stored_run.json.read_bytes())
+    os.utime(good, (1e9, 1e9))
+    (runs / "20990101T000000Z-ffffff.json").write_text("[" * DEEP + "]" * DEEP)
+    proc = cli("report", "-o", str(tmp_path / "r.html"))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "skipped" in proc.stderr and "nested too deeply" in proc.stderr
 
 
 # ---- run ids are data, never paths -------------------------------------------------------------

@@ -728,7 +728,7 @@ _TIMING_LIMITS = {"warmup_s": 3600.0, "min_block_s": 3600.0, "budget_s": 86400.0
                   "noisy_rel_iqr": 1e6}
 
 
-def _job_from_json(text: Any, where: str) -> Job:
+def _job_from_json(text: Any, where: str = "a planned job") -> Job:
     """A planned job, every field checked; a damaged one cannot be resumed (one line)."""
     data = _json(text, where)
     if not isinstance(data, dict):
