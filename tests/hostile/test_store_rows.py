@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from chipfit.errors import InvalidInputError
-from chipfit.results import Discovery, Measurement, Run, new_run_id
+from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.store import open_store
 from chipfit.store import sqlite as store_sqlite
@@ -235,9 +235,3 @@ def test_takeover_on_the_command_line(stored_run, cli, tmp_path, other_process) 
     proc = cli(*args, "--takeover")  # every planned job is measured: nothing left to run
     assert proc.returncode == 0, proc.stderr
     assert sql(db, "SELECT finished_at != '' FROM runs") == [(1,)]
-
-
-def test_a_new_run_id_is_generated_in_the_checked_form() -> None:
-    from chipfit.results import check_run_id
-
-    assert check_run_id(new_run_id(), "x")
