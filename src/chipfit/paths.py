@@ -201,9 +201,16 @@ def utc_now() -> str:
 
 
 def check_schema(version: Any, supported: int, origin: str, then: str) -> None:
-    """Refuse a ``schema_version`` newer than ``supported`` (or not a number); ``then`` says
-    what to do next (e.g. "upgrade chipfit to read it")."""
-    if not isinstance(version, int) or version > supported:
+    """Refuse a ``schema_version`` newer than ``supported``, or one that is no version at
+    all (text, a bool, 0 or less: a damaged file, not a newer one); ``then`` says what to do
+    next with a newer one (e.g. "upgrade chipfit to read it")."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidInputError(f"{origin} is damaged: its schema version {repr(version)[:40]} "
+                                f"is {type(version).__name__}, not a whole number")
+    if version < 1:
+        raise InvalidInputError(f"{origin} is damaged: schema version {version} (versions "
+                                "start at 1)")
+    if version > supported:
         raise SchemaError(f"{origin} has schema version {version}, newer than this chipfit "
                           f"understands ({supported}); {then}")
 
@@ -231,6 +238,8 @@ def read_versioned_json(path: str | os.PathLike[str], fmt: str, supported: int, 
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise InvalidInputError(f"{path} is not a chipfit {what} file ({str(exc)[:60]})") from None
     except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
         raise InvalidInputError(f"{path} is not a chipfit {what} file (JSON nested too "
                                 "deeply)") from None

@@ -7,9 +7,13 @@ its numbers came from in ``source`` (``measured``, ``predicted``, ``catalog``, `
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
+import re
 import types
 import typing
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -26,11 +30,45 @@ __all__ = [
     "GuardLimit",
     "Measurement",
     "Problem",
+    "check_run_id",
+    "check_settings",
+    "new_run_id",
     "summarize_contention",
 ]
 
 SOURCES = ("measured", "predicted", "catalog", "estimated")
 STATUSES = ("ok", "unsupported", "oom", "error", "timeout", "lost")  # lost: its fleet node died
+
+#: Every run id chipfit makes (:func:`new_run_id`): a UTC stamp and six hex digits. An id names
+#: a file (``runs/<id>.json``) and database rows, so one read back from a file, a database or
+#: the command line must match it exactly; anything else (``../x``, ``/abs``, control
+#: characters) is refused before it can name a path.
+_RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}", re.ASCII)
+
+
+def new_run_id() -> str:
+    """A new run id: when it started (UTC, to the second), then 24 random bits."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def check_run_id(value: Any, where: str) -> str:
+    """``value`` if it is a run id as chipfit generates it, else an InvalidInputError naming
+    ``where`` (a stored id is data: it must never become a path)."""
+    from chipfit.errors import InvalidInputError
+
+    if isinstance(value, str) and _RUN_ID.fullmatch(value):
+        return value
+    raise InvalidInputError(f"{where}: {_shown(value)} is not a chipfit run id (like "
+                            "20260101T120000Z-1a2b3c)")
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A stored value in a one-line message: repr (control characters escaped), cut short."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"a {int(abs(value).bit_length() * math.log10(2)) + 1}-digit number"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _tupled(value: Any) -> Any:
@@ -87,12 +125,20 @@ def checked_from_plain(cls: type, data: Any, where: str) -> Any:
             if f.default is MISSING and f.default_factory is MISSING:
                 raise InvalidInputError(f"{where} is damaged: {f.name!r} is missing")
             continue
-        value = _tupled(data[f.name])
-        if not _conforms(value, hints[f.name]):
+        try:
+            value = _tupled(data[f.name])
+            fits = _conforms(value, hints[f.name])
+        except RecursionError:  # lists in lists, deeper than Python's stack
+            raise InvalidInputError(f"{where} is damaged: {f.name!r} is nested too "
+                                    "deeply") from None
+        if not fits:
             raise InvalidInputError(f"{where} is damaged: {f.name!r} is "
                                     f"{type(data[f.name]).__name__}, not {_words(hints[f.name])}")
         values[f.name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except OverflowError:  # a __post_init__ check meeting a 400-digit integer
+        raise InvalidInputError(f"{where} is damaged: a number in it is too large") from None
 
 
 def _words(hint: Any) -> str:
@@ -157,6 +203,14 @@ class Discovery:
                 raise InvalidInputError(f"{where} is damaged: 'discovery.{key}' is not a list")
             parts[key] = tuple(checked_from_plain(kind, d, f"{where} (discovery.{key})")
                                for d in items)
+        for d in parts["devices"]:
+            for name, high in (("memory_bytes", 2**63), ("cores", 10**7), ("threads", 10**7),
+                               ("compute_units", 10**7)):
+                value = getattr(d, name)
+                if value is not None and not _within(value, 0, high):
+                    raise InvalidInputError(f"{where} is damaged: device {_shown(d.ref)} "
+                                            f"{name!r} is {_shown(value)}, not a count from "
+                                            f"0 to {high:.0e}")
         return cls(parts["devices"], parts["problems"])
 
 
@@ -344,9 +398,9 @@ class Measurement:
         measurement stored before stacks existed gets its backend's default stack (torch:
         ``eager``, JAX: ``jit``)."""
         evidence = data.get("contention")
-        if isinstance(evidence, Mapping):
-            data = {**data, "contention": tuple((str(k), float(v)) for k, v in evidence.items()
-                                                if isinstance(v, (int, float)))}
+        if isinstance(evidence, Mapping):  # a value that is no number fails the type check
+            data = {**data, "contention": tuple((str(k), _float_or_same(v))
+                                                for k, v in evidence.items())}
         if not data.get("stack"):
             from chipfit.spec import default_stack
 
@@ -361,10 +415,173 @@ class Measurement:
 
         m = checked_from_plain(cls, cls._stored(data) if isinstance(data, Mapping) else data,
                                where)
-        if m.number_per_block < 1 or any(not math.isfinite(t) or t < 0 for t in m.block_times_s):
-            raise InvalidInputError(f"{where} is damaged: block times must be finite and "
-                                    "non-negative, number_per_block at least 1")
+        problem = _implausible(m)
+        if problem:
+            raise InvalidInputError(f"{where} is damaged: {problem}")
         return m
+
+
+# ---- what a stored measurement may hold -------------------------------------------------------
+# A measurement read from a file or a database is shown as measured, so its numbers must be
+# possible: finite, of the right sign, and within what any hardware can do. The limits are
+# generous (far beyond the fastest hardware there is), so a real measurement never meets them;
+# a number outside them is damage or a crafted file, refused with the field named.
+MAX_SECONDS = 1e6  #: a block, a first call, a copy, a build: under 12 days
+MIN_CALL_S = 1e-9  #: one call of any workload takes a nanosecond (a few clock cycles) at least
+MAX_FLOP_RATE = 1e18  #: FLOP/s: 100x beyond the fastest accelerator
+MAX_BYTE_RATE = 1e16  #: B/s: 1000x beyond the fastest memory
+MAX_WORK = 1e24  #: FLOPs or bytes of one call
+MAX_BYTES = 2**63  #: bytes held or copied
+MAX_CALLS = 10**15
+
+# field: (lowest, highest, in words); None passes wherever the field's type allows it
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "number_per_block": (1, 1e12, "a count of calls from 1 to 1e12"),
+    "warmup_calls": (0, MAX_CALLS, "a count of calls from 0 to 1e15"),
+    "first_call_s": (0, MAX_SECONDS, "seconds from 0 to 1e6"),
+    "transfer_h2d_s": (0, MAX_SECONDS, "seconds from 0 to 1e6"),
+    "transfer_d2h_s": (0, MAX_SECONDS, "seconds from 0 to 1e6"),
+    "compile_s": (0, MAX_SECONDS, "seconds from 0 to 1e6"),
+    "transfer_h2d_bytes": (0, MAX_BYTES, "bytes from 0 to 2^63"),
+    "transfer_d2h_bytes": (0, MAX_BYTES, "bytes from 0 to 2^63"),
+    "peak_memory_bytes": (0, MAX_BYTES, "bytes from 0 to 2^63"),
+    "flops": (0, MAX_WORK, "FLOPs per call from 0 to 1e24"),
+    "bytes_moved": (0, MAX_WORK, "bytes per call from 0 to 1e24"),
+    "items_per_call": (1, 1e12, "a count of items from 1 to 1e12"),
+    "energy_j": (0, 1e12, "joules from 0 to 1e12"),
+    "attempts": (1, 1000, "a count of attempts from 1 to 1000"),
+}
+
+
+def _float_or_same(value: Any) -> Any:
+    """``value`` as a float where it is a number that is one; otherwise as it was."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # a 400-digit integer
+            return value
+    return value
+
+
+def _within(value: Any, low: float, high: float) -> bool:
+    """Whether ``value`` is a number (not a bool) that is finite and in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:
+        return False
+    return math.isfinite(number) and low <= number <= high
+
+
+def _implausible(m: Measurement) -> str:
+    """What is impossible about ``m``'s numbers, in words naming the field; "" if nothing."""
+    if m.status not in STATUSES:
+        return f"'status' is {_shown(m.status)}, not one of {', '.join(STATUSES)}"
+    if m.source not in SOURCES:
+        return f"'source' is {_shown(m.source)}, not one of {', '.join(SOURCES)}"
+    for name, (low, high, words) in _RANGES.items():
+        value = getattr(m, name)
+        if value is not None and not _within(value, low, high):
+            return f"{name!r} is {_shown(value)}, not {words}"
+    for name in ("max_abs_diff", "max_rel_diff"):  # inf: outputs that disagree everywhere
+        value = getattr(m, name)
+        if value is not None and not (_within(value, 0, math.inf) or value == math.inf or (
+                isinstance(value, float) and math.isnan(value))):
+            return f"{name!r} is {_shown(value)}, not a difference of 0 or more"
+    for t in m.block_times_s:  # what every statistic and rate is derived from
+        if not _within(t, 0, MAX_SECONDS) or t <= 0 or t / m.number_per_block < MIN_CALL_S:
+            return (f"'block_times_s' holds {_shown(t)}: a block takes more than 0 and at most "
+                    f"1e6 s, and at least 1 ns per call ({m.number_per_block} per block)")
+    for t in m.device_block_times_s:  # an event clock's: an idle device may read 0
+        if not _within(t, 0, MAX_SECONDS):
+            return f"'device_block_times_s' holds {_shown(t)}, not seconds from 0 to 1e6"
+    for key, value in m.contention:
+        if not _within(value, -1e15, 1e15):
+            return f"'contention' {key!r} is {_shown(value)}, not a finite number"
+    if m.ok:
+        seconds = m.median_s
+        for name, limit, unit in (("flops", MAX_FLOP_RATE, "FLOP/s"),
+                                  ("bytes_moved", MAX_BYTE_RATE, "B/s")):
+            rate = getattr(m, name) / seconds
+            if rate > limit:
+                return (f"{name!r} is {getattr(m, name):.3g} per call of {seconds:.3g} s: "
+                        f"{rate:.3g} {unit}, beyond any hardware (at most {limit:.0e})")
+    return ""
+
+
+# ---- settings that hold JSON ------------------------------------------------------------------
+# Two settings carry data as JSON text, parsed again where a run is shown: ``advice`` (what
+# ``chipfit advise`` recommended: the HTML report renders it) and ``fleet_nodes`` (a fleet
+# run's nodes: prices are looked up by their accelerators). Their shape is checked where a run
+# is read, so a damaged one is one line naming the file and the setting, not a KeyError (or a
+# RecursionError) in a renderer. A shape: a type, ("opt", shape) for None too, [shape] for a
+# list of them, {key: shape} for an object with those keys (others are free).
+_NUMBER, _TEXT, _INT, _FLAG = "number", "text", "int", "flag"
+_VALUE = {"value": _NUMBER, "source": _TEXT}
+_ADVICE = {
+    "objective": _TEXT,
+    "verdict": ("opt", {"text": ("opt", _TEXT)}),
+    "reasons": [{"text": _TEXT, "supports_verdict": ("opt", _FLAG)}],
+    "ranked": [{"device": _TEXT, "kind": _TEXT, "batch": _INT, "bound": ("opt", _TEXT),
+                "latency_s": _VALUE, "throughput_per_s": _VALUE,
+                "usd_per_million": {"value": ("opt", _NUMBER)},
+                "joules_per_sample": {"value": ("opt", _NUMBER), "source": _TEXT}}],
+    "excluded": [{"device": _TEXT, "why": _TEXT}],
+    "choice": ("opt", _TEXT), "workload": ("opt", _TEXT), "batch": ("opt", _INT),
+}
+_FLEET_NODES = [{"node_type": _TEXT, "accelerators": ("opt", [[_TEXT, _INT]])}]
+_JSON_SETTINGS = {"advice": _ADVICE, "fleet_nodes": _FLEET_NODES}
+
+
+def _misfit(value: Any, shape: Any, at: str) -> str:
+    """Where ``value`` departs from ``shape`` ("" where it fits), e.g. "ranked[0].batch"."""
+    if isinstance(shape, tuple):  # ("opt", shape)
+        return "" if value is None else _misfit(value, shape[1], at)
+    if isinstance(shape, list):
+        if not isinstance(value, list) or (len(shape) > 1 and len(value) != len(shape)):
+            return f"{at or 'it'} is not a list" + (f" of {len(shape)}" if len(shape) > 1 else "")
+        items = zip(value, shape) if len(shape) > 1 else ((v, shape[0]) for v in value)
+        return next((bad for i, (v, s) in enumerate(items) if (bad := _misfit(v, s, f"{at}[{i}]"))),
+                    "")
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{at or 'it'} is not an object"
+        for key, inner in shape.items():
+            where = f"{at}.{key}" if at else key
+            if key not in value:
+                if isinstance(inner, (tuple, list)):  # optional, or an empty list
+                    continue
+                return f"{where} is missing"
+            bad = _misfit(value[key], inner, where)
+            if bad:
+                return bad
+        return ""
+    fits = {_TEXT: isinstance(value, str), _FLAG: isinstance(value, bool),
+            _INT: _within(value, -(2**63), 2**63) and isinstance(value, int),
+            _NUMBER: isinstance(value, float) or _within(value, -1e300, 1e300)}[shape]
+    return "" if fits else f"{at} is {_shown(value, 24)}, not {'a number' if shape == _NUMBER else shape}"
+
+
+def check_settings(settings: Iterable[tuple[str, str]], where: str) -> None:
+    """Refuse settings whose JSON values (``advice``, ``fleet_nodes``) are damaged."""
+    from chipfit.errors import InvalidInputError
+
+    for key, text in settings:
+        shape = _JSON_SETTINGS.get(key)
+        if shape is None:
+            continue
+        try:
+            value = json.loads(text)
+        except RecursionError:
+            raise InvalidInputError(f"{where} is damaged: setting {key!r} is nested too "
+                                    "deeply") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"{where} is damaged: setting {key!r} is not JSON "
+                                    f"({str(exc)[:60]})") from None
+        problem = _misfit(value, shape, "")
+        if problem:
+            raise InvalidInputError(f"{where} is damaged: setting {key!r}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ def _marked_run(stored_run: StoredRun, path: Path, run_id: str) -> Path:
 
 @pytest.mark.parametrize("command", ["show", "compare"])
 def test_markup_in_stored_names_prints_as_written(command: str, stored_run, tmp_path, cli) -> None:
-    a = _marked_run(stored_run, tmp_path / "a.json", "run-[bold]-a")
-    b = _marked_run(stored_run, tmp_path / "b.json", "run-[red]-b")
+    # (run ids hold no markup: one outside chipfit's own pattern is refused, test_stored_data)
+    a = _marked_run(stored_run, tmp_path / "a.json", "20260101T000000Z-00000a")
+    b = _marked_run(stored_run, tmp_path / "b.json", "20260101T000000Z-00000b")
     args = ["show", str(a)] if command == "show" else ["compare", str(a), str(b)]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
@@ -35,6 +36,7 @@ def test_markup_in_stored_names_prints_as_written(command: str, stored_run, tmp_
     text = proc.stdout
     for literal in ("mm[/]", "[red]64", "torch:cpu[bold]"):
         assert literal in text, f"{literal!r} vanished from:\n{text}"
-    assert ("run-[bold]-a" in text) and (command == "show" or "run-[red]-b" in text)
+    assert ("20260101T000000Z-00000a" in text) and (command == "show" or
+                                                    "20260101T000000Z-00000b" in text)
     if command == "show":
         assert "[link=http://x]click[/link]" in text and "[blink]host[/]" in text

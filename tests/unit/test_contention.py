@@ -289,7 +289,8 @@ def test_contention_is_stored_and_old_files_read_as_unknown(tmp_path) -> None:
     m = Measurement("matmul", "64", "torch:cpu", block_times_s=(1e-3,) * 3, contended=True,
                     contention=(("load1", 4.8), ("wait_share", 0.6)), contention_note="x",
                     attempts=2)
-    run = Run("r1", "bench", "2026-01-01", measurements=(m,), discovery=Discovery(()))
+    run = Run("20260101T000000Z-aaaaaa", "bench", "2026-01-01", measurements=(m,),
+              discovery=Discovery(()))
     data = run_to_dict(run)
     assert data["schema_version"] == SCHEMA_VERSION >= 3  # 3: contention; 4: stacks
     assert data["measurements"][0]["contention"] == {"load1": 4.8, "wait_share": 0.6}

@@ -201,13 +201,14 @@ def test_a_database_from_before_stacks_is_migrated_and_reads_default_stacks(tmp_
     from chipfit.store.sqlite import SCHEMA_VERSION, open_store
 
     db = tmp_path / "h.sqlite3"
-    run = Run("r1", "bench", "2026-01-01T00:00:00+00:00", discovery=Discovery(()))
+    run_id = "20260101T000000Z-aaaaaa"
+    run = Run(run_id, "bench", "2026-01-01T00:00:00+00:00", discovery=Discovery(()))
     old = [Measurement("mlp", "1", "torch:cpu", block_times_s=(1.0,)),
            Measurement("mlp", "1", "jax:cpu:0", block_times_s=(1.0,), stack="jit")]
     with open_store(db) as store:
         store.begin_run(run)
         for m in old:
-            store.add_measurement("r1", m)
+            store.add_measurement(run_id, m)
     conn = sqlite3.connect(db)  # what chipfit wrote before stacks: no column, no field
     with conn:
         conn.execute("ALTER TABLE measurements DROP COLUMN stack")
@@ -220,9 +221,9 @@ def test_a_database_from_before_stacks_is_migrated_and_reads_default_stacks(tmp_
     conn.close()
     with open_store(db) as store:
         assert store.schema_version == SCHEMA_VERSION
-        back = store.load_run("r1")
+        back = store.load_run(run_id)
         assert [m.stack for m in back.measurements] == ["eager", "jit"]
-        assert store.done_keys("r1") == {("mlp", "1", "torch:cpu", "float32", "inference"),
+        assert store.done_keys(run_id) == {("mlp", "1", "torch:cpu", "float32", "inference"),
                                          ("mlp", "1", "jax:cpu:0", "float32", "inference")}
     conn = sqlite3.connect(db)
     assert [r[0] for r in conn.execute("SELECT stack FROM measurements ORDER BY seq")] == [

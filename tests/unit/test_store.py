@@ -46,6 +46,9 @@ def _run(run_id: str = "20260101T000000Z-aaaaaa", measurements: tuple[Measuremen
                                                    "devices": "torch:cpu"}).items())))
 
 
+RUN = "20260101T000000Z-aaaaaa"
+
+
 def _jobs(sizes: tuple[str, ...] = ("64", "128")) -> list[Job]:
     return [Job("matmul", s, DeviceRef.parse("torch:cpu"), timing=TimingConfig.quick())
             for s in sizes]
@@ -175,13 +178,13 @@ def test_run_references_resolve(tmp_path: Path) -> None:
 def test_find_resumable_matches_the_plan_not_the_executor(tmp_path: Path) -> None:
     plan = {"workloads": "matmul", "devices": "torch:cpu", "sizes": "64"}
     with open_store(tmp_path / "h.sqlite3") as store:
-        done = _run("r-done", settings=plan)
+        done = _run("20260101T000000Z-d0e000", settings=plan)
         store.begin_run(done)
         store.finish_run(replace(done, finished_at="2026-01-01T00:01:00+00:00"))
-        store.begin_run(_run("r-open", settings={**plan, "executor": "inline"}))
-        store.begin_run(_run("r-other", settings={**plan, "sizes": "128"}))
+        store.begin_run(_run("20260101T000000Z-0be000", settings={**plan, "executor": "inline"}))
+        store.begin_run(_run("20260101T000000Z-0e4000", settings={**plan, "sizes": "128"}))
         wanted = {**plan, "executor": "subprocess", "job_timeout_s": "30"}
-        assert store.find_resumable("bench", wanted, "f" * 16) == "r-open"
+        assert store.find_resumable("bench", wanted, "f" * 16) == "20260101T000000Z-0be000"
         assert store.find_resumable("bench", wanted, "0" * 16) is None  # another machine
         assert store.find_resumable("sweep", wanted, "f" * 16) is None
 
@@ -189,19 +192,19 @@ def test_find_resumable_matches_the_plan_not_the_executor(tmp_path: Path) -> Non
 def test_live_driver_spots_a_process_still_writing(tmp_path: Path) -> None:
     db = tmp_path / "h.sqlite3"
     with open_store(db) as store:
-        store.begin_run(_run("r1"))
-        assert store.live_driver("r1") is None  # this very process
+        store.begin_run(_run(RUN))
+        assert store.live_driver(RUN) is None  # this very process
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
         try:
             conn = sqlite3.connect(db)
             conn.execute("UPDATE runs SET driver = ?", (f"{socket.gethostname()}:{sleeper.pid}",))
             conn.commit()
             conn.close()
-            assert store.live_driver("r1") == f"{socket.gethostname()}:{sleeper.pid}"
+            assert store.live_driver(RUN) == f"{socket.gethostname()}:{sleeper.pid}"
         finally:
             sleeper.kill()
             sleeper.wait()
-        assert store.live_driver("r1") is None
+        assert store.live_driver(RUN) is None
 
 
 _WRITER = textwrap.dedent("""
@@ -217,25 +220,32 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+SHARED = "20260101T000000Z-5a4ed0"
+
+
+def _own(w: int) -> str:
+    return f"20260101T000000Z-00000{w}"
+
+
 def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     db, writers, count = tmp_path / "h.sqlite3", 4, 40
     with open_store(db) as store:
-        store.begin_run(_run("shared"))
+        store.begin_run(_run(SHARED))
         for w in range(writers):
-            store.begin_run(_run(f"own-{w}"))
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(db), "shared", f"own-{w}",
+            store.begin_run(_run(_own(w)))
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(db), SHARED, _own(w),
                                f"w{w}", str(count)], stderr=subprocess.PIPE, text=True)
              for w in range(writers)]
     for proc in procs:
         _, errors = proc.communicate(timeout=120)
         assert proc.returncode == 0, errors
     with open_store(db) as store:
-        shared = store.load_run("shared")
+        shared = store.load_run(SHARED)
         sizes = Counter(m.size for m in shared.measurements)
         assert len(shared.measurements) == writers * count
         assert set(sizes.values()) == {1}
         for w in range(writers):
-            own = [m.size for m in store.load_run(f"own-{w}").measurements]
+            own = [m.size for m in store.load_run(_own(w)).measurements]
             assert own == [f"w{w}-{i}" for i in range(count)]  # in commit order
 
 

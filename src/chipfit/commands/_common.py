@@ -13,10 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chipfit.paths import runs_dir
 from chipfit.results import Measurement, Run
 from chipfit.spec import Job
-from chipfit.store.runs import save_run, write_csv
+from chipfit.store.runs import run_file, save_run, write_csv
 
 # Markup and emoji codes are off: names, notes and paths come from users and stored files,
 # and a "[/]" or "[red]" in them must print as written, not style the line or crash it.
@@ -80,7 +79,7 @@ def open_db(args: argparse.Namespace, create: bool = False) -> Any:
     """The store named by ``--db`` (or the default); ``create`` for commands that write."""
     from chipfit.store import open_store
 
-    return open_store(args.db, create=create)
+    return open_store(args.db, create=create, takeover=bool(getattr(args, "takeover", False)))
 
 
 @contextlib.contextmanager
@@ -153,7 +152,7 @@ class Saver:
             note(f"[{i}/{n}] {m.workload} {m.size} {m.device} {m.dtype} {m.mode}: {m.status}")
 
     def save(self, run: Run) -> None:
-        self.written = [save_run(run, p or runs_dir() / f"{run.run_id}.json") for p in self.paths]
+        self.written = [save_run(run, p or run_file(run.run_id)) for p in self.paths]
 
     def finish(self, run: Run) -> None:
         self.save(run)
@@ -253,6 +252,9 @@ def add_fleet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
                    help="continue the newest unfinished run with the same settings (or run RUN): "
                    "only jobs without a stored measurement run again")
+    p.add_argument("--takeover", action="store_true",
+                   help="with --resume: continue the run even though the process recorded as "
+                   "measuring it still looks alive (its PID reused after a crash)")
     p.add_argument("--executor", choices=("inline", "subprocess", "ray"), default=None,
                    help="where jobs run: this process (default), a fresh process per device "
                    "with a per-job timeout, or a Ray cluster")

@@ -85,10 +85,9 @@ def run(args: argparse.Namespace) -> int:
     def keep(m, run) -> None:
         note(f"[{len(run.measurements)}] {m.workload} {m.size} {m.stack} {m.device}: {m.status}")
         if not args.no_save:
-            from chipfit.paths import runs_dir
-            from chipfit.store.runs import save_run
+            from chipfit.store.runs import run_file, save_run
 
-            saved[:] = [save_run(run, runs_dir() / f"{run.run_id}.json")]
+            saved[:] = [save_run(run, run_file(run.run_id))]
 
     try:
         result = feed(args.model, args.batch, args.workers, csv_list(args.hardware),
@@ -99,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if not args.no_save:
-        from chipfit.paths import runs_dir
-        from chipfit.store.runs import save_run
+        from chipfit.store.runs import run_file, save_run
 
-        saved[:] = [save_run(result.run, runs_dir() / f"{result.run.run_id}.json")]
+        saved[:] = [save_run(result.run, run_file(result.run.run_id))]
     if args.json:
         print_json({"workload": result.workload, "pipeline": result.pipeline,
                     "describe": result.describe, "batch": result.batch,

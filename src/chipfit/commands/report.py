@@ -70,8 +70,8 @@ def _newest_advice(latest, look_back: int = 50):  # noqa: ANN001, ANN202
     for path in files[:look_back]:
         try:
             command = json.loads(path.read_text(encoding="utf-8")).get("command")
-        except (OSError, ValueError, AttributeError):
-            continue  # unreadable or not a run: the report of the latest run goes on
+        except (OSError, ValueError, AttributeError, RecursionError):
+            continue  # unreadable, nested too deeply or not a run: the report goes on
         if command == "advise":
             return None if path == latest else path
     return None

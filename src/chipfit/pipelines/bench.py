@@ -10,9 +10,7 @@ business (:mod:`chipfit.execute.base`): inline, in subprocesses, or on a Ray clu
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
@@ -24,7 +22,7 @@ from chipfit.execute.base import Executor, Placement
 from chipfit.execute.inline import InlineExecutor
 from chipfit.hardware.cpu import machine_fingerprint
 from chipfit.paths import utc_now
-from chipfit.results import Discovery, Measurement, Run
+from chipfit.results import Discovery, Measurement, Run, new_run_id
 from chipfit.spec import MODES, DeviceRef, Job, TimingConfig, parse_dtype
 from chipfit.workloads import get_workload
 
@@ -95,8 +93,7 @@ def place(jobs: Sequence[Job], placements: Sequence[Placement]) -> list[Job]:
 
 
 def new_run(command: str, discovery: Discovery, settings: dict[str, str]) -> Run:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Run(run_id=f"{stamp}-{uuid.uuid4().hex[:6]}", command=command, started_at=utc_now(),
+    return Run(run_id=new_run_id(), command=command, started_at=utc_now(),
                machine=machine_fingerprint(), discovery=discovery, chipfit_version=__version__,
                settings=tuple(sorted(settings.items())))
 
@@ -159,18 +156,43 @@ def _settings(names: Sequence[str], refs: Sequence[DeviceRef], sizes: Sequence[s
 
 
 def resume_run(store: Store, ref: str) -> tuple[Run, list[Job]]:
-    """Run ``ref`` from ``store`` and its planned jobs that have no measurement yet."""
+    """Run ``ref`` from ``store`` and its planned jobs that have no measurement yet.
+
+    Everything read back is checked before anything runs: the run (a damaged row refuses
+    the resume: its job would be neither trusted nor measured again), and every planned job
+    (a known workload, a valid size, dtype and stack). A driver that still looks alive
+    refuses it too, unless the store was opened with ``takeover``."""
     run_id = store.resolve(ref)
     driver = store.live_driver(run_id)
-    if driver is not None:
-        raise InvalidInputError(f"run {run_id} is still being measured by process {driver}")
+    if driver is not None and not store.takeover:
+        raise InvalidInputError(f"run {run_id} is still being measured by process {driver}; if "
+                                "that process is not chipfit's (a PID reused after a crash), "
+                                "--takeover continues the run here")
     run = store.load_run(run_id)
     done = store.done_keys(run_id)  # a fleet job whose node was lost is not done
-    todo = [job for job in store.planned_jobs(run_id) if job.key not in done]
+    planned = store.planned_jobs(run_id)
+    for i, job in enumerate(planned):
+        _check_planned(job, f"planned job {i} of run {run_id}")
+    todo = [job for job in planned if job.key not in done]
     if run.finished_at and not run.interrupted and not todo:
         raise InvalidInputError(f"run {run_id} is complete: nothing to resume")
     store.claim_run(run_id)
     return replace(run, finished_at="", interrupted=False), todo
+
+
+def _check_planned(job: Job, where: str) -> None:
+    """A planned job read back from a database names what this chipfit can run, as planned."""
+    from chipfit.workloads.stacks import parse_stacks
+
+    try:
+        workload = get_workload(job.workload)
+        workload.parse_size(job.size)
+        parse_dtype(job.dtype)
+        if job.mode not in workload.modes:
+            raise InvalidInputError(f"{job.workload} has no mode {job.mode!r}")
+        parse_stacks([job.stack])
+    except InvalidInputError as exc:  # UnknownNameError too
+        raise InvalidInputError(f"{where} cannot be resumed: {exc}") from None
 
 
 def find_resumable_run(store: Store, command: str, settings: dict[str, str]) -> str:

@@ -26,19 +26,27 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError
-from chipfit.paths import check_versioned, open_atomic, read_versioned_json, write_json_atomic
+from chipfit.paths import (
+    check_versioned,
+    open_atomic,
+    read_versioned_json,
+    runs_dir,
+    write_json_atomic,
+)
 from chipfit.results import (
     Discovery,
     GuardLimit,
     Measurement,
     Run,
+    check_run_id,
+    check_settings,
     checked_from_plain,
     split_legacy_limits,
     summarize_contention,
 )
 
-__all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_from_dict", "run_to_dict",
-           "save_run", "write_csv"]
+__all__ = ["SCHEMA_VERSION", "CSV_COLUMNS", "load_run", "run_file", "run_from_dict",
+           "run_to_dict", "save_run", "write_csv"]
 
 SCHEMA_VERSION = 4
 FORMAT = "chipfit-run"
@@ -81,7 +89,9 @@ def run_from_dict(data: Mapping[str, Any], origin: str = "input") -> Run:
     """The run in ``data`` (a parsed results file), every field checked: a damaged file is
     one InvalidInputError naming ``origin`` and the field, never a crash further on."""
     data = check_versioned(data, FORMAT, SCHEMA_VERSION, origin, "results", _UPGRADE)
-    settings, legacy = split_legacy_limits(_pairs(data, "settings", origin))
+    pairs = _pairs(data, "settings", origin)
+    check_settings(pairs, origin)
+    settings, legacy = split_legacy_limits(pairs)
     return Run(
         run_id=_run_id(data, origin), command=_text(data, "command", origin),
         started_at=_text(data, "started_at", origin),
@@ -103,12 +113,9 @@ def _damaged(origin: str, what: str) -> InvalidInputError:
 
 
 def _run_id(data: Mapping[str, Any], origin: str) -> str:
-    run_id = data.get("run_id")
-    if not isinstance(run_id, str) or not run_id.strip():
-        raise _damaged(origin, "'run_id' is missing or not text")
-    if any(c in run_id for c in "/\\\0") or len(run_id) > 200:  # it names files and rows
-        raise _damaged(origin, f"'run_id' {run_id[:40]!r} is not a run id")
-    return run_id
+    if "run_id" not in data:
+        raise _damaged(origin, "'run_id' is missing")
+    return check_run_id(data["run_id"], f"{origin} is damaged: 'run_id'")
 
 
 def _text(data: Mapping[str, Any], key: str, origin: str) -> str:
@@ -152,6 +159,17 @@ def _measurement(data: Any, origin: str) -> Measurement:
                                                                       "peak_memory_bytes",
                                                                       "energy_j")}
     return Measurement.checked(clean, origin)
+
+
+def run_file(run_id: str) -> Path:
+    """Where run ``run_id`` is kept in the data directory: ``runs/<run_id>.json``. The id is
+    checked first (:func:`chipfit.results.check_run_id`): one read from a database or a file
+    is data, and must never name a path elsewhere (``../x``, ``/abs``)."""
+    folder = runs_dir()
+    path = folder / f"{check_run_id(run_id, 'run')}.json"
+    if path.parent != folder:  # the pattern allows no separator and no "..": belt and braces
+        raise InvalidInputError(f"run id {run_id!r} names no file in {folder}")
+    return path
 
 
 def save_run(run: Run, path: str | os.PathLike[str]) -> Path:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -43,13 +44,15 @@ from chipfit.results import (
     GuardLimit,
     Measurement,
     Run,
+    check_run_id,
+    check_settings,
     checked_from_plain,
-    from_plain,
     split_legacy_limits,
 )
-from chipfit.spec import DeviceRef, Job, TimingConfig
+from chipfit.spec import MODES, DeviceRef, Job, TimingConfig
 
-__all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "check_db_path", "default_db_path", "open_store"]
+__all__ = ["SCHEMA_VERSION", "RunSummary", "Store", "check_db_path", "default_db_path",
+           "open_store", "process_start"]
 
 SCHEMA_VERSION = 4
 #: Marks the file as chipfit's in its header ("chip"), so a foreign database is not misread.
@@ -143,9 +146,41 @@ def check_db_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    """Open (and with ``create``, make or migrate) the store at ``path`` or the default."""
-    return Store(path if path is not None else default_db_path(), create=create)
+def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True,
+               takeover: bool = False) -> Store:
+    """Open (and with ``create``, make or migrate) the store at ``path`` or the default;
+    ``takeover``: resuming may take a run over from a driver that still looks alive."""
+    return Store(path if path is not None else default_db_path(), create=create,
+                 takeover=takeover)
+
+
+_SCHEMA_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                 "description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+#: SQLite's own tables (ANALYZE's statistics): harmless, and made by SQLite, not by a user.
+_SQLITE_OWN = re.compile(r"sqlite_stat[1-4]")
+
+
+@functools.lru_cache(maxsize=8)
+def _schema_of(migrations: tuple[tuple[int, str, tuple[str, ...]], ...],
+               version: int) -> frozenset[tuple[str, str, str, str | None]]:
+    """Every schema object (type, name, table, SQL) chipfit creates for ``version``: the
+    migrations applied to an empty database, exactly as :meth:`Store._setup` applies them."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(_SCHEMA_TABLE)
+        for number, _, statements in migrations:
+            if number <= version:
+                for statement in statements:
+                    conn.execute(statement)
+        return _objects(conn)
+    finally:
+        conn.close()
+
+
+def _objects(conn: sqlite3.Connection) -> frozenset[tuple[str, str, str, str | None]]:
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    return frozenset((t, n, tb, " ".join(q.split()) if isinstance(q, str) else q)
+                     for t, n, tb, q in rows)
 
 
 @dataclass(frozen=True)
@@ -180,6 +215,10 @@ def key_text(key: Sequence[str]) -> str:
     return json.dumps(list(key))
 
 
+def _what(m: Measurement) -> str:
+    return f"{m.workload} {m.size} {m.device}"
+
+
 def measurement_key(m: Measurement) -> Key:
     """The :attr:`Job.key` of the job that produced ``m`` (:attr:`Measurement.key`)."""
     return m.key
@@ -201,10 +240,13 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
 class Store:
     """A chipfit history database. Use :func:`open_store`; close it (or use ``with``)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 takeover: bool = False) -> None:
         self.path = Path(path).expanduser()
-        #: Damaged rows skipped while reading (one line each), for the caller to show.
+        #: Damaged rows skipped while listing runs (one line each), for the caller to show.
         self.skipped: list[str] = []
+        #: Resuming may take a run over from a driver that still looks alive (``--takeover``).
+        self.takeover = takeover
         if not self.path.exists():
             if not create:
                 raise InvalidInputError(f"no chipfit database at {self.path}: run `chipfit "
@@ -270,8 +312,7 @@ class Store:
             current = self._check(conn)  # again: another process may have migrated meanwhile
             if current == 0:
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
-                             "PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+                conn.execute(_SCHEMA_TABLE)
             for version, description, statements in _MIGRATIONS:
                 if version > current:
                     for sql in statements:
@@ -297,12 +338,31 @@ class Store:
                                             "chipfit's; pass --db with another file")
                 return 0
             current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+            if current:
+                check_schema(current, SCHEMA_VERSION, str(self.path), "upgrade chipfit to use it")
+            self._check_objects(_objects(conn), current or 0)
         finally:
             if own:
                 conn.execute("COMMIT")
-        current = current or 0
-        check_schema(current, SCHEMA_VERSION, str(self.path), "upgrade chipfit to use it")
-        return current
+        return current or 0
+
+    def _check_objects(self, found: frozenset[tuple[str, str, str, str | None]],
+                       version: int) -> None:
+        """Refuse schema objects chipfit did not create: a trigger can delete or rewrite
+        every row chipfit writes (a run "kept" with none of its measurements), a view or a
+        changed table can do as much; none of them is ever chipfit's. Checked before any
+        write, so a refused file is left exactly as it was."""
+        expected = _schema_of(_MIGRATIONS, version)
+        ours = {name for _, name, _, _ in expected}
+        extra = sorted(o for o in found - expected
+                       if not (o[0] == "table" and _SQLITE_OWN.fullmatch(o[1])))
+        if extra:
+            kind, name = extra[0][0], extra[0][1]
+            changed = " (changed from chipfit's own)" if name in ours else ""
+            raise InvalidInputError(
+                f"{self.path} holds {kind} {name!r}{changed}, which chipfit did not create; a "
+                "trigger, a view or a changed table could alter or drop what chipfit writes: "
+                "remove it, or pass --db with another file")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -321,24 +381,33 @@ class Store:
         return self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
 
     # ---- writing -----------------------------------------------------------------------
+    # Every write is read back inside its own transaction before it commits: what the
+    # database kept must be what chipfit wrote (a trigger added behind the store's back, or
+    # any other surprise, could drop or rewrite rows). A mismatch rolls the transaction back
+    # and says what was lost; "kept" is never said of a run the database did not keep.
     @_guarded
     def begin_run(self, run: Run, jobs: Sequence[Job] = ()) -> None:
         """Record a new run, the jobs it plans to run, and any measurements it already has."""
+        run_id = check_run_id(run.run_id, "a new run")
         with self._write() as conn:
             conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
             conn.executemany("INSERT INTO planned_jobs VALUES (?,?,?,?)",
-                             [(run.run_id, i, key_text(j.key), _job_json(j))
+                             [(run_id, i, key_text(j.key), _job_json(j))
                               for i, j in enumerate(jobs)])
             for m in run.measurements:
-                self._insert(conn, run.run_id, m)
+                self._insert(conn, run_id, m)
+            self._verify_run(conn, run, len(jobs))
 
     @_guarded
     def add_measurement(self, run_id: str, m: Measurement,
                         key: Sequence[str] | None = None) -> None:
         """Append one measurement to ``run_id``, committed before this returns; ``key`` is the
         job's (:attr:`Job.key`) when the caller knows it."""
+        check_run_id(run_id, "a measurement's run")
         with self._write() as conn:
+            before = self._count(conn, run_id)
             self._insert(conn, run_id, m, key)
+            self._verify_count(conn, run_id, before + 1, m)
 
     @_guarded
     def replace_measurement(self, run_id: str, m: Measurement,
@@ -347,45 +416,90 @@ class Store:
         point; ``key`` as for :meth:`add_measurement`), in one transaction: whenever the
         process dies, the job has exactly one row (appending and rewriting later would leave
         two after a kill in between)."""
+        check_run_id(run_id, "a measurement's run")
         job_key = key or measurement_key(m)
         with self._write() as conn:
+            before = self._count(conn, run_id)
             seq = conn.execute("SELECT MAX(seq) FROM measurements WHERE run_id = ? AND "
                                "job_key = ?", (run_id, key_text(job_key))).fetchone()[0]
-            conn.execute("DELETE FROM measurements WHERE run_id = ? AND job_key = ?",
-                         (run_id, key_text(job_key)))
+            gone = conn.execute("DELETE FROM measurements WHERE run_id = ? AND job_key = ?",
+                                (run_id, key_text(job_key))).rowcount
             self._insert(conn, run_id, m, job_key, seq)
+            self._verify_count(conn, run_id, before - gone + 1, m)
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, run_id: str, m: Measurement,
+    def _insert(self, conn: sqlite3.Connection, run_id: str, m: Measurement,
                 key: Sequence[str] | None = None, seq: int | None = None) -> None:
         if seq is None:
             seq = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM measurements WHERE "
                                "run_id = ?", (run_id,)).fetchone()[0]
+        data = json.dumps(m.to_dict())
         conn.execute("INSERT INTO measurements (run_id, seq, job_key, workload, size, device, "
                      "dtype, mode, status, source, recorded_at, data_json, contended, stack) "
                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (run_id, seq, key_text(key or measurement_key(m)), m.workload, m.size,
                       m.device,
-                      m.dtype, m.mode, m.status, m.source, utc_now(), json.dumps(m.to_dict()),
+                      m.dtype, m.mode, m.status, m.source, utc_now(), data,
                       None if m.contended is None else int(m.contended), m.stack))
+        kept = conn.execute("SELECT data_json FROM measurements WHERE run_id = ? AND seq = ?",
+                            (run_id, seq)).fetchall()
+        if kept != [(data,)]:
+            raise self._lost(f"measurement {_what(m)} of run {run_id}",
+                             f"{len(kept)} row(s) read back, "
+                             f"{'none' if not kept else 'other data'} where 1 was written")
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, run_id: str, table: str = "measurements") -> int:
+        return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id = ?",  # noqa: S608
+                            (run_id,)).fetchone()[0]
+
+    def _verify_count(self, conn: sqlite3.Connection, run_id: str, expected: int,
+                      m: Measurement) -> None:
+        found = self._count(conn, run_id)
+        if found != expected:
+            raise self._lost(f"measurement {_what(m)} of run {run_id}",
+                             f"run {run_id} holds {found} measurement(s) after the write, "
+                             f"not {expected}")
+
+    def _verify_run(self, conn: sqlite3.Connection, run: Run, jobs: int) -> None:
+        """The run's row, ``jobs`` planned jobs and its measurements, all read back."""
+        row = conn.execute("SELECT run_id, finished_at, interrupted FROM runs WHERE run_id = ?",
+                           (run.run_id,)).fetchall()
+        if row != [(run.run_id, run.finished_at, int(run.interrupted))]:
+            raise self._lost(f"run {run.run_id}", "its row did not read back as written")
+        for table, expected in (("planned_jobs", jobs), ("measurements", len(run.measurements))):
+            found = self._count(conn, run.run_id, table)
+            if found != expected:
+                what = "planned jobs" if table == "planned_jobs" else "measurements"
+                raise self._lost(f"run {run.run_id}", f"kept {found} of {expected} {what}")
+
+    def _lost(self, what: str, how: str) -> InvalidInputError:
+        return InvalidInputError(f"{self.path} did not keep {what} ({how}); something in the "
+                                 "database changes what chipfit writes (a trigger?): nothing "
+                                 "of this write was kept; pass --db with another file")
+
+    def _update_run(self, sql: str, params: tuple[Any, ...], run_id: str, what: str) -> None:
+        """One UPDATE of run ``run_id``'s row, which must exist and change."""
+        with self._write() as conn:
+            if conn.execute(sql, params).rowcount != 1:
+                raise self._lost(f"run {run_id}", f"its row was not there to record {what}")
 
     @_guarded
     def finish_run(self, run: Run) -> None:
         """Record how ``run`` ended (its ``finished_at`` and ``interrupted`` flag)."""
-        with self._write() as conn:
-            conn.execute("UPDATE runs SET finished_at = ?, interrupted = ? WHERE run_id = ?",
-                         (run.finished_at, int(run.interrupted), run.run_id))
+        self._update_run("UPDATE runs SET finished_at = ?, interrupted = ? WHERE run_id = ?",
+                         (run.finished_at, int(run.interrupted), run.run_id), run.run_id,
+                         "how it ended")
 
     @_guarded
     def claim_run(self, run_id: str) -> None:
         """Mark ``run_id`` as being continued by this process (``--resume``)."""
-        with self._write() as conn:
-            conn.execute("UPDATE runs SET driver = ?, finished_at = '', interrupted = 0 "
-                         "WHERE run_id = ?", (_driver(), run_id))
+        self._update_run("UPDATE runs SET driver = ?, finished_at = '', interrupted = 0 "
+                         "WHERE run_id = ?", (_driver(), run_id), run_id, "who continues it")
 
     @_guarded
     def save_run(self, run: Run) -> None:
         """Store a whole run (for example one read from JSON), replacing one with its id."""
+        check_run_id(run.run_id, "a saved run")
         with self._write() as conn:
             # Keep the run's plan: replacing the row must not forget what --resume needs.
             plan = conn.execute("SELECT * FROM planned_jobs WHERE run_id = ?",
@@ -394,8 +508,10 @@ class Store:
             conn.execute("DELETE FROM planned_jobs WHERE run_id = ?", (run.run_id,))
             conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _run_row(run))
             conn.executemany("INSERT INTO planned_jobs VALUES (?,?,?,?)", plan)
+            conn.execute("DELETE FROM measurements WHERE run_id = ?", (run.run_id,))
             for m in run.measurements:
                 self._insert(conn, run.run_id, m)
+            self._verify_run(conn, run, len(plan))
 
     # ---- reading -----------------------------------------------------------------------
     @_guarded
@@ -408,12 +524,13 @@ class Store:
                                   "?) = ? ORDER BY run_id", (ref, len(ref), ref)).fetchall()
         ids = [r[0] for r in rows]
         if ref in ids:
-            return ref
+            return check_run_id(ref, f"a run in {self.path}")
         if len(ids) == 1:
-            return ids[0]
+            return check_run_id(ids[0], f"a run in {self.path}")
         if not ids:
             raise InvalidInputError(f"no run {ref!r} in {self.path}; `chipfit runs` lists them")
-        raise InvalidInputError(f"{ref!r} matches {len(ids)} runs ({', '.join(ids[:3])} ...); "
+        raise InvalidInputError(f"{ref!r} matches {len(ids)} runs "
+                                f"({', '.join(repr(i)[:40] for i in ids[:3])} ...); "
                                 "give more of the id")
 
     def _nth_latest(self, ref: str) -> str:
@@ -424,7 +541,7 @@ class Store:
                                  "LIMIT 1 OFFSET ?", (int(back),)).fetchone()
         if row is None:
             raise InvalidInputError(f"{self.path} holds no run {ref!r}; `chipfit runs` lists them")
-        return row[0]
+        return check_run_id(row[0], f"the run {ref} in {self.path}")
 
     @_guarded
     def load_run(self, ref: str) -> Run:
@@ -437,25 +554,20 @@ class Store:
         data = self._conn.execute("SELECT seq, data_json FROM measurements WHERE run_id = ? "
                                   "ORDER BY seq", (run_id,)).fetchall()
         where = f"run {run_id} in {self.path}"
-        settings, legacy = split_legacy_limits(_pairs(row[7], f"{where} (settings_json)"))
+        _check_row(row, where)
+        pairs = _pairs(row[7], f"{where} (settings_json)")
+        check_settings(pairs, f"{where} (settings_json)")
+        settings, legacy = split_legacy_limits(pairs)
         return Run(run_id=row[0], command=row[1], started_at=row[2], finished_at=row[3],
                    interrupted=bool(row[4]), chipfit_version=row[5],
                    machine=_pairs(row[6], f"{where} (machine_json)"),
                    settings=settings,
                    guard_limits=legacy + _guard_limits(row[9], f"{where} (guard_limits_json)"),
-                   discovery=Discovery.checked(_json(row[8], f"{where} (discovery_json)"), where),
-                   measurements=self._measurements(data, where))
-
-    def _measurements(self, rows: Sequence[Any], where: str) -> tuple[Measurement, ...]:
-        """The stored measurements; a damaged row is skipped and named in :attr:`skipped`."""
-        found = []
-        for seq, text in rows:
-            place = f"measurement {seq} of {where}"
-            try:
-                found.append(Measurement.checked(_json(text, place), place))
-            except InvalidInputError as exc:
-                self.skipped.append(f"skipped {exc}")
-        return tuple(found)
+                   discovery=Discovery.checked(_json(row[8], f"{where} (discovery_json)"),
+                                               f"{where} (discovery_json)"),
+                   measurements=tuple(Measurement.checked(_json(text, place), place)
+                                      for seq, text in data
+                                      for place in (f"measurement {seq!r} of {where}",)))
 
     @_guarded
     def list_runs(self, limit: int | None = None) -> list[RunSummary]:
@@ -471,16 +583,18 @@ class Store:
         found = []
         for r in rows:
             try:
-                found.append(_summary(r, f"run {r[0]} in {self.path}"))
+                found.append(_summary(r, f"run {str(r[0])[:40]!r} in {self.path}"))
             except InvalidInputError as exc:  # one damaged row must not hide the history
                 self.skipped.append(f"skipped {exc}")
         return found
 
     @_guarded
     def planned_jobs(self, run_id: str) -> list[Job]:
-        rows = self._conn.execute("SELECT job_json FROM planned_jobs WHERE run_id = ? ORDER BY seq",
-                                  (run_id,)).fetchall()
-        return [_job_from_json(r[0]) for r in rows]
+        """The jobs ``run_id`` planned, each checked (a damaged one: InvalidInputError)."""
+        rows = self._conn.execute("SELECT seq, job_json FROM planned_jobs WHERE run_id = ? "
+                                  "ORDER BY seq", (run_id,)).fetchall()
+        return [_job_from_json(text, f"planned job {seq!r} of run {run_id} in {self.path}")
+                for seq, text in rows]
 
     @_guarded
     def done_keys(self, run_id: str) -> set[Key]:
@@ -516,20 +630,51 @@ class Store:
 
     @_guarded
     def live_driver(self, run_id: str) -> str | None:
-        """``host:pid`` of another live process on this host still writing ``run_id``."""
+        """``host:pid`` of another live process on this host still writing ``run_id``.
+
+        The driver is recorded as ``host:pid@start`` (the process's start time), so a PID
+        that a ``kill -9`` freed and the system gave to another process since is not taken
+        for the driver. Older records (``host:pid``) can only be judged by the PID: a reused
+        one looks alive, and ``--takeover`` (:attr:`takeover`) says to go on anyway."""
         row = self._conn.execute("SELECT driver, finished_at FROM runs WHERE run_id = ?",
                                  (run_id,)).fetchone()
-        if row is None or row[1] or not row[0]:
+        if row is None or row[1] or not row[0] or not isinstance(row[0], str):
             return None
-        host, _, pid = row[0].rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        host, _, rest = row[0].rpartition(":")
+        pid, _, start = rest.partition("@")
+        if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()) or len(pid) > 9:
             return None
-        return row[0] if _pid_alive(int(pid)) else None
+        if int(pid) in (0, os.getpid()) or not _pid_alive(int(pid)):
+            return None
+        now = process_start(int(pid))
+        if start and now is not None and now != start:
+            return None  # the PID was reused: the driver that recorded it is gone
+        return f"{host}:{pid}"
 
 
 # ---- row mapping ----------------------------------------------------------------------------
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque exact token (None where it cannot be read).
+
+    Linux: the start time in clock ticks since boot from ``/proc/PID/stat`` (exact, unlike a
+    wall-clock time derived from it); elsewhere psutil's creation time to the centisecond."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2:].split()[19].decode()  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except Exception:  # noqa: BLE001 - no such process, no permission, no psutil
+        return None
+
+
 def _driver() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    start = process_start(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}" + (f"@{start}" if start else "")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -539,6 +684,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's live process
         return True
+    except OverflowError:  # not a PID this system can have
+        return False
     return True
 
 
@@ -574,15 +721,38 @@ def _job_json(job: Job) -> str:
     return json.dumps(data)
 
 
-def _job_from_json(text: str) -> Job:
-    data = _json(text, "a planned job")
+#: A stored plan's timing is bounded like work a user would wait for: a crafted one (a
+#: budget of 1e300 s, 10^12 samples) must not keep a resumed run going for ever.
+_TIMING_LIMITS = {"warmup_s": 3600.0, "min_block_s": 3600.0, "budget_s": 86400.0,
+                  "warmup_min_calls": 10**9, "min_samples": 10**6, "max_samples": 10**6,
+                  "noisy_rel_iqr": 1e6}
+
+
+def _job_from_json(text: Any, where: str = "a planned job") -> Job:
+    """A planned job, every field checked; a damaged one cannot be resumed (one line)."""
+    data = _json(text, where)
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{where} is damaged: not an object; the run cannot be "
+                                "resumed: start it again")
+    for key in ("workload", "size", "device", "dtype", "mode"):
+        if not isinstance(data.get(key), str):
+            raise InvalidInputError(f"{where} is damaged: {key!r} is missing or not text")
+    for key in ("node_type", "node_id", "stack"):
+        if not isinstance(data.get(key, ""), (str, type(None))):
+            raise InvalidInputError(f"{where} is damaged: {key!r} is not text")
+    if data["mode"] not in MODES:
+        raise InvalidInputError(f"{where} is damaged: 'mode' is {data['mode'][:20]!r}")
+    timing = checked_from_plain(TimingConfig, data.get("timing"), f"{where} (timing)")
+    for key, high in _TIMING_LIMITS.items():
+        if not 0 <= getattr(timing, key) <= high:
+            raise InvalidInputError(f"{where} is damaged: timing {key!r} is "
+                                    f"{getattr(timing, key)!r}, more than {high:g}")
     try:
-        return Job(data["workload"], data["size"], DeviceRef.parse(data["device"]),
-                   data["dtype"], data["mode"], from_plain(TimingConfig, data["timing"]),
-                   data.get("node_type"), data.get("node_id"), stack=data.get("stack", ""))
-    except (KeyError, TypeError, AttributeError, InvalidInputError) as exc:
-        raise InvalidInputError(f"a planned job in the database is damaged ({exc}); the run "
-                                "cannot be resumed: start it again") from None
+        device = DeviceRef.parse(data["device"])
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where} is damaged: {exc}") from None
+    return Job(data["workload"], data["size"], device, data["dtype"], data["mode"], timing,
+               data.get("node_type"), data.get("node_id"), stack=data.get("stack") or "")
 
 
 def _guard_limits(text: Any, where: str) -> tuple[GuardLimit, ...]:
@@ -601,10 +771,30 @@ def _settings_or_none(text: str) -> dict[str, str]:
 
 
 def _json(text: Any, where: str) -> Any:
+    if not isinstance(text, str):  # SQLite keeps whatever a column is given: a blob, a number
+        raise InvalidInputError(f"{where} is damaged: {type(text).__name__}, not JSON text")
     try:
         return json.loads(text)
-    except (TypeError, ValueError) as exc:  # JSONDecodeError and bytes that are not UTF-8
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
+        raise InvalidInputError(f"{where} is damaged: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers of more than 4300 digits
         raise InvalidInputError(f"{where} is damaged: not JSON ({str(exc)[:80]})") from None
+
+
+_TEXT_COLUMNS = ("command", "started_at", "finished_at", "chipfit_version")
+
+
+def _check_row(row: Sequence[Any], where: str) -> None:
+    """A ``runs`` row's plain columns (run_id, command, started_at, finished_at,
+    interrupted, chipfit_version first): SQLite stores any type in any column."""
+    check_run_id(row[0], f"{where} is damaged: 'run_id'")
+    for name, value in zip(_TEXT_COLUMNS, (row[1], row[2], row[3], row[5])):
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{where} is damaged: {name!r} is {type(value).__name__}, "
+                                    "not text")
+    if row[4] not in (0, 1) or isinstance(row[4], float):
+        raise InvalidInputError(f"{where} is damaged: 'interrupted' is {str(row[4])[:20]!r}, "
+                                "not 0 or 1")
 
 
 def _pairs(text: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -616,6 +806,10 @@ def _pairs(text: Any, where: str) -> tuple[tuple[str, str], ...]:
 
 
 def _summary(row: Sequence[Any], where: str) -> RunSummary:
+    _check_row((row[0], row[1], row[2], row[3], row[4], row[5]), where)
+    for name, value in (("fingerprint", row[6]), ("hostname", row[7])):
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{where} is damaged: {name!r} is not text")
     settings = dict(_pairs(row[8], f"{where} (settings_json)"))
     discovery = Discovery.checked(_json(row[9], f"{where} (discovery_json)"), where)
     devices = settings.get("devices", "")
