@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bands", action="store_true",
                    help="only print the prediction bands by stratum and how many out-of-fit "
                         "cases each holds (benchmarks/bands.py measures them)")
+    p.add_argument("--wide", action="store_true", help="every column, whatever the width")
     p.add_argument("--json", metavar="PATH", nargs="?", const="-",
                    help="write the report as JSON to PATH (no PATH: print JSON instead of tables)")
     p.set_defaults(func=run)
@@ -93,7 +94,7 @@ def run_bands(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"strata": strata, "source": "hardware/data/bands.json (benchmarks/bands.py)"})
         return 0
-    out.print(bands_table(strata))
+    out.print(bands_table(strata, args.wide))
     return 0
 
 
