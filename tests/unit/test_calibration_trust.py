@@ -196,7 +196,7 @@ def test_a_cpu_calibration_beyond_this_cpus_theoretical_peak_is_refused(monkeypa
     from chipfit.errors import InvalidInputError
     from chipfit.hardware import cpu
 
-    peak = cpu.Peak(100e9, "theoretical", "2 cores x 3000 MHz x 16 FP32 FLOP/cycle")
+    peak = cpu.Peak(100e9, "estimated", "theoretical: 2 cores x 3000 MHz x 16 FP32 FLOP/cycle")
     monkeypatch.setattr(cpu, "local_theoretical_peak", lambda cores=None: peak)
     ok = save_calibration(_cal(0.05), tmp_path / "ok.json")  # 50 GFLOP/s: possible
     assert load_calibration(path=ok).matmul

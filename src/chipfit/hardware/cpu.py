@@ -321,8 +321,8 @@ def _local_cpuinfo() -> CpuInfo | None:
 @dataclass(frozen=True)
 class Peak:
     """A FP32 FLOP/s ceiling and its provenance: ``catalog`` (a datasheet figure),
-    ``theoretical`` (cores x clock x FLOPs per cycle, read here) or ``measured`` (the best
-    rate reached, where it beats every stated peak)."""
+    ``estimated`` (theoretical: cores x clock x FLOPs per cycle, each read here) or
+    ``measured`` (the best rate reached, where it beats every stated peak)."""
 
     flops: float
     source: str
@@ -335,8 +335,8 @@ def theoretical_peak(cores: int, clock: Clock | None, info: CpuInfo | None) -> P
     if not cores or cores < 1 or clock is None or per_cycle is None:
         return None
     flops = cores * clock.hz * per_cycle[0]
-    return Peak(flops, "theoretical", f"{cores} cores x {clock.basis} x {per_cycle[0]:g} FP32 "
-                                       f"FLOP/cycle ({per_cycle[1]})")
+    return Peak(flops, "estimated", f"theoretical: {cores} cores x {clock.basis} x "
+                                     f"{per_cycle[0]:g} FP32 FLOP/cycle ({per_cycle[1]})")
 
 
 def local_theoretical_peak(cores: int | None = None) -> Peak | None:
