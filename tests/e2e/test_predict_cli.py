@@ -18,6 +18,11 @@ def home(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("predict-home")
     proc = run_cli("calibrate", "--devices", CPU1, env={"CHIPFIT_HOME": str(path)})
+    if proc.returncode == 1 and "measured while the machine was shared" in proc.stderr:
+        # chipfit refuses a calibration that times the neighbours (on every attempt): right,
+        # and nothing below can run without one
+        pytest.skip("the machine was shared on every calibration attempt: "
+                    + proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stderr
     return {"CHIPFIT_HOME": str(path)}
 

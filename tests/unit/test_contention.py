@@ -280,7 +280,7 @@ def test_the_warning_names_the_load_the_count_and_the_cause() -> None:
     quiet = Measurement("matmul", "64", "torch:cpu@1t", block_times_s=(1e-3,) * 5,
                         contended=False, contention=(("cores", 2.0), ("load1", 4.1)))
     line = trust.warning([busy, quiet, quiet])
-    assert line.startswith("machine busy: load 4.8 on 2 cores; 1 of 3 points contended "
+    assert line.startswith("machine busy: load 4.8 on 2 CPUs; 1 of 3 points contended "
                            "(run-queue wait)")
     assert "\n" not in line
     calm = replace(quiet, contention=(("cores", 2.0), ("load1", 3.9)))

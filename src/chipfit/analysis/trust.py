@@ -94,20 +94,19 @@ def warning(measurements: Sequence[Measurement] = (),
     """The one busy-machine warning of every command that measures (bench, sweep, advise,
     predict, validate, calibrate): one line naming the cause, or None for a quiet machine.
 
-    ``machine busy: load 4.8 on 2 cores; 7 of 21 points contended (...)`` when points were
-    marked; otherwise, when the load (``load``, read now, or stored with a point) is far above
+    ``machine busy: load 4.8 on 2 CPUs; 7 of 21 points contended (...)`` when points were
+    marked (the heaviest load, now or stored, against the machine's CPUs); otherwise, when the load (``load``, read now, or stored with a point) is far above
     the CPUs (:func:`chipfit.timing.contention.overloaded`), ``machine busy: load 293.0 on 2
     CPUs ...``: no window caught a neighbour, but every time measured now shares the CPUs.
     """
     s = summarize(measurements)
+    heavy = heaviest_load(measurements, load)
     if s.contended:
-        head = (f"machine busy: load {s.max_load:.1f} on {s.cores} cores" if s.cores
-                else "machine busy")
+        head = f"machine busy: {heavy}" if heavy is not None else "machine busy"
         retried = (f"; {s.retried} re-measured after a back-off, {s.still_contended} stayed "
                    "contended" if s.retried else "")
         return (f"{head}; {s.contended} of {s.points} points contended ({', '.join(s.causes)})"
                 f"{retried}; analysis leaves them out or labels findings {LABEL!r}")
-    heavy = heaviest_load(measurements, load)
     if heavy is None or not heavy.overloaded:
         return None
     points = (f"none of the {s.points} points was marked contended, but their times may "

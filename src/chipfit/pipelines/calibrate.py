@@ -819,12 +819,13 @@ def _from_dict(data: dict[str, Any], origin: str, device: str | None = None) -> 
     contended, evidence, note = _read_contention(read)
     flops, bytes_ = (lambda _: MAX_FLOPS_PER_S), (lambda _: MAX_BYTES_PER_S)
     matmul = read.curves("matmul", flops, required=True)
-    if not matmul:
-        raise read.fail("matmul", "holds no curve")
+    if not dict(matmul).get("float32"):
+        raise read.fail("matmul", "holds no float32 curve")
     cal = Calibration(
         **names, machine=tuple(sorted(machine.items())), points=_read_points(read), matmul=matmul,
         conv=read.curves("conv", flops),
-        bandwidth=read.curve(data.get("bandwidth"), "bandwidth", MAX_BYTES_PER_S), **overheads,
+        bandwidth=_nonempty(read, "bandwidth", read.curve(data.get("bandwidth"), "bandwidth",
+                                                          MAX_BYTES_PER_S)), **overheads,
         h2d_bw=read.optional("h2d_bw", MAX_BYTES_PER_S),
         d2h_bw=read.optional("d2h_bw", MAX_BYTES_PER_S),
         asynchronous=data.get("asynchronous", False), checks=_read_checks(read),
@@ -838,6 +839,12 @@ def _from_dict(data: dict[str, Any], origin: str, device: str | None = None) -> 
     if cal.kind == "cpu":
         _possible_here(cal, read)
     return cal
+
+
+def _nonempty(read: _Reader, field: str, curve: Curve) -> Curve:
+    if not curve:
+        raise read.fail(field, "holds no point")
+    return curve
 
 
 def _possible_here(cal: Calibration, read: _Reader) -> None:
