@@ -20,7 +20,10 @@
    results transfers to a new device.
 
 MAPE here is the *median* absolute percentage error (robust to the odd outlier); the mean is
-reported beside it. Nothing in this module prints.
+reported beside it. Local cases measured while the machine was shared, or too noisy, are left
+out of both and counted (:mod:`chipfit.analysis.validation`); a stored calibration measured
+while the machine was shared is measured again, and validation stops if the new one is too.
+Nothing in this module prints.
 """
 
 from __future__ import annotations
