@@ -110,7 +110,7 @@ def load_293(monkeypatch):
     real = contention._read
     monkeypatch.setattr(contention, "_read",
                         lambda path: LOAD_293 if path == "/proc/loadavg" else real(path))
-    monkeypatch.setattr(contention.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(contention, "_cpus", lambda: 2)
 
 
 @pytest.fixture

@@ -59,6 +59,8 @@ MALFORMED = [
     ("nan-rate", _set("matmul.float32.0.1", math.nan), "must be a finite number, not nan"),
     ("infinite-rate", _set("matmul.float32.1.1", math.inf), "must be a finite number, not inf"),
     ("impossible-rate", _set("matmul.float32.1.1", 1e30), "not a measured value"),
+    ("400-digit-rate", _set("matmul.float32.1.1", 10**400), "too large to be a measured value"),
+    ("400-digit-overhead", _set("host_per_op_s", -(10**400)), "too large to be a measured"),
     ("negative-bandwidth", _set("bandwidth.0.1", -5.0), "bandwidth rate is -5"),
     ("zero-bandwidth", _set("bandwidth.1.1", 0), "bandwidth rate is 0"),
     ("no-bandwidth-point", _set("bandwidth", []), "bandwidth holds no point"),

@@ -354,7 +354,7 @@ def test_the_commands_warning_reads_the_load_now(monkeypatch, capsys) -> None:
     from chipfit.commands import _common
 
     _loadavg(monkeypatch, "293.00 200.00 100.00 300/900 1\n")
-    monkeypatch.setattr(contention.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(contention, "_cpus", lambda: 2)
     assert _common.warn_if_busy() is True
     err = capsys.readouterr().err
     assert err.startswith("warning: machine busy: load 293.0 on 2 CPUs") and err.count("\n") == 1

@@ -706,7 +706,10 @@ class _Reader:
                strict: bool = True) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(field, f"must be a number, not {type(value).__name__}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a 400-digit integer
+            raise self.fail(field, "is too large to be a measured value") from None
         if not math.isfinite(value):
             raise self.fail(field, f"must be a finite number, not {value}")
         if value < low or (strict and value == low) or value > high:
@@ -793,8 +796,10 @@ def _read_contention(read: _Reader) -> tuple[bool | None, tuple[tuple[str, float
     if contended is not None and not isinstance(contended, bool):
         raise read.fail("contended", "must be true, false or null")
     evidence = read.mapping("contention")
-    numbers = tuple((str(k), read.number(v, f"contention {k!r}", high=1e12, strict=False))
-                    for k, v in evidence.items())
+    # finite numbers; a window's differences may be negative (a thread that exited took its
+    # run-queue wait with it)
+    numbers = tuple((str(k), read.number(v, f"contention {k!r}", low=-1e12, high=1e12,
+                                         strict=False)) for k, v in evidence.items())
     return contended, numbers, read.text("contention_note", required=False) or ""
 
 

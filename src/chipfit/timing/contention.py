@@ -358,10 +358,15 @@ def overloaded(load1: float, cpus: float) -> bool:
     return load1 >= OVERLOAD_FACTOR * cpus and load1 - cpus >= LOAD_EXCESS
 
 
+def _cpus() -> int:
+    """Every CPU of the machine (the load average is the whole machine's)."""
+    return os.cpu_count() or _cores()
+
+
 def machine_load() -> MachineLoad:
     """The load now (/proc/loadavg, through the same reader as every point's evidence: tests
-    replace ``_read`` to hand it a busy machine)."""
-    return MachineLoad(_load1(), os.cpu_count() or _cores())
+    replace ``_read``, and ``_cpus``, to hand it a busy machine)."""
+    return MachineLoad(_load1(), _cpus())
 
 
 def _multithreaded_cpu(device: str) -> bool:
@@ -380,7 +385,7 @@ def evidence(before: Snapshot, after: Snapshot, probe_after_s: float, baseline_s
     others_s = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
     coarse = wall * _clock_ticks() < 5
     numbers = {
-        "window_s": wall, "cores": float(cores), "cpus": float(os.cpu_count() or cores),
+        "window_s": wall, "cores": float(cores), "cpus": float(_cpus()),
         "load1": max(before.load1, after.load1),
         "steal_share": _ratio(after.steal - before.steal, after.total - before.total),
         "wait_s": wait_s, "wait_share": _ratio(wait_s, wall),
