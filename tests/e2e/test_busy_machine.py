@@ -230,5 +230,5 @@ def test_validate_leaves_out_the_busy_cases_and_says_how_many(monkeypatch, calib
     assert local["cases"] == kept and local["excluded_why"].get("contended") == 1
     if kept:
         assert ("local torch:cpu@1t: 1 of 2 cases left out of the summary (1 measured while "
-                "the machine was shared); MAPE from the 1 others") in out
+                "the machine was shared); MAPE from the 1 kept") in out
         assert local["mape"] == pytest.approx(abs(case16["error"]))

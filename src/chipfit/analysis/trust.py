@@ -17,10 +17,9 @@ Pure: numbers in, findings out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import math
 
 from chipfit.results import ContentionSummary, Measurement
 from chipfit.results import summarize_contention as summarize
@@ -95,9 +94,10 @@ def warning(measurements: Sequence[Measurement] = (),
     predict, validate, calibrate): one line naming the cause, or None for a quiet machine.
 
     ``machine busy: load 4.8 on 2 CPUs; 7 of 21 points contended (...)`` when points were
-    marked (the heaviest load, now or stored, against the machine's CPUs); otherwise, when the load (``load``, read now, or stored with a point) is far above
-    the CPUs (:func:`chipfit.timing.contention.overloaded`), ``machine busy: load 293.0 on 2
-    CPUs ...``: no window caught a neighbour, but every time measured now shares the CPUs.
+    marked (the heaviest load, now or stored, against the machine's CPUs); otherwise, when
+    the load (``load``, read now, or stored with a point) is far above the CPUs
+    (:func:`chipfit.timing.contention.overloaded`), ``machine busy: load 293.0 on 2 CPUs
+    ...``: no window caught a neighbour, but every time measured now shares the CPUs.
     """
     s = summarize(measurements)
     heavy = heaviest_load(measurements, load)

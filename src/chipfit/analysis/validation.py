@@ -24,8 +24,8 @@ __all__ = ["EXCLUSIONS", "FORMAT", "NOISY_SPREAD", "VALIDATION_SCHEMA_VERSION", 
            "leave_one_out", "mape", "mean_ape", "optimized_stack", "retyped"]
 
 # History: 1 = chipfit 0.1. (1, additive: cases gain ``contended``, ``spread`` and ``excluded``;
-# each device's summary ``counted``, ``excluded``, ``excluded_why`` and ``refused``; the
-# summary ``excluded``. Readers of the summary take ``mape`` and ``cases`` as before.)
+# each device's summary ``excluded``, ``excluded_why`` and ``refused``, and its ``cases`` and
+# ``mape`` count only the cases left in; the summary gains ``excluded``.)
 VALIDATION_SCHEMA_VERSION = 1
 FORMAT = "chipfit-validation"
 #: A case whose per-call times spread (IQR) over this share of their median is noisy: the

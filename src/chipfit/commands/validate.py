@@ -161,7 +161,7 @@ def _said_left_out(report, json: bool = False) -> int:  # noqa: ANN001
         elif why and not json:
             words = ", ".join(f"{n} {EXCLUSIONS[k]}" for k, n in sorted(why.items()))
             out.print(f"local {device}: {sum(why.values())} of {sum(why.values()) + kept} cases "
-                      f"left out of the summary ({words}); MAPE from the {kept} others",
+                      f"left out of the summary ({words}); MAPE from the {kept} kept",
                       markup=False, soft_wrap=True)
     warn_if_busy()
     return 1 if refused else 0
