@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from chipfit.analysis.calibration import roofs_from_calibration
+from chipfit.analysis.calibration import contention_of, roofs_from_calibration
 from chipfit.analysis.roofline import predict
 from chipfit.analysis.trust import MAX_CHECK_ERROR
 from chipfit.errors import UnreliableError
@@ -59,6 +59,11 @@ def test_calibration_measures_this_cpu(torch_cal):
 def test_saved_calibration_is_used(torch_cal):
     if torch_cal.check_mape > MAX_CHECK_ERROR:  # the shared machine disturbed it: refused
         with pytest.raises(UnreliableError, match="misses its own held-out checks"):
+            save(torch_cal)
+        assert load_calibration("torch:cpu@1t") is None
+        return
+    if contention_of(torch_cal)[0]:  # measured while the machine was shared: refused too
+        with pytest.raises(UnreliableError, match="measured while the machine was shared"):
             save(torch_cal)
         assert load_calibration("torch:cpu@1t") is None
         return

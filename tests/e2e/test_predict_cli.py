@@ -18,6 +18,11 @@ def home(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("predict-home")
     proc = run_cli("calibrate", "--devices", CPU1, env={"CHIPFIT_HOME": str(path)})
+    if proc.returncode == 1 and "measured while the machine was shared" in proc.stderr:
+        # chipfit refuses a calibration that times the neighbours (on every attempt): right,
+        # and nothing below can run without one
+        pytest.skip("the machine was shared on every calibration attempt: "
+                    + proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stderr
     return {"CHIPFIT_HOME": str(path)}
 
@@ -96,7 +101,7 @@ def test_predict_table_with_breakdown(cli, home):
 def test_validate_json_report(cli, home, tmp_path):
     report_path = tmp_path / "v.json"
     proc = cli("validate", "--devices", CPU1, "--workloads", "matmul,elementwise", "--sizes",
-               "64,1024", "--budget", "0.2", "--json", str(report_path), env=home, check=True)
+               "64,1024", "--budget", "0.2", "--json", str(report_path), env=home)
     assert "MAPE" in proc.stdout and "Published results" in proc.stdout
     data = json.loads(report_path.read_text())
     assert data["format"] == "chipfit-validation"
@@ -104,7 +109,14 @@ def test_validate_json_report(cli, home, tmp_path):
         ("matmul", "64"), ("matmul", "1024"), ("elementwise", "64"), ("elementwise", "1024")}
     assert all(c["error"] is not None for c in data["cases"])
     local = data["summary"]["local"][CPU1]
-    assert local["cases"] == 4 and local["mape"] is not None
+    # cases measured while the machine was shared (or too noisy) are left out, and counted
+    assert local["cases"] + local["excluded"] == 4
+    assert local["excluded"] == sum(c["excluded"] is not None for c in data["cases"])
+    if local["cases"] == 0:  # every case busy: no median, said in one line, exit 1
+        assert local["mape"] is None and proc.returncode == 1 and local["refused"]
+        pytest.skip(f"the machine was busy during every case: {local['refused']}")
+    assert proc.returncode == 0, proc.stderr
+    assert local["mape"] is not None
     refs = data["references"]
     assert len(refs) == 15 and {r["device"] for r in refs} >= {"t4", "a100-sxm-80gb", "h100-sxm"}
     assert data["summary"]["reference"]["mape"] is not None

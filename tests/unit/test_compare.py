@@ -237,3 +237,107 @@ def test_a_microsecond_shift_between_runs_of_a_tiny_op_is_not_a_regression() -> 
     slow = compare_point(_m("1024", 2.5e-3, rng, spread=0.005),
                          _m("1024", 2.9e-3, rng, spread=0.005))
     assert slow.verdict == "regression"
+
+
+# ---- the machine busy around the runs -------------------------------------------------------
+QUIET_EVIDENCE = (("cores", 2.0), ("cpus", 2.0), ("load1", 0.4), ("others_s", 0.004),
+                  ("others_share", 0.01))
+
+
+def _with(run: Run, index: int | None = None, drop: tuple[str, ...] = (),
+          **evidence: float) -> Run:
+    """``run`` with each point's stored evidence quiet, or ``evidence`` at point ``index`` (all
+    points when None; ``drop``: keys it lacks); every point's own verdict stays quiet."""
+    from dataclasses import replace
+
+    out = []
+    for i, m in enumerate(run.measurements):
+        numbers = dict(QUIET_EVIDENCE)
+        if index is None or i == index:
+            numbers.update(evidence)
+            numbers = {k: v for k, v in numbers.items() if k not in drop}
+        out.append(replace(m, contended=False, contention=tuple(sorted(numbers.items()))))
+    return replace(run, measurements=tuple(out))
+
+
+def test_a_neighbour_the_points_missed_makes_the_whole_comparison_inconclusive() -> None:
+    # the bug report: two identical back-to-back runs, every point contended: false, another
+    # process running; a 22% "regression" was flagged in 3 of 7 tries
+    a = _with(_run("A", BASE, seed=31), load1=0.5)
+    b = _with(_run("B", {**BASE, "256": BASE["256"] * 1.22}, seed=32), index=1, load1=3.4)
+    result = compare_runs(a, b)
+    assert result.busy == ("run B: load 3.4 on 2 CPUs",)
+    assert result.verdict == "inconclusive: machine busy" and result.regressions == ()
+    changed = {p.key[1]: p for p in result.points}["256"]
+    assert changed.verdict == "contended" and changed.contended and not changed.flagged
+    assert all(p.contended for p in result.points)
+    # the same change on a quiet machine is a regression
+    quiet = compare_runs(a, _with(_run("B", {**BASE, "256": BASE["256"] * 1.22}, seed=32)))
+    assert quiet.busy == () and quiet.verdict == "regression"
+    assert [p.key[1] for p in quiet.regressions] == ["256"]
+
+
+@pytest.mark.parametrize(("evidence", "busy"), [
+    ({"others_share": 0.12, "others_s": 0.05}, "run A: other processes used up to 12% of our cores"),
+    ({"others_share": 0.08, "others_s": 0.05}, None),  # a quiet machine's daemons
+    ({"others_share": 0.5, "others_s": 0.01}, None),  # two jiffies: no neighbour
+    ({"load1": 2.9}, None),  # fewer runnable tasks than CPUs + LOAD_EXCESS
+    ({"load1": 3.0}, "run A: load 3.0 on 2 CPUs"),
+    ({"load1": 6.0, "cpus": 8.0}, None),
+    # evidence stored before ``cpus`` was: read against the cores, as the verdict did then
+    ({"load1": 5.0, "drop": ("cpus",)}, "run A: load 5.0 on 2 CPUs"),
+])
+def test_which_stored_evidence_says_the_machine_was_busy(evidence: dict, busy: str | None) -> None:
+    a = _with(_run("A", BASE, seed=41), index=0, **evidence)
+    result = compare_runs(a, _with(_run("B", BASE, seed=42)))
+    assert result.busy == ((busy,) if busy else ())
+    assert result.verdict == ("inconclusive: machine busy" if busy else "unchanged")
+
+
+def test_a_contended_point_anywhere_makes_every_point_suspect() -> None:
+    from dataclasses import replace
+
+    a = _with(_run("A", BASE, seed=51))
+    b = _with(_run("B", {**BASE, "1024": BASE["1024"] * 2}, seed=52))
+    first = replace(b.measurements[0], contended=True, contention_note="CPU steal 9%")
+    b = replace(b, measurements=(first, *b.measurements[1:]))
+    result = compare_runs(a, b)
+    assert result.busy == ("run B: 1 of 3 points contended",)
+    assert {p.key[1]: p.verdict for p in result.points}["1024"] == "contended"
+    assert result.verdict == "inconclusive: machine busy" and not result.regressions
+
+
+def test_a_point_that_broke_is_flagged_however_busy_the_machine() -> None:
+    rng = random.Random(61)
+    a = _with(_run("A", {"64": 1e-3}, seed=61), load1=9.0)
+    broken = Run("B", "bench", "2026-01-01T00:00:00+00:00", machine=(("fingerprint", "abc"),),
+                  measurements=(_m("64", 1e-3, rng, status="oom"),))
+    result = compare_runs(a, broken)
+    assert result.busy and [p.verdict for p in result.regressions] == ["broken"]
+    assert result.verdict == "regression"
+
+
+def test_the_run_verdict_without_a_neighbour() -> None:
+    a = _with(_run("A", BASE, seed=71))
+    assert compare_runs(a, _with(_run("B", BASE, seed=72))).verdict == "unchanged"
+    fast = _with(_run("B", {**BASE, "1024": BASE["1024"] / 2}, seed=73))
+    assert compare_runs(a, fast).verdict == "improvement"
+    # runs from before chipfit stored evidence: nothing says busy (unknown is not busy)
+    assert compare_runs(_run("A", BASE, seed=74), _run("B", BASE, seed=75)).busy == ()
+
+
+def test_the_compare_output_states_the_run_verdict_and_why() -> None:
+    from rich.console import Console
+
+    from chipfit.report.history_view import compare_dict, compare_table
+
+    a = _with(_run("A", BASE, seed=81), load1=7.5)
+    result = compare_runs(a, _with(_run("B", {**BASE, "256": BASE["256"] * 2}, seed=82)))
+    data = compare_dict(result)
+    assert data["verdict"] == "inconclusive: machine busy" and data["regressions"] == 0
+    assert data["busy"] == ["run A: load 7.5 on 2 CPUs"]
+    console = Console(width=300, record=True, force_terminal=False)
+    console.print(compare_table(result))
+    text = console.export_text()
+    assert "verdict: inconclusive: machine busy; 0 regression(s)" in text
+    assert "the machine was busy (run A: load 7.5 on 2 CPUs)" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -279,10 +280,86 @@ def test_the_warning_names_the_load_the_count_and_the_cause() -> None:
     quiet = Measurement("matmul", "64", "torch:cpu@1t", block_times_s=(1e-3,) * 5,
                         contended=False, contention=(("cores", 2.0), ("load1", 4.1)))
     line = trust.warning([busy, quiet, quiet])
-    assert line.startswith("machine busy: load 4.8 on 2 cores; 1 of 3 points contended "
+    assert line.startswith("machine busy: load 4.8 on 2 CPUs; 1 of 3 points contended "
                            "(run-queue wait)")
     assert "\n" not in line
-    assert trust.warning([quiet, quiet]) is None
+    calm = replace(quiet, contention=(("cores", 2.0), ("load1", 3.9)))
+    assert trust.warning([calm, calm]) is None  # no point marked, load under 2x the CPUs
+
+
+# ---- the one busy-machine warning: stored loads and the load now ----------------------------
+def _loadavg(monkeypatch: pytest.MonkeyPatch, text: str | None) -> None:
+    """Hand the contention module a /proc/loadavg (its one reader of /proc is the seam)."""
+    real = contention._read
+    monkeypatch.setattr(contention, "_read",
+                        lambda path: text if path == "/proc/loadavg" else real(path))
+
+
+@pytest.mark.parametrize(("text", "load1"), [
+    ("293.12 250.00 120.40 300/900 4242\n", 293.12),
+    ("0.52 0.40 0.30 1/200 17\n", 0.52),
+    (None, math.nan),  # not Linux, or unreadable
+    ("", math.nan),
+    ("garbage\n", math.nan),
+    ("nan 1 1 1/1 1\n", math.nan),
+    ("-4 1 1 1/1 1\n", math.nan),
+])
+def test_the_load_now_is_read_through_the_seam(monkeypatch, text, load1) -> None:
+    _loadavg(monkeypatch, text)
+    load = contention.machine_load()
+    assert load.cpus >= 1
+    assert (math.isnan(load.load1) and math.isnan(load1)) or load.load1 == load1
+
+
+@pytest.mark.parametrize(("load1", "cpus", "overloaded"), [
+    (293.0, 2, True),  # the bug report: advise said nothing
+    (4.0, 2, True),  # every runnable task gets at most half a CPU
+    (3.9, 2, False),
+    (2.9, 1, True),
+    (1.9, 1, False),  # 2x one CPU but not LOAD_EXCESS above it
+    (64.0, 64, False),
+    (128.0, 64, True),
+    (math.nan, 2, False),
+    (5.0, 0, False),
+])
+def test_overloaded_means_far_above_the_cpus(load1, cpus, overloaded) -> None:
+    assert contention.overloaded(load1, cpus) is overloaded
+    assert contention.MachineLoad(load1, cpus).overloaded is overloaded
+
+
+def test_an_overloaded_machine_is_warned_about_even_when_no_point_was_marked(monkeypatch) -> None:
+    quiet = Measurement("matmul", "64", "torch:cpu", block_times_s=(1e-3,) * 5, contended=False,
+                        contention=(("cores", 2.0), ("cpus", 2.0), ("load1", 0.8)))
+    busy_now = contention.MachineLoad(293.0, 2)
+    line = trust.warning([quiet, quiet], busy_now)
+    assert line.startswith("machine busy: load 293.0 on 2 CPUs")
+    assert "none of the 2 points was marked contended" in line and "\n" not in line
+    # nothing measured (validate's summary, calibrate): the load alone speaks
+    alone = trust.warning((), busy_now)
+    assert alone.startswith("machine busy: load 293.0 on 2 CPUs") and "measured now" in alone
+    assert trust.warning((), contention.MachineLoad(1.0, 2)) is None
+    assert trust.warning([quiet], None) is None
+    # the load stored with a point counts as much as the load now
+    stored = replace(quiet, contention=(("cores", 1.0), ("cpus", 2.0), ("load1", 9.5)))
+    assert "load 9.5 on 2 CPUs" in trust.warning([quiet, stored], contention.MachineLoad(0.1, 2))
+    # the heaviest relative to its CPUs wins
+    heavy = trust.heaviest_load([stored], contention.MachineLoad(12.0, 8))
+    assert (heavy.load1, heavy.cpus) == (9.5, 2)
+    # marked points keep the cause-naming line
+    marked = replace(quiet, contended=True, contention_note="CPU steal 12%")
+    assert "1 of 2 points contended (CPU steal)" in trust.warning([marked, quiet], busy_now)
+
+
+def test_the_commands_warning_reads_the_load_now(monkeypatch, capsys) -> None:
+    from chipfit.commands import _common
+
+    _loadavg(monkeypatch, "293.00 200.00 100.00 300/900 1\n")
+    monkeypatch.setattr(contention, "_cpus", lambda: 2)
+    assert _common.warn_if_busy() is True
+    err = capsys.readouterr().err
+    assert err.startswith("warning: machine busy: load 293.0 on 2 CPUs") and err.count("\n") == 1
+    _loadavg(monkeypatch, "0.10 0.10 0.10 1/100 1\n")
+    assert _common.warn_if_busy() is False and capsys.readouterr().err == ""
 
 
 def test_contention_is_stored_and_old_files_read_as_unknown(tmp_path) -> None:

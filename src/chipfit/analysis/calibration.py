@@ -10,8 +10,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from chipfit.analysis.roofline import Curve, Roofs
+from chipfit.timing.contention import judge
 
-__all__ = ["CalPoint", "Calibration", "fit_curve", "net_rate", "roofs_from_calibration"]
+__all__ = ["MAX_BYTES_PER_S", "MAX_FLOPS_PER_S", "MAX_OVERHEAD_S", "CalPoint", "Calibration",
+           "contention_of", "fit_curve", "net_rate", "refusal", "roofs_from_calibration"]
+
+#: Rates no single device reaches: a calibration file claiming more was not measured (the
+#: largest accelerators of 2025 reach about 1e16 dense low-precision FLOP/s and 8e12 B/s of
+#: HBM; a CPU's L1 summed over 192 cores about 4e13 B/s). One decade of headroom on each.
+MAX_FLOPS_PER_S = 1e17
+MAX_BYTES_PER_S = 1e15
+#: A host overhead per operator, view, module or program call (and a streamed matrix's fixed
+#: time) is microseconds; a second is no measurement of either.
+MAX_OVERHEAD_S = 1.0
 
 # Below this share of the measured time, a point is dominated by dispatch: its net time is
 # floored here so the derived rate stays finite (the point still predicts its own time).
@@ -77,6 +88,23 @@ class Calibration:
             return None
         mid = len(errors) // 2
         return errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+
+
+def contention_of(cal: Calibration) -> tuple[bool | None, str]:
+    """Was ``cal`` measured while the machine was shared, and why: its own verdict, or its
+    stored evidence judged again (a file cannot call busy evidence quiet)."""
+    again = judge(dict(cal.contention)) if cal.contention else None
+    if again is not None and again.contended:
+        return True, cal.contention_note or again.note
+    return cal.contended, cal.contention_note
+
+
+def refusal(cal: Calibration) -> str | None:
+    """Why ``cal`` must be neither stored nor used (None: it may): see
+    :func:`chipfit.analysis.trust.calibration_refusal`."""
+    from chipfit.analysis.trust import calibration_refusal
+
+    return calibration_refusal(cal.device, cal.check_mape, *contention_of(cal))
 
 
 def net_rate(work: float, seconds: float, overhead: float) -> float:

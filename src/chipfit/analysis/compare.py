@@ -27,6 +27,14 @@ completely). A big change that fails the test is ``unsure``; a change within the
 (either side, see :mod:`chipfit.timing.contention`) is ``contended``, not a regression: the
 neighbours may be what changed, so it is reported, never flagged, and wants a quiet re-run.
 
+A point's own verdict can miss a neighbour that came and went between its windows (two
+identical back-to-back runs differed by 22% at points marked quiet while another process ran).
+So the runs' stored evidence is read as a whole too (:func:`busy_evidence`): when either run
+had a contended point, a point whose stored load shows more runnable tasks than CPUs, or one
+during which other processes used :data:`BUSY_OTHERS_SHARE` of our cores, every point counts
+as contended (nothing is flagged but a point that stopped working), and the run-level verdict
+is ``inconclusive: machine busy`` with the evidence named.
+
 Mann-Whitney U: H. B. Mann and D. R. Whitney, "On a test of whether one of two random
 variables is stochastically larger than the other", Ann. Math. Statist. 18 (1947) 50-60.
 The p-value is exact (the null distribution of U counted by recursion, ibid. eq. 2) when a
@@ -46,10 +54,12 @@ from itertools import pairwise
 
 from chipfit.errors import InvalidInputError
 from chipfit.results import Measurement, Run
+from chipfit.timing.contention import LOAD_EXCESS, OTHERS_MIN_S
 from chipfit.timing.stats import median
 
-__all__ = ["CHUNKS", "MIN_EFFECT", "VERDICTS", "PointComparison", "RunComparison",
-           "chunk_medians", "compare_runs", "mann_whitney_u", "noise_floor"]
+__all__ = ["BUSY_OTHERS_SHARE", "CHUNKS", "INCONCLUSIVE", "MIN_EFFECT", "VERDICTS",
+           "PointComparison", "RunComparison", "busy_evidence", "chunk_medians", "compare_runs",
+           "mann_whitney_u", "noise_floor"]
 
 #: regression/improvement: significant and past the bar; unchanged: within it;
 #: unsure: past it but not significant; contended: significant and past it, but measured while
@@ -72,6 +82,12 @@ FLOOR_Z = 3.0
 #: dispatch jitter are of this order): a change must clear it as well (3.6 us vs 4.15 us,
 #: two back-to-back runs of a 32x32 matmul, was a false regression without it).
 ABS_FLOOR_S = 1e-6
+#: Other processes' share of our cores during any point of a run that makes the whole run
+#: suspect (half the bar that marks one point contended: a quiet machine's daemons take a few
+#: percent).
+BUSY_OTHERS_SHARE = 0.10
+#: The run-level verdict when either run's evidence says the machine was busy.
+INCONCLUSIVE = "inconclusive: machine busy"
 
 
 # ---- the test -----------------------------------------------------------------------------
@@ -165,6 +181,7 @@ class RunComparison:
     view: str
     same_machine: bool
     points: tuple[PointComparison, ...]
+    busy: tuple[str, ...] = ()  # why the machine was busy around either run (busy_evidence)
 
     @property
     def regressions(self) -> tuple[PointComparison, ...]:
@@ -173,6 +190,17 @@ class RunComparison:
     @property
     def improvements(self) -> tuple[PointComparison, ...]:
         return tuple(p for p in self.points if p.verdict in ("improvement", "fixed"))
+
+    @property
+    def verdict(self) -> str:
+        """The run-level verdict: ``regression`` (a point flagged: slower past the bar, or
+        broken), INCONCLUSIVE (the machine was busy around either run: no timing change can
+        be told from the neighbours), ``improvement`` or ``unchanged``."""
+        if self.regressions:
+            return "regression"
+        if self.busy:
+            return INCONCLUSIVE
+        return "improvement" if self.improvements else "unchanged"
 
 
 def _key(m: Measurement) -> Key:
@@ -229,12 +257,41 @@ def _verdict(ratio: float, p: float, bar: float, alpha: float) -> str:
     return "regression" if ratio > 1 else "improvement"
 
 
+def busy_evidence(run: Run, label: str = "") -> tuple[str, ...]:
+    """Why the machine was busy around ``run``'s points, from the evidence stored with them
+    (empty: nothing says so): contended points, the heaviest load against the CPUs where it
+    exceeded them by LOAD_EXCESS, the largest share of our cores other processes used where it
+    reached BUSY_OTHERS_SHARE. ``label`` prefixes each reason (``run A``)."""
+    ok = [m for m in run.measurements if m.ok]
+    reasons = []
+    contended = sum(bool(m.contended) for m in ok)
+    if contended:
+        reasons.append(f"{contended} of {len(ok)} points contended")
+    loads, others = [], []
+    for m in ok:
+        numbers = dict(m.contention)
+        load1, cpus = numbers.get("load1", math.nan), numbers.get("cpus", numbers.get("cores"))
+        if cpus and math.isfinite(load1) and load1 - cpus >= LOAD_EXCESS:
+            loads.append((load1 / cpus, load1, cpus))
+        share = numbers.get("others_share", math.nan)
+        if share >= BUSY_OTHERS_SHARE and numbers.get("others_s", 0.0) >= OTHERS_MIN_S:
+            others.append(share)
+    if loads:
+        _, load1, cpus = max(loads)
+        reasons.append(f"load {load1:.1f} on {cpus:.0f} CPUs")
+    if others:
+        reasons.append(f"other processes used up to {max(others):.0%} of our cores")
+    return tuple(f"{label}: {r}" if label else r for r in reasons)
+
+
 def compare_point(a: Measurement | None, b: Measurement | None, *, threshold: float = MIN_EFFECT,
                   alpha: float = 0.01, view: str = "resident",
-                  repeats: Sequence[Measurement] = ()) -> PointComparison:
+                  repeats: Sequence[Measurement] = (), busy: bool = False) -> PointComparison:
     """Compare one point; either side may be missing (measured in one run only).
 
-    ``repeats`` are the same point in further runs of the baseline's work (the noise floor).
+    ``repeats`` are the same point in further runs of the baseline's work (the noise floor);
+    ``busy``: the machine was busy around the runs (:func:`busy_evidence`), so the point
+    counts as contended whatever its own verdict said.
     """
     key = _key(a or b)  # type: ignore[arg-type]
     if a is None or b is None:
@@ -249,7 +306,7 @@ def compare_point(a: Measurement | None, b: Measurement | None, *, threshold: fl
     floor = max(noise_floor(chunks_a, chunks_b, runs if repeats else ()),
                 ABS_FLOOR_S / a.seconds(view))
     verdict = _verdict(ratio, p, max(threshold, floor), alpha)
-    contended = bool(a.contended or b.contended)
+    contended = bool(a.contended or b.contended) or busy
     if contended and verdict in ("regression", "improvement"):
         verdict = "contended"
     return PointComparison(key, a, b, ratio, p, verdict, floor, contended)
@@ -274,10 +331,12 @@ def compare_runs(a: Run, b: Run, *, threshold: float = MIN_EFFECT, alpha: float 
     right = OrderedDict((_key(m), m) for m in b.measurements)
     keys = list(left) + [k for k in right if k not in left]
     repeats = [OrderedDict((_key(m), m) for m in r.measurements) for r in noise_runs]
+    busy = busy_evidence(a, "run A") + busy_evidence(b, "run B")
     points = tuple(compare_point(left.get(k), right.get(k), threshold=threshold, alpha=alpha,
-                                 view=view, repeats=[r[k] for r in repeats if k in r])
+                                 view=view, repeats=[r[k] for r in repeats if k in r],
+                                 busy=bool(busy))
                    for k in keys)
     fingerprint_a, fingerprint_b = dict(a.machine).get("fingerprint"), dict(b.machine).get(
         "fingerprint")
     return RunComparison(a.run_id, b.run_id, threshold, alpha, view,
-                         bool(fingerprint_a) and fingerprint_a == fingerprint_b, points)
+                         bool(fingerprint_a) and fingerprint_a == fingerprint_b, points, busy)

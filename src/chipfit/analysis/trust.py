@@ -17,14 +17,16 @@ Pure: numbers in, findings out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from chipfit.results import ContentionSummary, Measurement
 from chipfit.results import summarize_contention as summarize
+from chipfit.timing.contention import OVERLOAD_FACTOR, MachineLoad
 
 __all__ = ["LABEL", "MAX_CHECK_ERROR", "ContentionSummary", "Screened", "calibration_refusal",
-           "screen", "source_of", "summarize", "warning"]
+           "heaviest_load", "screen", "source_of", "summarize", "warning"]
 
 LABEL = "from contended points"
 #: A calibration whose own held-out checks (sizes it was not fitted on, predicted against
@@ -72,24 +74,64 @@ def source_of(measurements: Iterable[Measurement]) -> str:
     return f"measured, {LABEL}" if any(is_contended(m) for m in measurements) else "measured"
 
 
-def warning(measurements: Sequence[Measurement]) -> str | None:
-    """One line naming the cause, or None for a quiet run: ``machine busy: load 4.8 on 2
-    cores; 7 of 21 points contended (...)``."""
+def heaviest_load(measurements: Iterable[Measurement] = (),
+                  load: MachineLoad | None = None) -> MachineLoad | None:
+    """The heaviest load relative to the CPUs among ``load`` (read now) and the loads stored
+    with ``measurements`` (each point's evidence: ``load1`` against ``cpus``, or ``cores`` in
+    evidence stored before ``cpus`` was)."""
+    found = [load] if load is not None and math.isfinite(load.load1) and load.cpus >= 1 else []
+    for m in measurements:
+        numbers = dict(m.contention)
+        load1, cpus = numbers.get("load1", math.nan), numbers.get("cpus", numbers.get("cores"))
+        if cpus is not None and math.isfinite(load1) and math.isfinite(cpus) and cpus >= 1:
+            found.append(MachineLoad(load1, int(cpus)))
+    return max(found, key=lambda x: x.load1 / x.cpus, default=None)
+
+
+def warning(measurements: Sequence[Measurement] = (),
+            load: MachineLoad | None = None) -> str | None:
+    """The one busy-machine warning of every command that measures (bench, sweep, advise,
+    predict, validate, calibrate): one line naming the cause, or None for a quiet machine.
+
+    ``machine busy: load 4.8 on 2 CPUs; 7 of 21 points contended (...)`` when points were
+    marked (the heaviest load, now or stored, against the machine's CPUs); otherwise, when
+    the load (``load``, read now, or stored with a point) is far above the CPUs
+    (:func:`chipfit.timing.contention.overloaded`), ``machine busy: load 293.0 on 2 CPUs
+    ...``: no window caught a neighbour, but every time measured now shares the CPUs.
+    """
     s = summarize(measurements)
-    if not s.contended:
+    heavy = heaviest_load(measurements, load)
+    if s.contended:
+        head = f"machine busy: {heavy}" if heavy is not None else "machine busy"
+        retried = (f"; {s.retried} re-measured after a back-off, {s.still_contended} stayed "
+                   "contended" if s.retried else "")
+        return (f"{head}; {s.contended} of {s.points} points contended ({', '.join(s.causes)})"
+                f"{retried}; analysis leaves them out or labels findings {LABEL!r}")
+    if heavy is None or not heavy.overloaded:
         return None
-    head = (f"machine busy: load {s.max_load:.1f} on {s.cores} cores" if s.cores
-            else "machine busy")
-    retried = (f"; {s.retried} re-measured after a back-off, {s.still_contended} stayed "
-               "contended" if s.retried else "")
-    return (f"{head}; {s.contended} of {s.points} points contended ({', '.join(s.causes)})"
-            f"{retried}; analysis leaves them out or labels findings {LABEL!r}")
+    points = (f"none of the {s.points} points was marked contended, but their times may "
+              "include the neighbours' work" if s.points else
+              "times measured now include the neighbours' work")
+    return (f"machine busy: {heavy} (at least {OVERLOAD_FACTOR:g}x the CPUs); {points}: "
+            "measure again when the machine is quiet")
 
 
-def calibration_refusal(device: str, check_error: float | None) -> str | None:
-    """Why a calibration of ``device`` must not be stored or reused (None: it may)."""
-    if check_error is None or check_error <= MAX_CHECK_ERROR:
-        return None
-    return (f"the calibration of {device} misses its own held-out checks by {check_error:.1%} "
-            f"(limit {MAX_CHECK_ERROR:.0%}), so it would mislead every prediction: run chipfit "
-            f"calibrate --devices {device} again when the machine is quiet")
+def calibration_refusal(device: str, check_error: float | None, contended: bool | None = None,
+                        why: str = "") -> str | None:
+    """Why a calibration of ``device`` must not be stored or reused (None: it may): its
+    held-out checks miss by more than MAX_CHECK_ERROR, or it was measured while the machine
+    was shared (``contended``; ``why``: the signals that fired). A contended calibration
+    passing its checks is refused too: the checks are measured in the same busy window, so
+    they can agree with a fit that is wrong for a quiet machine (one put a 70x30 matmul at
+    281 us, measured at 8.6 us quiet)."""
+    if check_error is not None and check_error > MAX_CHECK_ERROR:
+        return (f"the calibration of {device} misses its own held-out checks by "
+                f"{check_error:.1%} (limit {MAX_CHECK_ERROR:.0%}), so it would mislead every "
+                f"prediction: run chipfit calibrate --devices {device} again when the machine "
+                "is quiet")
+    if contended:
+        cause = f" ({why})" if why else ""
+        return (f"the calibration of {device} was measured while the machine was shared"
+                f"{cause}, so its rates time the neighbours too: run chipfit calibrate "
+                f"--devices {device} again when the machine is quiet")
+    return None

@@ -1,6 +1,12 @@
 """Validation as values: predicted next to measured (local cases) and next to published
 results (reference cases), the error statistics, and the leave-one-out check. Pure:
 :mod:`chipfit.pipelines.validate` measures, traces and stores.
+
+A local case measured while the machine was shared (contended), or whose samples spread too
+far to trust their median (noisy), scores the neighbours rather than the predictor: it is
+left out of the summary statistics, counted, and the summary says why. A device left with no
+case that counts gets no median error at all (``refused`` says why), never one drawn from
+busy points.
 """
 
 from __future__ import annotations
@@ -13,11 +19,24 @@ from typing import Any
 from chipfit.analysis.roofline import Roofs
 from chipfit.cost.records import MATRIX_CLASSES, WorkloadCosts
 
-__all__ = ["FORMAT", "VALIDATION_SCHEMA_VERSION", "Case", "ReferenceCase", "ValidationReport",
-           "engine_roofs", "family", "finite_fields", "leave_one_out", "mape", "mean_ape", "optimized_stack", "retyped"]
+__all__ = ["EXCLUSIONS", "FORMAT", "NOISY_SPREAD", "VALIDATION_SCHEMA_VERSION", "Case",
+           "ReferenceCase", "ValidationReport", "engine_roofs", "family", "finite_fields",
+           "leave_one_out", "mape", "mean_ape", "optimized_stack", "retyped"]
 
-VALIDATION_SCHEMA_VERSION = 1  # history: 1 = chipfit 0.1
+# History: 1 = chipfit 0.1. (1, additive: cases gain ``contended``, ``spread`` and ``excluded``;
+# each device's summary ``excluded``, ``excluded_why`` and ``refused``, and its ``cases`` and
+# ``mape`` count only the cases left in; the summary gains ``excluded``.)
+VALIDATION_SCHEMA_VERSION = 1
 FORMAT = "chipfit-validation"
+#: A case whose per-call times spread (IQR) over this share of their median is noisy: the
+#: rule of :attr:`chipfit.results.Measurement.noisy`. A case stopped by its time budget with
+#: a tighter spread still counts: its median is sound, only its CI is wider than the target.
+NOISY_SPREAD = 0.10
+#: Why a case is left out of the summary, in words.
+EXCLUSIONS = {"contended": "measured while the machine was shared",
+              "noisy": f"noisy (samples spread over {NOISY_SPREAD:.0%} of the median)"}
+
+
 def mape(errors: Iterable[float]) -> float:
     """Median absolute percentage error of relative errors (0.1 = 10%); NaN if none."""
     values = sorted(abs(e) for e in errors if math.isfinite(e))
@@ -47,13 +66,27 @@ class Case:
     basis: str = "calibrated"
     status: str = "ok"
     note: str = ""
-    noisy: bool = False
+    noisy: bool = False  # contended, spread or CI target missed (Measurement.noisy)
+    contended: bool = False  # measured while the machine was shared
+    spread: float = math.nan  # IQR over median of the per-call times
 
     @property
     def error(self) -> float:
         if self.status != "ok" or not self.measured_s > 0:
             return math.nan
         return (self.predicted_s - self.measured_s) / self.measured_s
+
+    @property
+    def excluded(self) -> str | None:
+        """Why the case is left out of the summary (a key of EXCLUSIONS), or None: it counts.
+        A noisy case whose spread is unknown is left out too: nothing says it is sound."""
+        if not math.isfinite(self.error):
+            return None  # no error to count either way
+        if self.contended:
+            return "contended"
+        if self.noisy and not self.spread <= NOISY_SPREAD:
+            return "noisy"
+        return None
 
 
 @dataclass(frozen=True)
@@ -97,11 +130,36 @@ class ValidationReport:
     calibrations: tuple[tuple[str, str], ...] = ()  # (device, created_at)
     notes: tuple[str, ...] = field(default=())
 
+    def counted(self, device: str | None = None) -> list[Case]:
+        """The local cases the summary statistics rest on: scored, and neither contended nor
+        noisy."""
+        return [c for c in self.cases if (device is None or c.device == device)
+                and math.isfinite(c.error) and c.excluded is None]
+
+    def left_out(self, device: str | None = None) -> dict[str, int]:
+        """How many scored cases were left out of the summary, per reason (EXCLUSIONS)."""
+        out: dict[str, int] = {}
+        for c in self.cases:
+            if (device is None or c.device == device) and c.excluded:
+                out[c.excluded] = out.get(c.excluded, 0) + 1
+        return out
+
+    def refused(self, device: str) -> str | None:
+        """Why ``device`` gets no median error (None: it gets one): it had scored cases, and
+        every one was left out."""
+        why = self.left_out(device)
+        if self.counted(device) or not why:
+            return None
+        total = sum(why.values())
+        words = ", ".join(f"{n} {EXCLUSIONS[k]}" for k, n in sorted(why.items()))
+        return (f"no median error for {device}: every one of its {total} cases was left out "
+                f"({words}); run chipfit validate again when the machine is quiet")
+
     def local_mape(self, device: str | None = None) -> float:
-        return mape(c.error for c in self.cases if device is None or c.device == device)
+        return mape(c.error for c in self.counted(device))
 
     def local_mean_ape(self, device: str | None = None) -> float:
-        return mean_ape(c.error for c in self.cases if device is None or c.device == device)
+        return mean_ape(c.error for c in self.counted(device))
 
     def reference_mape(self, loo: bool = False, kinds: Sequence[str] | None = None) -> float:
         rows = [r for r in self.references if kinds is None or _kind(r.device) in kinds]
@@ -114,18 +172,26 @@ class ValidationReport:
             "quick": self.quick, "devices": list(self.devices),
             "calibrations": dict(self.calibrations), "notes": list(self.notes),
             "summary": self.summary(),
-            "cases": [{**finite_fields(asdict(c)), "error": _num(c.error)} for c in self.cases],
+            "cases": [{**finite_fields(asdict(c)), "error": _num(c.error),
+                       "excluded": c.excluded} for c in self.cases],
             "references": [{**finite_fields(asdict(r)), "error": _num(r.error),
                             "loo_error": _num(r.loo_error)} for r in self.references],
         }
 
     def summary(self) -> dict[str, Any]:
-        per_device = {d: {"mape": _num(self.local_mape(d)),
-                          "mean_ape": _num(self.local_mean_ape(d)),
-                          "cases": sum(1 for c in self.cases if c.device == d and c.status == "ok")}
-                      for d in self.devices}
+        per_device = {}
+        for d in self.devices:
+            why = self.left_out(d)
+            per_device[d] = {"mape": _num(self.local_mape(d)),
+                             "mean_ape": _num(self.local_mean_ape(d)),
+                             "cases": len(self.counted(d)), "excluded": sum(why.values()),
+                             "excluded_why": why, "refused": self.refused(d)}
+        why = self.left_out()
         return {
             "local": per_device,
+            "excluded": {"cases": sum(why.values()), **{k: why.get(k, 0) for k in EXCLUSIONS},
+                         "rule": "left out of every median and mean: "
+                                 + "; ".join(f"{k}: {v}" for k, v in EXCLUSIONS.items())},
             "reference": {"mape": _num(self.reference_mape()),
                           "mape_accelerators": _num(self.reference_mape(kinds=("gpu", "tpu"))),
                           "loo_mape": _num(self.reference_mape(loo=True)),

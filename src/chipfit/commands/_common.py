@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,16 +221,24 @@ def with_fleet(render: Callable[[Run], Any], args: argparse.Namespace) -> Callab
     return view
 
 
+def warn_if_busy(measurements: Sequence[Measurement] = ()) -> bool:
+    """The one busy-machine warning (:func:`chipfit.analysis.trust.warning`) of every command
+    that measures: from the points' evidence and the load now. True if it was printed."""
+    from chipfit.analysis.trust import warning
+    from chipfit.timing.contention import machine_load
+
+    busy = warning(measurements, machine_load())
+    if busy:
+        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
+    return bool(busy)
+
+
 def finish_run(run: Run, saver: Saver, render: Callable[[Run], Any]) -> int:
     """Save, print the table, and pick the exit code (130 when interrupted)."""
-    from chipfit.analysis.trust import warning
-
     saver.finish(run)
     if run.measurements:
         out.print(render(run))
-    busy = warning(run.measurements)
-    if busy:
-        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
+    warn_if_busy(run.measurements)
     if run.interrupted:
         err.print(f"interrupted: kept {len(run.measurements)} measurement(s)")
         return 130

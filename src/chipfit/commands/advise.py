@@ -18,6 +18,7 @@ from chipfit.commands._common import (
     progress,
     ray_address,
     show,
+    warn_if_busy,
 )
 
 ORDER = 60
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
                         timing=TimingConfig.quick() if args.quick else None,
                         measure=not args.no_measure)
     _print_notes(advice.workload)
+    warn_if_busy(advice.run.measurements)
     train = (args.train_samples, args.epochs) if args.train_samples else None
     verdict = advice.verdict
     data = advice_json(advice.recommendation, train, verdict)

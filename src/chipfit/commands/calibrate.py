@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json
+from chipfit.commands._common import csv_list, err, out, print_json, warn_if_busy
 
 ORDER = 46
 
@@ -46,13 +46,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
         else:
             err.print(f"calibrating {ref} ...")
+            warn_if_busy()
             cal = calibrate(ref, dtypes=csv_list(args.dtypes), quick=not args.full,
-                            discovery=found)
-            if cal.contended:
-                err.print(f"warning: {ref} was calibrated while the machine was shared "
-                          f"({cal.contention_note}); its held-out checks decide whether it is "
-                          "kept", markup=False, soft_wrap=True)
-            err.print(f"wrote {save_calibration(cal)}")  # refused if it misses its checks
+                            discovery=found, progress=_attempts)
+            # refused (UnreliableError, one line) if it misses its checks or was measured
+            # while the machine was shared, on every attempt
+            err.print(f"wrote {save_calibration(cal)}")
         results.append(cal)
     if args.json:
         print_json([_to_dict(c) for c in results])
@@ -60,3 +59,9 @@ def run(args: argparse.Namespace) -> int:
         for cal in results:
             out.print(calibration_table(cal))
     return 0
+
+
+def _attempts(text: str) -> None:
+    """Calibration progress worth a line: a refused attempt measured again."""
+    if text.startswith("attempt "):
+        err.print(text, markup=False, soft_wrap=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json, show
+from chipfit.commands._common import csv_list, err, out, print_json, show, warn_if_busy
 
 ORDER = 50
 
@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.report.predict_view import breakdown_table, predictions_table
 
     rows = _rows(args)
+    measured = [r.measurement for r in rows if r.measurement is not None]
+    if measured:  # the busy-machine warning of every command that measures
+        warn_if_busy(measured)
     if args.json:
         print_json({"workload": args.workload, "rows": [_row_json(r) for r in rows]})
         return 0

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, finite_float, out, print_json, timing_from_args
+from chipfit.commands._common import (
+    csv_list,
+    err,
+    finite_float,
+    out,
+    print_json,
+    timing_from_args,
+    warn_if_busy,
+)
 
 ORDER = 55
 
@@ -139,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
         data["bands_by_stratum"] = shipped_bands()
         print_json(data)
-        return 0
+        return _said_left_out(report, json=True)
     out.print(validation_cases_table(report))
     if report.references:
         out.print(reference_table(report))
@@ -161,7 +169,27 @@ def run(args: argparse.Namespace) -> int:
 
     out.print(bands_table(shipped_bands()))
     err.print(f"kept {saved} (prediction bands use it)")
-    return 0
+    return _said_left_out(report)
+
+
+def _said_left_out(report, json: bool = False) -> int:  # noqa: ANN001
+    """Each device's cases left out of the summary (contended or noisy), one line each; the
+    busy-machine warning; exit 1 when a device has no case left to score (no median given)."""
+    from chipfit.analysis.validation import EXCLUSIONS
+
+    refused = False
+    for device in report.devices:
+        why, kept = report.left_out(device), len(report.counted(device))
+        if report.refused(device):
+            err.print(f"validate: {report.refused(device)}", markup=False, soft_wrap=True)
+            refused = True
+        elif why and not json:
+            words = ", ".join(f"{n} {EXCLUSIONS[k]}" for k, n in sorted(why.items()))
+            out.print(f"local {device}: {sum(why.values())} of {sum(why.values()) + kept} cases "
+                      f"left out of the summary ({words}); MAPE from the {kept} kept",
+                      markup=False, soft_wrap=True)
+    warn_if_busy()
+    return 1 if refused else 0
 
 
 def _llm_cases() -> tuple:

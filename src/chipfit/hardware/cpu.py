@@ -7,17 +7,21 @@ why in the returned problems instead of raising.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import resource
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from chipfit.results import Problem
 
-__all__ = ["ML_ISA_FEATURES", "CpuFacts", "cache_bytes", "probe_cpu"]
+__all__ = ["ML_ISA_FEATURES", "Clock", "CpuFacts", "CpuInfo", "Peak", "best_peak", "cache_bytes",
+           "fp32_flops_per_cycle", "local_theoretical_peak", "max_clock", "parse_cpuinfo",
+           "probe_cpu", "theoretical_peak"]
 
 # ISA extensions that change what ML kernels a CPU can run fast, in display order.
 # Linux /proc/cpuinfo names; macOS and aarch64 names are mapped onto these below.
@@ -191,3 +195,169 @@ def cache_bytes(cpus: set[int] | None = None) -> tuple[int | None, int | None]:
     l2 = sum(v for (lvl, _), v in seen.items() if lvl == 2) or None
     l3 = sum(v for (lvl, _), v in seen.items() if lvl == 3) or None
     return l2, l3
+
+
+# ---- peaks: the clock the cores reach, the FLOPs per cycle their ISA allows -----------------
+@dataclass(frozen=True)
+class CpuInfo:
+    """What /proc/cpuinfo says about the cores' arithmetic: vendor, family, every "cpu MHz"
+    reading and the feature flags (never assumed: read)."""
+
+    vendor: str
+    family: int | None
+    mhz: tuple[float, ...]
+    flags: frozenset[str]
+    arch: str
+
+
+def parse_cpuinfo(text: str, arch: str | None = None) -> CpuInfo:
+    """The fields of /proc/cpuinfo ``text`` a peak needs (pure: tests hand it other CPUs')."""
+    vendor, family, mhz, flags = "", None, [], frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key in ("vendor_id", "cpu implementer") and not vendor:
+            vendor = value
+        elif key == "cpu family" and family is None:
+            try:
+                family = int(value, 0)
+            except ValueError:
+                family = None
+        elif key == "cpu mhz":
+            try:
+                value_mhz = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(value_mhz) and 0 < value_mhz < 100_000:
+                mhz.append(value_mhz)
+        elif key in ("flags", "features") and not flags:
+            flags = frozenset(_AARCH64_ALIASES.get(f, f) for f in value.split())
+    return CpuInfo(vendor, family, tuple(mhz), flags, arch or platform.machine().lower())
+
+
+#: Vector FMA (or add + multiply) pipes per core assumed: two on every x86 core since Sandy
+#: Bridge/Haswell and Zen, and on Arm Neoverse N cores. Wider cores (Apple, Neoverse V) have
+#: more: the peak then rests on the best measured rate (see :func:`best_peak`).
+VECTOR_PIPES = 2
+
+
+def fp32_flops_per_cycle(info: CpuInfo) -> tuple[float, str] | None:
+    """FP32 FLOPs one core can issue per cycle, from the flags /proc/cpuinfo lists, and how;
+    None where the flags name no vector unit chipfit knows."""
+    flags, x86 = info.flags, info.arch in ("x86_64", "amd64", "i686", "i386")
+    note = ""
+    if "avx512f" in flags:
+        lanes, isa = 16, "avx512f"
+        # Zen 4 (family 0x19) runs a 512-bit operation as two 256-bit halves
+        if info.vendor == "AuthenticAMD" and info.family is not None and info.family < 0x1A:
+            lanes, note = 8, " run as 2x256-bit on AMD family 0x19"
+    elif "avx" in flags:
+        lanes, isa = 8, "avx"
+    elif "sse2" in flags or "sse" in flags:
+        lanes, isa = 4, "sse"
+    elif "neon" in flags or "sve" in flags or (not x86 and info.arch in ("aarch64", "arm64")):
+        lanes, isa = 4, "neon" if "sve" not in flags else "sve (128-bit assumed)"
+    else:
+        return None
+    fma = "fma" in flags or "fma4" in flags or isa.startswith(("neon", "sve"))
+    per_lane = 2 if fma else 1  # one FMA = 2 FLOPs; without FMA one add and one multiply pipe
+    flops = VECTOR_PIPES * lanes * per_lane
+    how = (f"{VECTOR_PIPES} pipes x {lanes} FP32 lanes ({isa}{note}) x "
+           f"{'2 (FMA)' if fma else '1 (add or multiply)'}")
+    return float(flops), how
+
+
+@dataclass(frozen=True)
+class Clock:
+    hz: float
+    basis: str
+
+
+def _read_number(path: str) -> float | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            value = float(fh.read().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def max_clock(cpus: Iterable[int] | None = None, *, root: str = "/sys/devices/system/cpu",
+              cpuinfo: CpuInfo | None = None) -> Clock | None:
+    """The highest clock the CPUs we may use reach, with where it was read: cpufreq's
+    ``cpuinfo_max_freq`` (the hardware's, boost included) and ``scaling_max_freq`` (the
+    policy's), and the highest "cpu MHz" /proc/cpuinfo shows. A VM often exposes only the
+    last, the nominal TSC clock, below what the cores run at: :func:`best_peak` then lets the
+    best measured rate stand above it."""
+    if cpus is None:
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = range(os.cpu_count() or 1)
+    found: list[tuple[float, str]] = []
+    for cpu in cpus:
+        for name in ("cpuinfo_max_freq", "scaling_max_freq"):
+            khz = _read_number(f"{root}/cpu{cpu}/cpufreq/{name}")
+            if khz is not None:
+                found.append((khz * 1e3, f"cpufreq {name}"))
+    if cpuinfo is None:
+        cpuinfo = _local_cpuinfo()
+    if cpuinfo is not None and cpuinfo.mhz:
+        found.append((max(cpuinfo.mhz) * 1e6, '/proc/cpuinfo "cpu MHz" (highest seen)'))
+    if not found:
+        return None
+    hz, basis = max(found)
+    return Clock(hz, f"{hz / 1e6:.0f} MHz from {basis}")
+
+
+def _local_cpuinfo() -> CpuInfo | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return parse_cpuinfo(fh.read())
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A FP32 FLOP/s ceiling and its provenance: ``catalog`` (a datasheet figure),
+    ``estimated`` (theoretical: cores x clock x FLOPs per cycle, each read here) or
+    ``measured`` (the best rate reached, where it beats every stated peak)."""
+
+    flops: float
+    source: str
+    basis: str
+
+
+def theoretical_peak(cores: int, clock: Clock | None, info: CpuInfo | None) -> Peak | None:
+    """``cores`` x the highest clock x the FP32 FLOPs per cycle of the ISA (pure)."""
+    per_cycle = fp32_flops_per_cycle(info) if info is not None else None
+    if not cores or cores < 1 or clock is None or per_cycle is None:
+        return None
+    flops = cores * clock.hz * per_cycle[0]
+    return Peak(flops, "estimated", f"theoretical: {cores} cores x {clock.basis} x "
+                                     f"{per_cycle[0]:g} FP32 FLOP/cycle ({per_cycle[1]})")
+
+
+def local_theoretical_peak(cores: int | None = None) -> Peak | None:
+    """This machine's theoretical FP32 peak over ``cores`` (default: the physical cores)."""
+    info = _local_cpuinfo()
+    if cores is None:
+        cores = probe_cpu().cores
+    return theoretical_peak(cores or 0, max_clock(cpuinfo=info), info)
+
+
+def best_peak(stated: Iterable[Peak | None], measured: float | None = None) -> Peak | None:
+    """The ceiling a measured rate can never exceed: the highest stated peak, or the best
+    ``measured`` FLOP/s where it is higher (the cores ran faster than the clock the stated
+    peaks assume), each with its basis (pure)."""
+    peaks = [p for p in stated if p is not None and math.isfinite(p.flops) and p.flops > 0]
+    top = max(peaks, key=lambda p: p.flops, default=None)
+    if measured is None or not math.isfinite(measured) or measured <= 0 or (
+            top is not None and measured <= top.flops):
+        return top
+    if top is None:
+        return Peak(measured, "measured", "best measured rate (no stated peak)")
+    return Peak(measured, "measured",
+                f"best measured rate, above the {top.source} peak of {top.flops / 1e9:.0f} "
+                f"GFLOP/s ({top.basis}): the cores ran faster than that assumes")

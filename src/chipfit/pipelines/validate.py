@@ -20,7 +20,10 @@
    results transfers to a new device.
 
 MAPE here is the *median* absolute percentage error (robust to the odd outlier); the mean is
-reported beside it. Nothing in this module prints.
+reported beside it. Local cases measured while the machine was shared, or too noisy, are left
+out of both and counted (:mod:`chipfit.analysis.validation`); a stored calibration measured
+while the machine was shared is measured again, and validation stops if the new one is too.
+Nothing in this module prints.
 """
 
 from __future__ import annotations
@@ -208,15 +211,25 @@ def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
 
 def _roofs_for(device: str, discovery: Any, quick: bool, progress: Callable[[str], None],
                recalibrate: bool) -> tuple[Roofs, str]:
-    from chipfit.analysis.calibration import roofs_from_calibration
-    from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
+    """The calibrated roofs of ``device``: the stored calibration, or a new one where there is
+    none, ``recalibrate`` asks, or the stored one is refused (measured while the machine was
+    shared, or missing its checks: said, then measured again). A new one that is refused too
+    stops validation (UnreliableError): every case would be scored against the neighbours."""
+    from chipfit.analysis.calibration import contention_of, refusal, roofs_from_calibration
+    from chipfit.pipelines.calibrate import calibrate, load_calibration, save_calibration
 
-    cal = None if recalibrate else reusable(load_calibration(device))
+    cal = None if recalibrate else load_calibration(device)
+    if cal is not None and refusal(cal):
+        contended, why = contention_of(cal)
+        reason = (f"was measured while the machine was shared ({why or 'stored evidence'})"
+                  if contended else f"misses its own held-out checks by {cal.check_mape:.0%}")
+        progress(f"the stored calibration of {device} {reason}: measuring it again")
+        cal = None
     if cal is None:
         progress(f"calibrating {device}")
         cal = calibrate(device, quick=quick, discovery=discovery,
                         progress=lambda s: progress(f"calibrating {device}: {s}"))
-        save_calibration(cal)
+        save_calibration(cal)  # refuses one still measured while the machine was shared
     return roofs_from_calibration(cal), cal.created_at
 
 
@@ -246,7 +259,8 @@ def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing
         return Case(workload.name, size, dtype, mode, device, pred.seconds, math.nan,
                     pred.bound, status=m.status, note=m.note[:200])
     return Case(workload.name, size, dtype, mode, device, pred.seconds, m.median_s, pred.bound,
-                noisy=m.noisy or bool(m.contended),
+                noisy=m.noisy or bool(m.contended), contended=bool(m.contended),
+                spread=m.rel_iqr,
                 note=f"measured while the machine was shared ({m.contention_note})"
                 if m.contended else "")
 

@@ -144,9 +144,14 @@ def compare_table(result: RunComparison) -> Group:
     if not result.same_machine:
         notes.append(Text("A and B were measured on different machines (or one is unknown): "
                           "differences include the hardware.", style="yellow"))
+    if result.busy:
+        notes.append(Text(f"the machine was busy ({'; '.join(result.busy)}): every point counts "
+                          "as contended and no timing change is flagged; compare runs made on "
+                          "a quiet machine", style="yellow"))
     n = len(result.regressions)
-    notes.append(Text(f"{n} regression(s), {len(result.improvements)} improvement(s) in "
-                      f"{len(result.points)} point(s)", style="bold red" if n else "bold"))
+    notes.append(Text(f"verdict: {result.verdict}; {n} regression(s), "
+                      f"{len(result.improvements)} improvement(s) in {len(result.points)} "
+                      "point(s)", style="bold red" if n else "bold"))
     return Group(table, *notes)
 
 
@@ -175,12 +180,14 @@ def compare_rows(result: RunComparison) -> list[dict[str, Any]]:
 
 def compare_dict(result: RunComparison) -> dict[str, Any]:
     """The comparison as JSON-ready values (``format`` chipfit-compare, schema version 2:
-    version 1's p-values came from raw samples; 2 adds ``noise_floor`` and ``contended``)."""
+    version 1's p-values came from raw samples; 2 adds ``noise_floor`` and ``contended``, and
+    later the run-level ``verdict`` and ``busy`` evidence)."""
     return {"format": "chipfit-compare", "schema_version": 2, "run_a": result.run_a,
             "run_b": result.run_b, "threshold": result.threshold, "alpha": result.alpha,
             "view": result.view, "same_machine": result.same_machine,
             "test": "Mann-Whitney U, two-sided, on chunk medians; bar: max(threshold, "
                     "noise floor)",
+            "verdict": result.verdict, "busy": list(result.busy),
             "regressions": len(result.regressions), "points": compare_rows(result)}
 
 

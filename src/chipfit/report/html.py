@@ -158,7 +158,9 @@ def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | Non
 def catalog_ceilings(runs: Sequence[Run], precision: str = "fp32") -> dict[str, Any]:
     """Roofs from the hardware catalog for every discovered device it knows (by name, and by
     core count for CPUs). Thread-pinned CPUs (``@1t``) get none: their peak is not a catalog
-    figure."""
+    figure. A CPU's FLOP/s roof is never below what was measured on it: the highest of the
+    catalog's peak, its theoretical peak at the highest clock read here (runs made on this
+    machine) and its best measured rate (see :func:`chipfit.hardware.cpu.best_peak`)."""
     from chipfit.report.plots import Ceiling
 
     from chipfit.hardware.catalog import load_catalog
@@ -170,10 +172,33 @@ def catalog_ceilings(runs: Sequence[Run], precision: str = "fp32") -> dict[str, 
         rename = _renamer(run, several)
         for d in run.discovery.devices:
             spec = catalog.match(d.name, d.cores if d.kind == "cpu" else None)
+            ceiling = None
             if spec is not None and (spec.peak(precision) or spec.memory_bw):
-                found[rename(d.ref)] = Ceiling(spec.peak(precision), spec.memory_bw, "catalog",
-                                               f"{spec.name} ({spec.key}), {precision} peak")
+                ceiling = Ceiling(spec.peak(precision), spec.memory_bw, "catalog",
+                                  f"{spec.name} ({spec.key}), {precision} peak")
+            if d.kind == "cpu" and precision == "fp32":
+                ceiling = _cpu_ceiling(run, d, ceiling) or ceiling
+            if ceiling is not None:
+                found[rename(d.ref)] = ceiling
     return found
+
+
+def _cpu_ceiling(run: Run, device: Any, catalog: Any) -> Any:
+    """A CPU's roof: the highest of its catalog peak, its theoretical peak (read on this
+    machine, so only for a run made here) and the best FLOP/s measured on it."""
+    from chipfit.hardware.cpu import Peak, best_peak, local_theoretical_peak, machine_fingerprint
+    from chipfit.report.plots import Ceiling
+
+    stated = [Peak(catalog.flops, "catalog", catalog.note)] if catalog and catalog.flops else []
+    if dict(run.machine).get("fingerprint") == dict(machine_fingerprint()).get("fingerprint"):
+        stated.append(local_theoretical_peak(device.cores))
+    rates = [m.flops / m.median_s for m in run.measurements
+             if m.ok and m.device == device.ref and m.flops and m.median_s > 0]
+    peak = best_peak(stated, max(rates, default=None))
+    if peak is None:
+        return None
+    return Ceiling(peak.flops, catalog.bandwidth if catalog else None, peak.source, peak.basis,
+                   "catalog" if catalog and catalog.bandwidth else "")
 
 
 def _axis(workload: str, runs: Sequence[Run]) -> str:
@@ -252,7 +277,8 @@ def _devices(data: ReportData, ceilings: Mapping[str, Any]) -> Safe:
                 f"{d.compute_units} compute units" if d.compute_units is not None else ""]))
             peaks = (num(fmt_rate(ceiling.flops, "FLOP/s"), ceiling.source) if ceiling and
                      ceiling.flops else "-",
-                     num(fmt_rate(ceiling.bandwidth, "B/s"), ceiling.source) if ceiling and
+                     num(fmt_rate(ceiling.bandwidth, "B/s"),
+                         ceiling.bandwidth_source or ceiling.source) if ceiling and
                      ceiling.bandwidth else "-")
             rows.append((run.run_id, d.ref, d.kind, d.name,
                          num(fmt_bytes(d.memory_bytes), d.source) if d.memory_bytes else "-",
@@ -383,10 +409,12 @@ def _roofline_section(data: ReportData, ceilings: Mapping[str, Any], figure: Saf
     for device in dict.fromkeys(list(measured) + list(ceilings)):
         c = ceilings.get(device) or measured[device]
         rows.append((device, num(fmt_rate(c.flops, "FLOP/s"), c.source) if c.flops else "-",
-                     num(fmt_rate(c.bandwidth, "B/s"), c.source) if c.bandwidth else "-",
-                     c.note or "-"))
+                     num(fmt_rate(c.bandwidth, "B/s"), c.bandwidth_source or c.source)
+                     if c.bandwidth else "-", c.note or "-"))
     note = ("Each point is one measurement: FLOPs over bytes moved (analytic cost) against the "
-            "FLOP/s achieved. Solid lines are catalog peaks; dashed lines are measured ceilings, "
+            "FLOP/s achieved. Solid lines are catalog peaks (for a CPU measured here: the "
+            "higher of that and cores x highest clock x FLOPs per cycle); dashed lines are "
+            "measured ceilings, "
             "the best FLOP/s and bytes/s this report's own measurements reached on the device "
             "(a floor under the true peak, not a datasheet figure).")
     return _join([_el("h2", "Roofline", id="roofline"), _el("p", note), figure,

@@ -39,13 +39,15 @@ _SIZE = (7.5, 4.4)
 class Ceiling:
     """A device's roofs: peak FLOP/s and memory bandwidth in bytes/s, with their provenance.
 
-    ``source`` is ``catalog`` for datasheet peaks, ``measured`` for the best this run reached.
+    ``source`` is ``catalog`` for datasheet peaks, ``estimated`` for a CPU's theoretical peak
+    (cores x highest clock x FLOPs per cycle), ``measured`` for the best this run reached.
     """
 
     flops: float | None
     bandwidth: float | None
     source: str
     note: str = ""
+    bandwidth_source: str = ""  # where it differs from ``source`` (a CPU's catalog bandwidth)
 
 
 def plain(text: str) -> str:
@@ -222,8 +224,10 @@ def _roof(ax: Any, ceiling: Ceiling, color: str, xs: tuple[float, float], device
     roof = np.minimum(peak, bw * grid)
     if not np.isfinite(roof).any():
         return
-    word = "catalog peak" if ceiling.source == "catalog" else "measured ceiling"
-    ax.plot(grid, roof, color=color, lw=1.2, ls="-" if ceiling.source == "catalog" else "--",
+    word = {"catalog": "catalog peak", "estimated": "peak at the highest clock"}.get(
+        ceiling.source, "measured ceiling")
+    stated = ceiling.source in ("catalog", "estimated")
+    ax.plot(grid, roof, color=color, lw=1.2, ls="-" if stated else "--",
             alpha=0.8, label=plain(f"{device}: {word}"))[0].set_gid(f"roof-{slug(device)}")
 
 

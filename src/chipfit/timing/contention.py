@@ -53,8 +53,9 @@ from typing import Any
 
 from chipfit.timing import stats
 
-__all__ = ["THRESHOLDS", "Evidence", "Snapshot", "baseline_probe_s", "evidence", "judge",
-           "numbers_of", "probe_s", "snapshot", "stall_gap_s", "stall_vs_serial", "watch"]
+__all__ = ["OVERLOAD_FACTOR", "THRESHOLDS", "Evidence", "MachineLoad", "Snapshot",
+           "baseline_probe_s", "evidence", "judge", "machine_load", "numbers_of", "overloaded",
+           "probe_s", "snapshot", "stall_gap_s", "stall_vs_serial", "watch"]
 
 #: Steal above this share of the window: the hypervisor ran another guest on our vCPUs.
 #: A quiet cloud VM shows 0-1%; 5% is well past the noise of a 100 ms window's jiffies.
@@ -97,13 +98,21 @@ STALL_SHARE = 0.1
 STALL_VS_SERIAL = 8.0
 STALL_MIN_S = 0.002
 
+#: A machine whose 1-minute load is at least this many times its CPUs (and LOAD_EXCESS above
+#: them) is overloaded: every runnable task gets at most half a CPU, so anything measured now
+#: times the neighbours too, whether or not a point's own window caught them. This is the
+#: busy-machine warning of every command that measures (bench, advise, predict, validate,
+#: calibrate), read from the load now and from the load stored with each point.
+OVERLOAD_FACTOR = 2.0
+
 THRESHOLDS = {"steal_share": STEAL_SHARE, "others_share": OTHERS_SHARE,
               "others_min_s": OTHERS_MIN_S, "others_for_wait": OTHERS_FOR_WAIT,
               "wait_share": WAIT_SHARE, "wait_min_s": WAIT_MIN_S,
               "probe_ratio": PROBE_RATIO, "load_excess": LOAD_EXCESS,
               "nivcsw_per_s": NIVCSW_PER_S, "nivcsw_min": NIVCSW_MIN, "stall_gap_s": STALL_GAP_S,
               "stall_factor": STALL_FACTOR, "stall_share": STALL_SHARE,
-              "stall_vs_serial": STALL_VS_SERIAL, "stall_min_s": STALL_MIN_S}
+              "stall_vs_serial": STALL_VS_SERIAL, "stall_min_s": STALL_MIN_S,
+              "overload_factor": OVERLOAD_FACTOR}
 
 _PROBE_LOOPS = 3000  # ~0.06 ms of pure Python per repetition on a current core
 _PROBE_REPEATS = 5
@@ -119,8 +128,13 @@ def _read(path: str) -> str | None:
 
 
 def _load1() -> float:
+    """The 1-minute load average from /proc/loadavg (nan where unreadable or malformed)."""
     text = _read("/proc/loadavg")
-    return float(text.split()[0]) if text else math.nan
+    try:
+        value = float(text.split()[0]) if text else math.nan
+    except (ValueError, IndexError):
+        return math.nan
+    return value if math.isfinite(value) and value >= 0 else math.nan
 
 
 def _cpu_jiffies(text: str | None) -> tuple[float, float]:
@@ -321,6 +335,40 @@ def judge(numbers: Mapping[str, float]) -> Evidence:
     return Evidence(verdict, clean, tuple(reasons))
 
 
+@dataclass(frozen=True)
+class MachineLoad:
+    """The machine's 1-minute load average against its CPUs (all of them: the load is the
+    whole machine's, see the module docstring)."""
+
+    load1: float
+    cpus: int
+
+    @property
+    def overloaded(self) -> bool:
+        return overloaded(self.load1, self.cpus)
+
+    def __str__(self) -> str:
+        return f"load {self.load1:.1f} on {self.cpus} CPUs"
+
+
+def overloaded(load1: float, cpus: float) -> bool:
+    """Whether a load of ``load1`` on ``cpus`` CPUs is far above them (OVERLOAD_FACTOR)."""
+    if not (math.isfinite(load1) and math.isfinite(cpus)) or cpus < 1:
+        return False
+    return load1 >= OVERLOAD_FACTOR * cpus and load1 - cpus >= LOAD_EXCESS
+
+
+def _cpus() -> int:
+    """Every CPU of the machine (the load average is the whole machine's)."""
+    return os.cpu_count() or _cores()
+
+
+def machine_load() -> MachineLoad:
+    """The load now (/proc/loadavg, through the same reader as every point's evidence: tests
+    replace ``_read``, and ``_cpus``, to hand it a busy machine)."""
+    return MachineLoad(_load1(), _cpus())
+
+
 def _multithreaded_cpu(device: str) -> bool:
     base, _, threads = device.partition("@")
     return base.split(":")[1:2] == ["cpu"] and threads != "1t" and _cores() > 1
@@ -337,7 +385,7 @@ def evidence(before: Snapshot, after: Snapshot, probe_after_s: float, baseline_s
     others_s = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
     coarse = wall * _clock_ticks() < 5
     numbers = {
-        "window_s": wall, "cores": float(cores), "cpus": float(os.cpu_count() or cores),
+        "window_s": wall, "cores": float(cores), "cpus": float(_cpus()),
         "load1": max(before.load1, after.load1),
         "steal_share": _ratio(after.steal - before.steal, after.total - before.total),
         "wait_s": wait_s, "wait_share": _ratio(wait_s, wall),
