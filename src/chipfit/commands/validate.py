@@ -51,9 +51,9 @@ def run_gpu(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from chipfit.pipelines import gpu_validate as gv
     from chipfit.errors import InvalidInputError
     from chipfit.paths import data_dir, write_json_atomic
+    from chipfit.pipelines import gpu_validate as gv
 
     folder = Path(args.gpu_data)
     if not (folder / "kernels").is_dir():

@@ -148,7 +148,6 @@ def builtin_batch(workload: Workload, example_inputs: Any) -> int | None:
 
 def _local_devices(devices: Sequence[str] | None, found: Any) -> list[DeviceRef]:
     from chipfit.discovery import resolve_devices
-
     from chipfit.pipelines.bench import default_devices
 
     if devices:

@@ -68,13 +68,13 @@ def _precision(row: dict[str, Any]) -> str:
 def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
     """Every MLPerf (engine) row of the reference results, predicted eager (``models``:
     only rows of those models)."""
+    from chipfit.hardware.catalog import load_catalog
     from chipfit.pipelines.validate import (
         OFFLINE_BATCH,
         REFERENCE_DEVICES,
         reference_model_costs,
         reference_rows,
     )
-    from chipfit.hardware.catalog import load_catalog
 
     catalog = load_catalog()
     rows = []

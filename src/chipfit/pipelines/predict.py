@@ -18,6 +18,7 @@ from chipfit.cost.records import WorkloadCosts
 from chipfit.errors import UnknownNameError
 from chipfit.execute.costs import extract_costs, prediction_costs
 from chipfit.predictors import framework_for, predict_catalog, predict_local, trace_flavour
+from chipfit.predictors.fits import local_band
 
 __all__ = ["PredictRow", "Target", "predict_workload", "resolve_hardware", "roofs_for"]
 
@@ -79,18 +80,6 @@ def _local_targets(text: str, discovery: Any) -> list[Target]:
     return [Target(str(ref), True, info.kind if info else "cpu", info.name if info else str(ref))]
 
 
-def _local_band(device: str) -> tuple[float | None, str]:
-    """The band of a calibrated device: its last ``chipfit validate`` median error, if any."""
-    from chipfit.pipelines.validate import load_validation
-
-    data = load_validation()
-    local = (data or {}).get("summary", {}).get("local", {}).get(device) or {}
-    if local.get("mape") is None or not local.get("cases"):
-        return None, ""
-    return float(local["mape"]), (f"median error of the last chipfit validate on {device} "
-                                  f"({local['cases']} cases, {data.get('finished_at', '')})")
-
-
 def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
               auto_calibrate: bool = True, quick: bool = True,
               progress: Callable[[str], None] | None = None) -> Roofs:
@@ -113,7 +102,7 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
             progress(f"calibrating {target.key} first (once; chipfit calibrate redoes it)")
         cal = calibrate(target.key, quick=quick, dtypes=_cal_dtypes(dtype))
         save_calibration(cal)
-    band, basis = _local_band(target.key)
+    band, basis = local_band(target.key)
     roofs = (roofs_from_calibration(cal) if band is None
              else roofs_from_calibration(cal, band, basis))
     if dtype not in dict(cal.matmul):
@@ -151,8 +140,8 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     the float32 eager prediction, for catalog hardware only.
     """
     from chipfit.discovery import discover
-    from chipfit.pipelines.engines import engine_precision, resolve_stack
     from chipfit.errors import InvalidInputError
+    from chipfit.pipelines.engines import engine_precision, resolve_stack
     from chipfit.spec import parse_dtype
     from chipfit.workloads import get_workload
 

@@ -37,24 +37,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
 from chipfit.analysis.validation import (
-    FORMAT,
-    VALIDATION_SCHEMA_VERSION,
     Case,
     ReferenceCase,
     ValidationReport,
     engine_roofs,
-    family,
     finite_fields,
     leave_one_out,
-    mape,
     optimized_stack,
     retyped,
 )
-from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, predict, scaled
 from chipfit.cost.records import WorkloadCosts
 from chipfit.errors import InvalidInputError
-from chipfit.paths import check_schema, read_versioned_json, utc_now, write_json_atomic
+from chipfit.paths import check_schema, utc_now, write_json_atomic
+from chipfit.predictors.fits import validation_path  # validate writes it, prediction reads it
 
 __all__ = ["reference_cases", "save_validation", "load_validation", "validate"]
 
@@ -240,8 +237,8 @@ def local_devices(discovery: Any) -> list[str]:
 
 def _case(workload: Any, size: str, device: str, mode: str, roofs: Roofs, timing: Any,
           discovery: Any, costs_cache: dict[tuple[str, ...], WorkloadCosts]) -> Case:
-    from chipfit.execute.costs import extract_costs
     from chipfit.execute._worker import run_here  # watched for contention
+    from chipfit.execute.costs import extract_costs
     from chipfit.spec import DeviceRef, Job
 
     ref = DeviceRef.parse(device)
@@ -319,11 +316,6 @@ def validate(devices: Sequence[str] | None = None, *, quick: bool = True,
 
 # ------------------------------------------------------------------------- storing
 
-def validation_path() -> Path:
-    from chipfit.paths import data_dir
-
-    return data_dir() / "validation" / "latest.json"
-
 
 def save_validation(report: ValidationReport, path: str | os.PathLike[str] | None = None) -> Path:
     """Write the report as JSON (atomically); the latest one feeds prediction bands."""
@@ -332,25 +324,6 @@ def save_validation(report: ValidationReport, path: str | os.PathLike[str] | Non
 
 def load_validation(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The summary of the last ``chipfit validate`` (a plain dict), or None."""
-    path = Path(path) if path is not None else validation_path()
-    if not path.exists():
-        return None
-    return read_versioned_json(path, FORMAT, VALIDATION_SCHEMA_VERSION, "validation",
-                               "run chipfit validate again")
+    from chipfit.predictors.fits import last_validation
 
-
-def catalog_band() -> tuple[float, str]:
-    """The band for catalog predictions: the median error against published eager results.
-
-    Eager PyTorch rows are the like-for-like comparison for chipfit's eager predictions; if
-    there are none, every published row is used.
-    """
-    try:
-        cases = reference_cases()
-    except ImportError as exc:  # the reference models need torch and transformers
-        return 0.5, f"default 50%: scoring published results needs {exc.name} installed"
-    eager = [c for c in cases if family(c) == "eager"]
-    rows = eager or list(cases)
-    error = mape(c.error for c in rows)
-    label = "PyTorch-eager" if eager else "all"
-    return error, f"median error against {len(rows)} published {label} results"
+    return last_validation(path)

@@ -9,16 +9,18 @@ module only reads them, so the predictor never imports what fitted it.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from chipfit.analysis.gpu_predict import GpuModel, HostCosts
 from chipfit.analysis.gpu_kernels import GpuParams
+from chipfit.analysis.gpu_predict import GpuModel, HostCosts
 from chipfit.errors import SchemaError
 
-__all__ = ["GPU_MODEL_SCHEMA_VERSION", "BANDS_SCHEMA_VERSION", "load_gpu_model",
-           "shipped_bands", "shipped_gpu_model"]
+__all__ = ["GPU_MODEL_SCHEMA_VERSION", "BANDS_SCHEMA_VERSION", "last_validation",
+           "load_gpu_model", "local_band", "shipped_bands", "shipped_gpu_model", "validation_path"]
 
 #: History: 1 = first version.
 GPU_MODEL_SCHEMA_VERSION = 1
@@ -63,3 +65,33 @@ def shipped_bands() -> dict[str, dict[str, Any]]:
     if not isinstance(version, int) or version > BANDS_SCHEMA_VERSION:
         raise SchemaError("bands.json is newer than this chipfit; upgrade chipfit")
     return {str(k): dict(v) for k, v in data.get("strata", {}).items()}
+
+
+def validation_path() -> Path:
+    """Where ``chipfit validate`` keeps its latest summary (it writes; prediction reads)."""
+    from chipfit.paths import data_dir
+
+    return data_dir() / "validation" / "latest.json"
+
+
+def last_validation(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The summary of the last ``chipfit validate`` (a plain dict), or None."""
+    from chipfit.analysis.validation import FORMAT, VALIDATION_SCHEMA_VERSION
+    from chipfit.paths import read_versioned_json
+
+    path = Path(path) if path is not None else validation_path()
+    if not path.exists():
+        return None
+    return read_versioned_json(path, FORMAT, VALIDATION_SCHEMA_VERSION, "validation",
+                               "run chipfit validate again")
+
+
+def local_band(device: str) -> tuple[float | None, str]:
+    """The band of a calibrated local device: its last ``chipfit validate`` median error
+    (from quiet cases only), if any."""
+    data = last_validation()
+    local = (data or {}).get("summary", {}).get("local", {}).get(device) or {}
+    if local.get("mape") is None or not local.get("cases"):
+        return None, ""
+    return float(local["mape"]), (f"median error of the last chipfit validate on {device} "
+                                  f"({local['cases']} cases, {data.get('finished_at', '')})")
