@@ -55,9 +55,13 @@ def _efficient(torch: Any, q: Any, k: Any, v: Any, attn_mask: Any = None,
     if attn_mask is not None and attn_mask.dtype == torch.bool:  # the kernels take a bias
         attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
             ~attn_mask, float("-inf"))
-    if q.device.type == "cpu":  # real or fake CPU tensors: the CPU's fused kernel, same shape
+    if q.device.type == "cpu":
+        # Real or fake CPU tensors: the CPU's fused kernel, same shapes and FLOPs. It refuses
+        # dropout, which CUDA's fused kernels apply inside the kernel (a mask drawn per score
+        # tile: no kernel and no tensor of its own), so the stand-in runs without it: the
+        # count is the one a CUDA build's fine-tuning step launches.
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, float(dropout_p), bool(is_causal), attn_mask=attn_mask, scale=scale)[0]
+            q, k, v, 0.0, bool(is_causal), attn_mask=attn_mask, scale=scale)[0]
     out = torch.ops.aten._scaled_dot_product_efficient_attention(
         q, k, v, attn_mask, False, float(dropout_p), bool(is_causal), scale=scale)
     return out[0]
