@@ -72,3 +72,37 @@ def test_finetune_step_of_a_transformers_model_is_traced_for_a_gpu():
         costs = trace_torch(step, (tokens, labels), mode="finetune", tensors="real")
     assert any(o.op_class == "attention" and o.kernels for o in costs.ops)
     assert estimate(costs, gpu_figures()["t4"], shipped_gpu_model()).seconds > 0
+
+
+# ------------------------------------------- (b) models without SDPA: eager attention
+
+TINY_SWITCH = {"architectures": ["SwitchTransformersForConditionalGeneration"],
+               "model_type": "switch_transformers", "d_model": 32, "d_kv": 8, "d_ff": 64,
+               "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "num_experts": 4,
+               "expert_capacity": 8, "num_sparse_encoder_layers": 1,
+               "num_sparse_decoder_layers": 1, "vocab_size": 100, "decoder_start_token_id": 0,
+               "pad_token_id": 0, "eos_token_id": 1}
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_a_switch_transformers_config_is_predicted_with_eager_attention(tmp_path, mode):
+    """transformers has no SDPA path for Switch Transformers: the config falls back to its
+    eager attention (matmul, softmax, matmul), said so in a note, instead of failing."""
+    from chipfit.pipelines.model_predict import predict_model
+
+    path = tmp_path / "switch.json"
+    path.write_text(json.dumps(TINY_SWITCH))
+    (row,) = predict_model(str(path), ["t4"], batch=2, seq_len=16, mode=mode)
+    assert row.prediction.seconds > 0 and row.prediction.mode.startswith(mode)
+    assert any("eager attention" in n for n in row.prediction.notes)
+
+
+def test_the_eager_fallback_traces_matmul_and_softmax(tmp_path):
+    from chipfit.workloads.gpu_trace import trace_config
+
+    path = tmp_path / "switch.json"
+    path.write_text(json.dumps(TINY_SWITCH))
+    costs = trace_config(path, 2, 16)
+    launched = {o.op for o in costs.ops if o.kernels}
+    assert {"bmm", "_softmax"} & launched or {"matmul", "_softmax"} & launched
+    assert not any(o.op_class == "attention" for o in costs.ops)

@@ -210,9 +210,9 @@ def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str =
         config = transformers.AutoConfig.for_model(**raw)
     except (ValueError, KeyError) as exc:
         raise InvalidInputError(f"{path}: transformers cannot read this config ({exc})") from exc
-    config._attn_implementation = attention
     arch = architecture or (raw.get("architectures") or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
+    config._attn_implementation = _attention_for(transformers, cls, config, attention)
     with torch.device("meta"):
         try:
             model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
@@ -227,6 +227,20 @@ def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str =
         return model(**dict(zip(names, values, strict=True)))
 
     return model, tuple(inputs.values()), call
+
+
+def _attention_for(transformers: Any, cls: Any, config: Any, attention: str) -> str:
+    """``attention``, or ``eager`` where the model class has no SDPA path (Switch
+    Transformers, say): transformers refuses to build those with ``sdpa``, and their eager
+    attention (matmul, softmax, matmul) is what they run on a GPU too."""
+    if attention != "sdpa":
+        return attention
+    if cls is None:
+        try:
+            cls = transformers.AutoModel._model_mapping[type(config)]
+        except (KeyError, AttributeError):  # no base model for this config: let the build say
+            return attention
+    return attention if getattr(cls, "_supports_sdpa", True) else "eager"
 
 
 def _inputs(torch: Any, config: Any, batch: int, seq_len: int) -> dict[str, Any]:
@@ -251,6 +265,15 @@ def trace_config(path: str | Path, batch: int, seq_len: int, *, mode: str = "inf
     model, inputs, call = config_model(path, batch, seq_len, attention=attention, dtype=dtype,
                                        architecture=architecture)
     name = Path(path).stem
+    used = getattr(model.config, "_attn_implementation", attention)
+    notes = ((f"{type(model).__name__} has no SDPA attention in transformers: traced with its "
+              f"eager attention (matmul, softmax, matmul)",) if used != attention else ())
+    costs = _trace_config_call(torch, model, inputs, call, name, batch, seq_len, mode, dtype)
+    return replace(costs, notes=notes + costs.notes) if notes else costs
+
+
+def _trace_config_call(torch: Any, model: Any, inputs: tuple[Any, ...], call: Any, name: str,
+                       batch: int, seq_len: int, mode: str, dtype: str) -> Any:
     per_seq = getattr(model.config, "expert_capacity", None)
     capacity = int(per_seq) * batch if per_seq else None
     if mode == "inference":
