@@ -106,3 +106,31 @@ def test_the_eager_fallback_traces_matmul_and_softmax(tmp_path):
     launched = {o.op for o in costs.ops if o.kernels}
     assert {"bmm", "_softmax"} & launched or {"matmul", "_softmax"} & launched
     assert not any(o.op_class == "attention" for o in costs.ops)
+
+
+# ------------------------------------------- (g) GPU breakdown rows carry FLOPs and bytes
+
+TINY_BERT = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 64,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+             "vocab_size": 1000, "max_position_embeddings": 128}
+
+
+def test_gpu_kernel_model_breakdown_carries_flops_and_bytes_per_class(tmp_path):
+    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    from chipfit.workloads.gpu_trace import trace_config
+
+    path = tmp_path / "bert.json"
+    path.write_text(json.dumps(TINY_BERT))
+    costs = trace_config(path, 2, 32)
+    pred = gpu_prediction(costs, "t4")
+    traced = costs.by_class()
+    rows = {c.op_class: c for c in pred.breakdown}
+    assert set(rows) == {c for c, (_, _, kernels) in traced.items() if kernels}
+    for op_class, row in rows.items():
+        flops, nbytes, kernels = traced[op_class]
+        assert (row.flops, row.bytes_moved, row.kernels) == (flops, nbytes, kernels)
+        assert row.ops == sum(o.count for o in costs.ops if o.op_class == op_class and o.kernels)
+    assert sum(r.flops for r in rows.values()) == pytest.approx(costs.flops)
+    assert rows["matmul"].flops > 0 and all(r.bytes_moved > 0 for r in rows.values())
+    assert sum(r.compute_s + r.memory_s for r in rows.values()) == pytest.approx(
+        pred.compute_s + pred.memory_s)

@@ -273,6 +273,22 @@ def _device_bound(by_class: Mapping[str, list[float]]) -> str:
 
 
 
+def _class_work(costs: Any) -> dict[str, tuple[int, int, float, float]]:
+    """Per operator class of the launched operators: (operators, kernels, FLOPs, bytes), so
+    a breakdown row says what work its time is for (the engine layer and ``--breakdown``
+    read them)."""
+    acc: dict[str, list[float]] = {}
+    for o in costs.ops:
+        if not o.kernels:
+            continue
+        row = acc.setdefault(o.op_class, [0, 0, 0.0, 0.0])
+        row[0] += o.count
+        row[1] += o.count * o.kernels
+        row[2] += o.total_flops
+        row[3] += o.total_bytes
+    return {c: (int(v[0]), int(v[1]), float(v[2]), float(v[3])) for c, v in acc.items()}
+
+
 def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel, *,
                   key: str, name: str, transfer_s: float = 0.0, transfer_known: bool = True,
                   notes: tuple[str, ...] = ()) -> Any:
@@ -285,7 +301,8 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
     memory = sum(s for c, s, _ in est.by_class if c not in matrix)
     launch = max(est.seconds - compute - memory, 0.0)
     parts = {"compute": compute, "memory": memory, "launch": launch, "transfer": transfer_s}
-    breakdown = tuple(ClassTime(c, n, n, 0.0, 0.0, s if c in matrix else 0.0,
+    work = _class_work(costs)
+    breakdown = tuple(ClassTime(c, *work.get(c, (0, n, 0.0, 0.0)), s if c in matrix else 0.0,
                                 0.0 if c in matrix else s, 0.0) for c, s, n in est.by_class)
     precision = tuple(f"{p.label()} ({p.why})" for p in est.precision)
     efficiency = tuple((f"{p.dtype}/{p.op_class} on {p.unit}", p.efficiency or 0.0, p.why)
