@@ -134,3 +134,33 @@ def test_gpu_kernel_model_breakdown_carries_flops_and_bytes_per_class(tmp_path):
     assert rows["matmul"].flops > 0 and all(r.bytes_moved > 0 for r in rows.values())
     assert sum(r.compute_s + r.memory_s for r in rows.values()) == pytest.approx(
         pred.compute_s + pred.memory_s)
+
+
+# ---------------------------------------------------- (c) every row gets a fit check
+
+def test_a_config_too_large_for_the_device_is_flagged_in_table_and_json(cli, tmp_path):
+    path = tmp_path / "bert.json"
+    path.write_text(json.dumps(TINY_BERT))
+    args = ("predict", str(path), "--batch", "100000", "--seq-len", "32", "--mode", "train",
+            "--hardware", "t4,h100-sxm", "--no-measure")
+    result = cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["hardware"]: r["prediction"] for r in json.loads(result.stdout)["rows"]}
+    t4, h100 = rows["t4"], rows["h100-sxm"]
+    assert t4["fits"] is False and t4["memory_need_bytes"] > t4["memory_have_bytes"] == 16e9
+    assert h100["memory_need_bytes"] == t4["memory_need_bytes"]
+    assert h100["fits"] is (h100["memory_need_bytes"] <= 80e9)
+    table = cli(*args)
+    assert table.returncode == 0 and "t4 (does not fit)" in table.stdout
+
+
+def test_the_memory_a_traced_call_needs_grows_with_the_batch(tmp_path):
+    from chipfit.workloads.gpu_trace import trace_config
+
+    path = tmp_path / "bert.json"
+    path.write_text(json.dumps(TINY_BERT))
+    small, large = (trace_config(path, b, 32, mode="train") for b in (1, 64))
+    weights = 4 * sum(p for p in (1000 * 64, 128 * 64))  # at least the embeddings, float32
+    assert small.memory_bytes > weights
+    assert large.memory_bytes > small.memory_bytes
+    assert trace_config(path, 64, 32).memory_bytes < large.memory_bytes  # no backward

@@ -46,6 +46,9 @@ class Option:
     # Which predictor priced a catalog option (chipfit.predictors): gpu-kernel-model |
     # roofline (catalog peaks only: a weaker route, said so wherever it is shown)
     route: str = ""
+    # The catalog peak its precision needs and lacks (Prediction.missing_peak): its latency
+    # is priced at a stand-in peak, so it takes no part in the ranking
+    missing_peak: str = ""
 
     @property
     def label(self) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from chipfit.analysis.gpu_kernels import GpuFigures
 
-__all__ = ["PrecisionChoice", "TENSOR_EFFICIENCY", "gpu_precision"]
+__all__ = ["PrecisionChoice", "TENSOR_DTYPES", "TENSOR_EFFICIENCY", "gpu_precision"]
 
 #: Fraction of a tensor-core peak that a large GEMM reaches, by vendor, with its source.
 TENSOR_EFFICIENCY = {
@@ -34,8 +34,8 @@ TENSOR_EFFICIENCY = {
     "AMD": (0.56, "mean BF16 MAMF/peak of AMD parts, stas00/ml-engineering MAMF table "
                   "(MI325X 0.604, MI300X 0.514)"),
 }
-_TENSOR_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
-                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+TENSOR_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
+                 "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
 MATRIX = ("matmul", "conv", "attention", "recurrent")
 
 
@@ -77,7 +77,7 @@ def gpu_precision(dev: GpuFigures, dtype: str, op_class: str,
                                "non-matrix operators are timed by bytes moved")
     if dtype == "float32":
         return _float32(dev, op_class, framework)
-    precision = _TENSOR_DTYPES.get(dtype)
+    precision = TENSOR_DTYPES.get(dtype)
     if precision:
         choice = _tensor(dev, dtype, op_class, precision,
                          f"{dtype} runs on tensor cores at the dense {precision} peak")

@@ -29,9 +29,10 @@ from chipfit.analysis.gpu_kernels import (
     rnn_seconds,
     rowwise_seconds,
 )
-from chipfit.analysis.gpu_precision import PrecisionChoice, gpu_precision
+from chipfit.analysis.gpu_precision import MATRIX, TENSOR_DTYPES, PrecisionChoice, gpu_precision
 
-__all__ = ["GpuEstimate", "GpuModel", "HostCosts", "estimate", "op_family", "op_seconds"]
+__all__ = ["GpuEstimate", "GpuModel", "HostCosts", "estimate", "missing_tensor_peak", "op_family",
+           "op_seconds"]
 
 _DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "uint8": 1.0,
                 "float64": 8.0, "float8_e4m3fn": 1.0, "float8_e5m2": 1.0}
@@ -319,4 +320,15 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
         bound=max(parts, key=lambda k: parts[k]), basis="gpu-kernel-model", band=model.band,
         band_basis=model.band_basis, items=costs.items, breakdown=breakdown,
         efficiency=efficiency, notes=(model_note, *notes, *costs.notes), precision=precision,
-        transfer_known=transfer_known or not costs.transfer_bytes)
+        transfer_known=transfer_known or not costs.transfer_bytes,
+        missing_peak=missing_tensor_peak(est.precision))
+
+
+def missing_tensor_peak(choices: tuple[PrecisionChoice, ...]) -> str:
+    """The tensor peak a reduced-precision matrix operator needs and the GPU's figures lack
+    ("bf16" on a T4): :func:`gpu_precision` then prices it on the FP32 lanes, a stand-in the
+    row must show (``Prediction.missing_peak``)."""
+    for p in choices:
+        if p.op_class in MATRIX and p.dtype != "float32" and p.peak is None:
+            return TENSOR_DTYPES.get(p.dtype, p.dtype)
+    return ""

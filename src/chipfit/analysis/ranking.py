@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 from chipfit.analysis.evidence import Evidence, Option, Reason, Recommendation
+from chipfit.analysis.roofline import missing_peak_reason
 from chipfit.analysis.rules import evaluate
 from chipfit.errors import UnknownNameError
 
@@ -39,6 +40,8 @@ def _excluded(o: Option, ev: Evidence, max_latency: float | None,
     if not o.fits:
         need, have = (o.memory_need_bytes or 0) / 2**30, (o.memory_have_bytes or 0) / 2**30
         return f"does not fit: needs {need:.1f} GiB, has {have:.1f} GiB"
+    if o.missing_peak:  # priced at a stand-in peak: no verdict may rest on it
+        return missing_peak_reason(o.missing_peak)
     if max_latency is not None and o.latency_s > max_latency:
         return f"latency {o.latency_s * 1e3:.3g} ms exceeds --max-latency {max_latency * 1e3:.3g} ms"
     if budget is not None:

@@ -34,7 +34,7 @@ from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts
 from chipfit.errors import UnsupportedError
 
 __all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",
-           "curve_rate", "predict"]
+           "curve_rate", "fit_checked", "missing_peak_reason", "predict"]
 
 BOUNDS = ("compute", "memory", "launch", "transfer")
 Curve = tuple[tuple[float, float], ...]  # (operation size, achievable rate) sorted by size
@@ -91,6 +91,8 @@ class Roofs:
     pool: Curve = ()  # measured output elements/s of pooling (calibrated CPUs)
     precision: tuple[str, ...] = ()  # the unit each dtype's matmuls/convs run on, and why
     copy_known: bool = True  # False: host link unsourced, so copy time is unknown (not 0)
+    # The peak the predicted dtype needs and the catalog lacks (Prediction.missing_peak)
+    missing_peak: str = ""
 
     def matmul_rate(self, dtype: str, flops: float, op_class: str = "matmul",
                     variant: str = "") -> float:
@@ -170,6 +172,21 @@ class Prediction:
     stratum: str = ""
     host_s: float = math.nan  # host (dispatch) seconds per call, where the route models them
     device_s: float = math.nan  # device seconds per call, where the route models them
+    # The fit check (:func:`fit_checked`): device bytes one call needs (weights, inputs,
+    # live tensors at their peak; estimated) and the device's memory; None where unknown
+    memory_need_bytes: float | None = None
+    memory_have_bytes: float | None = None
+    # The catalog peak this dtype's matrix work needs and the catalog lacks ("int8", "fp16"):
+    # the time is priced at a stand-in peak, so the row is marked and kept out of verdicts
+    # (:func:`missing_peak_reason`)
+    missing_peak: str = ""
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether one call fits the device's memory; None where either figure is unknown."""
+        if self.memory_need_bytes is None or self.memory_have_bytes is None:
+            return None
+        return self.memory_need_bytes <= self.memory_have_bytes
 
     @property
     def throughput(self) -> float:
@@ -192,7 +209,26 @@ class Prediction:
         out = asdict(self)
         out["throughput"] = self.throughput
         out["end_to_end_s"] = self.end_to_end_s
+        out["fits"] = self.fits
         return out
+
+
+def missing_peak_reason(precision: str) -> str:
+    """Why a row priced without its precision's peak is kept out of a verdict."""
+    return f"no {precision} peak in the catalog"
+
+
+def fit_checked(pred: Prediction, need_bytes: float | None,
+                have_bytes: float | None) -> Prediction:
+    """``pred`` with its fit check: the memory one call needs against the device's, and a
+    ``does not fit`` note first when it is larger (the time of a call that cannot run)."""
+    pred = replace(pred, memory_need_bytes=None if need_bytes is None else float(need_bytes),
+                   memory_have_bytes=None if have_bytes is None else float(have_bytes))
+    if pred.fits is not False:
+        return pred
+    note = (f"does not fit: needs ~{need_bytes / 1e9:.1f} GB, the device has "
+            f"{have_bytes / 1e9:.1f} GB")
+    return replace(pred, notes=(note, *pred.notes))
 
 
 def bandwidth_kind(op: OpCost) -> str:
@@ -318,6 +354,7 @@ def predict(costs: WorkloadCosts, roofs: Roofs) -> Prediction:
         breakdown=tuple(classes), efficiency=roofs.efficiency,
         notes=roofs.notes + costs.notes, precision=roofs.precision,
         transfer_known=roofs.copy_known or not costs.transfer_bytes,
+        missing_peak=roofs.missing_peak,
     )
 
 
@@ -354,6 +391,20 @@ def _peak_for(spec: Any, precision: str) -> tuple[float | None, str]:
             status = spec.figure(field).status
             return alt, f"{precision} peak {status}: the {fallback} peak is used"
     return None, f"no {precision} or fallback peak in the catalog"
+
+
+def _missing_peak(spec: Any, dtype: str, backend: str) -> str:
+    """The peak ``dtype``'s matrix work runs at that the catalog lacks, or "". float32
+    without a TF32 figure is not one: FP32 lanes run float32 as written (a slower, sourced
+    bound), while a missing int8/fp16/bf16 peak would price reduced precision at FP32."""
+    for op_class in ("matmul", "conv"):
+        precision, _ = _matmul_precision(spec, dtype, backend, op_class)
+        if precision != "tf32" and precision in _PEAK_PRECISIONS and not spec.peak(precision):
+            return precision
+    return ""
+
+
+_PEAK_PRECISIONS = ("fp64", "fp32", "bf16", "fp16", "int8", "fp8")
 
 
 def _dtype_curves(spec: Any, backend: str, op_class: str, wanted: Iterable[str],
@@ -423,6 +474,7 @@ def catalog_roofs(spec: Any, backend: str = "torch", band: float = 0.5,
         asynchronous=spec.kind != "cpu", h2d_bw=copy_bw, d2h_bw=copy_bw, band=band,
         band_basis=band_basis, efficiency=_efficiency_rows(spec), notes=tuple(notes),
         memory_bytes=spec.memory_bytes, precision=precision, copy_known=not why,
+        missing_peak=next((m for m in (_missing_peak(spec, d, backend) for d in wanted) if m), ""),
     )
 
 
@@ -435,6 +487,13 @@ def _precision_line(spec: Any, dtype: str, backend: str, op_class: str) -> str:
     if not why and precision == "fp32" and spec.kind == "gpu":
         why = "torch keeps float32 matmuls in FP32 (torch.backends.cuda.matmul.allow_tf32=False)"
     eff = spec.efficiency("matmul")
+    peak, fallback = _peak_for(spec, precision)
+    if fallback and peak is not None:  # the peak that stands in, never the missing one's name
+        used = next(p for p in ("fp32", "bf16") if spec.peak(p) == peak)
+        if precision != "tf32":
+            return (f"{dtype} {op_class}: {missing_peak_reason(precision)}: the {used} peak x "
+                    f"{eff.value} stands in ({fallback}; efficiency: {eff.derivation})")
+        precision, why = used, f"{fallback}; {why}"
     return (f"{dtype} {op_class}: {precision} peak x {eff.value} ({why or 'framework default'}; "
             f"efficiency: {eff.derivation})")
 

@@ -41,14 +41,14 @@ from dataclasses import dataclass, replace
 
 from typing import TYPE_CHECKING, Any
 
-from chipfit.analysis.roofline import ClassTime, Prediction
+from chipfit.analysis.roofline import ClassTime, Prediction, missing_peak_reason
 
 if TYPE_CHECKING:
     from chipfit.hardware.catalog import HardwareSpec
 
 __all__ = ["ENGINE_STACKS", "FUSED_CLASSES", "EngineFit", "EngineHardware", "EngineRow",
-           "engine_prediction", "fit_engine", "from_operators", "leave_one_out", "precision_bytes",
-           "stack_family", "tokens_scaled"]
+           "engine_precision_lines", "engine_prediction", "fit_engine", "from_operators",
+           "leave_one_out", "precision_bytes", "stack_family", "tokens_scaled"]
 
 #: Predicted-only stacks (no local measurement): name -> what it stands for.
 ENGINE_STACKS = {
@@ -90,6 +90,10 @@ class EngineHardware:
     peak: float  # dense op/s at the engine precision, all devices together
     bandwidth: float  # achievable bytes/s, all devices together
     peak_note: str = ""
+    # The precision's catalog peak when the catalog lacks it ("int8"), and the peak that
+    # stands in ("fp32"): Prediction.missing_peak marks the row and keeps it out of verdicts
+    missing_peak: str = ""
+    peak_used: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,9 +216,10 @@ def engine_prediction(eager: Prediction, hw: EngineHardware, fit: EngineFit, *,
     seconds = compute + memory + launch
     parts = {"compute": compute, "memory": memory, "launch": launch}
     band = eager.band if band is None else band
+    peak = hw.peak_used or peak_name(precision)
     notes = tuple(n for n in (note, hw.peak_note) if n) + (
         f"{stack} {precision}: fused engine on top of the eager prediction "
-        f"(engine efficiency {efficiency:.2f} of the {peak_name(precision)} peak, "
+        f"(engine efficiency {efficiency:.2f} of the {peak} peak, "
         f"{fit.kernel_s * 1e6:.1f} us per fused kernel; {fit.basis})",)
     return replace(
         eager, hardware=hw.key, hardware_name=hw.name, dtype=precision, seconds=seconds,
@@ -224,7 +229,24 @@ def engine_prediction(eager: Prediction, hw: EngineHardware, fit: EngineFit, *,
         breakdown=tuple(classes), notes=notes + eager.notes, stack=stack,
         efficiency=(("engine_efficiency", efficiency, f"fitted: {fit.basis}"),
                     ("engine_kernel_us", fit.kernel_s * 1e6, f"fitted: {fit.basis}")),
+        precision=engine_precision_lines(classes, hw, stack, precision, efficiency),
+        missing_peak=hw.missing_peak,
     )
+
+
+def engine_precision_lines(classes: Iterable[ClassTime], hw: EngineHardware, stack: str,
+                           precision: str, efficiency: float) -> tuple[str, ...]:
+    """What each matrix class of an engine row is priced at (never the eager float32
+    policy the engine replaces): ``int8 conv: int8 peak x 0.49 (...)``."""
+    wanted = peak_name(precision)
+    if hw.missing_peak:
+        at = (f"{missing_peak_reason(wanted)}: the {hw.peak_used} peak x {efficiency:.2f} "
+              "stands in")
+    else:
+        at = f"{wanted} peak x {efficiency:.2f}"
+    return tuple(f"{precision} {c.op_class}: {at} ({stack} engine, {precision} kernels; "
+                 "efficiency fitted on published MLPerf results)"
+                 for c in classes if c.op_class in MATRIX_CLASSES)
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -349,12 +371,12 @@ def median(values: Iterable[float]) -> float:
 
 def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1) -> EngineHardware:
     """An :class:`EngineHardware` from a catalog spec (``HardwareSpec``), ``count`` devices."""
-    peak = spec.peak(peak_name(precision))
-    note = ""
-    if not peak:
-        peak = spec.peak("fp16") or spec.peak("bf16") or spec.peak("fp32")
-        note = (f"{spec.key} has no {peak_name(precision)} peak in the catalog: "
-                "a lower-precision peak stands in")
+    wanted = peak_name(precision)
+    used = next((p for p in (wanted, "fp16", "bf16", "fp32") if spec.peak(p)), "")
+    peak = spec.peak(used) if used else None
+    missing = wanted if used != wanted else ""
+    note = (f"{spec.key} has no {wanted} peak in the catalog: its {used} peak stands in"
+            if missing and used else "")
     if not peak or not spec.memory_bw:
         from chipfit.errors import UnsupportedError
 
@@ -363,7 +385,8 @@ def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1) -> En
     bandwidth = spec.memory_bw * spec.efficiency("memory").value
     name = spec.name if count == 1 else f"{count}x {spec.name}"
     key = spec.key if count == 1 else f"{count}x {spec.key}"
-    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, note)
+    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, note,
+                          missing, used)
 
 
 def summary(pairs: Sequence[tuple[EngineRow, EngineFit]]) -> Mapping[str, float]:

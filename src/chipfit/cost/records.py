@@ -82,6 +82,11 @@ class WorkloadCosts:
     module_calls: int = 0
     notes: tuple[str, ...] = field(default=())
     source: str = "estimated"
+    #: The torch tracer's peak of live bytes allocated during the call (None: not followed).
+    peak_bytes: int | None = None
+    #: Device bytes one call needs (weights, inputs, that peak, with a margin), where the
+    #: tracer knew the model (:func:`chipfit.workloads.gpu_trace.trace_for_gpu`); else None.
+    memory_bytes: int | None = None
 
     @property
     def flops(self) -> float:

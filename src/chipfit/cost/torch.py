@@ -406,7 +406,8 @@ def trace_torch(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str 
     if tensors not in ("real", "fake", "meta"):
         raise InvalidInputError(f"tensors must be real, fake or meta, not {tensors!r}")
     real = tensors == "real"
-    ops, out, modules, unknown = _record_call(torch, fn, args, tensors == "fake", mode, real)
+    ops, out, modules, unknown, peak = _record_call(torch, fn, args, tensors == "fake", mode,
+                                                    real)
     notes = [f"{n}: no FLOP formula; counted as 0 FLOPs" for n in sorted(unknown)]
     fused = sorted({o.op for o in ops if o.op in _OPAQUE})
     if fused:
@@ -414,7 +415,7 @@ def trace_torch(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str 
                      f"{', '.join(fused)} ({tensors} tensors; real ones look inside)")
     return WorkloadCosts(workload, size, dtype, mode, "torch", f"torch-dispatch:{tensors}",
                          merge_ops(ops), host_nbytes(args), host_nbytes(out), items, 0,
-                         modules, tuple(notes))
+                         modules, tuple(notes), peak_bytes=peak)
 
 
 def _record_call(torch: Any, fn: Callable[..., Any], args: tuple[Any, ...], fake: bool,
@@ -438,4 +439,4 @@ def _record_call(torch: Any, fn: Callable[..., Any], args: tuple[Any, ...], fake
                 out = fn(*args)
         finally:
             handle.remove()
-    return recorder.ops, out, calls[0], recorder.unknown
+    return recorder.ops, out, calls[0], recorder.unknown, recorder.peak

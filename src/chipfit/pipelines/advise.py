@@ -332,7 +332,7 @@ def _catalog_option(spec: Any, pred: Any, train_pred: Any, batch: int, need: int
                *(f"precision: {line}" for line in pred.precision),
                *(() if pred.transfer_known else
                  ("copy time unknown (host link unsourced): latency leaves copies out",))),
-        band=pred.band,
+        band=pred.band, missing_peak=pred.missing_peak,
     )
 
 

@@ -50,7 +50,7 @@ def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequenc
         module.eval()
         with torch.inference_mode():
             return trace_for_gpu(module, args, workload=model.name, size=str(batch),
-                                 dtype=dtype, items=batch, tensors="fake")
+                                 dtype=dtype, items=batch, tensors="fake", module=module)
     module.train()
 
     def step(*values: Any) -> Any:
@@ -60,7 +60,7 @@ def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequenc
         return first
 
     return trace_for_gpu(step, args, workload=model.name, size=str(batch), dtype=dtype,
-                         mode="train-fwd-bwd", items=batch, tensors="fake")
+                         mode="train-fwd-bwd", items=batch, tensors="fake", module=module)
 
 
 def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len: int = 128,
@@ -71,6 +71,7 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
 
     ``stack`` other than eager predicts a fused engine at precision ``dtype`` on top of the
     float32 eager prediction (:mod:`chipfit.analysis.stacks`)."""
+    from chipfit.analysis.roofline import fit_checked
     from chipfit.hardware.catalog import load_catalog
     from chipfit.pipelines.predict import PredictRow, Target
 
@@ -99,7 +100,8 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
 
     rows = []
     for key in hardware:
-        pred = predict_catalog(costs, key)
+        pred = fit_checked(predict_catalog(costs, key), costs.memory_bytes,
+                           catalog[key].memory_bytes)
         rows.append(PredictRow(Target(key, False, catalog[key].kind, catalog[key].name), pred))
     if stack == "eager":
         return rows

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs
+from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, fit_checked
 from chipfit.cost.records import WorkloadCosts
 from chipfit.errors import UnknownNameError
 from chipfit.execute.costs import extract_costs, prediction_costs
@@ -122,13 +122,6 @@ def backend_for(target: Target, workload: Any) -> str:
                          target.key.split(":", 1)[0] if target.local else None)
 
 
-def _fit_note(workload: Any, size: str, dtype: str, mode: str, have: float | None) -> str:
-    need = workload.memory_estimate(size, dtype, mode)
-    if need and have and need > have:
-        return f"does not fit: needs ~{need / 1e9:.1f} GB, the device has {have / 1e9:.1f} GB"
-    return ""
-
-
 def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str] = (LOCAL,), *,
                      dtype: str = "float32", mode: str | None = None, tensors: str = "auto",
                      measure: bool = True, timing: Any = None, stack: str = "eager",
@@ -225,7 +218,8 @@ def _row(wl: Any, target: Target, roofs: Roofs | None, costs: WorkloadCosts, mea
 
         pred = predict_catalog(costs, target.key, framework=costs.backend)
         have = load_catalog()[target.key].memory_bytes
-    notes = [_fit_note(wl, costs.size, costs.dtype, costs.mode, have)]
+    pred = fit_checked(pred, wl.memory_estimate(costs.size, costs.dtype, costs.mode), have)
+    notes = []
     if target.kind == "tpu" and costs.backend == "torch":
         notes.append(f"{wl.name} has no JAX builder: predicted from torch's eager operator "
                      "graph (torch_xla would trace and fuse it: an upper bound on time)")

@@ -154,17 +154,27 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
         measured = "-" if m is None else (fmt_seconds(m.median_s) if m.ok else m.status)
         bound = Text(p.bound, style="yellow" if p.bound in ("launch", "transfer") else "")
         hardware = Text(p.hardware)
-        if any(n.startswith("does not fit") for n in p.notes):
+        if p.fits is False:
             hardware.append(" (does not fit)", style="red")
+        if p.missing_peak:
+            hardware.append(f" (no {p.missing_peak} peak)", style="red")
         table_rows.append((hardware, p.size, fmt_seconds(p.seconds),
                            f"{fmt_seconds(p.low_s)}–{fmt_seconds(p.high_s)}",
                            fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound,
                            p.basis, measured, _pct(row.error)))
+    flags = []
+    if any(row.prediction.fits is False for row in rows):
+        flags.append("does not fit: one call needs more memory than the device has")
+    if any(row.prediction.missing_peak for row in rows):
+        flags.append("no <precision> peak: the catalog lacks the peak of the precision "
+                     "asked for; the time shown is priced at a stand-in peak (see the "
+                     "precision lines)")
     return Fitted(cols, table_rows, wide=wide, title=title or "chipfit predict",
                   caption="predicted: roofline over the workload's operators (basis: calibrated "
                   "= rates measured here by chipfit calibrate; catalog = peaks x documented "
                   "efficiencies); band: x/÷ (1 + validation error). e2e adds host<->device "
-                  "copies. measured: chipfit's timer, this run.")
+                  "copies. measured: chipfit's timer, this run." +
+                  "".join(f" {flag}." for flag in flags))
 
 
 def breakdown_table(pred: Any) -> Table:

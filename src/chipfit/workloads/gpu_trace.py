@@ -25,7 +25,7 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["config_model", "trace_config", "trace_for_gpu"]
+__all__ = ["config_model", "memory_need", "trace_config", "trace_for_gpu"]
 
 
 @contextlib.contextmanager
@@ -171,19 +171,39 @@ def gpu_kernels(records: list[Any] | None = None,
 
 def trace_for_gpu(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: str = "call",
                   size: str = "", dtype: str = "float32", mode: str = "inference",
-                  items: int = 1, tensors: str = "meta", expert_capacity: int | None = None) -> Any:
+                  items: int = 1, tensors: str = "meta", expert_capacity: int | None = None,
+                  module: Any = None) -> Any:
     """Trace ``fn(*args)`` as a CUDA build runs it (fused attention and recurrent layers;
-    mixture-of-experts layers routed evenly, see :func:`_balanced_experts`)."""
+    mixture-of-experts layers routed evenly, see :func:`_balanced_experts`). With the
+    ``module`` that ``fn`` calls, the costs also say the device memory one call needs
+    (``memory_bytes``: :func:`memory_need`)."""
     from chipfit.cost.torch import trace_torch
 
     with gpu_kernels(expert_capacity=expert_capacity):
         costs = trace_torch(fn, args, workload=workload, size=size, dtype=dtype, mode=mode,
                             items=items, tensors=tensors)
+    if module is not None:
+        costs = replace(costs, memory_bytes=memory_need(costs, module))
     fused = sum(o.count for o in costs.ops if o.op == "_cudnn_rnn")
     if not fused:
         return costs
     note = f"{fused} recurrent layer call(s) traced as fused cuDNN kernels"
     return replace(costs, notes=costs.notes + (note,))
+
+
+def memory_need(costs: Any, module: Any) -> int | None:
+    """Device bytes one traced call of ``module`` needs: its weights and buffers, their
+    gradients when training (made by the first step, resident while the traced second one
+    peaks), the inputs and the tracer's peak of live bytes, times the margin the built-in
+    models use (:data:`chipfit.cost.profile.MEMORY_MARGIN`). None where no peak was followed."""
+    from chipfit.cost.profile import MEMORY_MARGIN
+
+    if costs.peak_bytes is None:
+        return None
+    weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    grads = (sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+             if costs.mode != "inference" else 0)
+    return int((weights + grads + costs.h2d_bytes + costs.peak_bytes) * MEMORY_MARGIN)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -281,7 +301,8 @@ def _trace_config_call(torch: Any, model: Any, inputs: tuple[Any, ...], call: An
         with torch.inference_mode():
             try:
                 return trace_for_gpu(call, inputs, workload=name, size=f"{batch}x{seq_len}",
-                                     dtype=dtype, items=batch, expert_capacity=capacity)
+                                     dtype=dtype, items=batch, expert_capacity=capacity,
+                                     module=model)
             except NotImplementedError as exc:  # data-dependent shapes on meta tensors
                 raise UnsupportedError(f"{name}: shape-only tracing is not possible "
                                        f"({exc})") from exc
@@ -298,6 +319,6 @@ def _trace_config_call(torch: Any, model: Any, inputs: tuple[Any, ...], call: An
     try:
         return trace_for_gpu(step, inputs, workload=name, size=f"{batch}x{seq_len}",
                              dtype=dtype, mode="train-fwd-bwd", items=batch,
-                             expert_capacity=capacity)
+                             expert_capacity=capacity, module=model)
     except NotImplementedError as exc:  # data-dependent shapes (expert routing) on meta
         raise UnsupportedError(f"{name}: shape-only tracing is not possible ({exc})") from exc
