@@ -164,3 +164,43 @@ def test_the_memory_a_traced_call_needs_grows_with_the_batch(tmp_path):
     assert small.memory_bytes > weights
     assert large.memory_bytes > small.memory_bytes
     assert trace_config(path, 64, 32).memory_bytes < large.memory_bytes  # no backward
+
+
+# ------------------------------------------- (d) --no-measure never measures or calibrates
+
+@pytest.fixture
+def no_calibrating(monkeypatch):
+    """Calibrating or measuring here fails the test at once (instead of taking minutes)."""
+    import chipfit.execute._worker as worker
+    import chipfit.pipelines.calibrate as calibrate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--no-measure measured or calibrated")
+
+    monkeypatch.setattr(calibrate, "calibrate", refuse)
+    monkeypatch.setattr(worker, "run_here", refuse)
+
+
+def test_no_measure_on_an_uncalibrated_local_device_says_so_in_one_line(cli, no_calibrating):
+    result = cli("predict", "matmul", "-s", "64", "-H", "torch:cpu", "--no-measure")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("chipfit: error")]
+    assert len(lines) == 1 and "torch:cpu is not calibrated" in lines[0]
+    assert "chipfit calibrate --devices torch:cpu" in lines[0]
+
+
+def test_no_measure_predicts_a_calibrated_local_device_from_its_calibration(no_calibrating):
+    from chipfit.analysis.calibration import Calibration, CalPoint
+    from chipfit.pipelines.calibrate import save_calibration
+    from chipfit.pipelines.predict import predict_workload
+
+    save_calibration(Calibration(
+        device="torch:cpu", name="cpu", kind="cpu", backend="torch", created_at="now",
+        chipfit_version="0", machine=(("cpu", "x"),),
+        points=(CalPoint("matmul", "float32", "96", 1.7e6, 2e-5, 2.1e-5, 0.01),),
+        matmul=(("float32", ((1.7e6, 9e10), (1e9, 1.2e11))),), conv=(),
+        bandwidth=((1e4, 5e10), (1e8, 1e10)), host_per_op_s=3e-6,
+        checks=(("matmul 320", 1e-3, 1.05e-3),)))
+    (row,) = predict_workload("matmul", ["64"], ["torch:cpu"], measure=False)
+    assert row.measurement is None and row.prediction.basis == "calibrated"
+    assert row.prediction.seconds > 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from chipfit.analysis.roofline import Prediction, Roofs, catalog_roofs, fit_checked
 from chipfit.cost.records import WorkloadCosts
-from chipfit.errors import UnknownNameError
+from chipfit.errors import UnknownNameError, UsageError
 from chipfit.execute.costs import extract_costs, prediction_costs
 from chipfit.predictors import framework_for, predict_catalog, predict_local, trace_flavour
 from chipfit.predictors.fits import local_band
@@ -94,10 +94,9 @@ def roofs_for(target: Target, backend: str, dtype: str = "float32", *,
     cal = reusable(load_calibration(target.key))  # one that misses its checks: refused
     if cal is None:
         if not auto_calibrate:
-            from chipfit.errors import UsageError
-
-            raise UsageError(f"{target.key} is not calibrated yet: run chipfit calibrate "
-                             f"--devices {target.key}")
+            raise UsageError(f"{target.key} is not calibrated yet, and predicting it without "
+                             f"measuring needs a calibration: run chipfit calibrate --devices "
+                             f"{target.key}")
         if progress:
             progress(f"calibrating {target.key} first (once; chipfit calibrate redoes it)")
         cal = calibrate(target.key, quick=quick, dtypes=_cal_dtypes(dtype))
@@ -132,7 +131,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     predicts a fused inference engine at precision ``dtype`` (``int8``, ``float16``) on top of
     the float32 eager prediction, for catalog hardware only.
     """
-    from chipfit.discovery import discover
+    from chipfit.discovery import backends_named, discover
     from chipfit.errors import InvalidInputError
     from chipfit.pipelines.engines import engine_precision, resolve_stack
     from chipfit.spec import parse_dtype
@@ -152,10 +151,11 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                                 "measure this machine's stacks with chipfit bench --stacks")
     if stack != "eager" and mode != "inference":
         raise InvalidInputError(f"the {stack} stack runs inference only (got mode {mode!r})")
-    discovery = discover() if needs_local else None
+    named = None if LOCAL in hardware else backends_named(h for h in hardware if ":" in h)
+    discovery = discover(named) if needs_local else None  # only the frameworks named
     targets = resolve_hardware(hardware, discovery)
     costs: dict[tuple[str, str], WorkloadCosts] = {}
-    rows = []
+    rows, skipped = [], []
     runnable = [t for t in targets if backend_for(t, wl) in wl.backends()]
     for target in targets:
         if target not in runnable:
@@ -164,7 +164,14 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                                        [t.key for t in runnable])
             continue  # "local" expanded to a framework this workload has no builder for
         backend = backend_for(target, wl)
-        roofs = roofs_for(target, backend, dtype, progress=progress) if target.local else None
+        try:  # --no-measure never measures, so it never calibrates either
+            roofs = (roofs_for(target, backend, dtype, auto_calibrate=measure, progress=progress)
+                     if target.local else None)
+        except UsageError as exc:
+            if measure:
+                raise
+            skipped.append(str(exc))
+            continue
         flavour = trace_flavour(target.kind, backend, target.local)
         for size in chosen:
             if (size, flavour) not in costs:
@@ -176,6 +183,10 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                        progress)
             rows.append(_engine_row(row, stack, precision, progress, costs[size, flavour])
                         if stack != "eager" else row)
+    if skipped and not rows:
+        raise UsageError("; ".join(skipped))
+    for why in skipped if progress else ():
+        progress(f"not predicted: {why}")
     return rows
 
 
