@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "included); fitted on published MLPerf results")
     p.add_argument("--mode", help="inference, train or finetune (default: the workload's first)")
     p.add_argument("--no-measure", action="store_true",
-                   help="do not measure the local devices (prediction only)")
+                   help="do not measure the local devices, nor calibrate them (prediction "
+                        "only: a local device is predicted from an existing calibration)")
     p.add_argument("--breakdown", action="store_true",
                    help="also show where the time goes, by operator class")
     p.add_argument("--tensors", choices=("auto", "real", "fake"), default="auto",
