@@ -53,7 +53,7 @@ def test_finetune_step_of_a_transformers_model_is_traced_for_a_gpu():
     from chipfit.analysis.gpu_predict import estimate
     from chipfit.cost.torch import trace_torch
     from chipfit.hardware.gpu_arch import gpu_figures
-    from chipfit.pipelines.gpu_prediction import shipped_gpu_model
+    from chipfit.predictors.fits import shipped_gpu_model
     from chipfit.workloads.gpu_trace import gpu_kernels
 
     config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
@@ -116,13 +116,14 @@ TINY_BERT = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden
 
 
 def test_gpu_kernel_model_breakdown_carries_flops_and_bytes_per_class(tmp_path):
-    from chipfit.pipelines.gpu_prediction import gpu_prediction
+    from chipfit.predictors import predict_catalog
     from chipfit.workloads.gpu_trace import trace_config
 
     path = tmp_path / "bert.json"
     path.write_text(json.dumps(TINY_BERT))
     costs = trace_config(path, 2, 32)
-    pred = gpu_prediction(costs, "t4")
+    pred = predict_catalog(costs, "t4")
+    assert pred.route == "gpu-kernel-model"
     traced = costs.by_class()
     rows = {c.op_class: c for c in pred.breakdown}
     assert set(rows) == {c for c, (_, _, kernels) in traced.items() if kernels}

@@ -239,7 +239,7 @@ def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
         band_basis=roofs.band_basis, items=costs.items, breakdown=breakdown,
         efficiency=roofs.efficiency, notes=(note, *roofs.notes, *costs.notes),
         precision=roofs.precision, transfer_known=roofs.copy_known or not costs.transfer_bytes,
-        host_s=host, device_s=device)
+        host_s=host, device_s=device, missing_peak=roofs.missing_peak)
 
 
 def _launch_floors(op_class: str, costs: Any, roofs: Roofs) -> float:
