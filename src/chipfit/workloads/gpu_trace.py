@@ -229,16 +229,26 @@ def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str =
     try:
         config = transformers.AutoConfig.for_model(**raw)
     except (ValueError, KeyError) as exc:
-        raise InvalidInputError(f"{path}: transformers cannot read this config ({exc})") from exc
-    arch = architecture or (raw.get("architectures") or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
+        raise InvalidInputError(f"{path}: transformers cannot read this config "
+                                f"({str(exc)[:200]})") from exc
+    arch = architecture or _first_architecture(raw, path)
+    cls = getattr(transformers, arch, None) if arch else None  # unknown: by model_type
+    if cls is not None and not (isinstance(cls, type)
+                                and issubclass(cls, transformers.PreTrainedModel)):
+        raise InvalidInputError(f"{path}: architectures[0] {arch!r} is not a transformers "
+                                "model class")
     config._attn_implementation = _attention_for(transformers, cls, config, attention)
     with torch.device("meta"):
         try:
             model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
         except Exception as exc:  # transformers raises many kinds for unusable configs
-            raise UnsupportedError(f"{path}: cannot build {arch or raw['model_type']} "
-                                   f"({type(exc).__name__}: {exc})") from exc
+            # values that contradict each other are the file's fault (exit 2); anything
+            # else (a missing optional library ...) is this machine's
+            error = (InvalidInputError if isinstance(exc, (ValueError, TypeError, KeyError,
+                                                           AttributeError, IndexError))
+                     else UnsupportedError)
+            raise error(f"{path}: cannot build {arch or raw['model_type']} "
+                        f"({type(exc).__name__}: {str(exc)[:200]})") from exc
         model = model.to(getattr(torch, dtype))
         inputs = _inputs(torch, config, batch, seq_len)
     names = tuple(inputs)
@@ -247,6 +257,17 @@ def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str =
         return model(**dict(zip(names, values, strict=True)))
 
     return model, tuple(inputs.values()), call
+
+
+def _first_architecture(raw: dict[str, Any], path: str | Path) -> str | None:
+    """``architectures[0]`` of a config, checked: a list of class names (or absent)."""
+    names = raw.get("architectures")
+    if names is None or names == []:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidInputError(f"{path}: architectures must be a list of model class names, "
+                                f"not {str(names)[:80]}")
+    return names[0]
 
 
 def _attention_for(transformers: Any, cls: Any, config: Any, attention: str) -> str:
