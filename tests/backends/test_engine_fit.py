@@ -36,3 +36,21 @@ def test_engine_is_several_times_faster_than_eager_on_a_gpu(resnet_rows):
     fit = fit_engine([r for r in resnet_rows if r.family == "gpu"])
     # The MLPerf engines are 4-10x faster than eager; the model must say so, not merely differ.
     assert row.eager.seconds / row.predict(fit).seconds > 3
+
+
+def test_the_shipped_engine_fit_is_the_fit_of_the_shipped_rows():
+    """Prediction reads hardware/data/engine_fit.json (benchmarks/engine_fit.py --write): a
+    changed reference row, catalog figure or engine model without a new file fails here."""
+    import dataclasses
+
+    from chipfit.pipelines.engines import engine_fit
+    from chipfit.predictors.fits import shipped_engine_fit
+
+    shipped, median, rows = shipped_engine_fit()
+    fitted = engine_fit()
+    assert rows == len(fitted.rows)
+    for name in ("kernel_s", "token_fraction"):
+        assert getattr(shipped, name) == pytest.approx(getattr(fitted, name), rel=1e-9), name
+    assert dict(shipped.efficiency) == pytest.approx(dict(fitted.efficiency), rel=1e-9)
+    assert dataclasses.replace(shipped, efficiency=(), kernel_s=0, token_fraction=0) == \
+        dataclasses.replace(fitted, efficiency=(), kernel_s=0, token_fraction=0)

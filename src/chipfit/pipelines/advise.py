@@ -303,7 +303,7 @@ def _engine_option(spec: Any, eager: Any, stack: str, batch: int, need: int | No
     from dataclasses import replace
 
     from chipfit.analysis.stacks import from_operators
-    from chipfit.pipelines.engines import predict_engine
+    from chipfit.predictors.engine import predict_engine
 
     pred = predict_engine(from_operators(eager, costs.ops), spec, stack, precision)
     option = _catalog_option(spec, pred, None, batch, need)
@@ -473,7 +473,7 @@ def _catalog_preds(spec: Any, workload: Workload, sizes: Sequence[int], target: 
 def split_stacks(stacks: Sequence[str], mode: str) -> tuple[list[str], list[str]]:
     """(local stacks to measure, predicted engine stacks) from one ``--stacks`` list."""
     from chipfit.analysis.stacks import ENGINE_STACKS
-    from chipfit.pipelines.engines import resolve_stack
+    from chipfit.predictors.engine import resolve_stack
     from chipfit.workloads.stacks import parse_stacks
 
     texts = [s.strip().lower() for s in stacks if s.strip()]

@@ -3,7 +3,8 @@
 Orchestration for :mod:`chipfit.analysis.stacks`: the MLPerf rows of the shipped reference
 results (``hardware/data/reference_results.toml``) are predicted *eager* first (the
 architectures traced on the meta device, catalog roofs), then the engine layer is fitted on
-top. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``), single-stream rows
+top. Prediction (:mod:`chipfit.predictors.engine`) reads the fit this module writes
+(``write_fit``, run by ``benchmarks/engine_fit.py``); the leave-one-out report is validation's. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``), single-stream rows
 the latency of batch 1. Fits are cached under the data directory, keyed by the chipfit version
 and the catalog and reference data, because tracing the models takes seconds.
 """
@@ -11,53 +12,31 @@ and the catalog and reference data, because tracing the models takes seconds.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
-from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from chipfit.analysis.roofline import Prediction, catalog_roofs, predict, scaled
+from chipfit.analysis.roofline import catalog_roofs, predict, scaled
 from chipfit.analysis.stacks import (
-    ENGINE_STACKS,
     EngineFit,
     EngineRow,
-    engine_prediction,
     fit_engine,
     from_operators,
     hardware_from_spec,
     leave_one_out,
     summary,
 )
-from chipfit.errors import UnknownNameError
+from chipfit.predictors.engine import (  # the predictor side, re-exported for callers here
+    engine_precision,
+    predict_engine,
+    resolve_stack,
+)
+from chipfit.predictors.fits import ENGINE_FIT_SCHEMA_VERSION, engine_fit_dict, engine_fit_from
 
-__all__ = ["engine_fit", "engine_precision", "engine_rows", "loo_report", "predict_engine", "resolve_stack"]
+__all__ = ["engine_fit", "engine_precision", "engine_rows", "loo_report", "predict_engine",
+           "resolve_stack", "write_fit"]
 
 FIT_SCHEMA_VERSION = 1  # history: 1 = first engine fit (chipfit 0.1 + stacks)
-EAGER_ITEMSIZE = 4  # the reference models are traced in float32
-
-
-def resolve_stack(name: str) -> str:
-    """A predicted stack's canonical name (``trt`` -> ``tensorrt``)."""
-    text = name.strip().lower()
-    text = {"trt": "tensorrt", "fused": "engine"}.get(text, text)
-    if text != "eager" and text not in ENGINE_STACKS:
-        raise UnknownNameError("predicted stack", name, ("eager", *ENGINE_STACKS))
-    return text
-
-
-ENGINE_PRECISIONS = ("int8", "float16", "bfloat16", "float8")
-_PRECISION_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp8": "float8",
-                      "i8": "int8"}
-
-
-def engine_precision(text: str) -> str:
-    """An engine precision's canonical name; float32 is refused (engines run reduced ones)."""
-    name = _PRECISION_ALIASES.get(text.strip().lower(), text.strip().lower())
-    if name not in ENGINE_PRECISIONS:
-        raise UnknownNameError("engine precision", text, ENGINE_PRECISIONS)
-    return name
 
 
 def _precision(row: dict[str, Any]) -> str:
@@ -163,15 +142,8 @@ def _compute_fit() -> dict[str, Any]:
     return {"fit": _fit_dict(full), "loo": table, "summary": dict(summary(pairs))}
 
 
-def _fit_dict(fit: EngineFit) -> dict[str, Any]:
-    out = asdict(fit)
-    out["efficiency"] = dict(fit.efficiency)
-    return out
-
-
-def _fit_from(data: dict[str, Any]) -> EngineFit:
-    return EngineFit(tuple(sorted(data["efficiency"].items())), float(data["kernel_s"]),
-                     float(data["token_fraction"]), tuple(data["rows"]), data["basis"])
+_fit_dict = engine_fit_dict
+_fit_from = engine_fit_from
 
 
 def engine_fit() -> EngineFit:
@@ -185,29 +157,13 @@ def loo_report() -> dict[str, Any]:
     return {"rows": data["loo"], "summary": data["summary"], "fit": data["fit"]}
 
 
-def loo_band() -> tuple[float, str]:
-    """The band of engine predictions: the ``engine`` stratum's out-of-fit errors
-    (``bands.json``), else the leave-one-out median error over the MLPerf rows."""
-    from chipfit.predictors import band_for
+def write_fit(path: Path) -> dict[str, Any]:
+    """Write the shipped fit (``hardware/data/engine_fit.json``) that prediction reads."""
+    from chipfit.paths import utc_now
 
-    data = _fitted()
-    err = data["summary"]["all"]
-    return band_for("engine", err if err is not None and math.isfinite(err) else 0.5,
-                    f"leave-one-out median error over {len(data['loo'])} published MLPerf rows")
-
-
-def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
-                   count: int = 1, progress: Callable[[str], None] | None = None) -> Prediction:
-    """``eager`` (a catalog prediction on ``spec``) as a fused ``stack`` at ``precision``."""
-    if stack == "tensorrt" and spec.kind != "gpu":
-        from chipfit.errors import InvalidInputError
-
-        raise InvalidInputError(f"tensorrt is a GPU stack and {spec.key} is a {spec.kind}: use "
-                                "--stack engine for a fused engine on it")
-    if progress and not _fitted.cache_info().currsize:
-        progress("fitting the engine stack on published MLPerf rows (once; cached)")
-    band, basis = loo_band()
-    pred = engine_prediction(eager, hardware_from_spec(spec, precision, count), engine_fit(),
-                             stack=stack, precision=precision, eager_itemsize=EAGER_ITEMSIZE,
-                             band=band, band_basis=basis)
-    return replace(pred, stratum="engine", route=eager.route)
+    data = _compute_fit()
+    out = {"schema_version": ENGINE_FIT_SCHEMA_VERSION, "written_at": utc_now(),
+           "script": "benchmarks/engine_fit.py", "rows": len(data["loo"]),
+           "loo_median_error": data["summary"]["all"], "fit": data["fit"]}
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
+    return out

@@ -77,7 +77,7 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
 
     if mode not in ("inference", "train"):
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
-    from chipfit.pipelines.engines import engine_precision, resolve_stack
+    from chipfit.predictors.engine import engine_precision, resolve_stack
 
     stack = resolve_stack(stack)
     precision = engine_precision(dtype) if stack != "eager" else ""

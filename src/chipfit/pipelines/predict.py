@@ -133,7 +133,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     """
     from chipfit.discovery import backends_named, discover
     from chipfit.errors import InvalidInputError
-    from chipfit.pipelines.engines import engine_precision, resolve_stack
+    from chipfit.predictors.engine import engine_precision, resolve_stack
     from chipfit.spec import parse_dtype
     from chipfit.workloads import get_workload
 
@@ -211,12 +211,11 @@ def _engine_row(row: PredictRow, stack: str, precision: str,
     on the traced operators' work (``costs``)."""
     from chipfit.analysis.stacks import from_operators
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.pipelines.engines import predict_engine
+    from chipfit.predictors.engine import predict_engine
 
     spec = load_catalog()[row.target.key]
     eager = from_operators(row.prediction, costs.ops)
-    return replace(row, prediction=predict_engine(eager, spec, stack, precision,
-                                                  progress=progress))
+    return replace(row, prediction=predict_engine(eager, spec, stack, precision))
 
 
 def _row(wl: Any, target: Target, roofs: Roofs | None, costs: WorkloadCosts, measure: bool,

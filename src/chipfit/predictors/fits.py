@@ -19,13 +19,16 @@ from chipfit.analysis.gpu_kernels import GpuParams
 from chipfit.analysis.gpu_predict import GpuModel, HostCosts
 from chipfit.errors import SchemaError
 
-__all__ = ["GPU_MODEL_SCHEMA_VERSION", "BANDS_SCHEMA_VERSION", "last_validation",
+__all__ = ["ENGINE_FIT_SCHEMA_VERSION", "GPU_MODEL_SCHEMA_VERSION", "BANDS_SCHEMA_VERSION",
+           "engine_fit_from", "engine_fit_dict", "last_validation", "shipped_engine_fit",
            "load_gpu_model", "local_band", "shipped_bands", "shipped_gpu_model", "validation_path"]
 
 #: History: 1 = first version.
 GPU_MODEL_SCHEMA_VERSION = 1
 #: History: 1 = first version (one band per stratum, with its coverage evidence).
 BANDS_SCHEMA_VERSION = 1
+#: History: 1 = first version (the fit on every published MLPerf row, its leave-one-out median).
+ENGINE_FIT_SCHEMA_VERSION = 1
 
 
 def _package_text(name: str) -> str:
@@ -95,3 +98,31 @@ def local_band(device: str) -> tuple[float | None, str]:
         return None, ""
     return float(local["mape"]), (f"median error of the last chipfit validate on {device} "
                                   f"({local['cases']} cases, {data.get('finished_at', '')})")
+
+
+def engine_fit_dict(fit: Any) -> dict[str, Any]:
+    """An :class:`~chipfit.analysis.stacks.EngineFit` as plain data (the file's ``fit``)."""
+    from dataclasses import asdict
+
+    out = asdict(fit)
+    out["efficiency"] = dict(fit.efficiency)
+    return out
+
+
+def engine_fit_from(data: dict[str, Any]) -> Any:
+    from chipfit.analysis.stacks import EngineFit
+
+    return EngineFit(tuple(sorted(data["efficiency"].items())), float(data["kernel_s"]),
+                     float(data["token_fraction"]), tuple(data["rows"]), data["basis"])
+
+
+@lru_cache(maxsize=1)
+def shipped_engine_fit() -> tuple[Any, float, int]:
+    """(the engine fit, its leave-one-out median error, rows) from ``engine_fit.json``."""
+    data = json.loads(_package_text("engine_fit.json"))
+    version = data.get("schema_version", 0)
+    if not isinstance(version, int) or version > ENGINE_FIT_SCHEMA_VERSION:
+        raise SchemaError("engine_fit.json is newer than this chipfit; upgrade chipfit")
+    median = data.get("loo_median_error")
+    return (engine_fit_from(data["fit"]), float(median) if median is not None else 0.5,
+            int(data.get("rows", 0)))
