@@ -70,6 +70,19 @@ def print_tables(result: dict) -> None:
           f"; in-sample: {np.mean([abs(c.error) for c in full.values()]) * 100:.1f}%")
     print(f"band +-{result['band'] * 100:.0f}% ({result['band_basis']}); "
           f"coverage {result['coverage'] * 100:.0f}%")
+    print("\nEnd to end by protocol (mean / median APE, median signed error, band coverage)")
+    for name, p in (result.get("protocols") or {}).items():
+        if p.get("cases"):
+            print(f"  {name:62} {p['cases']:3d} cases  mean {p['mean_ape'] * 100:5.1f}%  "
+                  f"median {p['median_ape'] * 100:5.1f}%  bias {p['median_error'] * 100:+5.1f}%  "
+                  f"in band {p['coverage'] * 100:3.0f}%")
+    for name, cases in (result.get("protocol_cases") or {}).items():
+        by: dict[tuple[str, str], list[float]] = {}
+        for c in cases:
+            by.setdefault((c.model, c.mode), []).append(c.error)
+        for (model, mode), errs in sorted(by.items()):
+            print(f"    {name[:28]:28} {model:12} {mode:10} mean {np.mean(np.abs(errs)) * 100:5.1f}%"
+                  f"  median {np.median(np.abs(errs)) * 100:5.1f}%  ({len(errs)} cases)")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ imports, so jobs can be sent to subprocesses or Ray workers unchanged.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 
 from chipfit.errors import InvalidInputError
 
-__all__ = ["DTYPES", "MODES", "DeviceRef", "Job", "TimingConfig", "default_stack", "parse_dtype"]
+__all__ = ["DTYPES", "MAX_COUNT", "MODES", "DeviceRef", "Job", "TimingConfig", "default_stack",
+           "parse_count", "parse_dtype"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("inference", "train", "finetune")
@@ -34,6 +36,33 @@ def parse_dtype(text: str) -> str:
 
         raise UnknownNameError("dtype", text, DTYPES + tuple(_DTYPE_ALIASES))
     return name
+
+
+_SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+_COUNT = re.compile(r"^(?:(?P<base>\d{1,20})\^(?P<exp>\d{1,3})|(?P<digits>\d{1,20})(?P<suffix>[kmg]i?)?)$")
+#: Sizes and counts stop at 2^53: beyond it they are no longer exact as floats (costs, plots
+#: and ladders compute in floats), and no workload or memory is that large.
+MAX_COUNT = 2**53
+
+
+def parse_count(text: str, what: str = "size") -> int:
+    """Parse ``4096``, ``2^20``, ``64k``, ``16Mi`` into a positive int (at most 2^53)."""
+    raw = str(text).strip().lower().replace("_", "")
+    match = _COUNT.match(raw)
+    if not match:
+        raise InvalidInputError(f"malformed {what} {text!r}: use a positive integer such as "
+                                "4096, 2^20, 64k or 16Mi")
+    if match["base"] is not None:
+        base, exp = int(match["base"]), int(match["exp"])
+        # the power is only computed when it cannot be huge (10^999 would take a while)
+        value = base**exp if base <= 1 or exp * math.log2(base) <= 64 else MAX_COUNT + 1
+    else:
+        value = int(match["digits"]) * _SUFFIX.get(match["suffix"] or "", 1)
+    if value <= 0:
+        raise InvalidInputError(f"{what} must be positive, got {text!r}")
+    if value > MAX_COUNT:
+        raise InvalidInputError(f"{what} {text!r} is too large (at most 2^53)")
+    return value
 
 
 @dataclass(frozen=True, order=True)

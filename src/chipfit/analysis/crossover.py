@@ -40,7 +40,6 @@ import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from itertools import combinations, pairwise
 
 import numpy as np
@@ -48,6 +47,7 @@ import numpy as np
 from chipfit.analysis.trust import screen
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.results import Measurement
+from chipfit.spec import parse_count
 from chipfit.timing import stats
 
 __all__ = [
@@ -216,16 +216,10 @@ class SweepAnalysis:
 
 # ---- positions and rates ----------------------------------------------------------------
 
-@lru_cache(maxsize=4096)
 def default_position(workload: str, size: str) -> float:
-    """The workload's own position for ``size``, else the size read as a count, else nan."""
-    from chipfit.workloads import get_workload
-    from chipfit.workloads.base import parse_count
-
-    try:
-        return float(get_workload(workload).size_value(size))
-    except (ChipfitError, ValueError):
-        pass
+    """The size read as a count (``4096``, ``64k``, ``2^20``), else nan. Pure: a workload
+    whose sizes are not counts (matmul's ``MxK@KxN``) is placed by the position function its
+    caller passes (:func:`chipfit.workloads.size_position`)."""
     try:
         return float(parse_count(size))
     except ChipfitError:

@@ -90,6 +90,18 @@ def run_gpu(args: argparse.Namespace) -> int:
     if errors["e2e_logo_mape"] is not None:
         out.print(f"end-to-end leave-one-GPU-out MAPE {errors['e2e_logo_mape'] * 100:.1f}%; band "
                   f"x/÷{1 + result['band']:.2f} covers {errors['coverage'] * 100:.0f}% of them")
+    protocols = result.get("protocols") or {}
+    if protocols:
+        table = Table(title="End to end by protocol (a method that wins leave-one-GPU-out but "
+                      "loses generation-out is not better)", title_justify="left")
+        for col in ("protocol", "cases", "mean APE", "median APE", "bias", "in band"):
+            table.add_column(col, justify="left" if col == "protocol" else "right")
+        for name, p in protocols.items():
+            if p.get("cases"):
+                table.add_row(name, str(p["cases"]), f"{p['mean_ape'] * 100:.1f}%",
+                              f"{p['median_ape'] * 100:.1f}%", f"{p['median_error'] * 100:+.1f}%",
+                              f"{p['coverage'] * 100:.0f}%")
+        out.print(table)
     err.print(f"kept {saved}")
     return 0
 

@@ -169,6 +169,46 @@ def coverage(errors: Sequence[float], band: float) -> float:
     return float(np.mean(inside)) if inside else math.nan
 
 
+#: Generation-out protocols: fit on older GPUs only, test on newer ones (what users ask:
+#: a GPU newer than any fitted). name -> (GPUs left out of the fit and tested).
+GENERATION_OUT = {
+    "newest-out (fit P4, P100, T4, V100; test A100)": ("a100-pcie-40gb",),
+    "turing-and-ampere-out (fit P4, P100, V100; test T4, A100)": ("t4", "a100-pcie-40gb"),
+    "volta-and-turing-out (fit P4, P100, A100; test V100, T4)": ("v100-pcie-32gb", "t4"),
+}
+
+
+def fit_without_set(rows: Mapping[str, Any], excluded: Sequence[str]) -> dict[str, FitResult]:
+    """:func:`fit_all` on every GPU but ``excluded``."""
+    use = {g: r.subset(~np.isin(r.device, sorted(excluded))) for g, r in rows.items()}
+    return fit_all(use)
+
+
+def generation_out(data_dir: Path, rows: Mapping[str, Any],
+                   progress: Callable[[str], None] | None = None) -> dict[str, list[E2eCase]]:
+    """Protocol name -> end-to-end cases of the GPUs it left out, predicted by the fit
+    without them (:data:`GENERATION_OUT`)."""
+    say = progress or (lambda s: None)
+    out = {}
+    for name, held in GENERATION_OUT.items():
+        say(f"fitting for {name}")
+        fits = fit_without_set(rows, held)
+        out[name] = [c for c in e2e_cases(data_dir, lambda g: gpu_model(fits), True)
+                     if c.device in held]
+    return out
+
+
+def protocol_summary(cases: Sequence[E2eCase], band: float) -> dict[str, Any]:
+    """Mean and median APE, median signed error and the band's coverage of ``cases``."""
+    errors = [c.error for c in cases]
+    if not errors:
+        return {"cases": 0}
+    return {"cases": len(errors), "mean_ape": float(np.mean(np.abs(errors))),
+            "median_ape": float(np.median(np.abs(errors))),
+            "median_error": float(np.median(errors)), "band": band,
+            "coverage": coverage(errors, band)}
+
+
 def run(data_dir: str | Path, *, sample: int | None = 600, e2e: bool = True,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit on all GPUs, leave each out in turn, and return the model and its errors."""
@@ -195,6 +235,14 @@ def run(data_dir: str | Path, *, sample: int | None = 600, e2e: bool = True,
     basis = (f"{int(COVERAGE * 100)}th percentile of leave-one-GPU-out end-to-end errors "
              f"({len(held)} cases)" if held else "default (no end-to-end check run)")
     model = gpu_model(fits, band, basis)
+    protocols: dict[str, Any] = {}
+    if e2e:
+        protocols["leave-one-GPU-out"] = protocol_summary([c for c in cases if c.held_out], band)
+        generation = generation_out(data_dir, rows, say)
+        for name, gen_cases in generation.items():
+            protocols[name] = protocol_summary(gen_cases, band)
+        result["protocol_cases"] = generation
+    result.update({"protocols": protocols})
     result.update({"e2e": cases, "band": band, "band_basis": basis,
                    "coverage": coverage(held, band) if held else math.nan, "model": model,
                    "rows": {g: len(r) for g, r in rows.items()}, "sample": sample})
@@ -227,5 +275,6 @@ def model_json(result: Mapping[str, Any], data_dir: str | Path) -> dict[str, Any
             "e2e_logo_mape": mape([c.predicted_s for c in held], [c.measured_s for c in held])
             if held else None,
             "coverage": result["coverage"] if held else None,
+            "protocols": result.get("protocols") or {},
         },
     }

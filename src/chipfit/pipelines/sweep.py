@@ -225,6 +225,7 @@ def analyze_run(run: Run, *, level: float = 0.95, resamples: int = 2000, seed: i
     """The analysis of any run (a sweep's, a bench's, or one loaded from a file), with the run
     carrying the memory guard's limits in its settings."""
     from chipfit.analysis.crossover import analyze
+    from chipfit.workloads import size_position
 
     limits = guard_limits(run, compute_limits)
     known = run.limits()
@@ -233,7 +234,8 @@ def analyze_run(run: Run, *, level: float = 0.95, resamples: int = 2000, seed: i
     # A fleet's node types are separate series: "torch:cpu on cpu-big" vs "... on cpu-small".
     measured = [m if m.node_type is None else replace(m, device=f"{m.device} on {m.node_type}")
                 for m in run.measurements]
-    analysis = analyze(measured, limits=limits, level=level, resamples=resamples, seed=seed)
+    analysis = analyze(measured, limits=limits, level=level, resamples=resamples, seed=seed,
+                       position=size_position)
     return SweepResult(run, analysis)
 
 

@@ -27,13 +27,13 @@ from chipfit.analysis.crossover import (
     SweepAnalysis,
     analyze,
     build_series,
-    default_position,
     rate_unit,
     series_device,
 )
 from chipfit.report import crossover_view as words
 from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
 from chipfit.results import Measurement, Run
+from chipfit.workloads import size_position
 
 __all__ = ["ClaimRow", "ReportData", "Safe", "catalog_ceilings", "esc", "load_claims", "num",
            "prepare", "render_report", "report_figures", "src", "write_report"]
@@ -161,9 +161,8 @@ def catalog_ceilings(runs: Sequence[Run], precision: str = "fp32") -> dict[str, 
     figure. A CPU's FLOP/s roof is never below what was measured on it: the highest of the
     catalog's peak, its theoretical peak at the highest clock read here (runs made on this
     machine) and its best measured rate (see :func:`chipfit.hardware.cpu.best_peak`)."""
-    from chipfit.report.plots import Ceiling
-
     from chipfit.hardware.catalog import load_catalog
+    from chipfit.report.plots import Ceiling
 
     catalog = load_catalog()
     several = len({_machine(r) for r in runs}) > 1
@@ -220,7 +219,8 @@ def prepare(runs: Sequence[Run], *, level: float = 0.95, resamples: int = 2000,
     catalog's, where it knows the device.
     """
     measurements, limits = _merged(runs)
-    analysis = analyze(measurements, limits=limits, level=level, resamples=resamples)
+    analysis = analyze(measurements, limits=limits, level=level, resamples=resamples,
+                       position=size_position)
     names = dict.fromkeys(m.workload for m in measurements)
     return ReportData(tuple(runs), tuple(measurements), analysis,
                       {w: _axis(w, runs) for w in names},
@@ -243,14 +243,14 @@ def report_figures(data: ReportData) -> list[tuple[str, str, Any]]:
     for workload, wid in _workload_ids(data).items():
         axis = data.axes[workload]
         ms = [m for m in data.measurements if m.workload == workload]
-        series = build_series(ms)
+        series = build_series(ms, position=size_position)
         figures.append((f"{wid}-time", f"{workload}: time per call vs {axis}", plots.time_plot(
             series, data.analysis.crossovers_of(workload), title=f"{workload}: time vs {axis}",
             axis=axis)))
         unit = rate_unit(ms)
         figures.append((f"{wid}-rate", f"{workload}: {unit} vs {axis}", plots.throughput_plot(
             ms, title=f"{workload}: throughput vs {axis}", axis=axis, unit=unit,
-            position=default_position)))
+            position=size_position)))
     figures.append(("roofline", "Roofline: achieved FLOP/s vs arithmetic intensity",
                     plots.roofline_plot(data.measurements, data.ceilings)))
     return figures

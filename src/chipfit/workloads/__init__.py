@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import math
+from functools import lru_cache
 
 from chipfit.errors import UnknownNameError
 from chipfit.workloads.base import Prepared, Workload
 
-__all__ = ["Prepared", "Workload", "all_workloads", "builtin_workloads", "get_workload"]
+__all__ = ["Prepared", "Workload", "all_workloads", "builtin_workloads", "get_workload",
+           "size_position"]
 
 
 # Modules that define built-in workloads; each exposes workloads() -> list[Workload] and must
@@ -55,3 +58,21 @@ def register(workload: Workload) -> None:
     """Add a workload (user models, plugins) under its name."""
     all_workloads()
     _REGISTRY[workload.name] = workload
+
+
+@lru_cache(maxsize=4096)
+def size_position(workload: str, size: str) -> float:
+    """Where ``size`` lies on ``workload``'s axis (matmul's ``MxK@KxN``: the equivalent
+    square side), else the size read as a count, else nan: the position the crossover
+    analysis (pure) is handed by its callers."""
+    from chipfit.errors import ChipfitError
+    from chipfit.spec import parse_count
+
+    try:
+        return float(get_workload(workload).size_value(size))
+    except (ChipfitError, ValueError):
+        pass
+    try:
+        return float(parse_count(size))
+    except ChipfitError:
+        return math.nan
