@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, UnknownNameError
-from chipfit.paths import check_schema
+from chipfit.paths import CONFIG_FILE_LIMIT, check_schema, read_user_text
 
 __all__ = [
     "CATALOG_SCHEMA_VERSION", "FIGURES", "PRECISIONS", "Catalog", "Efficiency", "Figure",
@@ -312,10 +312,7 @@ def read_catalog_data(path: str | Path | None = None) -> dict[str, Any]:
     if path is None:
         text = resources.files("chipfit.hardware").joinpath("data/catalog.toml").read_text("utf-8")
     else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        text = read_user_text(path, CONFIG_FILE_LIMIT, "catalog")
     toml = _toml()
     try:
         return toml.loads(text)

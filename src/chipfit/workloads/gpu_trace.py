@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -183,32 +182,62 @@ def trace_for_gpu(fn: Callable[..., Any], args: tuple[Any, ...], *, workload: st
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """A transformers ``config.json`` as a dict (one-line errors for bad files)."""
+    """A transformers ``config.json`` as a dict, read by the bounded reader and checked by
+    :func:`chipfit.workloads.config_schema.check_config` (one-line errors naming the field)."""
+    from chipfit.paths import CONFIG_FILE_LIMIT, read_user_json
+    from chipfit.workloads.config_schema import RESERVED_KEYS, check_config
+
+    data = check_config(read_user_json(path, CONFIG_FILE_LIMIT, "config"), str(path))
+    return {k: v for k, v in data.items() if k not in RESERVED_KEYS}
+
+
+def hf_config(raw: dict[str, Any], origin: str, attention: str = "sdpa") -> Any:
+    """The transformers config object of a checked config dict; whatever transformers says
+    against it (its own field validation included) is one line."""
+    import transformers
+
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read {path} as a config.json: {exc}") from exc
-    if not isinstance(data, dict) or "model_type" not in data:
-        raise InvalidInputError(f"{path} is not a transformers config.json (no model_type)")
-    return data
+        config = transformers.AutoConfig.for_model(**raw)
+    except Exception as exc:  # noqa: BLE001 - ValueError, KeyError, StrictDataclass... errors
+        first = str(exc).strip().splitlines()
+        raise InvalidInputError(f"{origin}: transformers cannot read this config "
+                                f"({type(exc).__name__}: {first[0][:200] if first else ''})") from None
+    config._attn_implementation = attention
+    return config
+
+
+def model_class(raw: dict[str, Any], origin: str, architecture: str | None = None) -> Any:
+    """The transformers model class ``architectures[0]`` (or ``architecture``) names, None
+    for the model type's default; a name that is not a transformers model class is refused
+    (the name picks what gets called: only model classes are)."""
+    import transformers
+
+    arch = architecture or (raw.get("architectures") or [None])[0]
+    if not arch:
+        return None
+    cls = getattr(transformers, arch, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise InvalidInputError(f"config {origin}: architectures names {arch!r}, which is not a "
+                                "transformers model class")
+    return cls
 
 
 def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str = "sdpa",
                  dtype: str = "float32", architecture: str | None = None
                  ) -> tuple[Any, tuple[Any, ...], Callable[..., Any]]:
     """(model on the meta device, example inputs, call) for a transformers ``config.json``;
-    ``architecture`` overrides the config's ``architectures[0]``."""
+    ``architecture`` overrides the config's ``architectures[0]``. The sizes are bounded
+    (:func:`chipfit.workloads.config_schema.check_trace_size`) before anything is built."""
     import torch
     import transformers
 
+    from chipfit.workloads.config_schema import check_trace_size
+
     raw = read_config(path)
-    try:
-        config = transformers.AutoConfig.for_model(**raw)
-    except (ValueError, KeyError) as exc:
-        raise InvalidInputError(f"{path}: transformers cannot read this config ({exc})") from exc
-    config._attn_implementation = attention
+    check_trace_size(raw, batch, seq_len)
+    config = hf_config(raw, str(path), attention)
     arch = architecture or (raw.get("architectures") or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
+    cls = model_class(raw, str(path), architecture)
     with torch.device("meta"):
         try:
             model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
