@@ -34,6 +34,7 @@ import errno
 import gzip
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from typing import IO, Any
 from chipfit.errors import InvalidInputError, SchemaError
 
 __all__ = ["CONFIG_FILE_LIMIT", "RUN_FILE_LIMIT", "TABLE_FILE_LIMIT", "check_output",
+           "check_user_file",
            "check_output_dir", "check_schema", "check_versioned", "data_dir", "latest_run",
            "open_atomic", "read_user_file", "read_user_json", "read_user_text",
            "read_versioned_json", "run_files", "runs_dir", "utc_now", "write_atomic",
@@ -261,6 +263,20 @@ def _refuse_irregular(st: os.stat_result, path: Path, what: str) -> None:
                                 "chipfit reads only regular files")
 
 
+def check_user_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if it is an existing regular file (links followed), else one line saying what
+    it is: for files another library opens itself (a safetensors file, a factory's module),
+    whose size chipfit does not bound but whose kind it does."""
+    path = Path(path).expanduser()
+    try:
+        _refuse_irregular(os.stat(path), path, what)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidInputError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def read_user_file(path: str | os.PathLike[str], limit_bytes: int, what: str, *,
                    gzipped: bool = False) -> bytes:
     """The bytes of the regular file ``path`` (``what`` names it in errors: "config",
@@ -362,8 +378,9 @@ def read_user_json(path: str | os.PathLike[str], limit_bytes: int, what: str) ->
         long.append(_LongInteger(digits))
         return long[-1]
 
-    try:
-        data = json.loads(text, parse_int=parse_int)
+    try:  # the hook costs a Python call per integer: only where a long digit run is
+        long_run = re.search(rf"\d{{{MAX_INTEGER_DIGITS + 1}}}", text) is not None
+        data = json.loads(text, parse_int=parse_int) if long_run else json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes

@@ -215,6 +215,15 @@ CASES: list[Case] = [
     Case("show-run-fifo", lambda c: ["show", c.fifo("run.json")], "FIFO"),
     Case("compare-run-fifo", lambda c: ["compare", str(c.run.json), c.fifo("b.json")], "FIFO"),
     Case("gpu-data-fifo", _gpu_data(lambda c, p: c.fifos.make(p)), "FIFO"),
+    Case("advise-model-file-fifo", lambda c: ["advise", c.fifo("model.pt2"), "--input", "1x16"],
+         "FIFO"),
+    Case("advise-factory-file-fifo", lambda c: ["advise", c.fifo("facs.py") + ":make",
+                                                "--input", "1x16"], "FIFO"),
+    Case("predict-factory-file-fifo", lambda c: ["predict", c.fifo("facs.py") + ":make",
+                                                 "--input", "1x16", "-H", "h100-sxm"], "FIFO"),
+    Case("advise-weights-fifo", lambda c: ["advise", c.config(name="f.py", raw="def make(): 0\n")
+                                           + ":make", "--input", "1x16", "--weights",
+                                           c.fifo("w.safetensors")], "FIFO"),
     Case("report-with-a-fifo-in-the-runs-folder", _newest_is_a_fifo, None, code=0),
     # devices, through a link with a .json name
     Case("llm-config-dev-zero", lambda c: ["llm", "/dev/zero", *LLM], "character device"),
@@ -227,6 +236,9 @@ CASES: list[Case] = [
          "character device"),
     Case("show-run-link-to-dev-urandom", lambda c: ["show", c.link("u.json", "/dev/urandom")],
          "character device"),
+    Case("advise-weights-link-to-dev-zero", lambda c: [
+        "advise", c.config(name="f.py", raw="def make(): 0\n") + ":make", "--input", "1x16",
+        "--weights", c.link("w.safetensors", "/dev/zero")], "character device"),
     # directories
     Case("predict-config-is-a-directory", lambda c: ["predict", c.folder("d.json"), *PREDICT],
          "directory"),
@@ -257,6 +269,8 @@ CASES: list[Case] = [
     Case("predict-batch-times-seq-len-overflow", lambda c: [
         "predict", c.config(), "-H", "h100-sxm", "--batch", str(10**11), "--seq-len",
         str(10**8)], "--batch"),
+    Case("predict-batch-5000-digits", lambda c: ["predict", c.config(), "-H", "h100-sxm",
+                                                 "--batch", "9" * 5000], "--batch"),
     Case("predict-seq-len-huge", lambda c: ["predict", c.config(), "-H", "h100-sxm",
                                             "--seq-len", str(10**30)], "--seq-len"),
 ]
@@ -341,6 +355,20 @@ def test_gzip_is_bounded_after_decompression_too(tmp_path: Path) -> None:
     plain.write_text("a,b\n")
     with pytest.raises(InvalidInputError, match="plain.csv.gz is not a gzip file"):
         read_user_file(plain, 100, "kernel data", gzipped=True)
+
+
+def test_a_catalog_file_is_read_bounded_and_nested_toml_is_one_line(tmp_path: Path,
+                                                                    fifos: Fifos) -> None:
+    from chipfit.errors import InvalidInputError
+    from chipfit.hardware.catalog import load_catalog
+
+    deep = tmp_path / "deep.toml"
+    deep.write_text("schema_version = 1\na = " + "{b = " * 5000 + "1" + "}" * 5000 + "\n")
+    for path, words in ((fifos.make(tmp_path / "c.toml"), "FIFO"), (deep, "nested"),
+                        ("/dev/zero", "character device")):
+        with pytest.raises(InvalidInputError, match=words):
+            load_catalog(path)
+    assert not fifos.unblocked
 
 
 def test_json_reads_refuse_what_the_parser_cannot_take(tmp_path: Path) -> None:

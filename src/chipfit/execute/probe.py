@@ -19,6 +19,7 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError
 from chipfit.execute.job import MEMORY_HEADROOM, MEMORY_LIMIT_ENV
+from chipfit.paths import check_user_file
 from chipfit.workloads.user import (
     MODEL_SUFFIXES,
     _one_line,
@@ -61,10 +62,7 @@ def precheck_model(spec: str, *, weights: str | None = None, trust_pickle: bool 
 
     path = Path(spec)
     if path.suffix in MODEL_SUFFIXES or path.exists():
-        if not path.exists():
-            raise InvalidInputError(f"model file {spec} does not exist")
-        if not path.is_file():
-            raise InvalidInputError(f"model file {path} is not a regular file")
+        check_user_file(path, "model file")  # a FIFO, a device, a directory: said what it is
         if weights:
             raise InvalidInputError("--weights goes with --factory, not with a model file")
         if not trust_pickle:
@@ -75,10 +73,10 @@ def precheck_model(spec: str, *, weights: str | None = None, trust_pickle: bool 
     target, _, func = spec.rpartition(":")
     if not target or not func.isidentifier():
         return  # load_model says what is wrong with it
-    if target.endswith(".py") and not Path(target).is_file():
-        raise InvalidInputError(f"factory file {target} does not exist")
-    if weights and not Path(weights).is_file():
-        raise InvalidInputError(f"weights file {weights} does not exist")
+    if target.endswith(".py"):
+        check_user_file(target, "factory file")
+    if weights:
+        check_user_file(weights, "weights file")
 
 
 def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None = None,

@@ -318,6 +318,8 @@ def read_catalog_data(path: str | Path | None = None) -> dict[str, Any]:
         return toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise InvalidInputError(f"{path or 'catalog.toml'} is not valid TOML: {exc}") from None
+    except RecursionError:  # inline tables nested deeper than the parser goes
+        raise InvalidInputError(f"{path} is not a catalog (TOML nested too deeply)") from None
 
 
 @lru_cache(maxsize=1)

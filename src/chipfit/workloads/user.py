@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError, UnsupportedError
+from chipfit.paths import check_user_file
 from chipfit.results import Cost
 from chipfit.workloads.base import Prepared, Workload
 
@@ -202,9 +203,7 @@ def _load_factory(spec: str) -> Any:
                                 "path/to/file.py:function")
     try:
         if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise InvalidInputError(f"factory file {target} does not exist")
+            path = check_user_file(target, "factory file")  # a FIFO would block the import
             mod_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
             mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -258,9 +257,7 @@ def _from_factory(spec: str, weights: str | None
 
 def _load_weights(module: Any, weights: str) -> tuple[str, ...]:
     """Load a safetensors state dict into ``module``; notes say what was converted."""
-    path = Path(weights)
-    if not path.is_file():
-        raise InvalidInputError(f"weights file {weights} does not exist")
+    path = check_user_file(weights, "weights file")
     from safetensors.torch import load_file
 
     try:
