@@ -284,9 +284,8 @@ def trace_config(path: str | Path, batch: int, seq_len: int, *, mode: str = "inf
             try:
                 return trace_for_gpu(call, inputs, workload=name, size=f"{batch}x{seq_len}",
                                      dtype=dtype, items=batch, expert_capacity=capacity)
-            except NotImplementedError as exc:  # data-dependent shapes on meta tensors
-                raise UnsupportedError(f"{name}: shape-only tracing is not possible "
-                                       f"({exc})") from exc
+            except _UNTRACEABLE as exc:  # data-dependent shapes, kernels meta lacks
+                raise _untraceable(name, exc) from None
     if mode != "train":
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
     model.train()
@@ -301,5 +300,17 @@ def trace_config(path: str | Path, batch: int, seq_len: int, *, mode: str = "inf
         return trace_for_gpu(step, inputs, workload=name, size=f"{batch}x{seq_len}",
                              dtype=dtype, mode="train-fwd-bwd", items=batch,
                              expert_capacity=capacity)
-    except NotImplementedError as exc:  # data-dependent shapes (expert routing) on meta
-        raise UnsupportedError(f"{name}: shape-only tracing is not possible ({exc})") from exc
+    except _UNTRACEABLE as exc:  # data-dependent shapes (expert routing) on meta
+        raise _untraceable(name, exc) from None
+
+
+# What a model built from a user's config raises when meta tensors cannot run it: data-
+# dependent shapes (NotImplementedError), kernels with dtype or device rules of their own
+# (transformers' grouped-matmul experts want bfloat16: RuntimeError), and the like.
+_UNTRACEABLE = (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError)
+
+
+def _untraceable(name: str, exc: BaseException) -> UnsupportedError:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return UnsupportedError(f"{name}: shape-only tracing is not possible "
+                            f"({type(exc).__name__}: {lines[0][:200] if lines else ''})")
