@@ -547,6 +547,37 @@ def test_stdout_carries_only_the_json_whatever_the_model_prints(cli, factories: 
     assert "LOUD" in proc.stderr
 
 
+def test_model_output_goes_to_stderr_and_stdout_comes_back(capfd) -> None:
+    """Python prints and writes to file descriptor 1 alike; nested and overlapping levels
+    (threads) put stdout back only when the last one ends."""
+    from chipfit.workloads.user import user_output_to_stderr
+
+    print("before", flush=True)
+    with user_output_to_stderr():
+        print("model says")
+        os.write(1, b"from C\n")
+        with user_output_to_stderr():
+            print("nested")
+        entered, leave = threading.Event(), threading.Event()
+
+        def other() -> None:
+            with user_output_to_stderr():
+                entered.set()
+                leave.wait(5)
+                print("other thread, after the first level ended")
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        entered.wait(5)
+    leave.set()
+    thread.join(5)
+    print("after", flush=True)
+    out, err = capfd.readouterr()
+    assert out.split() == ["before", "after"], out
+    for words in ("model says", "from C", "nested", "other thread"):
+        assert words in err
+
+
 def test_llm_json_is_the_only_stdout(cli, tmp_path: Path) -> None:
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(TINY))

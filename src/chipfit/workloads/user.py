@@ -27,7 +27,9 @@ import contextlib
 import copy
 import importlib
 import importlib.util
+import os
 import re
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -40,7 +42,8 @@ from chipfit.paths import check_user_file
 from chipfit.results import Cost
 from chipfit.workloads.base import Prepared, Workload
 
-__all__ = ["InputSpec", "UserModel", "UserWorkload", "load_model", "parse_input"]
+__all__ = ["InputSpec", "UserModel", "UserWorkload", "first_tensor", "load_model", "parse_input",
+           "user_output_to_stderr"]
 
 _INPUT = re.compile(r"^(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>[a-z0-9]+))?$")
 _INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
@@ -137,37 +140,54 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:200]
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet: list[Any] = []  # [saved fd 1 (or None), saved sys.stdout] while any level is active
+_quiet_depth = [0]
+
+
 @contextlib.contextmanager
 def user_output_to_stderr() -> Iterator[None]:
     """While user model code runs, whatever it prints goes to stderr, so stdout carries only
     chipfit's own output (``--json``): Python's ``print`` (``sys.stdout``) and everything
-    written to file descriptor 1 (TorchScript's ``print`` runs in C++). Nests; restores both
-    on the way out, after flushing what the model left in the buffers into stderr."""
-    import ctypes
-    import os
+    written to file descriptor 1 (TorchScript's ``print`` runs in C++). Nests, and threads
+    may overlap: the outermost level moves the streams and the last one out puts them back,
+    after flushing what the model left in the buffers into stderr."""
     import sys
 
-    def flush_all() -> None:
-        for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
-            with contextlib.suppress(Exception):
-                stream.flush()
-        with contextlib.suppress(Exception):  # C stdio buffers (std::cout shares them)
-            ctypes.CDLL(None).fflush(None)
-
-    flush_all()  # chipfit's own output so far stays on stdout
+    with _QUIET_LOCK:
+        _quiet_depth[0] += 1
+        if _quiet_depth[0] == 1:
+            _flush_all()  # chipfit's own output so far stays on stdout
+            try:
+                saved = os.dup(1)
+                os.dup2(2, 1)
+            except OSError:  # no file descriptors to move (an embedded interpreter)
+                saved = None
+            _quiet[:] = [saved, sys.stdout]
+            sys.stdout = sys.stderr
     try:
-        saved = os.dup(1)
-        os.dup2(2, 1)
-    except OSError:  # no file descriptors to move (an embedded interpreter): Python only
-        saved = None
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
+        yield
     finally:
-        flush_all()  # what the model printed goes out while fd 1 is still stderr
-        if saved is not None:
-            os.dup2(saved, 1)
-            os.close(saved)
+        with _QUIET_LOCK:
+            _quiet_depth[0] -= 1
+            if _quiet_depth[0] == 0:
+                _flush_all()  # what the model printed goes out while fd 1 is still stderr
+                saved, sys.stdout = _quiet
+                if saved is not None:
+                    os.dup2(saved, 1)
+                    os.close(saved)
+                _quiet.clear()
+
+
+def _flush_all() -> None:
+    import ctypes
+    import sys
+
+    for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):  # C stdio buffers (std::cout shares them)
+        ctypes.CDLL(None).fflush(None)
 
 
 def first_tensor(out: Any, name: str) -> Any:
