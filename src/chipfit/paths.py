@@ -45,12 +45,11 @@ from typing import IO, Any
 
 from chipfit.errors import InvalidInputError, SchemaError
 
-__all__ = ["CONFIG_FILE_LIMIT", "RUN_FILE_LIMIT", "TABLE_FILE_LIMIT", "check_output",
-           "check_user_file",
-           "check_output_dir", "check_schema", "check_versioned", "data_dir", "latest_run",
-           "open_atomic", "read_user_file", "read_user_json", "read_user_text",
-           "read_versioned_json", "run_files", "runs_dir", "utc_now", "write_atomic",
-           "write_json_atomic"]
+__all__ = ["CONFIG_FILE_LIMIT", "MAX_INTEGER_DIGITS", "RUN_FILE_LIMIT", "TABLE_FILE_LIMIT",
+           "check_output", "check_output_dir", "check_schema", "check_user_file",
+           "check_versioned", "data_dir", "json_field", "latest_run", "open_atomic",
+           "read_user_file", "read_user_json", "read_user_text", "read_versioned_json",
+           "run_files", "runs_dir", "utc_now", "write_atomic", "write_json_atomic"]
 
 
 def data_dir() -> Path:
@@ -368,7 +367,7 @@ def _long_integer_at(data: Any) -> tuple[str, int] | None:
 def read_user_json(path: str | os.PathLike[str], limit_bytes: int, what: str) -> Any:
     """The JSON value in ``path``, read by :func:`read_user_text`. Malformed JSON, nesting
     deeper than Python's parser goes and integers of more than :data:`MAX_INTEGER_DIGITS`
-    digits are one-line errors; the last name the field they sit in."""
+    digits are one-line errors (a long integer's names the field it sits in)."""
     text = read_user_text(path, limit_bytes, what)
     long: list[_LongInteger] = []
 

@@ -58,17 +58,18 @@ _INT64 = 2**63
 
 @dataclass(frozen=True)
 class Field:
-    """What one config field must be: ``kind`` int (positive, at most ``high``), bool,
-    number (finite, at least 0), name (a short string), names (a list of them) or sizes (an
-    int or a list of ints, each within ``high``)."""
+    """What one config field must be: ``kind`` int (from ``low``, default 1, to ``high``),
+    bool, number (finite, at least 0), name (a short string), names (a list of them) or
+    sizes (an int or a list of ints, each within ``low`` and ``high``)."""
 
     kind: str
     high: int = 0
     nullable: bool = True
+    low: int = 1
 
 
-def _sizes(high: int, *names: str, kind: str = "int") -> dict[str, Field]:
-    return {name: Field(kind, high) for name in names}
+def _sizes(high: int, *names: str, kind: str = "int", low: int = 1) -> dict[str, Field]:
+    return {name: Field(kind, high, low=low) for name in names}
 
 
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "num_decoder_layers",
@@ -88,9 +89,11 @@ SCHEMA: dict[str, Field] = {
     **_sizes(2**21, "intermediate_size", "n_inner", "ffn_dim", "d_ff", "encoder_ffn_dim",
              "decoder_ffn_dim", "moe_intermediate_size", "shared_expert_intermediate_size"),
     "vocab_size": Field("int", 2**24),
-    **_sizes(2**30, "max_position_embeddings", "n_positions", "n_ctx", "sliding_window"),
-    **_sizes(4096, *_EXPERT_KEYS, "num_experts_per_tok"),
-    **_sizes(2**15, "image_size", "patch_size"),
+    **_sizes(2**30, "max_position_embeddings", "n_positions", "n_ctx"),
+    "sliding_window": Field("int", 2**30, low=0),  # 0 in a few configs: no window
+    **_sizes(4096, *_EXPERT_KEYS, low=0),  # 0 in some dense configs of MoE families
+    "num_experts_per_tok": Field("int", 4096),
+    **_sizes(2**15, "image_size", "patch_size", kind="sizes"),  # 224 or [384, 384]
     "num_channels": Field("int", 2**12),
     **{name: Field("bool") for name in (
         "tie_word_embeddings", "is_encoder_decoder", "use_cache", "tie_encoder_decoder",
@@ -167,12 +170,13 @@ def _field(origin: str, key: str, spec: Field, value: Any) -> None:
     if kind in ("int", "sizes"):
         items = value if kind == "sizes" and isinstance(value, list) else [value]
         for item in items:
+            whole = "a positive integer" if spec.low == 1 else f"an integer from {spec.low}"
             if isinstance(item, bool) or not isinstance(item, int):
-                raise _refuse(origin, key, f"must be a positive integer, got {_what(item)}")
-            if not 0 < item <= spec.high:
-                raise _refuse(origin, key, f"must be a positive integer at most {spec.high:,}, "
-                              f"got {_what(item)}")
-        if kind == "sizes" and sum(items) > spec.high:
+                raise _refuse(origin, key, f"must be {whole}, got {_what(item)}")
+            if not spec.low <= item <= spec.high:
+                raise _refuse(origin, key, f"must be {whole} at most {spec.high:,}, got "
+                              f"{_what(item)}")
+        if key == "depths" and sum(items) > spec.high:  # the layers of every stage
             raise _refuse(origin, key, f"adds up to {sum(items):,}, more than {spec.high:,}")
     elif kind == "bool":
         if not isinstance(value, bool):
@@ -254,9 +258,10 @@ def check_trace_size(cfg: Mapping[str, Any], batch: int, seq_len: int) -> None:
                  _first(cfg, "intermediate_size", "n_inner", "ffn_dim", "d_ff", default=1),
                  _first(cfg, "hidden_size", "n_embd", "d_model", default=1), seq_len)
     heads = _first(cfg, "num_attention_heads", "n_head", default=1)
-    size = _first(cfg, "image_size", default=1)
+    image = cfg.get("image_size") or 1
+    pixels = image * image if isinstance(image, int) else math.prod(image[:2])
     elements = batch * max(seq_len * widest, heads * seq_len * seq_len,
-                           size * size * _first(cfg, "num_channels", default=3))
+                           pixels * _first(cfg, "num_channels", default=3))
     if elements > MAX_TENSOR_ELEMENTS:
         raise InvalidInputError(f"--batch {batch} x --seq-len {seq_len} makes tensors of "
                                 f"{elements:.3g} elements with this config, more than the "

@@ -257,9 +257,10 @@ def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str =
 def _inputs(torch: Any, config: Any, batch: int, seq_len: int) -> dict[str, Any]:
     if getattr(config, "model_type", "") in ("vit", "deit", "beit", "resnet", "convnext",
                                              "swin", "mobilenet_v2", "efficientnet", "regnet"):
-        size = int(getattr(config, "image_size", 224) or 224)
+        size = getattr(config, "image_size", 224) or 224
+        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
         channels = int(getattr(config, "num_channels", 3) or 3)
-        return {"pixel_values": torch.empty(batch, channels, size, size)}
+        return {"pixel_values": torch.empty(batch, channels, height, width)}
     ids = torch.zeros(batch, seq_len, dtype=torch.long)
     if getattr(config, "is_encoder_decoder", False):
         return {"input_ids": ids, "decoder_input_ids": ids}
