@@ -286,6 +286,9 @@ CASES += [  # what only predict reads: the class to build, and the advise route 
     Case("advise-config-layers-string", lambda c: [
         "advise", c.config(num_hidden_layers="2"), "--hardware", "h100-sxm"],
          "num_hidden_layers"),
+    Case("advise-config-not-a-decoder", lambda c: [
+        "advise", c.config(raw=json.dumps({"model_type": "bert", "hidden_size": 64})),
+        "--hardware", "h100-sxm"], "decoder-only"),
     Case("advise-config-not-a-config", lambda c: [
         "advise", c.config(raw=json.dumps({"format": "chipfit-results"})), "--hardware",
         "h100-sxm"], "model_type"),
@@ -499,6 +502,7 @@ def test_a_forward_that_returns_no_tensor_is_one_line(cli, factories: Path, comm
     assert_refused(proc, 2, "returned a str")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, fn, code", [
     (["advise", "{f}:{fn}", "--input", "1x16", "--hardware", "h100-sxm", "--batches", "1",
       "--devices", "torch:cpu", "--quick", "--no-save"], "exits_zero", 0),
@@ -529,6 +533,7 @@ def _scripted_loud(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, isolated", [
     (["predict", "{f}:loud", "--input", "1x16", "--hardware", "h100-sxm", "--json"], False),
     (["advise", "{f}:loud", "--input", "1x16", "--hardware", "h100-sxm", "--batches", "1",

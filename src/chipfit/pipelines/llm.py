@@ -752,12 +752,19 @@ def llm_advice(model: str | Mapping[str, Any], hardware: Sequence[str], objectiv
 
 
 def is_llm(model: str) -> bool:
-    """Whether ``model`` names a built-in LLM or a decoder-only ``config.json``. A config
-    file's own defects are raised (one line naming the field), not taken for "not a language
-    model", which would send the file on to the model-file loaders."""
+    """Whether ``model`` names a built-in LLM or a decoder-only ``config.json``. A ``.json``
+    file's own defects, and its not being a decoder-only config, are raised (one line naming
+    the field), not taken for "not a language model", which would send the file on to the
+    model-file loaders (a JSON file is never a model file)."""
     from pathlib import Path
 
-    from chipfit.workloads.llm import ALIASES, BUILTIN_CONFIGS, is_decoder_config, load_config
+    from chipfit.workloads.llm import (
+        ALIASES,
+        BUILTIN_CONFIGS,
+        arch_from_config,
+        is_decoder_config,
+        load_config,
+    )
 
     key = ALIASES.get(model.lower(), model.lower())
     if key in BUILTIN_CONFIGS:
@@ -765,16 +772,8 @@ def is_llm(model: str) -> bool:
     folder = Path(model).is_dir() and (Path(model) / "config.json").exists()
     if not (model.endswith((".json", "/")) or folder):
         return False
-    return is_decoder_config(load_config(model))
-    if not (model.endswith(".json") or model.endswith("/")):
-        from pathlib import Path
-
-        if not (Path(model).is_dir() and (Path(model) / "config.json").exists()):
-            return False
-    if model.endswith(".json") or Path(model).is_dir():  # a config file: its errors are the
-        return is_decoder_config(load_config(model))  # user's to see, not "no such workload"
-    try:
-        load_arch(model)
-    except ChipfitError:
-        return False
-    return True
+    cfg = load_config(model)
+    if model.endswith(".json"):
+        arch_from_config(cfg)  # a bert or t5 config is refused here, in words
+        return True
+    return is_decoder_config(cfg)
