@@ -19,6 +19,11 @@ path before minutes of measuring.
 Reading is the mirror: every persisted format carries ``format`` and ``schema_version``, and
 :func:`read_versioned_json` is the one reader; a file from a newer chipfit is refused
 (:func:`check_schema`), never misread, and a damaged one is a one-line usage error.
+
+Every file a user names (a config, a run, a catalog, the GPU kernel data) is read by
+:func:`read_user_file` and the text and JSON readers on top of it: bounded in size (gzip after
+inflating too) and never waiting, because a FIFO, a device, a socket or a directory is refused
+before a byte is read.
 """
 
 from __future__ import annotations
@@ -26,20 +31,25 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import gzip
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from chipfit.errors import InvalidInputError, SchemaError
 
-__all__ = ["check_output", "check_output_dir", "check_schema", "check_versioned", "data_dir",
-           "latest_run", "open_atomic", "read_versioned_json", "run_files", "runs_dir", "utc_now",
-           "write_atomic", "write_json_atomic"]
+__all__ = ["CONFIG_FILE_LIMIT", "MAX_INTEGER_DIGITS", "RUN_FILE_LIMIT", "TABLE_FILE_LIMIT",
+           "check_output", "check_output_dir", "check_schema", "check_user_file",
+           "check_versioned", "data_dir", "json_field", "latest_run", "open_atomic",
+           "read_user_file", "read_user_json", "read_user_text", "read_versioned_json",
+           "run_files", "runs_dir", "utc_now", "write_atomic", "write_json_atomic"]
 
 
 def data_dir() -> Path:
@@ -227,20 +237,167 @@ def check_versioned(data: Any, fmt: str, supported: int, origin: str, what: str,
 def read_versioned_json(path: str | os.PathLike[str], fmt: str, supported: int, what: str,
                         then: str) -> dict[str, Any]:
     """Read a JSON file written by :func:`write_json_atomic` and check it with
-    :func:`check_versioned`; unreadable or malformed files are one-line usage errors."""
+    :func:`check_versioned`; unreadable or malformed files are one-line usage errors, and the
+    file is read by :func:`read_user_json` (a FIFO, a device or a file over
+    :data:`RUN_FILE_LIMIT` is refused before anything is read)."""
+    data = read_user_json(path, RUN_FILE_LIMIT, f"chipfit {what} file")
+    return check_versioned(data, fmt, supported, str(path), what, then)
+
+
+# ---- reading the files users name -----------------------------------------------------------
+# Limits on what chipfit reads from a file a user names: far above any real file of the kind,
+# far below what would exhaust the machine's memory once parsed (JSON takes about 10x its
+# text in Python objects).
+#: A model config (a transformers config.json is a few KB; id2label tables reach a few MB).
+CONFIG_FILE_LIMIT = 16 * 2**20
+#: A results or calibration JSON file (a long sweep with every raw block time: tens of MB).
+RUN_FILE_LIMIT = 256 * 2**20
+#: A data table (CSV, gzip-compressed or not), counted after decompression.
+TABLE_FILE_LIMIT = 256 * 2**20
+
+
+def _size_words(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
+def _refuse_irregular(st: os.stat_result, path: Path, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInputError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file; "
+                                "chipfit reads only regular files")
+
+
+def check_user_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if it is an existing regular file (links followed), else one line saying what
+    it is: for files another library opens itself (a safetensors file, a factory's module),
+    whose size chipfit does not bound but whose kind it does."""
+    path = Path(path).expanduser()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        _refuse_irregular(os.stat(path), path, what)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidInputError(f"{what} {path} does not exist") from None
     except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:  # binary garbage, or another program's file
-        raise InvalidInputError(f"{path} is not a chipfit {what} file (not UTF-8 text)") from None
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def read_user_file(path: str | os.PathLike[str], limit_bytes: int, what: str, *,
+                   gzipped: bool = False) -> bytes:
+    """The bytes of the regular file ``path`` (``what`` names it in errors: "config",
+    "results file"), at most ``limit_bytes`` of them (after inflating when ``gzipped``).
+
+    Refused in one line, before anything is read: a missing or unreadable file, a directory,
+    a FIFO, a socket or a device (``/dev/zero``, ``/dev/stdin``), a file over the limit. The
+    file is opened without blocking (``O_NONBLOCK``: a FIFO with no writer would otherwise
+    wait for one forever) and checked again once open, so swapping it in between changes
+    nothing. Symbolic links to regular files are followed (the Hugging Face cache is links).
+    """
+    path = Path(path).expanduser()
     try:
-        data = json.loads(text)
+        _refuse_irregular(os.stat(path), path, what)  # a device is never even opened
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidInputError(f"cannot read {what} {path}: it does not exist") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            _refuse_irregular(st, path, what)
+            if st.st_size > limit_bytes:
+                raise InvalidInputError(f"{what} {path} is larger than {_size_words(limit_bytes)} "
+                                        f"({st.st_size} bytes); chipfit reads at most that much")
+            if not gzipped:
+                data = fh.read(limit_bytes + 1)
+            else:
+                with gzip.GzipFile(fileobj=fh, mode="rb") as inflated:
+                    data = inflated.read(limit_bytes + 1)  # inflates only what it returns
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise InvalidInputError(f"{what} {path} is not a gzip file, or a damaged one "
+                                f"({str(exc) or type(exc).__name__})") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit_bytes:  # grew while read, or a gzip that inflates past the limit
+        raise InvalidInputError(f"{what} {path} is larger than {_size_words(limit_bytes)}"
+                                f"{' uncompressed' if gzipped else ''}; chipfit reads at most "
+                                "that much")
+    return data
+
+
+def read_user_text(path: str | os.PathLike[str], limit_bytes: int, what: str, *,
+                   gzipped: bool = False) -> str:
+    """:func:`read_user_file` decoded as UTF-8 (a byte-order mark is dropped)."""
+    data = read_user_file(path, limit_bytes, what, gzipped=gzipped)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:  # binary garbage, or another program's file
+        raise InvalidInputError(f"{path} is not a {what} (not UTF-8 text)") from None
+
+
+class _LongInteger:
+    """An integer literal with more digits than any figure chipfit reads (see
+    :func:`read_user_json`); only ever seen by the check that names where it sits."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+
+#: Digits beyond which an integer literal is refused (int64 has 19; Python itself refuses to
+#: convert more than 4300, with an error that names no field).
+MAX_INTEGER_DIGITS = 40
+
+
+def json_field(trail: tuple[Any, ...]) -> str:
+    """``("rows", 3, "flops")`` -> ``rows[3].flops``: where a value sits, for messages."""
+    text = ""
+    for key in trail:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text or "the top level"
+
+
+def _long_integer_at(data: Any) -> tuple[str, int] | None:
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        trail, value = stack.pop()
+        if isinstance(value, _LongInteger):
+            return json_field(trail), value.digits
+        if isinstance(value, dict):
+            stack.extend(((*trail, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*trail, i), v) for i, v in enumerate(value))
+    return None
+
+
+def read_user_json(path: str | os.PathLike[str], limit_bytes: int, what: str) -> Any:
+    """The JSON value in ``path``, read by :func:`read_user_text`. Malformed JSON, nesting
+    deeper than Python's parser goes and integers of more than :data:`MAX_INTEGER_DIGITS`
+    digits are one-line errors (a long integer's names the field it sits in)."""
+    text = read_user_text(path, limit_bytes, what)
+    long: list[_LongInteger] = []
+
+    def parse_int(digits: str) -> Any:
+        if len(digits.lstrip("-")) <= MAX_INTEGER_DIGITS:
+            return int(digits)
+        long.append(_LongInteger(digits))
+        return long[-1]
+
+    try:  # the hook costs a Python call per integer: only where a long digit run is
+        long_run = re.search(rf"\d{{{MAX_INTEGER_DIGITS + 1}}}", text) is not None
+        data = json.loads(text, parse_int=parse_int) if long_run else json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except ValueError as exc:  # an integer of more digits than Python converts (4300)
         raise InvalidInputError(f"{path} is not a chipfit {what} file ({str(exc)[:60]})") from None
     except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
-        raise InvalidInputError(f"{path} is not a chipfit {what} file (JSON nested too "
-                                "deeply)") from None
-    return check_versioned(data, fmt, supported, str(path), what, then)
+        raise InvalidInputError(f"{path} is not a {what} (JSON nested too deeply)") from None
+    except ValueError as exc:  # anything else the parser cannot convert
+        raise InvalidInputError(f"{path} is not a {what} ({str(exc).splitlines()[0][:100]})") from None
+    if long:
+        found = _long_integer_at(data)
+        where, digits = found if found is not None else ("a field", long[0].digits)
+        raise InvalidInputError(f"{path}: {where} is a {digits}-digit number; no figure chipfit "
+                                f"reads has more than {MAX_INTEGER_DIGITS} digits")
+    return data

@@ -101,7 +101,9 @@ def measuring(args: argparse.Namespace, name: str) -> Iterator[tuple[Saver, Any,
 
 def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
     """A run named on the command line: a results JSON file, or a run in the database."""
-    if ref.endswith(".json") and Path(ref).is_file():
+    # whatever exists under a .json name is read as a file (the reader refuses a FIFO, a
+    # device or a directory in one line), not looked up as a run id
+    if ref.endswith(".json") and (Path(ref).exists() or Path(ref).is_symlink()):
         from chipfit.store.runs import load_run
 
         return load_run(ref)

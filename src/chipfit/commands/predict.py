@@ -73,8 +73,9 @@ def _rows(args: argparse.Namespace) -> list:
     from chipfit.errors import InvalidInputError
 
     sizes = csv_list(args.sizes or "1")
-    if len(sizes) != 1 or not sizes[0].isdigit() or int(sizes[0]) < 1:
-        raise InvalidInputError("--batch takes one positive integer for a config or factory model")
+    if len(sizes) != 1 or not sizes[0].isdigit() or len(sizes[0]) > 20 or int(sizes[0]) < 1:
+        raise InvalidInputError("--batch takes one positive integer (of at most 20 digits) for "
+                                "a config or factory model")
     if args.seq_len < 1:
         raise InvalidInputError("--seq-len must be positive")
     hardware = csv_list(args.hardware)

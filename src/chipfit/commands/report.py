@@ -62,16 +62,14 @@ def _runs(args: argparse.Namespace) -> list:
 
 def _newest_advice(latest, look_back: int = 50):  # noqa: ANN001, ANN202
     """The newest results file written by ``chipfit advise``, unless it is ``latest``."""
-    import json
+    from chipfit.errors import InvalidInputError
+    from chipfit.paths import RUN_FILE_LIMIT, read_user_json, run_files
 
-    from chipfit.paths import runs_dir
-
-    files = sorted(runs_dir().glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in files[:look_back]:
+    for path in run_files()[:look_back]:  # regular files only: a FIFO there is never opened
         try:
-            command = json.loads(path.read_text(encoding="utf-8")).get("command")
-        except (OSError, ValueError, AttributeError, RecursionError):
-            continue  # unreadable, nested too deeply or not a run: the report goes on
+            command = read_user_json(path, RUN_FILE_LIMIT, "results file").get("command")
+        except (InvalidInputError, AttributeError):
+            continue  # unreadable or not a run: the report of the latest run goes on
         if command == "advise":
             return None if path == latest else path
     return None

@@ -95,7 +95,17 @@ def tf_costs(workload: Any, size: str, dtype: str = "float32",
 
 def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
                   backend: str = "torch", *, tensors: str = "auto") -> WorkloadCosts:
-    """Costs of ``workload`` (a name or a :class:`~chipfit.workloads.Workload`) on ``backend``."""
+    """Costs of ``workload`` (a name or a :class:`~chipfit.workloads.Workload`) on ``backend``.
+    Building and tracing runs the workload's code (a user's model prints what it likes): its
+    output goes to stderr, never into stdout's JSON."""
+    from chipfit.workloads.user import user_output_to_stderr
+
+    with user_output_to_stderr():
+        return _extract_costs(workload, size, dtype, mode, backend, tensors)
+
+
+def _extract_costs(workload: Any, size: str, dtype: str, mode: str, backend: str,
+                   tensors: str) -> WorkloadCosts:
     if isinstance(workload, str):
         from chipfit.workloads import get_workload
 

@@ -109,7 +109,16 @@ def _energy_per_call(meter: Any, start_j: float | None, timing: TimerResult) -> 
 
 
 def run_job(job: Job, discovery: Discovery | None = None) -> Measurement:
-    """Measure ``job`` here and now; never raises for a failing workload (Ctrl-C excepted)."""
+    """Measure ``job`` here and now; never raises for a failing workload (Ctrl-C excepted).
+    Whatever the workload prints (a user's model may) goes to stderr, never into stdout's
+    JSON."""
+    from chipfit.workloads.user import user_output_to_stderr
+
+    with user_output_to_stderr():
+        return _run_job(job, discovery)
+
+
+def _run_job(job: Job, discovery: Discovery | None) -> Measurement:
     workload = get_workload(job.workload)
     size = workload.parse_size(job.size)
     base: dict[str, Any] = dict(workload=job.workload, size=size, device=str(job.device),

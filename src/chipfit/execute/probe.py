@@ -19,6 +19,7 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError
 from chipfit.execute.job import MEMORY_HEADROOM, MEMORY_LIMIT_ENV
+from chipfit.paths import check_user_file
 from chipfit.workloads.user import (
     MODEL_SUFFIXES,
     _one_line,
@@ -61,10 +62,7 @@ def precheck_model(spec: str, *, weights: str | None = None, trust_pickle: bool 
 
     path = Path(spec)
     if path.suffix in MODEL_SUFFIXES or path.exists():
-        if not path.exists():
-            raise InvalidInputError(f"model file {spec} does not exist")
-        if not path.is_file():
-            raise InvalidInputError(f"model file {path} is not a regular file")
+        check_user_file(path, "model file")  # a FIFO, a device, a directory: said what it is
         if weights:
             raise InvalidInputError("--weights goes with --factory, not with a model file")
         if not trust_pickle:
@@ -75,10 +73,10 @@ def precheck_model(spec: str, *, weights: str | None = None, trust_pickle: bool 
     target, _, func = spec.rpartition(":")
     if not target or not func.isidentifier():
         return  # load_model says what is wrong with it
-    if target.endswith(".py") and not Path(target).is_file():
-        raise InvalidInputError(f"factory file {target} does not exist")
-    if weights and not Path(weights).is_file():
-        raise InvalidInputError(f"weights file {weights} does not exist")
+    if target.endswith(".py"):
+        check_user_file(target, "factory file")
+    if weights:
+        check_user_file(weights, "weights file")
 
 
 def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None = None,
@@ -109,7 +107,7 @@ def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None 
             deadline = time.monotonic() + limit
             while not receive.poll(0.2):
                 if not proc.is_alive() and not receive.poll(0.2):
-                    raise _probe_died(spec, proc.exitcode)
+                    raise _probe_died(spec, _exit_code(proc))
                 if time.monotonic() > deadline:
                     raise InvalidInputError(
                         f"{spec} did not load and run one batch within {limit:g} s while "
@@ -117,8 +115,8 @@ def probe_model(spec: str, inputs: tuple[str, ...] = (), *, weights: str | None 
                         "stopped; raise --job-timeout if the model is just slow")
             try:
                 kind, payload = receive.recv()
-            except (EOFError, OSError):
-                raise _probe_died(spec, proc.exitcode) from None
+            except (EOFError, OSError):  # the child closed its end: it is exiting
+                raise _probe_died(spec, _exit_code(proc)) from None
             if kind == "error":
                 raise _rebuilt(*payload)
     finally:
@@ -144,9 +142,30 @@ def _context() -> Any:
     return ctx
 
 
+def _exit_code(proc: Any) -> int | None:
+    """The child's exit code, once it has one (its end of the pipe closes a moment before the
+    fork server reports how it ended)."""
+    proc.join(5)
+    return proc.exitcode
+
+
 def _probe_died(spec: str, code: int | None) -> Exception:
+    """Why the probe's child ended without an answer. Killed (SIGKILL: the kernel's
+    out-of-memory killer) or aborted (SIGABRT: an allocation failing under the address-space
+    cap where nothing catches it) is memory; an exit with a code of its own is the model's
+    code calling ``sys.exit``/``os._exit`` (or a library doing so), and a crash by another
+    signal is a crash: neither is blamed on memory."""
+    import signal
+
     from chipfit.execute._worker import exit_note
 
+    if code is not None and code >= 0:
+        return InvalidInputError(f"{spec}: the process loading the model exited with code "
+                                 f"{code} before answering (does the factory, the model's "
+                                 "module or its forward call sys.exit or os._exit?)")
+    if code is not None and code not in (-signal.SIGKILL, -signal.SIGABRT):
+        return InvalidInputError(f"{spec}: the process loading the model crashed "
+                                 f"({exit_note(code)}) before answering")
     return OutOfMemoryError(f"{spec}: the process loading the model died ({exit_note(code)}); "
                             "most likely it does not fit in this machine's memory")
 
@@ -170,6 +189,7 @@ def _probe_child(conn: Any, spec: str, inputs: tuple[str, ...], weights: str | N
     os.environ.clear()  # the caller's environment now, not the fork server's at its start
     os.environ.update(environ)
     _end_with(caller)
+    _stdout_to_stderr()
     try:
         import torch  # noqa: F401 - imported before the cap and before "ready"
 
@@ -191,6 +211,20 @@ def _probe_child(conn: Any, spec: str, inputs: tuple[str, ...], weights: str | N
                                  f"memory ({_one_line(exc)})")))
         else:
             conn.send(("error", ("InvalidInputError", f"{spec} failed to load ({_one_line(exc)})")))
+
+
+def _stdout_to_stderr() -> None:
+    """Everything this child prints goes to stderr: the model's code runs here, and chipfit's
+    stdout (``--json``) is the caller's alone. File descriptor 1 too (TorchScript prints from
+    C++), not only ``sys.stdout``."""
+    import os
+    import sys
+
+    sys.stdout = sys.stderr
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        pass
 
 
 def _end_with(caller: int) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, UnknownNameError
-from chipfit.paths import check_schema
+from chipfit.paths import CONFIG_FILE_LIMIT, check_schema, read_user_text
 
 __all__ = [
     "CATALOG_SCHEMA_VERSION", "FIGURES", "PRECISIONS", "Catalog", "Efficiency", "Figure",
@@ -312,15 +312,14 @@ def read_catalog_data(path: str | Path | None = None) -> dict[str, Any]:
     if path is None:
         text = resources.files("chipfit.hardware").joinpath("data/catalog.toml").read_text("utf-8")
     else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        text = read_user_text(path, CONFIG_FILE_LIMIT, "catalog")
     toml = _toml()
     try:
         return toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise InvalidInputError(f"{path or 'catalog.toml'} is not valid TOML: {exc}") from None
+    except RecursionError:  # inline tables nested deeper than the parser goes
+        raise InvalidInputError(f"{path} is not a catalog (TOML nested too deeply)") from None
 
 
 @lru_cache(maxsize=1)

@@ -117,11 +117,14 @@ def _fitted() -> dict[str, Any]:
     """The fit on every engine row plus the leave-one-out table, cached on disk."""
     path, key = _cache_path(), _cache_key()
     if path.exists():
+        from chipfit.errors import InvalidInputError
+        from chipfit.paths import RUN_FILE_LIMIT, read_user_json
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_user_json(path, RUN_FILE_LIMIT, "cache file")
             if data.get("key") == key and data.get("schema_version") == FIT_SCHEMA_VERSION:
                 return data
-        except (OSError, ValueError):
+        except (InvalidInputError, AttributeError):
             pass  # a damaged cache is recomputed
     data = _compute_fit()
     data.update(key=key, schema_version=FIT_SCHEMA_VERSION)

@@ -7,13 +7,14 @@ keys through ``gpu_arch.toml``'s ``study_name``.
 from __future__ import annotations
 
 import csv
-import gzip
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chipfit.errors import InvalidInputError
+from chipfit.paths import TABLE_FILE_LIMIT, read_user_text
 
 __all__ = ["E2E_MODELS", "load_e2e_labels", "load_kernel_rows"]
 
@@ -46,8 +47,8 @@ def load_kernel_rows(data_dir: str | Path, ops: tuple[str, ...], *, sample: int 
     ops_col, dev_col, secs, dims = [], [], [], {}
     for op in ops:
         path = Path(data_dir) / "kernels" / f"{op}.csv.gz"
-        with gzip.open(path, "rt", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = list(csv.DictReader(io.StringIO(
+            read_user_text(path, TABLE_FILE_LIMIT, "kernel data", gzipped=True), newline="")))
         by_dev: dict[str, list[dict[str, str]]] = {}
         for r in rows:
             by_dev.setdefault(r["device"], []).append(r)
@@ -71,8 +72,8 @@ def load_kernel_rows(data_dir: str | Path, ops: tuple[str, ...], *, sample: int 
 def load_e2e_labels(data_dir: str | Path) -> list[dict[str, Any]]:
     """``e2e_labels.csv`` rows with the device as a catalog key and times in seconds."""
     path = Path(data_dir) / "e2e_labels.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = list(csv.DictReader(io.StringIO(
+        read_user_text(path, TABLE_FILE_LIMIT, "end-to-end labels"), newline="")))
     return [{"model": r["model"], "seq_len": int(r["seq_len"]), "batch": int(r["batch"]),
              "device": _study_key(r["device"]), "mode": "train" if r["mode"] == "train"
              else "inference", "seconds": float(r["e2e_ms"]) * 1e-3,

@@ -518,7 +518,13 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
 
 def parse_run(prompt_len: int, gen_len: int, batch: int, dtype: str,
               kv_dtype: str | None = None) -> LlmRun:
-    """An :class:`LlmRun` from CLI-style values (dtype aliases accepted)."""
+    """An :class:`LlmRun` from CLI-style values (dtype aliases accepted; sizes bounded by
+    :func:`chipfit.workloads.config_schema.check_run_size`)."""
+    from chipfit.workloads.config_schema import MAX_BATCH, MAX_TOKENS, check_run_size
+
+    for flag, value, high in (("--prompt-len", prompt_len, MAX_TOKENS),
+                              ("--gen-len", gen_len, MAX_TOKENS), ("--batch", batch, MAX_BATCH)):
+        check_run_size(flag, value, high)
     wd = canonical_dtype(dtype, WEIGHT_DTYPES, "weight dtype")
     kv_default = "float32" if wd == "float32" else ("float16" if wd == "float16" else "bfloat16")
     kv = canonical_dtype(kv_dtype or kv_default, KV_DTYPES, "KV-cache dtype")
@@ -780,20 +786,28 @@ def llm_advice(model: str | Mapping[str, Any], hardware: Sequence[str], objectiv
 
 
 def is_llm(model: str) -> bool:
-    """Whether ``model`` names a built-in LLM or a decoder-only ``config.json``."""
-    from chipfit.errors import ChipfitError
-    from chipfit.workloads.llm import ALIASES, BUILTIN_CONFIGS, load_arch
+    """Whether ``model`` names a built-in LLM or a decoder-only ``config.json``. A ``.json``
+    file's own defects, and its not being a decoder-only config, are raised (one line naming
+    the field), not taken for "not a language model", which would send the file on to the
+    model-file loaders (a JSON file is never a model file)."""
+    from pathlib import Path
+
+    from chipfit.workloads.llm import (
+        ALIASES,
+        BUILTIN_CONFIGS,
+        arch_from_config,
+        is_decoder_config,
+        load_config,
+    )
 
     key = ALIASES.get(model.lower(), model.lower())
     if key in BUILTIN_CONFIGS:
         return True
-    if not (model.endswith(".json") or model.endswith("/")):
-        from pathlib import Path
-
-        if not (Path(model).is_dir() and (Path(model) / "config.json").exists()):
-            return False
-    try:
-        load_arch(model)
-    except ChipfitError:
+    folder = Path(model).is_dir() and (Path(model) / "config.json").exists()
+    if not (model.endswith((".json", "/")) or folder):
         return False
-    return True
+    cfg = load_config(model)
+    if model.endswith(".json"):
+        arch_from_config(cfg)  # a bert or t5 config is refused here, in words
+        return True
+    return is_decoder_config(cfg)

@@ -9,12 +9,11 @@ recurrent kernels, :mod:`chipfit.workloads.gpu_trace`) and priced by the one pre
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, UsageError
 
-__all__ = ["is_model_spec", "predict_model", "trace_model"]
+__all__ = ["check_model", "is_model_spec", "predict_model", "trace_model"]
 
 
 def is_model_spec(text: str) -> bool:
@@ -28,17 +27,36 @@ def trace_model(spec: str, *, batch: int, seq_len: int, mode: str, dtype: str,
     if spec.endswith(".json"):
         from chipfit.workloads.gpu_trace import trace_config
 
-        if not Path(spec).is_file():
-            raise InvalidInputError(f"{spec} does not exist")
         return trace_config(spec, batch, seq_len, mode=mode, dtype=dtype)
     return _trace_factory(spec, batch, mode, dtype, inputs)
 
 
+def check_model(spec: str, *, batch: int, seq_len: int, inputs: Sequence[str] = ()) -> None:
+    """Everything that can refuse ``spec`` before it is traced, in one line: a config is read
+    and checked (every field, and the tensors ``batch`` x ``seq_len`` makes); a factory's
+    model loads and runs one batch in a separate process (under a timeout and the memory
+    limit: a factory that hangs, eats all memory, exits or returns no tensor stops there)."""
+    if spec.endswith(".json"):
+        from chipfit.workloads.config_schema import check_trace_size
+        from chipfit.workloads.gpu_trace import model_class, read_config
+
+        raw = read_config(spec)
+        check_trace_size(raw, batch, seq_len)
+        model_class(raw, spec)
+        return
+    from chipfit.execute.probe import precheck_model, probe_model
+
+    precheck_model(spec)
+    probe_model(spec, tuple(inputs))
+
+
 def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequence[str]) -> Any:
+    """Trace the factory's model here (after :func:`check_model` ran it apart); whatever it
+    prints goes to stderr."""
     import torch
 
     from chipfit.workloads.gpu_trace import trace_for_gpu
-    from chipfit.workloads.user import load_model
+    from chipfit.workloads.user import first_tensor, load_model, user_output_to_stderr
 
     model = load_model(spec, inputs=tuple(inputs))
     if not model.inputs:
@@ -48,19 +66,25 @@ def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequenc
     args = tuple(a.to(getattr(torch, dtype)) if a.is_floating_point() else a for a in args)
     if mode == "inference":
         module.eval()
-        with torch.inference_mode():
-            return trace_for_gpu(module, args, workload=model.name, size=str(batch),
+
+        def call(*values: Any) -> Any:
+            out = module(*values)
+            first_tensor(out, model.name)  # a string or None is refused, in one line
+            return out
+
+        with torch.inference_mode(), user_output_to_stderr():
+            return trace_for_gpu(call, args, workload=model.name, size=str(batch),
                                  dtype=dtype, items=batch, tensors="fake", module=module)
     module.train()
 
     def step(*values: Any) -> Any:
-        out = module(*values)
-        first = out[0] if isinstance(out, (tuple, list)) else out
+        first = first_tensor(module(*values), model.name)
         first.float().mean().backward()
         return first
 
-    return trace_for_gpu(step, args, workload=model.name, size=str(batch), dtype=dtype,
-                         mode="train-fwd-bwd", items=batch, tensors="fake", module=module)
+    with user_output_to_stderr():
+        return trace_for_gpu(step, args, workload=model.name, size=str(batch), dtype=dtype,
+                             mode="train-fwd-bwd", items=batch, tensors="fake", module=module)
 
 
 def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len: int = 128,
@@ -78,6 +102,10 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
     if mode not in ("inference", "train"):
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
     from chipfit.predictors.engine import engine_precision, resolve_stack
+    from chipfit.workloads.config_schema import MAX_BATCH, MAX_TOKENS, check_run_size
+
+    check_run_size("--batch", batch, MAX_BATCH)  # before anything is loaded or traced
+    check_run_size("--seq-len", seq_len, MAX_TOKENS)
 
     stack = resolve_stack(stack)
     precision = engine_precision(dtype) if stack != "eager" else ""
@@ -92,6 +120,7 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
     catalog = load_catalog()
     for key in hardware:
         catalog[key]  # raises UnknownNameError with a did-you-mean
+    check_model(spec, batch=batch, seq_len=seq_len, inputs=inputs)
     if progress:
         progress(f"tracing {spec} (batch {batch}, {mode}, shape only)")
     costs = trace_model(spec, batch=batch, seq_len=seq_len, mode=mode, dtype=dtype,

@@ -28,7 +28,6 @@ Nothing in this module prints.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -160,12 +159,14 @@ def reference_cases(use_cache: bool = True) -> tuple[ReferenceCase, ...]:
     """
     path, key = _reference_cache()
     if use_cache and path.exists():
+        from chipfit.paths import RUN_FILE_LIMIT, read_user_json
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_user_json(path, RUN_FILE_LIMIT, "cache file")
             if data.get("key") == key:
                 return tuple(ReferenceCase(**{k: (math.nan if v is None else v)
                                               for k, v in c.items()}) for c in data["cases"])
-        except (OSError, ValueError, TypeError):
+        except (InvalidInputError, AttributeError, ValueError, TypeError, KeyError):
             pass  # a damaged cache is recomputed
     cases = _compute_reference_cases()
     if use_cache:

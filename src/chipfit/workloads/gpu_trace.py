@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -207,36 +206,62 @@ def memory_need(costs: Any, module: Any) -> int | None:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """A transformers ``config.json`` as a dict (one-line errors for bad files)."""
+    """A transformers ``config.json`` as a dict, read by the bounded reader and checked by
+    :func:`chipfit.workloads.config_schema.check_config` (one-line errors naming the field)."""
+    from chipfit.paths import CONFIG_FILE_LIMIT, read_user_json
+    from chipfit.workloads.config_schema import RESERVED_KEYS, check_config
+
+    data = check_config(read_user_json(path, CONFIG_FILE_LIMIT, "config"), str(path))
+    return {k: v for k, v in data.items() if k not in RESERVED_KEYS}
+
+
+def hf_config(raw: dict[str, Any], origin: str, attention: str = "sdpa") -> Any:
+    """The transformers config object of a checked config dict; whatever transformers says
+    against it (its own field validation included) is one line."""
+    import transformers
+
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read {path} as a config.json: {exc}") from exc
-    if not isinstance(data, dict) or "model_type" not in data:
-        raise InvalidInputError(f"{path} is not a transformers config.json (no model_type)")
-    return data
+        config = transformers.AutoConfig.for_model(**raw)
+    except Exception as exc:  # noqa: BLE001 - ValueError, KeyError, StrictDataclass... errors
+        first = str(exc).strip().splitlines()
+        raise InvalidInputError(f"{origin}: transformers cannot read this config "
+                                f"({type(exc).__name__}: {first[0][:200] if first else ''})") from None
+    config._attn_implementation = attention
+    return config
+
+
+def model_class(raw: dict[str, Any], origin: str, architecture: str | None = None) -> Any:
+    """The transformers model class ``architectures[0]`` (or ``architecture``) names, None
+    for the model type's default; a name that is not a transformers model class is refused
+    (the name picks what gets called: only model classes are)."""
+    import transformers
+
+    arch = architecture or (raw.get("architectures") or [None])[0]
+    if not arch:
+        return None
+    cls = getattr(transformers, arch, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise InvalidInputError(f"config {origin}: architectures names {arch!r}, which is not a "
+                                "transformers model class")
+    return cls
 
 
 def config_model(path: str | Path, batch: int, seq_len: int, *, attention: str = "sdpa",
                  dtype: str = "float32", architecture: str | None = None
                  ) -> tuple[Any, tuple[Any, ...], Callable[..., Any]]:
     """(model on the meta device, example inputs, call) for a transformers ``config.json``;
-    ``architecture`` overrides the config's ``architectures[0]``."""
+    ``architecture`` overrides the config's ``architectures[0]``. The sizes are bounded
+    (:func:`chipfit.workloads.config_schema.check_trace_size`) before anything is built."""
     import torch
     import transformers
 
+    from chipfit.workloads.config_schema import check_trace_size
+
     raw = read_config(path)
-    try:
-        config = transformers.AutoConfig.for_model(**raw)
-    except (ValueError, KeyError) as exc:
-        raise InvalidInputError(f"{path}: transformers cannot read this config "
-                                f"({str(exc)[:200]})") from exc
+    check_trace_size(raw, batch, seq_len)
     arch = architecture or _first_architecture(raw, path)
-    cls = getattr(transformers, arch, None) if arch else None  # unknown: by model_type
-    if cls is not None and not (isinstance(cls, type)
-                                and issubclass(cls, transformers.PreTrainedModel)):
-        raise InvalidInputError(f"{path}: architectures[0] {arch!r} is not a transformers "
-                                "model class")
+    cls = model_class(raw, str(path), architecture)
+    config = hf_config(raw, str(path), attention)
     config._attn_implementation = _attention_for(transformers, cls, config, attention)
     with torch.device("meta"):
         try:
@@ -287,9 +312,10 @@ def _attention_for(transformers: Any, cls: Any, config: Any, attention: str) -> 
 def _inputs(torch: Any, config: Any, batch: int, seq_len: int) -> dict[str, Any]:
     if getattr(config, "model_type", "") in ("vit", "deit", "beit", "resnet", "convnext",
                                              "swin", "mobilenet_v2", "efficientnet", "regnet"):
-        size = int(getattr(config, "image_size", 224) or 224)
+        size = getattr(config, "image_size", 224) or 224
+        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
         channels = int(getattr(config, "num_channels", 3) or 3)
-        return {"pixel_values": torch.empty(batch, channels, size, size)}
+        return {"pixel_values": torch.empty(batch, channels, height, width)}
     ids = torch.zeros(batch, seq_len, dtype=torch.long)
     if getattr(config, "is_encoder_decoder", False):
         return {"input_ids": ids, "decoder_input_ids": ids}
@@ -324,9 +350,8 @@ def _trace_config_call(torch: Any, model: Any, inputs: tuple[Any, ...], call: An
                 return trace_for_gpu(call, inputs, workload=name, size=f"{batch}x{seq_len}",
                                      dtype=dtype, items=batch, expert_capacity=capacity,
                                      module=model)
-            except NotImplementedError as exc:  # data-dependent shapes on meta tensors
-                raise UnsupportedError(f"{name}: shape-only tracing is not possible "
-                                       f"({exc})") from exc
+            except _UNTRACEABLE as exc:  # data-dependent shapes, kernels meta lacks
+                raise _untraceable(name, exc) from None
     if mode != "train":
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
     model.train()
@@ -341,5 +366,17 @@ def _trace_config_call(torch: Any, model: Any, inputs: tuple[Any, ...], call: An
         return trace_for_gpu(step, inputs, workload=name, size=f"{batch}x{seq_len}",
                              dtype=dtype, mode="train-fwd-bwd", items=batch,
                              expert_capacity=capacity, module=model)
-    except NotImplementedError as exc:  # data-dependent shapes (expert routing) on meta
-        raise UnsupportedError(f"{name}: shape-only tracing is not possible ({exc})") from exc
+    except _UNTRACEABLE as exc:  # data-dependent shapes (expert routing) on meta
+        raise _untraceable(name, exc) from None
+
+
+# What a model built from a user's config raises when meta tensors cannot run it: data-
+# dependent shapes (NotImplementedError), kernels with dtype or device rules of their own
+# (transformers' grouped-matmul experts want bfloat16: RuntimeError), and the like.
+_UNTRACEABLE = (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError)
+
+
+def _untraceable(name: str, exc: BaseException) -> UnsupportedError:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return UnsupportedError(f"{name}: shape-only tracing is not possible "
+                            f"({type(exc).__name__}: {lines[0][:200] if lines else ''})")

@@ -13,7 +13,6 @@ real KV cache (``DynamicCache``), timing each phase with the device fenced.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, UnknownNameError
+from chipfit.paths import CONFIG_FILE_LIMIT, read_user_json
+from chipfit.workloads.config_schema import RESERVED_KEYS, check_config
 
 __all__ = ["BUILTIN_CONFIGS", "Generation", "LlmArch", "arch_from_config", "build_model",
-           "count_module_calls", "count_ops", "greedy_generate", "load_arch", "load_config",
-           "no_cache_greedy", "tiny_config"]
+           "count_module_calls", "count_ops", "greedy_generate", "is_decoder_config", "load_arch",
+           "load_config", "no_cache_greedy", "tiny_config"]
 
 
 @dataclass(frozen=True)
@@ -189,15 +190,19 @@ def load_config(model: str) -> dict[str, Any]:
             raise InvalidInputError(f"no such config file {model!r}: pass a built-in model name "
                                     "or the path of a transformers config.json")
         raise UnknownNameError("model", model, BUILTIN_CONFIGS)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"cannot read {path} as a config.json: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path} is not a transformers config (a JSON object)")
-    # a Hub-style folder names the model (llama-7b/config.json); any other file its own stem
+    data = check_config(read_user_json(path, CONFIG_FILE_LIMIT, "config"), str(path))
+    # a Hub-style folder names the model (llama-7b/config.json); any other file its own stem.
+    # The name and the source are chipfit's to say: a file's own "_source" claims nothing.
     name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
-    return {"_name": name, "_source": str(path), **data}
+    return {**{k: v for k, v in data.items() if k not in RESERVED_KEYS}, "_name": name,
+            "_source": str(path)}
+
+
+def is_decoder_config(cfg: Mapping[str, Any]) -> bool:
+    """Whether a (checked) config describes a decoder-only model, as far as its model type
+    says: encoders, encoder-decoders and vision models are not."""
+    mtype = str(cfg.get("model_type", "")).lower()
+    return bool(mtype) and mtype not in _NOT_DECODER and not cfg.get("is_encoder_decoder")
 
 
 def _int(cfg: Mapping[str, Any], key: str, default: Any = None) -> int:
@@ -212,8 +217,9 @@ def arch_from_config(cfg: Mapping[str, Any]) -> LlmArch:
     """The :class:`LlmArch` of a transformers config dict; refuses non-decoder models."""
     if not isinstance(cfg, Mapping):
         raise InvalidInputError("a model config must be a JSON object")
+    check_config(cfg, str(cfg.get("_name", "")))  # every figure's type and range, named
     mtype = str(cfg.get("model_type", "")).lower()
-    if mtype in _NOT_DECODER or cfg.get("is_encoder_decoder"):
+    if mtype and not is_decoder_config(cfg):
         raise InvalidInputError(f"{cfg.get('_name', mtype)!r} is a {mtype or 'non-decoder'} "
                                 "model: chipfit llm takes decoder-only language models")
     if not mtype:
@@ -239,7 +245,8 @@ def arch_from_config(cfg: Mapping[str, Any]) -> LlmArch:
         heads=heads, kv_heads=int(kv), head_dim=int(head_dim), intermediate=int(inter),
         vocab=_int(cfg, "vocab_size"), gated_mlp=mtype not in _UNGATED, experts=int(experts),
         experts_per_token=int(per_tok),
-        tied_embeddings=bool(cfg.get("tie_word_embeddings", mtype in ("gpt2", "opt"))),
+        tied_embeddings=(mtype in ("gpt2", "opt") if cfg.get("tie_word_embeddings") is None
+                         else cfg["tie_word_embeddings"]),  # a real boolean (check_config)
         learned_positions=int(positions) if mtype in ("gpt2", "opt") else 0,
         bias=mtype in _BIASED, max_context=int(positions),
         source=str(cfg.get("_source", "")))

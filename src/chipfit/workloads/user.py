@@ -23,22 +23,27 @@ Nothing here downloads anything.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
+import os
 import re
+import threading
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError, UnsupportedError
+from chipfit.paths import check_user_file
 from chipfit.results import Cost
 from chipfit.workloads.base import Prepared, Workload
 
-__all__ = ["InputSpec", "UserModel", "UserWorkload", "load_model", "parse_input"]
+__all__ = ["InputSpec", "UserModel", "UserWorkload", "first_tensor", "load_model", "parse_input",
+           "user_output_to_stderr"]
 
 _INPUT = re.compile(r"^(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>[a-z0-9]+))?$")
 _INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
@@ -135,6 +140,82 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:200]
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet: list[Any] = []  # [saved fd 1 (or None), saved sys.stdout] while any level is active
+_quiet_depth = [0]
+
+
+@contextlib.contextmanager
+def user_output_to_stderr() -> Iterator[None]:
+    """While user model code runs, whatever it prints goes to stderr, so stdout carries only
+    chipfit's own output (``--json``): Python's ``print`` (``sys.stdout``) and everything
+    written to file descriptor 1 (TorchScript's ``print`` runs in C++). Nests, and threads
+    may overlap: the outermost level moves the streams and the last one out puts them back,
+    after flushing what the model left in the buffers into stderr."""
+    import sys
+
+    with _QUIET_LOCK:
+        _quiet_depth[0] += 1
+        if _quiet_depth[0] == 1:
+            _flush_all()  # chipfit's own output so far stays on stdout
+            try:
+                saved = os.dup(1)
+                os.dup2(2, 1)
+            except OSError:  # no file descriptors to move (an embedded interpreter)
+                saved = None
+            _quiet[:] = [saved, sys.stdout]
+            sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet_depth[0] -= 1
+            if _quiet_depth[0] == 0:
+                _flush_all()  # what the model printed goes out while fd 1 is still stderr
+                saved, sys.stdout = _quiet
+                if saved is not None:
+                    os.dup2(saved, 1)
+                    os.close(saved)
+                _quiet.clear()
+
+
+def _flush_all() -> None:
+    import ctypes
+    import sys
+
+    for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):  # C stdio buffers (std::cout shares them)
+        ctypes.CDLL(None).fflush(None)
+
+
+def first_tensor(out: Any, name: str) -> Any:
+    """The tensor a model's output leads with (a tensor; the first item of a tuple or list;
+    the first value of a dict; a ``ModelOutput``'s logits), else a one-line error that says
+    what the forward returned."""
+    import torch
+
+    value = out
+    while isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    if isinstance(value, dict) and value:
+        value = next(iter(value.values()))
+    if not isinstance(value, torch.Tensor) and isinstance(getattr(value, "logits", None),
+                                                           torch.Tensor):
+        value = value.logits
+    if not isinstance(value, torch.Tensor):
+        raise InvalidInputError(f"{name}'s forward returned {_returned(out)}, not a tensor: "
+                                "return a tensor, or a tuple or dict whose first item is one")
+    return value
+
+
+def _returned(out: Any) -> str:
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)} holding no tensor first"
+    return "None" if out is None else f"a {type(out).__name__}"
+
+
 def _load_factory(spec: str) -> Any:
     target, _, func = spec.rpartition(":")
     if not target or not func.isidentifier():
@@ -142,9 +223,7 @@ def _load_factory(spec: str) -> Any:
                                 "path/to/file.py:function")
     try:
         if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise InvalidInputError(f"factory file {target} does not exist")
+            path = check_user_file(target, "factory file")  # a FIFO would block the import
             mod_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
             mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -198,9 +277,7 @@ def _from_factory(spec: str, weights: str | None
 
 def _load_weights(module: Any, weights: str) -> tuple[str, ...]:
     """Load a safetensors state dict into ``module``; notes say what was converted."""
-    path = Path(weights)
-    if not path.is_file():
-        raise InvalidInputError(f"weights file {weights} does not exist")
+    path = check_user_file(weights, "weights file")
     from safetensors.torch import load_file
 
     try:
@@ -330,16 +407,20 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
             raise InvalidInputError(f"model file {spec} does not exist")
         if weights:
             raise InvalidInputError("--weights goes with --factory, not with a model file")
-        module, found, origin, static = _load_file(path, trust_pickle)
+        with user_output_to_stderr():  # loading runs the model's code (TorchScript, export)
+            module, found, origin, static = _load_file(path, trust_pickle)
 
         def reload() -> Any:
-            return _load_file(path, trust_pickle)[0]
+            with user_output_to_stderr():
+                return _load_file(path, trust_pickle)[0]
     elif ":" in spec:
-        module, found, notes = _from_factory(spec, weights)
+        with user_output_to_stderr():  # importing the factory's module and calling it
+            module, found, notes = _from_factory(spec, weights)
         origin, static = "factory", None
 
         def reload() -> Any:
-            return _from_factory(spec, weights)[0]
+            with user_output_to_stderr():
+                return _from_factory(spec, weights)[0]
     else:
         from chipfit.errors import UnknownNameError
         from chipfit.workloads import all_workloads
@@ -417,7 +498,8 @@ def _check_shapes_without_memory(model: UserModel, batch: int, given: str) -> No
     noisy = logging.getLogger("torch._subclasses.fake_tensor")  # logs each failed meta kernel
     level, noisy.level = noisy.level, logging.CRITICAL + 1
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True), torch.inference_mode():
+        with FakeTensorMode(allow_non_fake_inputs=True), torch.inference_mode(), \
+                user_output_to_stderr():
             args = [torch.empty((batch, *s.shape[1:]), dtype=getattr(torch, s.dtype))
                     for s in model.inputs]
             model.module.eval()
@@ -468,9 +550,9 @@ def check_inputs(model: UserModel, batch: int = 1, memory_limit: int | None = No
         _check_shapes_without_memory(model, batch, given)
     try:
         args = [s.make(batch) for s in model.inputs]
-        with torch.inference_mode():
+        with torch.inference_mode(), user_output_to_stderr():
             model.module.eval()
-            model.module(*args)
+            out = model.module(*args)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything
@@ -480,17 +562,11 @@ def check_inputs(model: UserModel, batch: int = 1, memory_limit: int | None = No
         first = _last_error_line(exc)
         raise InvalidInputError(f"{model.name} rejected input {given}: it expects "
                                 f"{_expected(model.module)} ({first})") from None
+    first_tensor(out, model.name)  # a forward that returns no tensor cannot be timed or traced
 
 
 def _loss(out: Any) -> Any:
-    value = out
-    while isinstance(value, (tuple, list)):
-        value = value[0]
-    if isinstance(value, dict):
-        value = next(iter(value.values()))
-    if hasattr(value, "logits"):
-        value = value.logits
-    return value.float().pow(2).mean()
+    return first_tensor(out, "the model").float().pow(2).mean()
 
 
 def _head_prefix(module: Any) -> tuple[str, ...]:
@@ -544,8 +620,8 @@ class UserWorkload(Workload):
         module = self.model.fresh().eval()
         args = self._inputs(batch)
         trace = tracer()
-        with trace, torch.no_grad():
-            module(*args)
+        with trace, torch.no_grad(), user_output_to_stderr():
+            first_tensor(module(*args), self.name)
         # the matrix FLOPs of the forward pass (the convention of chipfit.cost.records)
         forward = WorkloadCosts("call", "", "", "", "torch", "real", tuple(trace.ops)).matrix_flops
         flops = forward if mode == "inference" else 3 * forward  # backward ~ 2x forward
