@@ -13,6 +13,7 @@ marker means chipfit refused it, not that the payload was a dud.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickle
@@ -216,9 +217,13 @@ def test_compiled_code_in_a_pt2_is_never_loaded(good_pt2: Path, tmp_path: Path,
                        check=True, capture_output=True)
         library = (tmp_path / "ctor.so").read_bytes()
     evil = _aoti_pt2(good_pt2, tmp_path / "aoti.pt2", library)
-    with pytest.raises(UnsafeFileError, match="--trust-pickle") as refused:
-        load_model(str(evil), inputs=("1x16",))
-    assert "compiled" in str(refused.value) and not marker.exists()
+    for scanner in ("on", "off"):
+        with pytest.MonkeyPatch.context() as patch:
+            if scanner == "off":  # the loader alone
+                patch.setattr(pickles, "check_model_file", lambda *a, **k: None)
+            with pytest.raises(UnsafeFileError, match="--trust-pickle") as refused:
+                load_model(str(evil), inputs=("1x16",))
+        assert "compiled" in str(refused.value) and not marker.exists()
     if compiler:  # what torch.export.load calls for each package it finds: it runs the library
         monkeypatch.setenv("TMPDIR", str(tmp_path))  # where torch unpacks it
         with pytest.raises(RuntimeError, match="dlopen"):
@@ -244,12 +249,124 @@ def test_a_graph_calling_python_is_refused(good_pt2: Path, tmp_path: Path) -> No
     assert not marker.exists()
 
 
+def _with_symbolic_size(good: Path, dst: Path, expr: str) -> Path:
+    """``good`` with its first tensor's first size written as the expression ``expr``."""
+    with zipfile.ZipFile(good) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("models/model.json"))
+        program = json.loads(zf.read(name))
+    values = program["graph_module"]["graph"]["tensor_values"]
+    first = values[next(iter(values))]
+    first["sizes"][0] = {"as_expr": {"expr_str": expr, "hint": {"as_int": first["sizes"][0]["as_int"]}}}
+    _rewrite_zip(good, dst, {"models/model.json": json.dumps(program).encode()})
+    return dst
+
+
+def test_a_symbolic_shape_that_is_code_is_refused(good_pt2: Path, tmp_path: Path) -> None:
+    """torch.export.load builds symbolic shapes with ``sympy.sympify``, which eval()s its
+    string: a .pt2 ran code without any pickle. The guard checks each expression first."""
+    marker = tmp_path / "ran"
+    evil = _with_symbolic_size(good_pt2, tmp_path / "sym.pt2",
+                               f"__import__('pathlib').Path({str(marker)!r}).write_text('payload ran')"
+                               " + Symbol('s0', positive=True, integer=True)")
+    for scanner in ("on", "off"):
+        with pytest.MonkeyPatch.context() as patch:
+            if scanner == "off":
+                patch.setattr(pickles, "check_model_file", lambda *a, **k: None)
+            with pytest.raises(UnsafeFileError, match="symbolic shape that is code") as refused:
+                load_model(str(evil), inputs=("1x16",))
+        assert "\n" not in str(refused.value) and "--trust-pickle" in str(refused.value)
+        assert not marker.exists()
+    with contextlib.suppress(Exception):  # trusted, torch evaluates it: the payload is live
+        load_model(str(evil), inputs=("1x16",), trust_pickle=True)
+    assert marker.read_text() == "payload ran"
+
+
+_S0 = "Symbol('s0', positive=True, integer=True)"
+
+
+@pytest.mark.parametrize("expr", [
+    _S0, f"Add(FloorDiv({_S0}, Integer(2)), Integer(1))", f"Mul(Integer(2), {_S0})",
+    f"Pow({_S0}, Integer(-1))", f"Pow({_S0}, Rational(1, 2))", f"Mul(Float('1.5', precision=53), {_S0})",
+    f"Equality({_S0}, Integer(2))", f"And(StrictGreaterThan({_S0}, Integer(2)), Unequality({_S0}, Integer(5)))",
+    f"Piecewise(ExprCondPair({_S0}, StrictGreaterThan({_S0}, Integer(2))), ExprCondPair(Integer(1), true))",
+    f"Add(Integer(3), Mul(Integer(-1), {_S0}))", f"Max(Integer(2), {_S0})", "s0 + 1", "2*s0 // 3",
+    "Eq(s0, 2) & (s1 <= 5)", "s0**2", "oo", f"ModularIndexing({_S0}, Integer(1), Integer(4))"])
+def test_symbolic_shapes_torch_writes_pass_the_check(expr: str) -> None:
+    """``sympy.srepr`` as torch.export.save writes them, and ``str`` as older archives did."""
+    from chipfit.workloads.pickles import _plain_sym_expr
+
+    assert _plain_sym_expr(expr, ["FloorDiv", "ModularIndexing", "Mod", "PowByNatural", "CeilDiv"])
+
+
+@pytest.mark.parametrize("expr", [
+    "__import__('os').system('x')", "s0.__class__", "eval('1')", "(lambda: 1)()", "s0[0]",
+    "Rational(\"__import__('os').system('x')\")", "Symbol('s0', **{'a': 1})", "Max(*[1, 2])",
+    "Pow(Integer(2), Integer(10000000000))", "2**10**10", "PowByNatural(Integer(2), Integer(99999))",
+    "LShift(Integer(1), Integer(10**18))", "Symbol('x y')", "Float('1e5; import os')", "lambdify('x', 'x')",
+    "Function('f')(s0)", "Integer(" + "9" * 30 + ")", "(" * 300 + "s0" + ")" * 300, "s0 if s0 else s0",
+    "_private", "Symbol(name='s0')", "[s0]", "{s0}", "f'{s0}'", "s0 := 1"])
+def test_symbolic_shapes_beyond_plain_arithmetic_are_refused(expr: str) -> None:
+    """Code (builtins, attributes, sympy's own string parsers), work without bound (huge
+    exponents and shifts), and anything else outside the grammar torch writes."""
+    from chipfit.workloads.pickles import _plain_sym_expr
+
+    assert not _plain_sym_expr(expr, ["FloorDiv", "PowByNatural", "LShift"])
+
+
+def test_a_real_dynamic_shape_export_loads(tmp_path: Path) -> None:
+    """No false refusals of symbolic shapes: a dynamic batch, derived sizes (sums, floor
+    division), loaded through the scanner and the guard."""
+
+    class Model(torch.nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            z = torch.cat([x, y], 0)
+            return z.reshape(-1, 2)[: x.shape[0] // 2 + 1] * 2
+
+    batch, other = torch.export.Dim("batch", min=2, max=1024), torch.export.Dim("other", min=2, max=64)
+    program = torch.export.export(Model(), (torch.randn(4, 4), torch.randn(6, 4)),
+                                  dynamic_shapes=({0: batch}, {0: other}))
+    path = tmp_path / "dynamic.pt2"
+    torch.export.save(program, str(path))
+    assert b"FloorDiv(" in zipfile.ZipFile(path).read(
+        next(n for n in zipfile.ZipFile(path).namelist() if n.endswith("models/model.json")))
+    model = load_model(str(path))
+    assert model.origin == "export" and [s.shape for s in model.inputs] == [(4, 4), (6, 4)]
+    assert model.module(torch.randn(8, 4), torch.randn(2, 4)).shape == (5, 2)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch-save"])
+def test_the_other_loaders_alone_never_unpickle_fully(material, tmp_path: Path, scanner_off,
+                                                      kind: str) -> None:
+    """TorchScript archives load through torch's C++ unpickler (no Python globals), other files
+    through torch.load(weights_only=True): a memo trick in either runs nothing."""
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    if kind == "torchscript":
+        _rewrite_zip(material.good_ts, evil, {"/data.pkl": memo_confusion(marker)})
+    else:
+        evil.write_bytes(_zip_with_data_pkl(memo_confusion(marker)))
+    with pytest.raises((InvalidInputError, UnsafeFileError)) as refused:
+        load_model(str(evil), inputs=("1x16",))
+    assert "\n" not in str(refused.value)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("where", ["sample-inputs", "pickled-weight"])
 def test_the_cli_refuses_a_scanner_trick_in_one_line(good_pt2: Path, tmp_path: Path,
                                                     where: str) -> None:
     marker = tmp_path / "payload-ran"
     evil = hostile_pt2(good_pt2, tmp_path / "evil.pt2", where,
                        _zip_with_data_pkl(memo_confusion(marker)))
+    assert_refused(run_cli("advise", str(evil)), says="--trust-pickle")
+    assert not marker.exists()
+
+
+def test_the_cli_refuses_a_symbolic_shape_that_is_code_in_one_line(good_pt2: Path,
+                                                                  tmp_path: Path) -> None:
+    """No pickle for the scanner to see: the probe's loader refuses it, in one line."""
+    marker = tmp_path / "payload-ran"
+    evil = _with_symbolic_size(good_pt2, tmp_path / "sym.pt2",
+                               f"__import__('pathlib').Path({str(marker)!r}).write_text('x')")
     assert_refused(run_cli("advise", str(evil)), says="--trust-pickle")
     assert not marker.exists()
 

@@ -42,6 +42,7 @@ opcodes, random weights look like pickles often enough to refuse good files.
 
 from __future__ import annotations
 
+import ast
 import codecs
 import contextlib
 import copyreg
@@ -50,6 +51,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 import threading
 import types
@@ -88,6 +90,7 @@ class PickleFinding:
         self.globals: set[str] = set()
         self.dotted: set[str] = set()  # named through a dotted attribute path (module, "a.b")
         self.unverifiable: list[str] = []
+        self.compiled: list[str] = []  # AOTInductor members: native code torch would dlopen()
 
 
 #: Every global torch's weights-only unpickler allows lives in these modules (a test checks
@@ -385,6 +388,9 @@ class _Machine:
                 raise _Stop
             self.py2_string(self._counted(n))
         elif op == "(":  # MARK
+            if len(self.metastack) >= _MAX_ITEMS:
+                self.finding.unverifiable.append(f"a pickle with more than {_MAX_ITEMS} marks")
+                raise _Refuse
             self.metastack.append(self.stack)
             self.stack = []
         elif op == "0":  # POP: the top item, or the mark when nothing is above it
@@ -558,7 +564,7 @@ def _scan_zip(zf: zipfile.ZipFile, finding: PickleFinding, depth: int,
         if info.is_dir() or (torchscript and _is_script_source(info.filename)):
             continue
         if _AOTI_DIR in f"/{info.filename}" and depth == 1:
-            finding.unverifiable.append(f"compiled code that loading would run ({info.filename})")
+            finding.compiled.append(info.filename)
             continue
         if info.filename in raw:  # tensor bytes: read as such, never unpickled
             continue
@@ -608,6 +614,8 @@ def refusal(finding: PickleFinding, *, torchscript: bool = False) -> str | None:
     ``torchscript``: the archive is TorchScript, whose ``__torch__`` classes are resolved by
     torch.jit's own loader, never imported from Python.
     """
+    if finding.compiled:
+        return f"compiled code that loading would run: {finding.compiled[0]}"
     named = {g for g in finding.globals if not (torchscript and g.startswith(_SCRIPT_PREFIXES))}
     # a dotted attribute path reaches through objects (torch.serialization.os.system): torch
     # itself never writes one, and the allow-list's names say nothing about where it leads
@@ -626,9 +634,11 @@ def check_model_file(path: Path, *, torchscript: bool = False) -> None:
     ``torchscript``: the archive is TorchScript, whose ``__torch__`` classes are resolved by
     torch.jit's own loader, never imported from Python.
     """
-    what = refusal(scan_file(path, torchscript), torchscript=torchscript)
+    finding = scan_file(path, torchscript)
+    what = refusal(finding, torchscript=torchscript)
     if what is not None:
-        raise UnsafeFileError(f"{path} holds a pickle that would run code when loaded ({what}); "
+        kind = "an AOTInductor package" if finding.compiled else "a pickle"
+        raise UnsafeFileError(f"{path} holds {kind} that would run code when loaded ({what}); "
                               "chipfit refuses it: save the model with torch.export.save or "
                               "torch.jit.save from plain tensors, or re-run with --trust-pickle "
                               "only if you trust where the file came from (unpickling runs "
@@ -697,22 +707,119 @@ def _quiet_export_logs() -> Iterator[_Capture]:
             logger.handlers, logger.propagate, logger.disabled = handlers, propagate, disabled
 
 
+#: What a .pt2's symbolic shapes are written with (``sympy.srepr``, or ``str`` in older
+#: archives): torch.export.load hands each expression to ``sympy.sympify``, which ``eval()``s
+#: it. Only calls to these (and the functions torch adds, passed as ``locals``) pass.
+_SYMPY_CALLS = frozenset({
+    "Symbol", "Dummy", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min",
+    "Abs", "floor", "ceiling", "sqrt", "sign", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality",
+    "Unequality", "StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan", "And", "Or",
+    "Not", "Xor", "ITE", "Piecewise", "ExprCondPair", "Tuple"})
+#: Calls whose second argument is an exponent or a shift: a large one is work without bound.
+_SYMPY_EXPONENTS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift", "RShift"})
+_SYMPY_NODES = (ast.Expression, ast.Call, ast.Name, ast.Load, ast.Constant, ast.Tuple,
+                ast.keyword, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.operator,
+                ast.unaryop, ast.boolop, ast.cmpop)
+_SYMPY_MAX_CHARS = 10_000
+_SYMPY_MAX_EXPONENT = 64
+_SYMBOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+_FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|[-+]?inf|nan", re.IGNORECASE)
+
+
+def _small_exponent(node: ast.AST) -> bool:
+    """A literal exponent no larger than 64 (``2``, ``-1``, ``Integer(2)``, ``Rational(1, 2)``)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _small_exponent(node.operand)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords \
+            and node.func.id in ("Integer", "Rational") and 1 <= len(node.args) <= 2:
+        return all(_small_exponent(arg) for arg in node.args)
+    return (isinstance(node, ast.Constant) and type(node.value) is int
+            and abs(node.value) <= _SYMPY_MAX_EXPONENT)
+
+
+def _plain_sym_expr(text: str, functions: Iterable[str]) -> bool:
+    """Whether ``text`` is arithmetic on symbols and numbers that sympy can build without
+    running anything else: calls only to sympy's and torch's expression classes, no
+    attribute, subscript, lambda or star; strings only as a symbol's name or a float's
+    digits (sympy parses other strings with ``eval``); exponents and shifts small literals."""
+    if len(text) > _SYMPY_MAX_CHARS:
+        return False
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    calls = _SYMPY_CALLS | set(functions)
+    strings: set[int] = set()  # the string constants in a place where they are names or digits
+    for node in ast.walk(tree):
+        if not isinstance(node, _SYMPY_NODES):
+            return False
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else None
+            if name not in calls or any(k.arg is None for k in node.keywords):
+                return False
+            if name in _SYMPY_EXPONENTS and (len(node.args) != 2
+                                             or not _small_exponent(node.args[1])):
+                return False
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant) and isinstance(first.value, str) and (
+                    name in ("Symbol", "Dummy") and _SYMBOL_NAME.fullmatch(first.value)
+                    or name == "Float" and _FLOAT_TEXT.fullmatch(first.value)):
+                strings.add(id(first))
+            if any(not isinstance(k.value, ast.Constant) or type(k.value.value) not in (bool, int)
+                   for k in node.keywords):
+                return False
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Pow, ast.LShift, ast.RShift)):
+            if not _small_exponent(node.right):
+                return False
+        elif isinstance(node, ast.Name) and node.id.startswith("_"):
+            return False
+        elif isinstance(node, ast.Constant) and not (
+                type(node.value) in (bool, int, float) or id(node) in strings):
+            return False
+        if isinstance(node, ast.Constant) and type(node.value) is int \
+                and abs(node.value) > 2**64:
+            return False
+    return True
+
+
+class _CheckedSympy(types.ModuleType):
+    """``sympy`` as the export deserializer sees it: ``sympify`` of a string checked first."""
+
+    def __init__(self, real: types.ModuleType) -> None:
+        super().__init__("sympy")
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def sympify(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and not _plain_sym_expr(value, kwargs.get("locals") or ()):
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise _Refused(f"a symbolic shape that is code, not arithmetic ({shown!r})")
+        return self._real.sympify(value, *args, **kwargs)
+
+
 @contextlib.contextmanager
 def weights_only_loading() -> Iterator[None]:
-    """While inside, ``torch.export.load`` unpickles nothing beyond weights-only.
+    """While inside, ``torch.export.load`` unpickles nothing beyond weights-only, and runs no
+    code from the archive.
 
     Every ``torch.load`` is weights-only through torch's own switch
     (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, read at each call, stronger than an explicit
     ``weights_only=False``), so the export loader's fallback to full unpickling fails as its
-    first try did. The three loads that are not ``torch.load`` are refused where the export
-    loader looks them up (torch/export/pt2_archive/_package.py): its module's ``pickle``
-    (opaque Python constants), ``torch._C._pickle_load_obj`` (TorchScript-object constants), and
-    its ``_load_aoti`` (an AOTInductor library it would dlopen). All are put back on the way out.
+    first try did. The loads that are not ``torch.load`` are refused where the export loader
+    looks them up (torch/export/pt2_archive/_package.py): its module's ``pickle`` (opaque
+    Python constants), ``torch._C._pickle_load_obj`` (TorchScript-object constants), and its
+    ``_load_aoti`` (an AOTInductor library it would dlopen). And the deserializer's ``sympy``
+    (torch/_export/serde/serialize.py) checks each symbolic shape before ``sympify`` evaluates
+    it (:func:`_plain_sym_expr`). All are put back on the way out.
     """
     import torch
+    from torch._export.serde import serialize
     from torch.export.pt2_archive import _package
 
     patches = [(_package, "pickle", _NoUnpickling()),
+               (serialize, "sympy", _CheckedSympy(serialize.sympy)),
                (torch._C, "_pickle_load_obj", _refuser("a TorchScript object stored with its "
                                                        "pickler (a custom-class constant)")),
                (_package, "_load_aoti", _refuser("compiled native code (an AOTInductor "
@@ -767,9 +874,10 @@ def load_exported(path: Path, *, trust_pickle: bool = False) -> Any:
 
 
 def _needs_trust(path: Path, what: str) -> str:
-    return (f"{path} holds {what}; chipfit loads .pt2 archives without full unpickling and "
-            "refuses it: export the model from plain tensors, or re-run with --trust-pickle only "
-            "if you trust where the file came from (unpickling runs whatever code the file names)")
+    return (f"{path} holds {what}; chipfit loads .pt2 archives without running code from them "
+            "and refuses it: export the model from plain tensors, or re-run with --trust-pickle "
+            "only if you trust where the file came from (loading it runs whatever code the file "
+            "names)")
 
 
 def _first_line(exc: BaseException) -> str:
