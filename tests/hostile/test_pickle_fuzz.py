@@ -281,6 +281,84 @@ def test_a_symbolic_shape_that_is_code_is_refused(good_pt2: Path, tmp_path: Path
     assert marker.read_text() == "payload ran"
 
 
+def _program(good: Path) -> tuple[str, dict]:
+    with zipfile.ZipFile(good) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("models/model.json"))
+        return name.split("/", 1)[1], json.loads(zf.read(name))
+
+
+def _with_input_named(good: Path, dst: Path, new_name: str) -> Path:
+    """``good`` with its user input (a graph placeholder) renamed ``new_name``."""
+    member, program = _program(good)
+    specs = program["graph_module"]["signature"]["input_specs"]
+    old = next(s["user_input"]["arg"]["as_tensor"]["name"] for s in specs if "user_input" in s)
+    text = json.dumps(program).replace(json.dumps({"name": old}), json.dumps({"name": new_name}))
+    text = text.replace(f'{json.dumps(old)}: {{"dtype"', f'{json.dumps(new_name)}: {{"dtype"')
+    _rewrite_zip(good, dst, {member: text.encode()})
+    return dst
+
+
+def test_a_graph_input_named_with_code_is_refused(good_pt2: Path, tmp_path: Path) -> None:
+    """FX writes a placeholder's name into the Python it generates and exec()s, as it is:
+    ``x=open(...)`` became a default argument, run as the archive loaded."""
+    marker = tmp_path / "ran"
+    evil = _with_input_named(good_pt2, tmp_path / "names.pt2",
+                             f"x=open({str(marker)!r}, 'w').write('payload ran')")
+    for scanner in ("on", "off"):
+        with pytest.MonkeyPatch.context() as patch:
+            if scanner == "off":
+                patch.setattr(pickles, "check_model_file", lambda *a, **k: None)
+            with pytest.raises(UnsafeFileError, match="names are code") as refused:
+                load_model(str(evil), inputs=("1x16",))
+        assert "\n" not in str(refused.value) and "--trust-pickle" in str(refused.value)
+        assert not marker.exists()
+    with contextlib.suppress(Exception):  # trusted: torch.export.load runs it
+        load_model(str(evil), inputs=("1x16",), trust_pickle=True)
+    assert marker.read_text() == "payload ran"
+
+
+@pytest.mark.parametrize("source", [
+    "def forward(self, x):\n    y = torch.relu(x);  x = None\n    return (y,)\n",
+    "def forward(self, x):\n    x, = fx_pytree.tree_flatten_spec(([x], {}), self._in_spec)\n"
+    "    w = getattr(self, 'odd-name')\n    return pytree.tree_unflatten((w,), self._out_spec)\n"])
+def test_code_fx_generates_passes_the_check(source: str) -> None:
+    from chipfit.workloads.pickles import _plain_graph_source
+
+    assert _plain_graph_source(source, ["torch", "fx_pytree", "pytree"])
+
+
+@pytest.mark.parametrize("source", [
+    "def forward(self, x=open('f', 'w')):\n    return (x,)\n",
+    "def forward(self, x):\n    pass\nopen('f', 'w')\n",
+    "def forward(self, x):\n    y = open('f', 'w')\n    return (y,)\n",
+    "def forward(self, x):\n    return (self.__class__,)\n",
+    "def forward(self, x):\n    return (getattr(self, '__class__'),)\n",
+    "def forward(self, x):\n    import os\n    return (x,)\n",
+    "def forward(self, x):\n    return ((lambda: x)(),)\n",
+    "@torch.jit.ignore\ndef forward(self, x):\n    return (x,)\n",
+    "def forward(self, x: exec('1')):\n    return (x,)\n", "def forward(self, x:\n"])
+def test_code_beyond_what_fx_generates_is_refused(source: str) -> None:
+    from chipfit.workloads.pickles import _plain_graph_source
+
+    assert not _plain_graph_source(source, ["torch"])
+
+
+def test_guard_code_stored_in_a_pt2_is_never_compiled(good_pt2: Path, tmp_path: Path) -> None:
+    """An archive's ``guards_code`` strings are compiled into the module's input checks as
+    they are, and run with the first batch; chipfit builds the module without them."""
+    from chipfit.workloads.user import check_inputs
+
+    marker = tmp_path / "ran"
+    member, program = _program(good_pt2)
+    program["guards_code"] = [f"__import__('pathlib').Path({str(marker)!r}).write_text('payload ran') > 0"]
+    evil = tmp_path / "guards.pt2"
+    _rewrite_zip(good_pt2, evil, {member: json.dumps(program).encode()})
+    check_inputs(load_model(str(evil)))  # loads and runs: the checks come from the graph itself
+    assert not marker.exists()
+    check_inputs(load_model(str(evil), trust_pickle=True))  # trusted, torch compiles them: live
+    assert marker.read_text() == "payload ran"
+
+
 _S0 = "Symbol('s0', positive=True, integer=True)"
 
 

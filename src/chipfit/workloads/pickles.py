@@ -1,4 +1,4 @@
-"""Load model files without running the code a pickle names.
+"""Load model files without running the code a pickle (or anything else in them) names.
 
 Unpickling runs code: a pickle names callables (``GLOBAL``/``STACK_GLOBAL``/``INST`` opcodes,
 extension codes) that the unpickler imports and calls. torch's own safe path, ``torch.load(...,
@@ -7,28 +7,35 @@ goes further: it unpickles a ``.pt2``'s pickled weights and tensor constants wit
 ``weights_only=False``, its example inputs with the same after a failed weights-only try, its
 Python-object constants with ``pickle.loads``, its TorchScript-object constants with
 ``torch._C._pickle_load_obj``, and it ``dlopen()``s an AOTInductor library packed in the archive.
+Nor is a .pt2 without pickles inert: its symbolic shapes are strings that ``sympy.sympify``
+evaluates, its graph's input names are written as they are into the Python that FX generates
+and exec()s, and its ``guards_code`` strings are compiled into the module's input checks.
 
 So chipfit has two walls, each enough on its own:
 
 - **The loader** (:func:`load_exported`) runs ``torch.export.load`` under
   :func:`weights_only_loading`: every ``torch.load`` inside is weights-only (torch's own
   ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` switch, which no ``weights_only=False`` overrides, so the
-  fallback fails too), and the other three entry points refuse. A file that needs any of them is
-  refused in one line naming ``--trust-pickle``; nothing the user did not allow is unpickled,
-  whatever a scanner makes of the file. TorchScript archives (``torch.jit.load``) go through
-  torch's C++ unpickler, which resolves no Python globals; other files through
-  ``torch.load(weights_only=True)``.
+  fallback fails too), the other three entry points refuse, symbolic shapes must be plain
+  arithmetic and generated code plain FX before anything evaluates them; the module is built
+  without the archive's guard code, and every graph input must be named like a variable. A file
+  that needs more is refused in one line naming ``--trust-pickle``; nothing the user did not
+  allow is unpickled or run, whatever a scanner makes of the file. TorchScript archives
+  (``torch.jit.load``) go through torch's C++ unpickler, which resolves no Python globals;
+  other files through ``torch.load(weights_only=True)``.
 - **The scanner** (:func:`check_model_file`) reads every pickle stream in a model file before any
   loader sees it, and refuses any global outside the allow-list of torch's weights-only
   unpickler. It runs the opcodes on a symbolic copy of the unpickler's stack, mark stack and
-  memo, exactly as the real unpickler would (``MEMOIZE`` stores at ``len(memo)``, ``POP`` of an
-  empty frame drops the mark, Python 2 names are mapped below protocol 3, ...), tracking which
-  stack items are strings it knows. It parses the opcodes itself, as leniently as the unpickler
-  does (``pickletools`` gives up on inputs the unpickler accepts, such as ``I0x10``). Where the
-  real unpickler would fail, the scan stops: nothing after that point would run. Where the scan
-  cannot know what the unpickler would do (a global named by a computed string, an extension
-  code not registered here, a dotted attribute path, a stream too large to follow), it refuses.
-  A test checks it against the real unpickler on generated opcode streams.
+  memo, exactly as the real unpickler would (``MEMOIZE`` stores at ``len(memo)``, ``POP`` with
+  nothing above a mark drops the mark, Python 2 names are mapped below protocol 3, ...),
+  tracking which stack items are strings it knows. It parses the opcodes itself, as leniently
+  as the unpickler does (``pickletools`` gives up on inputs the unpickler accepts, such as
+  ``I0x10``). Where the real unpickler would fail, the scan stops: nothing after that point
+  would run. Where the scan cannot know what the unpickler would do (a global named by a
+  computed string, an extension code not registered here, a dotted attribute path, a read
+  across the end of a pickle frame, where C's and Python's unpicklers read different bytes, a
+  stream too large to follow), it refuses; so it does an AOTInductor member (native code). A
+  test checks it against the real unpicklers on generated opcode streams.
 
 Every member of a zip archive is scanned (pickles hide in ``.pkl`` members, in nested
 ``torch.save`` archives, and in weight files marked ``use_pickle``), whatever its name or
@@ -48,6 +55,7 @@ import contextlib
 import copyreg
 import io
 import json
+import keyword
 import logging
 import os
 import pickle
@@ -799,6 +807,79 @@ class _CheckedSympy(types.ModuleType):
         return self._real.sympify(value, *args, **kwargs)
 
 
+#: Builtins that code FX generates from a graph uses (``getattr(self, "odd-name")``,
+#: ``slice(...)`` for a slice argument); everything else it calls is in its globals.
+_FX_BUILTINS = frozenset({"getattr", "slice", "Ellipsis"})
+_FX_NEVER = (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import,
+             ast.ImportFrom, ast.Global, ast.Nonlocal, ast.With, ast.AsyncWith, ast.Try, ast.While,
+             ast.For, ast.AsyncFor, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr,
+             ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.JoinedStr)
+
+
+def _plain_graph_source(src: str, names: Iterable[str]) -> bool:
+    """Whether ``src`` is what FX generates from a graph: functions whose parameters have no
+    defaults or annotations, whose bodies name only their parameters, their own locals, the
+    globals FX passes (``names``: the graph's operators, torch, pytree) and ``getattr``/
+    ``slice``, and reach no dunder attribute. A graph whose names carry code (a placeholder
+    called ``x=open(...)`` is written into the source as is) fails; exec() would run it."""
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    if not tree.body or not all(isinstance(stmt, ast.FunctionDef) for stmt in tree.body):
+        return False
+    outer = {n for n in names if not n.startswith("__")} | _FX_BUILTINS
+    for fn in tree.body:
+        args = fn.args
+        params = [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                  *(a for a in (args.vararg, args.kwarg) if a is not None)]
+        if (fn.decorator_list or fn.returns is not None or args.defaults
+                or any(d is not None for d in args.kw_defaults)
+                or any(p.annotation is not None for p in params)):
+            return False
+        nodes = [node for stmt in fn.body for node in ast.walk(stmt)]
+        known = outer | {p.arg for p in params} | {
+            n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        for node in nodes:
+            if isinstance(node, _FX_NEVER):
+                return False
+            if isinstance(node, ast.Name) and node.id not in known:
+                return False
+            if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
+                return False
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value.startswith("__"):  # getattr(x, "__globals__")
+                return False
+    return True
+
+
+def _checked_exec(real: Callable[..., Any]) -> Callable[..., Any]:
+    def exec_with_source(src: str, globals: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if not _plain_graph_source(src, globals):
+            raise _Refused("a graph whose names are code (in the Python that torch generates "
+                           "from it)")
+        return real(src, globals, *args, **kwargs)
+
+    return exec_with_source
+
+
+def _check_placeholders(*roots: Any) -> None:
+    """Every graph input named as a Python identifier: FX writes these names into the code
+    it generates as they are, at every recompile (after this load too)."""
+    import torch
+
+    for root in roots:
+        for module in root.modules():
+            graph = getattr(module, "graph", None)
+            if not isinstance(graph, torch.fx.Graph):
+                continue
+            for node in graph.nodes:
+                name = str(node.target).lstrip("*") if node.op == "placeholder" else "x"
+                if not name.isidentifier() or keyword.iskeyword(name):
+                    raise _Refused(f"a graph input named {str(node.target)[:40]!r}, which is not "
+                                   "a name but code")
+
+
 @contextlib.contextmanager
 def weights_only_loading() -> Iterator[None]:
     """While inside, ``torch.export.load`` unpickles nothing beyond weights-only, and runs no
@@ -810,16 +891,20 @@ def weights_only_loading() -> Iterator[None]:
     first try did. The loads that are not ``torch.load`` are refused where the export loader
     looks them up (torch/export/pt2_archive/_package.py): its module's ``pickle`` (opaque
     Python constants), ``torch._C._pickle_load_obj`` (TorchScript-object constants), and its
-    ``_load_aoti`` (an AOTInductor library it would dlopen). And the deserializer's ``sympy``
+    ``_load_aoti`` (an AOTInductor library it would dlopen). The deserializer's ``sympy``
     (torch/_export/serde/serialize.py) checks each symbolic shape before ``sympify`` evaluates
-    it (:func:`_plain_sym_expr`). All are put back on the way out.
+    it (:func:`_plain_sym_expr`), and FX's ``_exec_with_source`` (torch/fx/graph_module.py)
+    the Python it generates from a graph before exec() runs it (:func:`_plain_graph_source`).
+    All are put back on the way out.
     """
     import torch
+    import torch.fx.graph_module as fx_module
     from torch._export.serde import serialize
     from torch.export.pt2_archive import _package
 
     patches = [(_package, "pickle", _NoUnpickling()),
                (serialize, "sympy", _CheckedSympy(serialize.sympy)),
+               (fx_module, "_exec_with_source", _checked_exec(fx_module._exec_with_source)),
                (torch._C, "_pickle_load_obj", _refuser("a TorchScript object stored with its "
                                                        "pickler (a custom-class constant)")),
                (_package, "_load_aoti", _refuser("compiled native code (an AOTInductor "
@@ -845,20 +930,28 @@ def weights_only_loading() -> Iterator[None]:
                     os.environ[name] = value
 
 
-def load_exported(path: Path, *, trust_pickle: bool = False) -> Any:
-    """``torch.export.load(path)``; without ``trust_pickle``, under :func:`weights_only_loading`.
+def load_exported(path: Path, *, trust_pickle: bool = False) -> tuple[Any, Any]:
+    """``torch.export.load(path)`` and its program's module; without ``trust_pickle``, both
+    under :func:`weights_only_loading`, the module without the guard function torch would
+    compile from the archive's own code strings (``guards_code``: exec()'d as they are), and
+    every graph's inputs checked to be names.
 
     Raises UnsafeFileError (one line, naming ``--trust-pickle``) for an archive that needs
-    more than weights-only unpickling, InvalidInputError for one torch cannot read.
+    more than weights-only unpickling or carries code, InvalidInputError for one torch cannot
+    read.
     """
     import torch
 
     with LOAD_LOCK, _quiet_export_logs() as logged:
         try:
             if trust_pickle:
-                return torch.export.load(str(path))
+                program = torch.export.load(str(path))
+                return program, program.module()
             with weights_only_loading():
-                return torch.export.load(str(path))
+                program = torch.export.load(str(path))
+                module = program.module(check_guards=False)  # input checks by a pre-hook
+                _check_placeholders(program.graph_module, module)
+                return program, module
         except _Refused as exc:
             raise UnsafeFileError(_needs_trust(path, str(exc))) from None
         except pickle.UnpicklingError as exc:

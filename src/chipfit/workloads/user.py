@@ -260,9 +260,9 @@ def _load_file_quietly(path: Path, trust_pickle: bool
     if any(n.endswith("models/model.json") or n.endswith("archive_format") for n in names):
         if not trust_pickle:  # defence in depth: the loader below unpickles weights-only
             pickles.check_model_file(path)
-        program = pickles.load_exported(path, trust_pickle=trust_pickle)
+        program, module = pickles.load_exported(path, trust_pickle=trust_pickle)
         try:
-            return _exported(program)
+            return _exported(program, module)
         except Exception as exc:
             raise InvalidInputError(f"{path} is a damaged torch.export archive "
                                     f"({_last_error_line(exc)})") from None
@@ -295,7 +295,7 @@ def _load_file_quietly(path: Path, trust_pickle: bool
                             "model's code as --factory package.module:function with --weights")
 
 
-def _exported(program: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+def _exported(program: Any, module: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
     import torch
 
     class _Exported(torch.nn.Module):
@@ -321,7 +321,7 @@ def _exported(program: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None
         first = args[0] if args else None
         if first is not None and all(isinstance(d, int) for d in first.shape):
             static = int(first.shape[0]) if first.dim() else None
-    return _Exported(program.module()), inputs, "export", static
+    return _Exported(module), inputs, "export", static
 
 
 def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None = None,
