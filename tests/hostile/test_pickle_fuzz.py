@@ -187,10 +187,39 @@ def test_the_loader_alone_never_unpickles_fully(good_pt2: Path, tmp_path: Path, 
         assert marker.read_text() == "payload ran"
 
 
+def test_an_environment_forcing_full_unpickling_changes_nothing(good_pt2: Path, tmp_path: Path,
+                                                                scanner_off,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (in the user's environment) is set aside while
+    an archive loads, and put back."""
+    import os
+
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    evil = hostile_pt2(good_pt2, tmp_path / "evil.pt2", "sample-inputs",
+                       torch_save_bytes(Payload(marker)))
+    with pytest.raises(UnsafeFileError, match="--trust-pickle"):
+        load_model(str(evil), inputs=("1x16",))
+    assert not marker.exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
 def test_the_loader_alone_keeps_good_archives_loading(good_pt2: Path, scanner_off) -> None:
+    import os
+
+    import sympy
+    import torch.fx.graph_module as fx_module
+    from torch._export.serde import serialize
+    from torch.export.pt2_archive import _package
+
+    patched = (fx_module._exec_with_source, torch._C._pickle_load_obj, _package._load_aoti)
     model = load_model(str(good_pt2))
     assert model.origin == "export" and model.inputs[0].shape == (1, 16)
-    assert torch.load is torch.serialization.load  # the guard put everything back
+    # the guard put everything back
+    assert (fx_module._exec_with_source, torch._C._pickle_load_obj, _package._load_aoti) == patched
+    assert _package.pickle is pickle and serialize.sympy is sympy
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
 
 
 def _aoti_pt2(good: Path, dst: Path, library: bytes) -> Path:
@@ -343,6 +372,26 @@ def test_code_beyond_what_fx_generates_is_refused(source: str) -> None:
     assert not _plain_graph_source(source, ["torch"])
 
 
+def test_a_graph_passing_python_to_an_operator_is_refused() -> None:
+    """An argument written as an operator is found by attribute lookups from ``torch``
+    (``torch.os.system``); torch's verifier checks node targets, not arguments."""
+    import os
+
+    from chipfit.workloads.pickles import _check_graphs, _Refused
+
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    graph.output(graph.call_function(torch.ops.aten.add.Tensor, (x, x)))
+    _check_graphs(torch.fx.GraphModule(torch.nn.Module(), graph))  # operators only: fine
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    graph.output(graph.call_function(torch.ops.higher_order.cond, (x, os.system, os.system, (x,))))
+    holder = torch.nn.Module()  # a graph as deserialized, before FX generates code for it
+    holder.graph = graph
+    with pytest.raises(_Refused, match="passes system"):
+        _check_graphs(holder)
+
+
 def test_guard_code_stored_in_a_pt2_is_never_compiled(good_pt2: Path, tmp_path: Path) -> None:
     """An archive's ``guards_code`` strings are compiled into the module's input checks as
     they are, and run with the first batch; chipfit builds the module without them."""
@@ -365,7 +414,8 @@ _S0 = "Symbol('s0', positive=True, integer=True)"
 @pytest.mark.parametrize("expr", [
     _S0, f"Add(FloorDiv({_S0}, Integer(2)), Integer(1))", f"Mul(Integer(2), {_S0})",
     f"Pow({_S0}, Integer(-1))", f"Pow({_S0}, Rational(1, 2))", f"Mul(Float('1.5', precision=53), {_S0})",
-    f"Equality({_S0}, Integer(2))", f"And(StrictGreaterThan({_S0}, Integer(2)), Unequality({_S0}, Integer(5)))",
+    f"Equality({_S0}, Integer(2))",
+    f"And(StrictGreaterThan({_S0}, Integer(2)), Unequality({_S0}, Integer(5)))",
     f"Piecewise(ExprCondPair({_S0}, StrictGreaterThan({_S0}, Integer(2))), ExprCondPair(Integer(1), true))",
     f"Add(Integer(3), Mul(Integer(-1), {_S0}))", f"Max(Integer(2), {_S0})", "s0 + 1", "2*s0 // 3",
     "Eq(s0, 2) & (s1 <= 5)", "s0**2", "oo", f"ModularIndexing({_S0}, Integer(1), Integer(4))"])

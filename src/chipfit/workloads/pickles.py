@@ -863,10 +863,24 @@ def _checked_exec(real: Callable[..., Any]) -> Callable[..., Any]:
     return exec_with_source
 
 
-def _check_placeholders(*roots: Any) -> None:
-    """Every graph input named as a Python identifier: FX writes these names into the code
-    it generates as they are, at every recompile (after this load too)."""
+def _check_graphs(*roots: Any) -> None:
+    """Every graph input named as a Python identifier: FX writes these names into the code it
+    generates as they are, at every recompile (after this load too). And every callable in a
+    node's arguments an operator: the deserializer resolves an argument written as an operator
+    by attribute lookups from ``torch`` (``torch.os.system``), and torch's verifier checks
+    node targets, not arguments."""
     import torch
+    from torch._export.serde.serialize import _SYM_OPS
+    from torch.fx.node import map_aggregate
+
+    operators = (torch.fx.Node, torch._ops.OpOverload, torch._ops.OpOverloadPacket,
+                 torch._ops.HigherOrderOperator)
+
+    def check_argument(value: Any) -> Any:
+        if callable(value) and not isinstance(value, operators) and value not in _SYM_OPS:
+            raise _Refused(f"a graph that passes {getattr(value, '__qualname__', type(value).__name__)} "
+                           "to an operator, which is not one")
+        return value
 
     for root in roots:
         for module in root.modules():
@@ -878,6 +892,7 @@ def _check_placeholders(*roots: Any) -> None:
                 if not name.isidentifier() or keyword.iskeyword(name):
                     raise _Refused(f"a graph input named {str(node.target)[:40]!r}, which is not "
                                    "a name but code")
+                map_aggregate((node.args, node.kwargs), check_argument)
 
 
 @contextlib.contextmanager
@@ -950,7 +965,7 @@ def load_exported(path: Path, *, trust_pickle: bool = False) -> tuple[Any, Any]:
             with weights_only_loading():
                 program = torch.export.load(str(path))
                 module = program.module(check_guards=False)  # input checks by a pre-hook
-                _check_placeholders(program.graph_module, module)
+                _check_graphs(program.graph_module, module)
                 return program, module
         except _Refused as exc:
             raise UnsafeFileError(_needs_trust(path, str(exc))) from None

@@ -13,9 +13,10 @@ Accepted, in order of safety:
 Any other ``.pt``/``.pth`` file is opened with ``torch.load(weights_only=True)``, whose
 restricted unpickler refuses to call arbitrary code; a file that needs more is refused with
 an explanation. A ``.pt2`` (whatever its name) loads with nothing unpickled beyond
-weights-only, though ``torch.export.load`` itself would unpickle fully
-(:func:`chipfit.workloads.pickles.load_exported`); archives are also scanned first, so a pickle
-naming anything but tensor-rebuilding globals is refused before any loader reads it.
+weights-only and nothing in it run, where ``torch.export.load`` alone would unpickle fully and
+evaluate strings from the archive (:func:`chipfit.workloads.pickles.load_exported`); archives
+are also scanned first, so a pickle naming anything but tensor-rebuilding globals is refused
+before any loader reads it.
 
 User code (a factory, a forward) and user files fail in every way: each failure becomes one
 InvalidInputError (or OutOfMemoryError) naming the model and the cause, never a traceback.
