@@ -205,6 +205,19 @@ def test_an_environment_forcing_full_unpickling_changes_nothing(good_pt2: Path, 
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
 
 
+def test_a_torch_whose_loader_the_guard_does_not_know_is_refused(good_pt2: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard fails closed: where torch's export loader no longer has a name it patches,
+    that loader may reach the same code another way."""
+    from torch.export.pt2_archive import _package
+
+    monkeypatch.delattr(_package, "_load_aoti")
+    with pytest.raises(UnsafeFileError, match="cannot guard"):
+        load_model(str(good_pt2))
+    monkeypatch.undo()
+    assert load_model(str(good_pt2)).origin == "export"
+
+
 def test_the_loader_alone_keeps_good_archives_loading(good_pt2: Path, scanner_off) -> None:
     import os
 

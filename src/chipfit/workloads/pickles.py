@@ -926,14 +926,17 @@ def weights_only_loading() -> Iterator[None]:
                                                   "package) that loading would run"))]
     with LOAD_LOCK:
         env = {name: os.environ.get(name) for name in (_FORCE_WEIGHTS_ONLY, _FORCE_FULL)}
-        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches
-                 if hasattr(owner, name)]
+        missing = [f"{owner.__name__}.{name}" for owner, name, _ in patches
+                   if not hasattr(owner, name)]
+        if missing:  # another torch: its loader may reach the same code by other names
+            raise _Refused(f"an exported program, which this torch ({torch.__version__}) "
+                           f"loads by means chipfit cannot guard (no {missing[0]})")
+        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
         try:
             os.environ[_FORCE_WEIGHTS_ONLY] = "1"
             os.environ.pop(_FORCE_FULL, None)
             for owner, name, value in patches:
-                if hasattr(owner, name):
-                    setattr(owner, name, value)
+                setattr(owner, name, value)
             yield
         finally:
             for owner, name, value in saved:
