@@ -62,11 +62,16 @@ def test_a_module_name_fetched_back_from_the_memo_is_still_read() -> None:
     assert scan_pickle(io.BytesIO(data), found)
     assert found.globals == {"collections.OrderedDict", "collections.Counter"}
     assert not found.unverifiable
-    # a memoised object that is not a string gives no name: still unverifiable
-    odd = (b"\x80\x04(\x94\x8c\x02os\x94)\x94h\x01h\x02\x93." )
+    # a memoised object built by a call (a str, for all the scan knows) gives no name: refused
+    odd = (b"\x80\x04ccollections\nOrderedDict\n)R\x94\x8c\x02os\x94h\x01h\x00\x93.")
     found = PickleFinding()
     scan_pickle(io.BytesIO(odd), found)
     assert found.unverifiable == ["STACK_GLOBAL with a computed name"]
+    # one surely not a string (a tuple) fails in the unpickler too: nothing after it runs
+    found = PickleFinding()
+    assert not scan_pickle(io.BytesIO(b"\x80\x04)\x94\x8c\x02os\x94h\x01h\x00\x93cos\nsystem\n."),
+                           found)
+    assert not found.unverifiable and not found.globals
 
 
 def test_extension_codes_are_checked_as_the_globals_they_name(tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ Accepted, in order of safety:
 
 Any other ``.pt``/``.pth`` file is opened with ``torch.load(weights_only=True)``, whose
 restricted unpickler refuses to call arbitrary code; a file that needs more is refused with
-an explanation. Archives (``.pt2`` whatever their name, TorchScript) are inspected first
-(:mod:`chipfit.workloads.pickles`): ``torch.export.load`` falls back to full unpickling, so a
-pickle in them naming anything but tensor-rebuilding globals is refused before it loads.
+an explanation. A ``.pt2`` (whatever its name) loads with nothing unpickled beyond
+weights-only and nothing in it run, where ``torch.export.load`` alone would unpickle fully and
+evaluate strings from the archive (:func:`chipfit.workloads.pickles.load_exported`); archives
+are also scanned first, so a pickle naming anything but tensor-rebuilding globals is refused
+before any loader reads it.
 
 User code (a factory, a forward) and user files fail in every way: each failure becomes one
 InvalidInputError (or OutOfMemoryError) naming the model and the cause, never a traceback.
@@ -314,9 +316,12 @@ def _zip_names(path: Path) -> list[str]:
 
 
 def _load_file(path: Path, trust_pickle: bool) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+    from chipfit.workloads.pickles import LOAD_LOCK
+
     # The loaders warn about protocols and legacy formats on stderr; what matters reaches the
-    # user as the one-line error below.
-    with warnings.catch_warnings():
+    # user as the one-line error below. One load at a time: the export loader's guard switches
+    # process-wide settings (see chipfit.workloads.pickles.weights_only_loading).
+    with LOAD_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _load_file_quietly(path, trust_pickle)
 
@@ -325,22 +330,23 @@ def _load_file_quietly(path: Path, trust_pickle: bool
                        ) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
     import torch
 
-    from chipfit.workloads.pickles import check_model_file, scan_file
+    from chipfit.workloads import pickles
 
     if not path.is_file():
         raise InvalidInputError(f"model file {path} is not a regular file")
     names = _zip_names(path)
     if any(n.endswith("models/model.json") or n.endswith("archive_format") for n in names):
-        if not trust_pickle:  # torch.export.load unpickles with weights_only=False
-            check_model_file(path)
+        if not trust_pickle:  # defence in depth: the loader below unpickles weights-only
+            pickles.check_model_file(path)
+        program, module = pickles.load_exported(path, trust_pickle=trust_pickle)
         try:
-            return _exported(torch.export.load(str(path)))
+            return _exported(program, module)
         except Exception as exc:
             raise InvalidInputError(f"{path} is a damaged torch.export archive "
                                     f"({_last_error_line(exc)})") from None
     if any("/code/" in n for n in names):
-        if not trust_pickle:
-            check_model_file(path, torchscript=True)
+        if not trust_pickle:  # torch.jit.load's C++ unpickler imports no Python globals
+            pickles.check_model_file(path, torchscript=True)
         try:
             return torch.jit.load(str(path), map_location="cpu"), (), "torchscript", None
         except Exception as exc:
@@ -350,7 +356,7 @@ def _load_file_quietly(path: Path, trust_pickle: bool
         value = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # the restricted unpickler refused, or not a torch file at all
         if not trust_pickle:
-            finding = scan_file(path)
+            finding = pickles.scan_file(path)
             if not finding.globals and not finding.unverifiable:
                 raise InvalidInputError(f"{path} is not a model file chipfit can read "
                                         f"({_last_error_line(exc)}); give a .pt2, TorchScript "
@@ -367,7 +373,7 @@ def _load_file_quietly(path: Path, trust_pickle: bool
                             "model's code as --factory package.module:function with --weights")
 
 
-def _exported(program: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
+def _exported(program: Any, module: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None]:
     import torch
 
     class _Exported(torch.nn.Module):
@@ -393,7 +399,7 @@ def _exported(program: Any) -> tuple[Any, tuple[InputSpec, ...], str, int | None
         first = args[0] if args else None
         if first is not None and all(isinstance(d, int) for d in first.shape):
             static = int(first.shape[0]) if first.dim() else None
-    return _Exported(program.module()), inputs, "export", static
+    return _Exported(module), inputs, "export", static
 
 
 def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None = None,
