@@ -247,7 +247,9 @@ def _advise_llm(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        with open(args.json, "w", encoding="utf-8") as fh:
+        from chipfit.paths import open_atomic
+
+        with open_atomic(args.json, "--json") as fh:
             json.dump(advice.to_dict(), fh, indent=1, default=str)
         err.print(f"wrote {args.json}")
     out.print(llm_advice_renderable(advice))

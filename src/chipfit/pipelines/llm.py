@@ -329,16 +329,21 @@ def _local_catalog_entry() -> Any:
 def target_device(text: str) -> tuple[LlmDevice | None, str, bool]:
     """(device, why-not, local) for one ``--hardware`` entry."""
     if text == LOCAL or text.startswith("torch:cpu"):
-        from chipfit.pipelines.calibrate import load_calibration
+        from chipfit.errors import UnreliableError
+        from chipfit.pipelines.calibrate import load_calibration, reusable
 
-        cal = load_calibration("torch:cpu")
+        cal, refused = load_calibration("torch:cpu"), ""
+        try:
+            cal = reusable(cal)  # one measured while the machine was shared is not used
+        except UnreliableError as exc:
+            cal, refused = None, f"{exc}; "
         if cal is not None:
             return calibrated_device(cal, _local_memory()), "", True
         spec = _local_catalog_entry()
         if spec is None or spec.memory_bw is None:
-            return None, "not calibrated: run chipfit calibrate --devices torch:cpu", True
+            return None, f"{refused}not calibrated: run chipfit calibrate --devices torch:cpu", True
         dev = catalog_device(spec)
-        note = (f"local CPU not calibrated: catalog entry {spec.key} used (run chipfit "
+        note = (f"{refused}local CPU not calibrated: catalog entry {spec.key} used (run chipfit "
                 "calibrate --devices torch:cpu for measured rates)")
         return replace(dev, key="torch:cpu", memory_bytes=_local_memory() or dev.memory_bytes,
                        notes=dev.notes + (note,)), "", True

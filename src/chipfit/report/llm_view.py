@@ -141,10 +141,11 @@ def write_llm_html(report: Any, path: Any) -> Any:
             f"<title>chipfit llm {esc(report.arch.name)}</title>"
             f"<style>{_STYLE}</style></head><body>{_el('h1', 'chipfit llm')}{body}"
             f"</body></html>\n")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return out
+    from chipfit.paths import open_atomic
+
+    with open_atomic(path, "--html") as fh:
+        fh.write(text)
+    return Path(path)
 
 
 def llm_verdict_line(advice: Any) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.results import Cost
-from chipfit.spec import parse_count  # re-exported: sizes are parsed in spec
+from chipfit.spec import MAX_COUNT, parse_count  # re-exported: sizes are parsed in spec
 
-__all__ = ["Prepared", "Workload", "geometric_ladder", "parse_count"]
+__all__ = ["MAX_COUNT", "Prepared", "Workload", "geometric_ladder", "parse_count"]
 
 
 
