@@ -27,7 +27,7 @@ CASES = [
      "not a transformers model"),
     ("architectures-a-tokenizer", {"architectures": ["BertTokenizer"]},
      "not a transformers model"),
-    ("model-type-a-number", {"model_type": 5}, "cannot read this config"),
+    ("model-type-a-number", {"model_type": 5}, "model_type must be a name"),
     ("heads-do-not-divide-width", {"hidden_size": 30, "num_attention_heads": 7}, "cannot build"),
 ]
 
