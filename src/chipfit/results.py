@@ -30,6 +30,7 @@ __all__ = [
     "GuardLimit",
     "Measurement",
     "Problem",
+    "RunSummary",
     "check_run_id",
     "check_settings",
     "new_run_id",
@@ -686,3 +687,30 @@ def summarize_contention(measurements: Sequence[Measurement]) -> ContentionSumma
         len(ok), len(bad), sum(m.contended is None for m in ok), sum(m.attempts > 1 for m in ok),
         sum(m.attempts > 1 and bool(m.contended) for m in ok), max(loads, default=0.0),
         max(cores, default=0), tuple(sorted(counts, key=lambda k: -counts[k])))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``chipfit runs``: who measured what, when, and how far it got."""
+
+    run_id: str
+    command: str
+    started_at: str
+    finished_at: str
+    interrupted: bool
+    chipfit_version: str
+    fingerprint: str
+    hostname: str
+    devices: tuple[str, ...]
+    versions: tuple[tuple[str, str], ...]
+    planned: int
+    measured: int
+    ok: int
+    workloads: tuple[str, ...] = ()  # what the run measured, from its settings
+
+    @property
+    def state(self) -> str:
+        """``complete``, ``interrupted`` (Ctrl-C) or ``unfinished`` (killed, or still running)."""
+        if self.interrupted:
+            return "interrupted"
+        return "complete" if self.finished_at else "unfinished"

@@ -19,8 +19,7 @@ from rich.text import Text
 
 from chipfit.analysis.compare import PointComparison, RunComparison
 from chipfit.report.fmt import fmt_seconds
-from chipfit.results import Measurement, Run
-from chipfit.store.sqlite import RunSummary
+from chipfit.results import Measurement, Run, RunSummary
 
 __all__ = ["COMPARE_COLUMNS", "compare_dict", "compare_rows", "compare_table", "run_header",
            "runs_table", "summary_dict", "write_compare_csv"]

@@ -33,17 +33,18 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from chipfit.errors import ChipfitError, InvalidInputError
 from chipfit.paths import check_schema, data_dir, utc_now
-from chipfit.results import (
+from chipfit.results import (  # RunSummary: re-exported, the store builds them
     Discovery,
     GuardLimit,
     Measurement,
     Run,
+    RunSummary,
     check_run_id,
     check_settings,
     checked_from_plain,
@@ -181,33 +182,6 @@ def _objects(conn: sqlite3.Connection) -> frozenset[tuple[str, str, str, str | N
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
     return frozenset((t, n, tb, " ".join(q.split()) if isinstance(q, str) else q)
                      for t, n, tb, q in rows)
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """One line of ``chipfit runs``: who measured what, when, and how far it got."""
-
-    run_id: str
-    command: str
-    started_at: str
-    finished_at: str
-    interrupted: bool
-    chipfit_version: str
-    fingerprint: str
-    hostname: str
-    devices: tuple[str, ...]
-    versions: tuple[tuple[str, str], ...]
-    planned: int
-    measured: int
-    ok: int
-    workloads: tuple[str, ...] = ()  # what the run measured, from its settings
-
-    @property
-    def state(self) -> str:
-        """``complete``, ``interrupted`` (Ctrl-C) or ``unfinished`` (killed, or still running)."""
-        if self.interrupted:
-            return "interrupted"
-        return "complete" if self.finished_at else "unfinished"
 
 
 def key_text(key: Sequence[str]) -> str:
