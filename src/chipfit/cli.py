@@ -3,13 +3,19 @@
 Exit codes: 0 success; 1 an unexpected failure; 2 a user mistake (bad flag, unknown name,
 malformed file, unusable output path) with a one-line message; 130 interrupted by Ctrl-C and
 143 stopped by SIGTERM (either way what was measured is kept and the run is marked
-interrupted, so ``--resume`` continues it).
+interrupted, so ``--resume`` continues it; a second signal is absorbed, see :class:`_Signals`).
+
+Whatever reaches the console degrades instead of failing: characters its encoding lacks are
+written as ASCII, and text from files or the command line cannot act on the terminal
+(:func:`chipfit.report.fmt.clean`, :class:`chipfit.commands._common.SafeConsole`).
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
+import io
 import pkgutil
 import signal
 import sys
@@ -29,7 +35,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a user mistake is one line and exit code 2, not a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from chipfit.report.fmt import clean
+
+        first = message.strip().splitlines()[0] if message.strip() else message
+        sys.stderr.write(clean(f"{self.prog}: error: {first} (see {self.prog} --help)") + "\n")
         raise SystemExit(2)
 
 
@@ -45,38 +54,111 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated:
-    """SIGTERM handled like Ctrl-C: the first one interrupts (KeyboardInterrupt, so every
-    saver and store on the way out runs), later ones are ignored while that saving goes on."""
+class _Signals:
+    """Ctrl-C (SIGINT) and SIGTERM, idempotent. The first one interrupts (KeyboardInterrupt,
+    so every saver and store on the way out runs, and the exit code says which signal it
+    was: 130 or 143); every later one, of either kind, is absorbed while that saving goes on.
+    When chipfit runs as a program, both are ignored once :func:`main` returns, so a second
+    signal that lands while the interpreter exits (atexit callbacks, threads being joined)
+    neither kills the process with the signal nor prints a traceback from an exit callback.
+    A signal the parent had chipfit ignore (``nohup``, a background job) stays ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.seen = False
+        self.first: int | None = None
+        self.previous: dict[int, object] = {}
 
     def __call__(self, signum: int, frame: object) -> None:
-        if not self.seen:
-            self.seen = True
+        if self.first is None:
+            self.first = signum
             raise KeyboardInterrupt
 
-    def install(self) -> object:
-        """Handle SIGTERM; returns the previous handler (None where none can be set)."""
-        try:
-            return signal.signal(signal.SIGTERM, self)
-        except ValueError:  # not the main thread (main() called from a library's thread)
-            return None
+    @property
+    def terminated(self) -> bool:
+        """Whether the interrupting signal was SIGTERM."""
+        return self.first == signal.SIGTERM
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            try:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
+                self.previous[sig] = signal.signal(sig, self)
+            except ValueError:  # not the main thread (main() called from a library's thread)
+                return
+
+    def restore(self) -> None:
+        """The handlers as they were (main() called in-process: tests, scripts)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def ignore(self) -> None:
+        """Ignore both from now on (the process is exiting; SIG_IGN also holds after Python
+        has torn its own handlers down)."""
+        for sig in self.previous:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _ascii_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: what a console's encoding cannot show, in ASCII (``±`` -> ``+-``)."""
+    from chipfit.report.fmt import ascii_for
+
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return "".join(ascii_for(c) for c in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error("chipfit-ascii", _ascii_fallback)
+
+
+def _console_streams() -> list[tuple[io.TextIOWrapper, str]]:
+    """Make stdout and stderr degrade instead of raising UnicodeEncodeError on a console whose
+    encoding lacks a character (``PYTHONIOENCODING=ascii``, a Latin-1 terminal): each such
+    character is written as ASCII (:func:`chipfit.report.fmt.ascii_for`). Returns what to
+    restore."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            try:
+                stream.reconfigure(errors="chipfit-ascii")
+            except (ValueError, OSError):  # closed, or already written to in an odd way
+                continue
+            changed.append((stream, "strict"))
+    return changed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    terminated = _Terminated()
-    previous = terminated.install()
+    """Run chipfit with ``argv`` (default: the process's arguments); the exit code.
+
+    Called without ``argv`` it is the program (``chipfit``, ``python -m chipfit``): signals stay
+    ignored after it returns, while the process exits. Called with ``argv`` (tests, scripts)
+    it leaves the process's signal handlers and streams as it found them."""
+    program = argv is None
+    signals = _Signals()
+    signals.install()
+    streams = _console_streams()
     try:
-        return _run(argv, terminated)
+        try:
+            return _run(argv, signals)
+        except KeyboardInterrupt:  # the signal landed while an error was being reported
+            return _interrupted(signals)
     finally:
-        if previous is not None:  # main() called in-process (tests, scripts) leaves no trace
-            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+        if program:
+            signals.ignore()
+        else:
+            signals.restore()
+            for stream, errors in streams:
+                stream.reconfigure(errors=errors)
 
 
-def _run(argv: Sequence[str] | None, terminated: _Terminated) -> int:
-    from chipfit.commands._common import check_output_flags
+def _interrupted(signals: _Signals) -> int:
+    _one_line("chipfit: terminated (SIGTERM)" if signals.terminated else "chipfit: interrupted")
+    return 143 if signals.terminated else 130
+
+
+def _run(argv: Sequence[str] | None, signals: _Signals) -> int:
+    from chipfit.commands._common import check_list_flags, check_output_flags
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,15 +166,15 @@ def _run(argv: Sequence[str] | None, terminated: _Terminated) -> int:
         parser.print_help()
         return 2
     try:
+        check_list_flags(args)  # empty lists, duplicates, malformed device ids: one line each
         check_output_flags(args)  # before any measuring: a bad path must not cost a run
         code = int(args.func(args) or 0)
-        return 143 if code == 130 and terminated.seen else code
+        return 143 if code == 130 and signals.terminated else code
     except ChipfitError as exc:
         _one_line(f"chipfit: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        _one_line("chipfit: terminated (SIGTERM)" if terminated.seen else "chipfit: interrupted")
-        return 143 if terminated.seen else 130
+        return _interrupted(signals)
     except BrokenPipeError:
         return 0
     except MemoryError:
@@ -105,9 +187,12 @@ def _run(argv: Sequence[str] | None, terminated: _Terminated) -> int:
 
 
 def _one_line(message: str) -> None:
-    """Errors are one line: a multi-line message (a framework's) keeps its first line."""
+    """Errors are one line: a multi-line message (a framework's) keeps its first line, and
+    what it quotes of the user's text or a file's cannot act on the terminal (escaped)."""
+    from chipfit.report.fmt import clean
+
     first = message.strip().splitlines()[0] if message.strip() else message
-    sys.stderr.write(first + "\n")
+    sys.stderr.write(clean(first) + "\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -135,7 +135,8 @@ def test_cli_bench_on_a_fleet_prints_the_table_and_the_choice(cluster, tmp_path:
     db = tmp_path / "h.sqlite3"
     proc = cli("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "64", "--quick", "--db",
                str(db), "--node-price", "cpu-small=0.05", "--node-price", "cpu-big=0.10",
-               env={"RAY_ADDRESS": cluster.address, "COLUMNS": "80"})  # $RAY_ADDRESS: a fleet
+               "--executor", "ray",  # with it, $RAY_ADDRESS names a fleet
+               env={"RAY_ADDRESS": cluster.address, "COLUMNS": "80"})
     assert proc.returncode == 0, proc.stderr
     assert "fleet: matmul 64 float32 inference" in proc.stdout
     assert "cpu-big" in proc.stdout and "cpu-small" in proc.stdout

@@ -3,12 +3,15 @@
 
 Two properties each: any text whatsoever gives either a value or chipfit's one-line usage
 error (never another exception, never a hang on ``10^999999999``), and what is printed parses
-back to the same value.
+back to the same value. The list flags (``--hardware``, ``--devices``, ``--dtypes``,
+``--sizes``, ``--input``) are driven through the real argument parser and the one list check;
+Ray addresses, the terminal escaper and the ASCII fallback have properties of their own.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 import pytest
@@ -216,3 +219,98 @@ def test_feed_image_sizes_are_bounded_or_a_usage_error(text: str) -> None:
     except InvalidInputError:
         return
     assert 8 <= width <= MAX_SOURCE_SIDE and 8 <= height <= MAX_SOURCE_SIDE
+
+
+# ---- the list flags, as the command line reads them -------------------------------------------
+_LIST_TEXT = st.one_of(TEXT, st.text(alphabet=",: @tTorchjaxcpu0123456789h-sxm", max_size=40),
+                       st.lists(st.sampled_from(["torch:cpu", "TORCH:CPU", "h100-sxm", "l4", "",
+                                                 " ", "torch:cpu@0t", "torch:cpu@1t", "jax:cpu:0",
+                                                 "64", "1k", "fp16", "bf16", "float32"]),
+                                max_size=6).map(",".join))
+
+
+def _item_parser(flag: str):
+    """What a command does with each item of ``flag`` after the list is read."""
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.workloads.user import parse_input
+
+    catalog = load_catalog()
+
+    def hardware(item: str) -> object:
+        return DeviceRef.parse(item) if ":" in item else item == "local" or catalog[item]
+
+    return {"--hardware": hardware, "--devices": DeviceRef.parse, "--dtypes": parse_dtype,
+            "--sizes": Matmul().parse_size, "--input": parse_input}[flag]
+
+
+@FAST
+@given(st.sampled_from(["--hardware", "--devices", "--dtypes", "--sizes", "--input"]), _LIST_TEXT)
+def test_any_list_flag_is_a_clean_list_or_one_line_error(flag: str, text: str) -> None:
+    """Through the real parser and the one list check: each value once, none empty, every
+    item then parsed (a catalog key, a device, a dtype, a size, an input shape), or one
+    line from chipfit's own errors; never another exception."""
+    from chipfit.commands._common import check_list_flags
+    from chipfit.errors import ChipfitError
+
+    argv = (["predict", "matmul", f"{flag}={text}"] if flag in ("--hardware", "--input")
+            else ["bench", f"{flag}={text}"])
+    args = _parser().parse_args(argv)
+    try:
+        check_list_flags(args)
+        attr = flag[2:]
+        items = getattr(args, attr)
+        items = items if isinstance(items, list) else items.split(",")
+        assert items and all(i.strip() == i and i for i in items)
+        if flag != "--input":
+            assert len({i.lower() for i in items}) == len(items), items
+        parsed = [_item_parser(flag)(i) for i in items]
+    except ChipfitError as exc:
+        assert "\n" not in str(exc).strip()
+        return
+    assert len(parsed) == len(items)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    from chipfit.cli import build_parser
+
+    return build_parser()
+
+
+@FAST
+@given(st.one_of(TEXT, st.text(alphabet="ray:/.[]0123456789abcdef", max_size=40)))
+def test_any_ray_address_is_a_host_and_port_or_one_line_error(text: str) -> None:
+    from chipfit.execute.ray import parse_address
+
+    try:
+        where = parse_address(text)
+    except InvalidInputError as exc:
+        assert "\n" not in str(exc)
+        return
+    if where is not None:
+        host, port = where
+        assert host and 1 <= port <= 65535 and not any(c.isspace() for c in host)
+
+
+@FAST
+@given(st.text(max_size=60))
+def test_clean_leaves_nothing_a_terminal_acts_on_and_only_changes_what_it_must(text: str) -> None:
+    import unicodedata
+
+    from chipfit.report.fmt import UNSAFE, clean
+
+    shown = clean(text)
+    assert not UNSAFE.search(shown) and clean(shown) == shown
+    for char in shown:
+        assert char in "\t\n" or unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+    if not UNSAFE.search(text):
+        assert shown == text
+
+
+@FAST
+@given(st.characters())
+def test_every_character_has_an_ascii_stand_in(char: str) -> None:
+    from chipfit.report.fmt import ascii_for
+
+    stand_in = ascii_for(char)
+    assert stand_in and stand_in.isascii()

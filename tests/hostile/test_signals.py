@@ -1,8 +1,10 @@
 """Signals and concurrent runs against real chipfit processes: nothing lost, nothing twice.
 
 SIGTERM is handled like Ctrl-C (what was measured is kept, the run is marked interrupted,
-exit 143); SIGKILL leaves the run unfinished and resumable; two processes writing one
-database at once both keep every measurement.
+exit 143); a second signal, and a third, while chipfit saves and exits is absorbed (still
+143 or 130, no traceback from an exit callback, nothing lost); SIGKILL leaves the run
+unfinished and resumable; two processes writing one database at once both keep every
+measurement.
 """
 
 from __future__ import annotations
@@ -40,6 +42,74 @@ def _signal_mid_run(args: tuple[str, ...], db: Path, sig: signal.Signals,
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _volley(args: tuple[str, ...], db: Path, sig: signal.Signals,
+            every_s: float = 0.01) -> subprocess.CompletedProcess[str]:
+    """Start chipfit; once a measurement is stored, send ``sig`` every ``every_s`` until the
+    process is gone: the first signal interrupts, every later one lands while it saves, shuts
+    down its stores and runs the interpreter's exit callbacks."""
+    start = _count(db)
+    proc = subprocess.Popen([sys.executable, "-m", "chipfit", *args, "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and _count(db) < start + 1:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"chipfit ended before the signal:\n{proc.communicate()[1]}"
+    sent, deadline = 0, time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        sent += 1
+        time.sleep(every_s)
+    out, err = proc.communicate(timeout=60)
+    assert sent >= 2, "the volley needs a second signal to test anything"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["sigterm", "sigint"])
+def test_a_volley_of_signals_exits_once_with_the_first_ones_code(sig, code, tmp_path: Path
+                                                                 ) -> None:
+    db = tmp_path / "h.sqlite3"
+    proc = _volley(BENCH, db, sig)
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert "interrupted" in proc.stderr.lower()
+    run_id, finished, interrupted = _state(db)
+    assert interrupted == 1 and finished, "the run was not saved as interrupted"
+    assert _count(db) >= 1
+
+
+def test_the_signal_handler_interrupts_once_and_absorbs_the_rest() -> None:
+    """In-process: main() installs one handler for SIGINT and SIGTERM; only the first signal
+    raises, and main() called with arguments leaves the process's handlers as it found them."""
+    from chipfit.cli import _Signals, main
+
+    handlers = _Signals()
+    with pytest.raises(KeyboardInterrupt):
+        handlers(signal.SIGTERM, None)
+    assert handlers(signal.SIGINT, None) is None and handlers(signal.SIGTERM, None) is None
+    assert handlers.terminated
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert main(["catalog", "--json"]) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_signal_ignored_by_the_parent_stays_ignored() -> None:
+    """``nohup``-style: a SIGINT the parent had ignored does not interrupt chipfit."""
+    code = ("import signal\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from chipfit.cli import _Signals\n"
+            "_Signals().install()\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,\n"
+            "      isinstance(signal.getsignal(signal.SIGTERM), _Signals))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr
 
 
 def _plan_exactly_once(db: Path, run_id: str) -> None:
@@ -144,3 +214,30 @@ def test_kill_9_during_a_model_probe_leaves_no_process_behind(tmp_path: Path) ->
         time.sleep(0.1)
     assert _gone(child), "the probe's child outlived chipfit"
     assert _gone(server), "the fork server outlived chipfit"
+
+
+@pytest.mark.slow
+def test_sigterm_while_torch_ranks_run_ends_them_and_exits_143(tmp_path: Path) -> None:
+    """``scale --backend torch`` runs its ranks in spawned processes; SIGTERM ends chipfit
+    at once, and its ranks with it (the interpreter's exit does not wait on them)."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "chipfit", "scale", "--backend", "torch",
+                             "--devices", "2", "--batch", "8", "--budget", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    ranks: list[psutil.Process] = []
+    while time.monotonic() < deadline and proc.poll() is None and len(ranks) < 1:
+        ranks = [c for c in parent.children(recursive=True)
+                 if "spawn_main" in " ".join(c.cmdline())]
+        time.sleep(0.1)
+    assert ranks, f"no rank started:\n{proc.communicate()[1] if proc.poll() is not None else ''}"
+    time.sleep(1.0)  # the ranks are importing torch or stepping
+    ranks = [c for c in parent.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    gone, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive, f"ranks outlived chipfit: {[p.pid for p in alive]}"

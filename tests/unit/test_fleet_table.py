@@ -179,9 +179,10 @@ def test_fleet_flags_need_a_ray_address(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(InvalidInputError, match="need --ray-address"):
         executor_from_args(parser.parse_args(["--every-node"]))
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    assert ray_address(parser.parse_args([])) == "10.0.0.1:6379"  # a fleet by default
-    assert ray_address(parser.parse_args(["--executor", "inline"])) is None  # opted out
+    assert ray_address(parser.parse_args([])) is None  # a stray $RAY_ADDRESS: a plain run
+    assert ray_address(parser.parse_args(["--executor", "inline"])) is None
+    assert ray_address(parser.parse_args(["--executor", "ray"])) == "10.0.0.1:6379"
     with pytest.raises(InvalidInputError, match="drop --executor"):
         executor_from_args(parser.parse_args(["--ray-address", "x:1", "--executor", "subprocess"]))
-    fleet = executor_from_args(parser.parse_args(["--every-node"]))
+    fleet = executor_from_args(parser.parse_args(["--every-node", "--executor", "ray"]))
     assert fleet.fleet and fleet.every_node and fleet.address == "10.0.0.1:6379"

@@ -10,18 +10,92 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
 
+from chipfit.report.fmt import UNSAFE, clean
+from chipfit.report.layout import MIN_WIDTH, too_wide, vertical
 from chipfit.results import Measurement, Run
 from chipfit.spec import Job
 from chipfit.store.runs import run_file, save_run, write_csv
 
+
+class SafeConsole(Console):
+    """Rich's console with three guarantees for everything the commands print, whichever view
+    built it:
+
+    - text from a file never acts on the terminal: every :data:`~chipfit.report.fmt.UNSAFE`
+      character (ESC, C1 controls, bidirectional overrides ...) in a string, a Text or any
+      segment a renderable yields is shown as a visible escape (``\\x1b[8m``);
+    - a table that cannot fit the width without cutting a key or a number is shown
+      :func:`~chipfit.report.layout.vertical` (one record per row) instead;
+    - the width is never below :data:`~chipfit.report.layout.MIN_WIDTH` (``COLUMNS=20``).
+
+    Markup and emoji codes are off as well (see below).
+    """
+
+    @property  # type: ignore[override]
+    def size(self) -> ConsoleDimensions:
+        dims = Console.size.fget(self)  # type: ignore[attr-defined]
+        return ConsoleDimensions(max(dims.width, MIN_WIDTH), dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:  # type: ignore[override]
+        return super().render_str(clean(text), **kwargs)
+
+    def render(self, renderable: Any, options: Any = None) -> Iterator[Segment]:  # type: ignore[override]
+        if isinstance(renderable, Text):
+            renderable = _safe(renderable)
+        elif isinstance(renderable, Table):
+            _clean_table(renderable)  # before measuring: an escape is wider than what it shows
+            if too_wide(self, options or self.options, renderable):
+                renderable = vertical(renderable)
+        for segment in super().render(renderable, options):
+            if not segment.control and UNSAFE.search(segment.text):
+                segment = Segment(clean(segment.text), segment.style, segment.control)
+            yield segment
+
+
+def _safe(cell: Any) -> Any:
+    """``cell`` (a string or a Text; anything else as it is) with unsafe characters escaped."""
+    if isinstance(cell, str) and UNSAFE.search(cell):
+        return clean(cell)
+    if isinstance(cell, Text) and UNSAFE.search(cell.plain):
+        return _clean_text(cell)
+    return cell
+
+
+def _clean_table(table: Table) -> None:
+    """Escape the unsafe characters of ``table``'s title, caption, headers and cells in place."""
+    table.title, table.caption = _safe(table.title), _safe(table.caption)
+    for column in table.columns:
+        column.header, column.footer = _safe(column.header), _safe(column.footer)
+        column._cells = [_safe(cell) for cell in column._cells]
+
+
+def _clean_text(text: Text) -> Text:
+    """A copy of ``text`` with its unsafe characters escaped, styles kept around them."""
+    safe = text.blank_copy()
+    last = 0
+    for match in UNSAFE.finditer(text.plain):
+        safe.append_text(text[last:match.start()])
+        safe.append(clean(match.group()))
+        last = match.end()
+    safe.append_text(text[last:])
+    return safe
+
+
 # Markup and emoji codes are off: names, notes and paths come from users and stored files,
 # and a "[/]" or "[red]" in them must print as written, not style the line or crash it.
 # Styles are given as Text objects or style= arguments instead.
-out = Console(highlight=False, soft_wrap=False, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
+out = SafeConsole(highlight=False, soft_wrap=False, markup=False, emoji=False)
+err = SafeConsole(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 def finite_float(text: str) -> float:
@@ -40,6 +114,81 @@ def finite_float(text: str) -> float:
 
 def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+#: Every flag that takes a comma-separated list, by argparse dest. :func:`check_list_flags`
+#: reads them all once, before a command starts, so no command can get an empty list or the
+#: same name twice.
+LIST_FLAGS = {"hardware": "--hardware", "devices": "--devices", "dtypes": "--dtypes",
+              "sizes": "--sizes", "workloads": "--workloads", "stacks": "--stacks",
+              "modes": "--modes", "batches": "--batches", "llm_hardware": "--llm-hardware",
+              "workers": "--workers", "labels": "--labels"}
+#: Repeatable flags (one value per use): none may be empty. Repeats are kept (two inputs of
+#: one shape are two inputs).
+REPEATED_FLAGS = {"input": "--input", "llm": "--llm", "noise": "--noise",
+                  "node_price": "--node-price"}
+#: Flags whose items may be device ids (``torch:cpu@4t``), checked as such.
+DEVICE_FLAGS = ("hardware", "devices")
+#: The most items one list flag takes: far more than any real plan, and a bound on the work.
+MAX_LIST_ITEMS = 256
+
+
+def parse_list(text: str, flag: str, *, devices: bool = False, cpus: int | None = None,
+               case: bool = False) -> list[str]:
+    """The items of one list flag: stripped, blanks dropped, repeats dropped (the first kept,
+    case-insensitively unless ``case``). An empty list is refused. With ``devices``, items that
+    are device ids (they have a ``:``) must parse and come back canonical, and a CPU pinned to
+    more threads than ``cpus`` is refused. One-line errors (InvalidInputError) only."""
+    from chipfit.errors import InvalidInputError
+    from chipfit.spec import DeviceRef
+
+    items = [part.strip() for part in str(text).split(",")]
+    items = [part for part in items if part]
+    if not items:
+        raise InvalidInputError(f"{flag} is empty: give one or more comma-separated values")
+    if len(items) > MAX_LIST_ITEMS:
+        raise InvalidInputError(f"{flag} lists {len(items)} values; at most {MAX_LIST_ITEMS}")
+    kept: dict[str, str] = {}
+    for item in items:
+        if devices and ":" in item:
+            ref = DeviceRef.parse(item)
+            if cpus is not None and ref.threads is not None and ref.threads > cpus:
+                raise InvalidInputError(f"{flag}: {item!r} pins {ref.threads} threads but this "
+                                        f"machine has {cpus} CPU(s)")
+            item = str(ref)
+        kept.setdefault(item if case else item.lower(), item)
+    return list(kept.values())
+
+
+def check_list_flags(args: argparse.Namespace) -> None:
+    """Read every list flag the command has (:data:`LIST_FLAGS`, :data:`REPEATED_FLAGS`) with
+    :func:`parse_list`, and store it back joined, so every command sees each name once and
+    never an empty list. Thread pins are bounded by this machine's CPUs unless jobs run
+    elsewhere (a Ray cluster)."""
+    import os
+
+    from chipfit.errors import InvalidInputError
+
+    remote = bool(getattr(args, "ray_address", None)) or getattr(args, "executor", None) == "ray"
+    cpus = None if remote else (os.cpu_count() or 1)
+    for attr, flag in LIST_FLAGS.items():
+        value = getattr(args, attr, None)
+        if isinstance(value, str):
+            setattr(args, attr, ",".join(parse_list(value, flag, devices=attr in DEVICE_FLAGS,
+                                                    cpus=cpus, case=attr == "labels")))
+    for attr, flag in REPEATED_FLAGS.items():
+        values = getattr(args, attr, None)
+        if isinstance(values, list):
+            if any(not str(v).strip() for v in values):
+                raise InvalidInputError(f"{flag} is empty: give a value each time it is used")
+            if len(values) > MAX_LIST_ITEMS:
+                raise InvalidInputError(f"{flag} is given {len(values)} times; at most "
+                                        f"{MAX_LIST_ITEMS}")
+            if attr == "input":  # a malformed shape is refused before anything loads
+                from chipfit.workloads.user import parse_input
+
+                for value in values:
+                    parse_input(value)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -164,21 +313,27 @@ class Saver:
             err.print(f"wrote {path}")
 
 
-def show(renderable: Any, wide: bool = False) -> None:
-    """Print ``renderable`` on stdout; ``wide`` prints it at its full width even where the
-    terminal (or a pipe's 80 columns) is narrower, so nothing wraps."""
+def show(renderable: Any, wide: bool | None = False) -> None:
+    """Print ``renderable`` on stdout. ``wide`` (``--wide``) prints it at its full width even
+    where the terminal is narrower, so nothing wraps; ``None`` does so only where stdout has
+    no width of its own (a pipe or a file without ``$COLUMNS``), and elsewhere keeps to the
+    width (a table that cannot fit is shown as records, :class:`SafeConsole`)."""
+    import os
+
+    if wide is None:
+        wide = not out.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit()
     if not wide:
         out.print(renderable)
         return
     from rich.measure import Measurement
 
     need = Measurement.get(out, out.options.update_width(100_000), renderable).maximum
-    saved = out.width
-    out.width = max(saved, need)
+    saved = out._width
+    out.width = max(out.width, need)
     try:
         out.print(renderable)
     finally:
-        out.width = saved
+        out._width = saved
 
 
 def print_json(data: Any) -> None:
@@ -281,8 +436,8 @@ def add_ray_fleet_flags(p: argparse.ArgumentParser) -> None:
     """--ray-address and friends: measure on every node type of a Ray cluster."""
     p.add_argument("--ray-address", metavar="ADDRESS", help="a fleet: measure the plan once per "
                    "node type of the Ray cluster at ADDRESS (host:port of a `ray start --head`, "
-                   "ray://host:10001, or 'auto'; default: $RAY_ADDRESS when --executor is not "
-                   "given), each job pinned to its node, and say which node type to use")
+                   "ray://host:10001, or 'auto'; default with --executor ray: $RAY_ADDRESS), each "
+                   "job pinned to its node, and say which node type to use")
     p.add_argument("--every-node", action="store_true",
                    help="fleet: measure on every node, not once per node type")
     p.add_argument("--node-price", action="append", default=[], metavar="TYPE=USD/h",
@@ -291,13 +446,15 @@ def add_ray_fleet_flags(p: argparse.ArgumentParser) -> None:
 
 
 def ray_address(args: argparse.Namespace) -> str | None:
-    """The fleet's Ray address: --ray-address, else $RAY_ADDRESS when no executor was named."""
+    """The fleet's Ray address: --ray-address, else $RAY_ADDRESS when ``--executor ray`` is
+    given without --address. A plain command never reads $RAY_ADDRESS: a stray one in the
+    environment must not send a local run to a cluster (or hang on one that is gone)."""
     import os
 
     given = getattr(args, "ray_address", None)
     if given:
         return given
-    if getattr(args, "executor", None) is None and not getattr(args, "address", None):
+    if getattr(args, "executor", None) == "ray" and not getattr(args, "address", None):
         return os.environ.get("RAY_ADDRESS") or None
     return None
 

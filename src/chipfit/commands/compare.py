@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
                           noise_runs=repeats)
     if args.json == "-":
         print_json(compare_dict(result))
-    else:  # one row per point, keys never cut: the table takes the width it needs
-        show(compare_table(result), wide=True)
+    else:  # one row per point, keys never cut: the width it needs on a pipe, records where a
+        show(compare_table(result), wide=None)  # terminal or $COLUMNS is too narrow
     if args.json and args.json != "-":
         path = write_json_atomic(args.json, compare_dict(result), "--json")
         err.print(f"wrote {path}", markup=False)

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.spec import parse_dtype
 
     timing = timing_from_args(args)
+    for flag, value in (("--devices", args.devices), ("--batch", args.batch)):
+        if value is not None and value < 1:  # before any framework starts
+            raise InvalidInputError(f"{flag} must be at least 1, got {value}")
     if args.ray_address or args.node_type:
         if args.backend != "torch" or args.simulate or not args.ray_address:
             raise InvalidInputError("--ray-address (and --node-type) scale torch across Ray "

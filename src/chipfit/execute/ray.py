@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,9 +44,90 @@ from chipfit.execute.fleet import Node, group_nodes, node_facts, node_from_probe
 from chipfit.results import DeviceInfo, Discovery, Problem
 from chipfit.spec import Job
 
-__all__ = ["RayExecutor", "job_options", "merge_discoveries"]
+__all__ = ["CONNECT_TIMEOUT_S", "RayExecutor", "check_reachable", "job_options",
+           "merge_discoveries", "parse_address"]
 
 _GPU_PLATFORMS = ("cuda", "rocm", "gpu")
+
+#: How long the driver waits to reach a cluster's port before saying it cannot: ray.init
+#: itself retries for minutes (and holds off SIGTERM meanwhile) when nothing listens there.
+CONNECT_TIMEOUT_S = 5.0
+_RAY_CLIENT_PORT = 10001
+_ADDRESS = re.compile(r"^(?:(?P<scheme>ray)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]"
+                      r"[A-Za-z0-9._-]{0,252})(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """The host and port of a Ray cluster address (``HOST:PORT``, ``ray://HOST[:PORT]``), or
+    None for ``auto`` and ``local`` (found or started by Ray). A malformed address is one
+    line (InvalidInputError), before anything connects."""
+    text = str(address).strip()
+    if text in ("auto", "local"):
+        return None
+    match = _ADDRESS.match(text)
+    port = match["port"] if match else None
+    if match and port is None and match["scheme"]:
+        port = str(_RAY_CLIENT_PORT)
+    if not match or port is None or not 1 <= int(port) <= 65535:
+        raise InvalidInputError(f"malformed Ray address {address!r}: use HOST:PORT (a `ray start "
+                                "--head`, e.g. 10.0.0.5:6379), ray://HOST:10001 or auto")
+    return match["host"].strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse (BackendUnavailableError, one line) a cluster whose port does not accept a TCP
+    connection within ``timeout_s`` in all, name lookup included; ``auto`` is checked at the
+    address Ray would pick. Ray's own connect would retry for minutes."""
+    target = _auto_address() if str(address).strip() == "auto" else str(address)
+    where = parse_address(target) if target else None
+    if where is None:
+        return
+    host, port = where
+    deadline = time.monotonic() + timeout_s
+    found: list[Any] = []
+
+    def lookup() -> None:  # getaddrinfo has no timeout of its own
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            found.append(exc)
+
+    worker = threading.Thread(target=lookup, daemon=True, name="chipfit-ray-lookup")
+    worker.start()
+    worker.join(timeout_s)
+    why = "the host name did not resolve in time"
+    if found and isinstance(found[0], OSError):
+        why = f"unknown host ({found[0].strerror or found[0]})"
+    elif found:
+        for family, kind, proto, _, sockaddr in found[0]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = "no answer in time"
+                break
+            try:
+                with socket.socket(family, kind, proto) as sock:
+                    sock.settimeout(left)
+                    sock.connect(sockaddr)
+                return
+            except socket.timeout:
+                why = "no answer in time"
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+    raise BackendUnavailableError(f"cannot reach the Ray cluster at {address} ({host}:{port}: "
+                                  f"{why.lower()}, waited at most {timeout_s:g} s); is `ray "
+                                  "start --head` running there?")
+
+
+def _auto_address() -> str | None:
+    """The address ``ray.init("auto")`` would join ($RAY_ADDRESS, else this machine's latest
+    cluster), or None where Ray finds none (it then says so itself, at once)."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        found = get_ray_address_from_environment("auto", None)
+    except Exception:  # noqa: BLE001 - no cluster, or a Ray without this helper: Ray decides
+        return None
+    return found if isinstance(found, str) and found not in ("auto", "local") else None
 
 
 def _ray() -> Any:
@@ -120,6 +204,8 @@ class RayExecutor(Executor):
         self._dead: set[str] = set()
         self._probed: dict[str, Discovery] = {}
 
+        if address is not None:
+            parse_address(address)  # malformed: refused now, not when the first job runs
         self.address, self.labels, self.runner, self.retries = address, labels, runner, retries
         self.timeout_s = DEFAULT_JOB_TIMEOUT_S if timeout_s is None else float(timeout_s)
         if self.timeout_s <= 0:
@@ -140,6 +226,8 @@ class RayExecutor(Executor):
         return out
 
     def _connect(self) -> Any:
+        if self.address and not self._started:  # seconds, not the minutes ray.init retries
+            check_reachable(self.address)
         ray = _ray()
         if not ray.is_initialized():
             options = {"include_dashboard": False, "log_to_driver": True, **self.init_options}

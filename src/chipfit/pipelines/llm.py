@@ -326,9 +326,18 @@ def _local_catalog_entry() -> Any:
     return load_catalog().match(facts.name or "", facts.cores) if facts.name else None
 
 
+def _is_torch_cpu(text: str) -> bool:
+    """Whether ``text`` is a device id of torch's CPU (``torch:cpu``, ``torch:cpu@4t``); a
+    malformed id is refused (not taken for the CPU because it starts like one)."""
+    from chipfit.spec import DeviceRef
+
+    ref = DeviceRef.parse(text)
+    return ref.backend == "torch" and ref.is_cpu
+
+
 def target_device(text: str) -> tuple[LlmDevice | None, str, bool]:
     """(device, why-not, local) for one ``--hardware`` entry."""
-    if text == LOCAL or text.startswith("torch:cpu"):
+    if text == LOCAL or (":" in text and _is_torch_cpu(text)):
         from chipfit.errors import UnreliableError
         from chipfit.pipelines.calibrate import load_calibration, reusable
 

@@ -28,13 +28,49 @@ from chipfit.errors import InvalidInputError, UnknownNameError
 from chipfit.results import Measurement
 from chipfit.spec import TimingConfig
 
-__all__ = ["scale", "simulate_cpu_devices"]
+__all__ = ["check_host_memory", "max_simulated_devices", "scale", "simulate_cpu_devices"]
 
 _PLATFORM_ORDER = ("tpu", "gpu", "cpu")
+#: Simulated devices per CPU at most (and never more than _MAX_SIMULATED in all): each one
+#: is an XLA device with threads and buffers of its own on the same cores.
+_SIMULATED_PER_CPU = 4
+_MIN_SIMULATED, _MAX_SIMULATED = 8, 64
+
+
+def max_simulated_devices() -> int:
+    """The most simulated CPU devices ``--simulate`` makes here: four per CPU, at least 8 and
+    at most 64. Simulated devices share the same cores, so more only add XLA threads and
+    memory (100,000 of them started 15,000 threads), never speed."""
+    import os
+
+    return min(_MAX_SIMULATED, max(_MIN_SIMULATED, _SIMULATED_PER_CPU * (os.cpu_count() or 1)))
+
+
+def check_host_memory(net: Any, copies: int, batch: int, dtype: str, mode: str,
+                      overhead: int = 0) -> None:
+    """Refuse (one line) ``copies`` replicas of ``net``, each at ``batch`` samples plus
+    ``overhead`` bytes, that need more than this machine's available memory: the step would
+    swap or be killed instead of measured."""
+    import psutil
+
+    need = copies * (net.memory_estimate(str(batch), dtype, mode) + overhead)
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise InvalidInputError(f"{copies} x {net.name} {mode} at batch {batch} needs about "
+                                f"{need / 2**30:.3g} GiB of host memory; {free / 2**30:.3g} GiB "
+                                "is available: use a smaller --batch or fewer --devices")
 
 
 def simulate_cpu_devices(n: int) -> None:
-    """Split the host CPU into ``n`` XLA devices; must run before JAX starts its backends."""
+    """Split the host CPU into ``n`` XLA devices; must run before JAX starts its backends.
+    ``n`` is bounded by :func:`max_simulated_devices`."""
+    most = max_simulated_devices()
+    if not 1 <= n <= most:
+        import os
+
+        raise InvalidInputError(f"--devices {n}: simulate 1 to {most} CPU devices here (they "
+                                f"share this machine's {os.cpu_count() or 1} CPU(s): more add "
+                                "threads, not speed)")
     import jax
 
     try:
@@ -71,6 +107,8 @@ def scale(workload: str = "mlp", devices: int | None = None, *, batch: int | Non
     _check_count(max(counts), len(found), platform)
     default = net.scale_batch * (max(counts) if scaling == "strong" else 1)
     batches = _global_batches(counts, default if batch is None else batch, scaling)
+    if platform == "cpu":  # every simulated device holds its replica in this machine's memory
+        check_host_memory(net, max(counts), max(1, batches[-1] // max(counts)), dtype, mode)
     timing = timing or TimingConfig()
     points = []
     for count, global_batch in zip(counts, batches, strict=True):

@@ -40,6 +40,10 @@ __all__ = ["scale_torch"]
 
 _INIT_TIMEOUT_S = 300  # a rank that never joins fails the run instead of hanging it
 _MAX_DEFAULT_CPU_PROCESSES = 4
+#: Host memory a CPU rank takes besides its network (an interpreter with torch loaded).
+_RANK_OVERHEAD_BYTES = 400 * 2**20
+#: How often the parent looks at its ranks while they run (and so how soon Ctrl-C lands).
+_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,18 @@ def _counts(processes: int | None, counts: Sequence[int] | None, platform: str,
         raise InvalidInputError("process counts must be 1 or more")
     if platform == "cuda" and wanted[-1] > gpus:
         raise InvalidInputError(f"{wanted[-1]} processes need as many CUDA devices; {gpus} found")
+    most = max_cpu_processes()
+    if platform == "cpu" and wanted[-1] > most:
+        raise InvalidInputError(f"{wanted[-1]} CPU processes: at most {most} here (each is a "
+                                f"device with its own share of this machine's "
+                                f"{os.cpu_count() or 1} CPU(s))")
     return wanted
+
+
+def max_cpu_processes() -> int:
+    """The most CPU ranks one machine runs: one per CPU (at least the default 4). Each rank is
+    a device with its own cores; more would only take turns on them."""
+    return max(_MAX_DEFAULT_CPU_PROCESSES, os.cpu_count() or 1)
 
 
 def _physical_cores() -> int:
@@ -183,6 +198,11 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
     chosen = _counts(processes, counts, platform, gpus)
     default_batch = net.scale_batch * (chosen[-1] if scaling == "strong" else 1)
     per_process = _batches(chosen, default_batch if batch is None else batch, scaling)
+    if platform == "cpu":
+        from chipfit.pipelines.scale_jax import check_host_memory
+
+        check_host_memory(net, chosen[-1], per_process[-1], parse_dtype(dtype), mode,
+                          _RANK_OVERHEAD_BYTES)
     threads = threads_per_process or max(1, _physical_cores() // chosen[-1])
     points = []
     with tempfile.TemporaryDirectory(prefix="chipfit-scale-") as tmp:
@@ -203,12 +223,16 @@ def scale_torch(workload: str = "mlp", processes: int | None = None, *,
 
 
 def _launch(spec: _Spec, n: int, scaling: str, net: Any) -> Measurement:
-    """Run ``n`` ranks; their timing as a Measurement of the whole data-parallel step."""
+    """Run ``n`` ranks; their timing as a Measurement of the whole data-parallel step. Ctrl-C
+    or SIGTERM (or any failure here) ends every rank before it propagates: none outlives
+    chipfit, and the interpreter's exit never waits on them."""
     import torch.multiprocessing as mp
 
+    context = mp.start_processes(_rank_main, args=(n, spec), nprocs=n, join=False,
+                                 start_method="spawn")
     try:
-        mp.start_processes(_rank_main, args=(n, spec), nprocs=n, join=True,
-                           start_method="spawn")
+        while not context.join(timeout=_POLL_S):
+            pass
     except mp.ProcessRaisedException as exc:
         last = str(exc).strip().splitlines()[-1]
         error = _PortTaken if "EADDRINUSE" in last else ChipfitError
@@ -216,8 +240,25 @@ def _launch(spec: _Spec, n: int, scaling: str, net: Any) -> Measurement:
     except mp.ProcessExitedException as exc:
         raise ChipfitError(f"data-parallel {spec.mode} with {n} process(es) failed: a process "
                            f"died (exit code {exc.exit_code})") from None
+    finally:
+        _end(context.processes)
     data = json.loads(Path(spec.out).read_text(encoding="utf-8"))
     return step_measurement(spec, n, scaling, net, data)
+
+
+def _end(processes: Sequence[Any], grace_s: float = 2.0) -> None:
+    """Stop every rank still running: SIGTERM, then SIGKILL after ``grace_s``."""
+    import time
+
+    alive = [p for p in processes if p.is_alive()]
+    for p in alive:
+        p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in alive:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def step_measurement(spec: _Spec, n: int, scaling: str, net: Any, data: dict[str, Any],

@@ -31,7 +31,7 @@ from chipfit.analysis.crossover import (
     series_device,
 )
 from chipfit.report import crossover_view as words
-from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
+from chipfit.report.fmt import clean, fmt_bytes, fmt_rate, fmt_seconds
 from chipfit.results import Measurement, Run
 from chipfit.workloads import size_position
 
@@ -71,10 +71,12 @@ class Safe(str):
 
 
 def esc(value: Any) -> Safe:
-    """``value`` as HTML text: user-supplied strings can never become markup."""
+    """``value`` as HTML text: user-supplied strings can never become markup, and their
+    control and bidirectional characters show as escapes (:func:`~chipfit.report.fmt.clean`)
+    instead of reordering or hiding what the page says."""
     if isinstance(value, Safe):
         return value
-    return Safe(html.escape(str(value), quote=True))
+    return Safe(html.escape(clean(str(value)), quote=True))
 
 
 def _join(parts: Iterable[Any]) -> Safe:

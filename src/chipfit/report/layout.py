@@ -5,6 +5,10 @@ each column says whether it may wrap (prose, at spaces) and how soon it may be d
 table that does not fit loses its optional columns, lowest priority first, and says so in
 its caption (``--wide`` brings them back). Columns that stay are as wide as their longest
 cell, so numbers and keys are never cut.
+
+A table that cannot fit even so (a terminal narrower than its keys and numbers) is shown
+:func:`vertical`: one record per row, a ``header: value`` line per cell, folded at the width.
+Consoles never go narrower than :data:`MIN_WIDTH`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Col", "Fitted", "Responsive", "fitted_table", "kept_columns", "natural_width"]
+__all__ = ["MIN_WIDTH", "Col", "Fitted", "Responsive", "fitted_table", "kept_columns",
+           "natural_width", "too_wide", "vertical"]
+
+#: The narrowest width anything is laid out for: ``COLUMNS=20`` gets 40 columns (and the
+#: vertical layout for every table that needs more).
+MIN_WIDTH = 40
 
 # Rich's default box: one border character per column plus the outer edge; one space of
 # padding each side of a cell.
@@ -130,3 +139,66 @@ class Fitted:
         from rich.measure import Measurement
 
         return Measurement.get(console, options, self.table(options.max_width))
+
+
+def too_wide(console: Any, options: Any, table: Table) -> bool:
+    """Whether ``table`` cannot fit ``options.max_width`` without cutting a cell: its columns'
+    narrowest widths (a no-wrap column's longest line, a wrapping one's longest word, with
+    padding) and its borders add up to more. Columns that may be cut by design count one
+    character: a ``ratio`` column takes what is left, a ``fold`` column folds long words."""
+    total = table._extra_width
+    for column in table.columns:
+        if column.width is None and (column.ratio or (column.overflow == "fold"
+                                                      and not column.no_wrap)):
+            total += 1 + table._get_padding_width(column._index)
+            continue
+        measured = table._measure_column(console, options, column)
+        total += measured.maximum if column.no_wrap else measured.minimum
+    return total > options.max_width
+
+
+def _flat(cell: Any) -> Text | None:
+    """A cell as one line of text (its lines joined by spaces), or None for a renderable."""
+    if isinstance(cell, str):
+        cell = Text(cell)
+    if not isinstance(cell, Text):
+        return None
+    parts = [part for part in cell.split("\n") if part.plain.strip()]
+    return Text(" ").join(parts) if parts else Text("")
+
+
+def vertical(table: Table) -> Any:
+    """``table`` as records, for a width it cannot fit: the title, then per row a
+    ``header: value`` line for each non-empty cell (the lines of a cell joined by spaces),
+    a blank line between rows, then the caption. Every line folds at the width, so no key or
+    number is ever cut, however narrow the console."""
+    from rich.console import Group
+    from rich.padding import Padding
+
+    items: list[Any] = []
+    if table.title:
+        items.append(Text(table.title, style="bold") if isinstance(table.title, str)
+                     else table.title)
+    columns = table.columns
+    headers = [c.header.plain if isinstance(c.header, Text) else str(c.header or "")
+               for c in columns]
+    cells = [list(c.cells) for c in columns]
+    for r in range(table.row_count):
+        if r:
+            items.append(Text(""))
+        for header, column in zip(headers, cells, strict=True):
+            cell = column[r] if r < len(column) else ""
+            flat = _flat(cell)
+            label = Text(f"{header}: ", style="bold") if header.strip() else Text("")
+            if flat is None:  # a nested renderable: under its label, indented
+                if header.strip():
+                    items.append(label)
+                items.append(Padding(cell, (0, 0, 0, 2)))
+            elif flat.plain.strip():
+                line = Text.assemble(label, flat)
+                line.overflow = "fold"
+                items.append(line)
+    if table.caption:
+        items.append(Text(""))
+        items.append(Text(table.caption) if isinstance(table.caption, str) else table.caption)
+    return Group(*items)

@@ -260,11 +260,26 @@ def roofline_plot(measurements: Sequence[Measurement],
     return fig
 
 
+def _clean_labels(fig: Figure) -> None:
+    """Every text of ``fig`` (titles, labels, legends: names from stored runs) with its
+    control and bidirectional characters as visible escapes (:func:`~chipfit.report.fmt.clean`):
+    the SVG stays well-formed XML and no glyph is missing."""
+    from matplotlib.text import Text as MplText
+
+    from chipfit.report.fmt import UNSAFE, clean
+
+    for artist in fig.findobj(MplText):
+        label = artist.get_text()
+        if UNSAFE.search(label):
+            artist.set_text(clean(label))
+
+
 def to_svg(fig: Figure, element_id: str) -> str:
     """The figure as an inline ``<svg>`` element (no XML prolog, no doctype), ids unique per
     ``element_id`` so several figures can share one HTML page."""
     import matplotlib
 
+    _clean_labels(fig)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": element_id}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -276,6 +291,7 @@ def to_svg(fig: Figure, element_id: str) -> str:
 def save_png(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
     from chipfit.paths import write_atomic
 
+    _clean_labels(fig)
     buf = io.BytesIO()  # rendered first, so a failing render leaves no half-written file
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return write_atomic(path, buf.getvalue(), "PNG file")
