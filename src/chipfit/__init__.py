@@ -213,5 +213,6 @@ def run_suite(name: str = "seeds", devices: Any = None, **kwargs: Any) -> Run:
 def check_claims(run: Run, suite: str = "seeds") -> list[Any]:
     """The seed articles' claims checked against ``run``."""
     from chipfit.analysis.suites import check_claims as _check
+    from chipfit.workloads import all_workloads
 
-    return _check(run, suite)
+    return _check(run, suite, {w.name for w in all_workloads()})

@@ -38,7 +38,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 #: Lower layers a package must still not import: analysis is pure (numbers in, findings out),
 #: so it measures nothing, and reports render what they are given.
-FORBIDDEN = {"analysis": {"backends", "discovery", "execute"}, "report": {"execute", "pipelines"},
+FORBIDDEN = {"analysis": {"backends", "discovery", "execute", "workloads", "store"},
+             "report": {"execute", "pipelines", "store"},
              "predictors": {"backends", "discovery", "execute", "store"}}
 #: Packages only these may import (the subcommands are the CLI's).
 ONLY = {"commands": {"cli"}}

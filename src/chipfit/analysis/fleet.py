@@ -21,6 +21,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chipfit.errors import InvalidInputError
 from chipfit.results import Measurement, Run
@@ -186,14 +187,14 @@ def fleet_nodes(run: Run) -> list[dict[str, object]]:
     return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
 
 
-def node_prices(nodes: Sequence[Mapping[str, object]], given: Mapping[str, float]) -> dict[str, NodePrice]:
+def node_prices(nodes: Sequence[Mapping[str, object]], given: Mapping[str, float],
+                catalog: Any) -> dict[str, NodePrice]:
     """Price per node type: the user's (``given``), else the catalog's accelerator price x count.
 
-    A CPU-only type has no catalog price (cloud CPU prices vary too much to guess).
+    ``catalog`` (a :class:`~chipfit.hardware.catalog.Catalog`, handed in: analysis reads no
+    file) matches accelerator names. A CPU-only type has no catalog price (cloud CPU prices
+    vary too much to guess).
     """
-    from chipfit.hardware.catalog import load_catalog
-
-    catalog = load_catalog()
     out = {t: NodePrice(usd, "user") for t, usd in given.items()}
     for node in nodes:
         name = str(node.get("node_type"))
@@ -214,7 +215,7 @@ def node_prices(nodes: Sequence[Mapping[str, object]], given: Mapping[str, float
 
 
 def fleet_report(run: Run, given_prices: Mapping[str, float] | None = None,
-                 objective: str = "cost") -> FleetReport | None:
+                 objective: str = "cost", *, catalog: Any) -> FleetReport | None:
     """Rows and recommendations for a fleet run; None when ``run`` has no node types."""
     if not any(m.node_type for m in run.measurements):
         return None
@@ -225,5 +226,5 @@ def fleet_report(run: Run, given_prices: Mapping[str, float] | None = None,
     if unknown:
         raise InvalidInputError(f"--node-price names no node type of this run: "
                                 f"{', '.join(unknown)} (types: {', '.join(sorted(known))})")
-    rows = fleet_rows(run.measurements, node_prices(nodes, given_prices or {}))
+    rows = fleet_rows(run.measurements, node_prices(nodes, given_prices or {}, catalog))
     return FleetReport(tuple(rows), tuple(recommend_node(rows, objective)), tuple(nodes))

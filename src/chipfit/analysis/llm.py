@@ -39,8 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chipfit.analysis.roofline import curve_rate
+from chipfit.cost.llm_arch import LlmArch
 from chipfit.errors import InvalidInputError, UnknownNameError
-from chipfit.workloads.llm import LlmArch
 
 __all__ = [
     "OBJECTIVES", "WEIGHT_DTYPES", "KV_DTYPES", "LlmArch", "LlmRun", "LlmDevice",

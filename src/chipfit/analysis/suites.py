@@ -19,6 +19,7 @@ Suites:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from chipfit.analysis.trust import source_of
@@ -215,13 +216,6 @@ def _kind(discovery: Discovery, device: str) -> str:
 
 
 
-def available(name: str) -> bool:
-    """Whether workload ``name`` is installed in this build."""
-    from chipfit.workloads import all_workloads
-
-    return any(w.name == name for w in all_workloads())
-
-
 # ---- checking claims (pure) -------------------------------------------------------------
 
 def _find(run: Run, exp: Experiment, kind: str) -> tuple[Measurement | None, str]:
@@ -238,14 +232,16 @@ def _find(run: Run, exp: Experiment, kind: str) -> tuple[Measurement | None, str
     return None, f"not_measured:{kind}"
 
 
-def _pair(run: Run, claim: Claim, suite: Suite) -> tuple[list[Measurement], str]:
+def _pair(run: Run, claim: Claim, suite: Suite,
+          installed: Collection[str] | None = None) -> tuple[list[Measurement], str]:
     exp = suite.experiment(claim.experiment)
     kinds = [claim.kind] + ([claim.versus] if claim.versus else [])
     # A missing device kind outranks a missing workload: it is the more basic reason.
     for kind in kinds:
         if not any(d.kind == kind for d in run.discovery.devices):
             return [], f"no_{kind}"
-    if not available(exp.workload) and not _measured_anywhere(run, exp):
+    missing = installed is not None and exp.workload not in installed
+    if missing and not _measured_anywhere(run, exp):
         return [], f"missing:{exp.workload}"
     picked = []
     for kind in kinds:
@@ -324,9 +320,13 @@ def _check_rate(claim: Claim, ms: list[Measurement], run: Run, suite: Suite) -> 
                        (ms[0].device,), detail)
 
 
-def check_claim(claim: Claim, run: Run, suite: Suite) -> ClaimResult:
-    """Whether ``claim`` holds on the measurements of ``run`` (pure; no hardware)."""
-    ms, why = _pair(run, claim, suite)
+def check_claim(claim: Claim, run: Run, suite: Suite,
+                installed: Collection[str] | None = None) -> ClaimResult:
+    """Whether ``claim`` holds on the measurements of ``run`` (pure; no hardware).
+
+    ``installed``: the workload names this build has (the caller's: analysis imports no
+    workload); a claim on one it lacks, measured nowhere, is untestable as ``missing``."""
+    ms, why = _pair(run, claim, suite, installed)
     if why:
         return ClaimResult(claim, UNTESTABLE, why)
     result = _check(claim, ms, run, suite)
@@ -347,8 +347,9 @@ def _check(claim: Claim, ms: list[Measurement], run: Run, suite: Suite) -> Claim
     raise InvalidInputError(f"claim {claim.key!r} has an unknown test {claim.test!r}")
 
 
-def check_claims(run: Run, suite: Suite | str = "seeds") -> list[ClaimResult]:
+def check_claims(run: Run, suite: Suite | str = "seeds",
+                 installed: Collection[str] | None = None) -> list[ClaimResult]:
     """Every claim of ``suite`` checked against ``run`` (a run of that suite, or any run
-    holding the same experiments)."""
+    holding the same experiments); ``installed`` as for :func:`check_claim`."""
     suite = get_suite(suite) if isinstance(suite, str) else suite
-    return [check_claim(c, run, suite) for c in suite.claims]
+    return [check_claim(c, run, suite, installed) for c in suite.claims]

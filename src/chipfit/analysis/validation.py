@@ -109,6 +109,7 @@ class ReferenceCase:
     source: str
     loo_predicted: float = math.nan
     note: str = ""
+    kind: str = ""  # the catalog kind of ``device`` (cpu, gpu, tpu), given by who made it
 
     @property
     def error(self) -> float:
@@ -162,7 +163,7 @@ class ValidationReport:
         return mean_ape(c.error for c in self.counted(device))
 
     def reference_mape(self, loo: bool = False, kinds: Sequence[str] | None = None) -> float:
-        rows = [r for r in self.references if kinds is None or _kind(r.device) in kinds]
+        rows = [r for r in self.references if kinds is None or r.kind in kinds]
         return mape(r.loo_error if loo else r.error for r in rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,14 +208,6 @@ def _num(x: float) -> float | None:
 def finite_fields(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` with non-finite floats as None (JSON has no NaN)."""
     return {k: _num(v) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def _kind(key: str) -> str:
-    """The catalog kind (cpu, gpu, tpu) of a catalog key; "?" for one it does not hold."""
-    from chipfit.hardware.catalog import load_catalog
-
-    catalog = load_catalog()
-    return catalog[key].kind if key in catalog else "?"
 
 
 def retyped(costs: WorkloadCosts, dtype: str, factor: float) -> WorkloadCosts:

@@ -99,12 +99,14 @@ def _suite_view(name: str):  # noqa: ANN202
     from chipfit.analysis.suites import check_claims, get_suite
     from chipfit.report.claims import claims_table
     from chipfit.report.terminal import bench_table
+    from chipfit.workloads import all_workloads
 
     suite = get_suite(name)
+    installed = {w.name for w in all_workloads()}
     if not suite.claims:
         return with_stacks(bench_table)
     return lambda run: Group(with_stacks(bench_table)(run),
-                             claims_table(check_claims(run, suite), run.run_id))
+                             claims_table(check_claims(run, suite, installed), run.run_id))
 
 
 ORDER = 20

@@ -11,12 +11,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from chipfit.analysis.fleet import FleetReport, fleet_nodes, fleet_report, node_prices
+from chipfit.analysis import fleet as _fleet
+from chipfit.analysis.fleet import FleetReport, NodePrice, fleet_nodes
 from chipfit.errors import InvalidInputError
 from chipfit.results import Run
 
 __all__ = ["FleetReport", "fleet_measure", "fleet_nodes", "fleet_report", "node_prices",
            "parse_node_prices"]
+
+
+def node_prices(nodes: Sequence[Any], given: Any) -> dict[str, NodePrice]:
+    """:func:`chipfit.analysis.fleet.node_prices` against the shipped catalog."""
+    from chipfit.hardware.catalog import load_catalog
+
+    return _fleet.node_prices(nodes, given, load_catalog())
+
+
+def fleet_report(run: Run, given_prices: Any = None, objective: str = "cost"
+                 ) -> FleetReport | None:
+    """:func:`chipfit.analysis.fleet.fleet_report` priced from the shipped catalog."""
+    from chipfit.hardware.catalog import load_catalog
+
+    return _fleet.fleet_report(run, given_prices, objective, catalog=load_catalog())
 
 
 def parse_node_prices(pairs: Sequence[str]) -> dict[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from chipfit.analysis.suites import Experiment, Suite, available, get_suite
+from chipfit.analysis.suites import Experiment, Suite, get_suite
 from chipfit.errors import InvalidInputError
 from chipfit.results import Discovery, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig
@@ -39,13 +39,14 @@ def plan_suite(suite: Suite, discovery: Discovery, devices: Sequence[DeviceRef] 
     it. Experiments whose workload is not installed, or whose required device kind is
     absent, are left out (their claims report why)."""
     from chipfit.pipelines.bench import default_devices
-    from chipfit.workloads import get_workload
+    from chipfit.workloads import all_workloads, get_workload
 
     timing = timing or (TimingConfig.quick() if quick else TimingConfig())
     present = {d.kind for d in discovery.devices}
+    installed = {w.name for w in all_workloads()}
     jobs: list[Job] = []
     for exp in suite.experiments:
-        if not available(exp.workload) or (exp.requires and exp.requires not in present):
+        if exp.workload not in installed or (exp.requires and exp.requires not in present):
             continue
         workload = get_workload(exp.workload)
         if devices is not None:

@@ -181,13 +181,15 @@ def _reference_cache() -> tuple[Path, str]:
     from chipfit._version import __version__
     from chipfit.paths import data_dir
 
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(f"{__version__}/cases-with-kind".encode())
     for name in ("catalog.toml", "reference_results.toml"):
         digest.update(resources.files("chipfit.hardware").joinpath(f"data/{name}").read_bytes())
     return data_dir() / "validation" / "references.json", digest.hexdigest()[:16]
 
 
 def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
+    from chipfit.hardware.catalog import load_catalog
+
     cases = []
     for row in reference_rows():
         pred, batch = _reference_prediction(row)
@@ -201,7 +203,8 @@ def _compute_reference_cases() -> tuple[ReferenceCase, ...]:
             row["id"], row["model"], row["scenario"], row["stack"],
             REFERENCE_DEVICES[row["device"]], int(row.get("accelerators") or 1), batch,
             row["precision"], row["metric"], row["unit"], float(row["value"]), value,
-            pred.resident_bound, row["source"], note=note))
+            pred.resident_bound, row["source"], note=note,
+            kind=load_catalog()[REFERENCE_DEVICES[row["device"]]].kind))
     return tuple(leave_one_out(cases))
 
 

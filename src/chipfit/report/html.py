@@ -427,10 +427,12 @@ def load_claims(runs: Sequence[Run]) -> list[ClaimRow] | None:
     """The seeds' claims checked against each run."""
     from chipfit.analysis.suites import check_claims
     from chipfit.report.claims import measured_text, verdict_text
+    from chipfit.workloads import all_workloads
 
+    installed = {w.name for w in all_workloads()}
     rows = []
     for run in runs:
-        for r in check_claims(run):
+        for r in check_claims(run, "seeds", installed):
             where = f" [run {run.run_id}]" if len(runs) > 1 else ""
             rows.append(ClaimRow(f"{r.claim.quote} (seed {r.claim.source})",
                                  verdict_text(r) + where, measured_text(r).replace("\n", " "),
@@ -519,10 +521,11 @@ def _advice_section(runs: Sequence[Run]) -> Safe:
 def _fleet_section(runs: Sequence[Run]) -> Safe:
     """Fleet runs: per node type, speed (measured), price (catalog) and $/1M (estimated)."""
     from chipfit.analysis.fleet import fleet_report
+    from chipfit.hardware.catalog import load_catalog
 
     parts: list[Any] = []
     for run in runs:
-        report = fleet_report(run)
+        report = fleet_report(run, catalog=load_catalog())
         if report is None:
             continue
         for series in dict.fromkeys(r.series for r in report.rows):
