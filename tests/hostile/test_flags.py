@@ -311,3 +311,21 @@ def test_gpu_data_that_is_not_kernel_data_is_one_line_naming_the_file(name: str,
     proc = cli("validate", "--gpu-data", str(tmp_path))
     assert_refused(proc, 2, says)
     assert "bmm.csv.gz" in proc.stderr
+
+
+# ---- counts a sweep or a prediction cannot hold -----------------------------------------------
+def test_a_sweep_of_a_billion_points_is_refused_at_once(cli) -> None:
+    start = time.monotonic()
+    assert_refused(cli("sweep", "matmul", "-d", "torch:cpu", "--points", "1000000000",
+                       "--no-save", timeout=60), 2, "--points")
+    assert time.monotonic() - start < 30  # the ladder of 10^9 points took minutes
+
+
+def test_a_batch_no_allocator_can_hold_is_one_line_not_a_traceback(cli) -> None:
+    proc = cli("predict", "resnet50", "-s", "1000000000000", "--hardware", "h100-sxm",
+               timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode in (1, 2) and lines and lines[-1].startswith("chipfit: error:"), (
+        proc.stderr)
+    assert all(not line.startswith("chipfit: error") for line in lines[:-1])
