@@ -229,6 +229,17 @@ def test_a_closed_ray_port_is_one_line_within_seconds(flags, cli) -> None:
     assert time.monotonic() - start < 45  # ray.init alone retried past 90 s
 
 
+def test_a_port_that_is_not_a_ray_cluster_is_one_line_within_seconds(cli) -> None:
+    with socket.socket() as server:  # accepts connections (the kernel's backlog), says nothing
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        start = time.monotonic()
+        proc = cli(*BENCH_TINY, "--ray-address", f"127.0.0.1:{server.getsockname()[1]}",
+                   timeout=90)
+    assert_refused(proc, 2, "not a ray cluster")
+    assert time.monotonic() - start < 45  # ray.init waited past 120 s
+
+
 def test_a_stray_ray_address_does_not_send_a_plain_bench_to_a_cluster(cli, tmp_path) -> None:
     out = tmp_path / "run.json"
     proc = cli(*BENCH_TINY, "--json", str(out), env={"RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"},
