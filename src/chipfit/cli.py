@@ -180,10 +180,26 @@ def _run(argv: Sequence[str] | None, signals: _Signals) -> int:
     except MemoryError:
         _one_line("chipfit: error: out of host memory; try a smaller size or batch")
         return 1
+    except RuntimeError as exc:  # a framework's allocator failing is the same mistake
+        if not _allocation_failed(exc):
+            raise
+        _one_line("chipfit: error: out of host memory (a framework could not allocate what "
+                  "this size needs); try a smaller size or batch")
+        return 1
     except OSError as exc:  # a file or device problem nothing below anticipated
         where = f" ({exc.filename})" if exc.filename else ""
         _one_line(f"chipfit: error: {exc.strerror or exc}{where}")
         return 1
+
+
+#: How frameworks word an allocation that failed (torch's CPU and CUDA allocators, XLA).
+_ALLOCATION_FAILED = ("can't allocate memory", "DefaultCPUAllocator", "out of memory",
+                      "RESOURCE_EXHAUSTED")
+
+
+def _allocation_failed(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(words in text for words in _ALLOCATION_FAILED)
 
 
 def _one_line(message: str) -> None:

@@ -229,6 +229,17 @@ def test_a_closed_ray_port_is_one_line_within_seconds(flags, cli) -> None:
     assert time.monotonic() - start < 45  # ray.init alone retried past 90 s
 
 
+def test_a_port_that_is_not_a_ray_cluster_is_one_line_within_seconds(cli) -> None:
+    with socket.socket() as server:  # accepts connections (the kernel's backlog), says nothing
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        start = time.monotonic()
+        proc = cli(*BENCH_TINY, "--ray-address", f"127.0.0.1:{server.getsockname()[1]}",
+                   timeout=90)
+    assert_refused(proc, 2, "not a ray cluster")
+    assert time.monotonic() - start < 45  # ray.init waited past 120 s
+
+
 def test_a_stray_ray_address_does_not_send_a_plain_bench_to_a_cluster(cli, tmp_path) -> None:
     out = tmp_path / "run.json"
     proc = cli(*BENCH_TINY, "--json", str(out), env={"RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"},
@@ -311,3 +322,21 @@ def test_gpu_data_that_is_not_kernel_data_is_one_line_naming_the_file(name: str,
     proc = cli("validate", "--gpu-data", str(tmp_path))
     assert_refused(proc, 2, says)
     assert "bmm.csv.gz" in proc.stderr
+
+
+# ---- counts a sweep or a prediction cannot hold -----------------------------------------------
+def test_a_sweep_of_a_billion_points_is_refused_at_once(cli) -> None:
+    start = time.monotonic()
+    assert_refused(cli("sweep", "matmul", "-d", "torch:cpu", "--points", "1000000000",
+                       "--no-save", timeout=60), 2, "--points")
+    assert time.monotonic() - start < 30  # the ladder of 10^9 points took minutes
+
+
+def test_a_batch_no_allocator_can_hold_is_one_line_not_a_traceback(cli) -> None:
+    proc = cli("predict", "resnet50", "-s", "1000000000000", "--hardware", "h100-sxm",
+               timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode in (1, 2) and lines and lines[-1].startswith("chipfit: error:"), (
+        proc.stderr)
+    assert all(not line.startswith("chipfit: error") for line in lines[:-1])

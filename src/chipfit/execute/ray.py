@@ -76,8 +76,9 @@ def parse_address(address: str) -> tuple[str, int] | None:
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """Refuse (BackendUnavailableError, one line) a cluster whose port does not accept a TCP
-    connection within ``timeout_s`` in all, name lookup included; ``auto`` is checked at the
-    address Ray would pick. Ray's own connect would retry for minutes."""
+    connection and answer as a gRPC server within ``timeout_s`` in all, name lookup included;
+    ``auto`` is checked at the address Ray would pick. Ray's own connect would retry for
+    minutes (and hold off SIGTERM meanwhile)."""
     target = _auto_address() if str(address).strip() == "auto" else str(address)
     where = parse_address(target) if target else None
     if where is None:
@@ -108,7 +109,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
                 with socket.socket(family, kind, proto) as sock:
                     sock.settimeout(left)
                     sock.connect(sockaddr)
-                return
+                    if _speaks_grpc(sock, deadline):
+                        return
+                    why = "something answers there, but not a Ray cluster (no gRPC)"
+                    break
             except socket.timeout:
                 why = "no answer in time"
             except OSError as exc:
@@ -116,6 +120,30 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     raise BackendUnavailableError(f"cannot reach the Ray cluster at {address} ({host}:{port}: "
                                   f"{why.lower()}, waited at most {timeout_s:g} s); is `ray "
                                   "start --head` running there?")
+
+
+#: HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray
+#: client server) answers with a SETTINGS frame of its own.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS = 0x04
+
+
+def _speaks_grpc(sock: socket.socket, deadline: float) -> bool:
+    """Whether the peer on ``sock`` answers an HTTP/2 preface with a SETTINGS frame before
+    ``deadline``: Ray's ports speak gRPC; a port that merely accepts (another service) would
+    leave ray.init waiting for minutes."""
+    try:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        sock.sendall(_HTTP2_HELLO)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:  # a timeout included: no answer is not gRPC
+        return False
+    return head[3] == _SETTINGS
 
 
 def _auto_address() -> str | None:

@@ -44,6 +44,9 @@ _AXIS_RANGES = {
 # GFLOP/s, so that a quick sweep of even a large model stays within two minutes on two cores.
 # It never cuts the ladder below two rungs.
 _FLOP_CAP = (500e9, 20e9)
+#: The most ladder points one sweep takes (``--points``): far past any crossover's need, and
+#: a bound on the plan (10^9 points built a ladder for minutes).
+MAX_POINTS = 256
 _MAX_ESTIMATES = 48  # per limit search; a model's memory estimate can take a second or two
 _REACH = 2**20  # no limit is stated beyond this multiple of the largest size measured
 
@@ -78,6 +81,8 @@ def ladder_for(workload: Any, start: str | None = None, stop: str | None = None,
     """
     from chipfit.workloads.base import parse_count
 
+    if points is not None and points > MAX_POINTS:
+        raise InvalidInputError(f"--points {points}: at most {MAX_POINTS} points per sweep")
     _check_axis(workload, axis)
     full, fast = _AXIS_RANGES.get(workload.axis, _AXIS_RANGES["n"])
     default = getattr(workload, "quick_sweep_range" if quick else "sweep_range", None)
