@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.hostile._support import assert_refused
 
 CPUS = os.cpu_count() or 1
