@@ -215,3 +215,22 @@ def test_kill_9_during_a_model_probe_leaves_no_process_behind(tmp_path: Path) ->
     assert _gone(child), "the probe's child outlived chipfit"
     assert _gone(server), "the fork server outlived chipfit"
 
+
+
+def test_an_exit_that_hangs_after_a_signal_still_ends_with_mains_code() -> None:
+    """Absorbing signals while the process exits must not make it unkillable: a thread that
+    never ends (the interpreter joins it at exit) and a SIGTERM then end it anyway, within
+    the grace period, with the code main() returned."""
+    code = ("import os, signal, threading, time\n"
+            "from chipfit import cli\n"
+            "cli._Signals.EXIT_GRACE_S = 0.5\n"
+            "threading.Thread(target=time.sleep, args=(600,)).start()  # joined at exit\n"
+            "s = cli._Signals(); s.install(); s.exiting(143)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 30
