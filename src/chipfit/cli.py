@@ -13,12 +13,16 @@ written as ASCII, and text from files or the command line cannot act on the term
 from __future__ import annotations
 
 import argparse
+import atexit
 import codecs
+import contextlib
 import importlib
 import io
+import os
 import pkgutil
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from chipfit import commands
@@ -58,16 +62,26 @@ class _Signals:
     """Ctrl-C (SIGINT) and SIGTERM, idempotent. The first one interrupts (KeyboardInterrupt,
     so every saver and store on the way out runs, and the exit code says which signal it
     was: 130 or 143); every later one, of either kind, is absorbed while that saving goes on.
-    When chipfit runs as a program, both are ignored once :func:`main` returns, so a second
-    signal that lands while the interpreter exits (atexit callbacks, threads being joined)
-    neither kills the process with the signal nor prints a traceback from an exit callback.
+
+    When chipfit runs as a program, signals stay absorbed once :func:`main` has returned, so
+    one that lands while the interpreter exits (threads joined, atexit callbacks) neither kills
+    the process with the signal nor prints a traceback from an exit callback, and the exit
+    code stays the one main returned. The exit cannot hide behind that: after a signal (or
+    an interrupted run) the process ends within :attr:`EXIT_GRACE_S` whatever it waits on,
+    with that code. For the interpreter's own teardown, after every atexit callback, both are
+    ignored outright (Python takes its handlers down there).
+
     A signal the parent had chipfit ignore (``nohup``, a background job) stays ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    #: Seconds an exit may take once a signal asked for it before the process ends anyway.
+    EXIT_GRACE_S = 10.0
 
     def __init__(self) -> None:
         self.first: int | None = None
         self.previous: dict[int, object] = {}
+        self.code = 1
+        self._deadline: threading.Timer | None = None
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.first is None:
@@ -93,11 +107,37 @@ class _Signals:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
+    def exiting(self, code: int) -> None:
+        """main() returned ``code`` and the process exits next: absorb every signal from now
+        on, and bound the exit once one has come (or the run was interrupted)."""
+        self.code = code
+        for sig in self.previous:
+            signal.signal(sig, self._late)
+        if self.first is not None:
+            self._bound_exit()
+
+    def _late(self, signum: int, frame: object) -> None:
+        self._bound_exit()
+
+    def _bound_exit(self) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(self.EXIT_GRACE_S, _hard_exit, (self.code,))
+            self._deadline.daemon = True
+            self._deadline.start()
+
     def ignore(self) -> None:
-        """Ignore both from now on (the process is exiting; SIG_IGN also holds after Python
-        has torn its own handlers down)."""
+        """Ignore both from now on: SIG_IGN also holds once Python has taken its own signal
+        handlers down, in the interpreter's last steps."""
         for sig in self.previous:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _hard_exit(code: int) -> None:
+    """End the process with ``code`` now (an exit that hung after a signal)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _ascii_fallback(exc: UnicodeError) -> tuple[str, int]:
@@ -132,20 +172,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run chipfit with ``argv`` (default: the process's arguments); the exit code.
 
     Called without ``argv`` it is the program (``chipfit``, ``python -m chipfit``): signals stay
-    ignored after it returns, while the process exits. Called with ``argv`` (tests, scripts)
-    it leaves the process's signal handlers and streams as it found them."""
+    absorbed after it returns, while the process exits (:class:`_Signals`). Called with
+    ``argv`` (tests, scripts) it leaves the process's signal handlers and streams as it found
+    them."""
     program = argv is None
     signals = _Signals()
     signals.install()
+    if program:  # registered before any framework's: runs after theirs, as Python tears down
+        atexit.register(signals.ignore)
     streams = _console_streams()
+    code = 1
     try:
         try:
-            return _run(argv, signals)
+            code = _run(argv, signals)
         except KeyboardInterrupt:  # the signal landed while an error was being reported
-            return _interrupted(signals)
+            code = _interrupted(signals)
+        except SystemExit as exc:  # argparse: --help, a usage error
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            raise
+        return code
     finally:
         if program:
-            signals.ignore()
+            signals.exiting(code)
         else:
             signals.restore()
             for stream, errors in streams:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.hostile._support import assert_refused
 
 CPUS = os.cpu_count() or 1
@@ -66,11 +65,26 @@ def test_a_malformed_input_shape_is_refused_before_any_model_loads(cli) -> None:
 
 
 def test_a_device_listed_twice_is_ranked_once(cli) -> None:
-    proc = cli("predict", "matmul", "-s", "64", "--hardware", "h100-sxm,l4,H100-SXM , h100-sxm",
+    proc = cli("predict", "matmul", "-s", "64", "--hardware", "h100-sxm,H100-SXM , h100-sxm",
                "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["rows"]
-    assert sorted(r["hardware"] for r in rows) == ["h100-sxm", "l4"], rows
+    assert [r["hardware"] for r in rows] == ["h100-sxm"], rows
+
+
+@pytest.mark.parametrize("argv", [["advise", "resnet50", "--hardware", "h100-sxm,l4,h100-sxm"],
+                                  ["feed", "resnet50", "--hardware", "h100-sxm,l4,h100-sxm"],
+                                  ["advise", "resnet50", "--devices", "torch:cpu,l4,torch:cpu"]],
+                         ids=["advise", "feed", "advise-devices"])
+def test_every_command_sees_each_listed_name_once(argv) -> None:
+    """advise ranked h100-sxm twice: the one list check hands every command each name once."""
+    from chipfit.cli import build_parser
+    from chipfit.commands._common import check_list_flags
+
+    args = build_parser().parse_args(argv)
+    check_list_flags(args)
+    flag = argv[2].lstrip("-")
+    assert getattr(args, flag).split(",") == argv[3].split(",")[:2]
 
 
 def test_llm_ranks_a_device_listed_twice_once(cli) -> None:
@@ -174,11 +188,10 @@ def test_compare_on_a_pipe_without_columns_still_prints_one_row_per_point(stored
 
 
 # ---- consoles that cannot show chipfit's characters -------------------------------------------
-ENCODED = [  # what prints chipfit's own non-ASCII characters: "—", "±", "×", "÷"
+ENCODED = [  # what prints chipfit's own non-ASCII characters: "—", "±", "×"
     ("llm", ["llm", "llama-3.2-1b", "--hardware", "h100-sxm"], ("ascii", "latin-1")),
     ("show", ["show", "{json}"], ("ascii", "latin-1")),
     ("compare", ["compare", "{json}", "{json}"], ("ascii",)),
-    ("predict", ["predict", "matmul", "-s", "64", "--hardware", "h100-sxm"], ("ascii",)),
 ]
 
 
@@ -193,10 +206,8 @@ def test_a_console_that_cannot_show_a_character_gets_ascii_not_a_traceback(
     out, err = proc.stdout.decode(encoding), proc.stderr.decode(encoding)
     assert "Traceback" not in out + err and "UnicodeEncodeError" not in out + err, err
     assert proc.returncode == 0, err
-    if args[0] in ("llm", "predict"):  # "note —" and "±" read as "note -" and "+-"
-        assert "note - " in out, out
-    if args[0] == "llm":
-        assert "+-" in out, out
+    if args[0] == "llm":  # "note —" and "±" read as "note -" and "+-"
+        assert "note - " in out and "+-" in out, out
 
 
 def test_an_error_quoting_unencodable_text_is_still_one_line(cli) -> None:

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from tests.hostile._support import StoredRun
 
 HOSTILE = {"workload": "mm[/]", "size": "[red]64", "device": "torch:cpu[bold]"}

@@ -113,7 +113,7 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
                         return
                     why = "something answers there, but not a Ray cluster (no gRPC)"
                     break
-            except socket.timeout:
+            except TimeoutError:
                 why = "no answer in time"
             except OSError as exc:
                 why = exc.strerror or str(exc)

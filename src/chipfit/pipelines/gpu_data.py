@@ -136,19 +136,21 @@ def load_e2e_labels(data_dir: str | Path) -> list[dict[str, Any]]:
     rows = _read_csv(path, _E2E_COLUMNS, compressed=False)
     labels = []
     for line, r in enumerate(rows, start=2):
-        def num(column: str, positive: bool = True) -> float:
-            return _number(path, line, column, r[column], positive=positive)
-
-        def count(column: str) -> int:
-            value = num(column)
-            if value != int(value) or value > _MAX_LABEL_COUNT:
-                raise InvalidInputError(f"{path}, line {line}: {column} is {r[column][:40]!r}, "
-                                        f"not a whole number up to {_MAX_LABEL_COUNT}")
-            return int(value)
-
-        labels.append({"model": r["model"], "seq_len": count("seq_len"),
-                       "batch": count("batch"), "device": _study_key(r["device"], path),
+        labels.append({"model": r["model"], "seq_len": _whole(path, line, r, "seq_len"),
+                       "batch": _whole(path, line, r, "batch"),
+                       "device": _study_key(r["device"], path),
                        "mode": "train" if r["mode"] == "train" else "inference",
-                       "seconds": num("e2e_ms") * 1e-3, "forward_s": num("forward_ms") * 1e-3,
-                       "backward_s": num("backward_ms", positive=False) * 1e-3})
+                       "seconds": _number(path, line, "e2e_ms", r["e2e_ms"], positive=True) * 1e-3,
+                       "forward_s": _number(path, line, "forward_ms", r["forward_ms"],
+                                            positive=True) * 1e-3,
+                       "backward_s": _number(path, line, "backward_ms", r["backward_ms"]) * 1e-3})
     return labels
+
+
+def _whole(path: Path, line: int, row: dict[str, str], column: str) -> int:
+    """A positive whole number of at most _MAX_LABEL_COUNT from a label's cell."""
+    value = _number(path, line, column, row[column], positive=True)
+    if value != int(value) or value > _MAX_LABEL_COUNT:
+        raise InvalidInputError(f"{path}, line {line}: {column} is {str(row[column])[:40]!r}, "
+                                f"not a whole number up to {_MAX_LABEL_COUNT}")
+    return int(value)
