@@ -351,3 +351,12 @@ def test_a_batch_no_allocator_can_hold_is_one_line_not_a_traceback(cli) -> None:
     assert proc.returncode in (1, 2) and lines and lines[-1].startswith("chipfit: error:"), (
         proc.stderr)
     assert all(not line.startswith("chipfit: error") for line in lines[:-1])
+
+
+def test_seq_len_for_a_built_in_workload_is_refused_not_ignored(cli) -> None:
+    """--seq-len sizes config.json models; a built-in ignored it and printed a prediction
+    for its own sequence length, even for 10^12."""
+    from tests.hostile._support import assert_refused
+
+    proc = cli("predict", "bert-base", "--seq-len", str(10**12), "-H", "t4", "--no-measure")
+    assert_refused(proc, 2, "--seq-len applies to a config.json model")

@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensors", choices=("auto", "real", "fake"), default="auto",
                    help="count operators by running the call (real) or on shapes only (fake); "
                         "auto runs it unless it is large")
-    p.add_argument("--seq-len", type=int, default=128,
-                   help="sequence length for a config.json model (default 128)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence length for a config.json model (default 128; built-in "
+                        "workloads have their own, see chipfit workloads)")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="a factory model's input with the batch first, e.g. 1x3x224x224")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -66,6 +67,11 @@ def _rows(args: argparse.Namespace) -> list:
     engine = args.stack.strip().lower() != "eager"
     dtype = "int8" if engine and args.dtype == "float32" else args.dtype
     if not is_model_spec(args.workload):
+        if args.seq_len is not None:
+            from chipfit.errors import InvalidInputError
+
+            raise InvalidInputError(f"--seq-len applies to a config.json model; the built-in "
+                                    f"{args.workload} has its own (chipfit workloads says it)")
         return predict_workload(args.workload, csv_list(args.sizes or ""),
                                 csv_list(args.hardware), dtype=dtype, mode=args.mode,
                                 stack=args.stack, tensors=args.tensors,
@@ -76,6 +82,7 @@ def _rows(args: argparse.Namespace) -> list:
     if len(sizes) != 1 or not sizes[0].isdigit() or len(sizes[0]) > 20 or int(sizes[0]) < 1:
         raise InvalidInputError("--batch takes one positive integer (of at most 20 digits) for "
                                 "a config or factory model")
+    args.seq_len = 128 if args.seq_len is None else args.seq_len
     if args.seq_len < 1:
         raise InvalidInputError("--seq-len must be positive")
     hardware = csv_list(args.hardware)
