@@ -170,8 +170,8 @@ class Prediction:
     route: str = ""
     # How far the target is from the evidence the band was measured on (chipfit.predictors)
     stratum: str = ""
-    host_s: float = math.nan  # host (dispatch) seconds per call, where the route models them
-    device_s: float = math.nan  # device seconds per call, where the route models them
+    host_s: float | None = None  # host (dispatch) seconds per call, where the route models them
+    device_s: float | None = None  # device seconds per call, where the route models them
     # The fit check (:func:`fit_checked`): device bytes one call needs (weights, inputs,
     # live tensors at their peak; estimated) and the device's memory; None where unknown
     memory_need_bytes: float | None = None

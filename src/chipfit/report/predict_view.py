@@ -154,6 +154,8 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
         measured = "-" if m is None else (fmt_seconds(m.median_s) if m.ok else m.status)
         bound = Text(p.bound, style="yellow" if p.bound in ("launch", "transfer") else "")
         hardware = Text(p.hardware)
+        if p.route == "roofline" and p.kind != "cpu":
+            hardware.append(" (roofline)", style="yellow")
         if p.fits is False:
             hardware.append(" (does not fit)", style="red")
         if p.missing_peak:
@@ -163,6 +165,9 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
                            fmt_rate(p.throughput, ""), fmt_seconds(p.end_to_end_s), bound,
                            p.basis, measured, _pct(row.error)))
     flags = []
+    if any(r.prediction.route == "roofline" and r.prediction.kind != "cpu" for r in rows):
+        flags.append("(roofline): no architecture figures, priced by catalog peaks x "
+                     "efficiencies alone, a weaker route with a wider band")
     if any(row.prediction.fits is False for row in rows):
         flags.append("does not fit: one call needs more memory than the device has")
     if any(row.prediction.missing_peak for row in rows):
@@ -170,9 +175,10 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
                      "asked for; the time shown is priced at a stand-in peak (see the "
                      "precision lines)")
     return Fitted(cols, table_rows, wide=wide, title=title or "chipfit predict",
-                  caption="predicted: roofline over the workload's operators (basis: calibrated "
-                  "= rates measured here by chipfit calibrate; catalog = peaks x documented "
-                  "efficiencies); band: x/÷ (1 + validation error). e2e adds host<->device "
+                  caption="predicted: per-operator models of each device (basis: calibrated "
+                  "= rates measured here by chipfit calibrate; gpu-kernel-model = kernels "
+                  "fitted on measured GPUs; catalog = peaks x documented efficiencies); band: "
+                  "x/÷ (1 + out-of-fit error of the device's stratum). e2e adds host<->device "
                   "copies. measured: chipfit's timer, this run." +
                   "".join(f" {flag}." for flag in flags))
 
