@@ -128,7 +128,7 @@ def crossing_run() -> Run:
             ms.append(Measurement("matmul", str(n), device, block_times_s=times,
                                   stop_reason="ci_target", flops=2.0 * n**3,
                                   bytes_moved=12.0 * n * n))
-    return Run("constructed-crossing", "sweep", "2025-01-01T00:00:00+00:00", measurements=tuple(ms))
+    return Run("20250101T000000Z-c0ffee", "sweep", "2025-01-01T00:00:00+00:00", measurements=tuple(ms))
 
 
 def test_a_crossover_is_marked_on_the_plot(chromium, tmp_path):
@@ -153,8 +153,8 @@ def poisoned(sweep_json: Path, tmp_path: Path) -> Path:
     for m in data["measurements"]:
         m["workload"] = XSS_SCRIPT + " $5 model"  # $ would start mathtext in matplotlib
         m["note"] = XSS_IMG
-    for d in data["discovery"]["devices"]:
-        d["name"] = XSS_IMG
+    for d in data["discovery"]["devices"]:  # the Devices table is always shown
+        d["name"] = f"{XSS_IMG} {XSS_ATTR}"
     data["discovery"]["problems"] = [{"scope": XSS_SCRIPT, "reason": XSS_IMG}]
     path = tmp_path / "poisoned.json"
     path.write_text(json.dumps(data))
