@@ -69,9 +69,8 @@ def gpu_strata(data: Path, sample: int | None, say) -> dict[str, list[float]]:
     rows = {g: gv._rows(data, g, sample) for g in gv.GROUPS}
 
     def fit_without(excluded: set[str]) -> dict:
-        use = {g: r.subset(~np.isin(r.device, sorted(excluded))) for g, r in rows.items()}
-        say(f"fitting without {', '.join(sorted(excluded)) or 'nothing'}")
-        return gv.fit_all(use)
+        say(f"fitting without {', '.join(sorted(excluded))}")
+        return gv.fit_without_set(rows, sorted(excluded))
 
     from chipfit.predictors.fits import shipped_gpu_model
 

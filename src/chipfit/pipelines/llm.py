@@ -749,8 +749,7 @@ def llm_option(row: LlmRow) -> Any:
                   power_w=None if p.tdp_w is None else p.tdp_w * p.tp,
                   joules_per_item=(None if p.tdp_w is None else p.tdp_w * p.tp * p.total_s / tokens),
                   energy_source="estimated: TDP x time" if p.tdp_w is not None else "",
-                  band=p.band, stack=p.stack if p.stack in ("eager",) else "eager",
-                  route="llm")
+                  band=p.band, route="llm")  # stack: the row's label is its hardware alone
 
 
 def advise_report(report: LlmReport, objective: str = "latency",

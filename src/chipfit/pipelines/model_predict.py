@@ -136,4 +136,4 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
         return rows
     from chipfit.pipelines.predict import _engine_row
 
-    return [_engine_row(r, stack, precision, progress, costs) for r in rows]
+    return [_engine_row(r, stack, precision, costs) for r in rows]

@@ -181,7 +181,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                                                 flavour == "gpu")
             row = _row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
                        progress)
-            rows.append(_engine_row(row, stack, precision, progress, costs[size, flavour])
+            rows.append(_engine_row(row, stack, precision, costs[size, flavour])
                         if stack != "eager" else row)
     if skipped and not rows:
         raise UsageError("; ".join(skipped))
@@ -206,7 +206,7 @@ def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: s
 
 
 def _engine_row(row: PredictRow, stack: str, precision: str,
-                progress: Callable[[str], None] | None, costs: WorkloadCosts) -> PredictRow:
+                costs: WorkloadCosts) -> PredictRow:
     """``row``'s eager catalog prediction as a fused-engine stack (chipfit.pipelines.engines),
     on the traced operators' work (``costs``)."""
     from chipfit.analysis.stacks import from_operators

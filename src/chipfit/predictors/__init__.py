@@ -14,5 +14,5 @@ from chipfit.predictors.core import (
     trace_flavour,
 )
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "ROOFLINE_LABEL", "band_for", "framework_for", "framework_for",
+__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "ROOFLINE_LABEL", "band_for", "framework_for",
            "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]

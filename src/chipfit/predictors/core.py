@@ -28,8 +28,8 @@ from typing import Any
 from chipfit.analysis.roofline import ClassTime, Prediction, Roofs, predict
 from chipfit.errors import UnknownNameError
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "gpu_stratum", "predict_catalog",
-           "predict_local", "route_for", "stratum_for", "trace_flavour"]
+__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "gpu_stratum",
+           "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]
 
 KERNEL_MODEL = "gpu-kernel-model"
 ROOFLINE = "roofline"
@@ -136,7 +136,7 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
     accelerator: the ``gpu`` flavour). Raises :class:`~chipfit.errors.UnsupportedError`
     when the catalog lacks the figures the route needs for this dtype.
     """
-    from chipfit.analysis.roofline import catalog_roofs, transfer_seconds
+    from chipfit.analysis.roofline import catalog_roofs
 
     catalog = _catalog()
     if key not in catalog:
@@ -152,21 +152,16 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
     else:
         pred = predict(costs, roofs)  # a CPU (host + device on the same cores) or an XLA program
     stratum = stratum_for(key, stack)
-    fallback = None
-    if route == KERNEL_MODEL:
-        from chipfit.predictors.fits import shipped_gpu_model
-
-        model = shipped_gpu_model()
-        fallback, fb_basis = model.band, model.band_basis
-    band, basis = band_for(stratum, fallback, fb_basis if fallback is not None else "")
+    # without a shipped band, a kernel-model GPU keeps the model's own leave-one-GPU-out band
+    band, basis = band_for(stratum, pred.band if route == KERNEL_MODEL else None,
+                           pred.band_basis)
     notes = pred.notes
     if route == ROOFLINE and spec.kind != "cpu":
         notes = (f"{ROOFLINE_LABEL}: {spec.name} is priced by catalog peaks x efficiencies",
                  *notes)
-    transfer = transfer_seconds(costs, roofs) if route != KERNEL_MODEL else pred.transfer_s
     return replace(pred, band=band, band_basis=basis, low_s=pred.seconds / (1 + band),
                    high_s=pred.seconds * (1 + band), route=route, stratum=stratum,
-                   notes=notes, transfer_s=transfer)
+                   notes=notes)
 
 
 def predict_local(costs: Any, roofs: Roofs) -> Prediction:
@@ -196,7 +191,7 @@ def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
     operator's device time, the fitted eager host model its dispatch (the same pipeline as
     the kernel-model route, so the two routes differ only in the device side)."""
     from chipfit.analysis.gpu_predict import eager_pipeline
-    from chipfit.analysis.roofline import _op_times, op_device_seconds
+    from chipfit.analysis.roofline import _op_times, op_device_seconds, transfer_seconds
     from chipfit.predictors.fits import shipped_gpu_model
 
     model = shipped_gpu_model()
@@ -208,20 +203,20 @@ def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
                                             lambda o: op_device_seconds(o, roofs, step))
     acc: dict[str, list[float]] = {}
     for o in costs.ops:
-        a = acc.setdefault(o.op_class, [0, 0, 0.0, 0.0, 0.0, 0.0])
+        a = acc.setdefault(o.op_class, [0, 0, 0.0, 0.0, 0.0, 0.0, 0.0])
         a[0] += o.count
         if not o.kernels:
             continue
         compute, memory = _op_times(o, roofs)
+        floors = o.kernels * roofs.kernel_floor_s  # the part of device time that is no roof
         if o.op_class == "recurrent":  # its sequential steps are compute time too
-            compute = max(compute, op_device_seconds(o, roofs, step)
-                          - o.kernels * roofs.kernel_floor_s)
+            compute = max(compute, op_device_seconds(o, roofs, step) - floors)
         a[1] += o.count * o.kernels
         a[2] += o.total_flops
         a[3] += o.total_bytes
         a[4 if compute >= memory else 5] += o.count * max(compute, memory)
-    breakdown = tuple(ClassTime(c, int(a[0]), int(a[1]), a[2], a[3], a[4], a[5],
-                                _launch_floors(c, costs, roofs)) for c, a in acc.items())
+        a[6] += o.count * floors
+    breakdown = tuple(ClassTime(c, int(a[0]), int(a[1]), *a[2:]) for c, a in acc.items())
     compute = sum(b.compute_s for b in breakdown)
     memory = sum(b.memory_s for b in breakdown)
     launch = max(total - compute - memory, 0.0)
@@ -234,16 +229,10 @@ def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
     return Prediction(
         hardware=roofs.key, hardware_name=roofs.name, kind=roofs.kind, workload=costs.workload,
         size=costs.size, dtype=costs.dtype, mode=costs.mode, seconds=total, low_s=total,
-        high_s=total, transfer_s=0.0, compute_s=compute, memory_s=memory, launch_s=launch,
+        high_s=total, transfer_s=transfer_seconds(costs, roofs), compute_s=compute,
+        memory_s=memory, launch_s=launch,
         bound=max(parts, key=lambda k: parts[k]), basis=roofs.basis, band=roofs.band,
         band_basis=roofs.band_basis, items=costs.items, breakdown=breakdown,
         efficiency=roofs.efficiency, notes=(note, *roofs.notes, *costs.notes),
         precision=roofs.precision, transfer_known=roofs.copy_known or not costs.transfer_bytes,
         host_s=host, device_s=device, missing_peak=roofs.missing_peak)
-
-
-def _launch_floors(op_class: str, costs: Any, roofs: Roofs) -> float:
-    """Launch floors of one class's kernels (the part of device time that is no roof)."""
-    return sum(o.count * o.kernels * roofs.kernel_floor_s for o in costs.ops
-               if o.op_class == op_class and o.kernels)
-
