@@ -15,9 +15,9 @@ Fault modes, chosen by the path's first segment (``/MODE/v1/completions``):
 - ``malformed``: two good chunks, then ``data: {not json``;
 - ``endless``: ignores max_tokens and streams until the client goes (at most 30 s);
 - ``huge``: a 2 MiB line without a newline;
-- ``json``: a plain JSON answer, not a stream.
-
-``--die-after N``: the process exits (``os._exit``) in the middle of request N+1's stream.
+- ``json``: a plain JSON answer, not a stream;
+- ``die``: the third such request kills the server (``os._exit``) in the middle of its
+  stream (``--die-after N``: the (N+1)th request of any mode does).
 The server ends by itself after ``--max-seconds`` (default 120) or 2000 requests.
 """
 
@@ -46,8 +46,8 @@ MODEL = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=25
                                    n_positions=1024, bos_token_id=0,
                                    eos_token_id=0)).eval()
 LOCK = threading.Lock()
-STATE = {"requests": 0, "die_after": None}
-MODES = ("fail500", "slow", "malformed", "endless", "huge", "json")
+STATE = {"requests": 0, "die_after": None, "die": 0}
+MODES = ("fail500", "slow", "malformed", "endless", "huge", "json", "die")
 
 
 def generate(ids: list[int], steps: int):
@@ -73,11 +73,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        with LOCK:
-            STATE["requests"] += 1
-            number = STATE["requests"]
         parts = self.path.strip("/").split("/")
         mode = parts[0] if parts and parts[0] in MODES else ""
+        with LOCK:
+            STATE["requests"] += 1
+            STATE["die"] += mode == "die"
+            number, dying = STATE["requests"], STATE["die"]
         chat = self.path.rstrip("/").endswith("chat/completions")
         length = int(self.headers.get("Content-Length") or 0)
         try:
@@ -106,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         ids = list(prompt.encode("utf-8"))
         steps = 10**6 if mode == "endless" else max_tokens
-        die = STATE["die_after"] is not None and number > STATE["die_after"]
+        die = (STATE["die_after"] is not None and number > STATE["die_after"]) or dying > 2
         start = time.monotonic()
         sent = 0
         try:

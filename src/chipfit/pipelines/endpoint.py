@@ -127,16 +127,16 @@ def api_key_from_env(name: str | None) -> str | None:
 
 def _measurement(r: RequestRecord, device: str, evidence: tuple[tuple[str, float], ...],
                  contended: bool | None) -> Measurement:
-    meta = {"sent_s": f"{r.sent_s:.6f}", "prompt_len": str(r.prompt_len),
+    meta = {"sent_s": repr(r.sent_s), "prompt_len": str(r.prompt_len),
             "gen_len": str(r.gen_len), "output_tokens": str(r.output_tokens),
             "tokens_source": r.tokens_source,
-            "chunk_s": ",".join(f"{t:.6f}" for t in r.chunk_s)}
+            "chunk_s": ",".join(map(repr, r.chunk_s))}
     if r.prompt_tokens is not None:
         meta["prompt_tokens"] = str(r.prompt_tokens)
     if r.http_status is not None:
         meta["http_status"] = str(r.http_status)
     if r.end_s is not None:
-        meta["end_s"] = f"{r.end_s:.6f}"
+        meta["end_s"] = repr(r.end_s)
     ok = r.ok and r.end_s is not None and r.end_s > 0
     return Measurement(
         workload=WORKLOAD, size=f"request-{r.index:06d}", device=device, dtype="-",
