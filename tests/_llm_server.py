@@ -29,9 +29,8 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel

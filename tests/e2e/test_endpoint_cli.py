@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _store_peek import count, rows
+from tests.conftest import run_cli
 
+from _store_peek import count, rows
 from chipfit.errors import BackendUnavailableError
 from chipfit.pipelines.endpoint import measure_endpoint, records_of
 from chipfit.store import open_store
-from tests.conftest import run_cli
 
 SERVER = Path(__file__).resolve().parents[1] / "_llm_server.py"
 SMALL = ("--prompt-len", "12", "--gen-len", "5")
