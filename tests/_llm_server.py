@@ -10,7 +10,8 @@ usage chunk and ``data: [DONE]``, as vLLM streams ``/v1/completions`` and
 
 Fault modes, chosen by the path's first segment (``/MODE/v1/completions``):
 
-- ``fail500``: every second request (counted over the server) answers HTTP 500;
+- ``fail500``: every second request (counted over the server) answers HTTP 500, its body
+  holding markup and a terminal escape;
 - ``slow``: 0.4 s between tokens;
 - ``malformed``: two good chunks, then ``data: {not json``;
 - ``endless``: ignores max_tokens and streams until the client goes (at most 30 s);
@@ -87,8 +88,13 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, IndexError):
             self.send_error(400, "bad request body")
             return
-        if mode == "fail500" and number % 2 == 0:
-            self.send_error(500, "injected failure")
+        if mode == "fail500" and number % 2 == 0:  # a body with markup and a terminal escape
+            data = b'{"error": "[red]injected[/red] failure \x1b[2J"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self._send(data)
             return
         if mode == "json":
             data = json.dumps({"choices": [{"text": "x"}]}).encode()

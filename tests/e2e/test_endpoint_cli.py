@@ -155,6 +155,11 @@ def test_failures_are_records_with_partial_results(server, tmp_path, mode, flags
         assert all(len(r["chunk_s"]) == 2 for r in failed)  # what came before is kept
     if mode == "fail500":
         assert data["measured"]["ok"] == 1
+        shown = run_cli("show", data["run_id"], "--db", str(db))
+        table = run_cli("llm", "--endpoint", f"{server}/{mode}/v1/completions", "--no-save",
+                        "--max-requests", "2", *SMALL)
+        assert "\x1b" not in table.stdout + shown.stdout  # the server's escape, shown inert
+        assert "[red]injected[/red]" in table.stdout  # markup printed as written
 
 
 def test_refused_connection_is_one_line(tmp_path):
