@@ -63,7 +63,9 @@ def generate(ids: list[int], steps: int):
 
 
 class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"  # the stream ends when the connection closes
+    # HTTP/1.1 with chunked transfer encoding for the streams, as uvicorn (vLLM, SGLang)
+    # sends them; every connection is closed after its one response.
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -72,7 +74,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
+    def _chunk(self, data: bytes) -> None:
+        """One piece of a chunked body (b"" ends the body)."""
+        self._send(b"%x\r\n" % len(data) + data + b"\r\n")
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.close_connection = True
         parts = self.path.strip("/").split("/")
         mode = parts[0] if parts and parts[0] in MODES else ""
         with LOCK:
@@ -106,9 +113,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if mode == "huge":
-            self._send(b"data: " + b"x" * (2 << 20))
+            self._chunk(b"data: " + b"x" * (2 << 20))
+            self._chunk(b"")
             return
         ids = list(prompt.encode("utf-8"))
         steps = 10**6 if mode == "endless" else max_tokens
@@ -122,19 +131,21 @@ class Handler(BaseHTTPRequestHandler):
                 if die and sent == 2:
                     os._exit(3)  # the server dies mid-stream
                 if mode == "malformed" and sent == 2:
-                    self._send(b"data: {not json\n\n")
+                    self._chunk(b"data: {not json\n\n")
+                    self._chunk(b"")
                     return
                 text = chr(33 + token % 94)
                 choice = ({"index": 0, "delta": {"content": text}} if chat else
                           {"index": 0, "text": text})
-                self._send(b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n")
+                self._chunk(b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n")
                 sent += 1
                 if mode == "slow":
                     time.sleep(0.4)
             usage = {"prompt_tokens": len(ids), "completion_tokens": sent,
                      "total_tokens": len(ids) + sent}
-            self._send(b"data: " + json.dumps({"choices": [], "usage": usage}).encode()
-                       + b"\n\ndata: [DONE]\n\n")
+            self._chunk(b"data: " + json.dumps({"choices": [], "usage": usage}).encode()
+                        + b"\n\ndata: [DONE]\n\n")
+            self._chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
             return
 

@@ -214,6 +214,9 @@ def test_signal_mid_run_keeps_partial_results(server, tmp_path, sig):
     (("--endpoint", "http://127.0.0.1:1", "--api-key-env", "$(rm -rf)"), "--api-key-env"),
     (("--endpoint", "http://127.0.0.1:1", "--published"), "does not go with --endpoint"),
     (("--endpoint", "[red]http://x"), "only http://"),
+    (("--endpoint", "http://127.0.0.1:1", "--model", "x" * 600), "--model"),
+    (("--endpoint", "http://127.0.0.1:1", "--duration", "0"), "--duration"),
+    (("--endpoint", "http://127.0.0.1:1", "--request-timeout", "1e9"), "--request-timeout"),
 ])
 def test_hostile_flags_are_one_line_errors(tmp_path, flags, words):
     proc = run_cli("llm", *flags, "--db", str(tmp_path / "c.sqlite3"))
