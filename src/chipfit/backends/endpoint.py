@@ -511,7 +511,8 @@ def drive(endpoint: Endpoint, load: EndpointLoad, on_record: Callable[[RequestRe
             except queue.Empty:
                 pass
             with lock:
-                busy = bool(live) or any(t.is_alive() for t in threads)
+                threads[:] = [t for t in threads if t.is_alive()]  # --rate: one per request
+                busy = bool(live) or bool(threads)
             if not busy and not any(t.is_alive() for t in starters) and done.empty():
                 finished = True
                 break
