@@ -158,6 +158,7 @@ def test_failures_are_records_with_partial_results(server, tmp_path, mode, flags
         shown = run_cli("show", data["run_id"], "--db", str(db))
         table = run_cli("llm", "--endpoint", f"{server}/{mode}/v1/completions", "--no-save",
                         "--max-requests", "2", *SMALL)
+        assert "failed: 1 x HTTP 500" in shown.stdout
         assert "\x1b" not in table.stdout + shown.stdout  # the server's escape, shown inert
         assert "[red]injected[/red]" in table.stdout  # markup printed as written
 

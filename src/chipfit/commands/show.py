@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
         from chipfit.pipelines.endpoint import report_of_run
         from chipfit.report.endpoint_view import measured_table
 
-        out.print(measured_table(report_of_run(found)))
+        stats = report_of_run(found)
+        out.print(measured_table(stats))
+        for kind, n in stats.errors:
+            out.print(f"failed: {n} x {kind}")
     elif found.measurements:
         out.print(bench_table(found))
     from chipfit.analysis.trust import warning
