@@ -125,3 +125,19 @@ def test_load_shapes_and_arrivals_are_seeded():
     gaps = [b - a for a, b in zip(load.arrivals(), load.arrivals()[1:], strict=False)]
     assert 0.1 < sum(gaps) / len(gaps) < 0.5  # Poisson at 4/s: mean gap 0.25 s
     assert EndpointLoad(gen_len=7).shapes()[0] == (512, 7)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(max_size=80),
+                 st.builds(lambda s, rest: f"{s}://{rest}",
+                           st.sampled_from(["http", "https", "HTTP", "file", "ftp", "data", ""]),
+                           st.text(alphabet="ab1:/@[]%.?#v ", max_size=40))))
+def test_any_endpoint_text_is_an_http_server_or_one_line_error(text):
+    try:
+        e = parse_endpoint(text)
+    except InvalidInputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert e.scheme in ("http", "https") and e.host and 1 <= e.port <= 65535
+    assert e.api in ("completions", "chat") and e.path.startswith("/")
+    assert not any(c.isspace() for c in e.url)
