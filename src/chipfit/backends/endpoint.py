@@ -65,7 +65,7 @@ _WORDS = ("the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was"
 class Endpoint:
     """A checked server URL: where requests go and which API they speak."""
 
-    url: str
+    url: str  # as shown and stored: without its query string
     scheme: str
     host: str
     port: int
@@ -130,10 +130,11 @@ def parse_endpoint(text: object) -> Endpoint:
     else:
         raise InvalidInputError(f"--endpoint {shown}: the path must end in /v1/completions or "
                                 "/v1/chat/completions (or be the bare server URL)")
+    port = port or (443 if scheme == "https" else 80)
+    # the URL shown and stored leaves the query out: it is sent, but it may hold a key
+    url = urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
     if parts.query:
         path += "?" + parts.query
-    port = port or (443 if scheme == "https" else 80)
-    url = urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
     return Endpoint(url, scheme, host, port, path, api)
 
 
