@@ -80,13 +80,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         self.close_connection = True
-        parts = self.path.strip("/").split("/")
+        path = self.path.split("?", 1)[0]
+        parts = path.strip("/").split("/")
         mode = parts[0] if parts and parts[0] in MODES else ""
         with LOCK:
             STATE["requests"] += 1
             STATE["die"] += mode == "die"
             number, dying = STATE["requests"], STATE["die"]
-        chat = self.path.rstrip("/").endswith("chat/completions")
+        chat = path.rstrip("/").endswith("chat/completions")
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(min(length, 1 << 22)))

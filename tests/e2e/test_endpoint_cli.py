@@ -112,7 +112,7 @@ def test_cli_json_chat_rate_and_prediction(server, tmp_path, monkeypatch):
     monkeypatch.setenv("CHIPFIT_TEST_KEY", "sk-secret-123")
     db = tmp_path / "c.sqlite3"
     proc = run_cli("llm", "llama-3.2-1b", "-H", "l4", "--endpoint",
-                   f"{server}/v1/chat/completions", "--model", "tiny", "--rate", "20",
+                   f"{server}/v1/chat/completions?key=q-secret", "--model", "tiny", "--rate", "20",
                    "--max-requests", "4", *SMALL, "--slo-ttft", "10", "--slo-tpot", "1",
                    "--api-key-env", "CHIPFIT_TEST_KEY", "--json", "--db", str(db))
     assert proc.returncode == 0, proc.stderr
@@ -125,6 +125,7 @@ def test_cli_json_chat_rate_and_prediction(server, tmp_path, monkeypatch):
     stored = json.dumps(rows(db, "SELECT * FROM runs")) + json.dumps(
         rows(db, "SELECT data_json FROM measurements"))
     assert "sk-secret" not in proc.stdout + proc.stderr + stored
+    assert "q-secret" not in proc.stdout + proc.stderr + stored  # the query is sent, not kept
     table = run_cli("llm", "--endpoint", server, "--max-requests", "2", *SMALL, "--no-save",
                     env={"COLUMNS": "80"})
     assert table.returncode == 0, table.stderr

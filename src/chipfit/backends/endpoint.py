@@ -333,8 +333,8 @@ def _text_of(chunk: dict, api: str) -> str:
 
 
 def _snippet(data: bytes, limit: int = 120) -> str:
-    text = data[:limit].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in text).strip()
+    text = " ".join(data[:4 * limit].decode("utf-8", "replace").split())[:limit]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _stream(live: _Live, resp: http.client.HTTPResponse, endpoint: Endpoint,

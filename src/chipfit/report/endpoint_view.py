@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -39,8 +40,8 @@ def endpoint_headline(stats: Any, where: str, arrivals: str) -> str:
     return head + ", ".join(parts)
 
 
-def measured_table(stats: Any) -> Table:
-    """Percentiles (measured, seconds) and the rates of one run."""
+def measured_table(stats: Any) -> Group:
+    """Percentiles (measured, seconds) of one run, then its rates, one line each."""
     table = Table(title=Text("measured (this client's view, network included)"),
                   title_justify="left")
     for name in ("", "p50", "p90", "p99", "n"):
@@ -50,7 +51,8 @@ def measured_table(stats: Any) -> Table:
                      ("inter-token latency", stats.itl), ("end to end", stats.e2e)):
         table.add_row(label, fmt_seconds(p.p50), fmt_seconds(p.p90), fmt_seconds(p.p99),
                       str(p.n))
-    rates = [("output tokens/s", _rate(stats.output_tokens_per_s, "tok/s")),
+    rates = [("output tokens/s", _rate(stats.output_tokens_per_s, "tok/s")
+              + f" (counted from: {stats.tokens_source})"),
              ("total tokens/s", _rate(stats.total_tokens_per_s, "tok/s")
               + f" (prompt: {stats.prompt_tokens_source} count)"),
              ("requests/s achieved", _rate(stats.request_rate, "req/s")
@@ -61,10 +63,7 @@ def measured_table(stats: Any) -> Table:
                            if v is not None)
         rates.append(("goodput", f"{_rate(stats.goodput, 'req/s')}, {stats.good} of "
                                  f"{stats.requests} with {slo}"))
-    table.caption = Text("\n".join(f"{k}: {v}" for k, v in rates)
-                         + f"\noutput tokens counted from: {stats.tokens_source}")
-    table.caption_justify = "left"
-    return table
+    return Group(table, *(Text(f"{k}: {v}") for k, v in rates))
 
 
 def predicted_table(predictions: Sequence[Any]) -> Table:
