@@ -164,6 +164,16 @@ def test_failures_are_records_with_partial_results(server, tmp_path, mode, flags
         assert "[red]injected[/red]" in table.stdout  # markup printed as written
 
 
+def test_a_server_that_never_answers_is_cut_at_the_request_timeout():
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        report = measure_endpoint(f"http://127.0.0.1:{silent.getsockname()[1]}",
+                                  max_requests=2, concurrency=2, request_timeout_s=0.5)
+    assert [r.status for r in report.records] == ["error", "error"]
+    assert all("per-request timeout" in r.error for r in report.records)  # not a hang
+
+
 def test_refused_connection_is_one_line(tmp_path):
     proc = run_cli("llm", "--endpoint", f"http://127.0.0.1:{_free_port()}", "--db",
                    str(tmp_path / "c.sqlite3"))
