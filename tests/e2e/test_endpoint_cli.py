@@ -111,7 +111,7 @@ def test_normal_run_is_measured_stored_and_shown(server, tmp_path):
 def test_cli_json_chat_rate_and_prediction(server, tmp_path, monkeypatch):
     monkeypatch.setenv("CHIPFIT_TEST_KEY", "sk-secret-123")
     db = tmp_path / "c.sqlite3"
-    proc = run_cli("llm", "llama-3.2-1b", "-H", "l4", "--endpoint",
+    proc = run_cli("llm", "llama-3.2-1b", "-H", "l4", "--dtype", "int8", "--endpoint",
                    f"{server}/v1/chat/completions?key=q-secret", "--model", "tiny", "--rate", "20",
                    "--max-requests", "4", *SMALL, "--slo-ttft", "10", "--slo-tpot", "1",
                    "--api-key-env", "CHIPFIT_TEST_KEY", "--json", "--db", str(db))
@@ -226,6 +226,7 @@ def test_signal_mid_run_keeps_partial_results(server, tmp_path, sig):
     (("--endpoint", "http://127.0.0.1:1", "--api-key-env", "NO_SUCH_VAR_X"), "not set"),
     (("--endpoint", "http://127.0.0.1:1", "--api-key-env", "$(rm -rf)"), "--api-key-env"),
     (("--endpoint", "http://127.0.0.1:1", "--published"), "does not go with --endpoint"),
+    (("--endpoint", "http://127.0.0.1:1", "--batch", "8"), "--concurrency"),
     (("--endpoint", "[red]http://x"), "only http://"),
     (("--endpoint", "http://127.0.0.1:1", "--model", "x" * 600), "--model"),
     (("--endpoint", "http://127.0.0.1:1", "--duration", "0"), "--duration"),

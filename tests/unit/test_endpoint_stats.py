@@ -141,3 +141,17 @@ def test_any_endpoint_text_is_an_http_server_or_one_line_error(text):
     assert e.scheme in ("http", "https") and e.host and 1 <= e.port <= 65535
     assert e.api in ("completions", "chat") and e.path.startswith("/")
     assert not any(c.isspace() for c in e.url)
+
+
+def test_prediction_beside_the_measurement_is_the_static_batch_of_the_workload():
+    from chipfit.pipelines.endpoint import _predictions
+
+    load = EndpointLoad(prompt_len=64, gen_len=16, concurrency=2, max_requests=4)
+    stats = summarize([_rec(0, 0.0, 0.1, [0.01] * 3)])
+    [bf16], notes = _predictions("llama-3.2-1b", ["l4"], load, stats, {})
+    [int8], _ = _predictions("llama-3.2-1b", ["l4"], load, stats, {"dtype": "int8"})
+    assert bf16.batch == 2 and bf16.source == "predicted" and bf16.band > 0
+    assert int8.tpot_s < bf16.tpot_s  # half the weight bytes per decode step
+    assert "static batch of 2 concurrent" in notes[0]
+    none, why = _predictions("no-such-model", ["l4"], load, stats, {})
+    assert none == () and "no prediction" in why[0]

@@ -87,9 +87,12 @@ def run_endpoint(args: argparse.Namespace) -> int:
     from chipfit.report.endpoint_view import endpoint_headline, measured_table, predicted_table
 
     for flag, given in (("--published", args.published), ("--measure", args.measure),
-                        ("--html", args.html)):
+                        ("--html", args.html), ("--batch", args.batch != 1)):
         if given:
-            raise InvalidInputError(f"{flag} does not go with --endpoint")
+            raise InvalidInputError(f"{flag} does not go with --endpoint (the batch is the "
+                                    "server's: set --concurrency or --rate)"
+                                    if flag == "--batch" else
+                                    f"{flag} does not go with --endpoint")
     hardware = ([h for h in args.hardware.split(",") if h]
                 if args.hardware != _DEFAULT_HARDWARE and args.model else [])
     store = None if args.no_save and not args.db else open_db(args, create=True)
@@ -102,7 +105,9 @@ def run_endpoint(args: argparse.Namespace) -> int:
             request_timeout_s=args.request_timeout, seed=getattr(args, "seed", 0) or 0,
             api_key_env=args.api_key_env, slo_ttft_s=getattr(args, "slo_ttft", None),
             slo_tpot_s=getattr(args, "slo_tpot", None), predict_model=args.model,
-            hardware=hardware, store=store, progress=note)
+            hardware=hardware, predict_options={"dtype": args.dtype, "kv_dtype": args.kv_dtype,
+                                                "stack": args.stack},
+            store=store, progress=note)
     finally:
         if store is not None:
             store.close()

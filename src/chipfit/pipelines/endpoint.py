@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -225,7 +225,8 @@ def report_of_run(run: Run) -> EndpointStats:
 
 
 def _predictions(model: str | None, hardware: Sequence[str], load: EndpointLoad,
-                 stats: EndpointStats) -> tuple[tuple[EndpointPrediction, ...], list[str]]:
+                 stats: EndpointStats, options: Mapping[str, Any]
+                 ) -> tuple[tuple[EndpointPrediction, ...], list[str]]:
     """The static-batch prediction (:func:`chipfit.pipelines.llm.llm_report`) of ``model``
     on each of ``hardware``, for the measured workload: the mean prompt and generated
     lengths, and as batch the concurrency (closed loop) or the mean number of requests in
@@ -245,7 +246,7 @@ def _predictions(model: str | None, hardware: Sequence[str], load: EndpointLoad,
     from chipfit.pipelines.llm import llm_report
 
     try:
-        report = llm_report(model, list(hardware), prompt, gen, batch)
+        report = llm_report(model, list(hardware), prompt, gen, batch, **options)
     except ChipfitError as exc:
         return (), [f"no prediction for {model!r}: {exc}"]
     basis = (f"static batch of {how} sequences, prompt {prompt}, {gen} generated: "
@@ -269,12 +270,14 @@ def measure_endpoint(url: str, model: str = "", *, prompt_len: int = 512, gen_le
                      duration_s: float = 30.0, request_timeout_s: float = 60.0, seed: int = 0,
                      api_key_env: str | None = None, slo_ttft_s: float | None = None,
                      slo_tpot_s: float | None = None, predict_model: str | None = None,
-                     hardware: Sequence[str] = (), store: Any = None,
+                     hardware: Sequence[str] = (),
+                     predict_options: Mapping[str, Any] | None = None, store: Any = None,
                      progress: Callable[[str], None] | None = None) -> EndpointReport:
     """Drive the OpenAI-compatible streaming server at ``url`` with a workload and measure it
     (like ``chipfit llm MODEL --endpoint URL``): TTFT, ITL/TPOT and e2e percentiles, token
     rates, goodput under ``slo_ttft_s``/``slo_tpot_s``, and beside them the prediction of
-    ``predict_model`` on each of ``hardware`` (catalog keys or ``local``).
+    ``predict_model`` on each of ``hardware`` (catalog keys or ``local``), with
+    ``predict_options`` (``dtype``, ``kv_dtype``, ``stack``) as :func:`chipfit.llm` takes them.
 
     ``model`` is the name sent in each request's body. ``store`` (a
     :class:`chipfit.store.Store`, optional) keeps every request as it ends. A Ctrl-C or
@@ -336,7 +339,8 @@ def measure_endpoint(url: str, model: str = "", *, prompt_len: int = 512, gen_le
                       [x for x in loads if math.isfinite(x[0])])
     predictions: tuple[EndpointPrediction, ...] = ()
     if not interrupted:
-        predictions, more = _predictions(predict_model, hardware, load, stats)
+        predictions, more = _predictions(predict_model, hardware, load, stats,
+                                         predict_options or {})
         notes += more
     ordered = tuple(sorted(records, key=lambda r: r.index))
     return EndpointReport(endpoint.url, endpoint.api, endpoint.local, load.model, load, stats,
