@@ -227,12 +227,14 @@ def test_signal_mid_run_keeps_partial_results(server, tmp_path, sig):
     (("--endpoint", "http://127.0.0.1:1", "--api-key-env", "$(rm -rf)"), "--api-key-env"),
     (("--endpoint", "http://127.0.0.1:1", "--published"), "does not go with --endpoint"),
     (("--endpoint", "http://127.0.0.1:1", "--batch", "8"), "--concurrency"),
+    (("--endpoint", "http://127.0.0.1:1", "--api-key-env", "CHIPFIT_ODD_KEY"), "non-ASCII"),
     (("--endpoint", "[red]http://x"), "only http://"),
     (("--endpoint", "http://127.0.0.1:1", "--model", "x" * 600), "--model"),
     (("--endpoint", "http://127.0.0.1:1", "--duration", "0"), "--duration"),
     (("--endpoint", "http://127.0.0.1:1", "--request-timeout", "1e9"), "--request-timeout"),
 ])
-def test_hostile_flags_are_one_line_errors(tmp_path, flags, words):
+def test_hostile_flags_are_one_line_errors(tmp_path, monkeypatch, flags, words):
+    monkeypatch.setenv("CHIPFIT_ODD_KEY", "k\u00e9y\u202e")
     proc = run_cli("llm", *flags, "--db", str(tmp_path / "c.sqlite3"))
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr and "Traceback" not in proc.stderr

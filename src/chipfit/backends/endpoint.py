@@ -404,7 +404,7 @@ def _one(live: _Live, endpoint: Endpoint, body: bytes, headers: dict[str, str],
         resp = conn.getresponse()
         live.http_status = resp.status
         if resp.status != 200:
-            raise _Failed(f"HTTP {resp.status} {resp.reason[:40]}: "
+            raise _Failed(f"HTTP {resp.status} {_snippet(resp.reason.encode(), 40)}: "
                           f"{_snippet(resp.read(2048)) or 'no body'}")
         kind = (resp.getheader("Content-Type") or "").lower()
         if "application/json" in kind:
@@ -420,6 +420,8 @@ def _one(live: _Live, endpoint: Endpoint, body: bytes, headers: dict[str, str],
         what = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
             str(exc)[:120] or type(exc).__name__)
         return live.record(clock(), f"connection failed: {what}")
+    except Exception as exc:  # noqa: BLE001 - one request's surprise must not end the run
+        return live.record(clock(), f"client error: {type(exc).__name__}: {str(exc)[:120]}")
     finally:
         conn.close()
 

@@ -119,9 +119,10 @@ def api_key_from_env(name: str | None) -> str | None:
     key = os.environ.get(name)
     if not key:
         raise InvalidInputError(f"--api-key-env {name}: that variable is not set or empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in key) or len(key) > 8192:
-        raise InvalidInputError(f"--api-key-env {name}: the key holds control characters or "
-                                "is over 8192 characters")
+    if any(ord(c) < 32 or ord(c) > 126 for c in key) or len(key) > 8192:
+        raise InvalidInputError(f"--api-key-env {name}: the key holds characters an HTTP "
+                                "header cannot carry (controls, non-ASCII) or is over 8192 "
+                                "characters")
     return key
 
 
