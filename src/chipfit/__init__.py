@@ -29,7 +29,7 @@ __all__ = [
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
     "check_claims", "compare_runs", "costs", "discover", "feed", "llm", "load_run", "measure",
-    "open_store",
+    "measure_endpoint", "open_store",
     "predict", "run_suite", "scale", "scale_torch", "sweep", "to_dataframe", "validate",
     "write_report",
 ]
@@ -77,6 +77,23 @@ def advise(model: Any, example_inputs: Any = None, **kwargs: Any) -> Any:
 
     advice = _advise(model, example_inputs, **kwargs)
     return replace(advice, summary=advice_summary(advice))  # str(advice): the verdict first
+
+
+def measure_endpoint(url: str, model: str = "", *, save: bool = False, db: Any = None,
+                     **kwargs: Any) -> Any:
+    """Measure a running OpenAI-compatible streaming LLM server at ``url`` (like ``chipfit llm
+    MODEL --endpoint URL``): TTFT, TPOT/ITL and e2e percentiles, token rates and goodput,
+    beside the prediction of ``predict_model`` on ``hardware``; see
+    :func:`chipfit.pipelines.endpoint.measure_endpoint` for the workload's keywords. ``save``
+    (or ``db``, a database path) keeps every request in the results database as it ends."""
+    from chipfit.pipelines.endpoint import measure_endpoint as _measure
+
+    if not save and db is None:
+        return _measure(url, model, **kwargs)
+    from chipfit.store import open_store as _open
+
+    with _open(db) as store:
+        return _measure(url, model, store=store, **kwargs)
 
 
 def open_store(path: Any = None) -> Any:

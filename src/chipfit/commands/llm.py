@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="PATH", help="also write an HTML page with the memory-fit "
                    "chart and tokens/s vs batch")
     p.set_defaults(func=run)
+    # --endpoint URL: measure a running server (its flags and run: commands/_endpoint.py)
+    from chipfit.commands._endpoint import add_endpoint_flags
+
+    add_endpoint_flags(p, run)
 
 
 def run(args: argparse.Namespace) -> int:

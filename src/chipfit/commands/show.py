@@ -33,7 +33,17 @@ def run(args: argparse.Namespace) -> int:
         print_json(run_to_dict(found))
         return 0
     out.print(run_header(found))
-    if found.measurements:
+    from chipfit.pipelines.endpoint import COMMAND
+
+    if found.command == COMMAND:  # a measured LLM server: its statistics, not one row each
+        from chipfit.pipelines.endpoint import report_of_run
+        from chipfit.report.endpoint_view import measured_table
+
+        stats = report_of_run(found)
+        out.print(measured_table(stats))
+        for kind, n in stats.errors:
+            out.print(f"failed: {n} x {kind}")
+    elif found.measurements:
         out.print(bench_table(found))
     from chipfit.analysis.trust import warning
 
