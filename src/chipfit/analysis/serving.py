@@ -136,7 +136,7 @@ class Slo:
 
     def describe(self) -> str:
         parts = ([f"TTFT <= {self.ttft_s:g} s"] if self.ttft_s is not None else []) + (
-            [f"TPOT <= {self.tpot_s * 1000:g} ms ({1 / self.tpot_s:.3g} tok/s per user)"]
+            [f"TPOT <= {self.tpot_s * 1000:.3g} ms ({1 / self.tpot_s:.3g} tok/s per user)"]
             if self.tpot_s is not None else [])
         return (" and ".join(parts) or "none") + f" at p{self.percentile:g}"
 
