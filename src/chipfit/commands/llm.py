@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 STACK_CHOICES = ("optimized", "tensorrt-llm", "vllm", "compiled", "xla", "llamacpp", "eager")
 #: the serving flags: any of them turns ``chipfit llm`` into the service question
-SERVING_DESTS = ("rate", "concurrency", "slo_ttft", "slo_tpot", "per_user_tokens_per_s", "tp",
-                 "pp", "replicas", "devices")
+SERVING_DESTS = ("rate", "concurrency", "slo_ttft", "slo_tpot", "per_user_tokens_per_s",
+                 "replicas", "devices")
 
 
 def _serving_flags(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def _serving_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slo-percentile", type=finite_float, default=90.0,
                    help="percentile of requests the SLO holds for (default 90)")
     g.add_argument("--tp", type=int, default=None, help="tensor-parallel devices per replica "
-                   "(default: searched, up to 8)")
+                   "(default: searched up to 8 when serving; the fewest that fit otherwise)")
     g.add_argument("--pp", type=int, default=1, help="pipeline stages per replica (default 1)")
     g.add_argument("--replicas", type=int, default=None,
                    help="data-parallel replicas (default: as many as the load needs)")
@@ -89,7 +89,7 @@ def _serving_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _serving(args: argparse.Namespace) -> bool:
-    return any(getattr(args, d) is not None for d in SERVING_DESTS if d != "pp") or args.pp != 1
+    return any(getattr(args, d) is not None for d in SERVING_DESTS) or args.pp != 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     report = llm_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
                         args.batch, args.dtype, args.kv_dtype, args.stack,
                         measure=args.measure, measure_budget_s=args.measure_budget,
-                        progress=progress_note)
+                        progress=progress_note, tp=args.tp)
     if args.html:
         from chipfit.report.llm_view import write_llm_html
 

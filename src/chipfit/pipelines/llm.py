@@ -35,6 +35,7 @@ from chipfit.analysis.llm import (
     LlmDevice,
     LlmPrediction,
     LlmRun,
+    PREFILL_CHUNK_TOKENS,
     MemoryBreakdown,
     Scored,
     canonical_dtype,
@@ -46,6 +47,7 @@ from chipfit.analysis.llm import (
     median,
     memory_breakdown,
     predict_llm,
+    tp_candidates,
 )
 from chipfit.errors import InvalidInputError, SchemaError, UsageError
 
@@ -456,8 +458,13 @@ def _predict_row(row: Mapping[str, Any]) -> float:
 _PHASE = {"ttft": "prefill", "prefill_tokens_per_s": "prefill", "throughput": "decode",
           "decode_tokens_per_s": "decode"}
 # --stack -> (the analysis stack, the published stack family its factors come from)
-STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "llamacpp": ("optimized", "llama.cpp"),
+STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "tensorrt-llm": ("optimized", "TensorRT-LLM"),
+          "llamacpp": ("optimized", "llama.cpp"), "vllm": ("optimized", "TensorRT-LLM"),
+          "compiled": ("optimized", "TensorRT-LLM"), "xla": ("optimized", "TensorRT-LLM"),
           "eager": ("eager", "")}
+#: stacks with no published rows of their own: they borrow the family's factors above, and
+#: their band is at least 50%
+BORROWED = {"vllm", "compiled", "xla"}
 
 
 def _stack_family(stack: str) -> str:
@@ -554,34 +561,65 @@ class _Fit:
     max_context: int
 
 
-def _fit(arch: LlmArch, run: LlmRun, cap: float | None, overhead: float) -> _Fit:
-    """Devices needed and, on that many, the memory, the largest batch and context."""
-    need = devices_needed(arch, run, cap, overhead) if cap else None
-    tp = need or 1
-    return _Fit(need, tp, memory_breakdown(arch, run, tp, overhead),
-                max_batch(arch, run, cap, overhead, tp) if cap else 0,
-                max_context(arch, run, cap, overhead, tp) if cap else 0)
+def _fit(arch: LlmArch, run: LlmRun, cap: float | None, overhead: float, paged: bool = False,
+         tp: int | None = None) -> _Fit:
+    """Devices needed and, on that many, the memory, the largest batch and context.
+
+    ``paged`` (serving stacks): prefill runs in chunks of ``PREFILL_CHUNK_TOKENS`` and the KV
+    cache is paged, so the model needs room for the weights, one chunk and ONE sequence at
+    full context; the batch runs as many sequences at once as the cache holds
+    (``max_batch``), the rest waiting. Otherwise (eager ``generate``) the whole batch is
+    prefilled at once and its KV cache allocated up front. ``tp``: the degree asked
+    (``--tp``) instead of the fewest that fit."""
+    chunk = PREFILL_CHUNK_TOKENS if paged else None
+    need = devices_needed(arch, run, cap, overhead, chunk, paged) if cap else None
+    use = tp or need or 1
+    running = run.batch
+    if paged and cap:
+        running = max(1, min(run.batch, max_batch(arch, run, cap, overhead, use, chunk)))
+    return _Fit(need, use, memory_breakdown(arch, run, use, overhead, batch=running, chunk=chunk),
+                max_batch(arch, run, cap, overhead, use, chunk) if cap else 0,
+                max_context(arch, replace(run, batch=1) if paged else run, cap, overhead, use,
+                            chunk) if cap else 0)
 
 
-def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
-    dev, why, local = target_device(text)
+def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None, tp: int | None = None
+         ) -> LlmRow:
+    try:
+        dev, why, local = target_device(text)
+    except (InvalidInputError, SchemaError) as exc:  # a catalog gap: a row note, not an abort
+        from chipfit.hardware.catalog import load_catalog
+
+        spec = load_catalog()[text]
+        return LlmRow(spec.key, spec.name, spec.kind, False, spec.memory_bytes, None,
+                      memory_breakdown(arch, run), 0, 0, None, f"{exc}: not predicted")
     if dev is None:
         return _verdict_only(arch, run, text, _local_memory() if local else None, why)
     cap = dev.memory_bytes
-    fit = _fit(arch, run, cap, dev.overhead_bytes)
+    chosen = stack or ("eager" if local else "optimized")
+    paged = STACKS[chosen][0] != "eager"
+    fit = _fit(arch, run, cap, dev.overhead_bytes, paged, tp)
 
     def row(prediction: LlmPrediction | None, why: str = "",
             sweep: tuple[tuple[int, float, float], ...] = ()) -> LlmRow:
-        return LlmRow(dev.key, dev.name, dev.kind, local, cap, fit.need, fit.memory,
+        return LlmRow(dev.key, dev.name, dev.kind, local, cap,
+                      fit.tp if tp and fit.need else fit.need, fit.memory,
                       fit.max_batch, fit.max_context, prediction, why, sweep,
                       capacity_source="measured" if local else "catalog")
 
     if cap is not None and fit.need is None:
-        return row(None, "does not fit even on 64 tensor-parallel devices")
+        per = memory_breakdown(arch, replace(run, batch=1 if paged else run.batch), 64,
+                               dev.overhead_bytes, chunk=PREFILL_CHUNK_TOKENS if paged else None)
+        return row(None, f"does not fit even on {max(tp_candidates(arch))} tensor-parallel "
+                         f"devices ({per.total / 1e9:.1f} GB per device at the most: weights "
+                         f"{per.weights / 1e9:.1f}, KV cache {per.kv_cache / 1e9:.1f}, "
+                         f"activations {per.activations / 1e9:.1f})")
+    if tp and cap is not None and fit.memory.total > cap:
+        return row(None, f"TP{tp} needs {fit.memory.total / 1e9:.1f} GB per device, over "
+                         f"{cap / 1e9:.0f} GB (fewest that fit: TP{fit.need})")
     if fit.tp > 1 and dev.link_bw is None:
         return row(None, f"needs {fit.tp} devices but the catalog has no interconnect "
                          f"bandwidth for {dev.key}")
-    chosen = stack or ("eager" if local else "optimized")
     if local and dev.basis == "calibrated" and chosen == "eager":
         base, per_layer = eager_host_overhead()  # measured once per process, only when needed
         dev = replace(dev, host_base_s=base, host_per_layer_s=per_layer)
@@ -592,7 +630,13 @@ def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
     sweep = tuple((b, *_rates(predict(b))) for b in BATCHES
                   if b == 1 or b <= fit.max_batch or cap is None)
     why = "" if cap else "memory capacity not in the catalog: fit not judged, one device predicted"
-    return row(predict(run.batch), why, sweep)
+    running = run.batch
+    if paged and cap and fit.max_batch < run.batch:
+        running = max(fit.max_batch, 1)
+        why = (f"the paged KV cache holds {running} of the {run.batch} sequences at full "
+               f"context on TP{fit.tp}: predicted at {running} running together, the rest "
+               "waiting (continuous batching)")
+    return row(predict(running), why, sweep)
 
 
 def _rates(p: LlmPrediction) -> tuple[float, float]:
@@ -606,9 +650,15 @@ def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
         factors, band, basis = stack_factors(family)
         if dev.kind == "cpu":  # the published rows are all GPUs: no evidence for CPUs
             band, basis = max(band, 0.5), "default 50% (no published CPU rows for this stack)"
+        if stack in BORROWED:
+            band, basis = max(band, 0.5), (f"at least 50%: no published {stack} rows, "
+                                           f"{family}'s factors borrowed")
         p = predict_llm(arch, run, dev, tp, kind, factors=factors, band=band, band_basis=basis)
         note = (f"assumes a compiled stack like {family} (fused kernels; launch floor per op, no"
                 f" per-op host cost), times scaled by factors fitted on published {family} rows")
+        if stack in BORROWED:
+            note = (f"{stack} stack: no published rows of its own; the roofline scaled by "
+                    f"{family}'s fitted factors")
     else:
         band = 0.25 if local else 0.5
         basis = ("calibration of this machine; see benchmarks/llm_cpu.py for the measured check"
@@ -631,7 +681,8 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
                gen_len: int = 128, batch: int = 1, dtype: str = "bfloat16",
                kv_dtype: str | None = None, stack: str | None = None, measure: bool = False,
                measure_budget_s: float = MEASURE_BUDGET_S,
-               progress: Callable[[str], None] | None = None) -> LlmReport:
+               progress: Callable[[str], None] | None = None,
+               tp: int | None = None) -> LlmReport:
     """Fit verdicts and predictions of ``model`` (a built-in name, a config.json path or a
     config dict) on each of ``hardware`` (catalog keys or ``local``). Pure arithmetic from the
     config for catalog devices: nothing is allocated.
@@ -639,7 +690,8 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
     ``measure``: also run the generation for real on this machine's CPU (the ``local`` row,
     random weights) when it is small enough to finish within ``measure_budget_s``; the row
     then carries the measured times beside the prediction, or says why it was not measured.
-    ``progress`` is handed a line before the measuring starts.
+    ``progress`` is handed a line before the measuring starts. ``tp``: predict on that many
+    tensor-parallel devices instead of the fewest that hold the run.
     """
     from chipfit.workloads.llm import arch_from_config, load_config
 
@@ -658,7 +710,10 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
         raise UsageError("no hardware given: pass --hardware h100-sxm,l4,local ...")
     if measure and (not math.isfinite(measure_budget_s) or measure_budget_s <= 0):
         raise InvalidInputError("--measure-budget must be a positive number of seconds")
-    rows = tuple(_row(arch, run, t, stack) for t in targets)
+    if tp is not None and (tp <= 0 or arch.heads % tp):
+        raise InvalidInputError(f"--tp must be a positive divisor of {arch.name}'s "
+                                f"{arch.heads} attention heads")
+    rows = tuple(_row(arch, run, t, stack, tp) for t in targets)
     if measure:
         if not any(r.local for r in rows):
             raise UsageError("--measure runs the model on this machine: add 'local' to "
@@ -715,6 +770,8 @@ class LlmAdvice:
     verdict: Any = None  # chipfit.analysis.verdict.Verdict over the rows' options
     ties: tuple[tuple[str, ...], ...] = ()
     tie_break: str = ""
+    service: str = ""  # the service question's answer (chipfit.pipelines.serving), if asked
+    service_report: Any = None
 
     @property
     def choice(self) -> str | None:
@@ -729,6 +786,8 @@ class LlmAdvice:
                            for r, v in self.ranked],
                 "ties": [list(t) for t in self.ties], "tie_break": self.tie_break or None,
                 "excluded": [{"hardware": h, "why": w} for h, w in self.excluded],
+                "service": (self.service_report.to_dict() if self.service_report is not None
+                            else None),
                 "report": self.report.to_dict()}
 
 
@@ -770,8 +829,10 @@ def advise_report(report: LlmReport, objective: str = "latency",
         if value is None:
             excluded.append((row.hardware, row.why or f"no {objective} figure"))
         elif max_latency is not None and p is not None and p.total_s > max_latency:
-            excluded.append((row.hardware, f"{p.total_s:.3g} s per request > --max-latency "
-                                           f"{max_latency:.3g} s"))
+            excluded.append((row.hardware, f"{p.total_s:.3g} s per request (TTFT "
+                                           f"{p.ttft_s * 1e3:.3g} ms + {p.gen_len - 1} x "
+                                           f"{p.step_s * 1e3:.3g} ms) > --max-latency "
+                                           f"{max_latency * 1e3:.3g} ms"))
         elif budget is not None and (p is None or p.usd_per_million_tokens is None
                                      or p.usd_per_million_tokens > budget):
             excluded.append((row.hardware, "over budget or no price in the catalog"))

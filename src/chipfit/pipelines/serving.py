@@ -163,7 +163,8 @@ class ServeReport:
         o, r = plan.option, plan.result
         tpot = percentile(r.tpot, 50)
         per_user = f"{1 / tpot:.0f} tok/s each" if tpot and tpot > 0 else "1 token each"
-        users = (f"{w.concurrency} users" if w.concurrency is not None else
+        users = (f"{w.concurrency} user{'s' if w.concurrency != 1 else ''}"
+                 if w.concurrency is not None else
                  f"{w.rate:g} req/s (~{r.mean_in_system * plan.replicas:.0f} in flight)")
         cost = plan.costs()["usd_per_million_tokens"]
         money = f"${cost:.2g} per 1M tokens" if cost is not None else "no price in the catalog"

@@ -152,8 +152,21 @@ def llm_verdict_line(advice: Any) -> str:
     """The first line of ``chipfit llm`` and ``chipfit advise LLM``: which hardware, on how
     many devices, what it delivers and costs, and whether it is a tie."""
     if not advice.ranked:
+        name = advice.report.arch.name
+        predicted = [r for r in advice.report.rows if r.prediction is not None]
+        if predicted:  # excluded by a limit: name the closest and the limit that binds
+            best = min(predicted, key=lambda r: r.prediction.total_s)
+            p = best.prediction
+            return (f"No hardware meets the limits for {name}: {len(predicted)} with "
+                    f"predictions excluded (listed below); closest by time per request is "
+                    f"{best.devices_needed or 1}x {best.hardware} at {p.total_s:.3g} s (TTFT "
+                    f"{fmt_seconds(p.ttft_s)} + {p.gen_len - 1} decode steps of "
+                    f"{fmt_seconds(p.step_s)}); --max-latency bounds the whole request: for a "
+                    "per-token target use chipfit llm --per-user-tokens-per-s.")
         why = "; ".join(f"{h}: {w}" for h, w in advice.excluded[:3]) or "no hardware given"
-        return f"No hardware serves {advice.report.arch.name} here ({why})."
+        more = len(advice.excluded) - 3
+        return (f"No hardware serves {name} here ({why}"
+                + (f"; {more} more excluded" if more > 0 else "") + ").")
     row, _ = advice.ranked[0]
     p = row.prediction
     devices = row.devices_needed or 1
@@ -174,7 +187,11 @@ def llm_verdict_line(advice: Any) -> str:
 def llm_reasons(advice: Any) -> list[str]:
     """Plain sentences: why the first choice, on how many devices, bound by what."""
     if not advice.ranked:
-        return ["no hardware has a prediction for this run"]
+        predicted = [r.hardware for r in advice.report.rows if r.prediction is not None]
+        if predicted:
+            return [f"every target was excluded by a limit although {', '.join(predicted)} "
+                    "had predictions (see 'excluded' below)"]
+        return ["no hardware has a prediction for this run (see 'excluded' below)"]
     row, value = advice.ranked[0]
     p = row.prediction
     what, unit, _ = _objective(advice.objective)
@@ -207,7 +224,10 @@ def llm_advice_renderable(advice: Any) -> Any:
                       p.stack)
     lines = [Text(f"- {r}") for r in llm_reasons(advice)]
     lines += [Text(f"excluded {h}: {w}", style="dim") for h, w in advice.excluded]
-    return Group(Text(llm_verdict_line(advice), style="bold"), table, *lines)
+    head = [Text(advice.service, style="bold")] if getattr(advice, "service", "") else []
+    if not advice.ranked:  # no empty table: the verdict, then what was excluded and why
+        return Group(*head, Text(llm_verdict_line(advice), style="bold"), *lines)
+    return Group(*head, Text(llm_verdict_line(advice), style="bold"), table, *lines)
 
 
 def _objective(name: str) -> tuple[str, str, bool]:
