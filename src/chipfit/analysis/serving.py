@@ -692,5 +692,7 @@ def step_cost(arch: Any, run: Any, dev: Any, tp: int, pp: int = 1,
         pp_s, pp_tok = (pp - 1) * dev.link_latency_s, (pp - 1) * arch.hidden * run.act_bytes / link
     return StepCost(tuple(grid), kv_tok / dev.bw(big), 4.0 * arch.layers * q_cols / rate,
                     2.0 * arch.hidden * arch.vocab / tp / rate,
-                    f.get("prefill", 1.0), f.get("decode", 1.0), f.get("request_s", 0.0), pp_s,
+                    f.get("prefill", 1.0),
+                    f.get("decode_tp", f.get("decode", 1.0)) if tp * pp > 1
+                    else f.get("decode", 1.0), f.get("request_s", 0.0), pp_s,
                     pp_tok)

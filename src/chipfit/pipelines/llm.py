@@ -471,13 +471,22 @@ def _stack_family(stack: str) -> str:
     return stack.split(" ")[0]
 
 
+def _group(r: Mapping[str, Any]) -> str:
+    """The rows sharing a fitted efficiency: stack family and phase; decode on several
+    devices apart (tensor parallelism adds synchronisation the roofline's all-reduce wire
+    time does not hold, so its efficiency is fitted on its own rows)."""
+    phase = _PHASE[r["metric"]]
+    multi = "/tp" if phase == "decode" and r.get("tp", 1) > 1 else ""
+    return f"{_stack_family(r['stack'])}/{phase}{multi}"
+
+
 @lru_cache(maxsize=1)
 def published_cases() -> tuple[PublishedCase, ...]:
     """Every published row predicted from the catalog, scored leave-one-out: each row's
     prediction is scaled by the median published/predicted ratio of the other rows of the
     same stack family and metric (a per-stack efficiency fitted without that row)."""
     data = _results_data()
-    scored = [Scored(r["id"], f"{_stack_family(r['stack'])}/{_PHASE[r['metric']]}",
+    scored = [Scored(r["id"], _group(r),
                      float(r["value"]),
                      _predict_row(r), r["metric"] != "ttft",
                      (("row", r), ("source", data["sources"][r["source"]])))
@@ -519,9 +528,14 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
     if not cases:
         return {}, 0.5, "default 50% (no published rows)"
     factors = {}
-    ratios = [c.predicted / c.published for c in cases if _PHASE[c.metric] == "decode"]
+    ratios = [c.predicted / c.published for c in cases
+              if _PHASE[c.metric] == "decode" and c.tp == 1]
     k = median(ratios)
     factors["decode"] = k if math.isfinite(k) else 1.0
+    multi = [c.predicted / c.published for c in cases
+             if _PHASE[c.metric] == "decode" and c.tp > 1]
+    k_tp = median(multi)  # decode on a tensor-parallel group, where rows exist
+    factors["decode_tp"] = k_tp if math.isfinite(k_tp) else factors["decode"]
     prefill = [c for c in cases if _PHASE[c.metric] == "prefill"]
     pub = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.published) for c in prefill]
     pred = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.predicted) for c in prefill]
@@ -653,6 +667,8 @@ def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
         if stack in BORROWED:
             band, basis = max(band, 0.5), (f"at least 50%: no published {stack} rows, "
                                            f"{family}'s factors borrowed")
+        if tp > 1:
+            factors = {**factors, "decode": factors.get("decode_tp", factors.get("decode", 1.0))}
         p = predict_llm(arch, run, dev, tp, kind, factors=factors, band=band, band_basis=basis)
         note = (f"assumes a compiled stack like {family} (fused kernels; launch floor per op, no"
                 f" per-op host cost), times scaled by factors fitted on published {family} rows")

@@ -153,8 +153,6 @@ class ServeReport:
 
     def answer(self) -> str:
         """The first line: which hardware, how many, what each user gets, what it costs."""
-        from chipfit.report.fmt import fmt_seconds
-
         w, q = self.workload, self.slo.percentile
         plan = self.best or self.closest
         if plan is None:
@@ -203,6 +201,15 @@ class ServeReport:
 #: the price basis asked of the catalog where it offers several: a whole VM's on-demand
 #: price divided by its accelerators (so a GPU's share of host, memory and network is in)
 PRICE_BASIS = "vm-per-gpu"
+
+
+def fmt_seconds(s: float) -> str:
+    """``0.8 s``, ``41 ms``, ``950 us`` (three significant figures)."""
+    if not math.isfinite(s):
+        return "-"
+    if s >= 1:
+        return f"{s:.3g} s"
+    return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} us"
 
 
 def _price(spec: Any) -> tuple[float | None, str]:

@@ -189,8 +189,8 @@ def llm_reasons(advice: Any) -> list[str]:
     if not advice.ranked:
         predicted = [r.hardware for r in advice.report.rows if r.prediction is not None]
         if predicted:
-            return [f"every target was excluded by a limit although {', '.join(predicted)} "
-                    "had predictions (see 'excluded' below)"]
+            return [f"all {len(predicted)} targets with a prediction were excluded by a "
+                    "limit (see 'excluded' below)"]
         return ["no hardware has a prediction for this run (see 'excluded' below)"]
     row, value = advice.ranked[0]
     p = row.prediction
