@@ -344,6 +344,7 @@ def simulate(step: StepCost, engine: Engine, work: Workload) -> ServingResult:
                 waiting.popleft()
                 rejected += 1
                 n_in -= 1
+                area -= now - r.arrival  # never served: not part of Little's L
                 r.end = math.nan
                 if lengths_left:
                     p, g = lengths_left.popleft()
