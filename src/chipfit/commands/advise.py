@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 import contextlib
 
 from chipfit.commands._common import (
@@ -258,7 +257,7 @@ def _advise_llm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_service(advice: Any, args: argparse.Namespace, hardware: list[str]) -> Any:
+def _with_service(advice: object, args: argparse.Namespace, hardware: list[str]) -> object:
     """The service question answered first (docs/SERVING.md): ``--batch`` users (1 by
     default) served with continuous batching under the default SLO, fewest devices."""
     from dataclasses import replace
@@ -268,4 +267,4 @@ def _with_service(advice: Any, args: argparse.Namespace, hardware: list[str]) ->
     report = serve_report(args.model, [h for h in hardware if h != "local" and ":" not in h],
                           args.prompt_len, args.gen_len, args.dtype or "bfloat16",
                           concurrency=args.batch or 1)
-    return replace(advice, service=report.answer(), service_report=report)
+    return replace(advice, service=report.answer(), service_report=report)  # type: ignore[type-var]

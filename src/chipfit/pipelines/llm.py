@@ -30,12 +30,12 @@ from typing import Any
 from chipfit.analysis.llm import (
     KV_DTYPES,
     OBJECTIVES,
+    PREFILL_CHUNK_TOKENS,
     WEIGHT_DTYPES,
     LlmArch,
     LlmDevice,
     LlmPrediction,
     LlmRun,
-    PREFILL_CHUNK_TOKENS,
     MemoryBreakdown,
     Scored,
     canonical_dtype,
