@@ -271,6 +271,24 @@ def catalog_device(spec: Any) -> LlmDevice:
                                 "multi-device prediction",)))
 
 
+#: a device-to-device link assumed where the catalog has none: PCIe 4.0 x16, ~25 GB/s per
+#: direction in practice (an assumption, said in the row's notes)
+ASSUMED_LINK_BW = 25e9
+
+
+def with_assumed_link(dev: LlmDevice) -> LlmDevice:
+    """``dev`` with a link for tensor/pipeline parallel traffic where the catalog has none:
+    its host link (PCIe) where cataloged, else :data:`ASSUMED_LINK_BW`; the note says so."""
+    from chipfit.hardware.catalog import load_catalog
+
+    spec = load_catalog().get(dev.key)
+    link = (spec.host_link_bw if spec is not None else None) or ASSUMED_LINK_BW
+    kept = tuple(n for n in dev.notes if "no interconnect bandwidth" not in n)
+    return replace(dev, link_bw=link, notes=kept + (
+        f"{dev.key}: no interconnect figure in the catalog: tensor/pipeline-parallel traffic "
+        f"assumed over {link / 1e9:.0f} GB/s (PCIe, assumed)",))
+
+
 def calibrated_device(cal: Any, memory: float | None) -> LlmDevice:
     """This machine's device from its ``chipfit calibrate`` results (measured curves)."""
     return LlmDevice(
@@ -632,8 +650,7 @@ def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None, tp: int | Non
         return row(None, f"TP{tp} needs {fit.memory.total / 1e9:.1f} GB per device, over "
                          f"{cap / 1e9:.0f} GB (fewest that fit: TP{fit.need})")
     if fit.tp > 1 and dev.link_bw is None:
-        return row(None, f"needs {fit.tp} devices but the catalog has no interconnect "
-                         f"bandwidth for {dev.key}")
+        dev = with_assumed_link(dev)
     if local and dev.basis == "calibrated" and chosen == "eager":
         base, per_layer = eager_host_overhead()  # measured once per process, only when needed
         dev = replace(dev, host_base_s=base, host_per_layer_s=per_layer)

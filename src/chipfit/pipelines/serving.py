@@ -70,8 +70,6 @@ MAX_SEQS = 256  # vLLM's default max_num_seqs
 #: when no SLO is given: MLPerf Inference's Llama-2-70B Server latency constraints (the
 #: benchmark rules' TTFT <= 2 s and TPOT <= 200 ms), applied at p90
 DEFAULT_SLO = (2.0, 0.2)
-#: a link assumed where the catalog has none: PCIe 4.0 x16, per direction (an assumption)
-ASSUMED_LINK_BW = 25e9
 #: strata of the published rows (metric -> stratum) for the bands
 STRATA = {"decode_tokens_per_s": "batch-1 decode", "ttft": "TTFT",
           "prefill_tokens_per_s": "TTFT", "throughput": "aggregate throughput"}
@@ -239,7 +237,7 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
              token_budget: int, max_seqs: int) -> tuple[list[Option], list[str], str, str]:
     """(configurations whose memory holds the model, notes, device name, why none)."""
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.pipelines.llm import catalog_device, stack_factors
+    from chipfit.pipelines.llm import catalog_device, stack_factors, with_assumed_link
 
     spec = load_catalog()[key]
     try:
@@ -250,10 +248,8 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
         return [], [], dev.name, "memory capacity is not in the catalog: KV cache not sized"
     notes: list[str] = []
     if dev.link_bw is None:
-        link = spec.host_link_bw or ASSUMED_LINK_BW
-        dev = replace(dev, link_bw=link)
-        notes.append(f"{key}: no interconnect figure in the catalog: tensor/pipeline "
-                     f"parallel traffic assumed over {link / 1e9:.0f} GB/s (PCIe, assumed)")
+        dev = with_assumed_link(dev)
+        notes.append(dev.notes[-1])
     family, _, _ = SERVING_STACKS[stack]
     factors, _, _ = stack_factors(family)
     price, basis = _price(spec)
