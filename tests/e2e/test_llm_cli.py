@@ -83,7 +83,8 @@ def test_validate_reports_the_published_llm_rows_leave_one_out():
 
     data = _llm_json(_llm_cases())
     assert len(data["cases"]) >= 10 and data["loo_median_abs_error"] < 0.30
-    assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp"}
+    assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp",
+                                                                  "vLLM"}
     json.dumps(data)  # plain JSON
 
 

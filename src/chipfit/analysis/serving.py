@@ -23,7 +23,8 @@ vLLM, SOSP 2023, do), over a bounded number of requests:
   mean gap of the later tokens, e2e arrival to the last token.
 
 Arrivals are Poisson at ``rate`` requests/s (seeded) or a closed loop of ``concurrency``
-users, each sending its next request when the last one ends (no think time). Replicas split
+users, each sending its next request when the last one ends (no think time; the users' first
+requests spread over one lone request's time, so they do not run in lock-step). Replicas split
 the load evenly (a random split of a Poisson stream is Poisson at ``rate / replicas``).
 """
 
@@ -289,10 +290,18 @@ def simulate(step: StepCost, engine: Engine, work: Workload) -> ServingResult:
         pending.extend(reqs)
         lengths_left: deque[tuple[int, int]] = deque()
     else:
+        # closed loop: the users' first requests are spread over one lone request's time,
+        # as a running service's users are (started together, fixed lengths would keep them
+        # in lock-step, every prompt prefilled at once, which no real load does)
         lengths_left = deque(lengths)
-        for _ in range(min(work.concurrency or 1, len(lengths_left))):
+        users = min(work.concurrency or 1, len(lengths_left))
+        pre, _ = step.seconds(work.prompt_len, work.prompt_len * (work.prompt_len + 1) / 2,
+                              work.prompt_len, 0, 0, 1)
+        dec, _ = step.seconds(0, 0, 0, 1, work.prompt_len + work.gen_len / 2, 1)
+        lone = pre + max(work.gen_len - 1, 0) * dec
+        for i in range(users):
             p, g = lengths_left.popleft()
-            r = _Req(0.0, p, g)
+            r = _Req(lone * i / users, p, g)
             reqs.append(r)
             pending.append(r)
 

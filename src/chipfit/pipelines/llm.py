@@ -435,6 +435,7 @@ class PublishedCase:
     source: str
     loo_request_s: float = 0.0  # the fixed time per request fitted without this row (prefill)
     prefill_tokens: int = 0  # batch x prompt: what a prefill tokens/s figure counts
+    concurrency: int = 0  # an online-serving row's concurrent requests (0: a static batch)
 
 
 def _results_data() -> dict[str, Any]:
@@ -459,8 +460,19 @@ def _predict_row(row: Mapping[str, Any]) -> float:
                  row.get("kv_dtype", "bfloat16"))
     dev = target_device(row["hardware"])[0]
     assert dev is not None
-    p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
     metric = row["metric"]
+    if row.get("concurrency"):  # an online-serving row: the serving simulator
+        from chipfit.pipelines.serving import simulate_published
+
+        res = simulate_published(arch, replace(run, batch=1), dev, row.get("tp", 1),
+                                 int(row["concurrency"]), int(row.get("requests", 200)))
+        if metric == "ttft":
+            return res.p("ttft", 50) * 1000.0
+        if metric == "throughput":
+            return res.output_tokens_per_s / row.get("tp", 1)
+        raise InvalidInputError(f"llm_results.toml: {metric!r} is not an online-serving "
+                                f"metric ({row['id']})")
+    p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
     if metric == "ttft":
         return p.ttft_s * 1000.0
     if metric == "prefill_tokens_per_s":
@@ -477,12 +489,12 @@ _PHASE = {"ttft": "prefill", "prefill_tokens_per_s": "prefill", "throughput": "d
           "decode_tokens_per_s": "decode"}
 # --stack -> (the analysis stack, the published stack family its factors come from)
 STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "tensorrt-llm": ("optimized", "TensorRT-LLM"),
-          "llamacpp": ("optimized", "llama.cpp"), "vllm": ("optimized", "TensorRT-LLM"),
+          "llamacpp": ("optimized", "llama.cpp"), "vllm": ("optimized", "vLLM"),
           "compiled": ("optimized", "TensorRT-LLM"), "xla": ("optimized", "TensorRT-LLM"),
           "eager": ("eager", "")}
 #: stacks with no published rows of their own: they borrow the family's factors above, and
 #: their band is at least 50%
-BORROWED = {"vllm", "compiled", "xla"}
+BORROWED = {"compiled", "xla"}
 
 
 def _stack_family(stack: str) -> str:
@@ -495,7 +507,8 @@ def _group(r: Mapping[str, Any]) -> str:
     time does not hold, so its efficiency is fitted on its own rows)."""
     phase = _PHASE[r["metric"]]
     multi = "/tp" if phase == "decode" and r.get("tp", 1) > 1 else ""
-    return f"{_stack_family(r['stack'])}/{phase}{multi}"
+    online = "/online" if r.get("concurrency") else ""
+    return f"{_stack_family(r['stack'])}/{phase}{multi}{online}"
 
 
 @lru_cache(maxsize=1)
@@ -514,7 +527,8 @@ def published_cases() -> tuple[PublishedCase, ...]:
         r = dict(s.extra)["row"]
         case = PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
                              s.published, r["unit"], s.predicted, k, e, r["stack"],
-                             dict(s.extra)["source"], prefill_tokens=r["batch"] * r["input_len"])
+                             dict(s.extra)["source"], prefill_tokens=r["batch"] * r["input_len"],
+                             concurrency=int(r.get("concurrency", 0)))
         if _PHASE[r["metric"]] == "prefill":  # scale and a fixed time per request, LOO
             others = [o for o in scored if o.group == s.group and o.id != s.id]
             k2, c = fit_scale_offset([_first_token_s(o, o.published) for o in others],
@@ -554,15 +568,26 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
              if _PHASE[c.metric] == "decode" and c.tp > 1]
     k_tp = median(multi)  # decode on a tensor-parallel group, where rows exist
     factors["decode_tp"] = k_tp if math.isfinite(k_tp) else factors["decode"]
-    prefill = [c for c in cases if _PHASE[c.metric] == "prefill"]
+    # the prefill factor from static rows only: an online row's TTFT is mostly queueing
+    # behind other requests' steps (and the server's host work), not the prefill's roofline
+    prefill = [c for c in cases if _PHASE[c.metric] == "prefill" and not c.concurrency]
     pub = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.published) for c in prefill]
     pred = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.predicted) for c in prefill]
-    factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
+    if prefill:
+        factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
+    elif stack != "TensorRT-LLM":  # no static prefill rows: TensorRT-LLM's, borrowed
+        borrowed = stack_factors("TensorRT-LLM")[0]
+        factors["prefill"] = borrowed.get("prefill", 1.0)
+        factors["request_s"] = borrowed.get("request_s", 0.0)
     from chipfit.predictors import band_for
 
     band, basis = band_for("llm", median(abs(c.loo_error) for c in cases),
                            f"leave-one-out median error on {len(cases)} published {stack} rows "
                            "(hardware/data/llm_results.toml)")
+    devices = {c.hardware for c in cases}
+    if len(devices) == 1:
+        band, basis = max(band, 0.5), (f"at least 50%: the published {stack} rows are all on "
+                                       f"{next(iter(devices))} (other devices unvalidated)")
     return factors, band, basis
 
 

@@ -55,7 +55,7 @@ __all__ = ["SERVING_STACKS", "ServeReport", "ServeRow", "serve_report", "stack_b
 
 #: --stack -> (published family whose factors are used, whether they are borrowed, what it is)
 SERVING_STACKS: dict[str, tuple[str, bool, str]] = {
-    "vllm": ("TensorRT-LLM", True, "vLLM-like (paged attention, continuous batching)"),
+    "vllm": ("vLLM", False, "vLLM-like (paged attention, continuous batching)"),
     "tensorrt-llm": ("TensorRT-LLM", False, "TensorRT-LLM-like (in-flight batching, fused "
                      "kernels, CUDA graphs)"),
     "optimized": ("TensorRT-LLM", False, "TensorRT-LLM-like (in-flight batching, fused "
@@ -73,6 +73,16 @@ DEFAULT_SLO = (2.0, 0.2)
 #: strata of the published rows (metric -> stratum) for the bands
 STRATA = {"decode_tokens_per_s": "batch-1 decode", "ttft": "TTFT",
           "prefill_tokens_per_s": "TTFT", "throughput": "aggregate throughput"}
+STRATA_ORDER = ("TTFT", "batch-1 decode", "aggregate throughput", "online throughput",
+                "online TTFT", "latency-bounded")
+
+
+def stratum(case: Any) -> str:
+    """The band stratum of a published case: online-serving rows (a concurrency sweep
+    against a server) apart from static batches."""
+    if getattr(case, "concurrency", 0):
+        return "online TTFT" if case.metric == "ttft" else "online throughput"
+    return STRATA.get(case.metric, "")
 COVERAGE = 0.8
 
 
@@ -92,19 +102,24 @@ def stack_bands(stack: str) -> dict[str, tuple[float, str]]:
 
     family, borrowed, _ = SERVING_STACKS[stack]
     cases = [c for c in published_cases() if _stack_family(c.stack) == family]
+    one_device = len({c.hardware for c in cases}) == 1
     out: dict[str, tuple[float, str]] = {}
-    for stratum in ("TTFT", "batch-1 decode", "aggregate throughput", "latency-bounded"):
-        errs = [c.loo_error for c in cases if STRATA.get(c.metric) == stratum]
+    for name in STRATA_ORDER:
+        errs = [c.loo_error for c in cases if stratum(c) == name]
         band = _band_from(errs)
         if not errs or not math.isfinite(band):
-            out[stratum] = (0.5, f"default 50%: no published {family} {stratum} rows")
+            out[name] = (0.5, f"default 50%: no published {family} {name} rows")
         elif borrowed:
-            out[stratum] = (max(band, 0.5), f"at least 50%: {family}'s factors borrowed (no "
-                            f"published {stack} rows); {family} LOO band {band:.0%} over "
-                            f"{len(errs)} rows")
+            out[name] = (max(band, 0.5), f"at least 50%: {family}'s factors borrowed (no "
+                         f"published {stack} rows); {family} LOO band {band:.0%} over "
+                         f"{len(errs)} rows")
+        elif one_device:
+            out[name] = (max(band, 0.5), f"at least 50%: {len(errs)} published {family} "
+                         f"{name} rows, all on {cases[0].hardware} (LOO band {band:.0%}; "
+                         "other devices unvalidated)")
         else:
-            out[stratum] = (band, f"80% of {len(errs)} published {family} {stratum} rows "
-                            "inside, leave-one-out (hardware/data/llm_results.toml)")
+            out[name] = (band, f"80% of {len(errs)} published {family} {name} rows "
+                         "inside, leave-one-out (hardware/data/llm_results.toml)")
     return out
 
 
@@ -266,14 +281,7 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
         notes.append(f"{arch.name}'s {arch.layers} layers split unevenly over {pp} stages")
     out = []
     for t in degrees:
-        # weights, one step's activations (a full token budget; the logits of every
-        # sequence) and the overhead; the rest is the paged KV cache
-        fixed = (weight_bytes(arch, run.weight_dtype) / (t * pp) + dev.overhead_bytes
-                 + activation_bytes(arch, token_budget + max_seqs, max_seqs, run.act_bytes, t))
-        free = dev.memory_bytes - fixed
-        kv_dev = kv_bytes_per_token(arch, run.kv_dtype) * max(arch.kv_heads / t, 1.0) \
-            / arch.kv_heads / pp
-        kv_tokens = int(free / kv_dev) if free > 0 else 0
+        kv_tokens, fixed = kv_capacity_tokens(arch, run, dev, t, pp, token_budget, max_seqs)
         if kv_tokens < run.context:
             notes.append(f"{key} TP{t}" + (f" PP{pp}" if pp > 1 else "") +
                          f": {fixed / 1e9:.1f} GB per device before the KV cache leaves "
@@ -289,6 +297,31 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
                           price, dev.tdp_w, band, band_basis))
     why = "" if out else f"no configuration up to TP{tp or MAX_TP} holds the model and one request"
     return out, notes, dev.name, why
+
+
+def kv_capacity_tokens(arch: LlmArch, run: LlmRun, dev: Any, tp: int, pp: int = 1,
+                       token_budget: int = PREFILL_CHUNK_TOKENS, max_seqs: int = MAX_SEQS
+                       ) -> tuple[int, float]:
+    """(KV-cache tokens one replica holds, bytes per device before the cache): the device's
+    memory less the weights, one step's activations (a full token budget; every sequence's
+    logits) and the overhead."""
+    fixed = (weight_bytes(arch, run.weight_dtype) / (tp * pp) + dev.overhead_bytes
+             + activation_bytes(arch, token_budget + max_seqs, max_seqs, run.act_bytes, tp))
+    free = (dev.memory_bytes or 0.0) - fixed
+    per_token = kv_bytes_per_token(arch, run.kv_dtype) * max(arch.kv_heads / tp, 1.0) \
+        / arch.kv_heads / pp
+    return (int(free / per_token) if free > 0 else 0), fixed
+
+
+def simulate_published(arch: LlmArch, run: LlmRun, dev: Any, tp: int, concurrency: int,
+                       requests: int) -> Any:
+    """A published online-serving row (closed loop of ``concurrency``, ``requests`` sent,
+    fixed lengths) through the simulator on the raw roofline (no stack factor: those are
+    what the rows fit)."""
+    kv, _ = kv_capacity_tokens(arch, run, dev, tp)
+    step = step_cost(arch, run, dev, tp)
+    work = Workload(run.prompt_len, run.gen_len, None, concurrency, "fixed", requests)
+    return simulate(step, Engine(max(kv, run.context), PREFILL_CHUNK_TOKENS, MAX_SEQS), work)
 
 
 def _better(a: Plan, b: Plan | None) -> bool:
@@ -455,13 +488,14 @@ def loo_summary() -> dict[str, dict[str, float]]:
 
     out: dict[str, dict[str, float]] = {}
     cases = published_cases()
-    for stratum in ("batch-1 decode", "TTFT", "aggregate throughput"):
-        errs = [c.loo_error for c in cases if STRATA.get(c.metric) == stratum]
+    for name in ("batch-1 decode", "TTFT", "aggregate throughput", "online throughput",
+                 "online TTFT"):
+        errs = [c.loo_error for c in cases if stratum(c) == name]
         inside = 0
         for i, e in enumerate(errs):
             band = _band_from(errs[:i] + errs[i + 1:])
             inside += abs(math.log1p(e)) <= math.log1p(band) if math.isfinite(band) else 0
-        out[stratum] = {"rows": len(errs), "loo_median_abs_error": median(abs(e) for e in errs),
+        out[name] = {"rows": len(errs), "loo_median_abs_error": median(abs(e) for e in errs),
                         "band": _band_from(errs),
                         "loo_band_coverage": inside / len(errs) if errs else math.nan}
     return out
