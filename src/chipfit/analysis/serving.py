@@ -166,7 +166,9 @@ class StepCost:
     points; ``kv_s_per_token``: reading one context token's KV cache; ``pair_s``: one prefill
     query-key pair of attention; ``logit_s``: the LM head's compute per sequence emitting a
     token. ``prefill_factor`` / ``decode_factor`` are a stack's fitted efficiencies (time
-    factors); ``request_s`` its fixed time per request, added to TTFT and e2e."""
+    factors); ``request_s`` its fixed time per request, added to TTFT and e2e; ``seq_s`` its
+    host time per sequence emitting a token in a step (a Python server's sampling,
+    detokenising and streaming), fitted where online rows exist."""
 
     grid: tuple[tuple[float, float], ...]
     kv_s_per_token: float
@@ -177,6 +179,7 @@ class StepCost:
     request_s: float = 0.0
     pp_s: float = 0.0  # pipeline stages' hand-over latency per step
     pp_token_s: float = 0.0  # and their activation transfer per token
+    seq_s: float = 0.0  # a serving stack's host time per sequence emitting a token (fitted)
 
     def linear_s(self, tokens: float) -> float:
         g = self.grid
@@ -200,7 +203,8 @@ class StepCost:
         pre = (lin * prefill_tokens / n + self.kv_s_per_token * prefill_ctx
                + self.pair_s * pairs) * self.prefill_factor
         dec = (lin * decode_seqs / n + self.kv_s_per_token * decode_ctx) * self.decode_factor
-        total = pre + dec + self.logit_s * emitting + self.pp_s + self.pp_token_s * n
+        total = (pre + dec + (self.logit_s + self.seq_s) * emitting + self.pp_s
+                 + self.pp_token_s * n)
         return total, (pre / (pre + dec) if pre + dec > 0 else 0.0)
 
 
@@ -705,4 +709,4 @@ def step_cost(arch: Any, run: Any, dev: Any, tp: int, pp: int = 1,
                     f.get("prefill", 1.0),
                     f.get("decode_tp", f.get("decode", 1.0)) if tp * pp > 1
                     else f.get("decode", 1.0), f.get("request_s", 0.0), pp_s,
-                    pp_tok)
+                    pp_tok, f.get("seq_s", 0.0))

@@ -537,6 +537,13 @@ def published_cases() -> tuple[PublishedCase, ...]:
             corrected = k2 * pred + c
             error = (corrected / pub - 1.0) if r["metric"] == "ttft" else pub / corrected - 1.0
             case = replace(case, loo_factor=k2, loo_error=error, loo_request_s=c)
+        elif r.get("concurrency"):  # online throughput: a scale and a host time per token
+            others = [o for o in scored if o.group == s.group and o.id != s.id]
+            k2, c = fit_scale_offset([1.0 / o.published for o in others],
+                                     [1.0 / o.predicted for o in others])
+            corrected = 1.0 / (k2 / s.predicted + c)
+            case = replace(case, loo_factor=k2, loo_error=corrected / s.published - 1.0,
+                           loo_request_s=c)
         out.append(case)
     return tuple(out)
 
@@ -559,13 +566,20 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
     cases = [c for c in published_cases() if _stack_family(c.stack) == stack]
     if not cases:
         return {}, 0.5, "default 50% (no published rows)"
-    factors = {}
+    factors: dict[str, float] = {}
+    k_online = math.nan
+    online = [c for c in cases if _PHASE[c.metric] == "decode" and c.concurrency]
+    if online:
+        # a served stream: seconds per output token = k x the roofline's + the server's host
+        # time per sequence and step (sampling, detokenising, streaming), fitted together
+        k_online, factors["seq_s"] = fit_scale_offset([1.0 / c.published for c in online],
+                                                      [1.0 / c.predicted for c in online])
     ratios = [c.predicted / c.published for c in cases
-              if _PHASE[c.metric] == "decode" and c.tp == 1]
-    k = median(ratios)
+              if _PHASE[c.metric] == "decode" and c.tp == 1 and not c.concurrency]
+    k = median(ratios) if ratios else k_online  # static rows first; else the online fit
     factors["decode"] = k if math.isfinite(k) else 1.0
     multi = [c.predicted / c.published for c in cases
-             if _PHASE[c.metric] == "decode" and c.tp > 1]
+             if _PHASE[c.metric] == "decode" and c.tp > 1 and not c.concurrency]
     k_tp = median(multi)  # decode on a tensor-parallel group, where rows exist
     factors["decode_tp"] = k_tp if math.isfinite(k_tp) else factors["decode"]
     # the prefill factor from static rows only: an online row's TTFT is mostly queueing
