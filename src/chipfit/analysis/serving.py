@@ -622,7 +622,14 @@ class Plan:
             **self.costs(),
             "price_usd_hr_per_device": o.price_usd_hr, "tdp_w_per_device": o.tdp_w,
             "band": o.band, "band_basis": o.band_basis,
-            "notes": list(o.notes + self.notes), "source": r.source}
+            "notes": list(o.notes + self.notes), "source": r.source,
+            "provenance": {
+                "latency_s": "predicted", "tokens_per_s": "predicted",
+                "goodput": "predicted", "costs": "predicted (catalog price x predicted time)",
+                "energy": "estimated (catalog TDP x predicted time)",
+                "price_usd_hr_per_device": "catalog", "tdp_w_per_device": "catalog",
+                "kv_cache_tokens_per_replica": "estimated (memory arithmetic)",
+                "capacity_per_replica": "predicted (bisection of simulations)"}}
 
 
 def _split(work: Workload, replicas: int) -> Workload:

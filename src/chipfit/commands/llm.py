@@ -125,6 +125,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service(args: argparse.Namespace) -> object | None:
+    """The service question for a static run: ``--batch`` users served with continuous
+    batching on the catalog targets, default SLO (None: no catalog target, or an eager
+    stack, which serves no continuous batching)."""
+    from chipfit.pipelines.serving import SERVING_STACKS, serve_report
+
+    catalog = [h for h in csv_list(args.hardware) if h != "local" and ":" not in h]
+    if not catalog or (args.stack is not None and args.stack not in SERVING_STACKS):
+        return None
+    return serve_report(args.model, catalog, args.prompt_len, args.gen_len, args.dtype,
+                        args.kv_dtype, args.stack, concurrency=args.batch, requests=200)
+
+
 def run(args: argparse.Namespace) -> int:
     from chipfit.pipelines.llm import llm_report
 
@@ -140,12 +153,17 @@ def run(args: argparse.Namespace) -> int:
         from chipfit.report.llm_view import write_llm_html
 
         write_llm_html(report, args.html)
+    service = _service(args)
     if args.json:
-        print_json(report.to_dict())
+        data = report.to_dict()
+        data["service"] = service.to_dict() if service is not None else None
+        print_json(data)
         return 0
     from chipfit.pipelines.llm import advise_report
     from chipfit.report.llm_view import llm_table, llm_verdict_line, measured_line
 
+    if service is not None:
+        out.print(service.answer(), markup=False, style="bold")
     out.print(llm_verdict_line(advise_report(report, "latency")), markup=False, style="bold")
     show(llm_table(report, args.wide), args.wide)
     for row in report.rows:
