@@ -49,7 +49,7 @@ DISTRIBUTIONS = ("fixed", "lognormal")
 #: replies of chat logs span two orders of magnitude; a sigma of 1 puts p90 at 3.6x the median)
 LOGNORMAL_SIGMA = 1.0
 PERCENTILES = (50, 90, 99)
-MAX_REQUESTS = 100_000
+MAX_REQUESTS = 10_000  # bounds the work of one simulation (and of a search: x configurations)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
