@@ -135,7 +135,10 @@ def _service(args: argparse.Namespace) -> object | None:
     if not catalog or (args.stack is not None and args.stack not in SERVING_STACKS):
         return None
     return serve_report(args.model, catalog, args.prompt_len, args.gen_len, args.dtype,
-                        args.kv_dtype, args.stack, concurrency=args.batch, requests=200)
+                        args.kv_dtype, args.stack, concurrency=args.batch,
+                        lengths=args.lengths, requests=min(args.requests, 200) if
+                        args.requests > 0 else args.requests, seed=args.seed,
+                        slo_percentile=args.slo_percentile, max_seqs=args.max_seqs)
 
 
 def run(args: argparse.Namespace) -> int:
