@@ -42,7 +42,8 @@ from typing import Any
 from chipfit.errors import InvalidInputError
 
 __all__ = ["DISTRIBUTIONS", "Engine", "Plan", "ServingResult", "Slo", "StepCost", "Workload",
-           "max_load", "percentile", "plan_for", "saturation_rate", "simulate", "step_cost"]
+           "max_load", "percentile", "plan_for", "saturation_rate", "simulate", "step_cost",
+           "with_users"]
 
 DISTRIBUTIONS = ("fixed", "lognormal")
 #: sigma of the log of lengths in the ``lognormal`` workload: ShareGPT-like spread (prompts and
@@ -499,7 +500,7 @@ def max_load(step: StepCost, engine: Engine, work: Workload, slo: Slo,
         return not res.rejected and slo.met(res.ttft, res.tpot)
 
     if work.concurrency is not None:
-        return float(_largest_int(lambda n: ok_sim(replace(work, concurrency=n)),
+        return float(_largest_int(lambda n: ok_sim(with_users(work, n)),
                                   min(engine.max_seqs * 4, 1 << 16)))
     light = replace(work, rate=None, concurrency=1, requests=min(work.requests, 8))
     one = simulate(step, engine, light)
@@ -632,10 +633,17 @@ class Plan:
                 "capacity_per_replica": "predicted (bisection of simulations)"}}
 
 
+def with_users(work: Workload, users: int) -> Workload:
+    """``work`` as a closed loop of ``users``, with at least two requests per user (up to
+    :data:`MAX_REQUESTS`) so every user is measured past its first request."""
+    return replace(work, concurrency=users,
+                   requests=max(work.requests, min(2 * users, MAX_REQUESTS)))
+
+
 def _split(work: Workload, replicas: int) -> Workload:
     if work.rate is not None:
         return replace(work, rate=work.rate / replicas)
-    return replace(work, concurrency=max(1, -(-(work.concurrency or 1) // replicas)))
+    return with_users(work, max(1, -(-(work.concurrency or 1) // replicas)))
 
 
 def plan_for(option: Option, work: Workload, slo: Slo, replicas: int | None = None,

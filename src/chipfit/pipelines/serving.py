@@ -48,6 +48,7 @@ from chipfit.analysis.serving import (
     plan_for,
     simulate,
     step_cost,
+    with_users,
 )
 from chipfit.errors import ChipfitError, InvalidInputError, UsageError
 
@@ -351,8 +352,8 @@ def _pareto(option: Option, work: Workload) -> tuple[tuple[int, float, float], .
     users = 1
     while users <= option.engine.max_seqs:
         res = simulate(option.step, option.engine,
-                       replace(work, rate=None, concurrency=users,
-                               requests=max(min(work.requests, 200), 2 * users)))
+                       with_users(replace(work, rate=None, requests=min(work.requests, 200)),
+                                  users))
         tpot = percentile(res.tpot, 50)
         if tpot and tpot > 0 and math.isfinite(tpot):
             points.append((users, 1.0 / tpot, res.output_tokens_per_s / option.per_replica))
