@@ -63,7 +63,8 @@ def test_llm_html_page_has_both_charts(cli, tmp_path):
     text = page.read_text(encoding="utf-8")
     assert "Content-Security-Policy" in text and "<script" not in text
     assert 'id="fig-llm-memory"' in text and 'id="fig-llm-tokens"' in text
-    assert text.count("<svg") == 2 and "mem-capacity" in text and "tps-h100-sxm" in text
+    assert text.count("<svg") == 3 and "mem-capacity" in text and "tps-h100-sxm" in text
+    assert 'id="fig-serving-pareto"' in text and "pareto-slo" in text  # the service frontier
 
 
 def test_advise_routes_a_language_model_to_the_llm_logic(cli):

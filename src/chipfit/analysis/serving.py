@@ -552,6 +552,7 @@ class Option:
     band: float = 0.5
     band_basis: str = ""
     notes: tuple[str, ...] = ()
+    price_basis: str = ""  # what the price covers (a whole VM per GPU, the GPU alone ...)
 
     @property
     def per_replica(self) -> int:
@@ -621,7 +622,8 @@ class Plan:
             "kv_cache_tokens_per_replica": o.engine.kv_tokens,
             "rejected_requests": r.rejected,
             **self.costs(),
-            "price_usd_hr_per_device": o.price_usd_hr, "tdp_w_per_device": o.tdp_w,
+            "price_usd_hr_per_device": o.price_usd_hr, "price_basis": o.price_basis or None,
+            "tdp_w_per_device": o.tdp_w,
             "band": o.band, "band_basis": o.band_basis,
             "notes": list(o.notes + self.notes), "source": r.source,
             "provenance": {

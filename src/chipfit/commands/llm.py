@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service(args: argparse.Namespace) -> object | None:
+def _service(args: argparse.Namespace, pareto: bool = False) -> object | None:
     """The service question for a static run: ``--batch`` users served with continuous
     batching on the catalog targets, default SLO (None: no catalog target, or an eager
     stack, which serves no continuous batching)."""
@@ -138,7 +138,8 @@ def _service(args: argparse.Namespace) -> object | None:
                         args.kv_dtype, args.stack, concurrency=args.batch,
                         lengths=args.lengths, requests=min(args.requests, 200) if
                         args.requests > 0 else args.requests, seed=args.seed,
-                        slo_percentile=args.slo_percentile, max_seqs=args.max_seqs)
+                        slo_percentile=args.slo_percentile, max_seqs=args.max_seqs,
+                        pareto=pareto)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,11 +153,11 @@ def run(args: argparse.Namespace) -> int:
                         args.batch, args.dtype, args.kv_dtype, args.stack,
                         measure=args.measure, measure_budget_s=args.measure_budget,
                         progress=progress_note, tp=args.tp)
+    service = _service(args, pareto=bool(args.html))
     if args.html:
         from chipfit.report.llm_view import write_llm_html
 
-        write_llm_html(report, args.html)
-    service = _service(args)
+        write_llm_html(report, args.html, service)
     if args.json:
         data = report.to_dict()
         data["service"] = service.to_dict() if service is not None else None

@@ -295,7 +295,7 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
                                          "the catalog")
         out.append(Option(key, dev.name, t, pp, step, Engine(kv_tokens, token_budget,
                                                              max_seqs),
-                          price, dev.tdp_w, band, band_basis))
+                          price, dev.tdp_w, band, band_basis, price_basis=basis))
     why = "" if out else f"no configuration up to TP{tp or MAX_TP} holds the model and one request"
     return out, notes, dev.name, why
 

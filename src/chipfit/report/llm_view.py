@@ -129,13 +129,16 @@ def llm_html_section(report: Any, element_id: str = "llm") -> Any:
                   else Safe("")])
 
 
-def write_llm_html(report: Any, path: Any) -> Any:
-    """A self-contained HTML page of one LLM report (same shell as chipfit report)."""
+def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
+    """A self-contained HTML page of one LLM report (same shell as chipfit report), with the
+    serving section (answer, table, frontier plot) when ``service`` is given."""
     from pathlib import Path
 
-    from chipfit.report.html import _CSP, _STYLE, _el, esc
+    from chipfit.report.html import _CSP, _STYLE, _el, _join, esc
 
     body = llm_html_section(report)
+    if service is not None:
+        body = _join([body, serve_html_section(service)])
     text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             f"<title>chipfit llm {esc(report.arch.name)}</title>"
