@@ -38,9 +38,11 @@ from chipfit.analysis.llm import (
     LlmRun,
     MemoryBreakdown,
     Scored,
+    activation_bytes,
     canonical_dtype,
     devices_needed,
     fit_scale_offset,
+    kv_bytes_per_token,
     loo_factors,
     max_batch,
     max_context,
@@ -48,6 +50,7 @@ from chipfit.analysis.llm import (
     memory_breakdown,
     predict_llm,
     tp_candidates,
+    weight_bytes,
 )
 from chipfit.errors import InvalidInputError, SchemaError, UsageError
 
@@ -414,6 +417,38 @@ def _counts(arch: LlmArch) -> tuple[float, float]:
         return eager_counts_per_layer("llama")
 
 
+#: the most sequences a serving replica runs at once by default: vLLM's max_num_seqs
+SERVING_MAX_SEQS = 256
+
+
+def kv_capacity_tokens(arch: LlmArch, run: LlmRun, dev: Any, tp: int, pp: int = 1,
+                       token_budget: int = PREFILL_CHUNK_TOKENS, max_seqs: int = SERVING_MAX_SEQS
+                       ) -> tuple[int, float]:
+    """(KV-cache tokens one replica holds, bytes per device before the cache): the device's
+    memory less the weights, one step's activations (a full token budget; every sequence's
+    logits) and the overhead."""
+    fixed = (weight_bytes(arch, run.weight_dtype) / (tp * pp) + dev.overhead_bytes
+             + activation_bytes(arch, token_budget + max_seqs, max_seqs, run.act_bytes, tp))
+    free = (dev.memory_bytes or 0.0) - fixed
+    per_token = kv_bytes_per_token(arch, run.kv_dtype) * max(arch.kv_heads / tp, 1.0) \
+        / arch.kv_heads / pp
+    return (int(free / per_token) if free > 0 else 0), fixed
+
+
+def simulate_published(arch: LlmArch, run: LlmRun, dev: Any, tp: int, concurrency: int,
+                       requests: int) -> Any:
+    """A published online-serving row (closed loop of ``concurrency``, ``requests`` sent,
+    fixed lengths) through the simulator on the raw roofline (no stack factor: those are
+    what the rows fit)."""
+    from chipfit.analysis.serving import Engine, Workload, simulate, step_cost
+
+    kv, _ = kv_capacity_tokens(arch, run, dev, tp)
+    step = step_cost(arch, run, dev, tp)
+    work = Workload(run.prompt_len, run.gen_len, None, concurrency, "fixed", requests)
+    return simulate(step, Engine(max(kv, run.context), PREFILL_CHUNK_TOKENS, SERVING_MAX_SEQS),
+                    work)
+
+
 # ------------------------------------------------------------- published results
 
 
@@ -462,8 +497,6 @@ def _predict_row(row: Mapping[str, Any]) -> float:
     assert dev is not None
     metric = row["metric"]
     if row.get("concurrency"):  # an online-serving row: the serving simulator
-        from chipfit.pipelines.serving import simulate_published
-
         res = simulate_published(arch, replace(run, batch=1), dev, row.get("tp", 1),
                                  int(row["concurrency"]), int(row.get("requests", 200)))
         if metric == "ttft":

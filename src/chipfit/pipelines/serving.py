@@ -32,11 +32,8 @@ from chipfit.analysis.llm import (
     PREFILL_CHUNK_TOKENS,
     LlmArch,
     LlmRun,
-    activation_bytes,
-    kv_bytes_per_token,
     median,
     tp_candidates,
-    weight_bytes,
 )
 from chipfit.analysis.serving import (
     Engine,
@@ -67,7 +64,7 @@ SERVING_STACKS: dict[str, tuple[str, bool, str]] = {
 }
 #: the largest tensor-parallel group searched by default: one 8-device node (NVLink/ICI)
 MAX_TP = 8
-MAX_SEQS = 256  # vLLM's default max_num_seqs
+MAX_SEQS = 256  # vLLM's default max_num_seqs (pipelines.llm.SERVING_MAX_SEQS)
 #: when no SLO is given: MLPerf Inference's Llama-2-70B Server latency constraints (the
 #: benchmark rules' TTFT <= 2 s and TPOT <= 200 ms), applied at p90
 DEFAULT_SLO = (2.0, 0.2)
@@ -253,7 +250,12 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
              token_budget: int, max_seqs: int) -> tuple[list[Option], list[str], str, str]:
     """(configurations whose memory holds the model, notes, device name, why none)."""
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.pipelines.llm import catalog_device, stack_factors, with_assumed_link
+    from chipfit.pipelines.llm import (
+        catalog_device,
+        kv_capacity_tokens,
+        stack_factors,
+        with_assumed_link,
+    )
 
     spec = load_catalog()[key]
     try:
@@ -298,31 +300,6 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
                           price, dev.tdp_w, band, band_basis, price_basis=basis))
     why = "" if out else f"no configuration up to TP{tp or MAX_TP} holds the model and one request"
     return out, notes, dev.name, why
-
-
-def kv_capacity_tokens(arch: LlmArch, run: LlmRun, dev: Any, tp: int, pp: int = 1,
-                       token_budget: int = PREFILL_CHUNK_TOKENS, max_seqs: int = MAX_SEQS
-                       ) -> tuple[int, float]:
-    """(KV-cache tokens one replica holds, bytes per device before the cache): the device's
-    memory less the weights, one step's activations (a full token budget; every sequence's
-    logits) and the overhead."""
-    fixed = (weight_bytes(arch, run.weight_dtype) / (tp * pp) + dev.overhead_bytes
-             + activation_bytes(arch, token_budget + max_seqs, max_seqs, run.act_bytes, tp))
-    free = (dev.memory_bytes or 0.0) - fixed
-    per_token = kv_bytes_per_token(arch, run.kv_dtype) * max(arch.kv_heads / tp, 1.0) \
-        / arch.kv_heads / pp
-    return (int(free / per_token) if free > 0 else 0), fixed
-
-
-def simulate_published(arch: LlmArch, run: LlmRun, dev: Any, tp: int, concurrency: int,
-                       requests: int) -> Any:
-    """A published online-serving row (closed loop of ``concurrency``, ``requests`` sent,
-    fixed lengths) through the simulator on the raw roofline (no stack factor: those are
-    what the rows fit)."""
-    kv, _ = kv_capacity_tokens(arch, run, dev, tp)
-    step = step_cost(arch, run, dev, tp)
-    work = Workload(run.prompt_len, run.gen_len, None, concurrency, "fixed", requests)
-    return simulate(step, Engine(max(kv, run.context), PREFILL_CHUNK_TOKENS, MAX_SEQS), work)
 
 
 def _better(a: Plan, b: Plan | None) -> bool:
