@@ -169,3 +169,13 @@ def test_llm_serving_answers_the_service_question(cli, tmp_path):
     assert {"p50", "p90", "p99"} <= set(best["latency_s"]["ttft"])
     assert best["usd_per_million_prompt_tokens"] and best["usd_per_million_output_tokens"]
     assert best["goodput_requests_per_s_per_replica"] > 0 and best["band_basis"]
+
+
+def test_advise_names_what_a_latency_limit_excluded_and_the_closest(cli):
+    proc = cli("advise", "llama-3.1-8b", "--max-latency", "33", "--hardware", "h100-sxm,l4",
+               check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Use ")  # the service answer first
+    assert "No hardware meets the limits" in proc.stdout and "closest" in proc.stdout
+    assert "excluded h100-sxm:" in proc.stdout and "--max-latency 33 ms" in proc.stdout
+    assert "no hardware has a prediction" not in proc.stdout

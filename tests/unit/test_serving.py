@@ -171,3 +171,16 @@ def test_hostile_workloads_are_refused_in_words(kwargs, says):
         Workload(100, 10, **kwargs)
     with pytest.raises(InvalidInputError, match="--slo-ttft"):
         Slo(0.0, None)
+
+
+def test_the_vllm_online_rows_are_simulated_and_fit_a_host_time_per_sequence():
+    from chipfit.pipelines.llm import published_cases, stack_factors
+
+    factors, band, basis = stack_factors("vLLM")
+    assert 0 < factors["seq_s"] < 0.005 and factors["decode"] > 0  # under 5 ms per sequence
+    assert band >= 0.5 and "rtx-4090" in basis  # one device: not validated elsewhere
+    online = [c for c in published_cases() if c.concurrency and c.metric == "throughput"]
+    assert len(online) == 5
+    errors = sorted(abs(c.loo_error) for c in online)
+    assert errors[len(errors) // 2] < 0.10  # the LOO median of the online throughput rows
+
