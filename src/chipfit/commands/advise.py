@@ -267,4 +267,4 @@ def _with_service(advice: object, args: argparse.Namespace, hardware: list[str])
     report = serve_report(args.model, [h for h in hardware if h != "local" and ":" not in h],
                           args.prompt_len, args.gen_len, args.dtype or "bfloat16",
                           concurrency=args.batch or 1)
-    return replace(advice, service=report.answer(), service_report=report)  # type: ignore[type-var]
+    return replace(advice, service=report.answer(), service_report=report)
