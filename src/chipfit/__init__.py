@@ -30,7 +30,7 @@ __all__ = [
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
     "check_claims", "compare_runs", "costs", "discover", "feed", "llm", "load_run", "measure",
     "measure_endpoint", "open_store",
-    "predict", "run_suite", "scale", "scale_torch", "sweep", "to_dataframe", "validate",
+    "predict", "run_suite", "scale", "scale_torch", "serve", "sweep", "to_dataframe", "validate",
     "write_report",
 ]
 
@@ -197,6 +197,17 @@ def llm(model: Any, hardware: Any = ("h100-sxm", "l4", "tpu-v5e", "local"),
 
     hardware = [hardware] if isinstance(hardware, str) else list(hardware)
     return llm_report(model, hardware, **kwargs)
+
+
+def serve(model: Any, hardware: Any = ("h100-sxm", "l4", "tpu-v5e"), **kwargs: Any) -> Any:
+    """Serving a language model to many users (like ``chipfit llm --rate/--concurrency
+    --slo-*``): per hardware the fewest devices (TP x replicas) that meet the SLO, TTFT/TPOT/
+    e2e percentiles, tokens/s per device and user, $ and kWh per 1M tokens, and the answer
+    line; see :func:`chipfit.pipelines.serving.serve_report`."""
+    from chipfit.pipelines.serving import serve_report
+
+    hardware = [hardware] if isinstance(hardware, str) else list(hardware)
+    return serve_report(model, hardware, **kwargs)
 
 
 def calibrate(device: Any = "torch:cpu", *, save: bool = True, **kwargs: Any) -> Any:

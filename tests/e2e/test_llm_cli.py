@@ -63,7 +63,8 @@ def test_llm_html_page_has_both_charts(cli, tmp_path):
     text = page.read_text(encoding="utf-8")
     assert "Content-Security-Policy" in text and "<script" not in text
     assert 'id="fig-llm-memory"' in text and 'id="fig-llm-tokens"' in text
-    assert text.count("<svg") == 2 and "mem-capacity" in text and "tps-h100-sxm" in text
+    assert text.count("<svg") == 3 and "mem-capacity" in text and "tps-h100-sxm" in text
+    assert 'id="fig-serving-pareto"' in text and "pareto-slo" in text  # the service frontier
 
 
 def test_advise_routes_a_language_model_to_the_llm_logic(cli):
@@ -71,7 +72,8 @@ def test_advise_routes_a_language_model_to_the_llm_logic(cli):
                           "--hardware", "h100-sxm,l4,mi300x", "--json", "-", check=True).stdout)
     assert data["model"] == "llama-3.1-70b" and data["objective"] == "throughput"
     assert data["choice"] in {"h100-sxm", "l4", "mi300x"}
-    scores = [r["score"] for r in data["ranked"]]
+    tied = {h for t in data["ties"] for h in t}  # ties within the bands: tie-break order
+    scores = [r["score"] for r in data["ranked"] if r["hardware"] not in tied]
     assert scores == sorted(scores, reverse=True)  # tokens/s: higher first
     assert all(r["source"] == "predicted" for r in data["ranked"])
     assert data["report"]["rows"][0]["devices_needed"] == 2
@@ -82,7 +84,8 @@ def test_validate_reports_the_published_llm_rows_leave_one_out():
 
     data = _llm_json(_llm_cases())
     assert len(data["cases"]) >= 10 and data["loo_median_abs_error"] < 0.30
-    assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp"}
+    assert {c["stack"].split(" ")[0] for c in data["cases"]} == {"TensorRT-LLM", "llama.cpp",
+                                                                  "vLLM"}
     json.dumps(data)  # plain JSON
 
 
@@ -144,3 +147,35 @@ def test_measure_says_why_it_did_not_measure(cli, tmp_path):
         proc = cli("llm", str(cfg), "--measure", "--prompt-len", "8", *bad)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_llm_serving_answers_the_service_question(cli, tmp_path):
+    page = tmp_path / "serve.html"
+    proc = cli("llm", "llama-3.1-8b", "-H", "h100-sxm,l4,tpu-v7", "--prompt-len", "2048",
+               "--gen-len", "128", "--concurrency", "16", "--slo-ttft", "1",
+               "--per-user-tokens-per-s", "30", "--requests", "100", "--html", str(page),
+               check=True, isolated=True)
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("Use ") and "users at" in first and "TTFT p90" in first
+    assert "tpu-v7" in proc.stdout and "bandwidth" in proc.stdout  # the gap is said
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text and text.count("<svg") == 1 and "pareto-slo" in text
+    assert 'id="fig-serving-pareto"' in text and "pareto-h100-sxm" in text
+    data = json.loads(cli("llm", "llama-3.1-8b", "-H", "h100-sxm", "--rate", "4",
+                          "--lengths", "lognormal", "--slo-ttft", "2", "--requests", "100",
+                          "--json", check=True).stdout)
+    best = data["best"]
+    assert data["workload"]["distribution"] == "lognormal" and best["source"] == "predicted"
+    assert {"p50", "p90", "p99"} <= set(best["latency_s"]["ttft"])
+    assert best["usd_per_million_prompt_tokens"] and best["usd_per_million_output_tokens"]
+    assert best["goodput_requests_per_s_per_replica"] > 0 and best["band_basis"]
+
+
+def test_advise_names_what_a_latency_limit_excluded_and_the_closest(cli):
+    proc = cli("advise", "llama-3.1-8b", "--max-latency", "33", "--hardware", "h100-sxm,l4",
+               check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Use ")  # the service answer first
+    assert "No hardware meets the limits" in proc.stdout and "closest" in proc.stdout
+    assert "excluded h100-sxm:" in proc.stdout and "--max-latency 33 ms" in proc.stdout
+    assert "no hardware has a prediction" not in proc.stdout

@@ -47,7 +47,7 @@ __all__ = [
     "MemoryBreakdown",
     "LlmPrediction", "PhaseTime", "kv_bytes_per_token", "memory_breakdown", "devices_needed",
     "max_batch", "max_context", "predict_llm", "tp_candidates", "loo_factors", "median",
-    "fit_scale_offset",
+    "fit_scale_offset", "PREFILL_CHUNK_TOKENS", "activation_bytes", "weight_bytes",
 ]
 
 # bytes per weight; int4 = 4 bits + one 16-bit scale per group of 128 (GPTQ/AWQ default group)
@@ -152,23 +152,43 @@ def weight_bytes(arch: LlmArch, weight_dtype: str) -> float:
     return arch.linear_params * wb + (arch.params - arch.linear_params) * rest_b
 
 
-def activation_bytes(arch: LlmArch, tokens: int, batch: int, act_bytes: float, tp: int) -> float:
+#: prompt tokens one serving step prefills at most (chunked prefill): TensorRT-LLM's default
+#: ``max_num_tokens`` and vLLM's ``max_num_batched_tokens`` for chunked prefill are of this
+#: order (8192); a serving stack's activations never hold more than one chunk.
+PREFILL_CHUNK_TOKENS = 8192
+
+
+def activation_bytes(arch: LlmArch, tokens: int, batch: int, act_bytes: float, tp: int,
+                     chunk: int | None = None) -> float:
     """Peak transient activations of one layer's forward over ``tokens`` (prefill), plus the
     float32 logits of the last position per sequence. Layers run one after another, so one
-    layer's worth is alive (inference keeps nothing for a backward pass)."""
-    width = 4 * arch.hidden + 2 * arch.intermediate * min(arch.experts_per_token, arch.experts) / tp
-    return tokens * width * act_bytes + batch * arch.vocab * 4.0
+    layer's worth is alive (inference keeps nothing for a backward pass).
+
+    Per token: the residual stream and its normalised copy (``2 * hidden``, whole on every
+    device), the q/k/v projections' outputs and the MLP's gate and up outputs (split over
+    the ``tp`` devices). ``chunk``: a serving stack prefills at most this many tokens per
+    step (chunked prefill), so at most ``chunk`` tokens are alive; None: all at once (eager
+    ``generate``)."""
+    alive = tokens if chunk is None else min(tokens, chunk)
+    qkv = (arch.heads + 2 * arch.kv_heads) * arch.head_dim / tp
+    mlp = 2 * arch.intermediate * min(arch.experts_per_token, arch.experts) / tp
+    width = 2 * arch.hidden + qkv + mlp
+    return alive * width * act_bytes + min(batch, alive) * arch.vocab * 4.0
 
 
 def memory_breakdown(arch: LlmArch, run: LlmRun, tp: int = 1, overhead: float = 0.0,
-                     batch: int | None = None, context: int | None = None) -> MemoryBreakdown:
-    """Per-device memory of serving ``run`` (or ``batch`` x ``context``) on ``tp`` devices."""
+                     batch: int | None = None, context: int | None = None,
+                     chunk: int | None = None, pp: int = 1) -> MemoryBreakdown:
+    """Per-device memory of serving ``run`` (or ``batch`` x ``context``) on ``tp`` x ``pp``
+    devices (pipeline stages hold ``1/pp`` of the layers, weights and KV cache alike);
+    ``chunk``: chunked prefill (see :func:`activation_bytes`)."""
     b = run.batch if batch is None else batch
     ctx = run.context if context is None else context
     kv = kv_bytes_per_token(arch, run.kv_dtype) * _kv_heads_per_device(arch, tp) / arch.kv_heads
     prompt = min(run.prompt_len, ctx)
-    return MemoryBreakdown(weight_bytes(arch, run.weight_dtype) / tp, b * ctx * kv,
-                           activation_bytes(arch, b * prompt, b, run.act_bytes, tp), overhead, tp)
+    return MemoryBreakdown(weight_bytes(arch, run.weight_dtype) / (tp * pp), b * ctx * kv / pp,
+                           activation_bytes(arch, b * prompt, b, run.act_bytes, tp, chunk),
+                           overhead, tp)
 
 
 def tp_candidates(arch: LlmArch, limit: int = 64) -> list[int]:
@@ -180,10 +200,15 @@ def tp_candidates(arch: LlmArch, limit: int = 64) -> list[int]:
     return out
 
 
-def devices_needed(arch: LlmArch, run: LlmRun, memory: float, overhead: float) -> int | None:
-    """The fewest devices (tensor parallel) whose memory holds ``run``; None if none does."""
+def devices_needed(arch: LlmArch, run: LlmRun, memory: float, overhead: float,
+                   chunk: int | None = None, paged: bool = False) -> int | None:
+    """The fewest devices (tensor parallel) whose memory holds ``run``; None if none does.
+    ``paged``: a paged KV cache serves the batch as memory allows, so what must fit is the
+    weights, one chunk's activations and ONE sequence at full context (the rest of the
+    batch waits for KV blocks: :func:`max_batch` says how many run at once)."""
     for tp in tp_candidates(arch):
-        if memory_breakdown(arch, run, tp, overhead).total <= memory:
+        b = 1 if paged else None
+        if memory_breakdown(arch, run, tp, overhead, batch=b, chunk=chunk).total <= memory:
             return tp
     return None
 
@@ -200,16 +225,18 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
     return lo
 
 
-def max_batch(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1) -> int:
+def max_batch(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1,
+              chunk: int | None = None) -> int:
     """The largest batch at ``run.context`` tokens that fits (0 if not even one)."""
-    return _largest(lambda b: memory_breakdown(arch, run, tp, overhead, batch=b).total <= memory,
-                    1 << 20)
+    return _largest(lambda b: memory_breakdown(arch, run, tp, overhead, batch=b,
+                                               chunk=chunk).total <= memory, 1 << 20)
 
 
-def max_context(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1) -> int:
+def max_context(arch: LlmArch, run: LlmRun, memory: float, overhead: float, tp: int = 1,
+                chunk: int | None = None) -> int:
     """The longest context (prompt + generated) at ``run.batch`` that fits (0 if none)."""
-    return _largest(
-        lambda c: memory_breakdown(arch, run, tp, overhead, context=c).total <= memory, 1 << 24)
+    return _largest(lambda c: memory_breakdown(arch, run, tp, overhead, context=c,
+                                               chunk=chunk).total <= memory, 1 << 24)
 
 
 # ----------------------------------------------------------------------------- devices

@@ -39,7 +39,10 @@ __all__ = ["APIS", "LENGTHS", "Endpoint", "EndpointLoad", "RequestRecord", "chec
            "drive", "parse_endpoint"]
 
 APIS = ("completions", "chat")
-LENGTHS = ("fixed", "uniform", "exponential")
+LENGTHS = ("fixed", "lognormal", "uniform", "exponential")
+#: sigma of log-length in the ``lognormal`` workload: the serving simulator's ShareGPT-like
+#: spread (analysis/serving.LOGNORMAL_SIGMA), so measured and predicted loads are the same
+LOGNORMAL_SIGMA = 1.0
 #: One line of the event stream may hold this much; a longer one is a broken (or hostile)
 #: server, refused rather than buffered.
 MAX_LINE_BYTES = 1 << 20
@@ -163,7 +166,7 @@ class EndpointLoad:
 
     prompt_len: int = 512
     gen_len: int = 128
-    lengths: str = "fixed"  # fixed | uniform (0.5x-1.5x) | exponential (mean, capped 4x)
+    lengths: str = "fixed"  # fixed | lognormal | uniform (0.5x-1.5x) | exponential (capped 4x)
     rate: float | None = None
     concurrency: int | None = None
     max_requests: int = 32
@@ -210,6 +213,8 @@ class EndpointLoad:
             return max(1, round(rng.uniform(0.5, 1.5) * mean))
         if self.lengths == "exponential":
             return max(1, min(round(rng.expovariate(1.0 / mean)), 4 * mean))
+        if self.lengths == "lognormal":
+            return max(1, round(mean * math.exp(rng.gauss(0.0, LOGNORMAL_SIGMA))))
         return mean
 
     def arrivals(self) -> list[float]:

@@ -57,9 +57,10 @@ def add_endpoint_flags(p: argparse.ArgumentParser,
     g.add_argument("--request-timeout", type=finite_float, default=60.0, metavar="SECONDS",
                    help="with --endpoint: the longest one request may take, every socket "
                         "wait included (default 60)")
-    g.add_argument("--lengths", choices=("fixed", "uniform", "exponential"), default="fixed",
-                   help="with --endpoint: prompt and generated lengths fixed, uniform over "
-                        "0.5x-1.5x or exponential (capped at 4x) around --prompt-len/--gen-len")
+    _add_once(g, "--lengths", choices=("fixed", "lognormal", "uniform", "exponential"),
+              default="fixed",
+              help="prompt and generated lengths fixed, lognormal, uniform over 0.5x-1.5x or "
+                   "exponential (capped at 4x) around --prompt-len/--gen-len")
     _add_once(g, "--seed", type=_whole, default=0,
               help="with --endpoint: seed of the lengths, the prompts and the arrivals")
     g.add_argument("--api-key-env", metavar="VAR",

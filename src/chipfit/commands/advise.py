@@ -241,6 +241,7 @@ def _advise_llm(args: argparse.Namespace) -> int:
                         max_latency=args.max_latency / 1e3 if args.max_latency else None,
                         budget=args.budget, prompt_len=args.prompt_len, gen_len=args.gen_len,
                         batch=args.batch or 1, dtype=args.dtype or "bfloat16")
+    advice = _with_service(advice, args, hardware)
     if args.json == "-":
         print_json(advice.to_dict())
         return 0
@@ -254,3 +255,16 @@ def _advise_llm(args: argparse.Namespace) -> int:
         err.print(f"wrote {args.json}")
     out.print(llm_advice_renderable(advice))
     return 0
+
+
+def _with_service(advice: object, args: argparse.Namespace, hardware: list[str]) -> object:
+    """The service question answered first (docs/SERVING.md): ``--batch`` users (1 by
+    default) served with continuous batching under the default SLO, fewest devices."""
+    from dataclasses import replace
+
+    from chipfit.pipelines.serving import serve_report
+
+    report = serve_report(args.model, [h for h in hardware if h != "local" and ":" not in h],
+                          args.prompt_len, args.gen_len, args.dtype or "bfloat16",
+                          concurrency=args.batch or 1)
+    return replace(advice, service=report.answer(), service_report=report)

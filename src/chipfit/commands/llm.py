@@ -26,10 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", "-H", default="h100-sxm,l4,tpu-v5e,local",
                    help="comma-separated catalog keys and/or 'local' "
                         "(default: h100-sxm,l4,tpu-v5e,local)")
-    p.add_argument("--stack", choices=("optimized", "llamacpp", "eager"), default=None,
-                   help="software stack assumed: optimized (TensorRT-LLM-like, default for "
-                        "catalog devices), llamacpp (llama.cpp-like, batch-1 local serving) "
-                        "or eager (PyTorch eager, default for local)")
+    p.add_argument("--stack", choices=STACK_CHOICES, default=None,
+                   help="software stack assumed: optimized/tensorrt-llm (TensorRT-LLM-like, "
+                        "default for catalog devices; vllm when serving), vllm, compiled "
+                        "(torch.compile), xla (JetStream-like), llamacpp (llama.cpp-like) or "
+                        "eager (PyTorch eager, default for local; not for serving)")
     p.add_argument("--measure", action="store_true",
                    help="also run the generation for real on this CPU (random weights, "
                         "transformers eager) for the 'local' row, when it fits in half the "
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "wide the terminal")
     p.add_argument("--html", metavar="PATH", help="also write an HTML page with the memory-fit "
                    "chart and tokens/s vs batch")
+    _serving_flags(p)
     p.set_defaults(func=run)
     # --endpoint URL: measure a running server (its flags and run: commands/_endpoint.py)
     from chipfit.commands._endpoint import add_endpoint_flags
@@ -51,25 +53,127 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_endpoint_flags(p, run)
 
 
+STACK_CHOICES = ("optimized", "tensorrt-llm", "vllm", "compiled", "xla", "llamacpp", "eager")
+#: the serving flags: any of them turns ``chipfit llm`` into the service question
+SERVING_DESTS = ("rate", "concurrency", "slo_ttft", "slo_tpot", "per_user_tokens_per_s",
+                 "replicas", "devices")
+
+
+def _serving_flags(p: argparse.ArgumentParser) -> None:
+    """Serving a model to many users (docs/SERVING.md): any of these flags answers the
+    service question (which hardware, how many, what each user gets, what it costs)."""
+    g = p.add_argument_group("serving (continuous batching; docs/SERVING.md)")
+    g.add_argument("--rate", type=finite_float, default=None, metavar="QPS",
+                   help="requests per second arriving (Poisson, seeded)")
+    g.add_argument("--concurrency", type=int, default=None, metavar="USERS",
+                   help="users sending requests back to back (closed loop)")
+    g.add_argument("--lengths", choices=("fixed", "lognormal", "uniform", "exponential"),
+                   default="fixed",
+                   help="prompt/generated lengths: fixed, or lognormal around --prompt-len "
+                        "and --gen-len (ShareGPT-like spread; default fixed); uniform and "
+                        "exponential: with --endpoint only")
+    g.add_argument("--requests", type=int, default=400,
+                   help="requests simulated per configuration (default 400)")
+    g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths")
+    g.add_argument("--slo-ttft", type=finite_float, default=None, metavar="SECONDS",
+                   help="time-to-first-token target at the SLO percentile")
+    g.add_argument("--slo-tpot", type=finite_float, default=None, metavar="SECONDS",
+                   help="time-per-output-token target at the SLO percentile")
+    g.add_argument("--per-user-tokens-per-s", type=finite_float, default=None, metavar="TPS",
+                   help="tokens/s each user must see (a TPOT target of 1/TPS)")
+    g.add_argument("--slo-percentile", type=finite_float, default=90.0,
+                   help="percentile of requests the SLO holds for (default 90)")
+    g.add_argument("--tp", type=int, default=None, help="tensor-parallel devices per replica "
+                   "(default: searched up to 8 when serving; the fewest that fit otherwise)")
+    g.add_argument("--pp", type=int, default=1, help="pipeline stages per replica (default 1)")
+    g.add_argument("--replicas", type=int, default=None,
+                   help="data-parallel replicas (default: as many as the load needs)")
+    g.add_argument("--devices", type=int, default=None,
+                   help="devices in all (replicas = devices / (tp x pp))")
+    g.add_argument("--max-seqs", type=int, default=256,
+                   help="most sequences one replica runs at once (default 256, vLLM's)")
+
+
+def _serving(args: argparse.Namespace) -> bool:
+    return any(getattr(args, d) is not None for d in SERVING_DESTS) or args.pp != 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from chipfit.pipelines.serving import serve_report
+
+    if args.measure:
+        from chipfit.errors import UsageError
+
+        raise UsageError("--measure runs one static batch here; it does not combine with "
+                         "the serving flags")
+    report = serve_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
+                          args.dtype, args.kv_dtype, args.stack, args.rate, args.concurrency,
+                          args.lengths, args.requests, args.seed, args.slo_ttft, args.slo_tpot,
+                          args.per_user_tokens_per_s, args.slo_percentile, args.tp, args.pp,
+                          args.replicas, args.devices, max_seqs=args.max_seqs,
+                          pareto=bool(args.html))
+    if args.html:
+        from chipfit.report.llm_view import write_serve_html
+
+        write_serve_html(report, args.html)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    from chipfit.report.llm_view import serve_table
+
+    out.print(report.answer(), markup=False, style="bold")
+    show(serve_table(report, args.wide), args.wide)
+    notes = (sorted({n for r in report.rows for n in r.notes}
+                    | {f"{r.hardware}: {r.why}" for r in report.rows if r.why})
+             + list(report.notes))
+    for note in notes:
+        out.print(f"note — {note}", style="dim", markup=False)
+    return 0
+
+
+def _service(args: argparse.Namespace, pareto: bool = False) -> object | None:
+    """The service question for a static run: ``--batch`` users served with continuous
+    batching on the catalog targets, default SLO (None: no catalog target, or an eager
+    stack, which serves no continuous batching)."""
+    from chipfit.pipelines.serving import SERVING_STACKS, serve_report
+
+    catalog = [h for h in csv_list(args.hardware) if h != "local" and ":" not in h]
+    if not catalog or (args.stack is not None and args.stack not in SERVING_STACKS):
+        return None
+    return serve_report(args.model, catalog, args.prompt_len, args.gen_len, args.dtype,
+                        args.kv_dtype, args.stack, concurrency=args.batch,
+                        lengths=args.lengths, requests=min(args.requests, 200) if
+                        args.requests > 0 else args.requests, seed=args.seed,
+                        slo_percentile=args.slo_percentile, max_seqs=args.max_seqs,
+                        pareto=pareto)
+
+
 def run(args: argparse.Namespace) -> int:
     from chipfit.pipelines.llm import llm_report
 
     if args.published or args.model is None:
         return _published(args)
+    if _serving(args):
+        return _serve(args)
     report = llm_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
                         args.batch, args.dtype, args.kv_dtype, args.stack,
                         measure=args.measure, measure_budget_s=args.measure_budget,
-                        progress=progress_note)
+                        progress=progress_note, tp=args.tp)
+    service = _service(args, pareto=bool(args.html))
     if args.html:
         from chipfit.report.llm_view import write_llm_html
 
-        write_llm_html(report, args.html)
+        write_llm_html(report, args.html, service)
     if args.json:
-        print_json(report.to_dict())
+        data = report.to_dict()
+        data["service"] = service.to_dict() if service is not None else None
+        print_json(data)
         return 0
     from chipfit.pipelines.llm import advise_report
     from chipfit.report.llm_view import llm_table, llm_verdict_line, measured_line
 
+    if service is not None:
+        out.print(service.answer(), markup=False, style="bold")
     out.print(llm_verdict_line(advise_report(report, "latency")), markup=False, style="bold")
     show(llm_table(report, args.wide), args.wide)
     for row in report.rows:

@@ -30,6 +30,7 @@ from typing import Any
 from chipfit.analysis.llm import (
     KV_DTYPES,
     OBJECTIVES,
+    PREFILL_CHUNK_TOKENS,
     WEIGHT_DTYPES,
     LlmArch,
     LlmDevice,
@@ -37,15 +38,19 @@ from chipfit.analysis.llm import (
     LlmRun,
     MemoryBreakdown,
     Scored,
+    activation_bytes,
     canonical_dtype,
     devices_needed,
     fit_scale_offset,
+    kv_bytes_per_token,
     loo_factors,
     max_batch,
     max_context,
     median,
     memory_breakdown,
     predict_llm,
+    tp_candidates,
+    weight_bytes,
 )
 from chipfit.errors import InvalidInputError, SchemaError, UsageError
 
@@ -269,6 +274,24 @@ def catalog_device(spec: Any) -> LlmDevice:
                                 "multi-device prediction",)))
 
 
+#: a device-to-device link assumed where the catalog has none: PCIe 4.0 x16, ~25 GB/s per
+#: direction in practice (an assumption, said in the row's notes)
+ASSUMED_LINK_BW = 25e9
+
+
+def with_assumed_link(dev: LlmDevice) -> LlmDevice:
+    """``dev`` with a link for tensor/pipeline parallel traffic where the catalog has none:
+    its host link (PCIe) where cataloged, else :data:`ASSUMED_LINK_BW`; the note says so."""
+    from chipfit.hardware.catalog import load_catalog
+
+    spec = load_catalog().get(dev.key)
+    link = (spec.host_link_bw if spec is not None else None) or ASSUMED_LINK_BW
+    kept = tuple(n for n in dev.notes if "no interconnect bandwidth" not in n)
+    return replace(dev, link_bw=link, notes=kept + (
+        f"{dev.key}: no interconnect figure in the catalog: tensor/pipeline-parallel traffic "
+        f"assumed over {link / 1e9:.0f} GB/s (PCIe, assumed)",))
+
+
 def calibrated_device(cal: Any, memory: float | None) -> LlmDevice:
     """This machine's device from its ``chipfit calibrate`` results (measured curves)."""
     return LlmDevice(
@@ -394,6 +417,38 @@ def _counts(arch: LlmArch) -> tuple[float, float]:
         return eager_counts_per_layer("llama")
 
 
+#: the most sequences a serving replica runs at once by default: vLLM's max_num_seqs
+SERVING_MAX_SEQS = 256
+
+
+def kv_capacity_tokens(arch: LlmArch, run: LlmRun, dev: Any, tp: int, pp: int = 1,
+                       token_budget: int = PREFILL_CHUNK_TOKENS, max_seqs: int = SERVING_MAX_SEQS
+                       ) -> tuple[int, float]:
+    """(KV-cache tokens one replica holds, bytes per device before the cache): the device's
+    memory less the weights, one step's activations (a full token budget; every sequence's
+    logits) and the overhead."""
+    fixed = (weight_bytes(arch, run.weight_dtype) / (tp * pp) + dev.overhead_bytes
+             + activation_bytes(arch, token_budget + max_seqs, max_seqs, run.act_bytes, tp))
+    free = (dev.memory_bytes or 0.0) - fixed
+    per_token = kv_bytes_per_token(arch, run.kv_dtype) * max(arch.kv_heads / tp, 1.0) \
+        / arch.kv_heads / pp
+    return (int(free / per_token) if free > 0 else 0), fixed
+
+
+def simulate_published(arch: LlmArch, run: LlmRun, dev: Any, tp: int, concurrency: int,
+                       requests: int) -> Any:
+    """A published online-serving row (closed loop of ``concurrency``, ``requests`` sent,
+    fixed lengths) through the simulator on the raw roofline (no stack factor: those are
+    what the rows fit)."""
+    from chipfit.analysis.serving import Engine, Workload, simulate, step_cost
+
+    kv, _ = kv_capacity_tokens(arch, run, dev, tp)
+    step = step_cost(arch, run, dev, tp)
+    work = Workload(run.prompt_len, run.gen_len, None, concurrency, "fixed", requests)
+    return simulate(step, Engine(max(kv, run.context), PREFILL_CHUNK_TOKENS, SERVING_MAX_SEQS),
+                    work)
+
+
 # ------------------------------------------------------------- published results
 
 
@@ -415,6 +470,7 @@ class PublishedCase:
     source: str
     loo_request_s: float = 0.0  # the fixed time per request fitted without this row (prefill)
     prefill_tokens: int = 0  # batch x prompt: what a prefill tokens/s figure counts
+    concurrency: int = 0  # an online-serving row's concurrent requests (0: a static batch)
 
 
 def _results_data() -> dict[str, Any]:
@@ -439,8 +495,17 @@ def _predict_row(row: Mapping[str, Any]) -> float:
                  row.get("kv_dtype", "bfloat16"))
     dev = target_device(row["hardware"])[0]
     assert dev is not None
-    p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
     metric = row["metric"]
+    if row.get("concurrency"):  # an online-serving row: the serving simulator
+        res = simulate_published(arch, replace(run, batch=1), dev, row.get("tp", 1),
+                                 int(row["concurrency"]), int(row.get("requests", 200)))
+        if metric == "ttft":
+            return res.p("ttft", 50) * 1000.0
+        if metric == "throughput":
+            return res.output_tokens_per_s / row.get("tp", 1)
+        raise InvalidInputError(f"llm_results.toml: {metric!r} is not an online-serving "
+                                f"metric ({row['id']})")
+    p = predict_llm(arch, run, dev, row.get("tp", 1), "optimized")
     if metric == "ttft":
         return p.ttft_s * 1000.0
     if metric == "prefill_tokens_per_s":
@@ -456,12 +521,27 @@ def _predict_row(row: Mapping[str, Any]) -> float:
 _PHASE = {"ttft": "prefill", "prefill_tokens_per_s": "prefill", "throughput": "decode",
           "decode_tokens_per_s": "decode"}
 # --stack -> (the analysis stack, the published stack family its factors come from)
-STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "llamacpp": ("optimized", "llama.cpp"),
+STACKS = {"optimized": ("optimized", "TensorRT-LLM"), "tensorrt-llm": ("optimized", "TensorRT-LLM"),
+          "llamacpp": ("optimized", "llama.cpp"), "vllm": ("optimized", "vLLM"),
+          "compiled": ("optimized", "TensorRT-LLM"), "xla": ("optimized", "TensorRT-LLM"),
           "eager": ("eager", "")}
+#: stacks with no published rows of their own: they borrow the family's factors above, and
+#: their band is at least 50%
+BORROWED = {"compiled", "xla"}
 
 
 def _stack_family(stack: str) -> str:
     return stack.split(" ")[0]
+
+
+def _group(r: Mapping[str, Any]) -> str:
+    """The rows sharing a fitted efficiency: stack family and phase; decode on several
+    devices apart (tensor parallelism adds synchronisation the roofline's all-reduce wire
+    time does not hold, so its efficiency is fitted on its own rows)."""
+    phase = _PHASE[r["metric"]]
+    multi = "/tp" if phase == "decode" and r.get("tp", 1) > 1 else ""
+    online = "/online" if r.get("concurrency") else ""
+    return f"{_stack_family(r['stack'])}/{phase}{multi}{online}"
 
 
 @lru_cache(maxsize=1)
@@ -470,7 +550,7 @@ def published_cases() -> tuple[PublishedCase, ...]:
     prediction is scaled by the median published/predicted ratio of the other rows of the
     same stack family and metric (a per-stack efficiency fitted without that row)."""
     data = _results_data()
-    scored = [Scored(r["id"], f"{_stack_family(r['stack'])}/{_PHASE[r['metric']]}",
+    scored = [Scored(r["id"], _group(r),
                      float(r["value"]),
                      _predict_row(r), r["metric"] != "ttft",
                      (("row", r), ("source", data["sources"][r["source"]])))
@@ -480,7 +560,8 @@ def published_cases() -> tuple[PublishedCase, ...]:
         r = dict(s.extra)["row"]
         case = PublishedCase(s.id, r["model"], r["hardware"], r.get("tp", 1), r["metric"],
                              s.published, r["unit"], s.predicted, k, e, r["stack"],
-                             dict(s.extra)["source"], prefill_tokens=r["batch"] * r["input_len"])
+                             dict(s.extra)["source"], prefill_tokens=r["batch"] * r["input_len"],
+                             concurrency=int(r.get("concurrency", 0)))
         if _PHASE[r["metric"]] == "prefill":  # scale and a fixed time per request, LOO
             others = [o for o in scored if o.group == s.group and o.id != s.id]
             k2, c = fit_scale_offset([_first_token_s(o, o.published) for o in others],
@@ -489,6 +570,13 @@ def published_cases() -> tuple[PublishedCase, ...]:
             corrected = k2 * pred + c
             error = (corrected / pub - 1.0) if r["metric"] == "ttft" else pub / corrected - 1.0
             case = replace(case, loo_factor=k2, loo_error=error, loo_request_s=c)
+        elif r.get("concurrency"):  # online throughput: a scale and a host time per token
+            others = [o for o in scored if o.group == s.group and o.id != s.id]
+            k2, c = fit_scale_offset([1.0 / o.published for o in others],
+                                     [1.0 / o.predicted for o in others])
+            corrected = 1.0 / (k2 / s.predicted + c)
+            case = replace(case, loo_factor=k2, loo_error=corrected / s.published - 1.0,
+                           loo_request_s=c)
         out.append(case)
     return tuple(out)
 
@@ -511,19 +599,42 @@ def stack_factors(stack: str = "TensorRT-LLM") -> tuple[dict[str, float], float,
     cases = [c for c in published_cases() if _stack_family(c.stack) == stack]
     if not cases:
         return {}, 0.5, "default 50% (no published rows)"
-    factors = {}
-    ratios = [c.predicted / c.published for c in cases if _PHASE[c.metric] == "decode"]
-    k = median(ratios)
+    factors: dict[str, float] = {}
+    k_online = math.nan
+    online = [c for c in cases if _PHASE[c.metric] == "decode" and c.concurrency]
+    if online:
+        # a served stream: seconds per output token = k x the roofline's + the server's host
+        # time per sequence and step (sampling, detokenising, streaming), fitted together
+        k_online, factors["seq_s"] = fit_scale_offset([1.0 / c.published for c in online],
+                                                      [1.0 / c.predicted for c in online])
+    ratios = [c.predicted / c.published for c in cases
+              if _PHASE[c.metric] == "decode" and c.tp == 1 and not c.concurrency]
+    k = median(ratios) if ratios else k_online  # static rows first; else the online fit
     factors["decode"] = k if math.isfinite(k) else 1.0
-    prefill = [c for c in cases if _PHASE[c.metric] == "prefill"]
+    multi = [c.predicted / c.published for c in cases
+             if _PHASE[c.metric] == "decode" and c.tp > 1 and not c.concurrency]
+    k_tp = median(multi)  # decode on a tensor-parallel group, where rows exist
+    factors["decode_tp"] = k_tp if math.isfinite(k_tp) else factors["decode"]
+    # the prefill factor from static rows only: an online row's TTFT is mostly queueing
+    # behind other requests' steps (and the server's host work), not the prefill's roofline
+    prefill = [c for c in cases if _PHASE[c.metric] == "prefill" and not c.concurrency]
     pub = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.published) for c in prefill]
     pred = [_seconds_to_first_token(c.metric, c.prefill_tokens, c.predicted) for c in prefill]
-    factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
+    if prefill:
+        factors["prefill"], factors["request_s"] = fit_scale_offset(pub, pred)
+    elif stack != "TensorRT-LLM":  # no static prefill rows: TensorRT-LLM's, borrowed
+        borrowed = stack_factors("TensorRT-LLM")[0]
+        factors["prefill"] = borrowed.get("prefill", 1.0)
+        factors["request_s"] = borrowed.get("request_s", 0.0)
     from chipfit.predictors import band_for
 
     band, basis = band_for("llm", median(abs(c.loo_error) for c in cases),
                            f"leave-one-out median error on {len(cases)} published {stack} rows "
                            "(hardware/data/llm_results.toml)")
+    devices = {c.hardware for c in cases}
+    if len(devices) == 1:
+        band, basis = max(band, 0.5), (f"at least 50%: the published {stack} rows are all on "
+                                       f"{next(iter(devices))} (other devices unvalidated)")
     return factors, band, basis
 
 
@@ -554,34 +665,64 @@ class _Fit:
     max_context: int
 
 
-def _fit(arch: LlmArch, run: LlmRun, cap: float | None, overhead: float) -> _Fit:
-    """Devices needed and, on that many, the memory, the largest batch and context."""
-    need = devices_needed(arch, run, cap, overhead) if cap else None
-    tp = need or 1
-    return _Fit(need, tp, memory_breakdown(arch, run, tp, overhead),
-                max_batch(arch, run, cap, overhead, tp) if cap else 0,
-                max_context(arch, run, cap, overhead, tp) if cap else 0)
+def _fit(arch: LlmArch, run: LlmRun, cap: float | None, overhead: float, paged: bool = False,
+         tp: int | None = None) -> _Fit:
+    """Devices needed and, on that many, the memory, the largest batch and context.
+
+    ``paged`` (serving stacks): prefill runs in chunks of ``PREFILL_CHUNK_TOKENS`` and the KV
+    cache is paged, so the model needs room for the weights, one chunk and ONE sequence at
+    full context; the batch runs as many sequences at once as the cache holds
+    (``max_batch``), the rest waiting. Otherwise (eager ``generate``) the whole batch is
+    prefilled at once and its KV cache allocated up front. ``tp``: the degree asked
+    (``--tp``) instead of the fewest that fit."""
+    chunk = PREFILL_CHUNK_TOKENS if paged else None
+    need = devices_needed(arch, run, cap, overhead, chunk, paged) if cap else None
+    use = tp or need or 1
+    running = run.batch
+    if paged and cap:
+        running = max(1, min(run.batch, max_batch(arch, run, cap, overhead, use, chunk)))
+    return _Fit(need, use, memory_breakdown(arch, run, use, overhead, batch=running, chunk=chunk),
+                max_batch(arch, run, cap, overhead, use, chunk) if cap else 0,
+                max_context(arch, replace(run, batch=1) if paged else run, cap, overhead, use,
+                            chunk) if cap else 0)
 
 
-def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
-    dev, why, local = target_device(text)
+def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None, tp: int | None = None
+         ) -> LlmRow:
+    try:
+        dev, why, local = target_device(text)
+    except (InvalidInputError, SchemaError) as exc:  # a catalog gap: a row note, not an abort
+        from chipfit.hardware.catalog import load_catalog
+
+        spec = load_catalog()[text]
+        return LlmRow(spec.key, spec.name, spec.kind, False, spec.memory_bytes, None,
+                      memory_breakdown(arch, run), 0, 0, None, f"{exc}: not predicted")
     if dev is None:
         return _verdict_only(arch, run, text, _local_memory() if local else None, why)
     cap = dev.memory_bytes
-    fit = _fit(arch, run, cap, dev.overhead_bytes)
+    chosen = stack or ("eager" if local else "optimized")
+    paged = STACKS[chosen][0] != "eager"
+    fit = _fit(arch, run, cap, dev.overhead_bytes, paged, tp)
 
     def row(prediction: LlmPrediction | None, why: str = "",
             sweep: tuple[tuple[int, float, float], ...] = ()) -> LlmRow:
-        return LlmRow(dev.key, dev.name, dev.kind, local, cap, fit.need, fit.memory,
+        return LlmRow(dev.key, dev.name, dev.kind, local, cap,
+                      fit.tp if tp and fit.need else fit.need, fit.memory,
                       fit.max_batch, fit.max_context, prediction, why, sweep,
                       capacity_source="measured" if local else "catalog")
 
     if cap is not None and fit.need is None:
-        return row(None, "does not fit even on 64 tensor-parallel devices")
+        per = memory_breakdown(arch, replace(run, batch=1 if paged else run.batch), 64,
+                               dev.overhead_bytes, chunk=PREFILL_CHUNK_TOKENS if paged else None)
+        return row(None, f"does not fit even on {max(tp_candidates(arch))} tensor-parallel "
+                         f"devices ({per.total / 1e9:.1f} GB per device at the most: weights "
+                         f"{per.weights / 1e9:.1f}, KV cache {per.kv_cache / 1e9:.1f}, "
+                         f"activations {per.activations / 1e9:.1f})")
+    if tp and cap is not None and fit.memory.total > cap:
+        return row(None, f"TP{tp} needs {fit.memory.total / 1e9:.1f} GB per device, over "
+                         f"{cap / 1e9:.0f} GB (fewest that fit: TP{fit.need})")
     if fit.tp > 1 and dev.link_bw is None:
-        return row(None, f"needs {fit.tp} devices but the catalog has no interconnect "
-                         f"bandwidth for {dev.key}")
-    chosen = stack or ("eager" if local else "optimized")
+        dev = with_assumed_link(dev)
     if local and dev.basis == "calibrated" and chosen == "eager":
         base, per_layer = eager_host_overhead()  # measured once per process, only when needed
         dev = replace(dev, host_base_s=base, host_per_layer_s=per_layer)
@@ -592,7 +733,13 @@ def _row(arch: LlmArch, run: LlmRun, text: str, stack: str | None) -> LlmRow:
     sweep = tuple((b, *_rates(predict(b))) for b in BATCHES
                   if b == 1 or b <= fit.max_batch or cap is None)
     why = "" if cap else "memory capacity not in the catalog: fit not judged, one device predicted"
-    return row(predict(run.batch), why, sweep)
+    running = run.batch
+    if paged and cap and fit.max_batch < run.batch:
+        running = max(fit.max_batch, 1)
+        why = (f"the paged KV cache holds {running} of the {run.batch} sequences at full "
+               f"context on TP{fit.tp}: predicted at {running} running together, the rest "
+               "waiting (continuous batching)")
+    return row(predict(running), why, sweep)
 
 
 def _rates(p: LlmPrediction) -> tuple[float, float]:
@@ -606,9 +753,17 @@ def _predict(arch: LlmArch, run: LlmRun, dev: LlmDevice, tp: int, stack: str,
         factors, band, basis = stack_factors(family)
         if dev.kind == "cpu":  # the published rows are all GPUs: no evidence for CPUs
             band, basis = max(band, 0.5), "default 50% (no published CPU rows for this stack)"
+        if stack in BORROWED:
+            band, basis = max(band, 0.5), (f"at least 50%: no published {stack} rows, "
+                                           f"{family}'s factors borrowed")
+        if tp > 1:
+            factors = {**factors, "decode": factors.get("decode_tp", factors.get("decode", 1.0))}
         p = predict_llm(arch, run, dev, tp, kind, factors=factors, band=band, band_basis=basis)
         note = (f"assumes a compiled stack like {family} (fused kernels; launch floor per op, no"
                 f" per-op host cost), times scaled by factors fitted on published {family} rows")
+        if stack in BORROWED:
+            note = (f"{stack} stack: no published rows of its own; the roofline scaled by "
+                    f"{family}'s fitted factors")
     else:
         band = 0.25 if local else 0.5
         basis = ("calibration of this machine; see benchmarks/llm_cpu.py for the measured check"
@@ -631,7 +786,8 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
                gen_len: int = 128, batch: int = 1, dtype: str = "bfloat16",
                kv_dtype: str | None = None, stack: str | None = None, measure: bool = False,
                measure_budget_s: float = MEASURE_BUDGET_S,
-               progress: Callable[[str], None] | None = None) -> LlmReport:
+               progress: Callable[[str], None] | None = None,
+               tp: int | None = None) -> LlmReport:
     """Fit verdicts and predictions of ``model`` (a built-in name, a config.json path or a
     config dict) on each of ``hardware`` (catalog keys or ``local``). Pure arithmetic from the
     config for catalog devices: nothing is allocated.
@@ -639,7 +795,8 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
     ``measure``: also run the generation for real on this machine's CPU (the ``local`` row,
     random weights) when it is small enough to finish within ``measure_budget_s``; the row
     then carries the measured times beside the prediction, or says why it was not measured.
-    ``progress`` is handed a line before the measuring starts.
+    ``progress`` is handed a line before the measuring starts. ``tp``: predict on that many
+    tensor-parallel devices instead of the fewest that hold the run.
     """
     from chipfit.workloads.llm import arch_from_config, load_config
 
@@ -658,7 +815,10 @@ def llm_report(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_l
         raise UsageError("no hardware given: pass --hardware h100-sxm,l4,local ...")
     if measure and (not math.isfinite(measure_budget_s) or measure_budget_s <= 0):
         raise InvalidInputError("--measure-budget must be a positive number of seconds")
-    rows = tuple(_row(arch, run, t, stack) for t in targets)
+    if tp is not None and (tp <= 0 or arch.heads % tp):
+        raise InvalidInputError(f"--tp must be a positive divisor of {arch.name}'s "
+                                f"{arch.heads} attention heads")
+    rows = tuple(_row(arch, run, t, stack, tp) for t in targets)
     if measure:
         if not any(r.local for r in rows):
             raise UsageError("--measure runs the model on this machine: add 'local' to "
@@ -715,6 +875,8 @@ class LlmAdvice:
     verdict: Any = None  # chipfit.analysis.verdict.Verdict over the rows' options
     ties: tuple[tuple[str, ...], ...] = ()
     tie_break: str = ""
+    service: str = ""  # the service question's answer (chipfit.pipelines.serving), if asked
+    service_report: Any = None
 
     @property
     def choice(self) -> str | None:
@@ -729,6 +891,8 @@ class LlmAdvice:
                            for r, v in self.ranked],
                 "ties": [list(t) for t in self.ties], "tie_break": self.tie_break or None,
                 "excluded": [{"hardware": h, "why": w} for h, w in self.excluded],
+                "service": (self.service_report.to_dict() if self.service_report is not None
+                            else None),
                 "report": self.report.to_dict()}
 
 
@@ -770,8 +934,10 @@ def advise_report(report: LlmReport, objective: str = "latency",
         if value is None:
             excluded.append((row.hardware, row.why or f"no {objective} figure"))
         elif max_latency is not None and p is not None and p.total_s > max_latency:
-            excluded.append((row.hardware, f"{p.total_s:.3g} s per request > --max-latency "
-                                           f"{max_latency:.3g} s"))
+            excluded.append((row.hardware, f"{p.total_s:.3g} s per request (TTFT "
+                                           f"{p.ttft_s * 1e3:.3g} ms + {p.gen_len - 1} x "
+                                           f"{p.step_s * 1e3:.3g} ms) > --max-latency "
+                                           f"{max_latency * 1e3:.3g} ms"))
         elif budget is not None and (p is None or p.usd_per_million_tokens is None
                                      or p.usd_per_million_tokens > budget):
             excluded.append((row.hardware, "over budget or no price in the catalog"))

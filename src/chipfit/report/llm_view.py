@@ -15,7 +15,7 @@ from rich.table import Table
 from chipfit.report.fmt import fmt_seconds
 
 __all__ = ["llm_advice_renderable", "llm_html_section", "llm_published_table", "llm_table",
-           "write_llm_html"]
+           "serve_html_section", "serve_table", "write_llm_html", "write_serve_html"]
 
 
 def _num(value: float | None, digits: str = ".3g") -> str:
@@ -129,13 +129,16 @@ def llm_html_section(report: Any, element_id: str = "llm") -> Any:
                   else Safe("")])
 
 
-def write_llm_html(report: Any, path: Any) -> Any:
-    """A self-contained HTML page of one LLM report (same shell as chipfit report)."""
+def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
+    """A self-contained HTML page of one LLM report (same shell as chipfit report), with the
+    serving section (answer, table, frontier plot) when ``service`` is given."""
     from pathlib import Path
 
-    from chipfit.report.html import _CSP, _STYLE, _el, esc
+    from chipfit.report.html import _CSP, _STYLE, _el, _join, esc
 
     body = llm_html_section(report)
+    if service is not None:
+        body = _join([body, serve_html_section(service)])
     text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             f"<title>chipfit llm {esc(report.arch.name)}</title>"
@@ -152,8 +155,21 @@ def llm_verdict_line(advice: Any) -> str:
     """The first line of ``chipfit llm`` and ``chipfit advise LLM``: which hardware, on how
     many devices, what it delivers and costs, and whether it is a tie."""
     if not advice.ranked:
+        name = advice.report.arch.name
+        predicted = [r for r in advice.report.rows if r.prediction is not None]
+        if predicted:  # excluded by a limit: name the closest and the limit that binds
+            best = min(predicted, key=lambda r: r.prediction.total_s)
+            p = best.prediction
+            return (f"No hardware meets the limits for {name}: {len(predicted)} with "
+                    f"predictions excluded (listed below); closest by time per request is "
+                    f"{best.devices_needed or 1}x {best.hardware} at {p.total_s:.3g} s (TTFT "
+                    f"{fmt_seconds(p.ttft_s)} + {p.gen_len - 1} decode steps of "
+                    f"{fmt_seconds(p.step_s)}); --max-latency bounds the whole request: for a "
+                    "per-token target use chipfit llm --per-user-tokens-per-s.")
         why = "; ".join(f"{h}: {w}" for h, w in advice.excluded[:3]) or "no hardware given"
-        return f"No hardware serves {advice.report.arch.name} here ({why})."
+        more = len(advice.excluded) - 3
+        return (f"No hardware serves {name} here ({why}"
+                + (f"; {more} more excluded" if more > 0 else "") + ").")
     row, _ = advice.ranked[0]
     p = row.prediction
     devices = row.devices_needed or 1
@@ -174,7 +190,11 @@ def llm_verdict_line(advice: Any) -> str:
 def llm_reasons(advice: Any) -> list[str]:
     """Plain sentences: why the first choice, on how many devices, bound by what."""
     if not advice.ranked:
-        return ["no hardware has a prediction for this run"]
+        predicted = [r.hardware for r in advice.report.rows if r.prediction is not None]
+        if predicted:
+            return [f"all {len(predicted)} targets with a prediction were excluded by a "
+                    "limit (see 'excluded' below)"]
+        return ["no hardware has a prediction for this run (see 'excluded' below)"]
     row, value = advice.ranked[0]
     p = row.prediction
     what, unit, _ = _objective(advice.objective)
@@ -207,10 +227,107 @@ def llm_advice_renderable(advice: Any) -> Any:
                       p.stack)
     lines = [Text(f"- {r}") for r in llm_reasons(advice)]
     lines += [Text(f"excluded {h}: {w}", style="dim") for h, w in advice.excluded]
-    return Group(Text(llm_verdict_line(advice), style="bold"), table, *lines)
+    head = [Text(advice.service, style="bold")] if getattr(advice, "service", "") else []
+    if not advice.ranked:  # no empty table: the verdict, then what was excluded and why
+        return Group(*head, Text(llm_verdict_line(advice), style="bold"), *lines)
+    return Group(*head, Text(llm_verdict_line(advice), style="bold"), table, *lines)
 
 
 def _objective(name: str) -> tuple[str, str, bool]:
     from chipfit.analysis.llm import OBJECTIVES
 
     return OBJECTIVES[name]
+
+
+# ----------------------------------------------------------------------- serving
+
+
+def _cfg(plan: Any) -> str:
+    o = plan.option
+    return f"TP{o.tp}" + (f"xPP{o.pp}" if o.pp > 1 else "") + f" x{plan.replicas}"
+
+
+def serve_table(report: Any, wide: bool = False) -> Any:
+    """One row per hardware: its configuration (TP, replicas), devices, what one replica
+    serves within the SLO, TTFT and TPOT percentiles, tokens/s per device, cost; fitted to
+    80 columns (the least needed columns go first)."""
+    from chipfit.report.layout import Col, Fitted
+
+    w, q = report.workload, report.slo.percentile
+    load = f"{w.rate:g} req/s" if w.rate is not None else f"{w.concurrency} users"
+    title = (f"chipfit llm {report.arch.name} serving {load}: {report.run.weight_dtype}, "
+             f"prompt {w.prompt_len}, gen {w.gen_len} ({w.distribution}), {report.stack}")
+    unit = "req/s" if w.rate is not None else "users"
+    caption = (f"config: TP degree x replicas; cap: most {unit} one replica serves within "
+               f"the SLO ({report.slo.describe()}); TTFT/TPOT p{q:g}, tok/s per device and "
+               "$ per 1M tokens (prompt + generated): predicted; prices: catalog.")
+    cols = [Col("hardware"), Col("config"), Col("devs", "right"), Col("SLO", drop=1),
+            Col(f"cap/{unit}", "right", 3), Col(f"TTFT p{q:g}", "right"),
+            Col(f"TPOT p{q:g}", "right"), Col("tok/s/dev", "right", 2),
+            Col("$/1M", "right"), Col("why", drop=4, prose=True)]
+    rows = []
+    for row in report.rows:
+        p = row.plan
+        if p is None:
+            rows.append([row.hardware, "-", "-", "-", "-", "-", "-", "-", "-", row.why or "-"])
+            continue
+        r = p.result
+        cost = p.costs()["usd_per_million_tokens"]
+        rows.append([row.hardware, _cfg(p), str(p.devices),
+                     "yes" if p.meets else f"no: {p.binding}",
+                     _num(p.capacity) if p.capacity is not None else "-",
+                     fmt_seconds(r.p("ttft", q)), fmt_seconds(r.p("tpot", q)),
+                     _num(r.output_tokens_per_s / p.option.per_replica),
+                     _money(cost), row.why or ""])
+    return Fitted(cols, rows, wide=wide, title=title, caption=caption)
+
+
+def serve_html_section(report: Any, element_id: str = "serving") -> Any:
+    """The serving answer as an HTML section: the answer, a table and the frontier plot."""
+    from chipfit.report.html import Safe, _el, _figure, _join, _table, num
+    from chipfit.report.serving_plots import pareto_plot
+
+    q = report.slo.percentile
+    rows = []
+    for row in report.rows:
+        p = row.plan
+        if p is None:
+            rows.append((row.hardware, "-", "-", "-", "-", "-", "-", "-", row.why or "-"))
+            continue
+        r, c = p.result, p.costs()
+        rows.append((row.hardware, _cfg(p), p.devices, "yes" if p.meets else f"no ({p.binding})",
+                     num(fmt_seconds(r.p("ttft", q)), "predicted"),
+                     num(fmt_seconds(r.p("tpot", q)), "predicted"),
+                     num(_num(r.output_tokens_per_s / p.option.per_replica), "predicted"),
+                     num(_money(c["usd_per_million_tokens"]), "predicted")
+                     if c["usd_per_million_tokens"] is not None else "-",
+                     f"+-{p.option.band:.0%}"))
+    table = _table(("hardware", "config", "devices", "meets SLO", f"TTFT p{q:g}",
+                    f"TPOT p{q:g}", "output tok/s per device", "$ per 1M tokens", "band"),
+                   rows, numeric=(2, 4, 5, 6, 7))
+    parts = [_el("h2", f"Serving {report.arch.name}", id=element_id),
+             _el("p", report.answer()), table]
+    if any(r.pareto for r in report.rows):
+        parts.append(_figure(f"{element_id}-pareto", "Output tokens/s per device against "
+                             "tokens/s per user (predicted), SLO region shaded.",
+                             pareto_plot(report)))
+    parts.append(_el("ul", _join(_el("li", n) for n in report.notes), class_="muted")
+                 if report.notes else Safe(""))
+    return _join(parts)
+
+
+def write_serve_html(report: Any, path: Any) -> Any:
+    """A self-contained HTML page of one serving report (same shell as chipfit report)."""
+    from pathlib import Path
+
+    from chipfit.paths import open_atomic
+    from chipfit.report.html import _CSP, _STYLE, _el, esc
+
+    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f"<title>chipfit llm {esc(report.arch.name)}</title>"
+            f"<style>{_STYLE}</style></head><body>{_el('h1', 'chipfit llm')}"
+            f"{serve_html_section(report)}</body></html>\n")
+    with open_atomic(path, "--html") as fh:
+        fh.write(text)
+    return Path(path)
