@@ -37,6 +37,8 @@ PROBES = {
     "tags": "document.querySelectorAll('.src').length",
     "claims": "document.getElementById('claims') !== null",
     "text": "document.body.innerText",
+    "labels": "[...document.querySelectorAll('[id^=\"crossover-label-\"] text')]"
+              ".map(t => t.textContent)",
 }
 
 
@@ -138,9 +140,9 @@ def test_a_crossover_is_marked_on_the_plot(chromium, tmp_path):
     assert page.console_errors == [] and page.requests == []
     assert page.values["crossovers"] >= 1
     body = " ".join(page.values["text"].split())
-    assert "torch:cpu vs torch:cpu@1t: one crossover at n ≈" in body
-    assert "n ≈ 111 (between the measured 64 and 128)" in body
-    assert "torch:cpu@1t is faster below, torch:cpu above" in body
+    assert "n ≈ 111 (measured 64 and 128): torch:cpu@1t faster below, torch:cpu above" in body
+    assert "faster device changes at n ≈ 111" in body  # the summary, at the top
+    assert page.values["labels"] == ["1: ≈ 111"]  # the mark's label names its number
 
 
 def poisoned(sweep_json: Path, tmp_path: Path) -> Path:
