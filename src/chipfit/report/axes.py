@@ -15,11 +15,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["MAX_TICKS", "Box", "log_ticks", "overlaps", "place_labels"]
+__all__ = ["MAX_TICKS", "MIN_RATIO", "Box", "log_ticks", "overlaps", "place_labels", "widen"]
 
 #: More major ticks than this crowd the axis: sparser schemes are chosen instead.
 MAX_TICKS = 10
+#: The narrowest axis drawn, as top over bottom: a flatter range is widened around its middle,
+#: so ticks three significant digits apart exist (1.00 1.05 1.10, never 1.00 1.00 1.00).
+MIN_RATIO = 1.1
 _EPS = 1e-9
+
+
+def widen(lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)`` ordered, and widened around its geometric middle to at least
+    :data:`MIN_RATIO` (an axis over one value, or values equal to three digits)."""
+    lo, hi = min(lo, hi), max(lo, hi)
+    if hi / lo >= MIN_RATIO:
+        return lo, hi
+    middle = math.sqrt(lo * hi)
+    return middle / math.sqrt(MIN_RATIO), middle * math.sqrt(MIN_RATIO)
 
 
 def _within(values: list[float], lo: float, hi: float) -> list[float]:
@@ -55,14 +68,12 @@ def _linear(lo: float, hi: float) -> list[float]:
 
 
 def log_ticks(lo: float, hi: float, base2: bool = False) -> list[float]:
-    """At least three major ticks inside ``[lo, hi]`` (positive) for a log axis, at most
+    """At least three major ticks inside ``widen(lo, hi)`` (positive) for a log axis, at most
     :data:`MAX_TICKS`: powers of two (``base2``) when three or more fit, else decades; 1-2-5
     steps when there are fewer than three decades; then 1-9 multiples; then linear steps."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi <= 0:
         return []
-    lo, hi = min(lo, hi), max(lo, hi)
-    if hi / lo < 1 + 1e-6:  # a single value: an axis around it
-        lo, hi = lo * 0.9, hi * 1.1
+    lo, hi = widen(lo, hi)
     if base2:
         ticks = _powers_of_two(lo, hi)
         if len(ticks) >= 3:

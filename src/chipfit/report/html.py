@@ -803,10 +803,16 @@ def _header(data: ReportData, has_advice: bool = False) -> Safe:
 
 def write_report(runs: Sequence[Run], path: str | Path, *,
                  ceilings: Mapping[str, Any] | None = None, png_dir: str | Path | None = None,
-                 level: float = 0.95, sections: Sequence[str] = ()) -> Path:
-    """Write the HTML report of ``runs`` to ``path`` (and each plot as PNG under ``png_dir``)."""
+                 level: float = 0.95, sections: Sequence[str] = (),
+                 llm: Sequence[Any] = ()) -> Path:
+    """Write the HTML report of ``runs`` to ``path`` (and each plot as PNG under ``png_dir``).
+
+    ``llm``: language-model reports (:func:`chipfit.llm`, run at the prompt, batch and dtypes
+    wanted) to add as sections, after ``sections``."""
+    from chipfit.report.llm_section import llm_section
     from chipfit.report.plots import save_png
 
+    sections = [*sections, *(llm_section(r, f"llm-{i}") for i, r in enumerate(llm))]
     data = prepare(runs, level=level, ceilings=ceilings)
     figures = report_figures(data)
     from chipfit.paths import write_atomic

@@ -204,7 +204,7 @@ def size_tick(value: float) -> str:
     exp = math.log2(value)
     if value > 65536 and abs(exp - round(exp)) < 1e-9:
         return "2" + str(round(exp)).translate(_SUPERSCRIPT)
-    return f"{value:,.0f}" if value >= 10 else f"{value:.3g}"
+    return plain_number(value) if value < 1000 else f"{value:,.0f}"
 
 
 def _locator(base2: bool) -> Any:
@@ -212,7 +212,7 @@ def _locator(base2: bool) -> Any:
     numbered ticks whatever the span (matplotlib's own leave a sub-decade axis bare)."""
     from matplotlib.ticker import Locator
 
-    from chipfit.report.axes import log_ticks
+    from chipfit.report.axes import log_ticks, widen
 
     class _LogTicks(Locator):
         def __call__(self) -> list[float]:
@@ -220,6 +220,10 @@ def _locator(base2: bool) -> Any:
 
         def tick_values(self, vmin: float, vmax: float) -> list[float]:
             return log_ticks(vmin, vmax, base2=base2)
+
+        def view_limits(self, vmin: float, vmax: float) -> tuple[float, float]:
+            # a near-flat series gets an axis wide enough for three distinct tick labels
+            return widen(vmin, vmax) if 0 < vmin and 0 < vmax else (vmin, vmax)
 
     return _LogTicks()
 
@@ -234,7 +238,7 @@ def _ticks(ax: Any, xfmt: Any, yfmt: Any, base2_x: bool) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
-def legend_below(fig: Any, ax: Any, fontsize: int = 8) -> None:
+def legend_below(fig: Any, ax: Any, fontsize: int = 8, **options: Any) -> None:
     """The legend under the plot, outside the axes (it never covers a point), in as many
     columns as its longest entry allows across the figure."""
     handles, labels = ax.get_legend_handles_labels()
@@ -244,7 +248,7 @@ def legend_below(fig: Any, ax: Any, fontsize: int = 8) -> None:
     across = fig.get_figwidth() * 72 / (fontsize * _EM_WIDTH)
     cols = max(1, min(len(labels), int(across // chars)))
     fig.legend(handles, labels, loc="outside lower center", ncols=cols, fontsize=fontsize,
-               frameon=False).set_gid("legend")
+               frameon=False, **options).set_gid("legend")
 
 
 def _finish(ax: Any, title: str, xlabel: str, ylabel: str, *, xfmt: Any = size_tick,
