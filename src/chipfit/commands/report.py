@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from chipfit.report.html import write_report
 
     check_settings(args.level, 2000)
+    llm = _llm_reports(args)  # its flags are checked before any results file is read
     runs = _runs(args)
-    path = write_report(runs, args.output, png_dir=args.png, level=args.level,
-                        llm=_llm_reports(args))
+    path = write_report(runs, args.output, png_dir=args.png, level=args.level, llm=llm)
     count = sum(len(r.measurements) for r in runs)
     out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
     if args.png:
@@ -102,6 +102,11 @@ def _llm_reports(args: argparse.Namespace) -> list:
     """One report per ``--llm`` model, at the prompt, generation, batch and dtype given."""
     from chipfit.commands._common import csv_list
     from chipfit.pipelines.llm import llm_report
+    from chipfit.workloads.config_schema import MAX_BATCH, MAX_TOKENS, check_run_size
 
+    for flag, value, high in (("--llm-prompt-len", args.llm_prompt_len, MAX_TOKENS),
+                              ("--llm-gen-len", args.llm_gen_len, MAX_TOKENS),
+                              ("--llm-batch", args.llm_batch, MAX_BATCH)):
+        check_run_size(flag, value, high)
     return [llm_report(model, csv_list(args.llm_hardware), args.llm_prompt_len,
                        args.llm_gen_len, args.llm_batch, args.llm_dtype) for model in args.llm]
