@@ -14,7 +14,7 @@ from chipfit.report.plots import plain_number, size_tick
 positive = st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(positive, positive, st.booleans())
 def test_ticks_cover_the_range_with_three_to_ten_distinct_labels(a, b, base2):
     lo, hi = widen(a, b)
@@ -25,7 +25,7 @@ def test_ticks_cover_the_range_with_three_to_ten_distinct_labels(a, b, base2):
     assert all(lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9) for t in ticks)
     # the ticks spread over the range: no more than half of it (in log) left bare at an end
     span = math.log(hi / lo)
-    assert math.log(ticks[0] / lo) <= span / 2 and math.log(hi / ticks[-1]) <= span / 2
+    assert max(math.log(ticks[0] / lo), math.log(hi / ticks[-1])) <= span / 2 + 1e-9
     for fmt in (fmt_seconds, plain_number, size_tick):
         labels = [fmt(t) for t in ticks]
         assert len(set(labels)) == len(labels), labels
@@ -44,7 +44,7 @@ boxes = st.tuples(st.floats(0.02, 0.25), st.floats(0.02, 0.08))
 points = st.tuples(st.floats(0, 1), st.floats(0, 1))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(points, boxes), min_size=1, max_size=5))
 def test_labels_are_placed_inside_the_plot_and_apart(labels):
     anchors, sizes = zip(*labels, strict=True)

@@ -86,11 +86,13 @@ def _newest_advice(latest, look_back: int = 50):  # noqa: ANN001, ANN202
 def run(args: argparse.Namespace) -> int:
     from chipfit.analysis.crossover import check_settings
     from chipfit.report.html import write_report
+    from chipfit.report.llm_section import llm_sections
 
     check_settings(args.level, 2000)
     llm = _llm_reports(args)  # its flags are checked before any results file is read
     runs = _runs(args)
-    path = write_report(runs, args.output, png_dir=args.png, level=args.level, llm=llm)
+    path = write_report(runs, args.output, png_dir=args.png, level=args.level,
+                        sections=llm_sections(llm))
     count = sum(len(r.measurements) for r in runs)
     out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
     if args.png:

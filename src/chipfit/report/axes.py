@@ -80,11 +80,18 @@ def log_ticks(lo: float, hi: float, base2: bool = False) -> list[float]:
             return _thin(ticks)
     for mantissas in ((1, 2, 5), tuple(range(1, 10))):
         ticks = _decimal(lo, hi, mantissas)
-        if len(ticks) >= 3:
+        if len(ticks) >= 3 and _spread(ticks, lo, hi):
             decades = _decimal(lo, hi, (1,))
             return _thin(decades) if len(ticks) > MAX_TICKS and len(decades) >= 3 else \
                 _thin(ticks)
     return _linear(lo, hi)
+
+
+def _spread(ticks: list[float], lo: float, hi: float) -> bool:
+    """Whether ``ticks`` reach across the axis: neither end left bare over 40% of it (in log)
+    (0.71 to 1.41 has 0.8 0.9 1 and nothing above: linear steps read better there)."""
+    span = math.log(hi / lo)
+    return max(math.log(ticks[0] / lo), math.log(hi / ticks[-1])) <= 0.4 * span
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1

@@ -95,14 +95,16 @@ def _join(parts: Iterable[Any]) -> Safe:
 
 # A command-line flag (``--devices``, ``-o``) in running text: kept on one line, never split
 # at its dashes ("calibrate -" / "-devices").
-_FLAG = re.compile(r"(?<![\w&#;-])(--?[A-Za-z][\w-]*)")
+_FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 
 def text(value: Any) -> Safe:
     """``value`` escaped as element text (:func:`esc`), command-line flags kept unbroken."""
     if isinstance(value, Safe):
         return value
-    return Safe(_FLAG.sub(r'<span class="nw">\1</span>', esc(value)))
+    parts = _FLAG.split(clean(str(value)))  # odd places: the flags
+    return Safe("".join(f'<span class="nw">{html.escape(p)}</span>' if i % 2 else
+                        html.escape(p) for i, p in enumerate(parts)))
 
 
 def _el(tag: str, body: Any = "", **attrs: str) -> Safe:
@@ -803,16 +805,13 @@ def _header(data: ReportData, has_advice: bool = False) -> Safe:
 
 def write_report(runs: Sequence[Run], path: str | Path, *,
                  ceilings: Mapping[str, Any] | None = None, png_dir: str | Path | None = None,
-                 level: float = 0.95, sections: Sequence[str] = (),
-                 llm: Sequence[Any] = ()) -> Path:
+                 level: float = 0.95, sections: Sequence[str] = ()) -> Path:
     """Write the HTML report of ``runs`` to ``path`` (and each plot as PNG under ``png_dir``).
 
-    ``llm``: language-model reports (:func:`chipfit.llm`, run at the prompt, batch and dtypes
-    wanted) to add as sections, after ``sections``."""
-    from chipfit.report.llm_section import llm_section
+    ``sections``: more markup placed before the metadata (language models:
+    :func:`chipfit.report.llm_section.llm_sections`)."""
     from chipfit.report.plots import save_png
 
-    sections = [*sections, *(llm_section(r, f"llm-{i}") for i, r in enumerate(llm))]
     data = prepare(runs, level=level, ceilings=ceilings)
     figures = report_figures(data)
     from chipfit.paths import write_atomic

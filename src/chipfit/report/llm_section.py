@@ -17,7 +17,7 @@ from typing import Any
 from chipfit.report.fmt import fmt_seconds
 from chipfit.report.html import Safe, _el, _figure, _join, _table, num
 
-__all__ = ["llm_row", "llm_section"]
+__all__ = ["llm_row", "llm_section", "llm_sections"]
 
 _HEADERS = ("hardware", "devices", "memory / device", "capacity", "max batch", "TTFT",
             "tok/s per seq", "tok/s batch", "$ per 1M tokens", "bound", "band")
@@ -81,3 +81,8 @@ def llm_section(report: Any, element_id: str = "llm") -> Safe:
         _figure(f"{element_id}-tokens", f"Decode tokens/s vs batch (predicted; this run: batch "
                 f"{r.batch}).", tokens_vs_batch_plot(report)),
         _el("ul", _join(_el("li", n) for n in notes), class_="muted") if notes else Safe("")])
+
+
+def llm_sections(reports: Any) -> list[Safe]:
+    """One section per language-model report, with element ids ``llm-0``, ``llm-1`` ..."""
+    return [llm_section(r, f"llm-{i}") for i, r in enumerate(reports)]
