@@ -16,7 +16,7 @@ import datetime as dt
 import html
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -297,16 +297,20 @@ def _workload_ids(data: ReportData) -> dict[str, str]:
 
 def report_figures(data: ReportData) -> list[tuple[str, str, Any]]:
     """(element id, caption, matplotlib Figure) for every plot, in page order."""
+    from chipfit.analysis.trust import screen
     from chipfit.report import plots
 
     figures = []
     for workload, wid in _workload_ids(data).items():
         axis = data.axes[workload]
-        ms = [m for m in data.measurements if m.workload == workload]
+        # the points the analysis uses: contended ones where a series has quiet ones are left
+        # out, as in the crossovers; a series with only contended points is labelled
+        ms = list(screen(m for m in data.measurements if m.workload == workload).kept)
+        busy = {m.series_device for m in ms if m.ok and m.contended}
         series = build_series(ms, position=size_position)
         figures.append((f"{wid}-time", f"{workload}: time per call vs {axis}", plots.time_plot(
             series, data.analysis.crossovers_of(workload), title=f"{workload}: time vs {axis}",
-            axis=axis)))
+            axis=axis, contended=busy)))
         unit = rate_unit(ms)
         figures.append((f"{wid}-rate", f"{workload}: {unit} vs {axis}", plots.throughput_plot(
             ms, title=f"{workload}: throughput vs {axis}", axis=axis, unit=unit,
@@ -407,10 +411,21 @@ def _crossing_list(data: ReportData, workload: str) -> Safe:
                   _el("ul", _join(flat), class_="muted") if flat else Safe("")])
 
 
-def _summary_rows(summaries: Sequence[SeriesSummary]) -> list[tuple[Any, ...]]:
+def _busy_series(ms: Iterable[Measurement]) -> set[tuple[str, str, str, str]]:
+    """Series whose figures come from contended points (no quiet point to use instead)."""
+    from chipfit.analysis.trust import screen
+
+    return {(m.workload, m.device, m.dtype, m.mode) for m in screen(ms).kept
+            if m.ok and m.contended}
+
+
+def _summary_rows(summaries: Sequence[SeriesSummary],
+                  busy: Collection[tuple[str, str, str, str]] = ()) -> list[tuple[Any, ...]]:
     rows = []
     for s in summaries:
         rate = words.fmt_best_rate(s.best_rate, s.rate_unit)
+        if (s.workload, s.device, s.dtype, s.mode) in busy:
+            rate = Safe(esc(rate) + src("contended"))
         rows.append((s.device, s.dtype, s.mode, num(f"{s.ok} / {s.tried}", s.source),
                      num(s.largest_ok, s.source) if s.largest_ok else "-",
                      num(s.first_oom, s.source) if s.first_oom else "none",
@@ -467,12 +482,18 @@ def _workload_section(data: ReportData, workload: str, wid: str,
             ("#", "pair", "view", f"at ({axis})", "between measured",
              f"{data.analysis.level:.0%} interval", "confidence", "faster", "source"),
             rows, (0, 3, 6)) + "</details>"))
+    busy_series = {d for _, d, _, _ in _busy_series(ms)}
+    if busy_series:
+        limits.append(f"{', '.join(sorted(busy_series))}: every point was measured while the "
+                      "machine was shared, so these rates are from contended points (slower "
+                      "than on a quiet machine; re-measure to confirm).")
     parts += [_el("h3", "Limits and throughput"),
               _el("ul", _join(_el("li", s) for s in limits)),
               figures[f"{wid}-rate"],
               _table(("device", "dtype", "mode", "sizes ok", "largest that fits", "first OOM",
                       "memory-guard limit", "best size", "best rate"),
-                     _summary_rows(data.analysis.summaries_of(workload)), (3, 4, 5, 6, 7, 8)),
+                     _summary_rows(data.analysis.summaries_of(workload), _busy_series(ms)),
+                     (3, 4, 5, 6, 7, 8)),
               Safe("<details><summary>Every measurement</summary>" + _table(
                   ("size", "device", "dtype", "mode", "status", "median", "95% CI of median",
                    "end to end", "FLOP/s", "B/s", "items/s", "samples", "note", "source"),

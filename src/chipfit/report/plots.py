@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,10 +111,12 @@ def _interp_log(series: Series, x: float) -> float:
 
 
 def time_plot(series: Sequence[Series], crossovers: Sequence[Crossover], *, title: str,
-              axis: str) -> Figure:
+              axis: str, contended: Collection[str] = ()) -> Figure:
     """Median time per call vs size, log-log, one line per series (dashed: end to end),
     error bars the 95% CI of the median, each crossover marked with an X and a rule and
-    labelled with its number and size (the list under the plot says the rest)."""
+    labelled with its number and size (the list under the plot says the rest). Series whose
+    device is in ``contended`` (points measured while the machine was shared) say so in the
+    legend."""
     fig = _figure()
     ax = fig.add_subplot()
     shown = [s for s in series if s.points and (s.key.view == "resident" or s.copies)]
@@ -125,9 +127,10 @@ def time_plot(series: Sequence[Series], crossovers: Sequence[Crossover], *, titl
         ys = [p.median_s for p in s.points]
         err = list(zip(*(_ci(p.samples_s) for p in s.points), strict=True))
         e2e = s.key.view == "end_to_end"
+        label = (name(s.key) + (" (end to end)" if e2e else "")
+                 + (" (contended)" if s.key.device in contended else ""))
         line = ax.errorbar(xs, ys, yerr=err, color=colors[_group(s.key)], marker="o", ms=3,
-                           capsize=2, lw=1.4, ls="--" if e2e else "-",
-                           label=plain(name(s.key) + (" (end to end)" if e2e else "")))
+                           capsize=2, lw=1.4, ls="--" if e2e else "-", label=plain(label))
         line[0].set_gid(f"series-{slug(name(s.key))}-{s.key.view}")
     by_key = {s.key: s for s in shown}
     marks = []
@@ -265,7 +268,8 @@ def _finish(ax: Any, title: str, xlabel: str, ylabel: str, *, xfmt: Any = size_t
 
 def throughput_plot(measurements: Sequence[Measurement], *, title: str, axis: str, unit: str,
                     position: Any) -> Figure:
-    """Rate vs size (items/s for batched work, else FLOP/s or B/s), the best point starred."""
+    """Rate vs size (items/s for batched work, else FLOP/s or B/s), the best point starred;
+    a series with points measured while the machine was shared says so in the legend."""
     fig = _figure()
     ax = fig.add_subplot()
     groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
@@ -273,13 +277,15 @@ def throughput_plot(measurements: Sequence[Measurement], *, title: str, axis: st
         x, r = position(m.workload, m.size), rate_of(m, unit)
         if m.ok and math.isfinite(x) and math.isfinite(r):
             groups.setdefault((m.series_device, m.dtype, m.mode), []).append((x, r))
+    busy = {(m.series_device, m.dtype, m.mode) for m in measurements if m.ok and m.contended}
     colors = _colors(groups)
     keys = [SeriesKey("", *g) for g in groups]
     name = _namer(keys)
     for key, (group, points) in zip(keys, groups.items(), strict=True):
         points.sort()
+        label = name(key) + (" (contended)" if group in busy else "")
         ax.plot(*zip(*points, strict=True), marker="o", ms=3, color=colors[group],
-                label=plain(name(key)))[0].set_gid(f"rate-{slug(name(key))}")
+                label=plain(label))[0].set_gid(f"rate-{slug(name(key))}")
         best = max(points, key=lambda p: p[1])
         ax.plot([best[0]], [best[1]], marker="*", ms=13, color=colors[group],
                 ls="none")[0].set_gid(f"best-{slug(name(key))}")
