@@ -103,9 +103,12 @@ def test_report_of_a_real_sweep_loads_offline_with_plots(chromium, sweep_json, t
     html, pngs = report(tmp_path, sweep_json)
     text = html.read_text(encoding="utf-8")
     assert_offline_markup(text)
-    page = load_page(html, PROBES, chromium)
+    page = load_page(html, {**PROBES, "layout": LAYOUT}, chromium)
     assert page.console_errors == [] and page.requests == [] and page.dialogs == []
     values = page.values
+    layout = values["layout"]  # real timings: the page fits and every axis is numbered
+    assert layout["scroll"] <= 1280 and layout["wide"] == [] and layout["overlaps"] == []
+    assert len(layout["axes"]) == 6 and all(len(ticks) >= 3 for _, _, ticks in layout["axes"])
     assert values["figures"] == 3  # time and throughput for matmul, and the roofline
     assert values["paths"] > 10 and values["series"] >= 2
     assert values["scripts"] == 0 and values["claims"] is True

@@ -78,6 +78,10 @@ def test_all_busy_points_cannot_give_a_confident_crossover():
     assert line.startswith("n ≈ 111 (measured 64 and 128): torch:cpu@1t faster below")
     assert "confidence low: from contended points" in line and "100%" in line
     assert "100%" not in crossing_item(busy, busy.crossings[0], "n").split("low")[0]
+    from chipfit.report.crossover_view import crossover_sentence
+
+    assert "confidence low" in crossover_sentence(busy, "n")  # the terminal says it too
+    assert "100% of 2000 bootstrap resamples" in crossover_sentence(quiet, "n")
     flat = replace(quiet, kind="none", crossings=())
     assert no_crossing_item(flat).endswith("not compared (fewer than two sizes measured on both)")
 

@@ -50,6 +50,9 @@ def _confidence(c: Crossover, crossing: Crossing) -> str:
     lo, hi = crossing.interval
     gap = (" (nothing was measured between the bracketing sizes, so the interval spans the "
            "gap)" if crossing.gap else "")
+    if c.from_contended:
+        return (f"{level} interval of the crossing {fmt_position(lo)}-{fmt_position(hi)}{gap}; "
+                f"confidence {confidence_text(c, crossing)}")
     return (f"{level} interval of the crossing {fmt_position(lo)}-{fmt_position(hi)}{gap}; "
             f"{crossing.confidence:.0%} of {c.resamples} bootstrap resamples of the raw "
             "samples agree the faster one changes there")
