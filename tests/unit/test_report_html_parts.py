@@ -10,7 +10,14 @@ import pytest
 
 from chipfit.analysis.crossover import Crossing, Crossover, SeriesKey
 from chipfit.report.crossover_view import confidence_text, crossing_item, no_crossing_item
-from chipfit.report.html import device_rows, newest_series, prepare, text, workload_summary
+from chipfit.report.html import (
+    device_rows,
+    newest_series,
+    prepare,
+    report_figures,
+    text,
+    workload_summary,
+)
 from chipfit.results import DeviceInfo, Discovery, Measurement, Run
 
 CPU = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "AMD EPYC 7B13", cores=2, threads=4)
@@ -53,9 +60,12 @@ def test_one_device_row_per_device_however_many_runs_saw_it():
 def test_the_summary_names_the_model_and_tags_contended_figures():
     busy = run("20250101T000000Z-aaaaaa", "2025-01-01T00:00:00+00:00",
                point(1, 0.01, contended=True), point(8, 0.05, contended=True))
-    line = workload_summary(prepare([busy], resamples=100, ceilings={}), "m.py:make")
+    data = prepare([busy], resamples=100, ceilings={})
+    line = workload_summary(data, "m.py:make")
     assert line.startswith("<strong>m.py:make</strong>: fastest at size 1: torch:cpu")
     assert line.count("src-contended") == 2  # both figures come from contended points
+    time_fig = report_figures(data)[0][2]  # the plot's legend says so too
+    assert [t.get_text() for t in time_fig.legends[0].get_texts()] == ["torch:cpu (contended)"]
     quiet = replace(busy, measurements=tuple(replace(m, contended=False)
                                              for m in busy.measurements))
     assert "src-contended" not in workload_summary(prepare([quiet], resamples=100,
