@@ -272,10 +272,14 @@ LAYOUT = """(() => {
 })()"""
 
 
+LONG_MODEL = ("/home/alice/projects/vision/experiments/2025/model_factories/"
+              "resnet_variants.py:make_resnet50_wide")
+
+
 def layout_runs() -> list[Run]:
     """What made the issue's screenshots: three runs on one machine (the same CPU in each),
-    three series crossing twice close together, a contended series, and one user model
-    measured by two runs 40x apart."""
+    three series crossing twice close together, a contended series, and one user model (a
+    long path: titles must still fit) measured by two runs 40x apart."""
     from chipfit.results import DeviceInfo, Discovery
 
     rng = np.random.default_rng(1)
@@ -299,7 +303,7 @@ def layout_runs() -> list[Run]:
     runs = [Run("20250101T000000Z-c0ffee", "sweep", "2025-01-01T00:00:00+00:00", machine=machine,
                 discovery=Discovery((cpu,)), measurements=tuple(ms))]
     for k, scale in enumerate((1.0, 40.0)):
-        model = tuple(point("mymodel.py:make", b, "torch:cpu", scale * (2e-3 + 1e-3 * b),
+        model = tuple(point(LONG_MODEL, b, "torch:cpu", scale * (2e-3 + 1e-3 * b),
                             items_per_call=b, flops=1e9 * b, bytes_moved=1e8)
                       for b in (1, 2, 4, 8, 16))
         runs.append(Run(f"2025010{k + 2}T000000Z-bead{k}0", "bench",
@@ -343,7 +347,7 @@ def test_the_report_fits_the_page_and_every_plot_reads(chromium, layout_page, wi
     summary = body[start:body.index("Devices", start)]
     assert "matmul: fastest at n 16: torch:cpu@1t" in summary
     assert "elementwise: fastest" in summary and "contended" in summary
-    assert "mymodel.py:make: fastest" in summary and "1 older run(s) of it left out" in summary
+    assert f"{LONG_MODEL}: fastest" in summary and "1 older run(s) of it left out" in summary
     # the newest run's model (40x slower: 720 ms at batch 16), not a mix of the two runs
     assert re.search(r"at batch 16: torch:cpu \(7\d\d ms", summary), summary
     # the language model at the report's own run, priced

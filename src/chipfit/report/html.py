@@ -52,11 +52,11 @@ _SOURCES_HELP = {
 _STYLE = """
 html{background:#fff}
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1100px;
-padding:1rem 1.5rem;color:#1a1a1a;background:#fff;line-height:1.45}
+padding:1rem 1.5rem;color:#1a1a1a;background:#fff;line-height:1.45;overflow-wrap:anywhere}
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem;max-width:100%}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-td{overflow-wrap:anywhere}
+th{overflow-wrap:normal}
 th{background:#f3f3f3}td.n{text-align:right}.v,.nw{white-space:nowrap}
 ol.crossings li{margin:.15rem 0}.busy{color:#8a3b00}
 figure{margin:1rem 0}figure svg{width:100%;height:auto}

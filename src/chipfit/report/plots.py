@@ -27,9 +27,9 @@ from chipfit.timing import stats
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Ceiling", "crossing_label", "crossings", "legend_below", "measured_ceilings", "plain",
-           "plain_number", "roofline_plot", "save_png", "size_tick", "slug", "throughput_plot", "time_plot",
-           "to_svg"]
+__all__ = ["Ceiling", "crossing_label", "crossings", "legend_below", "measured_ceilings",
+           "plain", "plain_number", "roofline_plot", "save_png", "shorten", "size_tick", "slug",
+           "throughput_plot", "time_plot", "to_svg"]
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -61,6 +61,15 @@ def plain_number(value: float) -> str:
     if not math.isfinite(value):
         return ""
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def shorten(text: str, chars: int) -> str:
+    """``text`` cut in the middle with an ellipsis to at most ``chars`` characters (a long
+    model path keeps its start and its factory name)."""
+    if len(text) <= chars:
+        return text
+    keep = max(chars - 1, 2)
+    return text[:(keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
 
 
 def slug(text: str) -> str:
@@ -247,8 +256,10 @@ def legend_below(fig: Any, ax: Any, fontsize: int = 8, **options: Any) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
-    chars = max(len(t) for t in labels) + 5  # + the line sample and the gaps
     across = fig.get_figwidth() * 72 / (fontsize * _EM_WIDTH)
+    # never wider than the figure; a cut through "\$" must not leave a bare "$" (mathtext)
+    labels = [re.sub(r"(?<!\\)\$", r"\$", shorten(t, int(across) - 6)) for t in labels]
+    chars = max(len(t) for t in labels) + 5  # + the line sample and the gaps
     cols = max(1, min(len(labels), int(across // chars)))
     fig.legend(handles, labels, loc="outside lower center", ncols=cols, fontsize=fontsize,
                frameon=False, **options).set_gid("legend")
@@ -259,7 +270,8 @@ def _finish(ax: Any, title: str, xlabel: str, ylabel: str, *, xfmt: Any = size_t
     ax.set_xscale("log")
     ax.set_yscale("log")
     _ticks(ax, xfmt, yfmt or (lambda v: fmt_rate(v, "")), base2_x)
-    ax.set_title(plain(title), fontsize=11)
+    title_chars = int(ax.figure.get_figwidth() * 72 / (11 * _EM_WIDTH))
+    ax.set_title(plain(shorten(title, title_chars)), fontsize=11)
     ax.set_xlabel(plain(xlabel))
     ax.set_ylabel(plain(ylabel))
     ax.grid(True, which="major", alpha=0.3)
