@@ -353,3 +353,15 @@ def test_the_report_fits_the_page_and_every_plot_reads(chromium, layout_page, wi
     # the language model at the report's own run, priced
     assert "prompt 1024 tokens, generate 256, batch 8" in body
     assert "$ per 1M generated tokens" in body and re.search(r"\$[0-9.]+ ?estimated", body)
+
+
+def test_the_llm_section_follows_the_report_flags(cli, tmp_path):
+    run = save_run(crossing_run(), tmp_path / "run.json")
+    out = tmp_path / "llm.html"
+    cli("report", str(run), "-o", str(out), "--llm", "llama-3.2-1b", "--llm-hardware",
+        "h100-sxm,l4", "--llm-prompt-len", "2048", "--llm-batch", "16", "--llm-dtype", "int8",
+        check=True)
+    page = out.read_text(encoding="utf-8")
+    assert "prompt 2048 tokens, generate 128, batch 16, int8 weights" in page
+    assert "this run: batch 16" in page  # marked on the tokens/s plot
+    assert page.count('data-label="$ per 1M tokens"') == 2  # one priced cell per hardware
