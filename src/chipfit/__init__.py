@@ -145,11 +145,17 @@ def analyze_run(run: Any, **kwargs: Any) -> Any:
     return _analyze(run, **kwargs)
 
 
-def write_report(runs: Any, path: Any, **kwargs: Any) -> Any:
-    """Write the self-contained HTML report for ``runs``, like ``chipfit report -o PATH``."""
-    from chipfit.report.html import write_report as _write
+def write_report(runs: Any, path: Any, *, llm: Any = (), **kwargs: Any) -> Any:
+    """Write the self-contained HTML report for ``runs``, like ``chipfit report -o PATH``.
 
-    return _write(list(runs) if isinstance(runs, (list, tuple)) else [runs], path, **kwargs)
+    ``llm``: language-model reports (:func:`llm`, at the prompt, batch and dtype wanted) shown
+    as sections, like ``chipfit report --llm MODEL --llm-batch N``."""
+    from chipfit.report.html import write_report as _write
+    from chipfit.report.llm_section import llm_sections
+
+    sections = [*kwargs.pop("sections", ()), *llm_sections(llm)]
+    return _write(list(runs) if isinstance(runs, (list, tuple)) else [runs], path,
+                  sections=sections, **kwargs)
 
 
 def catalog() -> Any:

@@ -159,11 +159,13 @@ def _collect(report: PageReport, events: list[dict[str, Any]], page_url: str) ->
 
 
 def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
-              timeout: float = 60) -> PageReport:
+              timeout: float = 60, width: int | None = None) -> PageReport:
     """Open ``path`` in headless Chromium; return what it logged, requested and evaluated.
 
     ``probes`` maps names to JavaScript expressions evaluated after the load event; their
     values come back in ``PageReport.values``. A screenshot of the page is taken too.
+    ``width``: the viewport width in CSS pixels (default: the 1280-pixel window); below 700
+    the page is laid out as on a phone (``mobile``, so its viewport meta tag applies).
     """
     executable = executable or find_chromium()
     if executable is None:
@@ -175,7 +177,7 @@ def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
                                      ignore_cleanup_errors=True) as profile:
         pipe = _start(executable, profile)
         try:
-            return _drive(pipe, url, probes, timeout)
+            return _drive(pipe, url, probes, timeout, width)
         finally:
             os.close(pipe.out)
             pipe.proc.terminate()
@@ -189,13 +191,18 @@ def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
             os.close(pipe.inp)
 
 
-def _drive(pipe: _Pipe, url: str, probes: dict[str, str], timeout: float) -> PageReport:
+def _drive(pipe: _Pipe, url: str, probes: dict[str, str], timeout: float,
+           width: int | None = None) -> PageReport:
     target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)
     attached = pipe.send("Target.attachToTarget",
                          {"targetId": target["targetId"], "flatten": True})
     session = attached["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
         pipe.send(f"{domain}.enable", session=session)
+    if width is not None:
+        pipe.send("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": 900, "deviceScaleFactor": 1,
+                   "mobile": width < 700}, session=session)
     pipe.events.clear()  # only what the report page does counts
     pipe.send("Page.navigate", {"url": url}, session=session)
     pipe.wait_event("Page.loadEventFired", timeout, session)

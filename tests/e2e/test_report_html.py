@@ -37,6 +37,8 @@ PROBES = {
     "tags": "document.querySelectorAll('.src').length",
     "claims": "document.getElementById('claims') !== null",
     "text": "document.body.innerText",
+    "labels": "[...document.querySelectorAll('[id^=\"crossover-label-\"] text')]"
+              ".map(t => t.textContent)",
 }
 
 
@@ -101,15 +103,21 @@ def test_report_of_a_real_sweep_loads_offline_with_plots(chromium, sweep_json, t
     html, pngs = report(tmp_path, sweep_json)
     text = html.read_text(encoding="utf-8")
     assert_offline_markup(text)
-    page = load_page(html, PROBES, chromium)
+    page = load_page(html, {**PROBES, "layout": LAYOUT}, chromium)
     assert page.console_errors == [] and page.requests == [] and page.dialogs == []
     values = page.values
+    layout = values["layout"]  # real timings: the page fits and every axis is numbered
+    assert layout["scroll"] <= 1280 and layout["wide"] == [] and layout["overlaps"] == []
+    assert len(layout["axes"]) == 6 and all(len(ticks) >= 3 for _, _, ticks in layout["axes"])
     assert values["figures"] == 3  # time and throughput for matmul, and the roofline
     assert values["paths"] > 10 and values["series"] >= 2
     assert values["scripts"] == 0 and values["claims"] is True
     assert values["tags"] > 20  # every number carries its provenance
     body = " ".join(values["text"].split())
-    assert "torch:cpu@1t vs torch:cpu@2t" in body and load_run(sweep_json).run_id in body
+    # the pair is compared: a crossing in the numbered list, or one line saying there is none
+    assert re.search(r"torch:cpu@1t vs torch:cpu@2t: no crossover|torch:cpu@[12]t faster below",
+                     body), body
+    assert load_run(sweep_json).run_id in body
     assert "measured ceiling" in text  # no catalog peaks given: the roofline says so
     assert "memory guard admits up to n =" in body and "src-predicted" in text
     assert_not_blank(page.screenshot_png)
@@ -138,9 +146,9 @@ def test_a_crossover_is_marked_on_the_plot(chromium, tmp_path):
     assert page.console_errors == [] and page.requests == []
     assert page.values["crossovers"] >= 1
     body = " ".join(page.values["text"].split())
-    assert "torch:cpu vs torch:cpu@1t: one crossover at n ≈" in body
-    assert "n ≈ 111 (between the measured 64 and 128)" in body
-    assert "torch:cpu@1t is faster below, torch:cpu above" in body
+    assert "n ≈ 111 (measured 64 and 128): torch:cpu@1t faster below, torch:cpu above" in body
+    assert "faster device changes at n ≈ 111" in body  # the summary, at the top
+    assert page.values["labels"] == ["1: ≈ 111"]  # the mark's label names its number
 
 
 def poisoned(sweep_json: Path, tmp_path: Path) -> Path:
@@ -227,3 +235,133 @@ def test_report_reads_runs_from_the_results_database(cli, tmp_path):
     assert "elementwise" in text and "memory guard admits up to elements =" in text
     missing = cli("report", str(tmp_path / "missing.json"), "-o", str(out))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+# ---- layout: the page at a laptop's and a phone's width ---------------------------------------
+
+LAYOUT = """(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const box = e => e.getBoundingClientRect();
+  const out = {scroll: document.documentElement.scrollWidth, wide: [], axes: [], overlaps: [],
+               outside: [], figures: document.querySelectorAll('figure svg').length};
+  for (const e of document.body.querySelectorAll('*')) {
+    const p = e.parentElement;
+    if (!p || (e.closest('svg') && e.tagName.toLowerCase() !== 'svg')) continue;
+    const b = box(e), pb = box(p);
+    if (b.width > 0 && b.right > pb.right + 1 && getComputedStyle(p).overflowX === 'visible')
+      out.wide.push(`${e.tagName} ${(e.textContent || '').slice(0, 40)}`);
+  }
+  for (const svg of document.querySelectorAll('figure svg')) {
+    for (const axis of svg.querySelectorAll('g[id^="matplotlib.axis"]')) {
+      const ticks = [...axis.querySelectorAll('g[id^="xtick"] text, g[id^="ytick"] text')]
+        .map(t => t.textContent.trim()).filter(t => /[0-9]/.test(t));
+      out.axes.push([svg.id, axis.id, ticks]);
+    }
+    const sb = box(svg);
+    const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
+      .map(t => [t.textContent.trim(), box(t)]);
+    for (const [t, b] of texts)
+      if (b.left < sb.left - 1 || b.right > sb.right + 1 || b.top < sb.top - 1
+          || b.bottom > sb.bottom + 1) out.outside.push([svg.id, t]);
+    texts.forEach(([ta, a], i) => texts.slice(i + 1).forEach(([tb, b]) => {
+      if (a.left < b.right - .5 && b.left < a.right - .5 && a.top < b.bottom - .5
+          && b.top < a.bottom - .5) out.overlaps.push([svg.id, ta, tb]);
+    }));
+  }
+  return out;
+})()"""
+
+
+LONG_MODEL = ("/home/alice/projects/vision/experiments/2025/model_factories/"
+              "resnet_variants.py:make_resnet50_wide")
+
+
+def layout_runs() -> list[Run]:
+    """What made the issue's screenshots: three runs on one machine (the same CPU in each),
+    three series crossing twice close together, a contended series, and one user model (a
+    long path: titles must still fit) measured by two runs 40x apart."""
+    from chipfit.results import DeviceInfo, Discovery
+
+    rng = np.random.default_rng(1)
+    cpu = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "AMD EPYC 7B13", cores=2, threads=4,
+                     memory_bytes=8 * 2**30, isa=("avx2", "avx512f", "fma"),
+                     versions=(("torch", "2.5.1"),))
+    machine = (("hostname", "box"), ("fingerprint", "f00d"))
+
+    def point(workload, size, device, t, **kw):
+        return Measurement(workload, str(size), device, stop_reason="ci_target",
+                           block_times_s=tuple(t * rng.lognormal(0, 0.01, 9)), **kw)
+
+    ms = [point("matmul", n, d, t0 + slope * n, flops=2.0 * n**3, bytes_moved=12.0 * n * n)
+          for n in (16, 32, 64, 128, 256, 512, 1024)
+          for d, t0, slope in (("torch:cpu", 1e-4, 1e-7), ("torch:cpu@1t", 0.0, 1e-6),
+                               ("torch:cpu@2t", 1.2e-4, 0.9e-7))]
+    ms += [point("elementwise", n, d, t0 + slope * n, flops=n, bytes_moved=8.0 * n,
+                 contended=True, contention_note="load 3.1 on 2 CPUs")
+           for n in (1024, 4096, 16384, 65536, 2**18, 2**20)
+           for d, t0, slope in (("torch:cpu", 2e-6, 1e-9), ("torch:cpu@1t", 1e-6, 2e-9))]
+    runs = [Run("20250101T000000Z-c0ffee", "sweep", "2025-01-01T00:00:00+00:00", machine=machine,
+                discovery=Discovery((cpu,)), measurements=tuple(ms))]
+    for k, scale in enumerate((1.0, 40.0)):
+        model = tuple(point(LONG_MODEL, b, "torch:cpu", scale * (2e-3 + 1e-3 * b),
+                            items_per_call=b, flops=1e9 * b, bytes_moved=1e8)
+                      for b in (1, 2, 4, 8, 16))
+        runs.append(Run(f"2025010{k + 2}T000000Z-bead{k}0", "bench",
+                        f"2025-01-0{k + 2}T00:00:00+00:00", machine=machine,
+                        discovery=Discovery((cpu,)), measurements=model,
+                        settings=(("axis", "batch"),)))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def layout_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import chipfit  # the public API, as a user writes the page
+
+    llm = chipfit.llm("llama-3.1-8b", ["h100-sxm", "l4", "tpu-v5e"], prompt_len=1024,
+                      gen_len=256, batch=8)
+    return chipfit.write_report(layout_runs(), tmp_path_factory.mktemp("layout") / "report.html",
+                                llm=[llm])
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_report_fits_the_page_and_every_plot_reads(chromium, layout_page, width):
+    page = load_page(layout_page, {"layout": LAYOUT, "text": PROBES["text"]}, chromium,
+                     width=width)
+    assert page.console_errors == [] and page.requests == []
+    found = page.values["layout"]
+    assert found["scroll"] <= width, "the page scrolls sideways"
+    assert found["wide"] == [], "elements wider than their container"
+    assert found["figures"] == 9  # time and rate for 3 workloads, roofline, 2 LLM plots
+    assert len(found["axes"]) == 17  # the memory chart's y axis names hardware: not numbered
+    assert [a for a in found["axes"] if len(a[2]) < 3] == [], "an axis with < 3 numbered ticks"
+    assert found["overlaps"] == [] and found["outside"] == []
+    tokens = next(ticks for svg, axis, ticks in found["axes"]
+                  if svg == "llm-0-tokens" and axis.endswith("_2"))
+    assert {"20", "50"} <= set(tokens)  # between 10 and 100 on the tokens/s axis
+    body = " ".join(page.values["text"].split())
+    # one device row per device: the CPU seen by three runs is one row
+    assert body.count("AMD EPYC 7B13, pinned to 1 thread(s)") == 1
+    assert "3 runs" in body
+    # the answer first: a summary per model, naming it; contended figures say so
+    start = body.index("Summary", body.index("Metadata"))  # after the navigation links
+    summary = body[start:body.index("Devices", start)]
+    assert "matmul: fastest at n 16: torch:cpu@1t" in summary
+    assert "elementwise: fastest" in summary and "contended" in summary
+    assert f"{LONG_MODEL}: fastest" in summary and "1 older run(s) of it left out" in summary
+    # the newest run's model (40x slower: 720 ms at batch 16), not a mix of the two runs
+    assert re.search(r"at batch 16: torch:cpu \(7\d\d ms", summary), summary
+    # the language model at the report's own run, priced
+    assert "prompt 1024 tokens, generate 256, batch 8" in body
+    assert "$ per 1M generated tokens" in body and re.search(r"\$[0-9.]+ ?estimated", body)
+
+
+def test_the_llm_section_follows_the_report_flags(cli, tmp_path):
+    run = save_run(crossing_run(), tmp_path / "run.json")
+    out = tmp_path / "llm.html"
+    cli("report", str(run), "-o", str(out), "--llm", "llama-3.2-1b", "--llm-hardware",
+        "h100-sxm,l4", "--llm-prompt-len", "2048", "--llm-batch", "16", "--llm-dtype", "int8",
+        check=True)
+    page = out.read_text(encoding="utf-8")
+    assert "prompt 2048 tokens, generate 128, batch 16, int8 weights" in page
+    assert "this run: batch 16" in page  # marked on the tokens/s plot
+    assert page.count('data-label="$ per 1M tokens"') == 2  # one priced cell per hardware

@@ -28,7 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add a language-model section (memory-fit chart, tokens/s vs batch) "
                    "for MODEL, a chipfit llm built-in or config.json; repeatable")
     p.add_argument("--llm-hardware", default="h100-sxm,a100-sxm-80gb,l4,tpu-v5e,mi300x",
-                   help="catalog keys for the --llm sections")
+                   help="catalog keys (and/or 'local') for the --llm sections")
+    p.add_argument("--llm-prompt-len", type=int, default=512, metavar="TOKENS",
+                   help="prompt tokens of the --llm run (default 512)")
+    p.add_argument("--llm-gen-len", type=int, default=128, metavar="TOKENS",
+                   help="generated tokens of the --llm run (default 128)")
+    p.add_argument("--llm-batch", type=int, default=1, metavar="N",
+                   help="sequences served together in the --llm run (default 1)")
+    p.add_argument("--llm-dtype", default="bfloat16",
+                   help="--llm weights: bfloat16, float16, fp8, int8 or int4 (default bfloat16)")
     add_db_flag(p)
     p.set_defaults(func=run)
 
@@ -78,11 +86,13 @@ def _newest_advice(latest, look_back: int = 50):  # noqa: ANN001, ANN202
 def run(args: argparse.Namespace) -> int:
     from chipfit.analysis.crossover import check_settings
     from chipfit.report.html import write_report
+    from chipfit.report.llm_section import llm_sections
 
     check_settings(args.level, 2000)
+    llm = _llm_reports(args)  # its flags are checked before any results file is read
     runs = _runs(args)
     path = write_report(runs, args.output, png_dir=args.png, level=args.level,
-                        sections=_llm_sections(args))
+                        sections=llm_sections(llm))
     count = sum(len(r.measurements) for r in runs)
     out.print(f"wrote {path} ({len(runs)} run(s), {count} measurement(s))", markup=False)
     if args.png:
@@ -90,11 +100,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _llm_sections(args: argparse.Namespace) -> list[str]:
-    """One HTML section per ``--llm`` model: memory-fit chart and tokens/s vs batch."""
+def _llm_reports(args: argparse.Namespace) -> list:
+    """One report per ``--llm`` model, at the prompt, generation, batch and dtype given."""
     from chipfit.commands._common import csv_list
     from chipfit.pipelines.llm import llm_report
-    from chipfit.report.llm_view import llm_html_section
+    from chipfit.workloads.config_schema import MAX_BATCH, MAX_TOKENS, check_run_size
 
-    return [llm_html_section(llm_report(model, csv_list(args.llm_hardware)), f"llm-{i}")
-            for i, model in enumerate(args.llm)]
+    for flag, value, high in (("--llm-prompt-len", args.llm_prompt_len, MAX_TOKENS),
+                              ("--llm-gen-len", args.llm_gen_len, MAX_TOKENS),
+                              ("--llm-batch", args.llm_batch, MAX_BATCH)):
+        check_run_size(flag, value, high)
+    return [llm_report(model, csv_list(args.llm_hardware), args.llm_prompt_len,
+                       args.llm_gen_len, args.llm_batch, args.llm_dtype) for model in args.llm]

@@ -17,8 +17,9 @@ from chipfit.analysis.crossover import Crossing, Crossover, SeriesKey, SeriesSum
 from chipfit.analysis.trust import LABEL
 from chipfit.report.fmt import fmt_rate
 
-__all__ = ["crossover_panel", "crossover_sentence", "fmt_best_rate", "fmt_position",
-           "series_name", "summary_sentence", "view_words", "workload_sentences"]
+__all__ = ["confidence_text", "crossing_item", "crossover_panel", "crossover_sentence",
+           "fmt_best_rate", "fmt_position", "no_crossing_item", "series_name",
+           "summary_sentence", "view_words", "workload_sentences"]
 
 _VIEW_WORDS = {"resident": "data resident on the device",
                "end_to_end": "end to end, with host<->device copies"}
@@ -49,9 +50,49 @@ def _confidence(c: Crossover, crossing: Crossing) -> str:
     lo, hi = crossing.interval
     gap = (" (nothing was measured between the bracketing sizes, so the interval spans the "
            "gap)" if crossing.gap else "")
+    if c.from_contended:
+        return (f"{level} interval of the crossing {fmt_position(lo)}-{fmt_position(hi)}{gap}; "
+                f"confidence {confidence_text(c, crossing)}")
     return (f"{level} interval of the crossing {fmt_position(lo)}-{fmt_position(hi)}{gap}; "
             f"{crossing.confidence:.0%} of {c.resamples} bootstrap resamples of the raw "
             "samples agree the faster one changes there")
+
+
+def confidence_text(c: Crossover, crossing: Crossing, short: bool = False) -> str:
+    """How far to trust a crossing: the bootstrap's share, or *low* when its points were
+    measured while the machine was shared: resampling sees their noise, not the neighbours'
+    slowdown, so even 100% of resamples agreeing is no confidence in the crossover."""
+    if not c.from_contended:
+        return f"{crossing.confidence:.0%}"
+    if short:
+        return "low (contended)"
+    return (f"low: {LABEL}, so the resamples' {crossing.confidence:.0%} cannot tell the "
+            "crossover from the neighbours' slowdown; re-measure when the machine is quiet")
+
+
+def crossing_item(c: Crossover, crossing: Crossing, axis: str = "size") -> str:
+    """One short line per crossing, for the numbered list under a plot: where, who is faster
+    on each side, the interval and the confidence."""
+    lo, hi = (fmt_position(v) for v in crossing.interval)
+    below = series_name(crossing.faster_below, c.differs)
+    above = series_name(crossing.faster_above, c.differs)
+    where = "" if c.view == "resident" and not c.copies else f" [{view_words(c)}]"
+    return (f"{axis} ≈ {fmt_position(crossing.x)} (measured {crossing.lower} and "
+            f"{crossing.upper}){where}: {below} faster below, {above} above; "
+            f"{c.level:.0%} interval {lo}-{hi}; confidence {confidence_text(c, crossing)}")
+
+
+def no_crossing_item(c: Crossover) -> str:
+    """One short line for a pair that never crosses."""
+    pair = f"{series_name(c.a, c.differs)} vs {series_name(c.b, c.differs)}"
+    if len(c.ratios) < 2:
+        return f"{pair}: not compared (fewer than two sizes measured on both)"
+    if c.faster is None:
+        verdict = "no difference beyond the noise"
+    else:
+        verdict = f"{series_name(c.faster, c.differs)} faster throughout"
+    busy = f" ({LABEL})" if c.from_contended else ""
+    return f"{pair}: no crossover from {c.ratios[0].size} to {c.ratios[-1].size}; {verdict}{busy}"
 
 
 def _crossing_words(c: Crossover, crossing: Crossing, axis: str) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,24 +46,33 @@ _SOURCES_HELP = {
     "catalog": "a datasheet figure from chipfit's hardware catalog",
     "estimated": "computed from measured and catalog or user figures (e.g. $ per 1M items)",
     "user": "given on the command line (e.g. --node-price)",
+    "contended": "measured while the machine was shared: slower than on a quiet machine, "
+                 "re-measure to confirm",
 }
 _STYLE = """
 html{background:#fff}
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1100px;
-padding:1rem 1.5rem;color:#1a1a1a;background:#fff;line-height:1.45}
+padding:1rem 1.5rem;color:#1a1a1a;background:#fff;line-height:1.45;overflow-wrap:anywhere}
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem;max-width:100%}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.n{text-align:right;white-space:nowrap}
+th{overflow-wrap:normal}
+th{background:#f3f3f3}td.n{text-align:right}.v,.nw{white-space:nowrap}
+ol.crossings li{margin:.15rem 0}.busy{color:#8a3b00}
 figure{margin:1rem 0}figure svg{width:100%;height:auto}
 figcaption{font-size:.85rem;color:#444}
 .src{font-size:.68rem;border-radius:3px;padding:0 .25rem;margin-left:.25rem;
 white-space:nowrap;vertical-align:middle}
 .src-measured{background:#e3f1e3;color:#1d5c1d}.src-predicted{background:#fdf0d5;color:#7a4d00}
 .src-catalog{background:#e1ecf8;color:#17457a}.src-estimated{background:#eee;color:#444}
+.src-contended{background:#fde2d5;color:#8a3b00}.src-user{background:#eee;color:#444}
 .kind-one{color:#1d5c1d}.kind-several{color:#7a4d00}.muted{color:#666}
 ul.findings li{margin:.3rem 0}details{margin:.5rem 0}code{font-size:.85rem}
-nav a{margin-right:.8rem}
+nav a{margin-right:.8rem;display:inline-block}
+@media (max-width:700px){body{padding:.5rem .7rem}
+table,thead,tbody,tr,td{display:block}thead{display:none}table{border:0}
+tr{border:1px solid #ddd;margin:.5rem 0}td{border:0;border-bottom:1px solid #eee}
+td.n{text-align:left}td::before{content:attr(data-label) ": ";font-weight:600;color:#444}}
 """
 
 
@@ -83,9 +93,23 @@ def _join(parts: Iterable[Any]) -> Safe:
     return Safe("".join(esc(p) for p in parts))
 
 
+# A command-line flag (``--devices``, ``-o``) in running text: kept on one line, never split
+# at its dashes ("calibrate -" / "-devices").
+_FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+
+
+def text(value: Any) -> Safe:
+    """``value`` escaped as element text (:func:`esc`), command-line flags kept unbroken."""
+    if isinstance(value, Safe):
+        return value
+    parts = _FLAG.split(clean(str(value)))  # odd places: the flags
+    return Safe("".join(f'<span class="nw">{html.escape(p)}</span>' if i % 2 else
+                        html.escape(p) for i, p in enumerate(parts)))
+
+
 def _el(tag: str, body: Any = "", **attrs: str) -> Safe:
-    attr = "".join(f' {k.rstrip("_")}="{esc(v)}"' for k, v in attrs.items())
-    return Safe(f"<{tag}{attr}>{esc(body)}</{tag}>")
+    attr = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+    return Safe(f"<{tag}{attr}>{text(body)}</{tag}>")
 
 
 def src(source: str) -> Safe:
@@ -103,8 +127,10 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Itera
            ) -> Safe:
     right = set(numeric)
     head = _join(_el("th", h) for h in headers)
-    body = _join(_el("tr", _join(_el("td", c, class_="n") if i in right else _el("td", c)
-                                 for i, c in enumerate(row))) for row in rows)
+    body = _join(_el("tr", _join(_el("td", c, class_="n", data_label=h) if i in right
+                                 else _el("td", c, data_label=h)
+                                 for i, (h, c) in enumerate(zip(headers, row, strict=True))))
+                 for row in rows)
     return Safe(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
@@ -131,6 +157,9 @@ class ReportData:
     analysis: SweepAnalysis
     axes: Mapping[str, str]
     ceilings: Mapping[str, Any]
+    #: Series measured again by a newer run: (workload, device, older run id, newer run id).
+    #: Only the newest run's points of a series are shown, so two runs never mix in a line.
+    superseded: tuple[tuple[str, str, str, str], ...] = ()
 
 
 def _machine(run: Run) -> str:
@@ -144,17 +173,45 @@ def _renamer(run: Run, several: bool) -> Any:
     return (lambda d: f"{d} [{host}]") if several else (lambda d: d)
 
 
-def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | None]]:
-    """All measurements, and the memory guard's limits the runs recorded."""
+def _series_of(m: Measurement) -> tuple[str, str, str, str]:
+    return (m.workload, m.series_device, m.dtype, m.mode)
+
+
+def newest_series(runs: Sequence[Run]) -> dict[tuple[str, str, str, str], int]:
+    """For every series (workload, device, dtype, mode) of ``runs``: the index of the newest
+    run that measured it (latest start; the later of two that started together). Measuring a
+    series again (a changed model, a quieter machine) replaces it; the two are not mixed."""
+    order = sorted(range(len(runs)), key=lambda i: (runs[i].started_at, i))
+    owner: dict[tuple[str, str, str, str], int] = {}
     several = len({_machine(r) for r in runs}) > 1
+    for i in order:
+        rename = _renamer(runs[i], several)
+        for m in runs[i].measurements:
+            owner[_series_of(replace(m, device=rename(m.device)))] = i
+    return owner
+
+
+def _merged(runs: Sequence[Run]) -> tuple[list[Measurement], dict[Any, str | None],
+                                          list[tuple[str, str, str, str]]]:
+    """The measurements shown (each series from its newest run), the memory guard's limits
+    the runs recorded, and the series an older run measured too (shown from the newer)."""
+    several = len({_machine(r) for r in runs}) > 1
+    owner = newest_series(runs)
     out: list[Measurement] = []
     limits: dict[Any, str | None] = {}
-    for run in runs:
+    superseded: dict[tuple[str, str, str, str], None] = {}
+    for i, run in enumerate(runs):
         rename = _renamer(run, several)
-        out += [replace(m, device=rename(m.device)) for m in run.measurements]
+        for m in run.measurements:
+            m = replace(m, device=rename(m.device))
+            newest = owner[_series_of(m)]
+            if newest == i:
+                out.append(m)
+            else:
+                superseded[(m.workload, m.series_device, run.run_id, runs[newest].run_id)] = None
         limits.update({(w, rename(d), t, mo): v
                        for (w, d, t, mo), v in run.limits().items()})
-    return out, limits
+    return out, limits, list(superseded)
 
 
 def catalog_ceilings(runs: Sequence[Run], precision: str = "fp32") -> dict[str, Any]:
@@ -220,13 +277,14 @@ def prepare(runs: Sequence[Run], *, level: float = 0.95, resamples: int = 2000,
     ``ceilings`` maps device names to :class:`chipfit.report.plots.Ceiling`; by default the
     catalog's, where it knows the device.
     """
-    measurements, limits = _merged(runs)
+    measurements, limits, superseded = _merged(runs)
     analysis = analyze(measurements, limits=limits, level=level, resamples=resamples,
                        position=size_position)
     names = dict.fromkeys(m.workload for m in measurements)
     return ReportData(tuple(runs), tuple(measurements), analysis,
                       {w: _axis(w, runs) for w in names},
-                      catalog_ceilings(runs) if ceilings is None else dict(ceilings))
+                      catalog_ceilings(runs) if ceilings is None else dict(ceilings),
+                      tuple(superseded))
 
 
 # ---- figures --------------------------------------------------------------------------------
@@ -239,16 +297,20 @@ def _workload_ids(data: ReportData) -> dict[str, str]:
 
 def report_figures(data: ReportData) -> list[tuple[str, str, Any]]:
     """(element id, caption, matplotlib Figure) for every plot, in page order."""
+    from chipfit.analysis.trust import screen
     from chipfit.report import plots
 
     figures = []
     for workload, wid in _workload_ids(data).items():
         axis = data.axes[workload]
-        ms = [m for m in data.measurements if m.workload == workload]
+        # the points the analysis uses: contended ones where a series has quiet ones are left
+        # out, as in the crossovers; a series with only contended points is labelled
+        ms = list(screen(m for m in data.measurements if m.workload == workload).kept)
+        busy = {m.series_device for m in ms if m.ok and m.contended}
         series = build_series(ms, position=size_position)
         figures.append((f"{wid}-time", f"{workload}: time per call vs {axis}", plots.time_plot(
             series, data.analysis.crossovers_of(workload), title=f"{workload}: time vs {axis}",
-            axis=axis)))
+            axis=axis, contended=busy)))
         unit = rate_unit(ms)
         figures.append((f"{wid}-rate", f"{workload}: {unit} vs {axis}", plots.throughput_plot(
             ms, title=f"{workload}: throughput vs {axis}", axis=axis, unit=unit,
@@ -267,60 +329,103 @@ def _figure(element_id: str, caption: str, fig: Any) -> Safe:
 
 # ---- sections -------------------------------------------------------------------------------
 
-def _devices(data: ReportData, ceilings: Mapping[str, Any]) -> Safe:
-    rows = []
+def _runs_cell(run_ids: Sequence[str]) -> str:
+    return ", ".join(run_ids) if len(run_ids) <= 2 else f"{len(run_ids)} runs"
+
+
+def device_rows(data: ReportData, ceilings: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """One row per device (as the report names it), however many runs saw it: the newest
+    run's facts, and which runs saw it."""
+    seen: dict[str, list[Any]] = {}  # device -> [row, run ids]
     several = len({_machine(r) for r in data.runs}) > 1
-    for run in data.runs:
+    for run in sorted(data.runs, key=lambda r: r.started_at, reverse=True):
         rename = _renamer(run, several)
         for d in run.discovery.devices:
-            ceiling = ceilings.get(rename(d.ref))
-            units = "; ".join(filter(None, [
-                f"{d.cores} cores / {d.threads} threads" if d.cores is not None else "",
-                f"{d.compute_units} compute units" if d.compute_units is not None else ""]))
-            peaks = (num(fmt_rate(ceiling.flops, "FLOP/s"), ceiling.source) if ceiling and
-                     ceiling.flops else "-",
-                     num(fmt_rate(ceiling.bandwidth, "B/s"),
-                         ceiling.bandwidth_source or ceiling.source) if ceiling and
-                     ceiling.bandwidth else "-")
-            rows.append((run.run_id, d.ref, d.kind, d.name,
-                         num(fmt_bytes(d.memory_bytes), d.source) if d.memory_bytes else "-",
-                         num(units, d.source) if units else "-", " ".join(d.isa) or "-",
-                         ", ".join(f"{k} {v}" for k, v in d.versions), *peaks))
+            seen.setdefault(rename(d.ref), [_device_row(d, ceilings.get(rename(d.ref))), []])
+            seen[rename(d.ref)][1].append(run.run_id)
             # The same CPU pinned to fewer threads is measured and plotted as its own series.
             for ref in sorted({m.device for m in run.measurements
                                if m.device.startswith(d.ref + "@")}):
                 threads = ref.rsplit("@", 1)[1].removesuffix("t")
-                rows.append((run.run_id, rename(ref), d.kind, f"{d.name}, pinned to {threads} "
-                             "thread(s)", "-", num(f"{threads} thread(s)", "measured"), "-",
-                             "-", "-", "-"))
-    headers = ("run", "device", "kind", "name", "memory", "parallel units", "ISA", "versions",
-               "peak FLOP/s", "peak bandwidth")
-    return Safe(_el("h2", "Devices", id="devices") + _table(headers, rows, (4, 5, 8, 9)))
+                seen.setdefault(rename(ref), [(f"{d.name}, pinned to {threads} thread(s)", "-",
+                                              num(f"{threads} thread(s)", "measured"), "-",
+                                              "-", "-", "-"), []])
+                seen[rename(ref)][1].append(run.run_id)
+    return [(device, *row, _runs_cell(ids)) for device, (row, ids) in seen.items()]
+
+
+def _device_row(d: Any, ceiling: Any) -> tuple[Any, ...]:
+    units = "; ".join(filter(None, [
+        f"{d.cores} cores / {d.threads} threads" if d.cores is not None else "",
+        f"{d.compute_units} compute units" if d.compute_units is not None else ""]))
+    flops = (num(fmt_rate(ceiling.flops, "FLOP/s"), ceiling.source)
+             if ceiling and ceiling.flops else "-")
+    bandwidth = (num(fmt_rate(ceiling.bandwidth, "B/s"), ceiling.bandwidth_source or
+                     ceiling.source) if ceiling and ceiling.bandwidth else "-")
+    return (d.name, num(fmt_bytes(d.memory_bytes), d.source) if d.memory_bytes else "-",
+            num(units, d.source) if units else "-", " ".join(d.isa) or "-",
+            ", ".join(f"{k} {v}" for k, v in d.versions) or "-", flops, bandwidth)
+
+
+def _devices(data: ReportData, ceilings: Mapping[str, Any]) -> Safe:
+    headers = ("device", "name", "memory", "parallel units", "ISA", "versions", "peak FLOP/s",
+               "peak bandwidth", "seen in")
+    return Safe(_el("h2", "Devices", id="devices")
+                + _table(headers, device_rows(data, ceilings), (2, 3, 6, 7)))
 
 
 def _crossover_rows(crossovers: Sequence[Crossover]) -> list[tuple[Any, ...]]:
+    """One row per crossing, numbered as on the plot; pairs that never cross are listed
+    under the plot, not here."""
+    from chipfit.report.plots import crossings
+
     rows = []
-    for c in crossovers:
+    for n, (c, x) in enumerate(crossings(crossovers), 1):
         pair = f"{words.series_name(c.a, c.differs)} vs {words.series_name(c.b, c.differs)}"
-        if not c.crossings:
-            faster = words.series_name(c.faster, c.differs) if c.faster else "no difference"
-            rows.append((pair, words.view_words(c), c.kind, "-", "-", "-", "-",
-                         f"faster throughout: {faster}", src(c.source)))
-        for x in c.crossings:
-            lo, hi = (words.fmt_position(v) for v in x.interval)
-            rows.append((pair, words.view_words(c), c.kind, num(words.fmt_position(x.x), c.source),
-                         f"{x.lower} - {x.upper}", f"{lo} - {hi}", f"{x.confidence:.0%}",
-                         f"{words.series_name(x.faster_below, c.differs)} below, "
-                         f"{words.series_name(x.faster_above, c.differs)} above"
-                         + (" (from contended points)" if c.from_contended else ""),
-                         src(c.source)))
+        lo, hi = (words.fmt_position(v) for v in x.interval)
+        rows.append((str(n), pair, words.view_words(c), num(words.fmt_position(x.x), c.source),
+                     f"{x.lower} - {x.upper}", f"{lo} - {hi}",
+                     words.confidence_text(c, x, short=True),
+                     f"{words.series_name(x.faster_below, c.differs)} below, "
+                     f"{words.series_name(x.faster_above, c.differs)} above"
+                     + (" (from contended points)" if c.from_contended else ""),
+                     src(c.source)))
     return rows
 
 
-def _summary_rows(summaries: Sequence[SeriesSummary]) -> list[tuple[Any, ...]]:
+def _crossing_list(data: ReportData, workload: str) -> Safe:
+    """The crossings as a short numbered list (numbers as on the plot), then one line per
+    pair that never crosses."""
+    from chipfit.report.plots import crossings
+
+    axis = data.axes[workload]
+    crossovers = data.analysis.crossovers_of(workload)
+    if not crossovers:
+        return _el("p", "Nothing to compare: fewer than two series ran.")
+    found = crossings(crossovers)
+    items = [_el("li", words.crossing_item(c, x, axis),
+                 class_="busy" if c.from_contended else f"kind-{c.kind}") for c, x in found]
+    flat = [_el("li", words.no_crossing_item(c)) for c in crossovers if not c.crossings]
+    return _join([_el("ol", _join(items), class_="crossings") if items else
+                  _el("p", "No crossover: the same series is faster at every size measured."),
+                  _el("ul", _join(flat), class_="muted") if flat else Safe("")])
+
+
+def _busy_series(ms: Iterable[Measurement]) -> set[tuple[str, str, str, str]]:
+    """Series whose figures come from contended points (no quiet point to use instead)."""
+    from chipfit.analysis.trust import screen
+
+    return {(m.workload, m.device, m.dtype, m.mode) for m in screen(ms).kept
+            if m.ok and m.contended}
+
+
+def _summary_rows(summaries: Sequence[SeriesSummary],
+                  busy: Collection[tuple[str, str, str, str]] = ()) -> list[tuple[Any, ...]]:
     rows = []
     for s in summaries:
         rate = words.fmt_best_rate(s.best_rate, s.rate_unit)
+        if (s.workload, s.device, s.dtype, s.mode) in busy:
+            rate = Safe(esc(rate) + src("contended"))
         rows.append((s.device, s.dtype, s.mode, num(f"{s.ok} / {s.tried}", s.source),
                      num(s.largest_ok, s.source) if s.largest_ok else "-",
                      num(s.first_oom, s.source) if s.first_oom else "none",
@@ -348,29 +453,47 @@ def _note(m: Measurement) -> str:
     return "; ".join(x for x in (m.note, busy) if x)
 
 
+def _superseded_note(data: ReportData, workload: str) -> Safe:
+    gone = [(d, old, new) for w, d, old, new in data.superseded if w == workload]
+    if not gone:
+        return Safe("")
+    lines = "; ".join(f"{d}: run {old} (replaced by run {new})" for d, old, new in gone)
+    return _el("p", f"Measured again by a newer run, so only the newest run's points are "
+                    f"shown (runs are never mixed in one series): {lines}.", class_="muted")
+
+
 def _workload_section(data: ReportData, workload: str, wid: str,
                       figures: Mapping[str, Safe]) -> Safe:
     axis = data.axes[workload]
     crossovers = data.analysis.crossovers_of(workload)
-    sentences, limits = words.workload_sentences(data.analysis, workload, axis)
+    _, limits = words.workload_sentences(data.analysis, workload, axis)
     ms = [m for m in data.measurements if m.workload == workload]
+    busy = sum(bool(m.ok and m.contended) for m in ms)
     parts = [_el("h2", Safe(f"Workload {_el('code', workload)}"), id=wid),
-             _el("p", f"Size axis: {axis}. {len(ms)} measurement(s).", class_="muted"),
-             _el("h3", "Crossovers"),
-             _el("ul", _join(_el("li", s, class_=f"kind-{c.kind}")
-                             for s, c in zip(sentences, crossovers, strict=True)))
-             if sentences else _el("p", "Nothing to compare: fewer than two series ran."),
-             figures[f"{wid}-time"]]
-    if crossovers:
-        parts.append(_table(("pair", "view", "kind", f"crossover at ({axis})", "between measured",
-                             f"{data.analysis.level:.0%} interval", "confidence", "faster",
-                             "source"), _crossover_rows(crossovers), (3, 6)))
+             _el("p", f"Size axis: {axis}. {len(ms)} measurement(s)"
+                 + (f", {busy} of them contended (the machine was shared)." if busy else "."),
+                 class_="muted"),
+             _superseded_note(data, workload),
+             figures[f"{wid}-time"],
+             _el("h3", "Crossovers"), _crossing_list(data, workload)]
+    rows = _crossover_rows(crossovers)
+    if rows:
+        parts.append(Safe("<details><summary>Crossover details</summary>" + _table(
+            ("#", "pair", "view", f"at ({axis})", "between measured",
+             f"{data.analysis.level:.0%} interval", "confidence", "faster", "source"),
+            rows, (0, 3, 6)) + "</details>"))
+    busy_series = {d for _, d, _, _ in _busy_series(ms)}
+    if busy_series:
+        limits.append(f"{', '.join(sorted(busy_series))}: every point was measured while the "
+                      "machine was shared, so these rates are from contended points (slower "
+                      "than on a quiet machine; re-measure to confirm).")
     parts += [_el("h3", "Limits and throughput"),
               _el("ul", _join(_el("li", s) for s in limits)),
               figures[f"{wid}-rate"],
               _table(("device", "dtype", "mode", "sizes ok", "largest that fits", "first OOM",
                       "memory-guard limit", "best size", "best rate"),
-                     _summary_rows(data.analysis.summaries_of(workload)), (3, 4, 5, 6, 7, 8)),
+                     _summary_rows(data.analysis.summaries_of(workload), _busy_series(ms)),
+                     (3, 4, 5, 6, 7, 8)),
               Safe("<details><summary>Every measurement</summary>" + _table(
                   ("size", "device", "dtype", "mode", "status", "median", "95% CI of median",
                    "end to end", "FLOP/s", "B/s", "items/s", "samples", "note", "source"),
@@ -624,20 +747,45 @@ def _size_key(size: str) -> float:
     return math.prod(numbers)
 
 
-def _workload_line(data: ReportData, workload: str) -> str:
-    """One sentence per workload: the fastest device at the smallest and largest size, and how
-    many crossovers lie between (each is stated in the workload's section)."""
+def _timed(m: Measurement) -> Safe:
+    """A time from one point with its provenance: contended points say so."""
+    tag = (src("measured") + src("contended")) if m.contended else src("measured")
+    return Safe(f"{esc(m.series_device)} ({_el('span', fmt_seconds(m.median_s), class_='v')}"
+                f"{tag})")
+
+
+def workload_summary(data: ReportData, workload: str) -> Safe:
+    """The answer for one model: the fastest device at its smallest and largest size and
+    where the faster one changes; figures from contended points are tagged as such."""
+    from chipfit.analysis.trust import screen
+    from chipfit.report.plots import crossings
+
     axis = data.axes[workload]
-    ms = [m for m in data.measurements if m.workload == workload and m.ok]
+    ms = [m for m in screen(m for m in data.measurements if m.workload == workload).kept
+          if m.ok]
+    head = _el("strong", workload)
     sizes = sorted({m.size for m in ms}, key=_size_key)
     if not sizes:
-        return f"{workload}: nothing measured successfully."
+        return Safe(f"{head}: nothing measured successfully.")
     small, large = _fastest(ms, sizes[0]), _fastest(ms, sizes[-1])
-    text = f"{workload}: fastest at {axis} {sizes[0]}: {small.device} ({fmt_seconds(small.median_s)})"
+    parts = [f"fastest at {esc(axis)} {esc(sizes[0])}: {_timed(small)}"]
     if len(sizes) > 1 and large is not None:
-        text += f"; at {axis} {sizes[-1]}: {large.device} ({fmt_seconds(large.median_s)})"
-    crossings = sum(len(c.crossings) for c in data.analysis.crossovers_of(workload))
-    return text + (f"; {crossings} crossover(s), stated below" if crossings else "") + " (measured)."
+        parts.append(f"at {esc(axis)} {esc(sizes[-1])}: {_timed(large)}")
+    found = crossings(data.analysis.crossovers_of(workload))
+    if found:
+        where = ", ".join(f"≈ {words.fmt_position(x.x)}" for _, x in found[:4])
+        more = ", ..." if len(found) > 4 else ""
+        busy = (" (from contended points: confidence low)"
+                if any(c.from_contended for c, _ in found) else "")
+        parts.append(esc(f"faster device changes at {axis} {where}{more}{busy}"))
+    elif len({m.series_device for m in ms}) > 1:
+        parts.append("no crossover in the sizes measured")
+    olds = {old for w, _, old, _ in data.superseded if w == workload}
+    if olds:
+        parts.append(esc(f"newest run of each series shown ({len(olds)} older run(s) of it "
+                         "left out)"))
+    link = _el("a", "(details)", href=f"#{_workload_ids(data)[workload]}")
+    return Safe(f"{head}: {'; '.join(parts)}. {link}")
 
 
 def _summary_section(data: ReportData, claims: Sequence[ClaimRow] | None) -> Safe:
@@ -651,7 +799,7 @@ def _summary_section(data: ReportData, claims: Sequence[ClaimRow] | None) -> Saf
         if text:
             items.append(_el("li", Safe(f"{_el('strong', text)} "
                                         f"{_el('a', '(advice)', href='#advice')}")))
-    items += [_el("li", _workload_line(data, w)) for w in data.axes]
+    items += [_el("li", workload_summary(data, w)) for w in data.axes]
     tally = _claims_tally(claims)
     if tally:
         items.append(_el("li", Safe(f"The seeds' claims: {esc(tally)} "
@@ -679,7 +827,10 @@ def _header(data: ReportData, has_advice: bool = False) -> Safe:
 def write_report(runs: Sequence[Run], path: str | Path, *,
                  ceilings: Mapping[str, Any] | None = None, png_dir: str | Path | None = None,
                  level: float = 0.95, sections: Sequence[str] = ()) -> Path:
-    """Write the HTML report of ``runs`` to ``path`` (and each plot as PNG under ``png_dir``)."""
+    """Write the HTML report of ``runs`` to ``path`` (and each plot as PNG under ``png_dir``).
+
+    ``sections``: more markup placed before the metadata (language models:
+    :func:`chipfit.report.llm_section.llm_sections`)."""
     from chipfit.report.plots import save_png
 
     data = prepare(runs, level=level, ceilings=ceilings)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chipfit.report.plots import _COLORS, _figure, plain, slug
+from chipfit.report.plots import _COLORS, _figure, _ticks, legend_below, plain, plain_number, slug
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -20,7 +20,8 @@ _PARTS = (("weights", "#1f77b4"), ("kv_cache", "#ff7f0e"), ("activations", "#2ca
 
 def memory_fit_plot(report: Any) -> Figure:
     """Stacked bars per hardware: weights, KV cache, activations and overhead per device (GB,
-    estimated) at the devices it needs, the device's capacity (catalog) as a black tick."""
+    estimated) at the devices it needs, the device's capacity as a tick: black from the
+    catalog, dark red where it was measured (this machine's memory, probed)."""
     fig = _figure()
     ax = fig.add_subplot()
     rows = list(report.rows)
@@ -32,22 +33,27 @@ def memory_fit_plot(report: Any) -> Figure:
         for bar in bars:
             bar.set_gid(f"mem-{slug(part)}")
         left = [a + b for a, b in zip(left, widths, strict=True)]
-    caps = [(i, r.memory_capacity / 1e9) for i, r in enumerate(rows) if r.memory_capacity]
-    if caps:
-        ax.plot([c for _, c in caps], [i for i, _ in caps], marker="|", ms=22, mew=2.5,
-                color="black", ls="none", label="capacity (catalog)")[0].set_gid("mem-capacity")
+    for source, word, color in (("catalog", "catalog", "black"),
+                                ("measured", "measured here", "#7a0000")):
+        caps = [(i, r.memory_capacity / 1e9) for i, r in enumerate(rows)
+                if r.memory_capacity and getattr(r, "capacity_source", "catalog") == source]
+        if caps:
+            ax.plot([c for _, c in caps], [i for i, _ in caps], marker="|", ms=22, mew=2.5,
+                    color=color, ls="none", label=f"capacity ({word})"
+                    )[0].set_gid(f"mem-capacity-{source}")
     ax.invert_yaxis()
+    ax.yaxis.set_gid("categorical-y")  # hardware names, not numbers
     ax.set_xlabel("GB per device (estimated; x N = tensor-parallel devices needed)")
     ax.set_title(plain(f"{report.arch.name}: memory per device vs capacity "
                        f"(batch {report.run.batch}, context {report.run.context})"), fontsize=11)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    legend_below(fig, ax, markerscale=0.4)  # the capacity tick at full size spans two rows
     return fig
 
 
 def tokens_vs_batch_plot(report: Any) -> Figure:
     """Predicted decode tokens/s against batch per hardware: aggregate (solid) and per
-    sequence (dashed), up to the largest batch that fits."""
+    sequence (dashed), up to the largest batch that fits; the run's own batch marked."""
     fig = _figure()
     ax = fig.add_subplot()
     for i, row in enumerate(r for r in report.rows if r.sweep):
@@ -59,13 +65,16 @@ def tokens_vs_batch_plot(report: Any) -> Figure:
         ax.plot(xs, [s for _, s, _ in row.sweep], ls="--", color=color,
                 label=plain(f"{row.hardware} per sequence"))[0].set_gid(
                     f"tps-seq-{slug(row.hardware)}")
+    if any(r.sweep for r in report.rows):
+        ax.axvline(report.run.batch, color="#555555", lw=0.8, ls=":",
+                   label=f"this run: batch {report.run.batch}").set_gid("run-batch")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    _ticks(ax, plain_number, plain_number, base2_x=True)  # 1-2-5 ticks between decades
     ax.set_xlabel("batch (sequences decoded together; log)")
     ax.set_ylabel("decode tokens/s (predicted; log)")
     ax.set_title(plain(f"{report.arch.name}: decode tokens/s vs batch "
                        f"({report.run.weight_dtype}, context {report.run.context})"), fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+    legend_below(fig, ax, fontsize=7)
     return fig
