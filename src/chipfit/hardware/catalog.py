@@ -27,7 +27,7 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
@@ -205,11 +205,13 @@ class HardwareSpec:
     purchase: Purchase | None = None
     not_rented: str = ""  # why no provider price is expected (empty: a rentable device)
     old_keys: tuple[str, ...] = ()  # keys this entry had before (still accepted)
+    measured_locally: str = ""  # why its missing figures are measured (calibrate), not cited
+    stated_gaps: tuple[Figure, ...] = ()  # OPTIONAL_FIGURES stated as unsourced or n/a
     origin: str = "catalog"  # "catalog" or the user catalog file that added or changed it
     price_basis: str = DEFAULT_BASIS
 
     def figure(self, name: str) -> Figure:
-        for fig in self.figures + self.optional_figures:
+        for fig in self.figures + self.optional_figures + self.stated_gaps:
             if fig.name == name:
                 return fig
         if name in OPTIONAL_FIGURES:
@@ -547,7 +549,7 @@ def _purchase_problems(where: str, raw: Any, sources: Mapping[str, str],
 _AMORTISATION = {"years": 50.0, "utilisation": 1.0, "usd_per_kwh": 10.0}
 _DEVICE_FIELDS = {"name", "vendor", "kind", "launch", "aliases", "cores", "host_link",
                   "interconnect", "sparsity_note", "notes", "sources", "efficiency", "prices",
-                  "purchase", "not_rented", "old_keys", "price_usd_hr",
+                  "purchase", "not_rented", "old_keys", "price_usd_hr", "measured_locally",
                   *STATED, *OPTIONAL_FIGURES}
 
 
@@ -582,7 +584,7 @@ def _device_problems(key: str, dev: Any, sources: Mapping[str, str], *, user: bo
         problems.append(f"{where}: kind of a shipped device cannot change")
     if user:
         problems += [p for f in ("name", "vendor", "launch", "host_link", "interconnect",
-                                 "sparsity_note", "not_rented") if f in dev
+                                 "sparsity_note", "not_rented", "measured_locally") if f in dev
                      for p in _text_problem(f"{where}.{f}", dev[f], 120)]
         if "notes" in dev:
             problems += _text_problem(f"{where}.notes", dev["notes"], 1000)
@@ -778,11 +780,14 @@ def _spec(key: str, dev: Mapping[str, Any], data: Mapping[str, Any], basis: str)
         figures=tuple(_figure(n, dev[n], sources, fallback) for n in STATED)
         + (Figure("price_usd_hr", None, "USD/h", "unsourced"),),
         optional_figures=tuple(_figure(n, dev[n], sources, fallback)
-                               for n in OPTIONAL_FIGURES if n in dev),
+                               for n in OPTIONAL_FIGURES if n in dev and "value" in dev[n]),
+        stated_gaps=tuple(_figure(n, dev[n], sources, fallback)
+                          for n in OPTIONAL_FIGURES if n in dev and "value" not in dev[n]),
         efficiencies=_efficiencies(dev, defaults, sources),
         prices=_points(dev, sources, dev.get("_price_origin", origin)),
         purchase=_purchase(dev, data, dev.get("_price_origin", origin)),
         not_rented=dev.get("not_rented", ""), old_keys=tuple(dev.get("old_keys", ())),
+        measured_locally=dev.get("measured_locally", ""),
         origin=origin, price_basis=basis,
     )
     return replace(spec, figures=spec.figures[:-1] + (_price_figure(spec),))
@@ -870,6 +875,12 @@ def merge_user_catalog(base: Mapping[str, Any], user: Mapping[str, Any], origin:
     return data
 
 
+def renamed_keys() -> dict[str, str]:
+    """Old catalog key -> its key now (``old_keys`` of the shipped entries)."""
+    return {old: key for key, dev in _shipped_data().get("devices", {}).items()
+            for old in dev.get("old_keys", ())}
+
+
 # ---------------------------------------------------------------- the effective catalog
 
 _CONFIG: dict[str, Any] = {"paths": (), "basis": None}
@@ -937,24 +948,27 @@ class CheckItem:
 
 
 def check_catalog(catalog: Catalog, stale_days: int = STALE_DAYS,
-                  today: _dt.date | None = None) -> list[CheckItem]:
+                  today: _dt.date | None = None,
+                  arch_keys: Collection[str] | None = None) -> list[CheckItem]:
     """Every gap in ``catalog``: errors for a device without a core figure (what the
     predictors need to give it a time); warnings for each unsourced figure, a rentable device
     without a price, each price older than ``stale_days``, a rentable device priced by one
-    provider only, and a GPU without kernel-model figures (predicted by the roofline only)."""
-    from chipfit.hardware.gpu_arch import gpu_figures
-
+    provider only, and a GPU without kernel-model figures (``arch_keys``: the GPUs
+    gpu_arch.toml describes; such a GPU is predicted by the roofline only)."""
     today = today or _dt.date.today()
-    arch = gpu_figures()
     out: list[CheckItem] = []
     for spec in catalog.values():
         def add(severity: str, what: str, s: HardwareSpec = spec) -> None:
             out.append(CheckItem(severity, s.key, what, s.origin))
 
         for group in spec.missing():
-            add("error", f"core figure {group.replace('|', ' or ')} missing "
-                         f"(predictions for it are skipped with a row note)")
-        for fig in spec.figures + spec.optional_figures:
+            if spec.measured_locally:
+                add("warning", f"core figure {group.replace('|', ' or ')} missing: "
+                               f"{spec.measured_locally}")
+            else:
+                add("error", f"core figure {group.replace('|', ' or ')} missing "
+                             f"(predictions for it are skipped with a row note)")
+        for fig in spec.figures + spec.optional_figures + spec.stated_gaps:
             if fig.status == "unsourced" and fig.name != "price_usd_hr":
                 add("warning", f"{fig.name} unsourced" + (f" ({fig.note})" if fig.note else ""))
         if not spec.prices and spec.purchase is None:
@@ -970,6 +984,6 @@ def check_catalog(catalog: Catalog, stale_days: int = STALE_DAYS,
             if age > stale_days:
                 add("warning", f"{p.provider} price read {p.date}, {age} days ago "
                                f"(stale after {stale_days})")
-        if spec.kind == "gpu" and spec.key not in arch:
+        if arch_keys is not None and spec.kind == "gpu" and spec.key not in arch_keys:
             add("warning", "no GPU architecture figures: predicted by the roofline only")
     return out
