@@ -813,6 +813,12 @@ def parse_catalog(data: Mapping[str, Any], origin: str = "catalog",
     if problems:
         raise InvalidInputError(f"{origin} is not a valid hardware catalog: {problems[0]}"
                                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return _build(data, origin, basis)
+
+
+def _build(data: dict[str, Any], origin: str, basis: str) -> Catalog:
+    """A :class:`Catalog` of data already validated (shipped, or merged with a checked user
+    catalog)."""
     if "amortisation" not in data:
         data["amortisation"] = _shipped_data()["amortisation"]
         data["sources"] = {**_shipped_data()["sources"], **data.get("sources", {})}
@@ -909,25 +915,32 @@ def _check_basis(basis: str, catalog: Catalog) -> None:
 
 @lru_cache(maxsize=8)
 def _effective(paths: tuple[tuple[str, float], ...], basis: str) -> Catalog:
-    data = _shipped_data()
-    for path, _mtime in paths:
-        data = merge_user_catalog(data, read_catalog_data(path), path)
-    origin = "chipfit/hardware/data/catalog.toml" + "".join(f" + {p}" for p, _ in paths)
-    cat = parse_catalog(data, origin, basis)
+    shipped = "chipfit/hardware/data/catalog.toml"
+    cat = parse_catalog(_shipped_data(), shipped, basis)  # the shipped data, checked strictly
+    if paths:
+        data = _shipped_data()
+        for path, _mtime in paths:
+            data = merge_user_catalog(data, read_catalog_data(path), path)  # checked as user data
+        cat = _build(data, shipped + "".join(f" + {p}" for p, _ in paths), basis)
     _check_basis(basis, cat)
     return cat
 
 
-def load_catalog(path: str | Path | None = None, *, basis: str | None = None) -> Catalog:
-    """The catalog in effect (cached): shipped, plus the user catalogs (data directory and
-    :func:`configure`), on the configured price basis; or the whole catalog at ``path``."""
+def load_catalog(path: str | Path | None = None, *, basis: str | None = None,
+                 user: str | Path | None = None) -> Catalog:
+    """The catalog in effect (cached): shipped, plus the user catalogs (data directory, then
+    ``user`` or the one :func:`configure` set), on ``basis`` or the configured price basis;
+    or the whole catalog at ``path``."""
     chosen = basis or _CONFIG["basis"] or DEFAULT_BASIS
     if path is not None:
         cat = parse_catalog(read_catalog_data(path), str(path), chosen)
         _check_basis(chosen, cat)
         return cat
+    paths = user_catalog_paths()
+    if user is not None:
+        paths = [p for p in paths if p not in _CONFIG["paths"]] + [str(user)]
     stamped = []
-    for p in user_catalog_paths():
+    for p in paths:
         try:
             stamped.append((p, Path(p).stat().st_mtime))
         except OSError:
