@@ -28,10 +28,9 @@ __all__ = [
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
-    "catalog_check", "check_claims", "compare_runs", "costs", "discover", "feed", "llm", "load_run", "measure",
-    "open_store",
-    "predict", "run_suite", "scale", "scale_torch", "sweep", "to_dataframe", "validate",
-    "write_report",
+    "catalog_check", "check_claims", "compare_runs", "costs", "discover", "feed", "llm",
+    "load_run", "measure", "open_store", "predict", "run_suite", "scale", "scale_torch",
+    "sweep", "to_dataframe", "validate", "write_report",
 ]
 
 

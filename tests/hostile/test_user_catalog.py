@@ -9,9 +9,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.hostile._support import assert_refused
 
 from chipfit.errors import InvalidInputError
-from tests.hostile._support import assert_refused
 
 GOOD_DEVICE = ('[devices.x1]\nname = "X1"\nvendor = "V"\nkind = "gpu"\n'
                'bf16_tflops = { value = 100.0 }\nmemory_gb = { value = 16.0 }\n'

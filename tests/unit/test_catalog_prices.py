@@ -148,3 +148,13 @@ def test_user_catalog_mistakes_name_the_field(tmp_path, bad, says):
     path.write_text("schema_version = 2\n" + bad + "\n")
     with pytest.raises(InvalidInputError, match=says):
         load_catalog(user=path)
+
+
+def test_local_price_names_the_cpu_it_read_and_calls_a_stand_in_a_stand_in():
+    from chipfit.hardware.local import local_price
+
+    est = local_price(2, None, "Intel(R) Xeon(R) Processor")
+    assert "Intel(R) Xeon(R) Processor" in est.basis and "stand-in" in est.basis
+    assert "Graviton3" in est.basis  # what the rate really is
+    assert local_price(2, 0.5, "anything").basis == "given (--local-price)"
+    assert local_price(None, None, "x") is None

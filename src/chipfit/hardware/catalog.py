@@ -563,6 +563,8 @@ def _amortisation_problems(raw: Any, sources: Mapping[str, str], user: bool) -> 
                 problems.append(f"amortisation: missing {name}")
             continue
         problems += _figure_problems("amortisation", name, raw[name], sources, user=user)
+        if isinstance(raw[name], dict) and "value" not in raw[name]:
+            problems.append(f"amortisation.{name}: needs a value")
         value = raw[name].get("value") if isinstance(raw[name], dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > top:
             problems.append(f"amortisation.{name}: at most {top:g}")
@@ -704,8 +706,9 @@ def _efficiencies(dev: Mapping[str, Any], defaults: Mapping[str, Any],
             raw, basis = base.get(name), f"default:{dev['kind']}"
         if raw is None:
             continue
-        out.append(Efficiency(name, float(raw["value"]), tuple(sources[k] for k in raw["src"]),
-                              raw.get("derived", ""), basis))
+        cited = tuple(sources[k] for k in raw.get("src", ())) or (
+            (f"user catalog {dev['_origin']}",) if dev.get("_origin") else ())
+        out.append(Efficiency(name, float(raw["value"]), cited, raw.get("derived", ""), basis))
     return tuple(out)
 
 
