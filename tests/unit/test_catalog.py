@@ -96,10 +96,9 @@ def test_dense_not_sparse_figures(catalog):
 
 
 def test_unsourced_stays_unsourced(catalog):
-    # No source gives a TPU FP32 figure or a B300 on-demand price: the catalog must not
-    # invent them.
+    # No source gives a TPU FP32 figure or an MI355X price: the catalog must not invent them.
     assert catalog["tpu-v5e"].figure("fp32_tflops").status == "unsourced"
-    assert catalog["b300"].figure("price_usd_hr").status == "unsourced"
+    assert catalog["mi355x"].figure("price_usd_hr").status == "unsourced"
     assert catalog["t4"].figure("bf16_tflops").status == "n/a"
     local = catalog["epyc-genoa-2vcpu"]
     assert local.figure("memory_bw_gbs").status == "unsourced"

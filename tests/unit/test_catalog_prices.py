@@ -68,6 +68,14 @@ def test_median_cheapest_and_provider_bases():
         price("h100-sxm", "nowhere-cloud")
 
 
+def test_spot_is_used_only_without_on_demand_and_says_so():
+    cat = load_catalog()
+    assert cat.price("b300").provider == "spheron (spot)"
+    assert "interruptible" in cat.price("b300").note
+    assert "spot" not in cat.price("mi300x").provider  # on-demand prices exist: spot unused
+    assert cat.price("mi300x", "crusoe").provider == "crusoe (spot)"
+
+
 def test_a_bought_device_is_amortised_under_stated_assumptions():
     spec = load_catalog()["rtx-3090-ti"]
     chosen = spec.price()

@@ -146,6 +146,7 @@ class PricePoint:
     note: str = ""
     sources: tuple[str, ...] = ()
     origin: str = "catalog"  # "catalog" (shipped) or the user catalog file it came from
+    term: str = "on-demand"  # or "spot" (interruptible), "committed" (a reservation)
 
 
 @dataclass(frozen=True)
@@ -282,25 +283,34 @@ def missing_core(spec: HardwareSpec) -> list[str]:
 
 
 def _median_label(points: list[PricePoint]) -> str:
-    return "median of " + ", ".join(p.provider for p in points)
+    return "median of " + ", ".join(_label(p) for p in points)
+
+
+def _label(p: PricePoint) -> str:
+    return p.provider if p.term == "on-demand" else f"{p.provider} ({p.term})"
 
 
 def _choose_price(spec: HardwareSpec, basis: str) -> Price | None:
-    rents = list(spec.prices)
+    """On-demand prices first; spot or committed ones only where no on-demand price exists,
+    labelled so in the provider (``b300``: "spheron (spot)")."""
+    rents = [p for p in spec.prices if p.term == "on-demand"] or list(spec.prices)
     if basis not in PRICE_BASES:  # one provider
-        found = [p for p in rents if p.provider == basis]
+        found = sorted((p for p in spec.prices if p.provider == basis),
+                       key=lambda q: q.term != "on-demand")
         if not found:
             return None
         p = found[0]
-        return Price(p.usd_hr, p.provider, p.date, basis, _point_note(p), p.sources)
+        return Price(p.usd_hr, _label(p), p.date, basis, _point_note(p), p.sources)
     if rents:
         if basis == "cheapest":
             p = min(rents, key=lambda q: q.usd_hr)
-            return Price(p.usd_hr, p.provider, p.date, basis, _point_note(p), p.sources)
+            return Price(p.usd_hr, _label(p), p.date, basis, _point_note(p), p.sources)
         value = statistics.median(p.usd_hr for p in rents)
         oldest = min(p.date for p in rents)
-        note = "; ".join(f"{p.provider} {p.usd_hr:.4g} ({p.date})" for p in rents)
-        return Price(value, _median_label(rents) if len(rents) > 1 else rents[0].provider,
+        note = "; ".join(f"{_label(p)} {p.usd_hr:.4g} ({p.date})" for p in rents)
+        if len(rents) == 1:
+            note = _point_note(rents[0])
+        return Price(value, _median_label(rents) if len(rents) > 1 else _label(rents[0]),
                      oldest, basis, note, tuple(dict.fromkeys(s for p in rents
                                                               for s in p.sources)))
     if spec.purchase is not None:
@@ -318,7 +328,8 @@ def _point_note(p: PricePoint) -> str:
     where = f"{p.provider}" + (f" {p.region}" if p.region else "")
     what = (f"{p.vm} {p.vm_usd_hr:g} USD/h / {p.devices_per_vm} devices"
             if p.vm and p.vm_usd_hr and p.devices_per_vm else p.vm)
-    return "; ".join(x for x in (f"{where} on-demand, {p.date}", what, p.note) if x)
+    term = p.term + (" (interruptible)" if p.term == "spot" else "")
+    return "; ".join(x for x in (f"{where} {term}, {p.date}", what, p.note) if x)
 
 
 class Catalog(Mapping[str, HardwareSpec]):
@@ -479,7 +490,8 @@ def _figure_problems(where: str, name: str, raw: Any, sources: Mapping[str, str]
 
 
 _PRICE_FIELDS = ("provider", "usd_hr", "date", "region", "vm", "vm_usd_hr", "devices_per_vm",
-                 "note", "src")
+                 "note", "src", "term")
+TERMS = ("on-demand", "spot", "committed")
 
 
 def _price_problems(where: str, raw: Any, sources: Mapping[str, str], user: bool) -> list[str]:
@@ -494,12 +506,15 @@ def _price_problems(where: str, raw: Any, sources: Mapping[str, str], user: bool
             continue
         problems += [f"{at}: unknown field {k[:40]!r}" for k in p if k not in _PRICE_FIELDS]
         prov = p.get("provider")
+        term = p.get("term", "on-demand")
+        if term not in TERMS:
+            problems.append(f"{at}.term: one of {', '.join(TERMS)}")
         if not isinstance(prov, str) or not _PROVIDER.match(prov):
             problems.append(f"{at}.provider: must be a short lower-case name (aws, gcp, runpod)")
-        elif prov in seen:
-            problems.append(f"{at}.provider: {prov} is listed twice")
+        elif f"{prov} {term}" in seen:
+            problems.append(f"{at}.provider: {prov} ({term}) is listed twice")
         else:
-            seen.add(prov)
+            seen.add(f"{prov} {term}")
         problems += _number_problem(f"{at}.usd_hr", p.get("usd_hr"), maximum=10_000)
         problems += _date_problem(f"{at}.date", p.get("date"))
         problems += [q for k in ("region", "vm", "note") if k in p
@@ -722,6 +737,7 @@ def _points(dev: Mapping[str, Any], sources: Mapping[str, str], origin: str
             region=p.get("region", ""), vm=p.get("vm", ""),
             vm_usd_hr=float(p["vm_usd_hr"]) if "vm_usd_hr" in p else None,
             devices_per_vm=p.get("devices_per_vm"), note=p.get("note", ""),
+            term=p.get("term", "on-demand"),
             sources=tuple(sources[k] for k in p.get("src", ())) or fallback, origin=origin))
     old = dev.get("price_usd_hr")  # a schema-1 file: its one price becomes one entry
     if not out and isinstance(old, dict) and "value" in old:
