@@ -24,8 +24,11 @@ def test_list_fits_80_columns_and_shows_price_age(cli):
     proc = cli("catalog", env={"COLUMNS": "80"}, check=True)
     lines = proc.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines)
-    assert any("h100-sxm" in line and "median of" in line for line in lines)
-    assert "age" in proc.stdout and "(r)" in proc.stdout
+    h100 = next(line for line in lines if " h100-sxm " in line)
+    assert h100.rstrip(" │").split()[-1].endswith(("mo", "y", "new"))  # the price's age
+    assert "(r)" in proc.stdout and "priced by" in proc.stdout  # named, hidden at 80
+    wide = cli("catalog", "--wide", check=True).stdout
+    assert any(" h100-sxm " in line and "median of 3" in line for line in wide.splitlines())
 
 
 def test_a_user_contract_price_and_show_json(cli, tmp_path):

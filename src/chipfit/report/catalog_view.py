@@ -59,34 +59,41 @@ def _price_cells(spec: Any, today: dt.date | None) -> tuple[str, str, str]:
 
 def catalog_list_table(catalog: Any, width: int = 80, wide: bool = False,
                        today: dt.date | None = None, arch_keys: Any = None) -> Table:
-    """One row per device: its main figures, its price on the catalog's basis with who sets
-    it and how old it is, and how many of its figures are unsourced."""
+    """One row per device: its figures, its price on the catalog's basis with who sets it
+    and how old it is, and how many of its figures are unsourced. At a narrow ``width`` the
+    less used columns step aside (and are named); key, bf16, memory, price and age stay."""
     from chipfit.report.layout import Col, fitted_table
+    from chipfit.report.predict_view import _fig
 
-    cols = [Col("key"), Col("kind", drop=4), Col("bf16 TF", "right"), Col("mem GB", "right"),
-            Col("GB/s", "right", 2), Col("TDP W", "right", 5), Col("USD/h", "right"),
-            Col("priced by", drop=1), Col("age", "right"), Col("gaps", "right", 3),
-            Col("name", drop=6, prose=True)]
+    cols = [Col("key"), Col("kind", drop=4), Col("name", drop=7, prose=True),
+            Col("fp32", "right", 3), Col("tf32", "right", 8), Col("bf16", "right"),
+            Col("fp16", "right", 2), Col("int8", "right", 5), Col("memory GB", "right"),
+            Col("mem GB/s", "right"), Col("link GB/s", "right", 8), Col("TDP W", "right", 1),
+            Col("USD/h", "right"), Col("priced by", drop=3), Col("age", "right"),
+            Col("gaps", "right", 6)]
     rows = []
     for spec in catalog.values():
-        usd, who, age = _price_cells(spec, today)
+        _usd, who, age = _price_cells(spec, today)
         gaps = sum(1 for f in spec.figures + spec.stated_gaps
                    if f.status == "unsourced" and f.name != "price_usd_hr")
         key = spec.key + ("+" if spec.origin != "catalog" else "")
         if arch_keys is not None and spec.kind == "gpu" and spec.key not in arch_keys:
             key += " (r)"
-        rows.append((key, spec.kind, _tensor(spec), _num(spec.figure("memory_gb")),
-                     _num(spec.figure("memory_bw_gbs")), _num(spec.figure("tdp_w")), usd, who,
-                     age, str(gaps), spec.name))
+        rows.append((key, spec.kind, spec.name, _fig(spec, "fp32_tflops"),
+                     _fig(spec, "tf32_tflops"), _fig(spec, "bf16_tflops"),
+                     _fig(spec, "fp16_tflops"), _fig(spec, "int8_tops"),
+                     _fig(spec, "memory_gb"), _fig(spec, "memory_bw_gbs"),
+                     _fig(spec, "host_link_gbs"), _fig(spec, "tdp_w"),
+                     _fig(spec, "price_usd_hr"), who, age, str(gaps)))
     basis = getattr(catalog, "basis", "median")
     return fitted_table(
         cols, rows, width, wide=wide,
         title=f"Hardware catalog (source: catalog; dense peaks; prices: {basis} basis)",
-        caption="bf16 TF: dense TFLOP/s (another precision when named); USD/h per device-hour "
-                "on-demand, or a bought device's amortised cost; age: when the price was read; "
-                "gaps: unsourced figures; * derived; ? unsourced; (r) roofline only (no "
-                "kernel-model figures); + from your catalog. chipfit catalog show KEY: every "
-                "figure with its source")
+        caption="TFLOP/s (int8: TOP/s); GB and GB/s decimal; USD/h per device-hour on-demand "
+                "(a bought device: amortised); age: when the price was read; gaps: unsourced "
+                "figures; * derived; ? unsourced; n/a not supported (or not rented); (r) "
+                "roofline only (no kernel-model figures); + from your catalog. chipfit "
+                "catalog show KEY: every figure and price with its source")
 
 
 def prices_table(spec: Any, today: dt.date | None = None) -> Table:
