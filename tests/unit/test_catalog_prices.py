@@ -91,6 +91,9 @@ def test_renamed_key_still_answers_and_is_per_die():
     assert cat["mi250x"].key == "mi250x-gcd" and "mi250x" in cat
     assert cat["mi250x"].memory_bytes == pytest.approx(64e9)  # one GCD, not the package
     assert cat["mi250"].key == "mi250-gcd"
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    assert {"mi250x-gcd", "mi250-gcd"} <= set(gpu_figures())  # kernel-model rows follow
 
 
 def test_gaps_are_explicit_and_require_says_which():
