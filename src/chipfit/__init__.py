@@ -28,10 +28,9 @@ __all__ = [
     "InvalidInputError", "Job", "Measurement", "OutOfMemoryError", "Problem", "Run",
     "SchemaError", "TimingConfig", "UnknownNameError", "UnsafeFileError", "UnsupportedError",
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
-    "check_claims", "compare_runs", "costs", "discover", "feed", "llm", "load_run", "measure",
-    "measure_endpoint", "open_store",
-    "predict", "run_suite", "scale", "scale_torch", "serve", "sweep", "to_dataframe", "validate",
-    "write_report",
+    "catalog_check", "check_claims", "compare_runs", "costs", "discover", "feed", "llm",
+    "load_run", "measure", "measure_endpoint", "open_store", "predict", "run_suite", "scale",
+    "scale_torch", "serve", "sweep", "to_dataframe", "validate", "write_report",
 ]
 
 
@@ -158,11 +157,23 @@ def write_report(runs: Any, path: Any, *, llm: Any = (), **kwargs: Any) -> Any:
                   sections=sections, **kwargs)
 
 
-def catalog() -> Any:
-    """The hardware catalog: key -> HardwareSpec, every figure with its source."""
+def catalog(user_catalog: Any = None, price_basis: str | None = None) -> Any:
+    """The hardware catalog: key -> HardwareSpec, every figure with its source; like
+    ``chipfit catalog [--catalog FILE] [--price-basis BASIS]``. ``.price(key)`` gives a
+    device's price (value, provider, date, basis)."""
     from chipfit.hardware.catalog import load_catalog
 
-    return load_catalog()
+    return load_catalog(basis=price_basis, user=user_catalog)
+
+
+def catalog_check(user_catalog: Any = None, stale_days: int = 365) -> list[Any]:
+    """Every gap of the catalog, like ``chipfit catalog --check``: CheckItem(severity, key,
+    what); an ``error`` is a device without a figure the predictors need."""
+    from chipfit.hardware.catalog import check_catalog, load_catalog
+    from chipfit.hardware.gpu_arch import gpu_figures
+
+    return check_catalog(load_catalog(user=user_catalog), stale_days,
+                         arch_keys=set(gpu_figures()))
 
 
 def costs(workload: str, size: Any, dtype: str = "float32", mode: str = "inference",

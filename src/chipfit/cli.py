@@ -206,7 +206,11 @@ def _interrupted(signals: _Signals) -> int:
 
 
 def _run(argv: Sequence[str] | None, signals: _Signals) -> int:
-    from chipfit.commands._common import check_list_flags, check_output_flags
+    from chipfit.commands._common import (
+        apply_catalog_flags,
+        check_list_flags,
+        check_output_flags,
+    )
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -216,6 +220,7 @@ def _run(argv: Sequence[str] | None, signals: _Signals) -> int:
     try:
         check_list_flags(args)  # empty lists, duplicates, malformed device ids: one line each
         check_output_flags(args)  # before any measuring: a bad path must not cost a run
+        apply_catalog_flags(args)  # --catalog / --price-basis: read and checked up front
         code = int(args.func(args) or 0)
         return 143 if code == 130 and signals.terminated else code
     except ChipfitError as exc:

@@ -178,9 +178,9 @@ def test_interconnect_figures_are_optional_sourced_and_checked():
 def test_llm_advice_ranks_and_excludes():
     from chipfit.pipelines.llm import is_llm, llm_advice
 
-    advice = llm_advice("llama-3.1-70b", ["h100-sxm", "l4", "mi300x"], "cost", batch=8)
+    advice = llm_advice("llama-3.1-70b", ["h100-sxm", "l4", "mi355x"], "cost", batch=8)
     assert advice.choice in ("h100-sxm", "l4")
-    assert [h for h, _ in advice.excluded] == ["mi300x"]  # no price in the catalog
+    assert [h for h, _ in advice.excluded] == ["mi355x"]  # no price in the catalog
     tied = {h for t in advice.ties for h in t}
     scores = [v for r, v in advice.ranked if r.hardware not in tied]
     assert scores == sorted(scores)  # apart from ties within the bands, ordered as stated

@@ -219,6 +219,26 @@ def check_output_flags(args: argparse.Namespace) -> None:
         check_db_path(args.db)
 
 
+def add_catalog_flags(parser: argparse.ArgumentParser) -> None:
+    """--catalog FILE and --price-basis: which catalog and which price rank cost."""
+    parser.add_argument("--catalog", dest="catalog_file", metavar="FILE",
+                        help="your catalog (TOML, the shipped schema): adds devices, overrides "
+                        "prices; catalog.toml in chipfit's data directory is read too")
+    parser.add_argument("--price-basis", metavar="BASIS",
+                        help="which on-demand price ranks cost: median (default) of the "
+                        "providers, cheapest, or one provider (aws, gcp, lambda, runpod ...)")
+
+
+def apply_catalog_flags(args: argparse.Namespace) -> None:
+    """Make --catalog / --price-basis (or their absence) the catalog every layer loads, and
+    read it now, so a bad file or basis is one line before any work."""
+    from chipfit.hardware.catalog import configure, load_catalog
+
+    configure(getattr(args, "catalog_file", None), getattr(args, "price_basis", None))
+    if getattr(args, "catalog_file", None) or getattr(args, "price_basis", None):
+        load_catalog()
+
+
 def add_db_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="PATH", help="the results database (default: "
                         "chipfit.sqlite3 under the chipfit data directory)")

@@ -7,6 +7,7 @@ import contextlib
 
 from chipfit.commands._common import (
     Saver,
+    add_catalog_flags,
     add_ray_fleet_flags,
     csv_list,
     err,
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "--train-samples) or per 1M inferences")
     p.add_argument("--local-price", type=finite_float, metavar="USD", help="hourly price of this "
                    "machine, for the cost objective (the catalog prices only catalog devices)")
+    add_catalog_flags(p)
     p.add_argument("--train-samples", type=int, help="samples per epoch, for a time-to-train "
                    "estimate")
     p.add_argument("--epochs", type=finite_float, default=1.0)

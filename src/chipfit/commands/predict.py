@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json, show, warn_if_busy
+from chipfit.commands._common import (
+    add_catalog_flags,
+    csv_list,
+    err,
+    out,
+    print_json,
+    show,
+    warn_if_busy,
+)
 
 ORDER = 50
 
@@ -46,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--wide", action="store_true", help="every column, however narrow the "
                    "terminal")
+    add_catalog_flags(p)
     p.set_defaults(func=run)
 
 

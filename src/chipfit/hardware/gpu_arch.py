@@ -73,12 +73,15 @@ class GpuFigures:
 def _data() -> dict[str, Any]:
     from importlib import resources
 
-    from chipfit.hardware.catalog import _toml
+    from chipfit.hardware.catalog import _toml, renamed_keys
 
     text = resources.files("chipfit.hardware").joinpath("data/gpu_arch.toml").read_text("utf-8")
     data = _toml().loads(text)
     if data.get("schema_version", 0) > GPU_ARCH_SCHEMA_VERSION:
         raise SchemaError("gpu_arch.toml is newer than this chipfit; upgrade chipfit")
+    # A catalog entry renamed (old_keys, e.g. mi250x -> mi250x-gcd) keeps its figures here.
+    renamed = renamed_keys()
+    data["gpus"] = {renamed.get(k, k): v for k, v in data.get("gpus", {}).items()}
     return data
 
 

@@ -58,11 +58,23 @@ def local_power(name: str, cores: int | None, specs: Iterable[Any]) -> LocalEsti
                                            f"median TDP per core) x {cores} cores")
 
 
-def local_price(threads: int | None, given: float | None) -> LocalEstimate | None:
-    """This machine's hourly price: ``given`` (``--local-price``) or the stated default."""
+def local_price(threads: int | None, given: float | None,
+                model: str | None = None) -> LocalEstimate | None:
+    """This machine's hourly price: ``given`` (``--local-price``), else an estimate for its
+    CPU ``model`` (the name the OS reports, e.g. /proc/cpuinfo's model name) per vCPU.
+
+    Only one general-purpose rate is sourced (AWS m7g.large, Graviton3); for any other CPU
+    the estimate says that it is that stand-in, naming the model it read, so the basis is
+    never mistaken for a price of this CPU."""
     if given is not None:
         return LocalEstimate(given, "given (--local-price)")
     if not threads:
         return None
-    return LocalEstimate(DEFAULT_USD_PER_VCPU_HR * threads,
-                         f"estimated: {threads} vCPU x {DEFAULT_PRICE_BASIS}")
+    name = " ".join((model or "").split())[:80] or "an unreported CPU model"
+    value = DEFAULT_USD_PER_VCPU_HR * threads
+    if _family(name) == "graviton":
+        return LocalEstimate(value, f"estimated: {threads} vCPU x {DEFAULT_PRICE_BASIS}")
+    return LocalEstimate(value, f"estimated: {threads} vCPU of {name} x $0.0408 per vCPU-hour, "
+                         "a stand-in (the only sourced general-purpose rate is AWS m7g.large, "
+                         "Graviton3, us-east-1, June 2026; none is sourced for this CPU, whose "
+                         "instances usually cost more); --local-price sets yours")

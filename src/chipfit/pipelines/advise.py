@@ -272,7 +272,8 @@ def _local_option(m: Measurement, info: Any, spec: Any, batch: int, train: Measu
     if spec is not None and spec.price_usd_hr is not None:
         price, price_source = spec.price_usd_hr, f"catalog ({spec.key})"
     else:
-        here = price_here(info.threads if info and is_cpu else None, local_price)
+        here = price_here(info.threads if info and is_cpu else None, local_price,
+                          info.name if info else None)
         price, price_source = (here.value, here.basis) if here else (None, "")
     return Option(
         device=m.device, kind=info.kind if info else "cpu", name=info.name if info else m.device,
@@ -418,8 +419,9 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
         try:
             preds, train_pred = _catalog_preds(spec, workload, sizes, target, dtype, mode,
                                                train_samples, costs, train_costs, gpu_costs)
-        except UnsupportedError:
-            continue  # a catalog device without the figures to predict this dtype
+        except UnsupportedError as exc:  # a catalog device without the figures it needs:
+            say(f"not predicted: {exc} (chipfit catalog --check lists every gap)")
+            continue  # set aside with the reason; the other devices are answered
         options.append(_catalog_option(spec, preds[target], train_pred, target, need))
         options += [_engine_option(spec, preds[target], stack, target, need, costs[target])
                     for stack in engine_stacks if stack == "engine" or spec.kind == "gpu"]

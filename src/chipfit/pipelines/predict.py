@@ -172,6 +172,11 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                 raise
             skipped.append(str(exc))
             continue
+        gap = [] if target.local else _catalog_gap(target.key)
+        if gap:  # a device without a figure it needs: a note, and the others are answered
+            skipped.append(f"{target.key}: no {' or '.join(gap)} in the catalog (chipfit "
+                           "catalog --check lists every gap)")
+            continue
         flavour = trace_flavour(target.kind, backend, target.local)
         for size in chosen:
             if (size, flavour) not in costs:
@@ -188,6 +193,13 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     for why in skipped if progress else ():
         progress(f"not predicted: {why}")
     return rows
+
+
+def _catalog_gap(key: str) -> list[str]:
+    """The core figures catalog device ``key`` lacks (empty: it can be predicted)."""
+    from chipfit.hardware.catalog import load_catalog
+
+    return load_catalog()[key].missing()
 
 
 def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: str,
