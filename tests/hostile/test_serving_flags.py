@@ -43,9 +43,9 @@ def test_markup_in_a_hardware_name_is_text_not_style():
 
 
 def test_a_serving_run_with_a_catalog_gap_answers_every_row():
-    data = json.loads(run_cli(*BASE, "-H", "l4,tpu-v7,local", "--concurrency", "2",
+    data = json.loads(run_cli(*BASE, "-H", "l4,epyc-genoa-2vcpu,local", "--concurrency", "2",
                               "--json", check=True).stdout)
     rows = {r["hardware"]: r for r in data["rows"]}
     assert rows["l4"]["plan"]["meets_slo"] in (True, False)
-    assert rows["tpu-v7"]["plan"] is None and rows["tpu-v7"]["why"]
+    assert rows["epyc-genoa-2vcpu"]["plan"] is None and rows["epyc-genoa-2vcpu"]["why"]
     assert rows["local"]["plan"] is None and rows["local"]["why"]

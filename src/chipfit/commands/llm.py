@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, finite_float, out, print_json, show
+from chipfit.commands._common import add_catalog_flags, csv_list, finite_float, out, print_json, show
 from chipfit.commands._common import note as progress_note
 
 ORDER = 55
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="PATH", help="also write an HTML page with the memory-fit "
                    "chart and tokens/s vs batch")
     _serving_flags(p)
+    add_catalog_flags(p)
     p.set_defaults(func=run)
     # --endpoint URL: measure a running server (its flags and run: commands/_endpoint.py)
     from chipfit.commands._endpoint import add_endpoint_flags
@@ -174,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
     if service is not None:
         out.print(service.answer(), markup=False, style="bold")
-    out.print(llm_verdict_line(advise_report(report, "latency")), markup=False, style="bold")
+    out.print(llm_verdict_line(advise_report(report, "latency"), second=service is not None),
+              markup=False, style="bold" if service is None else None)
     show(llm_table(report, args.wide), args.wide)
     for row in report.rows:
         if row.measured is not None:

@@ -209,11 +209,6 @@ class ServeReport:
                 "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
 
 
-#: the price basis asked of the catalog where it offers several: a whole VM's on-demand
-#: price divided by its accelerators (so a GPU's share of host, memory and network is in)
-PRICE_BASIS = "vm-per-gpu"
-
-
 def fmt_seconds(s: float) -> str:
     """``0.8 s``, ``41 ms``, ``950 us`` (three significant figures)."""
     if not math.isfinite(s):
@@ -224,26 +219,16 @@ def fmt_seconds(s: float) -> str:
 
 
 def _price(spec: Any) -> tuple[float | None, str]:
-    """(USD per device-hour, basis): a whole-VM price per GPU where the catalog offers that
-    basis (``price(key, basis)``), else its ``price_usd_hr`` as it states it."""
-    from chipfit.hardware import catalog
-
-    by_basis = getattr(catalog, "price", None)
-    if callable(by_basis):
-        try:
-            value = by_basis(spec.key, PRICE_BASIS)
-            figure = getattr(value, "si", value)
-            if isinstance(figure, (int, float)) and math.isfinite(figure) and figure > 0:
-                return float(figure), f"catalog {PRICE_BASIS} price"
-        except (ChipfitError, TypeError, ValueError, KeyError):
-            pass
+    """(USD per device-hour, basis): the catalog's price on its configured basis
+    (``--price-basis``: median of the providers by default; whole-VM prices are divided per
+    device there), with the provider and the date it was read."""
     try:
-        fig = spec.figure("price_usd_hr")
-        note = (getattr(fig, "note", "") or "").strip()
-        src = "; ".join(getattr(fig, "sources", ()) or ())[:160]
-        return spec.price_usd_hr, f"catalog price_usd_hr ({note or src or 'basis unstated'})"
+        chosen = spec.price()
     except ChipfitError:
+        chosen = None
+    if chosen is None:
         return None, "no price in the catalog"
+    return chosen.usd_hr, f"{chosen.provider}, {chosen.date} ({chosen.basis})"
 
 
 def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, pp: int,
@@ -274,7 +259,7 @@ def _options(arch: LlmArch, run: LlmRun, key: str, stack: str, tp: int | None, p
     bands = stack_bands(stack)
     band = max(b for b, _ in bands.values())
     band_basis = "; ".join(f"{k}: +-{b:.0%} ({why})" for k, (b, why) in bands.items())
-    notes.append(f"{key}: price {basis}")
+    notes.append(f"{key}: price {basis}" if price is not None else f"{key}: {basis}")
     if dev.tdp_w is None:
         notes.append(f"{key}: no TDP in the catalog: energy not given")
     degrees = [tp] if tp else [t for t in tp_candidates(arch, MAX_TP)]

@@ -151,9 +151,11 @@ def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
     return Path(path)
 
 
-def llm_verdict_line(advice: Any) -> str:
+def llm_verdict_line(advice: Any, second: bool = False) -> str:
     """The first line of ``chipfit llm`` and ``chipfit advise LLM``: which hardware, on how
-    many devices, what it delivers and costs, and whether it is a tie."""
+    many devices, what it delivers and costs, and whether it is a tie. ``second``: a service
+    answer (the verdict) came first, so this line is the static batch's best, not a second
+    "Use ..."."""
     if not advice.ranked:
         name = advice.report.arch.name
         predicted = [r for r in advice.report.rows if r.prediction is not None]
@@ -176,7 +178,8 @@ def llm_verdict_line(advice: Any) -> str:
     what, _, _ = _objective(advice.objective)
     money = (f", ${p.usd_per_million_tokens:.3g} per 1M generated tokens"
              if p.usd_per_million_tokens is not None else ", no price in the catalog")
-    text = (f"Use {devices}x {row.name} ({row.hardware}, TP{p.tp}): first token "
+    lead = "Without the service search, fastest per request is" if second else "Use"
+    text = (f"{lead} {devices}x {row.name} ({row.hardware}, TP{p.tp}): first token "
             f"{fmt_seconds(p.ttft_s)}, {_num(p.decode_tokens_per_s)} tok/s per sequence at "
             f"batch {p.batch}{money} (predicted, best {what}")
     tied = [t for t in advice.ties if row.hardware in t]
