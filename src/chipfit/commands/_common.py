@@ -265,7 +265,14 @@ def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
 def warn_skipped(store: Any) -> None:
     """One line on stderr per damaged database row that reading skipped."""
     for line in store.skipped:
-        err.print(f"warning: {line}")
+        warn(line)
+
+
+def warn(text: str, prefix: str = "warning: ") -> None:
+    """A warning (or note) on stderr, wrapped at the terminal's width at spaces, never inside
+    a word: a pipe's 80 columns get several lines, not one 276-character line. Stored text
+    stays text (no markup)."""
+    err.print(Text(prefix + text), soft_wrap=False, overflow="fold")
 
 
 def note(text: str) -> None:
@@ -386,7 +393,7 @@ def warn_if_busy(measurements: Sequence[Measurement] = ()) -> bool:
 
     busy = warning(measurements, machine_load())
     if busy:
-        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
+        warn(busy)
     return bool(busy)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out
+from chipfit.commands._common import add_db_flag, err, load_run_ref, out, warn
 
 ORDER = 71
 
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the run as JSON to PATH "
                    "(raw samples included; `-` for standard output)")
     p.add_argument("--csv", metavar="PATH", help="also write one row per measurement to PATH")
+    p.add_argument("--wide", action="store_true", help="every column, devices side by side, "
+                   "however narrow the terminal")
     p.set_defaults(func=run)
 
 
@@ -33,16 +36,36 @@ def run(args: argparse.Namespace) -> int:
         print_json(run_to_dict(found))
         return 0
     out.print(run_header(found))
+    advice = stored_advice_of(found)
+    if advice is not None:
+        from chipfit.report.advise_view import stored_advice
+
+        out.print(stored_advice(advice, wide=args.wide))
     if found.measurements:
-        out.print(bench_table(found))
+        out.print(bench_table(found, wide=args.wide))
     from chipfit.analysis.trust import warning
 
     busy = warning(found.measurements)
     if busy:
-        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
+        warn(busy)
     if found.discovery.problems:
         out.print(problems_table(found.discovery))
     for path in ([save_run(found, args.json)] if args.json else []) + (
             [write_csv([found], args.csv)] if args.csv else []):
         err.print(f"wrote {path}")
     return 0
+
+
+def stored_advice_of(found: Any) -> dict[str, Any] | None:
+    """The advice an advise run stored with it (None for other runs, or a record that does
+    not parse: the header still shows the run)."""
+    import json
+
+    text = dict(found.settings).get("advice")
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
