@@ -269,10 +269,14 @@ def warn_skipped(store: Any) -> None:
 
 
 def warn(text: str, prefix: str = "warning: ") -> None:
-    """A warning (or note) on stderr, wrapped at the terminal's width at spaces, never inside
-    a word: a pipe's 80 columns get several lines, not one 276-character line. Stored text
-    stays text (no markup)."""
-    err.print(Text(prefix + text), soft_wrap=False, overflow="fold")
+    """A warning (or note) on stderr, wrapped at the terminal's width at spaces (a word
+    longer than a line is folded), continuation lines indented two spaces: a pipe's 80
+    columns get a short paragraph, not one 276-character line. Stored text stays text."""
+    import textwrap
+
+    lines = textwrap.wrap(prefix + text, width=max(err.width, MIN_WIDTH),
+                          subsequent_indent="  ", break_on_hyphens=False)
+    err.print(Text("\n".join(lines)), soft_wrap=True)
 
 
 def note(text: str) -> None:

@@ -212,5 +212,29 @@ def workloads_table(workloads: list) -> Table:
     table.add_column("what it is", no_wrap=True, overflow="ellipsis", ratio=1)
     for w in workloads:
         summary = re.sub(r";\s*size = batch$", "", w.description.strip())
-        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", Text(summary))
+        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", WordClip(summary))
     return table
+
+
+class WordClip:
+    """One line of prose cut at the last whole word that fits the width it is rendered at,
+    then `` …``: a description loses its tail, never half a word or half a number
+    (``784-1024-1…``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        width = options.max_width
+        text = self.text
+        if len(text) > width:
+            head = text[:max(width - 2, 0)]
+            if text[len(head)] != " " and " " in head:
+                head = head.rsplit(" ", 1)[0]
+            text = head.rstrip(" ,;:(") + " …"
+        yield Text(text, no_wrap=True, overflow="crop")
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement as Width
+
+        return Width(min(8, len(self.text)), len(self.text))
