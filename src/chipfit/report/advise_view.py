@@ -315,7 +315,7 @@ def verdict_json(v: Verdict, batch: int | None = None) -> dict[str, Any]:
     return {"action": v.action, "text": verdict_text(v, batch),
             "best": v.best.device if v.best else None,
             "here": v.here.device if v.here else None, "away": v.away.device if v.away else None,
-            "gain": v.gain, "margin": v.margin, "tie": v.tie,
+            "speedup": v.speedup, "gain": v.gain, "margin": v.margin, "tie": v.tie,
             "tied_with": [o.device for o in v.tied_with],
             "source": "measured here vs predicted from the catalog"}
 
