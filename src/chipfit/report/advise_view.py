@@ -348,6 +348,10 @@ def _stored_value(cell: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _stored_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _stored_text(value: Any) -> str:
     return value if isinstance(value, str) else "-" if value is None else str(value)
 
@@ -364,13 +368,13 @@ def stored_advice(data: Any, wide: bool = False) -> Any:
     verdict = data.get("verdict") if isinstance(data.get("verdict"), dict) else {}
     if verdict.get("text"):
         parts.append(Text(_stored_text(verdict["text"]), style="bold"))
-    for reason in data.get("reasons") or ():
+    for reason in _stored_list(data.get("reasons")):
         if isinstance(reason, dict) and reason.get("supports_verdict", True):
             text = _stored_text(reason.get("text")).split(" [evidence")[0]
             cite = reason.get("cite")
             where = f"; {rule_words(cite)}" if isinstance(cite, str) and cite else ""
             parts.append(Text(f"- {text} ({_stored_text(reason.get('source'))}{where})"))
-    ranked = [o for o in data.get("ranked") or () if isinstance(o, dict)]
+    ranked = [o for o in _stored_list(data.get("ranked")) if isinstance(o, dict)]
     objective = _stored_text(data.get("objective"))
     if ranked:
         cols = [Col("#", "right"), Col("device"), Col("source"), Col("latency", "right"),
