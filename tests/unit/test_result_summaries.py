@@ -129,3 +129,43 @@ def test_a_factory_is_named_by_its_module_or_file(spec, name):
     from chipfit.workloads.user import _factory_name
 
     assert _factory_name(spec) == name
+
+
+def _series(device: str, scale: float, run_id: str) -> Run:
+    points = tuple(Measurement("matmul", str(n), d, block_times_s=tuple(
+        t * (1 + 0.01 * i) for i in range(6)))
+        for n, t0 in ((64, 1e-5), (256, 4e-4), (1024, 2e-2))
+        for d, t in ((device, t0 * scale), ("torch:cpu@1t", t0 * (2.0 if n > 100 else 0.5))))
+    return Run(run_id, "sweep", "2026-01-01T00:00:00+00:00", measurements=points,
+               machine=(("fingerprint", "f" * 16),))
+
+
+def test_a_comparison_and_a_sweep_are_short_summaries():
+    import chipfit
+
+    a = _series("torch:cpu", 1.0, "20260101T000000Z-aaaaaa")
+    b = _series("torch:cpu", 1.0, "20260102T000000Z-bbbbbb")
+    text = str(chipfit.compare_runs(a, b))
+    assert text.startswith("B = 20260102T000000Z-bbbbbb vs A = 20260101T000000Z-aaaaaa: ")
+    assert "0 regression(s)" in text and "RunComparison(" not in text
+    sweep = str(chipfit.analyze_run(a)).splitlines()
+    assert sweep[0].startswith("sweep run 20260101T000000Z-aaaaaa: 6 of 6 point(s) ok")
+    crossing = next(line for line in sweep if "crossover at" in line)
+    assert re.search(r"torch:cpu vs torch:cpu@1t .*: crossover at ≈ [\d,.]+ \([\d,.]+ to "
+                     r"[\d,.]+\), torch:cpu@1t faster below \(measured\)", crossing), crossing
+
+
+def test_a_feed_answer_is_a_short_summary():
+    from chipfit.analysis.feed import Consumer, FeedFinding, FeedReport, Supply
+    from chipfit.pipelines.feed import Feed
+
+    supply = Supply(2, 1234.5, 1200.0, 1270.0)
+    gpu = Consumer("l4", "NVIDIA L4", "gpu", 5000.0, 4000.0, 6000.0, "predicted", 32)
+    report = FeedReport((supply,), (FeedFinding(gpu, supply, "starved", 1234.5, 0.25, 8, 2),),
+                        "io-bound", supply, 2)
+    feed = Feed("resnet50", "images", "JPEG decode", 32, Run("20260101T000000Z-aaaaaa",
+                "feed", "2026-01-01T00:00:00+00:00"), report, (gpu,))
+    assert str(feed).splitlines() == [
+        "feed resnet50 at batch 32 (images): io-bound; best supply 1,230 samples/s with 2 "
+        "worker(s) (measured)",
+        "  l4: starved, consumes 5,000 samples/s (predicted), delivers 1,230 (estimated)"]
