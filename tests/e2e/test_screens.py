@@ -10,12 +10,13 @@ in this process (``cli``); only ``bench`` measures, once, one tiny point.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from tests._screens import assert_readable, paragraphs, problems
 
-from chipfit.results import DeviceInfo, Discovery, Measurement, Problem, Run
+from chipfit.results import DeviceInfo, Discovery, GuardLimit, Measurement, Problem, Run
 from chipfit.store import open_store
 
 WIDTHS = (80, 120)
@@ -85,7 +86,10 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for run_id, scale in ((BENCH_A, 1.0), (BENCH_B, 1.1)):
             points = tuple(_point(w, s, d, t, f, b, scale) for w, s, t, f, b in POINTS
                            for d in DEVICES)
-            store.save_run(_run(run_id, "bench", points, settings))
+            run = _run(run_id, "bench", points, settings)
+            limits = tuple(GuardLimit("matmul", d, "float32", "inference", "43539")
+                           for d in DEVICES)
+            store.save_run(replace(run, guard_limits=limits))
         store.save_run(_run(ADVISE, "advise", (
             _point("mymodel.make", "1", "torch:cpu@1t", 2e-5, 1e3, 0.0, 1.0),),
             {"workloads": "mymodel.make", "devices": "torch:cpu@1t",
@@ -111,9 +115,11 @@ def test_stored_runs_read_whole_at_80_and_120_columns(cli, db, width):
     assert_readable(_screen(cli, width, "runs", "--wide", *run), width, (BENCH_A, *DEVICES))
     shown = _screen(cli, width, "show", BENCH_A, *run)
     # the timing setting wraps between its entries, never inside a key or a number
-    assert_readable(shown, width, (*KEYS, "noisy_rel_iqr=0.1", "warmup_s=0.02", "1,940 s"))
+    assert_readable(shown, width, (*KEYS, "noisy_rel_iqr=0.1", "warmup_s=0.02", "1,940 s",
+                                   "2026-12-01T00:00:00+00:00", "43539 (predicted)"))
     assert "e+0" not in shown and "1.94e" not in shown
-    assert_readable(_screen(cli, width, "show", BENCH_A, "--wide", *run), width, KEYS)
+    assert_readable(_screen(cli, width, "show", BENCH_A, "--wide", *run), width,
+                    (*KEYS, "2026-12-01T00:00:00+00:00", "43539 (predicted)"))
     assert_readable(_screen(cli, width, "compare", BENCH_A, BENCH_B, *run), width, KEYS)
 
 

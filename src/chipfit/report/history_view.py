@@ -79,7 +79,9 @@ def run_header(run: Run) -> Table:
              else "unfinished")
     table = Table(title=Text(f"Run {run.run_id}"), title_justify="left", show_header=False,
                   box=None)
-    table.add_column(style="bold", no_wrap=True)
+    # Keys wrap at their spaces past 28 columns ("memory guard limit matmul torch:cpu ...")
+    # so the values keep the room: a timestamp or a number is never folded.
+    table.add_column(style="bold", max_width=28)
     table.add_column(overflow="fold")  # folds only a word longer than the whole column
     rows = [("command", run.command), ("started", run.started_at),
             ("finished", run.finished_at or "-"), ("state", state),
