@@ -23,6 +23,7 @@ WIDTHS = (80, 120)
 BENCH_A = "20261201T000000Z-aaaaaa"
 BENCH_B = "20261202T000000Z-bbbbbb"
 ADVISE = "20261203T000000Z-cccccc"
+SWEEP = "20261204T000000Z-dddddd"
 DEVICES = ("torch:cpu", "torch:cpu@1t", "jax:cpu:0", "tensorflow:cpu")
 POINTS = (("matmul", "70x30@30x70", 6.4e-6, 2 * 70 * 30 * 70, 0.0),
           ("matmul", "7000x3000@3000x7000", 1.59, 2 * 7000 * 3000 * 7000, 0.0),
@@ -90,6 +91,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             limits = tuple(GuardLimit("matmul", d, "float32", "inference", "43539")
                            for d in DEVICES)
             store.save_run(replace(run, guard_limits=limits))
+        ladder = tuple(Measurement("matmul", str(n), d, block_times_s=tuple(
+            t * (1 + 0.01 * i) for i in range(6)), flops=2.0 * n**3)
+            for n, t1 in ((64, 1e-5), (256, 4e-4), (1024, 2e-2))
+            for d, t in (("torch:cpu", t1), ("torch:cpu@1t", t1 * (2.0 if n > 100 else 0.5))))
+        store.save_run(_run(SWEEP, "sweep", ladder, {"workload": "matmul", "axis": "n"}))
         store.save_run(_run(ADVISE, "advise", (
             _point("mymodel.make", "1", "torch:cpu@1t", 2e-5, 1e3, 0.0, 1.0),),
             {"workloads": "mymodel.make", "devices": "torch:cpu@1t",
@@ -121,6 +127,9 @@ def test_stored_runs_read_whole_at_80_and_120_columns(cli, db, width):
     assert_readable(_screen(cli, width, "show", BENCH_A, "--wide", *run), width,
                     (*KEYS, "2026-12-01T00:00:00+00:00", "43539 (predicted)"))
     assert_readable(_screen(cli, width, "compare", BENCH_A, BENCH_B, *run), width, KEYS)
+    swept = _screen(cli, width, "show", SWEEP, *run)
+    assert_readable(swept, width, ("torch:cpu@1t",))
+    assert "crossover" in swept  # a sweep run shows its crossovers again, not only points
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(stored_advice(advice, wide=args.wide))
     if found.measurements:
         out.print(bench_table(found, wide=args.wide))
+    if found.command == "sweep" and found.measurements:
+        out.print(_crossovers(found))
     from chipfit.analysis.trust import warning
 
     busy = warning(found.measurements)
@@ -54,6 +56,23 @@ def run(args: argparse.Namespace) -> int:
             [write_csv([found], args.csv)] if args.csv else []):
         err.print(f"wrote {path}")
     return 0
+
+
+def _crossovers(found: Any) -> Any:
+    """A sweep run's crossovers and limits, found again from its stored points (as ``chipfit
+    sweep`` printed them; the analysis is deterministic: a fixed bootstrap seed)."""
+    from chipfit.errors import UnknownNameError
+    from chipfit.pipelines.sweep import analyze_run
+    from chipfit.report.crossover_view import crossover_panel
+    from chipfit.workloads import get_workload
+
+    axes = {}
+    for name in dict.fromkeys(m.workload for m in found.measurements):
+        try:
+            axes[name] = get_workload(name).axis
+        except UnknownNameError:  # a user model's run: its workload is not registered here
+            axes[name] = "batch"
+    return crossover_panel(analyze_run(found, compute_limits=False).analysis, axes)
 
 
 def stored_advice_of(found: Any) -> dict[str, Any] | None:
