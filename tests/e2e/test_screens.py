@@ -24,6 +24,7 @@ BENCH_A = "20261201T000000Z-aaaaaa"
 BENCH_B = "20261202T000000Z-bbbbbb"
 ADVISE = "20261203T000000Z-cccccc"
 SWEEP = "20261204T000000Z-dddddd"
+SUITE = "20261205T000000Z-eeeeee"
 DEVICES = ("torch:cpu", "torch:cpu@1t", "jax:cpu:0", "tensorflow:cpu")
 POINTS = (("matmul", "70x30@30x70", 6.4e-6, 2 * 70 * 30 * 70, 0.0),
           ("matmul", "7000x3000@3000x7000", 1.59, 2 * 7000 * 3000 * 7000, 0.0),
@@ -96,6 +97,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for n, t1 in ((64, 1e-5), (256, 4e-4), (1024, 2e-2))
             for d, t in (("torch:cpu", t1), ("torch:cpu@1t", t1 * (2.0 if n > 100 else 0.5))))
         store.save_run(_run(SWEEP, "sweep", ladder, {"workload": "matmul", "axis": "n"}))
+        store.save_run(_run(SUITE, "bench", ladder, {"suite": "seeds", "devices": "suite"}))
         store.save_run(_run(ADVISE, "advise", (
             _point("mymodel.make", "1", "torch:cpu@1t", 2e-5, 1e3, 0.0, 1.0),),
             {"workloads": "mymodel.make", "devices": "torch:cpu@1t",
@@ -130,6 +132,9 @@ def test_stored_runs_read_whole_at_80_and_120_columns(cli, db, width):
     swept = _screen(cli, width, "show", SWEEP, *run)
     assert_readable(swept, width, ("torch:cpu@1t",))
     assert "crossover" in swept  # a sweep run shows its crossovers again, not only points
+    suite = _screen(cli, width, "show", SUITE, *run)
+    assert_readable(suite, width, (SUITE,))
+    assert "claims" in suite  # a suite run shows the seeds' claims checked again
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(bench_table(found, wide=args.wide))
     if found.command == "sweep" and found.measurements:
         out.print(_crossovers(found))
+    claims = _claims(found)
+    if claims is not None:
+        out.print(claims)
     from chipfit.analysis.trust import warning
 
     busy = warning(found.measurements)
@@ -73,6 +76,27 @@ def _crossovers(found: Any) -> Any:
         except UnknownNameError:  # a user model's run: its workload is not registered here
             axes[name] = "batch"
     return crossover_panel(analyze_run(found, compute_limits=False).analysis, axes)
+
+
+def _claims(found: Any) -> Any:
+    """A suite run's claims checked again against its points (None: not a suite run, or a
+    suite without claims or unknown to this chipfit)."""
+    from chipfit.analysis.suites import check_claims, get_suite
+    from chipfit.errors import UnknownNameError
+    from chipfit.report.claims import claims_table
+    from chipfit.workloads import all_workloads
+
+    name = dict(found.settings).get("suite")
+    if not name or not found.measurements:
+        return None
+    try:
+        suite = get_suite(name)
+    except UnknownNameError:
+        return None
+    if not suite.claims:
+        return None
+    installed = {w.name for w in all_workloads()}
+    return claims_table(check_claims(found, suite, installed), found.run_id)
 
 
 def stored_advice_of(found: Any) -> dict[str, Any] | None:
