@@ -274,7 +274,8 @@ def warn(text: str, prefix: str = "warning: ") -> None:
     columns get a short paragraph, not one 276-character line. Stored text stays text."""
     import textwrap
 
-    lines = textwrap.wrap(prefix + text, width=max(err.width, MIN_WIDTH),
+    # escaped first (an escape is wider than what it stands for), then wrapped
+    lines = textwrap.wrap(clean(prefix + text), width=max(err.width, MIN_WIDTH),
                           subsequent_indent="  ", break_on_hyphens=False)
     err.print(Text("\n".join(lines)), soft_wrap=True)
 
