@@ -189,7 +189,7 @@ def test_validate_on_a_busy_machine_gives_no_median_and_exits_1(every_point_cont
     # the bug report: every case contended, yet a median error of 49.5% was reported
     proc = cli(*VALIDATE, "--json", str(tmp_path / "v.json"))
     assert proc.returncode == 1, proc.stderr
-    refusal = [line for line in proc.stderr.splitlines() if line.startswith("validate:")]
+    refusal = paragraphs(proc.stderr, "validate:")  # wrapped at the width: joined again
     assert refusal == ["validate: no median error for torch:cpu@1t: every one of its 2 cases was "
                        "left out (2 measured while the machine was shared); run chipfit "
                        "validate again when the machine is quiet"]
