@@ -161,3 +161,14 @@ def test_the_advise_example_returns_what_readme_documents(one_torch_thread):
     if speedup is not None and not advice.verdict.tie:
         words = f"{speedup:.0f}x" if speedup >= 10 else f"{speedup:.1f}x"
         assert speedup >= 1 and words in str(advice).splitlines()[0], (words, str(advice))
+
+
+def test_readme_tables_keep_one_row_per_line():
+    """A table row broken over lines ends the table: every line of a table starts and ends
+    with a bar (an edit that wraps a long cell shows up here, not on GitHub)."""
+    lines = README.splitlines()
+    for i, line in enumerate(lines[1:], 1):
+        if lines[i - 1].startswith("|") and line.strip() and not line.startswith("|"):
+            raise AssertionError(f"line {i + 1} continues a table row: {line[:60]!r}")
+        if line.startswith("|"):
+            assert line.rstrip().endswith("|"), f"line {i + 1}: {line[-60:]!r}"
