@@ -181,7 +181,8 @@ def bench_grid(run: Run) -> Table:
     table = Table(title=Text(f"chipfit {run.command or 'bench'} — measured on this machine "
                              f"(run {run.run_id})"),
                   title_justify="left", show_lines=True,
-                  caption=_caption(ref_name),
+                  caption=_caption(ref_name, e2e=any(m.transfer_h2d_s or m.transfer_d2h_s
+                                                     for m in run.measurements)),
                   caption_justify="left")
     table.add_column("workload", no_wrap=True)
     table.add_column("size", no_wrap=True)
