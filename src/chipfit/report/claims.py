@@ -106,10 +106,10 @@ def claims_table(results: Sequence[ClaimResult], run_id: str = "") -> Table:
     more = (f" {len(untestable)} more claim(s) not testable here: {'; '.join(why)}."
             if untestable else "")
     table = Table(title=title, title_justify="left", show_lines=True,
-                  caption="Claims quoted from the seed articles (translated): the four "
-                          "articles on CPU vs GPU vs TPU chipfit's rules come from, numbered "
-                          "000 to 003 in the source column; every figure measured here. ~ "
-                          "claims hold within the factor shown." + more,
+                  caption="Claims quoted from the seed articles (translated); every figure "
+                          "measured here. ~ claims hold within the factor shown." + more
+                          + " Source: seed 000 to 003, the four articles on CPU vs GPU vs TPU "
+                          "that chipfit's rules come from.",
                   caption_justify="left")
     table.add_column("claim", overflow="fold", ratio=3)
     table.add_column("source", overflow="fold")
