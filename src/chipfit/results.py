@@ -106,7 +106,7 @@ def _conforms(value: Any, hint: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_conforms(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 
@@ -182,6 +182,18 @@ class Discovery:
 
     def get(self, ref: str) -> DeviceInfo | None:
         return next((d for d in self.devices if d.ref == ref), None)
+
+    def __str__(self) -> str:
+        """A short summary: the usable devices, one a line, and how many are missing."""
+        lines = [f"{len(self.devices)} device(s) usable here (probed):"]
+        for d in self.devices:
+            units = f", {d.cores} cores" if d.cores else (
+                f", {d.compute_units} compute units" if d.compute_units else "")
+            lines.append(f"  {d.ref} ({d.kind}, {d.name}{units})")
+        if self.problems:
+            lines.append(f"  {len(self.problems)} backend(s)/device type(s) unavailable: "
+                         ".problems says why")
+        return "\n".join(lines)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Discovery:
@@ -350,6 +362,19 @@ class Measurement:
     @property
     def gbps(self) -> float:
         return self.bytes_moved / self.median_s / 1e9 if self.ok and self.bytes_moved else math.nan
+
+    def __str__(self) -> str:
+        """One line: what ran where, and its median with the 95% CI (``.to_dict()`` and the
+        fields hold every figure)."""
+        from chipfit.timing.units import fmt_seconds
+
+        what = f"{self.workload} {self.size} on {self.series_device} ({self.dtype} {self.mode})"
+        if not self.ok:
+            return f"{what}: {self.status}" + (f" ({self.note})" if self.note else "")
+        rel = self.rel_ci
+        spread = f" ±{rel * 100:.1f}%" if math.isfinite(rel) else ""
+        busy = ", while the machine was busy" if self.contended else ""
+        return f"{what}: {fmt_seconds(self.median_s)} per call{spread} ({self.source}{busy})"
 
     @property
     def throughput(self) -> float:
@@ -542,7 +567,7 @@ def _misfit(value: Any, shape: Any, at: str) -> str:
     if isinstance(shape, list):
         if not isinstance(value, list) or (len(shape) > 1 and len(value) != len(shape)):
             return f"{at or 'it'} is not a list" + (f" of {len(shape)}" if len(shape) > 1 else "")
-        items = zip(value, shape) if len(shape) > 1 else ((v, shape[0]) for v in value)
+        items = zip(value, shape, strict=True) if len(shape) > 1 else ((v, shape[0]) for v in value)
         return next((bad for i, (v, s) in enumerate(items) if (bad := _misfit(v, s, f"{at}[{i}]"))),
                     "")
     if isinstance(shape, dict):
@@ -641,6 +666,25 @@ class Run:
     def limits(self) -> dict[tuple[str, str, str, str], str | None]:
         """(workload, device, dtype, mode) -> the guard's limit, for every recorded series."""
         return {g.key: g.size for g in self.guard_limits}
+
+    def __str__(self) -> str:
+        """A short summary: the run, how many points succeeded, the first few points (one a
+        line, :meth:`Measurement.__str__`) and where the rest are."""
+        ok = sum(m.ok for m in self.measurements)
+        busy = sum(bool(m.contended) for m in self.measurements)
+        devices = ", ".join(dict.fromkeys(m.series_device for m in self.measurements))
+        head = (f"{self.command or 'bench'} run {self.run_id}: {ok} of "
+                f"{len(self.measurements)} point(s) ok" + (f" on {devices}" if devices else "")
+                + (f"; {busy} measured while the machine was busy" if busy else "")
+                + ("; interrupted" if self.interrupted else ""))
+        shown = [f"  {m}" for m in self.measurements[:_SHOWN]]
+        more = len(self.measurements) - _SHOWN
+        tail = [f"  ... {more} more in .measurements"] if more > 0 else []
+        return "\n".join([head, *shown, *tail])
+
+
+#: How many measurements ``str(run)`` lists before pointing at ``.measurements``.
+_SHOWN = 8
 
 
 @dataclass(frozen=True)

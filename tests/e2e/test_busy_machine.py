@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._screens import paragraphs
 
 from chipfit.timing.contention import judge
 
@@ -61,7 +62,7 @@ def test_busy_loops_beside_a_real_bench_mark_its_points_contended(busy_loops, cl
         assert m["contention_note"] and m["contention"]["cores"] >= 1
         assert m["attempts"] >= 2  # re-measured after a back-off, and still contended
     assert summary["contended"] == 4 and summary["still_contended"] == 4
-    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    warning = paragraphs(proc.stderr)
     assert len(warning) == 1 and "machine busy" in warning[0]
     assert "4 of 4 points contended" in warning[0] and "stayed contended" in warning[0]
     assert "busy" in proc.stdout  # the table marks the cells
@@ -81,7 +82,7 @@ def test_stored_evidence_reproduces_every_verdict_and_quiet_evidence_is_not_flag
             assert m["contended"] is False
     marked = sum(m["contended"] for m in points)
     assert summary["contended"] == marked
-    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    warning = paragraphs(proc.stderr)
     assert len(warning) == (marked > 0) or (len(warning) == 1 and "2x the CPUs" in warning[0])
     if marked:
         assert f"{marked} of 4 points contended" in warning[0]
@@ -142,7 +143,7 @@ def calibrated(tmp_path):
 
 
 def _warnings(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("warning: machine busy")]
+    return paragraphs(stderr, "warning: machine busy")
 
 
 @pytest.mark.slow
@@ -188,7 +189,7 @@ def test_validate_on_a_busy_machine_gives_no_median_and_exits_1(every_point_cont
     # the bug report: every case contended, yet a median error of 49.5% was reported
     proc = cli(*VALIDATE, "--json", str(tmp_path / "v.json"))
     assert proc.returncode == 1, proc.stderr
-    refusal = [line for line in proc.stderr.splitlines() if line.startswith("validate:")]
+    refusal = paragraphs(proc.stderr, "validate:")  # wrapped at the width: joined again
     assert refusal == ["validate: no median error for torch:cpu@1t: every one of its 2 cases was "
                        "left out (2 measured while the machine was shared); run chipfit "
                        "validate again when the machine is quiet"]

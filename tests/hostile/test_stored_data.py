@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests._screens import paragraphs
+from tests.hostile._support import StoredRun, assert_refused, copy_db, sql
 
 from chipfit.errors import ChipfitError, UsageError
 from chipfit.results import DeviceInfo, Discovery, Measurement, Run, check_run_id, new_run_id
 from chipfit.store import open_store
 from chipfit.store.runs import load_run, run_file, run_from_dict, run_to_dict, save_run
-from tests.hostile._support import StoredRun, assert_refused, copy_db, sql
 
 DEEP = 100_000  # deeper than any JSON parser's recursion
 
@@ -229,7 +230,9 @@ def test_show_and_runs_of_a_blob_run_id(stored_run, cli, tmp_path) -> None:
     assert_refused(cli("show", "latest", "--db", str(db)), 2, "run id")
     listed = cli("runs", "--db", str(db))  # the listing goes on, naming the damaged row
     assert listed.returncode == 0 and "Traceback" not in listed.stderr
-    assert "run id" in listed.stderr and listed.stderr.count("\n") == 1
+    warned = paragraphs(listed.stderr)  # one warning, wrapped at the width
+    assert len(warned) == 1 and "run id" in warned[0] and warned[0].count("warning:") == 1
+    assert listed.stderr.startswith("warning:")
 
 
 # ---- damaged and hostile database rows ---------------------------------------------------------

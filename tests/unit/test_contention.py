@@ -9,13 +9,14 @@ import math
 from dataclasses import replace
 
 import pytest
+from tests._screens import paragraphs
 
 from chipfit.analysis import trust
 from chipfit.execute import retry
 from chipfit.execute.base import Executor
-from chipfit.store.runs import SCHEMA_VERSION, load_run, run_from_dict, run_to_dict
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import DeviceRef, Job
+from chipfit.store.runs import SCHEMA_VERSION, load_run, run_from_dict, run_to_dict
 from chipfit.timing import contention
 from chipfit.timing.contention import Snapshot, evidence, judge, stall_gap_s
 
@@ -357,7 +358,9 @@ def test_the_commands_warning_reads_the_load_now(monkeypatch, capsys) -> None:
     monkeypatch.setattr(contention, "_cpus", lambda: 2)
     assert _common.warn_if_busy() is True
     err = capsys.readouterr().err
-    assert err.startswith("warning: machine busy: load 293.0 on 2 CPUs") and err.count("\n") == 1
+    # one warning, wrapped at the console's width (continuation lines indented)
+    assert err.startswith("warning: machine busy: load 293.0 on 2 CPUs")
+    assert len(paragraphs(err)) == 1 and paragraphs(err)[0].count("warning:") == 1
     _loadavg(monkeypatch, "0.10 0.10 0.10 1/100 1\n")
     assert _common.warn_if_busy() is False and capsys.readouterr().err == ""
 

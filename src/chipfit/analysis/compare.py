@@ -187,6 +187,18 @@ class RunComparison:
     def regressions(self) -> tuple[PointComparison, ...]:
         return tuple(p for p in self.points if p.flagged)
 
+    def __str__(self) -> str:
+        """A short summary: the verdict, the counts, and each flagged point (B's median
+        time over A's: x1.25 is 25% slower)."""
+        head = (f"B = {self.run_b} vs A = {self.run_a}: {self.verdict}; "
+                f"{len(self.regressions)} regression(s), {len(self.improvements)} "
+                f"improvement(s) in {len(self.points)} point(s)")
+        lines = [head] + [f"  {' '.join(p.key)}: x{p.ratio:.3g} ({p.verdict}, "
+                          f"p = {p.p_value:.2g})" for p in self.regressions[:5]]
+        if len(self.regressions) > 5:
+            lines.append(f"  ... {len(self.regressions) - 5} more in .regressions")
+        return "\n".join(lines)
+
     @property
     def improvements(self) -> tuple[PointComparison, ...]:
         return tuple(p for p in self.points if p.verdict in ("improvement", "fixed"))

@@ -51,6 +51,21 @@ class Option:
     missing_peak: str = ""
 
     @property
+    def processor(self) -> str:
+        """``device`` without a CPU thread pin: ``torch:cpu`` for ``torch:cpu@1t`` (a catalog
+        key or an unpinned device as it is). ``device`` keeps the pin, as ``--devices``
+        takes it, so the option can be measured again."""
+        base, at, pin = self.device.rpartition("@")
+        return base if at and pin[:-1].isdigit() and pin.endswith("t") else self.device
+
+    @property
+    def threads(self) -> int | None:
+        """The intra-op threads a pinned CPU option ran at (``torch:cpu@1t`` -> 1); None for
+        the framework's default (every core) and for catalog devices."""
+        base, at, pin = self.device.rpartition("@")
+        return int(pin[:-1]) if at and pin[:-1].isdigit() and pin.endswith("t") else None
+
+    @property
     def label(self) -> str:
         """``device`` plus the stack when it is not eager (``torch:cpu int8``)."""
         return self.device if self.stack in ("eager", "jit") else f"{self.device} {self.stack}"

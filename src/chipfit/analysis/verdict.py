@@ -29,10 +29,14 @@ STAY, SWITCH, NONE = "stay", "switch", "none"
 class Verdict:
     """What to do, what it rests on, and whether the numbers are clear or a tie.
 
-    ``gain`` is how many times better ``away`` (the best catalog device) is than ``here``
-    (the best device measured on this machine) on the objective: above 1 the catalog device
-    is better. ``margin`` is the gain needed to call it clear (the prediction band and
-    :data:`CLEAR_GAIN`, whichever is wider).
+    ``speedup`` is the ratio the verdict's sentence states: how many times better ``best``
+    (the device to use) is than the other side on the objective, e.g. 1.7 for "it is 1.7x
+    faster" (below 1 only in a tie the rival wins by less than its band). ``gain`` is the
+    raw ratio the decision is made on, always ``away`` (the best catalog device) over
+    ``here`` (the best device measured on this machine): above 1 the catalog device is
+    better, so a "stay" verdict has a gain below 1 (0.57 for "1.7x faster" here). ``margin``
+    is the gain needed to call it clear (the prediction band and :data:`CLEAR_GAIN`,
+    whichever is wider).
     """
 
     action: str  # stay | switch | none
@@ -50,10 +54,13 @@ class Verdict:
 
     @property
     def speedup(self) -> float | None:
-        """``here``'s time over ``away``'s at the same batch (above 1: ``away`` is faster)."""
-        if self.here is None or self.away is None or not self.away.latency_s > 0:
+        """How many times better ``best`` is than the other side on the objective: the
+        ``1.7`` of "it is 1.7x faster" (for the latency objective, a speed-up; for cost or
+        energy, times cheaper or more frugal). ``gain`` when switching, ``1 / gain`` when
+        staying; None when the two are not comparable."""
+        if self.gain is None or not self.gain > 0:
             return None
-        return self.here.latency_s / self.away.latency_s
+        return self.gain if self.action == SWITCH else 1.0 / self.gain
 
 
 def _ratio(worse: float | None, better: float | None) -> float | None:

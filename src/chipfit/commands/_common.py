@@ -285,7 +285,19 @@ def load_run_ref(args: argparse.Namespace, ref: str) -> Run:
 def warn_skipped(store: Any) -> None:
     """One line on stderr per damaged database row that reading skipped."""
     for line in store.skipped:
-        err.print(f"warning: {line}")
+        warn(line)
+
+
+def warn(text: str, prefix: str = "warning: ") -> None:
+    """A warning (or note) on stderr, wrapped at the terminal's width at spaces (a word
+    longer than a line is folded), continuation lines indented two spaces: a pipe's 80
+    columns get a short paragraph, not one 276-character line. Stored text stays text."""
+    import textwrap
+
+    # escaped first (an escape is wider than what it stands for), then wrapped
+    lines = textwrap.wrap(clean(prefix + text), width=max(err.width, MIN_WIDTH),
+                          subsequent_indent="  ", break_on_hyphens=False)
+    err.print(Text("\n".join(lines)), soft_wrap=True)
 
 
 def note(text: str) -> None:
@@ -406,7 +418,7 @@ def warn_if_busy(measurements: Sequence[Measurement] = ()) -> bool:
 
     busy = warning(measurements, machine_load())
     if busy:
-        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
+        warn(busy)
     return bool(busy)
 
 

@@ -19,6 +19,7 @@ from chipfit.commands._common import (
     progress,
     ray_address,
     show,
+    warn,
     warn_if_busy,
 )
 
@@ -94,8 +95,8 @@ def _print_notes(name: str) -> None:
     """What loading the model changed (a weights dtype converted), one line each."""
     from chipfit.workloads import get_workload
 
-    for note in getattr(getattr(get_workload(name), "model", None), "notes", ()):
-        err.print(f"note: {note}")
+    for text in getattr(getattr(get_workload(name), "model", None), "notes", ()):
+        warn(text, prefix="note: ")
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -118,8 +119,8 @@ def _probe(args: argparse.Namespace) -> None:
     """A user's model (file or factory) loads and runs one batch in a separate process
     first, under --job-timeout and the memory limit: a factory that never returns or a
     forward that eats all memory stops there, not in this process."""
-    from chipfit.workloads import all_workloads
     from chipfit.execute.probe import DEFAULT_LOAD_TIMEOUT_S, precheck_model, probe_model
+    from chipfit.workloads import all_workloads
     from chipfit.workloads.user import parse_input
 
     for text in args.input:
@@ -141,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from chipfit.pipelines.advise import DEFAULT_HARDWARE, advise
-    from chipfit.spec import TimingConfig
     from chipfit.report.advise_view import advice_json, advice_renderable
+    from chipfit.spec import TimingConfig
 
     for flag in ("batch", "max_latency", "budget", "train_samples", "epochs", "local_price"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))

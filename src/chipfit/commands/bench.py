@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=finite_float, help="seconds of timing per point at most")
     p.add_argument("--suite", help="run a named suite instead of --workloads: 'seeds' (the "
                    "seed articles' experiments, each claim checked) or 'default'")
+    p.add_argument("--wide", action="store_true", help="every figure of every point, devices "
+                   "side by side, however narrow the terminal (one record per point where the "
+                   "grid cannot fit)")
     add_output_flags(p)
     add_fleet_flags(p)
     p.set_defaults(func=run)
@@ -42,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chipfit.pipelines.bench import bench
-    from chipfit.report.terminal import bench_table
 
     timing = timing_from_args(args)
-    render = with_fleet(_suite_view(args.suite) if args.suite else with_stacks(bench_table),
+    table = _table(args.wide)
+    render = with_fleet(_suite_view(args.suite, table) if args.suite else with_stacks(table),
                         args)
     with measuring(args, "bench") as (saver, executor, store):
         if args.suite:
@@ -62,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if store is not None:
         err.print(f"run {result.run_id} kept in {store.path}")
     return finish_run(result, saver, render)
+
+
+def _table(wide: bool):  # noqa: ANN202
+    """The results table, every column at any width with ``--wide``."""
+    from chipfit.report.terminal import bench_table
+
+    return lambda run: bench_table(run, wide=wide)
 
 
 def with_stacks(view):  # noqa: ANN001, ANN201
@@ -92,20 +102,19 @@ def _run_suite(args: argparse.Namespace, timing, saver, executor, store):  # noq
                      store=store, resume=args.resume)
 
 
-def _suite_view(name: str):  # noqa: ANN202
+def _suite_view(name: str, table):  # noqa: ANN001, ANN202
     """The results table, then (for a suite with claims) each claim beside its verdict."""
     from rich.console import Group
 
     from chipfit.analysis.suites import check_claims, get_suite
     from chipfit.report.claims import claims_table
-    from chipfit.report.terminal import bench_table
     from chipfit.workloads import all_workloads
 
     suite = get_suite(name)
     installed = {w.name for w in all_workloads()}
     if not suite.claims:
-        return with_stacks(bench_table)
-    return lambda run: Group(with_stacks(bench_table)(run),
+        return with_stacks(table)
+    return lambda run: Group(with_stacks(table)(run),
                              claims_table(check_claims(run, suite, installed), run.run_id))
 
 

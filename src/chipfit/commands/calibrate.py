@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import csv_list, err, out, print_json, warn_if_busy
+from chipfit.commands._common import csv_list, err, out, print_json, warn, warn_if_busy
 
 ORDER = 46
 
@@ -25,13 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chipfit.discovery import discover, resolve_devices
     from chipfit.pipelines.calibrate import (
         _to_dict,
         calibrate,
         load_calibration,
         save_calibration,
     )
-    from chipfit.discovery import discover, resolve_devices
     from chipfit.report.predict_view import calibration_table
 
     found = discover()
@@ -64,4 +64,4 @@ def run(args: argparse.Namespace) -> int:
 def _attempts(text: str) -> None:
     """Calibration progress worth a line: a refused attempt measured again."""
     if text.startswith("attempt "):
-        err.print(text, markup=False, soft_wrap=True)
+        warn(text, prefix="")

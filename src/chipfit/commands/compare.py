@@ -9,7 +9,6 @@ from chipfit.commands._common import (
     err,
     finite_float,
     load_run_ref,
-    out,
     print_json,
     show,
 )

@@ -69,8 +69,8 @@ def _row_json(row) -> dict:
 
 
 def _rows(args: argparse.Namespace) -> list:
-    from chipfit.pipelines.predict import predict_workload
     from chipfit.pipelines.model_predict import is_model_spec, predict_model
+    from chipfit.pipelines.predict import predict_workload
 
     say = lambda s: err.print(s, style="dim")  # noqa: E731
     engine = args.stack.strip().lower() != "eager"

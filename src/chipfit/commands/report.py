@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chipfit.commands._common import add_db_flag, err, finite_float, load_run_ref, out
+from chipfit.commands._common import add_db_flag, err, finite_float, load_run_ref, out, warn
 
 ORDER = 60
 
@@ -56,7 +56,7 @@ def _runs(args: argparse.Namespace) -> list:
         try:
             latest = load_run(path)
         except (InvalidInputError, SchemaError) as exc:
-            err.print(f"warning: skipped {exc}")
+            warn(f"skipped {exc}")
             continue
         advice = _newest_advice(path)
         # The answer to "which processor?" is part of the report even when other runs came

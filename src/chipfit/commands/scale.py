@@ -94,8 +94,8 @@ def _progress(point: Any) -> None:
 
 def _table(result: Any) -> Any:
     from rich import box
-    from rich.text import Text
     from rich.table import Table
+    from rich.text import Text
 
     from chipfit.report.fmt import fmt_seconds
 

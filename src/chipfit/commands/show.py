@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from chipfit.commands._common import add_db_flag, err, load_run_ref, out
+from chipfit.commands._common import add_db_flag, err, load_run_ref, out, warn
 
 ORDER = 71
 
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the run as JSON to PATH "
                    "(raw samples included; `-` for standard output)")
     p.add_argument("--csv", metavar="PATH", help="also write one row per measurement to PATH")
+    p.add_argument("--wide", action="store_true", help="every column, devices side by side, "
+                   "however narrow the terminal")
     p.set_defaults(func=run)
 
 
@@ -43,16 +46,80 @@ def run(args: argparse.Namespace) -> int:
         out.print(measured_table(stats))
         for kind, n in stats.errors:
             out.print(f"failed: {n} x {kind}")
-    elif found.measurements:
-        out.print(bench_table(found))
+    else:
+        advice = stored_advice_of(found)
+        if advice is not None:
+            from chipfit.report.advise_view import stored_advice
+
+            out.print(stored_advice(advice, wide=args.wide))
+        if found.measurements:
+            out.print(bench_table(found, wide=args.wide))
+        if found.command == "sweep" and found.measurements:
+            out.print(_crossovers(found))
+        claims = _claims(found)
+        if claims is not None:
+            out.print(claims)
     from chipfit.analysis.trust import warning
 
     busy = warning(found.measurements)
     if busy:
-        err.print(f"warning: {busy}", markup=False, soft_wrap=True)
+        warn(busy)
     if found.discovery.problems:
         out.print(problems_table(found.discovery))
     for path in ([save_run(found, args.json)] if args.json else []) + (
             [write_csv([found], args.csv)] if args.csv else []):
         err.print(f"wrote {path}")
     return 0
+
+
+def _crossovers(found: Any) -> Any:
+    """A sweep run's crossovers and limits, found again from its stored points (as ``chipfit
+    sweep`` printed them; the analysis is deterministic: a fixed bootstrap seed)."""
+    from chipfit.errors import UnknownNameError
+    from chipfit.pipelines.sweep import analyze_run
+    from chipfit.report.crossover_view import crossover_panel
+    from chipfit.workloads import get_workload
+
+    axes = {}
+    for name in dict.fromkeys(m.workload for m in found.measurements):
+        try:
+            axes[name] = get_workload(name).axis
+        except UnknownNameError:  # a user model's run: its workload is not registered here
+            axes[name] = "batch"
+    return crossover_panel(analyze_run(found, compute_limits=False).analysis, axes)
+
+
+def _claims(found: Any) -> Any:
+    """A suite run's claims checked again against its points (None: not a suite run, or a
+    suite without claims or unknown to this chipfit)."""
+    from chipfit.analysis.suites import check_claims, get_suite
+    from chipfit.errors import UnknownNameError
+    from chipfit.report.claims import claims_table
+    from chipfit.workloads import all_workloads
+
+    name = dict(found.settings).get("suite")
+    if not name or not found.measurements:
+        return None
+    try:
+        suite = get_suite(name)
+    except UnknownNameError:
+        return None
+    if not suite.claims:
+        return None
+    installed = {w.name for w in all_workloads()}
+    return claims_table(check_claims(found, suite, installed), found.run_id)
+
+
+def stored_advice_of(found: Any) -> dict[str, Any] | None:
+    """The advice an advise run stored with it (None for other runs, or a record that does
+    not parse: the header still shows the run)."""
+    import json
+
+    text = dict(found.settings).get("advice")
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--level", type=finite_float, default=0.95,
                    help="confidence level of the crossover statements (default 0.95)")
     p.add_argument("--html", metavar="PATH", help="also write the HTML report of this sweep")
+    p.add_argument("--wide", action="store_true", help="every figure of every point, devices "
+                   "side by side, however narrow the terminal")
     add_output_flags(p)
 
     add_fleet_flags(p)  # --db, --executor and friends, as for bench
@@ -81,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
 
         err.print(f"wrote {write_report([result.run], args.html)}")
     return finish_run(result.run, saver, with_fleet(lambda run: Group(
-        bench_table(run), crossover_panel(result.analysis, {args.workload: axis})), args))
+        bench_table(run, wide=args.wide), crossover_panel(result.analysis, {args.workload: axis})), args))

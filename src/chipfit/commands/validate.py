@@ -11,6 +11,7 @@ from chipfit.commands._common import (
     out,
     print_json,
     timing_from_args,
+    warn,
     warn_if_busy,
 )
 
@@ -193,13 +194,13 @@ def _said_left_out(report, json: bool = False) -> int:  # noqa: ANN001
     for device in report.devices:
         why, kept = report.left_out(device), len(report.counted(device))
         if report.refused(device):
-            err.print(f"validate: {report.refused(device)}", markup=False, soft_wrap=True)
+            warn(report.refused(device), prefix="validate: ")
             refused = True
         elif why and not json:
             words = ", ".join(f"{n} {EXCLUSIONS[k]}" for k, n in sorted(why.items()))
             out.print(f"local {device}: {sum(why.values())} of {sum(why.values()) + kept} cases "
                       f"left out of the summary ({words}); MAPE from the {kept} kept",
-                      markup=False, soft_wrap=True)
+                      markup=False)
     warn_if_busy()
     return 1 if refused else 0
 

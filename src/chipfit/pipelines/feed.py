@@ -64,6 +64,23 @@ class Feed:
     consumers: tuple[Consumer, ...]
     notes: tuple[str, ...] = ()
 
+    def __str__(self) -> str:
+        """A short summary: the verdict code, the best supply, and each device's status
+        (the sentences of ``chipfit feed`` are in the report layer)."""
+        from chipfit.timing.units import fmt_num
+
+        r = self.report
+        best = (f"; best supply {fmt_num(r.best.rate)} samples/s with {r.best.workers} "
+                f"worker(s) (measured{', contended' if r.from_contended else ''})"
+                if r.best is not None else "")
+        lines = [f"feed {self.workload} at batch {self.batch} ({self.pipeline}): "
+                 f"{r.verdict}{best}"]
+        for f in r.findings:
+            lines.append(f"  {f.consumer.device}: {f.status}, consumes "
+                         f"{fmt_num(f.consumer.rate)} samples/s ({f.consumer.source}), "
+                         f"delivers {fmt_num(f.delivered)} (estimated)")
+        return "\n".join(lines)
+
 
 def usable_cores() -> int:
     try:

@@ -190,6 +190,25 @@ class LlmRow:
         """Fits on ONE device (None: the device's memory is not known)."""
         return None if self.memory_capacity is None else self.devices_needed == 1
 
+    def __str__(self) -> str:
+        """One line: how many devices hold the run, first token and decode speed (with the
+        prediction's band), and $ per 1M generated tokens where the catalog has a price."""
+        from chipfit.timing.units import fmt_num, fmt_seconds
+
+        p = self.prediction
+        where = f"{self.hardware} ({self.name})"
+        if self.devices_needed is None:
+            return f"{where}: does not fit" + (f" ({self.why})" if self.why else "")
+        devices = ("fits on one device" if self.devices_needed == 1 else
+                   f"needs {self.devices_needed} devices (tensor-parallel)")
+        if p is None:
+            return f"{where}: {devices}; no prediction" + (f" ({self.why})" if self.why else "")
+        money = (f", ${fmt_num(p.usd_per_million_tokens)} per 1M tokens"
+                 if p.usd_per_million_tokens is not None else "")
+        return (f"{where}: {devices}, first token {fmt_seconds(p.ttft_s)}, "
+                f"{fmt_num(p.decode_tokens_per_s)} tok/s per sequence{money} "
+                f"(predicted, ±{p.band:.0%})")
+
     def to_dict(self) -> dict[str, Any]:
         p = self.prediction
         return {"hardware": self.hardware, "name": self.name, "kind": self.kind,
@@ -218,6 +237,14 @@ class LlmReport:
     run: LlmRun
     rows: tuple[LlmRow, ...]
     notes: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        """A short summary: the model and the run asked, then one line per hardware
+        (:meth:`LlmRow.__str__`); ``.to_dict()`` has every figure."""
+        r = self.run
+        head = (f"{self.arch.name} ({self.arch.params / 1e9:.3g}B params, {r.weight_dtype}): "
+                f"prompt {r.prompt_len}, generate {r.gen_len}, batch {r.batch}")
+        return "\n".join([head, *(f"  {row}" for row in self.rows)])
 
     def to_dict(self) -> dict[str, Any]:
         a = self.arch

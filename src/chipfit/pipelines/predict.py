@@ -50,6 +50,28 @@ class PredictRow:
             return math.nan
         return (self.prediction.seconds - m.median_s) / m.median_s
 
+    def __str__(self) -> str:
+        """One line: the prediction with its band and bound, and the measurement beside it
+        where the device is here."""
+        from chipfit.timing.units import fmt_seconds
+
+        p = self.prediction
+        text = (f"{p.workload} {p.size} on {self.target.key} ({p.dtype} {p.mode}): "
+                f"{fmt_seconds(p.seconds)} per call predicted ({fmt_seconds(p.low_s)} to "
+                f"{fmt_seconds(p.high_s)}, {p.bound}-bound, {p.basis})")
+        m = self.measurement
+        if m is not None and m.ok:
+            text += f"; measured {fmt_seconds(m.median_s)}"
+        return text
+
+
+class Predictions(list):  # type: ignore[type-arg]
+    """The rows :func:`predict_workload` returns (a list of :class:`PredictRow`) whose
+    ``str()`` is one line per row, like ``str(advice)``."""
+
+    def __str__(self) -> str:
+        return "\n".join(str(row) for row in self) if self else "no predictions"
+
 
 def resolve_hardware(texts: Iterable[str], discovery: Any = None) -> list[Target]:
     """Catalog keys, ``local`` (every local device) and local device ids, in order, deduped."""
@@ -192,7 +214,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
         raise UsageError("; ".join(skipped))
     for why in skipped if progress else ():
         progress(f"not predicted: {why}")
-    return rows
+    return Predictions(rows)
 
 
 def _catalog_gap(key: str) -> list[str]:

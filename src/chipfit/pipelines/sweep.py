@@ -251,6 +251,27 @@ class SweepResult:
     run: Run
     analysis: SweepAnalysis
 
+    def __str__(self) -> str:
+        """A short summary: the run's first line, then each crossover (where two series
+        change places, with its interval; the words of ``chipfit sweep`` are in the report
+        layer), and where the rest is."""
+        from chipfit.timing.units import fmt_num
+
+        lines = [str(self.run).splitlines()[0]]
+        for c in self.analysis.crossovers:
+            pair = f"{c.a.device} vs {c.b.device} ({c.a.dtype} {c.a.mode}, {c.view})"
+            busy = ", from contended points" if c.from_contended else ""
+            if not c.crossings:
+                faster = c.faster.device if c.faster is not None else "neither"
+                lines.append(f"  {c.workload} {pair}: no crossover; faster: {faster} "
+                             f"({c.source}{busy})")
+            for x in c.crossings:
+                lines.append(f"  {c.workload} {pair}: crossover at ≈ {fmt_num(x.x)} "
+                             f"({fmt_num(x.interval[0])} to {fmt_num(x.interval[1])}), "
+                             f"{x.faster_below.device} faster below ({c.source}{busy})")
+        lines.append("  .run.measurements has every point, .analysis every finding")
+        return "\n".join(lines)
+
 
 OnResult = Callable[[int, int, Job, Measurement, Run], None]
 

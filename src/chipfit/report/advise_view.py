@@ -9,10 +9,10 @@ from rich.text import Text
 
 from chipfit.analysis.evidence import Option, Reason, Recommendation
 from chipfit.analysis.verdict import SWITCH, Verdict
-from chipfit.report.fmt import fmt_seconds
+from chipfit.report.fmt import fmt_num, fmt_seconds
 
 __all__ = ["advice_json", "advice_renderable", "advice_summary", "display_name", "reason_line",
-           "reason_text", "verdict_json", "verdict_text"]
+           "reason_text", "rule_words", "stored_advice", "verdict_json", "verdict_text"]
 
 _WORDS = {
     "below-crossover": "At batch {batch} the CPU is faster than every accelerator: the work is "
@@ -46,7 +46,31 @@ def reason_text(reason: Reason) -> str:
     data = dict(reason.evidence)
     sentence = _WORDS.get(reason.code, reason.code).format_map(_Missing(data))
     facts = "; ".join(f"{k}: {v}" for k, v in reason.evidence)
-    return f"{sentence} [evidence ({reason.source}): {facts}] [rule source: {reason.cite}]"
+    return f"{sentence} [evidence ({reason.source}): {facts}] [{rule_words(reason.cite, titles=True)}]"
+
+
+def rule_words(cite: str, titles: bool = False) -> str:
+    """A rule's citation in words. The seeds are the articles chipfit grew from, and a bare
+    ``seeds/003`` means nothing to a reader: ``seeds/003 (GPU importance ...): small tasks
+    lose to transfer ...`` -> ``the articles' rule: small tasks lose to transfer ...
+    (seeds/003)``; ``titles`` adds each article's title (``seeds/003, "GPU importance
+    ..."``). A citation of another form is shown as it is, after ``rule:``."""
+    import re
+
+    words, refs = [], []
+    for part in re.split(r";\s*(?=seeds/)", cite):
+        found = re.match(r"(seeds/\w+)(?: \(([^)]*)\))?(?::\s*(.*))?$", part.strip(), re.S)
+        if found is None:
+            words.append(part.strip())
+            continue
+        refs.append(f"{found[1]}, \u201c{found[2]}\u201d" if titles and found[2] else found[1])
+        if found[3]:
+            words.append(found[3].strip())
+    if not refs:
+        return f"rule: {cite}"
+    text = "; ".join(w for w in words if w)
+    where = "; ".join(refs)
+    return f"the articles' rule: {text} ({where})" if text else f"the articles' rule ({where})"
 
 
 def reason_line(reason: Reason) -> str:
@@ -54,7 +78,7 @@ def reason_line(reason: Reason) -> str:
     from (the full evidence is in --json and the HTML report)."""
     data = dict(reason.evidence)
     sentence = _WORDS.get(reason.code, reason.code).format_map(_Missing(data))
-    return f"{sentence} ({reason.source}; rule: {reason.cite.split(' (')[0]})"
+    return f"{sentence} ({reason.source}; {rule_words(reason.cite)})"
 
 
 def _money(value: float | None) -> str:
@@ -66,7 +90,7 @@ def _money(value: float | None) -> str:
 def _joules(o: Option) -> str:
     if o.joules_per_item is None:
         return "-"
-    return f"{o.joules_per_item:.3g}" + (" meas." if o.energy_source == "measured" else " est.")
+    return fmt_num(o.joules_per_item) + (" meas." if o.energy_source == "measured" else " est.")
 
 
 # Vendor words a buyer does not need in a sentence ("Use an L4", not "Use a NVIDIA L4").
@@ -291,7 +315,7 @@ def verdict_json(v: Verdict, batch: int | None = None) -> dict[str, Any]:
     return {"action": v.action, "text": verdict_text(v, batch),
             "best": v.best.device if v.best else None,
             "here": v.here.device if v.here else None, "away": v.away.device if v.away else None,
-            "gain": v.gain, "margin": v.margin, "tie": v.tie,
+            "speedup": v.speedup, "gain": v.gain, "margin": v.margin, "tie": v.tie,
             "tied_with": [o.device for o in v.tied_with],
             "source": "measured here vs predicted from the catalog"}
 
@@ -316,3 +340,66 @@ def advice_json(rec: Recommendation, train: tuple[int, float] | None = None,
         "ties": [list(group) for group in rec.ties],
         "tie_break": rec.tie_break,
     }
+
+
+def _stored_value(cell: Any) -> float | None:
+    """A figure of a stored option (``{"value": x, "source": ...}`` or a bare number)."""
+    value = cell.get("value") if isinstance(cell, dict) else cell
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _stored_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _stored_text(value: Any) -> str:
+    return value if isinstance(value, str) else "-" if value is None else str(value)
+
+
+def stored_advice(data: Any, wide: bool = False) -> Any:
+    """A stored advice record (``advice_json``'s dict, kept with an advise run) as
+    ``chipfit show`` prints it: the verdict, the reasons that support it, and the ranked
+    options in the table ``advise`` printed (the record itself: ``show --json``). Tolerates a
+    record from an older chipfit or a damaged one: what is missing shows as ``-``."""
+    from chipfit.report.layout import Col, Fitted
+
+    data = data if isinstance(data, dict) else {}
+    parts: list[Any] = []
+    verdict = data.get("verdict") if isinstance(data.get("verdict"), dict) else {}
+    if verdict.get("text"):
+        parts.append(Text(_stored_text(verdict["text"]), style="bold"))
+    for reason in _stored_list(data.get("reasons")):
+        if isinstance(reason, dict) and reason.get("supports_verdict", True):
+            text = _stored_text(reason.get("text")).split(" [evidence")[0]
+            cite = reason.get("cite")
+            where = f"; {rule_words(cite)}" if isinstance(cite, str) and cite else ""
+            parts.append(Text(f"- {text} ({_stored_text(reason.get('source'))}{where})"))
+    ranked = [o for o in _stored_list(data.get("ranked")) if isinstance(o, dict)]
+    objective = _stored_text(data.get("objective"))
+    if ranked:
+        cols = [Col("#", "right"), Col("device"), Col("source"), Col("latency", "right"),
+                Col("samples/s", "right", 2), Col("$ per 1M", "right", 1),
+                Col("kind", drop=5), Col("bound", drop=4)]
+        rows = []
+        for i, o in enumerate(ranked, 1):
+            stack = _stored_text(o.get("stack"))
+            device = _stored_text(o.get("device")) + (
+                "" if stack in ("eager", "jit", "-") else f" {stack}")
+            latency = o.get("latency_s") if isinstance(o.get("latency_s"), dict) else {}
+            rate = _stored_value(o.get("throughput_per_s"))
+            rows.append([Text(str(i), "bold green" if i == 1 else ""),
+                         Text(device, "bold green" if i == 1 else ""),
+                         _stored_text(latency.get("source")),
+                         fmt_seconds(_stored_value(latency)),
+                         "-" if rate is None else fmt_num(rate),
+                         _money(_stored_value(o.get("usd_per_million"))),
+                         _stored_text(o.get("kind")), _stored_text(o.get("bound")) or "-"])
+        batch = ranked[0].get("batch")
+        parts.append(Text(""))
+        parts.append(Fitted(cols, rows, wide=wide,
+                            title=f"Processors ranked by {objective}"
+                                  + (f" at batch {batch}" if isinstance(batch, int) else ""),
+                            caption="as advised when the run was made: latency measured here "
+                            "or predicted from the catalog; $ estimated (price x time); "
+                            "show --json - gives the full record"))
+    return Group(*parts)

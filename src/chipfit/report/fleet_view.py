@@ -15,13 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from chipfit.analysis.fleet import FleetChoice, FleetRow
-from chipfit.report.fmt import fmt_seconds
+from chipfit.report.fmt import fmt_num, fmt_seconds
 
 __all__ = ["fleet_renderable", "fleet_table", "fleet_text"]
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.3g}"
+    return "-" if value is None else f"${fmt_num(value)}"
 
 
 def fleet_table(rows: Sequence[FleetRow], chosen: str | None = None) -> Table:
@@ -45,7 +45,7 @@ def fleet_table(rows: Sequence[FleetRow], chosen: str | None = None) -> Table:
             continue
         price = "-" if r.price is None else f"{_money(r.price.usd_per_h)}{r.price.source[0]}"
         table.add_row(Text(name), str(r.nodes), Text(r.device), fmt_seconds(r.latency_s),
-                      f"{r.throughput:.3g}", price, _money(r.usd_per_m_items))
+                      fmt_num(r.throughput), price, _money(r.usd_per_m_items))
     table.caption = ("latency, items/s: measured; $/h: c catalog, u --node-price; "
                      "$/1M items: estimated")
     return table

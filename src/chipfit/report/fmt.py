@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["UNSAFE", "ascii_for", "clean", "fmt_bytes", "fmt_rate", "fmt_seconds"]
+from chipfit.timing.units import fmt_num, fmt_rate, fmt_seconds
+
+__all__ = ["UNSAFE", "ascii_for", "clean", "fmt_bytes", "fmt_num", "fmt_rate", "fmt_seconds"]
 
 #: Characters a terminal (or a browser) acts on instead of showing: C0 controls but tab and
 #: newline (ESC starts the sequences that hide, recolour or retitle), DEL and the C1 controls
@@ -64,15 +66,6 @@ def ascii_for(char: str) -> str:
     return plain if plain and plain.isprintable() else "?"
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
 def fmt_bytes(count: float | None) -> str:
     if count is None or not math.isfinite(count):
         return "-"
@@ -81,13 +74,3 @@ def fmt_bytes(count: float | None) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return "-"  # pragma: no cover
-
-
-def fmt_rate(value: float, unit: str) -> str:
-    """``fmt_rate(72.3e9, "FLOP/s")`` -> ``72.3 GFLOP/s``."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"

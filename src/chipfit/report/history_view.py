@@ -79,8 +79,10 @@ def run_header(run: Run) -> Table:
              else "unfinished")
     table = Table(title=Text(f"Run {run.run_id}"), title_justify="left", show_header=False,
                   box=None)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    # Keys wrap at their spaces past 28 columns ("memory guard limit matmul torch:cpu ...")
+    # so the values keep the room: a timestamp or a number is never folded.
+    table.add_column(style="bold", max_width=28)
+    table.add_column(overflow="fold")  # folds only a word longer than the whole column
     rows = [("command", run.command), ("started", run.started_at),
             ("finished", run.finished_at or "-"), ("state", state),
             ("machine", f"{machine.get('hostname', '?')} ({machine.get('cpu', '?')}, "
@@ -89,7 +91,14 @@ def run_header(run: Run) -> Table:
             ("chipfit", run.chipfit_version),
             ("measurements", f"{sum(m.ok for m in run.measurements)} ok of "
                              f"{len(run.measurements)}")]
-    rows += [(k, v) for k, v in sorted(settings.items())]
+    for key, value in sorted(settings.items()):
+        if key == "advice":
+            continue  # shown apart, in words (chipfit show); the record: show --json -
+        if key == "fleet_nodes":
+            rows.append((key, "recorded (show --json - lists them)"))
+            continue
+        # "a=1,b=2" lists wrap after a comma, never inside a key or a number
+        rows.append((key, value.replace(",", ", ") if " " not in value else value))
     rows += [(f"memory guard limit {' '.join(g.key)}", f"{g.size or '-'} ({g.source})")
              for g in run.guard_limits]
     for key, value in rows:

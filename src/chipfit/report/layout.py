@@ -60,15 +60,18 @@ def natural_width(col: Col, cells: Sequence[Any]) -> int:
 
 
 def kept_columns(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int,
-                 wide: bool = False) -> list[int]:
-    """Indexes of the columns that fit in ``width`` (all of them with ``wide``)."""
+                 wide: bool = False, *, per_column: int = _PER_COLUMN,
+                 edge: int = _EDGE) -> list[int]:
+    """Indexes of the columns that fit in ``width`` (all of them with ``wide``).
+    ``per_column`` and ``edge``: the characters a column's border and padding take, and the
+    table's outer edge (rich's default box: 3 and 1; no box, one space each side: 2 and 0)."""
     keep = list(range(len(cols)))
     if wide:
         return keep
     widths = [natural_width(c, [r[i] for r in rows]) for i, c in enumerate(cols)]
 
     def total(idx: list[int]) -> int:
-        return sum(widths[i] for i in idx) + _PER_COLUMN * len(idx) + _EDGE
+        return sum(widths[i] for i in idx) + per_column * len(idx) + edge
 
     for i in sorted(keep, key=lambda i: (-cols[i].drop, -i)):
         if total(keep) <= width or cols[i].drop == 0:
@@ -81,7 +84,13 @@ def fitted_table(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int,
                  wide: bool = False, caption: str = "", **table_args: Any) -> Table:
     """A rich Table of ``rows`` showing the columns that fit ``width``; the caption names the
     hidden ones. Non-prose columns get their natural width and never wrap."""
-    keep = kept_columns(cols, rows, width, wide)
+    if "box" in table_args and table_args["box"] is None:  # no borders: padding only
+        pad = table_args.get("padding", (0, 1))
+        sides = (pad, pad) if isinstance(pad, int) else (pad[1], pad[-1] if len(pad) == 4
+                                                         else pad[1])
+        keep = kept_columns(cols, rows, width, wide, per_column=sum(sides), edge=0)
+    else:
+        keep = kept_columns(cols, rows, width, wide)
     hidden = [c.header for i, c in enumerate(cols) if i not in keep]
     if hidden:
         joint = " " if caption.endswith(".") else "; " if caption else ""

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from chipfit.report.fmt import fmt_bytes, fmt_rate, fmt_seconds
+from chipfit.report.fmt import fmt_bytes, fmt_num, fmt_rate, fmt_seconds
 
 __all__ = ["breakdown_table", "calibration_table", "catalog_entry", "catalog_table",
            "predictions_table", "reference_table", "validation_cases_table",
@@ -130,8 +130,8 @@ def calibration_table(cal: Any) -> Table:
 def _si(x: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if x >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
+            return f"{fmt_num(x / scale)}{unit}"
+    return fmt_num(x)
 
 
 def _pct(x: float) -> str:

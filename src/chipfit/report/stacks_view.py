@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chipfit.analysis.stack_compare import StackRow, stack_rows
-from chipfit.report.fmt import fmt_seconds
+from chipfit.report.fmt import fmt_num, fmt_seconds
 from chipfit.results import Run
 
 __all__ = ["stacks_table"]
@@ -74,7 +74,7 @@ def engine_loo_table(loo: dict) -> Table:  # type: ignore[type-arg]
         table.add_column(col, justify="left" if col in ("id", "metric") else "right")
     for r in loo["rows"]:
         latency = r["metric"] == "latency"
-        fmt = (lambda x: f"{x * 1e3:.3g} ms") if latency else (lambda x: f"{x:,.4g} /s")
+        fmt = (lambda x: f"{fmt_num(x * 1e3)} ms") if latency else (lambda x: f"{fmt_num(x, 4)} /s")
         table.add_row(r["id"], r["metric"], fmt(r["published"]), fmt(r["loo_predicted"]),
                       f"{r['loo_error'] * 100:+.1f}%", f"{r['fit_error'] * 100:+.1f}%")
     return table

@@ -89,19 +89,24 @@ def _stack_row(m: Measurement) -> str:
     return "" if m.stack == default_stack(m.device.split(":")[0]) else m.stack
 
 
-def bench_table(run: Run) -> Any:
+def bench_table(run: Run, wide: bool = False) -> Any:
     """Devices side by side where the width allows (:func:`bench_grid`), otherwise one line
-    per measurement (:func:`bench_lines`)."""
+    per measurement (:func:`bench_lines`, its optional columns stepping aside at a narrow
+    width). ``wide`` (``--wide``): always the grid, every figure of every point (shown as
+    records where even that cannot fit)."""
     from chipfit.report.layout import Responsive
 
-    return Responsive(lambda: bench_grid(run), lambda width: bench_lines(run))
+    if wide:
+        return bench_grid(run)
+    return Responsive(lambda: bench_grid(run), lambda width: bench_lines(run, width))
 
 
-def _caption(ref_name: str) -> str:
+def _caption(ref_name: str, e2e: bool = True) -> str:
     return ("median per call ±95% CI of the median; FLOP/s (or B/s when memory-bound) "
-            f"achieved; ×: speed-up vs {ref_name}; e2e: with host<->device copies; ! noisy "
-            "(IQR >10% or CI target not met); busy: measured while the machine was shared "
-            "(no speed-up stated). All figures measured.")
+            f"achieved; ×: speed-up vs {ref_name}; "
+            + ("e2e: with host<->device copies; " if e2e else "")
+            + "! noisy (IQR >10% or CI target not met); busy: measured while the machine was "
+            "shared (no speed-up stated). All figures measured.")
 
 
 def _rate(m: Measurement) -> str:
@@ -111,23 +116,30 @@ def _rate(m: Measurement) -> str:
     return fmt_rate(m.flops / m.median_s, "FLOP/s") if m.flops else "-"
 
 
-def bench_lines(run: Run) -> Table:
-    """One line per measurement: for narrow terminals, where devices side by side wrap."""
+def _variant(m: Measurement) -> str:
+    stack = _stack_row(m)
+    return f"{m.dtype} {m.mode}" + (f" {stack}" if stack else "")
+
+
+def bench_lines(run: Run, width: int = 80) -> Any:
+    """One line per measurement: for narrow terminals, where devices side by side wrap.
+    Columns that do not fit ``width`` step aside (the speed-up first, then the rate) and the
+    caption names them; keys, devices and numbers are never cut."""
+    from chipfit.report.layout import Col, fitted_table
+
     devices = list(OrderedDict.fromkeys(m.device for m in run.measurements))
     ref_name = reference_device(devices) if devices else ""
     refs = {(m.workload, m.size, m.dtype, m.mode, m.stack): m for m in run.measurements
             if m.device == ref_name}
-    variants = list(OrderedDict.fromkeys(f"{m.dtype} {m.mode}" for m in run.measurements))
-    caption = _caption(ref_name) + (f" All rows: {variants[0]}." if len(variants) == 1 else "")
-    table = Table(title=f"chipfit {run.command or 'bench'} — measured on this machine "
-                        f"(run {run.run_id})", title_justify="left", caption=caption,
-                  caption_justify="left", box=None, padding=(0, 1))
-    table.add_column("workload", no_wrap=True)
-    table.add_column("size", no_wrap=True)
+    variants = list(OrderedDict.fromkeys(_variant(m) for m in run.measurements))
+    caption = (_caption(ref_name, e2e=False) + (f" All rows: {variants[0]}."
+                                                if len(variants) == 1 else ""))
+    cols = [Col("workload"), Col("size")]
     if len(variants) > 1:
-        table.add_column("dtype mode", no_wrap=True)
-    for header in ("device", "median", "rate", "×"):
-        table.add_column(header, no_wrap=True, justify="left" if header == "device" else "right")
+        cols.append(Col("dtype mode stack"))
+    cols += [Col("device"), Col("median", "right"), Col("rate", "right", 1),
+             Col("×", "right", 2)]
+    rows = []
     last = None
     for m in run.measurements:
         ref = refs.get((m.workload, m.size, m.dtype, m.mode, m.stack))
@@ -148,8 +160,14 @@ def bench_lines(run: Run) -> Table:
                  m.size if (m.workload, m.size) != last else ""]
         last = (m.workload, m.size)
         if len(variants) > 1:
-            label.append(f"{m.dtype} {m.mode}")
-        table.add_row(*label, m.series_device, time, rate, speed)
+            label.append(_variant(m))
+        rows.append([*label, m.series_device, time, rate, speed])
+    table = fitted_table(cols, rows, width, caption=caption, box=None, padding=(0, 1),
+                         title=f"chipfit {run.command or 'bench'} — measured on this machine "
+                               f"(run {run.run_id})")
+    if len(table.columns) < len(cols):
+        table.caption = str(table.caption).replace("(--wide shows them)",
+                                                   "(--wide shows them, devices side by side)")
     return table
 
 
@@ -163,7 +181,8 @@ def bench_grid(run: Run) -> Table:
     table = Table(title=Text(f"chipfit {run.command or 'bench'} — measured on this machine "
                              f"(run {run.run_id})"),
                   title_justify="left", show_lines=True,
-                  caption=_caption(ref_name),
+                  caption=_caption(ref_name, e2e=any(m.transfer_h2d_s or m.transfer_d2h_s
+                                                     for m in run.measurements)),
                   caption_justify="left")
     table.add_column("workload", no_wrap=True)
     table.add_column("size", no_wrap=True)
@@ -194,5 +213,29 @@ def workloads_table(workloads: list) -> Table:
     table.add_column("what it is", no_wrap=True, overflow="ellipsis", ratio=1)
     for w in workloads:
         summary = re.sub(r";\s*size = batch$", "", w.description.strip())
-        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", Text(summary))
+        table.add_row(w.name, w.axis, "yes" if "train" in w.modes else "-", WordClip(summary))
     return table
+
+
+class WordClip:
+    """One line of prose cut at the last whole word that fits the width it is rendered at,
+    then `` …``: a description loses its tail, never half a word or half a number
+    (``784-1024-1…``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        width = options.max_width
+        text = self.text
+        if len(text) > width:
+            head = text[:max(width - 2, 0)]
+            if text[len(head)] != " " and " " in head:
+                head = head.rsplit(" ", 1)[0]
+            text = head.rstrip(" ,;:(") + " …"
+        yield Text(text, no_wrap=True, overflow="crop")
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement as Width
+
+        return Width(min(8, len(self.text)), len(self.text))

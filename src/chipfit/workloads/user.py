@@ -442,8 +442,12 @@ def load_model(spec: str, *, inputs: tuple[str, ...] = (), weights: str | None =
 
 def _factory_name(spec: str) -> str:
     """``pkg.models:make`` -> ``models.make``: a factory's bare function name ("make",
-    "build", "create") says nothing about the model, its module does."""
+    "build", "create") says nothing about the model, its module does. A module given as a
+    file (``mymodel.py:make``, ``src/mymodel.py:make``) is named by the file's stem
+    (``mymodel.make``), not by its ``.py`` suffix."""
     module, _, function = spec.rpartition(":")
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        return f"{Path(module).stem}.{function}"
     return f"{module.rpartition('.')[2]}.{function}"
 
 
