@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", "-H", default="h100-sxm,l4,tpu-v5e,local",
                    help="comma-separated catalog keys and/or 'local' "
                         "(default: h100-sxm,l4,tpu-v5e,local)")
-    p.add_argument("--stack", choices=STACK_CHOICES, default=None,
+    p.add_argument("--stack", choices=STACK_CHOICES, default=None, metavar="STACK",
                    help="software stack assumed: optimized/tensorrt-llm (TensorRT-LLM-like, "
                         "default for catalog devices; vllm when serving), vllm, compiled "
                         "(torch.compile), xla (JetStream-like), llamacpp (llama.cpp-like) or "
@@ -69,7 +69,7 @@ def _serving_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=None, metavar="USERS",
                    help="users sending requests back to back (closed loop)")
     g.add_argument("--lengths", choices=("fixed", "lognormal", "uniform", "exponential"),
-                   default="fixed",
+                   default="fixed", metavar="DIST",
                    help="prompt/generated lengths: fixed, or lognormal around --prompt-len "
                         "and --gen-len (ShareGPT-like spread; default fixed); uniform and "
                         "exponential: with --endpoint only")
