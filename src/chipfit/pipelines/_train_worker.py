@@ -1,0 +1,105 @@
+"""The process ``chipfit train --measure`` runs: real training steps, peak RSS growth.
+
+Reads one JSON argument (model, batch, seq_len, steps, optimizer, llm, inputs), prints one
+JSON line: ``step_s`` (median of the steps after the first), ``peak_bytes`` (VmHWM after the
+steps minus VmRSS before the model was built; the high-water mark reset with
+``/proc/self/clear_refs`` first), or ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+
+def _status(field: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _build(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
+    import torch
+
+    if spec["llm"]:
+        from chipfit.workloads.llm import build_model, load_config
+
+        cfg = load_config(spec["model"])
+        model = build_model(cfg, device="cpu", dtype="float32").train()
+        vocab = int(model.config.vocab_size)
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, vocab, (spec["batch"], spec["seq_len"]), generator=gen)
+
+        def loss(m: Any, args: tuple[Any, ...]) -> Any:
+            return m(input_ids=args[0], labels=args[0]).loss
+
+        return model, (ids,), loss
+    from chipfit.pipelines.train import _source
+
+    _, build, make_inputs, loss_fn = _source(spec["model"], spec["inputs"])
+    model = build().float().train()
+    return model, make_inputs(spec["batch"]), loss_fn
+
+
+def _warm(spec: dict[str, Any]) -> None:
+    """One step of a tiny model of the same family, so the code pages and thread pools the
+    steps touch are resident before the baseline is read."""
+    import gc
+
+    import torch
+
+    if not spec["llm"]:
+        from chipfit.pipelines import train  # noqa: F401 - the loaders' imports
+        return
+    from chipfit.workloads.llm import build_model, load_config, tiny_config
+
+    family = str(load_config(spec["model"]).get("model_type", "llama"))
+    try:
+        model = build_model(tiny_config(family, layers=1), device="cpu").train()
+    except Exception:  # noqa: BLE001 - a family tiny_config cannot shape: no warm-up
+        return
+    ids = torch.randint(0, 200, (1, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    torch.optim.AdamW(model.parameters(), foreach=False).step()
+    del model
+    gc.collect()
+
+
+def main(raw: str) -> dict[str, Any]:
+    import torch
+
+    spec = json.loads(raw)
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    _warm(spec)  # libraries imported and kernels paged in before the baseline
+    base = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+        fh.write("5")  # reset VmHWM to the current resident set
+    model, args, loss = _build(spec)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec["optimizer"] == "sgd":
+        opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    else:
+        opt = torch.optim.AdamW(params, lr=1e-5, foreach=False)
+    times = []
+    for _ in range(spec["steps"]):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss(model, args).backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    peak = _status("VmHWM") - base
+    return {"step_s": statistics.median(times[1:] or times), "peak_bytes": peak}
+
+
+if __name__ == "__main__":
+    try:
+        result = main(sys.argv[1])
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        result = {"error": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
+    print(json.dumps(result))
