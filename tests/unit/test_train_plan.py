@@ -10,8 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipfit.analysis.train_plan import (
-    NF4_BYTES, Parallel, TrainDevice, TrainModel, TrainSetup, largest_batch, llm_model,
-    lora_params, memory_plan, parse_parallel, plan, rank_plans, search, step_time,
+    NF4_BYTES,
+    Parallel,
+    TrainDevice,
+    TrainModel,
+    TrainSetup,
+    largest_batch,
+    llm_model,
+    lora_params,
+    memory_plan,
+    parse_parallel,
+    plan,
+    rank_plans,
+    search,
+    step_time,
 )
 from chipfit.cost.llm_arch import LlmArch
 from chipfit.errors import InvalidInputError, UnknownNameError

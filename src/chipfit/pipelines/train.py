@@ -26,13 +26,22 @@ from importlib import resources
 from typing import Any
 
 from chipfit.analysis.train_plan import (
-    Parallel, TrainDevice, TrainModel, TrainPlan, TrainSetup, largest_batch, largest_seq,
-    llm_model, plan, rank_plans, search,
+    Parallel,
+    TrainDevice,
+    TrainModel,
+    TrainPlan,
+    TrainSetup,
+    largest_batch,
+    largest_seq,
+    llm_model,
+    plan,
+    rank_plans,
+    search,
 )
 from chipfit.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["DEFAULT_HARDWARE", "TrainReport", "TracedModel", "efficiency", "train",
-           "train_device", "resolve_model"]
+__all__ = ["DEFAULT_HARDWARE", "TracedModel", "TrainReport", "bands", "efficiency", "train",
+           "trace_model", "train_device"]
 
 DEFAULT_HARDWARE = ("h100-sxm", "a100-sxm-80gb", "l4", "tpu-v5e")
 #: Per-device network bandwidth across nodes where the catalog has none: 400 Gb/s
