@@ -22,12 +22,17 @@ import json
 import math
 import resource
 import sys
-import tomllib
-from dataclasses import replace
 from pathlib import Path
 
+import tomllib
+
 from chipfit.analysis.train_plan import (
-    Parallel, TrainModel, TrainSetup, memory_plan, parse_parallel, step_time,
+    Parallel,
+    TrainModel,
+    TrainSetup,
+    memory_plan,
+    parse_parallel,
+    step_time,
 )
 from chipfit.cost.llm_arch import LlmArch
 from chipfit.hardware.catalog import load_catalog
@@ -104,14 +109,15 @@ def local() -> list[float]:
     from chipfit.pipelines.train_measure import measure_training
 
     cases = [("resnet50", 8, 0), ("bert-base", 8, 0)]
-    cfg = DATA.parent.parent.parent.parent / "benchmarks" / "_tiny_decoder.json"
-    if not cfg.exists():
-        from chipfit.workloads.llm import tiny_config
+    import tempfile
 
-        c = {k: v for k, v in tiny_config("llama", layers=4, hidden_size=256,
-                                          intermediate_size=688, vocab_size=8000).items()
-             if not k.startswith("_")}
-        cfg.write_text(json.dumps(c))
+    from chipfit.workloads.llm import tiny_config
+
+    cfg = Path(tempfile.mkdtemp()) / "tiny-decoder.json"
+    c = {k: v for k, v in tiny_config("llama", layers=4, hidden_size=256,
+                                      intermediate_size=688, vocab_size=8000).items()
+         if not k.startswith("_")}
+    cfg.write_text(json.dumps(c))
     cases.append((str(cfg), 4, 256))
     errors = []
     for name, batch, seq in cases:
