@@ -12,8 +12,7 @@ def test_measure_runs_real_steps_of_a_tiny_decoder(cli, tmp_path):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(cfg))
     result = cli("train", str(path), "--samples", "1000", "--seq-len", "64", "--hardware",
-                 "l4", "--devices", "1", "--parallel", "ddp", "--measure", "--json",
-                 isolated=True)
+                 "l4", "--devices", "1", "--parallel", "ddp", "--measure", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     m = data["measured"]

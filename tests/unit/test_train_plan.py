@@ -143,6 +143,8 @@ def test_a_traced_model_takes_the_predictors_step_time():
     m = memory_plan(CNN, setup)
     assert m.activations == pytest.approx(8e8)
     assert memory_plan(CNN, replace(setup, checkpointing=True)).activations < m.activations
+    # LoRA on a traced model adapts every linear layer: rank x (in + out)
+    assert lora_params(CNN, TrainSetup(method="lora", lora_rank=4)) == 4 * (2048 + 1000)
 
 
 def test_search_meets_a_deadline_cheapest_first_and_skips_what_does_not_fit():

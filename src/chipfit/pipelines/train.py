@@ -6,7 +6,7 @@ Resolves MODEL into what the pure plans need (:mod:`chipfit.analysis.train_plan`
   its architecture (:mod:`chipfit.cost.llm_arch`), sized analytically;
 - any other torch model (a built-in workload such as ``resnet50``, a ``module:function``
   factory): one training step (forward, loss, backward) traced shape-only as a GPU runs it,
-  at two batch sizes: the slope of the tracer's peak of live bytes is the activations one
+  at two large batch sizes: the slope of the tracer's peak of live bytes is the activations one
   sample keeps; the predictor (:func:`chipfit.predictors.predict_catalog`) prices the step
   on each catalog device.
 
@@ -51,7 +51,12 @@ OVERHEAD_BYTES = {"gpu": 1.0e9, "npu": 1.0e9, "tpu": 0.5e9, "cpu": 0.5e9}
 #: Largest sample/token counts accepted (a typo guard, not a physical limit).
 MAX_SAMPLES = 1e15
 MAX_DEVICES = 65536
-TRACE_BATCH = 2
+#: The batch the traced step is priced at by the predictor.
+TRACE_BATCH = 16
+#: The batches whose peaks of live bytes give the activations' slope: large, so that
+#: activations and not the gradients set the peak even of a small model (shape-only
+#: tracing allocates nothing, whatever the batch).
+SLOPE_BATCHES = (128, 256)
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,9 @@ def _linear_dims(module: Any) -> tuple[tuple[int, int], ...]:
 def trace_model(text: str, inputs: Sequence[str] = (), dtype: str = "float32",
                 batch: int = TRACE_BATCH,
                 progress: Callable[[str], None] | None = None) -> TracedModel:
-    """Trace one training step of a torch model at ``batch`` and ``2 batch`` (shape only, as
-    a GPU runs it) into a :class:`TrainModel` and the costs the predictor prices."""
+    """Trace one training step of a torch model (shape only, as a GPU runs it) at ``batch``
+    (the costs the predictor prices) and at :data:`SLOPE_BATCHES` (the activations one sample
+    keeps: the slope of the peak of live bytes) into a :class:`TrainModel`."""
     import torch
 
     from chipfit.workloads.gpu_trace import trace_for_gpu
@@ -273,10 +279,11 @@ def trace_model(text: str, inputs: Sequence[str] = (), dtype: str = "float32",
             raise InvalidInputError(f"cannot trace a training step of {name} "
                                     f"({type(exc).__name__}: {first})") from None
 
-    one, two = traced(batch), traced(2 * batch)
-    if one.peak_bytes is None or two.peak_bytes is None:
+    one = traced(batch)
+    lo, hi = (traced(b) for b in SLOPE_BATCHES)
+    if lo.peak_bytes is None or hi.peak_bytes is None:
         raise UnsupportedError(f"{name}: the tracer followed no live bytes")
-    slope = max((two.peak_bytes - one.peak_bytes) / batch, 0.0)
+    slope = max((hi.peak_bytes - lo.peak_bytes) / (SLOPE_BATCHES[1] - SLOPE_BATCHES[0]), 0.0)
     elem = 4.0 if dtype == "float32" else 2.0
     # forward + backward FLOPs per sample (matrix classes: what the predictor counts too)
     flops = one.flops / batch
