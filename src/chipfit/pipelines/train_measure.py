@@ -1,11 +1,12 @@
 """``chipfit train --measure``: real training steps of the model here, on this CPU.
 
 A fresh subprocess (so nothing chipfit itself allocated counts) builds the model with random
-weights, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``, 5) once
-the model's inputs exist, runs ``steps`` training steps (forward, loss, backward, optimizer
-step) and reports the median step time and the peak: ``VmHWM`` minus the resident set before
-the model was built. The peak is then the measured counterpart of the plan's weights,
-gradients, optimizer state and activations (the plan's device runtime overhead excluded).
+weights and runs ``steps`` training steps (forward, loss, backward, optimizer step); it
+reports the median step time and two peaks (:mod:`chipfit.pipelines._train_worker`): the
+allocator's bytes in use at their peak (glibc ``mallinfo2``, sampled after every operator:
+the counterpart of a GPU allocator's ``max_memory_allocated``, and of the plan's weights,
+gradients, optimizer state and activations, the device runtime overhead excluded), and the
+resident set's growth (VmHWM), which adds freed-but-kept heap and library pages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["Measured", "measure_training"]
 
 #: The most memory a measurement may plan to use here, as a fraction of the free memory.
 MEMORY_SHARE = 0.5
-STEPS = 4
+STEPS = 4  # two sampled (optimizer state made, then the peak), two timed
 TIMEOUT_S = 300.0
 
 
@@ -40,7 +41,9 @@ class Measured:
     step_s: float = math.nan
     peak_bytes: float = math.nan
     planned_bytes: float = math.nan
-    method: str = "peak RSS growth (VmHWM after clear_refs) in a fresh subprocess"
+    rss_peak_bytes: float = math.nan
+    method: str = ("malloc bytes in use (glibc mallinfo2) at their peak over the steps, "
+                   "sampled after every torch operator, in a fresh subprocess")
     source: str = "measured"
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,7 +53,8 @@ class Measured:
         return {"ok": self.ok, "why": self.why, "steps": self.steps, "batch": self.batch,
                 "seq_len": self.seq_len or None, "precision": self.precision,
                 "step_s": num(self.step_s), "peak_bytes": num(self.peak_bytes),
-                "planned_bytes": num(self.planned_bytes), "method": self.method,
+                "planned_bytes": num(self.planned_bytes),
+                "rss_peak_bytes": num(self.rss_peak_bytes), "method": self.method,
                 "source": self.source}
 
 
@@ -109,4 +113,5 @@ def measure_training(model: str, tmodel: Any, setup: Any, *, inputs: Any = (),
     if "error" in data:
         raise InvalidInputError(str(data["error"])[:200])
     return Measured(True, "", steps, batch, seq, "fp32", float(data["step_s"]),
-                    float(data["peak_bytes"]), planned.total)
+                    float(data["heap_peak_bytes"]), planned.total,
+                    float(data["rss_peak_bytes"]))

@@ -84,5 +84,6 @@ def measured_lines(report: Any) -> list[str]:
     return [f"measured here (torch CPU, {m.steps} steps, batch {m.batch}"
             + (f", seq {m.seq_len}" if m.seq_len else "") + f", {m.precision}): "
             f"step {fmt_seconds(m.step_s)} (median), peak memory {_gib(m.peak_bytes)} GiB "
-            f"({m.method}); planned {_gib(m.planned_bytes)} GiB "
+            f"(malloc in use, mallinfo2, sampled per operator; the resident set grew "
+            f"{_gib(m.rss_peak_bytes)} GiB); planned {_gib(m.planned_bytes)} GiB "
             f"({(m.planned_bytes - m.peak_bytes) / m.peak_bytes:+.0%})"]
