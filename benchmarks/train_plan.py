@@ -43,7 +43,8 @@ DATA = Path(__file__).resolve().parents[1] / "src/chipfit/hardware/data"
 
 def _arch(name: str, a: dict) -> LlmArch:
     return LlmArch(name, "published", a["layers"], a["hidden"], a["heads"], a["kv_heads"],
-                   a["head_dim"], a["intermediate"], a["vocab"], gated_mlp=a["gated"])
+                   a["head_dim"], a["intermediate"], a["vocab"], gated_mlp=a["gated"],
+                   tied_embeddings=a.get("tied", False))
 
 
 def _mfu(row: dict, eff: float) -> float:
@@ -51,7 +52,8 @@ def _mfu(row: dict, eff: float) -> float:
 
     model = llm_model(_arch(row["name"], row["arch"]))
     dev = train_device(load_catalog()[row["hardware"]])
-    setup = TrainSetup(batch=row["batch"], seq_len=row["seq_len"])
+    setup = TrainSetup(batch=row["batch"], seq_len=row["seq_len"],
+                       checkpointing=row.get("checkpointing", False))
     par = parse_parallel(row["parallel"])
     s = step_time(model, setup, par, row["devices"], dev, eff)
     peak, _ = dev.rate("bf16")
@@ -77,17 +79,31 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
-def throughput(rows: list[dict]) -> tuple[float, list[float]]:
+def _stratum(row: dict) -> str:
+    from chipfit.analysis.train_plan import stratum
+
+    return stratum(row["devices"], train_device(load_catalog()[row["hardware"]]).node_devices)
+
+
+def _efficiency_for(row: dict, rows: list[dict], effs: list[float]) -> float:
+    """The efficiency a row is predicted with: the median of the same device's other rows
+    (two at least), else the median of all other rows."""
+    same = [e for r, e in zip(rows, effs, strict=True)
+            if r is not row and r["hardware"] == row["hardware"]]
+    others = [e for r, e in zip(rows, effs, strict=True) if r is not row]
+    return _median(same) if len(same) >= 2 else _median(others)
+
+
+def throughput(rows: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
     effs = [implied(r) for r in rows]
-    errors = []
-    print(f"{'published row':44} {'MFU':>5} {'eff':>5} {'LOO err':>8}")
-    for i, r in enumerate(rows):
-        others = effs[:i] + effs[i + 1:]
-        pred = _mfu(r, _median(others))
+    strata: dict[str, list[float]] = {}
+    print(f"{'published row':52} {'MFU':>5} {'eff':>5} {'LOO err':>8}")
+    for r, e in zip(rows, effs, strict=True):
+        pred = _mfu(r, _efficiency_for(r, rows, effs))
         err = r["mfu"] / pred - 1  # predicted time / published time - 1
-        errors.append(err)
-        print(f"{r['name'][:44]:44} {r['mfu']:5.2f} {effs[i]:5.2f} {err:+8.1%}")
-    return _median(effs), errors
+        strata.setdefault(_stratum(r), []).append(err)
+        print(f"{r['name'][:52]:52} {r['mfu']:5.2f} {e:5.2f} {err:+8.1%}")
+    return effs, strata
 
 
 def memory(rows: list[dict]) -> list[float]:
@@ -153,11 +169,20 @@ def search_cpu_seconds() -> float:
 
 def main(argv: list[str]) -> int:
     data = tomllib.loads((DATA / "train_results.toml").read_text())
-    eff, errs = throughput(data["throughput"])
-    abs_errs = [abs(e) for e in errs]
-    band = _quantile(abs_errs, 0.8)
-    print(f"throughput (multi-device): LOO median |err| {_median(abs_errs):.1%} over "
-          f"{len(errs)} rows; band (80th pct) {band:.0%}; efficiency {eff:.3f}")
+    rows = data["throughput"]
+    effs, strata = throughput(rows)
+    bands = {}
+    for name, errs in sorted(strata.items()):
+        abs_errs = [abs(e) for e in errs]
+        band = _quantile(abs_errs, 0.8)
+        cover = sum(a <= band for a in abs_errs) / len(abs_errs)
+        bands[name] = {"band": round(band, 3), "basis": f"80th percentile of {len(errs)} "
+                       f"leave-one-out errors on published {name}-stratum MFU rows"}
+        print(f"throughput, {name}: LOO median |err| {_median(abs_errs):.1%} over {len(errs)} "
+              f"rows; band (80th pct) {band:.0%}, coverage {cover:.0%}")
+    per_device: dict[str, list[float]] = {}
+    for r, e in zip(rows, effs, strict=True):
+        per_device.setdefault(r["hardware"], []).append(e)
     mem = memory(data["memory"])
     mem_band = _quantile([abs(e) for e in mem], 0.8)
     print(f"memory (published model states): median |err| "
@@ -166,23 +191,24 @@ def main(argv: list[str]) -> int:
         loc = local()
         if loc:
             print(f"memory (measured here): median |err| {_median([abs(e) for e in loc]):.1%}")
-    print(f"70B LoRA plan, 10 hardware keys, search: {search_cpu_seconds():.2f} CPU s "
-          "(measured under load)")
     if "--write" in argv:
-        n = len(errs)
-        fit = {"efficiency": round(eff, 4),
-               "basis": f"median efficiency implied by {n} published multi-device MFU rows "
-                        "(hardware/data/train_results.toml; benchmarks/train_plan.py)",
-               "bands": {
-                   "multi": {"band": round(band, 3), "basis": f"80th percentile of {n} "
-                             "leave-one-out errors on published multi-device MFU"},
-                   "single": {"band": round(max(band, 0.35), 3), "basis": "no published "
-                              "single-device row yet: the multi-device band, at least 35% "
-                              "(an assumption)"},
-                   "memory": {"band": round(mem_band, 3), "basis": "80th percentile of the "
-                              "errors on ZeRO's published model states"}}}
+        node = bands.get("node", {"band": 0.35})["band"]
+        fit = {"efficiency": round(_median(effs), 4),
+               "per_device": {k: round(_median(v), 4) for k, v in sorted(per_device.items())
+                              if len(v) >= 3},
+               "basis": f"median efficiency implied by {len(effs)} published MFU rows "
+                        "(hardware/data/train_results.toml; benchmarks/train_plan.py); a device "
+                        "with 3 rows or more has its own",
+               "bands": {**bands,
+                         "single": {"band": round(max(node, 0.35), 3), "basis": "no published "
+                                    "single-device row yet: the one-node band, at least 35% "
+                                    "(an assumption)"},
+                         "memory": {"band": round(mem_band, 3), "basis": "80th percentile of "
+                                    "the errors on ZeRO's published model states"}}}
         (DATA / "train_fit.json").write_text(json.dumps(fit, indent=1) + "\n")
         print("wrote", DATA / "train_fit.json")
+    print(f"70B LoRA plan, 10 hardware keys, search: {search_cpu_seconds():.2f} CPU s "
+          "(measured under load)")
     return 0
 
 

@@ -150,7 +150,7 @@ def test_a_traced_model_takes_the_predictors_step_time():
 def test_search_meets_a_deadline_cheapest_first_and_skips_what_does_not_fit():
     setup = TrainSetup(batch=1, seq_len=2048)
     small = replace(DEV, key="gpu16", memory_bytes=16e9, price_usd_hr=1.0)
-    bands = {"single": (0.2, "t"), "multi": (0.3, "t")}
+    bands = {"single": (0.2, "t"), "node": (0.25, "t"), "multi": (0.3, "t")}
     found = search(llm_model(L8), setup, [DEV, small], samples=1e5, efficiency=0.5,
                    bands=bands, deadline_s=7 * 86400)
     assert found and all(p.fits for p in found)

@@ -71,7 +71,7 @@ __all__ = [
     "DP_OVERLAP", "METHODS", "OPTIMIZERS", "PRECISIONS", "STRATEGIES", "LORA_TARGETS",
     "MemoryPlan", "Parallel", "Precision", "StepTime", "TrainDevice", "TrainModel",
     "TrainPlan", "TrainSetup", "largest_batch", "largest_seq", "layouts", "llm_model",
-    "lora_params", "rank_plans",
+    "lora_params", "rank_plans", "stratum",
     "memory_plan", "parse_parallel", "plan", "search", "step_time",
 ]
 
@@ -656,10 +656,12 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
            deadline_s: float | None = None, budget_usd: float | None = None,
            batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
            traced: Mapping[str, tuple[float, int]] | None = None,
-           strategies: Sequence[str] = STRATEGIES[:4]) -> list[TrainPlan]:
+           strategies: Sequence[str] = STRATEGIES[:4],
+           device_efficiency: Mapping[str, float] | None = None) -> list[TrainPlan]:
     """Every fitting plan over device type x count x layout x micro-batch, best first: the
     cheapest meeting ``deadline_s`` (else the fastest), or the fastest within ``budget_usd``.
-    ``bands`` maps ``single``/``multi`` to (band, basis)."""
+    ``bands`` maps each :func:`stratum` to (band, basis); ``device_efficiency`` a device key
+    to its own fitted efficiency (``efficiency`` for the others)."""
     found: list[TrainPlan] = []
     for dev in devs:
         if dev.memory_bytes is None:
@@ -673,13 +675,21 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
                 if cap == 0:
                     continue
                 b = max(x for x in batches if x <= cap) if cap >= min(batches) else cap
-                band, basis = bands["multi" if n > 1 else "single"]
+                band, basis = bands[stratum(n, dev.node_devices)]
                 t = (traced or {}).get(dev.key)
+                eff = (device_efficiency or {}).get(dev.key, efficiency)
                 p = plan(model, replace(setup, batch=b), par, n, dev, samples=samples,
-                         efficiency=efficiency, band=band, band_basis=basis,
+                         efficiency=eff, band=band, band_basis=basis,
                          traced_step_s=t[0] if t else None, traced_batch=t[1] if t else 0)
                 found.append(p)
     return rank_plans(found, deadline_s, budget_usd)
+
+
+def stratum(devices: int, node_devices: int = NODE_DEVICES) -> str:
+    """The evidence stratum of a plan: one device, one node, or across nodes."""
+    if devices <= 1:
+        return "single"
+    return "node" if devices <= node_devices else "multi"
 
 
 def rank_plans(plans: Sequence[TrainPlan], deadline_s: float | None = None,

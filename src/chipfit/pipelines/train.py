@@ -37,6 +37,7 @@ from chipfit.analysis.train_plan import (
     plan,
     rank_plans,
     search,
+    stratum,
 )
 from chipfit.errors import InvalidInputError, UnsupportedError
 
@@ -303,15 +304,26 @@ def _shipped_efficiency() -> dict[str, Any]:
 
 
 def efficiency() -> tuple[float, str]:
-    """The training efficiency (fraction of the catalog's achievable matmul rate) and the
-    band per stratum, fitted by ``benchmarks/train_plan.py`` on the published results."""
+    """The training efficiency (fraction of the catalog's achievable matmul rate) for a
+    device without published rows, fitted by ``benchmarks/train_plan.py``, and its basis."""
     data = _shipped_efficiency()
     return float(data["efficiency"]), str(data["basis"])
 
 
+def device_efficiency() -> dict[str, float]:
+    """Device key -> the efficiency fitted on that device's own published rows."""
+    return {k: float(v) for k, v in _shipped_efficiency().get("per_device", {}).items()}
+
+
 def bands() -> dict[str, tuple[float, str]]:
+    """Stratum (single, node, multi, memory) -> (band, basis); a stratum the shipped fit
+    lacks gets a default 50% band, said so."""
     data = _shipped_efficiency()
-    return {k: (float(v["band"]), str(v["basis"])) for k, v in data["bands"].items()}
+    out = {k: (float(v["band"]), str(v["basis"])) for k, v in data["bands"].items()}
+    for name in ("single", "node", "multi", "memory"):
+        out.setdefault(name, (0.5, f"no out-of-fit evidence for stratum {name}: a default "
+                                   "50% band"))
+    return out
 
 
 # ------------------------------------------------------------------------------- train
@@ -476,7 +488,8 @@ def _search(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], 
         return rank_plans(found, deadline_s, budget_usd)
     best = search(tmodel, setup, devs, samples=total, efficiency=eff, bands=band_map,
                   counts=counts, deadline_s=deadline_s, budget_usd=budget_usd,
-                  batches=batches, traced=traced_s, strategies=strategies)
+                  batches=batches, traced=traced_s, strategies=strategies,
+                  device_efficiency=device_efficiency())
     # one row per device type: its best plan (the search's order), then the rest by order
     seen: set[str] = set()
     first = [p for p in best if not (p.hardware in seen or seen.add(p.hardware))]
@@ -493,8 +506,9 @@ def _fixed(tmodel: TrainModel, setup: TrainSetup, dev: TrainDevice, par: Paralle
         cap = (largest_batch(tmodel, replace(setup, batch=1), par, n, dev.memory_bytes,
                              dev.overhead_bytes, limit=64) if dev.memory_bytes else 1)
         b = 1 << max(cap.bit_length() - 1, 0) if cap else 1
-    band, basis = band_map["multi" if n > 1 else "single"]
+    band, basis = band_map[stratum(n, dev.node_devices)]
     t = traced_s.get(dev.key)
+    eff = device_efficiency().get(dev.key, eff)
     p = plan(tmodel, replace(setup, batch=b), par, n, dev, samples=total, efficiency=eff,
              band=band, band_basis=basis, traced_step_s=t[0] if t else None,
              traced_batch=t[1] if t else 0)
