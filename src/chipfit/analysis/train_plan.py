@@ -581,6 +581,8 @@ class TrainPlan:
     mfu: float | None
     provenance: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    max_batch: int | None = None  # the largest micro-batch that fits this layout
+    max_seq_len: int | None = None  # decoder LLMs: the longest sequence at this batch
 
     @property
     def fits(self) -> bool | None:
@@ -675,7 +677,7 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
                 if cap == 0:
                     continue
                 b = max(x for x in batches if x <= cap) if cap >= min(batches) else cap
-                band, basis = bands[stratum(n, dev.node_devices)]
+                band, basis = bands[stratum(n)]
                 t = (traced or {}).get(dev.key)
                 eff = (device_efficiency or {}).get(dev.key, efficiency)
                 p = plan(model, replace(setup, batch=b), par, n, dev, samples=samples,
@@ -686,7 +688,8 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
 
 
 def stratum(devices: int, node_devices: int = NODE_DEVICES) -> str:
-    """The evidence stratum of a plan: one device, one node, or across nodes."""
+    """The evidence stratum of a plan: one device, one node (up to 8 devices, as the
+    published rows' GPU nodes), or more (a TPU slice of more than 8 chips included)."""
     if devices <= 1:
         return "single"
     return "node" if devices <= node_devices else "multi"

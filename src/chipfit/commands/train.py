@@ -119,8 +119,14 @@ def run(args: argparse.Namespace) -> int:
     for line in memory_lines(report) + measured_lines(report):
         out.print(line, markup=False)
     bands = sorted({f"{r.band:.0%} ({r.band_basis})" for r in report.rows})
-    notes = [*report.notes, f"training efficiency {report.efficiency:.2f} x the catalog's "
-             f"achievable matmul rate ({report.efficiency_basis})",
+    from chipfit.pipelines.train import device_efficiency
+
+    own = device_efficiency()
+    mine = sorted({f"{r.hardware} {own[r.hardware]:.2f}" for r in report.rows
+                   if r.hardware in own})
+    notes = [*report.notes, "training efficiency (x the catalog's achievable matmul rate): "
+             + (f"{', '.join(mine)} (fitted on each device's published rows); " if mine else "")
+             + f"{report.efficiency:.2f} for the others ({report.efficiency_basis})",
              *(f"band {b}" for b in bands),
              *sorted({n for r in report.rows for n in r.notes})]
     if report.rows:

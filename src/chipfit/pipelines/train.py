@@ -41,7 +41,8 @@ from chipfit.analysis.train_plan import (
 )
 from chipfit.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["DEFAULT_HARDWARE", "TracedModel", "TrainReport", "bands", "efficiency", "train",
+__all__ = ["DEFAULT_HARDWARE", "TracedModel", "TrainReport", "bands", "device_efficiency",
+           "efficiency", "train",
            "trace_model", "train_device"]
 
 DEFAULT_HARDWARE = ("h100-sxm", "a100-sxm-80gb", "l4", "tpu-v5e")
@@ -115,7 +116,8 @@ def row_dict(p: TrainPlan) -> dict[str, Any]:
     step = p.step
     return {"hardware": p.hardware, "hardware_name": p.hardware_name, "devices": p.devices,
             "parallel": p.parallel.label(), "batch": p.batch, "global_batch": p.global_batch,
-            "seq_len": p.seq_len, "fits": p.fits,
+            "seq_len": p.seq_len, "fits": p.fits, "max_batch": p.max_batch,
+            "max_seq_len": p.max_seq_len,
             "memory_bytes_per_device": p.memory.total,
             "capacity_bytes": p.capacity_bytes, "memory_breakdown": p.memory.to_dict(),
             "step_s": _num(p.step_s), "steps": p.steps, "total_s": _num(p.total_s),
@@ -402,8 +404,8 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
     traced_s = _traced_seconds(traced, devs, notes) if traced is not None else {}
     searched = (devices is None and par is None) or deadline_s is not None or \
         budget_usd is not None
+    counts = [devices] if devices else [1, 2, 4, 8, 16, 32, 64, 128, 256]
     if searched:
-        counts = [devices] if devices else [1, 2, 4, 8, 16, 32, 64, 128, 256]
         strategies = (par.strategy,) if par else ("ddp", "zero1", "zero2", "zero3")
         rows = _search(tmodel, setup, devs, total, eff, band_map, counts, strategies, par,
                        batch, deadline_s, budget_usd, traced_s)
@@ -411,6 +413,13 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
         rows = [_fixed(tmodel, setup, d, par or Parallel(), devices or 1, total, eff,
                        band_map, traced_s, batch) for d in devs]
         rows = rank_plans(rows, deadline_s, budget_usd) + [r for r in rows if not r.fits]
+    rows = [_with_limits(r, tmodel, setup, devs) for r in rows]
+    shown = {r.hardware for r in rows}
+    for d in devs:
+        if d.key not in shown and (tmodel.arch is not None or d.key in traced_s):
+            hint = "" if checkpointing else " (--checkpointing keeps fewer activations)"
+            notes.append(f"{d.key}: no plan fits, up to {max(counts) if searched else devices}"
+                         f" devices{hint}")
     measured = None
     if measure:
         from chipfit.pipelines.train_measure import measure_training
@@ -506,7 +515,7 @@ def _fixed(tmodel: TrainModel, setup: TrainSetup, dev: TrainDevice, par: Paralle
         cap = (largest_batch(tmodel, replace(setup, batch=1), par, n, dev.memory_bytes,
                              dev.overhead_bytes, limit=64) if dev.memory_bytes else 1)
         b = 1 << max(cap.bit_length() - 1, 0) if cap else 1
-    band, basis = band_map[stratum(n, dev.node_devices)]
+    band, basis = band_map[stratum(n)]
     t = traced_s.get(dev.key)
     eff = device_efficiency().get(dev.key, eff)
     p = plan(tmodel, replace(setup, batch=b), par, n, dev, samples=total, efficiency=eff,
@@ -529,6 +538,8 @@ def verdict(report: TrainReport, devs: Sequence[TrainDevice], tmodel: TrainModel
         head = (f"{what[method].split(' with')[0]} {report.model} ({method}) fits none of the "
                 f"plans tried (needs {need / 2**30:.1f} GiB per device at best; the largest "
                 f"device has {cap / 2**30:.0f} GiB)")
+        if not report.setup.checkpointing:
+            head += "; --checkpointing keeps fewer activations"
         return head
     line = (f"{what[method]} on {best.devices}x {best.hardware_name}"
             f"{'' if best.parallel.label() == 'ddp' else f' ({best.parallel.label()})'}: "
@@ -566,11 +577,16 @@ def _fewest_full(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevi
     return best[2] if best else ""
 
 
-def largest(report_model: TrainModel, setup: TrainSetup, dev: TrainDevice, par: Parallel,
-            n: int) -> tuple[int, int]:
-    """(largest micro-batch, longest sequence) that fit ``dev`` in a layout."""
+def _with_limits(row: TrainPlan, tmodel: TrainModel, setup: TrainSetup,
+                 devs: Sequence[TrainDevice]) -> TrainPlan:
+    """``row`` with the largest micro-batch (and, for a decoder, the longest sequence at the
+    row's batch) that fit its layout."""
+    dev = next(d for d in devs if d.key == row.hardware)
     if dev.memory_bytes is None:
-        return 0, 0
-    return (largest_batch(report_model, replace(setup, batch=1), par, n, dev.memory_bytes,
-                          dev.overhead_bytes),
-            largest_seq(report_model, setup, par, n, dev.memory_bytes, dev.overhead_bytes))
+        return row
+    at = replace(setup, batch=row.batch, seq_len=row.seq_len)
+    big = largest_batch(tmodel, replace(at, batch=1), row.parallel, row.devices,
+                        dev.memory_bytes, dev.overhead_bytes)
+    seq = (largest_seq(tmodel, at, row.parallel, row.devices, dev.memory_bytes,
+                       dev.overhead_bytes) if tmodel.arch is not None else None)
+    return replace(row, max_batch=big, max_seq_len=seq)

@@ -70,8 +70,10 @@ def memory_lines(report: Any) -> list[str]:
              ("optimizer", m.optimizer), ("activations", m.activations),
              ("runtime", m.overhead)]
     text = ", ".join(f"{k} {_gib(v)}" for k, v in parts if v)
+    limits = (f"; fits up to batch {p.max_batch}" if p.max_batch is not None else "") + (
+        f", up to {p.max_seq_len} tokens at batch {p.batch}" if p.max_seq_len else "")
     return [f"memory per device on {p.devices}x {p.hardware} ({p.parallel.label()}, batch "
-            f"{p.batch}): {text} GiB (estimated)"]
+            f"{p.batch}): {text} GiB (estimated){limits}"]
 
 
 def measured_lines(report: Any) -> list[str]:
