@@ -119,6 +119,23 @@ def memory(rows: list[dict]) -> list[float]:
     return errors
 
 
+def bounds(rows: list[dict]) -> int:
+    """Published "fits under" / "needs more than" figures: how many the plan agrees with."""
+    from chipfit.analysis.train_plan import llm_model
+
+    agree = 0
+    for r in rows:
+        model = llm_model(_arch(r["name"], r["arch"]))
+        setup = TrainSetup(method=r["method"], lora_rank=r["lora_rank"], batch=r["batch"],
+                           seq_len=r["seq_len"], checkpointing=r["checkpointing"])
+        total = memory_plan(model, setup, Parallel(), 1, 1.0e9).total / 1e9
+        ok = total < r["gb"] if r["bound"] == "below" else total > r["gb"]
+        agree += ok
+        print(f"{r['name'][:60]:60} plan {total:7.1f} GB, published {r['bound']} "
+              f"{r['gb']:.0f} GB: {'agrees' if ok else 'DISAGREES'}")
+    return agree
+
+
 def local() -> list[float]:
     """Plan vs measured peak (VmHWM growth) for a CNN, an encoder and a decoder, here."""
     from chipfit.pipelines.train import is_llm, trace_model
@@ -187,6 +204,8 @@ def main(argv: list[str]) -> int:
     mem_band = _quantile([abs(e) for e in mem], 0.8)
     print(f"memory (published model states): median |err| "
           f"{_median([abs(e) for e in mem]):.1%}; band {mem_band:.0%}")
+    agree = bounds(data.get("memory_bound", []))
+    print(f"memory bounds: {agree} of {len(data.get('memory_bound', []))} agree")
     if "--local" in argv:
         loc = local()
         if loc:
