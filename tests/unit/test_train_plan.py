@@ -157,3 +157,19 @@ def test_search_meets_a_deadline_cheapest_first_and_skips_what_does_not_fit():
     meeting = [p for p in found if p.total_s <= 7 * 86400]
     assert [p.usd for p in meeting] == sorted(p.usd for p in meeting)
     assert rank_plans(found, budget_usd=1e-6)[0].usd > 1e-6  # none within: cheapest first
+
+
+def test_the_python_api_mirrors_the_command():
+    import chipfit
+
+    report = chipfit.train("llama-3.2-1b", tokens=1e7, method="lora", hardware=["l4"],
+                           devices=1, parallel="ddp", batch=1, seq_len=512)
+    data = report.to_dict()
+    assert data["model"] == "llama-3.2-1b" and data["setup"]["method"] == "lora"
+    row = data["rows"][0]
+    assert row["hardware"] == "l4" and row["fits"] is True and row["max_batch"] >= 1
+    price = chipfit.catalog()["l4"].price_usd_hr  # the catalog's price basis
+    assert row["usd"] == (None if price is None else pytest.approx(price * row["total_s"] / 3600))
+    assert report.verdict.startswith("Fine-tune with LoRA on 1x NVIDIA L4")
+    with pytest.raises(InvalidInputError):
+        chipfit.train("llama-3.2-1b", samples=10, tokens=10)
