@@ -173,3 +173,9 @@ def test_the_python_api_mirrors_the_command():
     assert report.verdict.startswith("Fine-tune with LoRA on 1x NVIDIA L4")
     with pytest.raises(InvalidInputError):
         chipfit.train("llama-3.2-1b", samples=10, tokens=10)
+
+
+def test_a_traced_model_is_planned_data_parallel_only():
+    with pytest.raises(InvalidInputError, match="tensor and pipeline"):
+        memory_plan(CNN, TrainSetup(), Parallel("ddp", 2, 1), 2)
+    assert memory_plan(CNN, TrainSetup(), Parallel("zero3"), 4).total > 0

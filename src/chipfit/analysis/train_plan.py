@@ -366,7 +366,7 @@ def memory_plan(model: TrainModel, setup: TrainSetup, par: Parallel = Parallel()
                 seq_len: int | None = None) -> MemoryPlan:
     """Per-device bytes of training ``model`` under ``setup`` on ``devices`` laid out as
     ``par`` (devices must be a multiple of tp * pp)."""
-    _check_layout(par, devices)
+    _check_layout(par, devices, model)
     dp = devices // par.model_parallel
     mp = par.model_parallel
     prec = setup.prec
@@ -389,9 +389,13 @@ def memory_plan(model: TrainModel, setup: TrainSetup, par: Parallel = Parallel()
     return MemoryPlan(weights, grads, master, optim, acts, overhead_bytes, trainable, frozen)
 
 
-def _check_layout(par: Parallel, devices: int) -> None:
+def _check_layout(par: Parallel, devices: int, model: TrainModel | None = None) -> None:
     if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
         raise InvalidInputError(f"devices must be a positive integer, not {devices!r}")
+    if model is not None and model.arch is None and par.model_parallel > 1:
+        raise InvalidInputError(f"tensor and pipeline parallel plans need a decoder LLM's "
+                                f"layer shapes; {model.name} is planned with data parallelism "
+                                "(ddp, zero1-3, fsdp)")
     if devices % par.model_parallel:
         raise InvalidInputError(f"{devices} devices cannot hold tp={par.tp} x pp={par.pp} "
                                 f"(need a multiple of {par.model_parallel})")
@@ -475,7 +479,7 @@ def step_time(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int,
     the predictor's seconds for one forward + backward at ``traced_batch`` on one device
     (``traced_step_s``), scaled linearly to the micro-batch (more batch than traced: a
     conservative figure, the device is at least as busy)."""
-    _check_layout(par, devices)
+    _check_layout(par, devices, model)
     dp = devices // par.model_parallel
     prec = setup.prec
     peak, used = dev.rate(prec.compute)
@@ -527,14 +531,9 @@ def step_time(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int,
     if par.tp > 1 and model.arch is not None:
         act = b * s * model.arch.hidden * prec.act
         tp_bytes = 4 * model.arch.layers / par.pp * _ring("all-reduce", act, par.tp)
-    elif par.tp > 1:
-        tp_bytes = 4 * model.layers * _ring("all-reduce", b * model.act_bytes_per_sample
-                                            / max(model.layers, 1) / 8, par.tp)
     pp_bytes = 0.0
-    if par.pp > 1:
-        width = model.arch.hidden * s if model.arch is not None else \
-            model.act_bytes_per_sample / max(model.layers, 1) / 8
-        pp_bytes = 2 * b * width * prec.act
+    if par.pp > 1 and model.arch is not None:
+        pp_bytes = 2 * b * model.arch.hidden * s * prec.act
     link = dev.link_bw or dp_bw
     dp_s = dp_bytes / dp_bw if dp_bytes else 0.0
     mp_s = (tp_bytes + pp_bytes) / link if (tp_bytes or pp_bytes) else 0.0
