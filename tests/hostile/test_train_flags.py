@@ -79,3 +79,25 @@ def test_parsers_accept_or_refuse_cleanly(text):
         except argparse.ArgumentTypeError:
             continue
         assert value > 0 and value == value and value != float("inf")
+
+
+def test_bad_models_are_one_line_before_anything_is_traced(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model_type": "llama", "hidden_size": "[red]x[/red]"}')
+    cases = [(str(bad), "--samples", "5"),
+             ("no_such_module_here:make", "--input", "1x3", "--samples", "5"),
+             ("resnet50", "--samples", "5", "--parallel", "tp=2"),
+             ("resnet50", "--tokens", "5")]
+    for args in cases:
+        result = cli("train", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert "tracing" not in result.stderr  # refused before the model was traced
+
+
+def test_a_fixed_model_parallel_layout_is_searched_over_strategies_and_counts(cli):
+    result = cli("train", "llama-3.1-70b", "--tokens", "1e9", "--parallel", "tp=2,pp=2",
+                 "--checkpointing", "-H", "h100-sxm", "--json")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)["rows"][0]
+    assert row["parallel"].endswith("tp=2,pp=2") and row["devices"] % 4 == 0 and row["fits"]

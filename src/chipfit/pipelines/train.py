@@ -350,9 +350,9 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
           budget_usd: float | None = None, measure: bool = False, inputs: Sequence[str] = (),
           progress: Callable[[str], None] | None = None) -> TrainReport:
     """Plans for training ``model`` for ``samples`` (or ``tokens``) x ``epochs`` on catalog
-    hardware: memory per device, step time, total time, $ and kWh; with neither ``devices``
-    nor ``parallel`` given (or with a deadline or budget), a search over device count x
-    layout x micro-batch; else the one layout asked for."""
+    hardware: memory per device, step time, total time, $ and kWh; without ``devices``
+    (or with a deadline or budget), a search over device count (x layout, unless
+    ``parallel`` fixes it) x micro-batch; else the one layout and count asked for."""
     from chipfit.hardware.catalog import load_catalog
 
     _check_counts(samples, tokens, epochs, devices, batch, deadline_s, budget_usd)
@@ -394,6 +394,9 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
         if tokens is not None:
             raise InvalidInputError("--tokens is for language models: say --samples for "
                                     f"{model}")
+        if par is not None and par.model_parallel > 1:
+            raise InvalidInputError("tensor and pipeline parallel plans need a decoder LLM's "
+                                    f"layer shapes; plan {model} with ddp, zero1-3 or fsdp")
         dtype = "float32" if precision == "fp32" else "bfloat16"
         traced = trace_model(model, inputs, dtype=dtype, progress=progress)
         tmodel = traced.model
@@ -402,11 +405,14 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
     eff, eff_basis = efficiency()
     band_map = bands()
     traced_s = _traced_seconds(traced, devs, notes) if traced is not None else {}
-    searched = (devices is None and par is None) or deadline_s is not None or \
-        budget_usd is not None
+    searched = devices is None or deadline_s is not None or budget_usd is not None
     counts = [devices] if devices else [1, 2, 4, 8, 16, 32, 64, 128, 256]
     if searched:
-        strategies = (par.strategy,) if par else ("ddp", "zero1", "zero2", "zero3")
+        from chipfit.analysis.train_plan import STRATEGIES
+
+        named = parallel is not None and any(
+            p.strip().lower() in STRATEGIES for p in parallel.split(","))
+        strategies = (par.strategy,) if par and named else ("ddp", "zero1", "zero2", "zero3")
         rows = _search(tmodel, setup, devs, total, eff, band_map, counts, strategies, par,
                        batch, deadline_s, budget_usd, traced_s)
     else:
@@ -428,7 +434,7 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
     report = TrainReport(name, "llm" if llm else "traced", tmodel.params, setup, total,
                          total * setup.seq_len if llm else 0.0, tuple(rows), "", searched,
                          deadline_s, budget_usd, measured, tuple(dict.fromkeys(notes)), eff,
-                         eff_basis)
+                         eff_basis, {"parallel": par.label() if par else None})
     return replace(report, verdict=verdict(report, devs, tmodel, traced_s))
 
 
@@ -491,10 +497,15 @@ def _search(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], 
         found = []
         for d in devs:
             for n in counts:
-                if n % par.model_parallel == 0:
-                    found.append(_fixed(tmodel, setup, d, par, n, total, eff, band_map,
+                if n % par.model_parallel:
+                    continue
+                for strategy in strategies:
+                    lay = Parallel(strategy, par.tp, par.pp)
+                    found.append(_fixed(tmodel, setup, d, lay, n, total, eff, band_map,
                                         traced_s, batch))
-        return rank_plans(found, deadline_s, budget_usd)
+        ranked = rank_plans(found, deadline_s, budget_usd)
+        seen_keys: set[str] = set()
+        return [p for p in ranked if not (p.hardware in seen_keys or seen_keys.add(p.hardware))]
     best = search(tmodel, setup, devs, samples=total, efficiency=eff, bands=band_map,
                   counts=counts, deadline_s=deadline_s, budget_usd=budget_usd,
                   batches=batches, traced=traced_s, strategies=strategies,
@@ -535,9 +546,17 @@ def verdict(report: TrainReport, devs: Sequence[TrainDevice], tmodel: TrainModel
     if best is None:
         cap = max((d.memory_bytes or 0) for d in devs)
         need = min((r.memory.total for r in report.rows), default=math.nan)
+        if not math.isfinite(need):  # nothing fitted, so no row: the least any layout needs
+            from chipfit.analysis.train_plan import layouts, memory_plan
+
+            need = min(memory_plan(tmodel, replace(report.setup, batch=1), lay, 256,
+                                   d.overhead_bytes).total
+                       for d in devs for lay in layouts(tmodel, 256))
+        fixed = report.extra.get("parallel")
         head = (f"{what[method].split(' with')[0]} {report.model} ({method}) fits none of the "
-                f"plans tried (needs {need / 2**30:.1f} GiB per device at best; the largest "
-                f"device has {cap / 2**30:.0f} GiB)")
+                "plans tried" + (f" with --parallel {fixed}" if fixed else "")
+                + f" ({'other layouts need' if fixed else 'needs'} {need / 2**30:.1f} GiB per "
+                f"device at best; the largest device has {cap / 2**30:.0f} GiB)")
         if not report.setup.checkpointing:
             head += "; --checkpointing keeps fewer activations"
         return head
