@@ -129,7 +129,11 @@ def row_dict(p: TrainPlan) -> dict[str, Any]:
                 "comm_s": step.comm_s, "exposed_comm_s": step.exposed_comm_s,
                 "bubble_s": step.bubble_s, "comm_bytes_per_device": step.comm_bytes,
                 "precision": step.precision_used},
-            "band": p.band, "band_basis": p.band_basis, "provenance": dict(p.provenance),
+            "band": p.band, "band_basis": p.band_basis,
+            "memory_band": bands()["memory"][0], "memory_band_basis": bands()["memory"][1],
+            "fits_with_band": (None if p.capacity_bytes is None else
+                               p.memory.total * (1 + bands()["memory"][0]) <= p.capacity_bytes),
+            "provenance": dict(p.provenance),
             "notes": list(p.notes)}
 
 
@@ -434,7 +438,8 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
     report = TrainReport(name, "llm" if llm else "traced", tmodel.params, setup, total,
                          total * setup.seq_len if llm else 0.0, tuple(rows), "", searched,
                          deadline_s, budget_usd, measured, tuple(dict.fromkeys(notes)), eff,
-                         eff_basis, {"parallel": par.label() if par else None})
+                         eff_basis, {"parallel": par.label() if par else None,
+                                     "memory_band": band_map["memory"][0]})
     return replace(report, verdict=verdict(report, devs, tmodel, traced_s))
 
 

@@ -42,9 +42,12 @@ def train_table(report: Any, wide: bool = False) -> Any:
     amount = (f"{report.tokens:.3g} tokens" if report.tokens else f"{report.samples:.3g} samples")
     title = f"chipfit train {report.model}: {report.params / 1e9:.3g}B params, {what}, {amount}"
     bands = sorted({f"{r.band:.0%}" for r in report.rows})
-    caption = ("GiB/dev: estimated memory per device (capacity after /); step, total: "
+    mband = report.extra.get("memory_band")
+    caption = ("GiB/dev: estimated memory per device"
+               + (f" (band +-{mband:.0%})" if mband else "") + ", capacity after /; step, total: "
                f"predicted (band +-{'/'.join(bands) or '-'}); $ from the catalog's price, kWh "
-               "at TDP; MFU: model FLOPs / (time x devices x peak).")
+               "at TDP; MFU: model FLOPs / (time x devices x peak); tight: fits, but within "
+               "the memory band of the capacity.")
     cols = [Col("hardware"), Col("n", "right"), Col("parallel", drop=2), Col("B", "right", 4),
             Col("GiB/dev", "right"), Col("fits", "right"), Col("step", "right", 3),
             Col("total", "right"), Col("$", "right"), Col("kWh", "right", 5),
@@ -52,6 +55,8 @@ def train_table(report: Any, wide: bool = False) -> Any:
     rows = []
     for p in report.rows:
         fits = "?" if p.fits is None else ("yes" if p.fits else "NO")
+        if p.fits and mband and p.memory.total * (1 + mband) > p.capacity_bytes:
+            fits = "tight"  # within the memory band of the capacity
         rows.append([p.hardware, str(p.devices), p.parallel.label(), str(p.batch),
                      f"{_gib(p.memory.total)}/{_gib(p.capacity_bytes)}", fits,
                      _time(p.step_s), _time(p.total_s) if p.fits else "-",
