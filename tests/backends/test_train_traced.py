@@ -30,3 +30,20 @@ def test_a_factory_is_traced_and_priced_on_every_device(tmp_path, monkeypatch):
     per_sample = row.memory.activations / row.batch
     assert 256 * 4 <= per_sample < 1e6
     assert report.verdict.startswith("Train on 1x")
+
+
+def test_an_encoder_config_is_traced_on_meta(tmp_path):
+    import json
+
+    from chipfit.pipelines.train import train
+
+    path = tmp_path / "tiny-bert.json"
+    path.write_text(json.dumps({"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+                                "num_attention_heads": 4, "intermediate_size": 128,
+                                "vocab_size": 100, "max_position_embeddings": 64}))
+    report = train(str(path), samples=1e5, hardware=["l4"], devices=1, parallel="zero2",
+                   seq_len=64, batch=8, measure=True)
+    row = report.rows[0]
+    assert report.kind == "traced" and row.fits and row.step_s > 0
+    assert row.memory.activations > 8 * 64 * 64 * 4  # at least one hidden state per token
+    assert not report.measured.ok and "factory" in report.measured.why

@@ -216,16 +216,12 @@ def _source(text: str, inputs: Sequence[str]) -> tuple[str, Callable[[], Any],
 
         return (model.name, model.fresh,
                 lambda b: tuple(s.make(b, seed=i) for i, s in enumerate(model.inputs)), loss)
-    if text.endswith(".json"):
-        raise UnsupportedError(f"{text}: training plans take decoder-only configs (llm "
-                               "path) or factories; for an encoder, pass a module:function "
-                               "factory that builds it")
     from chipfit.workloads import get_workload
 
     wl = get_workload(text)
     if not (hasattr(wl, "make_model") and hasattr(wl, "make_inputs")):
-        raise UnsupportedError(f"{wl.name} has no torch module to plan training for "
-                               "(the model workloads and factories do)")
+        raise InvalidInputError(f"{wl.name} has no torch module to plan training for "
+                                "(the model workloads, LLM built-ins and factories do)")
     fwd = wl.forward("train")
 
     def wl_loss(module: Any, args: tuple[Any, ...]) -> Any:
@@ -247,8 +243,41 @@ def _linear_dims(module: Any) -> tuple[tuple[int, int], ...]:
     return tuple(dims)
 
 
+def _config_model(path: str, seq_len: int, dtype: str) -> tuple[
+        str, Any, Callable[[int], tuple[tuple[Any, ...], Callable[..., Any]]]]:
+    """(name, a meta module, batch -> (inputs, step)) for a non-decoder ``config.json``."""
+    from chipfit.workloads.gpu_trace import config_model, read_config
+
+    read_config(path)  # checked, one line per bad field
+    holder: dict[str, Any] = {}
+
+    def at(b: int) -> tuple[tuple[Any, ...], Callable[..., Any]]:
+        model, args, call = config_model(path, b, seq_len, dtype=dtype)
+        holder["module"] = model.train()
+
+        def step(*values: Any) -> Any:
+            out = call(*values)
+            first = out[0] if isinstance(out, tuple) else next(iter(out.values()))
+            first.float().mean().backward()
+            return first
+
+        return args, step
+
+    from pathlib import Path
+
+    from chipfit.workloads.gpu_trace import hf_config
+
+    positions = getattr(hf_config(read_config(path), path), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < seq_len:
+        raise InvalidInputError(f"--seq-len {seq_len} is longer than {path}'s "
+                                f"{positions} positions: say --seq-len {positions} or less")
+    at(1)
+
+    return Path(path).stem, holder, at
+
+
 def trace_model(text: str, inputs: Sequence[str] = (), dtype: str = "float32",
-                batch: int = TRACE_BATCH,
+                batch: int = TRACE_BATCH, seq_len: int = 128,
                 progress: Callable[[str], None] | None = None) -> TracedModel:
     """Trace one training step of a torch model (shape only, as a GPU runs it) at ``batch``
     (the costs the predictor prices) and at :data:`SLOPE_BATCHES` (the activations one sample
@@ -258,39 +287,50 @@ def trace_model(text: str, inputs: Sequence[str] = (), dtype: str = "float32",
     from chipfit.workloads.gpu_trace import trace_for_gpu
     from chipfit.workloads.user import user_output_to_stderr
 
-    name, build, make_inputs, loss = _source(text, inputs)
-    with user_output_to_stderr():
-        module = build()
-    module = module.to(getattr(torch, dtype)).train()
+    config = text.endswith(".json")
+    if config:  # a non-decoder transformers config: built on meta, traced on meta
+        name, holder, at = _config_model(text, seq_len, dtype)
+        module = holder["module"]
+        tensors = "meta"
+    else:
+        name, build, make_inputs, loss = _source(text, inputs)
+        with user_output_to_stderr():
+            module = build()
+        module = module.to(getattr(torch, dtype)).train()
+        tensors = "fake"
     params = sum(int(p.numel()) for p in module.parameters())
     dims = _linear_dims(module)
+    slope_batches = SLOPE_BATCHES if not config else (8, 16)  # seq x vocab logits per sample
 
     def traced(b: int) -> Any:
-        args = tuple(a.to(getattr(torch, dtype)) if a.is_floating_point() else a
-                     for a in make_inputs(b))
+        if config:
+            args, step = at(b)
+        else:
+            args = tuple(a.to(getattr(torch, dtype)) if a.is_floating_point() else a
+                         for a in make_inputs(b))
 
-        def step(*values: Any) -> Any:
-            out = loss(module, values)
-            out.backward()
-            return out
+            def step(*values: Any) -> Any:
+                out = loss(module, values)
+                out.backward()
+                return out
 
         if progress:
             progress(f"tracing a training step of {name} at batch {b} (shape only)")
         try:
             with user_output_to_stderr():
                 return trace_for_gpu(step, args, workload=name, size=str(b), dtype=dtype,
-                                     mode="train-fwd-bwd", items=b, tensors="fake",
-                                     module=module)
+                                     mode="train-fwd-bwd", items=b, tensors=tensors,
+                                     module=holder["module"] if config else module)
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             raise InvalidInputError(f"cannot trace a training step of {name} "
                                     f"({type(exc).__name__}: {first})") from None
 
     one = traced(batch)
-    lo, hi = (traced(b) for b in SLOPE_BATCHES)
+    lo, hi = (traced(b) for b in slope_batches)
     if lo.peak_bytes is None or hi.peak_bytes is None:
         raise UnsupportedError(f"{name}: the tracer followed no live bytes")
-    slope = max((hi.peak_bytes - lo.peak_bytes) / (SLOPE_BATCHES[1] - SLOPE_BATCHES[0]), 0.0)
+    slope = max((hi.peak_bytes - lo.peak_bytes) / (slope_batches[1] - slope_batches[0]), 0.0)
     elem = 4.0 if dtype == "float32" else 2.0
     # forward + backward FLOPs per sample (matrix classes: what the predictor counts too)
     flops = one.flops / batch
@@ -402,7 +442,7 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
             raise InvalidInputError("tensor and pipeline parallel plans need a decoder LLM's "
                                     f"layer shapes; plan {model} with ddp, zero1-3 or fsdp")
         dtype = "float32" if precision == "fp32" else "bfloat16"
-        traced = trace_model(model, inputs, dtype=dtype, progress=progress)
+        traced = trace_model(model, inputs, dtype=dtype, seq_len=seq_len, progress=progress)
         tmodel = traced.model
         name = tmodel.name
     total = _samples(samples, tokens, epochs, setup.seq_len if llm else 1)

@@ -84,6 +84,9 @@ def measure_training(model: str, tmodel: Any, setup: Any, *, inputs: Any = (),
     if setup.method != "full":
         return Measured(False, f"--measure runs full training only ({setup.method} needs "
                         "peft/bitsandbytes, not required by chipfit)")
+    if model.endswith(".json") and tmodel.arch is None:
+        return Measured(False, "--measure builds decoder configs, built-in models and "
+                        "factories; wrap an encoder config in a factory to measure it")
     if setup.optimizer == "adam8bit":
         return Measured(False, "--measure runs adam or sgd (8-bit Adam needs bitsandbytes)")
     planned = memory_plan(tmodel, local, Parallel(), 1, 0.0)
