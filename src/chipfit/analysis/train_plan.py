@@ -656,7 +656,7 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
            counts: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
            deadline_s: float | None = None, budget_usd: float | None = None,
            batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
-           traced: Mapping[str, tuple[float, int]] | None = None,
+           traced: Mapping[str, tuple[float, int, object, object]] | None = None,
            strategies: Sequence[str] = STRATEGIES[:4],
            device_efficiency: Mapping[str, float] | None = None) -> list[TrainPlan]:
     """Every fitting plan over device type x count x layout x micro-batch, best first: the

@@ -124,9 +124,11 @@ def run(args: argparse.Namespace) -> int:
     own = device_efficiency()
     mine = sorted({f"{r.hardware} {own[r.hardware]:.2f}" for r in report.rows
                    if r.hardware in own})
-    notes = [*report.notes, "training efficiency (x the catalog's achievable matmul rate): "
-             + (f"{', '.join(mine)} (fitted on each device's published rows); " if mine else "")
-             + f"{report.efficiency:.2f} for the others ({report.efficiency_basis})",
+    eff_note = ("training efficiency (x the catalog's achievable matmul rate): "
+                + (f"{', '.join(mine)} (fitted on each device's published rows); "
+                   if mine else "")
+                + f"{report.efficiency:.2f} for the others ({report.efficiency_basis})")
+    notes = [*report.notes, *([eff_note] if report.kind == "llm" else []),
              *(f"band {b}" for b in bands),
              *sorted({n for r in report.rows for n in r.notes})]
     if report.rows:

@@ -464,6 +464,8 @@ def train(model: str, *, samples: float | None = None, tokens: float | None = No
                        band_map, traced_s, batch) for d in devs]
         rows = rank_plans(rows, deadline_s, budget_usd) + [r for r in rows if not r.fits]
     rows = [_with_limits(r, tmodel, setup, devs) for r in rows]
+    if traced is not None:
+        rows = [_traced_band(r, traced_s) for r in rows]
     shown = {r.hardware for r in rows}
     for d in devs:
         if d.key not in shown and (tmodel.arch is not None or d.key in traced_s):
@@ -516,7 +518,7 @@ def _samples(samples: float | None, tokens: float | None, epochs: float, seq: in
 
 
 def _traced_seconds(traced: TracedModel, devs: Sequence[TrainDevice],
-                    notes: list[str]) -> dict[str, tuple[float, int]]:
+                    notes: list[str]) -> dict[str, tuple[Any, ...]]:
     """The predictor's seconds of the traced step on each device (one device)."""
     from chipfit.predictors import predict_catalog
 
@@ -527,15 +529,27 @@ def _traced_seconds(traced: TracedModel, devs: Sequence[TrainDevice],
         except UnsupportedError as exc:
             notes.append(f"{d.key}: not predicted: {exc}")
             continue
-        out[d.key] = (pred.seconds, traced.batch)
+        out[d.key] = (pred.seconds, traced.batch, pred.band, pred.band_basis)
     return out
+
+
+def _traced_band(row: TrainPlan, traced_s: Mapping[str, tuple[Any, ...]]) -> TrainPlan:
+    """A traced model's row takes the predictor's band for its step on one device; across
+    devices the wider of it and the multi-device stratum's (the scaling is the plan's)."""
+    t = traced_s.get(row.hardware)
+    if t is None:
+        return row
+    band, basis = float(t[2]), f"the predictor's band for {row.hardware} ({t[3]})"
+    if row.devices > 1 and row.band > band:
+        band, basis = row.band, row.band_basis
+    return replace(row, band=band, band_basis=basis)
 
 
 def _search(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], total: float,
             eff: float, band_map: Mapping[str, tuple[float, str]], counts: Sequence[int],
             strategies: Sequence[str], par: Parallel | None, batch: int | None,
             deadline_s: float | None, budget_usd: float | None,
-            traced_s: Mapping[str, tuple[float, int]]) -> list[TrainPlan]:
+            traced_s: Mapping[str, tuple[Any, ...]]) -> list[TrainPlan]:
     devs = [d for d in devs if tmodel.arch is not None or d.key in traced_s]
     batches = (batch,) if batch else (1, 2, 4, 8, 16, 32, 64)
     if par is not None and (par.tp > 1 or par.pp > 1):
@@ -563,7 +577,7 @@ def _search(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], 
 
 def _fixed(tmodel: TrainModel, setup: TrainSetup, dev: TrainDevice, par: Parallel, n: int,
            total: float, eff: float, band_map: Mapping[str, tuple[float, str]],
-           traced_s: Mapping[str, tuple[float, int]], batch: int | None) -> TrainPlan:
+           traced_s: Mapping[str, tuple[Any, ...]], batch: int | None) -> TrainPlan:
     """The plan for one layout; without ``batch``, the largest power-of-two micro-batch up to
     64 that fits (1 when none does: the row then says it does not fit)."""
     b = batch
@@ -583,7 +597,7 @@ def _fixed(tmodel: TrainModel, setup: TrainSetup, dev: TrainDevice, par: Paralle
 
 
 def verdict(report: TrainReport, devs: Sequence[TrainDevice], tmodel: TrainModel,
-            traced_s: Mapping[str, tuple[float, int]]) -> str:
+            traced_s: Mapping[str, tuple[Any, ...]]) -> str:
     """The first line: the best fitting plan, and (for LoRA/QLoRA) what full training needs."""
     what = {"full": "Train", "lora": "Fine-tune with LoRA", "qlora": "Fine-tune with QLoRA"}
     best = next((r for r in report.rows if r.fits and r.total_s is not None), None)
