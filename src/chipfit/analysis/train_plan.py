@@ -582,6 +582,12 @@ class TrainPlan:
     notes: tuple[str, ...] = ()
     max_batch: int | None = None  # the largest micro-batch that fits this layout
     max_seq_len: int | None = None  # decoder LLMs: the longest sequence at this batch
+    checkpointing: bool = False
+
+    @property
+    def layout(self) -> str:
+        """The parallel layout, and ``ckpt`` where activations are recomputed."""
+        return self.parallel.label() + (",ckpt" if self.checkpointing else "")
 
     @property
     def fits(self) -> bool | None:
@@ -629,7 +635,8 @@ def plan(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int, dev:
                              f"{DP_OVERLAP:.0%} (assumed)"}
     return TrainPlan(dev.key, dev.name, devices, par, setup.batch, setup.seq_len, mem,
                      dev.memory_bytes, step, steps, samples, tokens, band, band_basis, usd, kwh,
-                     mfu, prov, tuple(dict.fromkeys((*dev.notes, *step.notes))))
+                     mfu, prov, tuple(dict.fromkeys((*dev.notes, *step.notes))),
+                     checkpointing=setup.checkpointing)
 
 
 def layouts(model: TrainModel, devices: int, strategies: Sequence[str] = STRATEGIES[:4]
@@ -658,11 +665,14 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
            batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
            traced: Mapping[str, tuple[float, int, object, object]] | None = None,
            strategies: Sequence[str] = STRATEGIES[:4],
-           device_efficiency: Mapping[str, float] | None = None) -> list[TrainPlan]:
+           device_efficiency: Mapping[str, float] | None = None,
+           memory_margin: float = 0.0) -> list[TrainPlan]:
     """Every fitting plan over device type x count x layout x micro-batch, best first: the
     cheapest meeting ``deadline_s`` (else the fastest), or the fastest within ``budget_usd``.
     ``bands`` maps each :func:`stratum` to (band, basis); ``device_efficiency`` a device key
-    to its own fitted efficiency (``efficiency`` for the others)."""
+    to its own fitted efficiency (``efficiency`` for the others). ``memory_margin``: plans
+    keep that fraction of their memory free (the memory band), so a plan the estimate's error
+    could push over the capacity is not chosen."""
     found: list[TrainPlan] = []
     for dev in devs:
         if dev.memory_bytes is None:
@@ -671,8 +681,9 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
             for par in layouts(model, n, strategies):
                 if n > 1 and not (dev.link_bw or dev.network_bw):
                     continue
-                cap = largest_batch(model, replace(setup, batch=1), par, n, dev.memory_bytes,
-                                    dev.overhead_bytes, limit=max(batches))
+                cap = largest_batch(model, replace(setup, batch=1), par, n,
+                                    dev.memory_bytes / (1 + memory_margin), dev.overhead_bytes,
+                                    limit=max(batches))
                 if cap == 0:
                     continue
                 b = max(x for x in batches if x <= cap) if cap >= min(batches) else cap

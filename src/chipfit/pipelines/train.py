@@ -115,7 +115,8 @@ def _num(x: float | None) -> float | None:
 def row_dict(p: TrainPlan) -> dict[str, Any]:
     step = p.step
     return {"hardware": p.hardware, "hardware_name": p.hardware_name, "devices": p.devices,
-            "parallel": p.parallel.label(), "batch": p.batch, "global_batch": p.global_batch,
+            "parallel": p.parallel.label(), "checkpointing": p.checkpointing,
+            "batch": p.batch, "global_batch": p.global_batch,
             "seq_len": p.seq_len, "fits": p.fits, "max_batch": p.max_batch,
             "max_seq_len": p.max_seq_len,
             "memory_bytes_per_device": p.memory.total,
@@ -560,15 +561,29 @@ def _search(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], 
                     continue
                 for strategy in strategies:
                     lay = Parallel(strategy, par.tp, par.pp)
-                    found.append(_fixed(tmodel, setup, d, lay, n, total, eff, band_map,
-                                        traced_s, batch))
+                    for ck in ((True,) if setup.checkpointing else (False, True)):
+                        found.append(_fixed(tmodel, replace(setup, checkpointing=ck), d, lay,
+                                            n, total, eff, band_map, traced_s, batch))
         ranked = rank_plans(found, deadline_s, budget_usd)
         seen_keys: set[str] = set()
         return [p for p in ranked if not (p.hardware in seen_keys or seen_keys.add(p.hardware))]
-    best = search(tmodel, setup, devs, samples=total, efficiency=eff, bands=band_map,
-                  counts=counts, deadline_s=deadline_s, budget_usd=budget_usd,
-                  batches=batches, traced=traced_s, strategies=strategies,
-                  device_efficiency=device_efficiency())
+    # checkpointing is searched too unless asked for: off, and on (recomputing the forward
+    # to keep fewer activations)
+    setups = [setup] if setup.checkpointing else [setup, replace(setup, checkpointing=True)]
+
+    def found(on: Sequence[TrainDevice], margin: float) -> list[TrainPlan]:
+        return [p for s in setups
+                for p in search(tmodel, s, on, samples=total, efficiency=eff, bands=band_map,
+                                counts=counts, deadline_s=deadline_s, budget_usd=budget_usd,
+                                batches=batches, traced=traced_s, strategies=strategies,
+                                device_efficiency=device_efficiency(), memory_margin=margin)]
+
+    # plans that keep the memory band free first; a device with none of those gets its
+    # tight plans (the table says "tight")
+    plans = found(devs, band_map["memory"][0])
+    have = {p.hardware for p in plans}
+    plans += found([d for d in devs if d.key not in have], 0.0)
+    best = rank_plans(plans, deadline_s, budget_usd)
     # one row per device type: its best plan (the search's order), then the rest by order
     seen: set[str] = set()
     first = [p for p in best if not (p.hardware in seen or seen.add(p.hardware))]
@@ -620,7 +635,7 @@ def verdict(report: TrainReport, devs: Sequence[TrainDevice], tmodel: TrainModel
             head += "; --checkpointing keeps fewer activations"
         return head
     line = (f"{what[method]} on {best.devices}x {best.hardware_name}"
-            f"{'' if best.parallel.label() == 'ddp' else f' ({best.parallel.label()})'}: "
+            f"{'' if best.layout == 'ddp' else f' ({best.layout})'}: "
             f"{_duration_h(best.total_s)}"
             + (f", ${best.usd:,.2f}" if best.usd is not None else ", no price in the catalog"))
     if report.deadline_s is not None and best.total_s > report.deadline_s:

@@ -25,8 +25,10 @@ def _num(value: float | None, spec: str = ",.2f") -> str:
 def _time(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
-    if value < 3600:
+    if value < 60:
         return fmt_seconds(value)
+    if value < 3600:
+        return f"{value / 60:.1f} min"
     if value < 2 * 86400:
         return f"{value / 3600:.1f} h"
     return f"{value / 86400:.1f} d"
@@ -47,7 +49,8 @@ def train_table(report: Any, wide: bool = False) -> Any:
                + (f" (band +-{mband:.0%})" if mband else "") + ", capacity after /; step, total: "
                f"predicted (band +-{'/'.join(bands) or '-'}); $ from the catalog's price, kWh "
                "at TDP; MFU: model FLOPs / (time x devices x peak); tight: fits, but within "
-               "the memory band of the capacity.")
+               "the memory band of the capacity; ckpt: activation checkpointing (searched unless "
+               "--checkpointing asks for it).")
     cols = [Col("hardware"), Col("n", "right"), Col("parallel", drop=2), Col("B", "right", 4),
             Col("GiB/dev", "right"), Col("fits", "right"), Col("step", "right", 3),
             Col("total", "right"), Col("$", "right"), Col("kWh", "right", 5),
@@ -57,7 +60,7 @@ def train_table(report: Any, wide: bool = False) -> Any:
         fits = "?" if p.fits is None else ("yes" if p.fits else "NO")
         if p.fits and mband and p.memory.total * (1 + mband) > p.capacity_bytes:
             fits = "tight"  # within the memory band of the capacity
-        rows.append([p.hardware, str(p.devices), p.parallel.label(), str(p.batch),
+        rows.append([p.hardware, str(p.devices), p.layout, str(p.batch),
                      f"{_gib(p.memory.total)}/{_gib(p.capacity_bytes)}", fits,
                      _time(p.step_s), _time(p.total_s) if p.fits else "-",
                      _num(p.usd) if p.fits else "-", _num(p.kwh, ",.0f") if p.fits else "-",
@@ -77,7 +80,7 @@ def memory_lines(report: Any) -> list[str]:
     text = ", ".join(f"{k} {_gib(v)}" for k, v in parts if v)
     limits = (f"; fits up to batch {p.max_batch}" if p.max_batch is not None else "") + (
         f", up to {p.max_seq_len} tokens at batch {p.batch}" if p.max_seq_len else "")
-    return [f"memory per device on {p.devices}x {p.hardware} ({p.parallel.label()}, batch "
+    return [f"memory per device on {p.devices}x {p.hardware} ({p.layout}, batch "
             f"{p.batch}): {text} GiB (estimated){limits}"]
 
 
