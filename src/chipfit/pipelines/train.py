@@ -652,10 +652,11 @@ def verdict(report: TrainReport, devs: Sequence[TrainDevice], tmodel: TrainModel
 
 
 def _fewest_full(tmodel: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice]) -> str:
-    """The fewest devices (ZeRO-3, batch 1) that hold full training, over ``devs``."""
+    """The fewest devices (ZeRO-3, batch 1, checkpointing: the least memory full training
+    takes) that hold full training, over ``devs``."""
     from chipfit.analysis.train_plan import memory_plan
 
-    full = replace(setup, method="full", batch=1)
+    full = replace(setup, method="full", batch=1, checkpointing=True)
     best: tuple[int, float, str] | None = None
     for d in devs:
         if d.memory_bytes is None:
