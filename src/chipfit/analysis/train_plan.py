@@ -127,7 +127,6 @@ class TrainModel:
     params: int
     arch: LlmArch | None = None
     act_bytes_per_sample: float = 0.0
-    act_fixed_bytes: float = 0.0  # batch-independent transients of the traced step (float32)
     flops_per_sample: float = 0.0
     linear_dims: tuple[tuple[int, int], ...] = ()
     layers: int = 1
@@ -358,7 +357,7 @@ def activation_bytes(model: TrainModel, setup: TrainSetup, par: Parallel,
     per_sample = model.act_bytes_per_sample * scale
     if setup.checkpointing:
         per_sample *= min(1.0, 2.0 / math.sqrt(max(model.layers, 1)))
-    return b * per_sample / par.tp + model.act_fixed_bytes * scale
+    return b * per_sample / par.tp
 
 
 def memory_plan(model: TrainModel, setup: TrainSetup, par: Parallel = Parallel(),
