@@ -30,7 +30,8 @@ __all__ = [
     "UsageError", "__version__", "advise", "analyze_run", "bench", "calibrate", "catalog",
     "catalog_check", "check_claims", "compare_runs", "costs", "discover", "feed", "llm",
     "load_run", "measure", "measure_endpoint", "open_store", "predict", "run_suite", "scale",
-    "scale_torch", "serve", "sweep", "to_dataframe", "validate", "write_report",
+    "scale_torch", "serve", "sweep", "to_dataframe", "train",
+    "validate", "write_report",
 ]
 
 
@@ -261,3 +262,12 @@ def check_claims(run: Run, suite: str = "seeds") -> list[Any]:
     from chipfit.workloads import all_workloads
 
     return _check(run, suite, {w.name for w in all_workloads()})
+
+
+def train(model: str, *, samples: Any = None, tokens: Any = None, **kwargs: Any) -> Any:
+    """Training and fine-tuning plans on catalog hardware (memory per device, step and total
+    time, $ and kWh), like ``chipfit train``; see :func:`chipfit.pipelines.train.train`.
+    Returns a ``TrainReport``: ``.verdict``, ``.rows`` (best first), ``.to_dict()``."""
+    from chipfit.pipelines.train import train as _train
+
+    return _train(model, samples=samples, tokens=tokens, **kwargs)

@@ -152,7 +152,8 @@ def test_a_config_too_large_for_the_device_is_flagged_in_table_and_json(cli, tmp
     assert h100["memory_need_bytes"] == t4["memory_need_bytes"]
     assert h100["fits"] is (h100["memory_need_bytes"] <= 80e9)
     table = cli(*args)
-    assert table.returncode == 0 and "t4 (does not fit)" in table.stdout
+    assert table.returncode == 0 and "t4 (does not fit:" in table.stdout
+    assert "GiB >" in table.stdout  # need > capacity, on the row
 
 
 def test_the_memory_a_traced_call_needs_grows_with_the_batch(tmp_path):

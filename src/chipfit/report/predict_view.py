@@ -156,8 +156,9 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
         hardware = Text(p.hardware)
         if p.route == "roofline" and p.kind != "cpu":
             hardware.append(" (roofline)", style="yellow")
-        if p.fits is False:
-            hardware.append(" (does not fit)", style="red")
+        if p.fits is False:  # the time of a call that cannot run: said on the row
+            hardware.append(f" (does not fit: {p.memory_need_bytes / 2**30:.1f} GiB > "
+                            f"{p.memory_have_bytes / 2**30:.1f} GiB)", style="red")
         if p.missing_peak:
             hardware.append(f" (no {p.missing_peak} peak)", style="red")
         table_rows.append((hardware, p.size, fmt_seconds(p.seconds),
