@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chipfit.analysis.ranking import rank
 from chipfit.analysis.evidence import Option
 from chipfit.analysis.gpu_kernels import (
     DEFAULTS,
@@ -20,6 +19,7 @@ from chipfit.analysis.gpu_kernels import (
     sustained_fraction,
 )
 from chipfit.analysis.gpu_precision import gpu_precision
+from chipfit.analysis.ranking import rank
 from chipfit.hardware.gpu_arch import gpu_figures
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gpu_kernels"
@@ -164,3 +164,59 @@ def test_sweep_slowdown_scales_measured_dense_kernels_only():
     relu = elementwise_seconds(dev, p, "relu", 8192.0 ** 2, 2 * 4 * 8192.0 ** 2)
     assert measured[2] == pytest.approx(float(relu), rel=1e-9)
     assert sweep_slowdown(np.array([0.0]), p)[0] == 1.0
+
+
+# ------------------------------------------ device features that transfer (issue 24)
+
+@pytest.mark.parametrize(("key", "share"), [
+    ("p4", 0.5), ("p100-pcie-16gb", 0.5), ("v100-pcie-32gb", 0.5), ("t4", 0.5),
+    ("a100-pcie-40gb", 0.5), ("a10", 1.0), ("rtx-4090", 1.0), ("l4", 1.0), ("h100-sxm", 1.0),
+    ("b200", 1.0), ("rtx-5090", 1.0), ("mi250", 0.25)])
+def test_fp32_issue_share_follows_the_whitepaper_sm_layout(key, share):
+    # Pascal dual-dispatches, Volta..GA100 have 16 FP32 lanes per scheduler: an FMA stream
+    # leaves half the issue slots free; GA10x/Ada/Hopper/Blackwell feed 32 lanes per slot
+    assert gpu_figures()[key].ffma_issue_share == share
+
+
+def test_registers_per_lane_halve_on_128_lane_sms():
+    figs = gpu_figures()
+    assert figs["v100-pcie-32gb"].regs_per_lane == 1024
+    assert figs["p4"].regs_per_lane == figs["h100-sxm"].regs_per_lane == 512
+
+
+def test_single_issue_factor_reproduces_its_published_microbenchmark():
+    from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_EVIDENCE, single_issue_from_evidence
+
+    ev = SINGLE_ISSUE_EVIDENCE
+    p = P.with_values(gemm_single_issue=single_issue_from_evidence(P))
+    t = float(gemm_seconds(ev["gpu"], p, 1, ev["m"], ev["n"], ev["k"]))
+    assert 2.0 * ev["m"] * ev["n"] * ev["k"] / t / 1e12 == pytest.approx(ev["tflops"], rel=0.01)
+    assert 0.3 < p["gemm_single_issue"] < 1.0
+
+
+def test_single_issue_sms_reach_a_lower_share_of_their_peak():
+    from chipfit.analysis.gpu_kernels import sgemm_efficiency
+
+    figs = gpu_figures()
+    # same power headroom, same kernels generation: only the SM's issue layout differs
+    assert sgemm_efficiency(figs["h100-sxm"], P) < sgemm_efficiency(figs["a100-sxm-80gb"], P)
+    assert sgemm_efficiency(figs["h100-sxm"], P) == pytest.approx(
+        P["gemm_e_max"] * P["gemm_regs_factor"] * P["gemm_single_issue"])
+
+
+def test_power_capped_boards_fall_towards_their_base_clock_not_below():
+    p = P.with_values(power_ref_w=1e4, power_beta=3.0)  # no headroom at all
+    t4 = gpu_figures()["t4"]
+    assert sustained_fraction(t4, p) == pytest.approx(585 / 1590, rel=1e-3)
+    assert sustained_fraction(_gpu(tdp_w=70.0, base_mhz=700.0), P) >= 0.5
+    assert sustained_fraction(_gpu(tdp_w=70.0), P) < sustained_fraction(
+        _gpu(tdp_w=70.0, base_mhz=700.0), P)
+
+
+def test_every_nvidia_catalog_gpu_has_architecture_figures():
+    from chipfit.hardware.catalog import load_catalog
+
+    figs = gpu_figures()
+    missing = [k for k, s in load_catalog().items()
+               if s.kind == "gpu" and s.vendor == "NVIDIA" and k not in figs]
+    assert missing == []

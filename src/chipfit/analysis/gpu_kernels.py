@@ -17,7 +17,12 @@ The models (why each shape):
   library's heuristic is approximated by the fastest of these candidates, bounded below by
   the memory roofline (Williams et al., CACM 2009).
 - **Sustained clock** (``sustained_fraction``): low-power boards (T4, P4, L4 at 70-75 W)
-  cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
+  cannot hold the boost clock under dense FP32 math; they fall towards the datasheet base
+  clock: ``base + (1 - base) min(1, (TDP / P) ** b)``, ``P`` and ``b`` fitted.
+- **SM issue and registers** (``_simt_e_max``): where one warp scheduler feeds 32 FP32 lanes
+  with one dispatch per clock (GA10x, Ada, Hopper, Blackwell), an SGEMM's loads and address
+  arithmetic take FMA issue slots (factor calibrated on a published A6000 SGEMM figure);
+  fewer registers per FP32 lane (128-lane SMs) cost a fitted factor per halving.
 - **Kernel benchmark vs model run**: the fit divides out the kernel sweep's slowdown of long
   dense kernels (``gpu_fit.sweep_slowdown``: back-to-back repetitions hold the board at its
   power limit); the models here give the time inside a model run.
@@ -50,9 +55,10 @@ import numpy as np
 
 from chipfit.hardware.gpu_arch import GpuFigures
 
-__all__ = ["GpuFigures", "GpuParams", "TILES", "attention_seconds", "conv_seconds",
-           "elementwise_seconds", "gemm_seconds", "memory_seconds", "rnn_seconds",
-           "rowwise_seconds", "sustained_fraction"]
+__all__ = ["SINGLE_ISSUE_EVIDENCE", "GpuFigures", "GpuParams", "TILES", "attention_seconds",
+           "conv_seconds", "elementwise_seconds", "gemm_seconds", "memory_seconds",
+           "rnn_seconds", "rowwise_seconds", "sgemm_efficiency", "single_issue_from_evidence",
+           "sustained_fraction"]
 
 #: Output tiles (rows x columns) the GEMM model chooses among: the SGEMM tile shapes cuBLAS
 #: kernels are named after in the kernel data (``*_sgemm_128x128_nn``, ``..._32x128_tn``, ...).
@@ -92,20 +98,21 @@ DEFAULTS: dict[str, float] = {
     "gemm_a": 6.0,            # tile-size penalty: e = e_max / (1 + a (1/tm + 1/tn))
     "gemm_k0": 24.0,          # fixed per-tile work in K columns (prologue/epilogue)
     "gemm_gran": 16.0,        # rows/columns of a partial tile are computed in groups of this
-    # SGEMM efficiency factor on SMs whose FP32 lanes share issue slots with INT32 (GA10x,
-    # Ada: half of the 128 lanes, NVIDIA GA102 and Ada whitepapers), so SGEMM's address
-    # arithmetic costs FP32 slots. Not fitted (no such GPU in the kernel data): an estimate.
-    "gemm_shared_lanes": 0.8,
-    # efficiency x (64 / lanes_per_sm) ** beta. Not fitted: the FP32 peak already counts
-    # the lanes, and only one GPU of the kernel data (P4) has 128 lanes per SM, so with it
-    # held out beta is unidentified (fits left it anywhere from 0 to 300); with all five
-    # GPUs it fits to 0.008, i.e. no effect beyond the peak.
-    "gemm_lanes_beta": 0.0,
+    # SGEMM efficiency factor per halving of the registers per FP32 lane (1024 on 64-lane
+    # SMs, 512 on 128-lane ones: 64K registers per SM, CUDA C Programming Guide): fewer
+    # registers per lane hold fewer warps and tiles in flight. Fitted (the P4, a 128-lane
+    # GP104, identifies it); bounded at 1 (a penalty or none).
+    "gemm_regs_factor": 0.95,
+    # SGEMM efficiency factor on SMs where an FP32 FMA stream takes every issue slot
+    # (``GpuFigures.ffma_issue_share`` 1: GA10x, Ada, Hopper, Blackwell), so the loads and
+    # address arithmetic of the SGEMM loop take FMA slots. No such GPU is in the kernel data:
+    # calibrated after each fit on one published microbenchmark (:data:`SINGLE_ISSUE_EVIDENCE`).
+    "gemm_single_issue": 0.65,
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
     "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
     "splitk_us": 3.0,         # extra latency of a split-K reduction
     "power_ref_w": 150.0,     # board power above which the boost clock holds
-    "power_beta": 1.0,        # how fast the sustained clock falls below it
+    "power_beta": 1.0,        # how fast the sustained clock falls from boost towards base
     "mem_eff": 0.80,          # streaming efficiency of elementwise kernels
     "l2_gain": 0.8,           # bandwidth gain when operands fit in L2
     "ew_latency_us": 3.0,
@@ -125,14 +132,64 @@ DEFAULTS: dict[str, float] = {
 
 
 def sustained_fraction(dev: GpuFigures, p: GpuParams) -> float:
-    """Share of the boost clock a board holds under dense math: ``min(1, (TDP / P) ** b)``.
+    """Share of the boost clock a board holds under dense math.
 
-    Low-power boards (70-75 W: T4, P4, L4) cannot hold their boost clock under sustained
-    FP32 math; boards above ``P`` watts can. ``P`` and ``b`` are fitted.
+    ``base + (1 - base) * min(1, (TDP / P) ** b)`` with ``base`` the datasheet base clock over
+    the boost clock (NVIDIA's base clock is the one a board holds at its power limit under a
+    heavy load): low-power boards (70-75 W: T4, P4, L4) fall from the boost towards the base
+    clock under sustained FP32 math; boards above ``P`` watts hold the boost clock. ``P`` and
+    ``b`` are fitted. A GPU without a sourced base clock falls towards 0 (the power term).
     """
     if not dev.tdp_w or not math.isfinite(dev.tdp_w):
         return 1.0
-    return float(min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"]))
+    headroom = min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"])
+    base = dev.base_fraction
+    return float(base + (1.0 - base) * headroom)
+
+
+#: The published microbenchmark the single-issue factor is calibrated on: cuBLAS SGEMM,
+#: 4096 x 4096 x 4096 FP32, on an RTX A6000 (GA102: 84 SMs of 128 FP32 lanes, 1800 MHz boost,
+#: 768 GB/s, 6 MB L2, 300 W; NVIDIA GA102 whitepaper / RTX A6000 datasheet) at 23,270 GFLOP/s
+#: (abhik.ai "CUDA matrix multiplication optimization", CUDA 12.x, retrieved 2026-12-07; the
+#: same figure, 23,250 GFLOP/s, in S. Boehm "How to Optimize a CUDA Matmul Kernel for
+#: cuBLAS-like Performance", siboehm.com, 2022). 60% of the boost-clock peak.
+SINGLE_ISSUE_EVIDENCE = {
+    "gpu": GpuFigures(key="rtx-a6000", name="NVIDIA RTX A6000", sms=84, lanes_per_sm=128,
+                      boost_mhz=1800.0, mem_bw_gbs=768.0, l2_mb=6.0, tdp_w=300.0,
+                      year=2020.0, shared_int32=True, architecture="ampere", base_mhz=1410.0,
+                      tensor_gen=3),
+    "m": 4096, "n": 4096, "k": 4096, "tflops": 23.27,
+    "source": "cuBLAS SGEMM 4096^3 on an RTX A6000, 23.27 TFLOP/s (abhik.ai CUDA matmul "
+              "optimization article, CUDA 12.x; siboehm.com 2022: 23.25)",
+}
+
+
+def single_issue_from_evidence(p: GpuParams) -> float:
+    """``gemm_single_issue`` that makes the GEMM model reproduce
+    :data:`SINGLE_ISSUE_EVIDENCE` under parameters ``p`` (the model is compute-bound there,
+    so its time scales as 1 / factor)."""
+    ev = SINGLE_ISSUE_EVIDENCE
+    q = p.with_values(gemm_single_issue=1.0)
+    latency = q["gemm_latency_us"] * 1e-6
+    t1 = float(gemm_seconds(ev["gpu"], q, 1, ev["m"], ev["n"], ev["k"])) - latency
+    measured = 2.0 * ev["m"] * ev["n"] * ev["k"] / (ev["tflops"] * 1e12) - latency
+    return float(min(1.0, max(t1 / measured, 0.05)))
+
+
+def sgemm_efficiency(dev: GpuFigures, p: GpuParams) -> float:
+    """Best-tile FP32 SIMT GEMM efficiency relative to the boost-clock peak, with every
+    device factor (sustained clock, registers per lane, issue slots, pre-Volta kernels)."""
+    return _simt_e_max(dev, p) * sustained_fraction(dev, p)
+
+
+def _simt_e_max(dev: GpuFigures, p: GpuParams) -> float:
+    e_max = p["gemm_e_max"] * p["gemm_regs_factor"] ** max(
+        0.0, math.log2(1024.0 / dev.regs_per_lane))
+    if dev.ffma_issue_share > 0.75:
+        e_max *= p["gemm_single_issue"]
+    if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
+        e_max *= p["gemm_prevolta"]
+    return e_max
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -153,10 +210,7 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
     b, m, n, k = (np.maximum(_arr(x), 1.0) for x in (b, m, n, k))
     if peak is None:
         peak = dev.fp32_flops * sustained_fraction(dev, p)
-        e_max = p["gemm_e_max"] * (64.0 / dev.lanes_per_sm) ** p["gemm_lanes_beta"]
-        e_max *= p["gemm_shared_lanes"] if dev.shared_int32 else 1.0
-        if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
-            e_max *= p["gemm_prevolta"]
+        e_max = _simt_e_max(dev, p)
     else:
         e_max = efficiency if efficiency is not None else p["gemm_e_max"]
     per_sm = peak / dev.sms

@@ -4,8 +4,9 @@ Orchestration for :mod:`chipfit.analysis.stacks`: the MLPerf rows of the shipped
 results (``hardware/data/reference_results.toml``) are predicted *eager* first (the
 architectures traced on the meta device, catalog roofs), then the engine layer is fitted on
 top. Prediction (:mod:`chipfit.predictors.engine`) reads the fit this module writes
-(``write_fit``, run by ``benchmarks/engine_fit.py``); the leave-one-out report is validation's. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``), single-stream rows
-the latency of batch 1. Fits are cached under the data directory, keyed by the chipfit version
+(``write_fit``, run by ``benchmarks/engine_fit.py``); the leave-one-out report is
+validation's. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``),
+single-stream rows the latency of batch 1. Fits are cached under the data directory, keyed by the chipfit version
 and the catalog and reference data, because tracing the models takes seconds.
 """
 
