@@ -6,8 +6,9 @@ architectures traced on the meta device, catalog roofs), then the engine layer i
 top. Prediction (:mod:`chipfit.predictors.engine`) reads the fit this module writes
 (``write_fit``, run by ``benchmarks/engine_fit.py``); the leave-one-out report is
 validation's. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``),
-single-stream rows the latency of batch 1. Fits are cached under the data directory, keyed by the chipfit version
-and the catalog and reference data, because tracing the models takes seconds.
+single-stream rows the latency of batch 1. Fits are cached under the data directory, keyed
+by the chipfit version and the catalog and reference data, because tracing the models takes
+seconds.
 """
 
 from __future__ import annotations
