@@ -220,3 +220,36 @@ def test_every_nvidia_catalog_gpu_has_architecture_figures():
     missing = [k for k, s in load_catalog().items()
                if s.kind == "gpu" and s.vendor == "NVIDIA" and k not in figs]
     assert missing == []
+
+
+def test_protocol_summary_breaks_errors_down_by_model_and_mode():
+    from chipfit.pipelines.gpu_validate import E2eCase, protocol_summary
+
+    def case(model: str, mode: str, error: float) -> E2eCase:
+        return E2eCase(model, 512, 8, "t4", mode, 1.0, 1.0 + error, True)
+
+    cases = [case("bert", "inference", 0.05), case("bert", "inference", -0.30),
+             case("gpt2", "train", 0.10)]
+    s = protocol_summary(cases, band=0.2)
+    assert s["cases"] == 3 and s["coverage"] == pytest.approx(2 / 3)
+    bert = s["by_model_mode"]["bert inference"]
+    assert bert["cases"] == 2 and bert["mean_ape"] == pytest.approx(0.175)
+    assert bert["coverage"] == 0.5
+    assert s["by_model_mode"]["gpt2 train"]["median_error"] == pytest.approx(0.10)
+    assert protocol_summary([], band=0.2) == {"cases": 0}
+
+
+def test_borrowed_efficiencies_and_single_issue_sms_are_stated_as_assumptions():
+    from chipfit.analysis.gpu_predict import GpuEstimate, device_assumptions
+
+    figs = gpu_figures()
+    assert gpu_precision(figs["mi210"], "float32", "matmul").assumption  # BF16 figure, FP32 use
+    assert gpu_precision(figs["t4"], "int8", "matmul").assumption
+    assert gpu_precision(figs["h100-sxm"], "bfloat16", "matmul").assumption == ""
+    assert gpu_precision(figs["t4"], "bfloat16", "matmul").assumption  # no bf16 peak
+    simt = (gpu_precision(figs["h100-sxm"], "float32", "matmul"),)
+    est = GpuEstimate(1.0, 1.0, 0.1, (), simt, "compute")
+    assert any("published" in a for a in device_assumptions(figs["h100-sxm"], est))
+    assert device_assumptions(figs["a100-sxm-80gb"], GpuEstimate(
+        1.0, 1.0, 0.1, (), (gpu_precision(figs["a100-sxm-80gb"], "float32", "matmul"),),
+        "compute")) == ()
