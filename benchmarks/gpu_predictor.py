@@ -87,10 +87,9 @@ def print_tables(result: dict) -> None:
                   f"in band {q['coverage'] * 100:3.0f}%")
     model = result["model"]
     print(f"\ndevice factors: gemm_single_issue {model.params['gemm_single_issue']:.3f} "
-          f"(calibrated: {SINGLE_ISSUE_EVIDENCE['source']}); gemm_regs_factor "
-          f"{model.params['gemm_regs_factor']:.3f} per halving of registers per lane (fitted); "
-          f"power_ref_w {model.params['power_ref_w']:.0f} W, power_beta "
-          f"{model.params['power_beta']:.2f} (fitted)")
+          f"(calibrated: {SINGLE_ISSUE_EVIDENCE['source']}); power_ref_w "
+          f"{model.params['power_ref_w']:.0f} W, power_beta {model.params['power_beta']:.2f} "
+          "(fitted)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -37,7 +37,7 @@ __all__ = ["GROUPS", "KernelRows", "FitResult", "device_seconds", "fit_group", "
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gemm": (("bmm", "linear"),
              ("gemm_e_max", "gemm_a", "gemm_k0", "power_ref_w", "power_beta",
-              "splitk_us", "gemm_prevolta", "gemm_regs_factor",
+              "splitk_us", "gemm_prevolta",
               "gemm_gran", "sweep_tau_ms", "sweep_gamma")),
     "elementwise": (("add", "addu", "mul", "mulu", "div", "divu", "pow", "powu", "relu",
                      "gelu", "tanh"),
@@ -48,8 +48,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 BINARY = ("add", "mul", "div", "pow")
 #: Physical upper limits of fitted parameters: efficiencies are fractions of a peak. Without
 #: them a fold that holds out the A100 drove ``gemm_e_max`` to 1.69 (above the peak).
-PHYSICAL_MAX: dict[str, float] = {"gemm_e_max": 1.0, "gemm_prevolta": 1.0,
-                                  "gemm_regs_factor": 1.0, "mem_eff": 1.0,
+PHYSICAL_MAX: dict[str, float] = {"gemm_e_max": 1.0, "gemm_prevolta": 1.0, "mem_eff": 1.0,
                                   "softmax_eff": 1.0, "ln_eff": 1.0}
 
 

@@ -17,12 +17,11 @@ The models (why each shape):
   library's heuristic is approximated by the fastest of these candidates, bounded below by
   the memory roofline (Williams et al., CACM 2009).
 - **Sustained clock** (``sustained_fraction``): low-power boards (T4, P4, L4 at 70-75 W)
-  cannot hold the boost clock under dense FP32 math; they fall towards the datasheet base
-  clock: ``base + (1 - base) min(1, (TDP / P) ** b)``, ``P`` and ``b`` fitted.
-- **SM issue and registers** (``_simt_e_max``): where one warp scheduler feeds 32 FP32 lanes
-  with one dispatch per clock (GA10x, Ada, Hopper, Blackwell), an SGEMM's loads and address
-  arithmetic take FMA issue slots (factor calibrated on a published A6000 SGEMM figure);
-  fewer registers per FP32 lane (128-lane SMs) cost a fitted factor per halving.
+  cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
+- **SM issue slots** (``_simt_e_max``): where one warp scheduler feeds 32 FP32 lanes with
+  one dispatch per clock (GA10x, Ada, Hopper, Blackwell), an SGEMM's loads and address
+  arithmetic take FMA issue slots; the factor is calibrated on a published A6000 SGEMM
+  figure (no such GPU is in the kernel data).
 - **Kernel benchmark vs model run**: the fit divides out the kernel sweep's slowdown of long
   dense kernels (``gpu_fit.sweep_slowdown``: back-to-back repetitions hold the board at its
   power limit); the models here give the time inside a model run.
@@ -98,15 +97,12 @@ DEFAULTS: dict[str, float] = {
     "gemm_a": 6.0,            # tile-size penalty: e = e_max / (1 + a (1/tm + 1/tn))
     "gemm_k0": 24.0,          # fixed per-tile work in K columns (prologue/epilogue)
     "gemm_gran": 16.0,        # rows/columns of a partial tile are computed in groups of this
-    # SGEMM efficiency factor per halving of the registers per FP32 lane (1024 on 64-lane
-    # SMs, 512 on 128-lane ones: 64K registers per SM, CUDA C Programming Guide): fewer
-    # registers per lane hold fewer warps and tiles in flight. Fitted (the P4, a 128-lane
-    # GP104, identifies it); bounded at 1 (a penalty or none).
-    "gemm_regs_factor": 0.95,
     # SGEMM efficiency factor on SMs where an FP32 FMA stream takes every issue slot
-    # (``GpuFigures.ffma_issue_share`` 1: GA10x, Ada, Hopper, Blackwell), so the loads and
-    # address arithmetic of the SGEMM loop take FMA slots. No such GPU is in the kernel data:
-    # calibrated after each fit on one published microbenchmark (:data:`SINGLE_ISSUE_EVIDENCE`).
+    # (``GpuFigures.ffma_issue_share`` 1: GA10x, Ada, Hopper, Blackwell: 128 FP32 lanes per
+    # SM, so also half the registers per lane), so the loads and address arithmetic of the
+    # SGEMM loop take FMA slots. No such GPU is in the kernel data (the P4's 128-lane GP104
+    # SM dual-issues): calibrated after each fit on one published microbenchmark
+    # (:data:`SINGLE_ISSUE_EVIDENCE`).
     "gemm_single_issue": 0.65,
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
     "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
@@ -132,19 +128,15 @@ DEFAULTS: dict[str, float] = {
 
 
 def sustained_fraction(dev: GpuFigures, p: GpuParams) -> float:
-    """Share of the boost clock a board holds under dense math.
+    """Share of the boost clock a board holds under dense math: ``min(1, (TDP / P) ** b)``.
 
-    ``base + (1 - base) * min(1, (TDP / P) ** b)`` with ``base`` the datasheet base clock over
-    the boost clock (NVIDIA's base clock is the one a board holds at its power limit under a
-    heavy load): low-power boards (70-75 W: T4, P4, L4) fall from the boost towards the base
-    clock under sustained FP32 math; boards above ``P`` watts hold the boost clock. ``P`` and
-    ``b`` are fitted. A GPU without a sourced base clock falls towards 0 (the power term).
+    Low-power boards (70-75 W: T4, P4, L4) cannot hold their boost clock under sustained
+    FP32 math; boards above ``P`` watts can. ``P`` and ``b`` are fitted. (A floor at the
+    datasheet base clock was tried and rejected: docs/GPU_MODELS.md, "Device features".)
     """
     if not dev.tdp_w or not math.isfinite(dev.tdp_w):
         return 1.0
-    headroom = min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"])
-    base = dev.base_fraction
-    return float(base + (1.0 - base) * headroom)
+    return float(min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"]))
 
 
 #: The published microbenchmark the single-issue factor is calibrated on: cuBLAS SGEMM,
@@ -178,13 +170,12 @@ def single_issue_from_evidence(p: GpuParams) -> float:
 
 def sgemm_efficiency(dev: GpuFigures, p: GpuParams) -> float:
     """Best-tile FP32 SIMT GEMM efficiency relative to the boost-clock peak, with every
-    device factor (sustained clock, registers per lane, issue slots, pre-Volta kernels)."""
+    device factor (sustained clock, issue slots, pre-Volta kernels)."""
     return _simt_e_max(dev, p) * sustained_fraction(dev, p)
 
 
 def _simt_e_max(dev: GpuFigures, p: GpuParams) -> float:
-    e_max = p["gemm_e_max"] * p["gemm_regs_factor"] ** max(
-        0.0, math.log2(1024.0 / dev.regs_per_lane))
+    e_max = p["gemm_e_max"]
     if dev.ffma_issue_share > 0.75:
         e_max *= p["gemm_single_issue"]
     if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
