@@ -105,6 +105,7 @@ def _cache_key() -> str:
     from chipfit.analysis import stacks  # the model itself: a changed model is fitted again
 
     digest.update(Path(stacks.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())  # and the table this module writes
     return digest.hexdigest()[:16]
 
 
@@ -140,7 +141,8 @@ def _compute_fit() -> dict[str, Any]:
     rows = engine_rows()
     full = fit_engine(rows, f"fitted on {len(rows)} published MLPerf rows")
     pairs = leave_one_out(rows)
-    table = [{"id": r.id, "model": r.model, "family": r.family, "precision": r.precision,
+    table = [{"id": r.id, "model": r.model, "family": r.family, "device": r.hardware.key,
+              "precision": r.precision,
               "metric": r.metric, "published": r.published, "loo_predicted": r.predicted(f),
               "loo_error": r.error(f), "fit_error": r.error(full),
               "loo_fit": _fit_dict(f)} for r, f in pairs]
