@@ -177,6 +177,9 @@ GENERATION_OUT = {
     "newest-out (fit P4, P100, T4, V100; test A100)": ("a100-pcie-40gb",),
     "turing-and-ampere-out (fit P4, P100, V100; test T4, A100)": ("t4", "a100-pcie-40gb"),
     "volta-and-turing-out (fit P4, P100, A100; test V100, T4)": ("v100-pcie-32gb", "t4"),
+    # two and three generations ahead, as Hopper/Blackwell are from the data's newest GPU
+    "pascal-only (fit P4, P100; test V100, T4, A100)": ("v100-pcie-32gb", "t4",
+                                                        "a100-pcie-40gb"),
 }
 
 
