@@ -259,3 +259,14 @@ def test_borrowed_efficiencies_and_single_issue_sms_are_stated_as_assumptions():
     assert device_assumptions(figs["a100-sxm-80gb"], GpuEstimate(
         1.0, 1.0, 0.1, (), (gpu_precision(figs["a100-sxm-80gb"], "float32", "matmul"),),
         "compute")) == ()
+
+
+def test_roofline_rows_state_the_efficiencies_they_borrow():
+    from chipfit.analysis.roofline import catalog_roofs
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.predictors.core import assumption_notes
+
+    catalog = load_catalog()
+    tpu = assumption_notes(catalog_roofs(catalog["tpu-v5e"], "jax").efficiency)
+    assert any(n.startswith("assumption: matmul efficiency") for n in tpu)
+    assert assumption_notes((("matmul", 0.8, "measured: MAMF table"),)) == ()

@@ -28,7 +28,8 @@ from typing import Any
 from chipfit.analysis.roofline import ClassTime, Prediction, Roofs, predict
 from chipfit.errors import UnknownNameError
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "gpu_stratum",
+__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "assumption_notes", "band_for",
+           "framework_for", "gpu_stratum",
            "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]
 
 KERNEL_MODEL = "gpu-kernel-model"
@@ -156,12 +157,22 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
     band, basis = band_for(stratum, pred.band if route == KERNEL_MODEL else None,
                            pred.band_basis)
     notes = pred.notes
+    if route == ROOFLINE:
+        notes = (*assumption_notes(pred.efficiency), *notes)
     if route == ROOFLINE and spec.kind != "cpu":
         notes = (f"{ROOFLINE_LABEL}: {spec.name} is priced by catalog peaks x efficiencies",
                  *notes)
     return replace(pred, band=band, band_basis=basis, low_s=pred.seconds / (1 + band),
                    high_s=pred.seconds * (1 + band), route=route, stratum=stratum,
                    notes=notes)
+
+
+def assumption_notes(efficiency: Any) -> tuple[str, ...]:
+    """``assumption: ...`` notes for the efficiencies a row borrows rather than measures
+    (the catalog's derivation says "assumption": a TPU's matmul efficiency is the GPU
+    median, for one), so a row says which of its numbers are assumed."""
+    return tuple(f"assumption: {name} efficiency {value:g} ({why})"
+                 for name, value, why in efficiency if "assumption" in str(why).lower())
 
 
 def predict_local(costs: Any, roofs: Roofs) -> Prediction:
