@@ -270,3 +270,18 @@ def test_roofline_rows_state_the_efficiencies_they_borrow():
     tpu = assumption_notes(catalog_roofs(catalog["tpu-v5e"], "jax").efficiency)
     assert any(n.startswith("assumption: matmul efficiency") for n in tpu)
     assert assumption_notes((("matmul", 0.8, "measured: MAMF table"),)) == ()
+
+
+def test_a_host_bound_call_says_which_host_it_assumes():
+    from types import SimpleNamespace
+
+    from chipfit.analysis.gpu_predict import GpuEstimate, to_prediction
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    costs = SimpleNamespace(workload="w", size="1", dtype="float32", mode="inference", items=1,
+                            ops=(), notes=(), transfer_bytes=0)
+    dev = gpu_figures()["t4"]
+    for host_s, device_s, expected in ((2e-3, 1e-3, True), (1e-3, 2e-3, False)):
+        est = GpuEstimate(max(host_s, device_s), device_s, host_s, (), (), "launch")
+        pred = to_prediction(est, costs, dev, shipped_gpu_model(), key="t4", name=dev.name)
+        assert any("host CPU" in n for n in pred.notes) is expected

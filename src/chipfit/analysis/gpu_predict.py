@@ -315,6 +315,12 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
                   f"GPU-out band); {dev.name}: {dev.sms} SMs, {dev.boost_mhz:.0f} MHz, "
                   f"{dev.mem_bw_gbs:.0f} GB/s, {dev.l2_mb:g} MB L2; eager host "
                   f"{est.host_s * 1e3:.3g} ms vs device {est.device_s * 1e3:.3g} ms per call")
+    if est.host_s >= est.device_s:
+        # host-bound: the host, not this GPU, sets the time; say which host is assumed
+        assumptions = (*assumptions, "assumption: the host CPU is that of the kernel data's "
+                       f"measurement servers (eager dispatch per operator: {model.host.source}); "
+                       "this call is host-bound, so a faster or slower host moves it, the GPU "
+                       "does not")
     return Prediction(
         hardware=key, hardware_name=name, kind="gpu", workload=costs.workload, size=costs.size,
         dtype=costs.dtype, mode=costs.mode, seconds=est.seconds,
