@@ -37,7 +37,8 @@ class GpuFigures:
     shared_int32: bool = False  # half the FP32 lanes share issue slots with INT32 (GA10x, Ada)
     architecture: str = ""  # pascal, volta, turing, ampere, ada, hopper, cdna1 ...
     #: Datasheet base clock: what the board guarantees at its power limit under heavy load
-    #: (0: not sourced; the sustained-clock model then starts from 0, i.e. the power term).
+    #: (0: not sourced). Recorded; the sustained-clock model does not use it (a floor at it
+    #: was tried and withdrawn, docs/GPU_MODELS.md "Device features").
     base_mhz: float = 0.0
     #: SM sub-partitions (warp schedulers) per SM and warp instructions each may dispatch per
     #: clock (Pascal: 2 dispatch units per scheduler; Volta and later: 1), and the warp width.
@@ -49,9 +50,6 @@ class GpuFigures:
     #: Tensor-core generation (0: none; 1 Volta, 2 Turing, 3 Ampere, 4 Ada/Hopper, 5 Blackwell;
     #: AMD: matrix-core generation of CDNA 1/2/3/4). Recorded, not used by the FP32 models.
     tensor_gen: int = 0
-    #: Published measured dense SGEMM throughput (TFLOP/s) where one was found (0: none).
-    #: A check of the model (``tests``/``docs``), never an input to a prediction.
-    published_sgemm_tflops: float = 0.0
 
     @property
     def fp32_flops(self) -> float:
@@ -111,8 +109,7 @@ class GpuFigures:
                    tensor, bool(raw.get("fp32_shares_int32", False)),
                    str(raw.get("architecture", "")), opt("base_mhz", 0.0),
                    int(opt("partitions", 4)), int(opt("dispatch", 1)), int(opt("warp", 32)),
-                   int(opt("regs_per_sm", 65536)), int(opt("tensor_gen", 0)),
-                   opt("published_sgemm_tflops", 0.0))
+                   int(opt("regs_per_sm", 65536)), int(opt("tensor_gen", 0)))
 
 
 @lru_cache(maxsize=1)
