@@ -285,3 +285,15 @@ def test_a_host_bound_call_says_which_host_it_assumes():
         est = GpuEstimate(max(host_s, device_s), device_s, host_s, (), (), "launch")
         pred = to_prediction(est, costs, dev, shipped_gpu_model(), key="t4", name=dev.name)
         assert any("host CPU" in n for n in pred.notes) is expected
+
+
+def test_every_nvidia_rows_fp32_peak_matches_the_catalogs():
+    # SMs x lanes x 2 x boost: the rows whose clock is derived from the catalog's FP32 peak
+    # (B200, GB200, B300, RTX 5090, RTX PRO 6000) must stay consistent with it
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    for key, fig in gpu_figures().items():
+        peak = catalog[key].peak("fp32")
+        if fig.vendor == "NVIDIA" and peak:
+            assert fig.fp32_flops == pytest.approx(peak, rel=0.02), key
