@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_EVIDENCE  # noqa: E402
+from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_SOURCE  # noqa: E402
 from chipfit.pipelines import gpu_validate as gv  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def print_tables(result: dict) -> None:
                   f"in band {q['coverage'] * 100:3.0f}%")
     model = result["model"]
     print(f"\ndevice factors: gemm_single_issue {model.params['gemm_single_issue']:.3f} "
-          f"(calibrated: {SINGLE_ISSUE_EVIDENCE['source']}); power_ref_w "
+          f"(calibrated: {SINGLE_ISSUE_SOURCE}); power_ref_w "
           f"{model.params['power_ref_w']:.0f} W, power_beta {model.params['power_beta']:.2f} "
           "(fitted)")
 

@@ -184,14 +184,24 @@ def test_registers_per_lane_halve_on_128_lane_sms():
     assert figs["p4"].regs_per_lane == figs["h100-sxm"].regs_per_lane == 512
 
 
-def test_single_issue_factor_reproduces_its_published_microbenchmark():
-    from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_EVIDENCE, single_issue_from_evidence
+def test_single_issue_factor_sits_between_its_published_microbenchmarks():
+    from chipfit.analysis.gpu_kernels import (
+        SINGLE_ISSUE_EVIDENCE,
+        single_issue_for,
+        single_issue_from_evidence,
+    )
 
-    ev = SINGLE_ISSUE_EVIDENCE
-    p = P.with_values(gemm_single_issue=single_issue_from_evidence(P))
-    t = float(gemm_seconds(ev["gpu"], p, 1, ev["m"], ev["n"], ev["k"]))
-    assert 2.0 * ev["m"] * ev["n"] * ev["k"] / t / 1e12 == pytest.approx(ev["tflops"], rel=0.01)
-    assert 0.3 < p["gemm_single_issue"] < 1.0
+    factor = single_issue_from_evidence(P)
+    each = [single_issue_for(P, ev) for ev in SINGLE_ISSUE_EVIDENCE]
+    assert min(each) < factor < max(each)  # the geometric mean of what each figure implies
+    assert factor == pytest.approx(math.sqrt(each[0] * each[1]))
+    for ev, f in zip(SINGLE_ISSUE_EVIDENCE, each, strict=True):
+        # with its own factor the model reproduces each published figure
+        t = float(gemm_seconds(ev["gpu"], P.with_values(gemm_single_issue=f), 1,
+                               ev["m"], ev["n"], ev["k"]))
+        tflops = 2.0 * ev["m"] * ev["n"] * ev["k"] / t / 1e12
+        assert tflops == pytest.approx(ev["tflops"], rel=0.01), ev["source"]
+        assert ev["gpu"].ffma_issue_share == 1.0  # they are single-issue SMs
 
 
 def test_single_issue_sms_reach_a_lower_share_of_their_peak():

@@ -20,8 +20,8 @@ The models (why each shape):
   cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
 - **SM issue slots** (``_simt_e_max``): where one warp scheduler feeds 32 FP32 lanes with
   one dispatch per clock (GA10x, Ada, Hopper, Blackwell), an SGEMM's loads and address
-  arithmetic take FMA issue slots; the factor is calibrated on a published A6000 SGEMM
-  figure (no such GPU is in the kernel data).
+  arithmetic take FMA issue slots; the factor is calibrated on published SGEMM figures of
+  an RTX A6000 and an RTX 4070 Ti (no such GPU is in the kernel data).
 - **Kernel benchmark vs model run**: the fit divides out the kernel sweep's slowdown of long
   dense kernels (``gpu_fit.sweep_slowdown``: back-to-back repetitions hold the board at its
   power limit); the models here give the time inside a model run.
@@ -54,10 +54,10 @@ import numpy as np
 
 from chipfit.hardware.gpu_arch import GpuFigures
 
-__all__ = ["SINGLE_ISSUE_EVIDENCE", "GpuFigures", "GpuParams", "TILES", "attention_seconds",
-           "conv_seconds", "elementwise_seconds", "gemm_seconds", "memory_seconds",
-           "rnn_seconds", "rowwise_seconds", "sgemm_efficiency", "single_issue_from_evidence",
-           "sustained_fraction"]
+__all__ = ["SINGLE_ISSUE_EVIDENCE", "SINGLE_ISSUE_SOURCE", "GpuFigures", "GpuParams", "TILES",
+           "attention_seconds", "conv_seconds", "elementwise_seconds", "gemm_seconds", "memory_seconds",
+           "rnn_seconds", "rowwise_seconds", "sgemm_efficiency", "single_issue_for",
+           "single_issue_from_evidence", "sustained_fraction"]
 
 #: Output tiles (rows x columns) the GEMM model chooses among: the SGEMM tile shapes cuBLAS
 #: kernels are named after in the kernel data (``*_sgemm_128x128_nn``, ``..._32x128_tn``, ...).
@@ -101,7 +101,7 @@ DEFAULTS: dict[str, float] = {
     # (``GpuFigures.ffma_issue_share`` 1: GA10x, Ada, Hopper, Blackwell: 128 FP32 lanes per
     # SM, so also half the registers per lane), so the loads and address arithmetic of the
     # SGEMM loop take FMA slots. No such GPU is in the kernel data (the P4's 128-lane GP104
-    # SM dual-issues): calibrated after each fit on one published microbenchmark
+    # SM dual-issues): calibrated after each fit on two published microbenchmarks
     # (:data:`SINGLE_ISSUE_EVIDENCE`).
     "gemm_single_issue": 0.65,
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
@@ -139,33 +139,51 @@ def sustained_fraction(dev: GpuFigures, p: GpuParams) -> float:
     return float(min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"]))
 
 
-#: The published microbenchmark the single-issue factor is calibrated on: cuBLAS SGEMM,
-#: 4096 x 4096 x 4096 FP32, on an RTX A6000 (GA102: 84 SMs of 128 FP32 lanes, 1800 MHz boost,
-#: 768 GB/s, 6 MB L2, 300 W; NVIDIA GA102 whitepaper / RTX A6000 datasheet) at 23,270 GFLOP/s
-#: (abhik.ai "CUDA matrix multiplication optimization", CUDA 12.x, retrieved 2026-12-07; the
-#: same figure, 23,250 GFLOP/s, in S. Boehm "How to Optimize a CUDA Matmul Kernel for
-#: cuBLAS-like Performance", siboehm.com, 2022). 60% of the boost-clock peak.
-SINGLE_ISSUE_EVIDENCE = {
-    "gpu": GpuFigures(key="rtx-a6000", name="NVIDIA RTX A6000", sms=84, lanes_per_sm=128,
-                      boost_mhz=1800.0, mem_bw_gbs=768.0, l2_mb=6.0, tdp_w=300.0,
-                      year=2020.0, shared_int32=True, architecture="ampere", base_mhz=1410.0,
-                      tensor_gen=3),
-    "m": 4096, "n": 4096, "k": 4096, "tflops": 23.27,
-    "source": "cuBLAS SGEMM 4096^3 on an RTX A6000, 23.27 TFLOP/s (abhik.ai CUDA matmul "
-              "optimization article, CUDA 12.x; siboehm.com 2022: 23.25)",
-}
+#: The published microbenchmarks the single-issue factor is calibrated on: cuBLAS FP32 SGEMM
+#: on two GPUs with single-issue SMs (none is in the kernel data).
+#: - RTX A6000 (GA102: 84 SMs of 128 FP32 lanes, 1800 MHz boost, 768 GB/s, 6 MB L2, 300 W;
+#:   NVIDIA GA102 whitepaper / RTX A6000 datasheet), 4096^3 at 23,270 GFLOP/s (abhik.ai
+#:   "CUDA matrix multiplication optimization", CUDA 12.x, retrieved 2026-12-07; the same
+#:   figure, 23,250, in S. Boehm "How to Optimize a CUDA Matmul Kernel", siboehm.com 2022):
+#:   60% of its boost-clock peak.
+#: - RTX 4070 Ti (AD104: 60 SMs of 128 lanes, 2610 MHz boost, 504 GB/s, 48 MB L2, 285 W;
+#:   NVIDIA Ada whitepaper and RTX 4070 Ti specifications), 5120 x 4096 x 4096 at 29.17
+#:   TFLOP/s (github.com/Yinghan-Li/YHs_Sample issue 4, 2023-11-28; the same table has the
+#:   A100 80GB PCIe at 18.88 of 19.49 TFLOP/s): 73% of its boost-clock peak.
+SINGLE_ISSUE_EVIDENCE = (
+    {"gpu": GpuFigures(key="rtx-a6000", name="NVIDIA RTX A6000", sms=84, lanes_per_sm=128,
+                       boost_mhz=1800.0, mem_bw_gbs=768.0, l2_mb=6.0, tdp_w=300.0,
+                       year=2020.0, shared_int32=True, architecture="ampere", tensor_gen=3),
+     "m": 4096, "n": 4096, "k": 4096, "tflops": 23.27,
+     "source": "cuBLAS SGEMM 4096^3 on an RTX A6000, 23.27 TFLOP/s (abhik.ai; siboehm.com "
+               "2022: 23.25)"},
+    {"gpu": GpuFigures(key="rtx-4070-ti", name="NVIDIA GeForce RTX 4070 Ti", sms=60,
+                       lanes_per_sm=128, boost_mhz=2610.0, mem_bw_gbs=504.0, l2_mb=48.0,
+                       tdp_w=285.0, year=2023.0, shared_int32=True, architecture="ada",
+                       tensor_gen=4),
+     "m": 5120, "n": 4096, "k": 4096, "tflops": 29.17,
+     "source": "cuBLAS SGEMM 5120x4096x4096 on an RTX 4070 Ti, 29.17 TFLOP/s "
+               "(github.com/Yinghan-Li/YHs_Sample issue 4)"},
+)
+SINGLE_ISSUE_SOURCE = ("the geometric mean of two published cuBLAS SGEMM figures on single-issue "
+                       "SMs: " + "; ".join(e["source"] for e in SINGLE_ISSUE_EVIDENCE))
+
+
+def single_issue_for(p: GpuParams, evidence: Mapping[str, Any]) -> float:
+    """``gemm_single_issue`` that makes the GEMM model reproduce one published figure under
+    parameters ``p`` (compute-bound there, so its time scales as 1 / factor)."""
+    q = p.with_values(gemm_single_issue=1.0)
+    latency = q["gemm_latency_us"] * 1e-6
+    m, n, k = evidence["m"], evidence["n"], evidence["k"]
+    t1 = float(gemm_seconds(evidence["gpu"], q, 1, m, n, k)) - latency
+    measured = 2.0 * m * n * k / (evidence["tflops"] * 1e12) - latency
+    return float(min(1.0, max(t1 / measured, 0.05)))
 
 
 def single_issue_from_evidence(p: GpuParams) -> float:
-    """``gemm_single_issue`` that makes the GEMM model reproduce
-    :data:`SINGLE_ISSUE_EVIDENCE` under parameters ``p`` (the model is compute-bound there,
-    so its time scales as 1 / factor)."""
-    ev = SINGLE_ISSUE_EVIDENCE
-    q = p.with_values(gemm_single_issue=1.0)
-    latency = q["gemm_latency_us"] * 1e-6
-    t1 = float(gemm_seconds(ev["gpu"], q, 1, ev["m"], ev["n"], ev["k"])) - latency
-    measured = 2.0 * ev["m"] * ev["n"] * ev["k"] / (ev["tflops"] * 1e12) - latency
-    return float(min(1.0, max(t1 / measured, 0.05)))
+    """The geometric mean over :data:`SINGLE_ISSUE_EVIDENCE` of :func:`single_issue_for`."""
+    factors = [single_issue_for(p, e) for e in SINGLE_ISSUE_EVIDENCE]
+    return float(math.exp(sum(math.log(f) for f in factors) / len(factors)))
 
 
 def sgemm_efficiency(dev: GpuFigures, p: GpuParams) -> float:

@@ -340,11 +340,11 @@ def device_assumptions(dev: GpuFigures, est: GpuEstimate) -> tuple[str, ...]:
     simt = any(p.peak is None and p.op_class in MATRIX for p in est.precision)
     out = []
     if simt and dev.ffma_issue_share > 0.75:
-        from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_EVIDENCE
+        from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_SOURCE
 
         out.append(f"{dev.name}'s SMs issue one FP32 FMA per slot (no GPU of the kernel data "
-                   "does): its SGEMM efficiency is calibrated on one published figure, "
-                   f"{SINGLE_ISSUE_EVIDENCE['source']}")
+                   "does): its SGEMM efficiency is calibrated on "
+                   f"{SINGLE_ISSUE_SOURCE}")
     if simt and not dev.base_mhz and dev.tdp_w < 150:
         out.append(f"{dev.name} has no sourced base clock: its sustained clock under the "
                    "power cap is the fitted power term alone")
