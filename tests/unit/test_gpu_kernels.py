@@ -307,3 +307,14 @@ def test_every_nvidia_rows_fp32_peak_matches_the_catalogs():
         peak = catalog[key].peak("fp32")
         if fig.vendor == "NVIDIA" and peak:
             assert fig.fp32_flops == pytest.approx(peak, rel=0.02), key
+
+
+def test_single_issue_fp32_rows_widen_their_band_by_the_calibration_spread():
+    from chipfit.analysis.gpu_kernels import single_issue_spread
+    from chipfit.predictors.core import widened_band
+
+    spread = single_issue_spread(P)
+    assert 0.0 < spread < 0.5
+    band, basis = widened_band(0.156, "measured", spread)
+    assert max(0.156, spread) < band < 0.156 + spread  # log errors add in quadrature
+    assert basis.startswith("measured") and "published SGEMM" in basis

@@ -57,7 +57,7 @@ from chipfit.hardware.gpu_arch import GpuFigures
 __all__ = ["SINGLE_ISSUE_EVIDENCE", "SINGLE_ISSUE_SOURCE", "GpuFigures", "GpuParams", "TILES",
            "attention_seconds", "conv_seconds", "elementwise_seconds", "gemm_seconds", "memory_seconds",
            "rnn_seconds", "rowwise_seconds", "sgemm_efficiency", "single_issue_for",
-           "single_issue_from_evidence", "sustained_fraction"]
+           "single_issue_from_evidence", "single_issue_spread", "sustained_fraction"]
 
 #: Output tiles (rows x columns) the GEMM model chooses among: the SGEMM tile shapes cuBLAS
 #: kernels are named after in the kernel data (``*_sgemm_128x128_nn``, ``..._32x128_tn``, ...).
@@ -184,6 +184,15 @@ def single_issue_from_evidence(p: GpuParams) -> float:
     """The geometric mean over :data:`SINGLE_ISSUE_EVIDENCE` of :func:`single_issue_for`."""
     factors = [single_issue_for(p, e) for e in SINGLE_ISSUE_EVIDENCE]
     return float(math.exp(sum(math.log(f) for f in factors) / len(factors)))
+
+
+def single_issue_spread(p: GpuParams) -> float:
+    """How far the published figures' own factors lie from their geometric mean, as a
+    multiplicative band (the largest ``max(f / mean, mean / f) - 1``): the calibration's
+    uncertainty, which the bands of single-issue FP32 predictions add."""
+    mean = single_issue_from_evidence(p)
+    return float(max(max(f / mean, mean / f) for f in
+                     (single_issue_for(p, e) for e in SINGLE_ISSUE_EVIDENCE)) - 1.0)
 
 
 def sgemm_efficiency(dev: GpuFigures, p: GpuParams) -> float:
