@@ -79,14 +79,14 @@ def gpu_strata(data: Path, sample: int | None, say) -> dict[str, list[float]]:
     cases = gv.e2e_cases(data, lambda g: shipped, False, say)
     out["gpu-in-data"] = [c.error for c in cases]
     for held in ("p4", "p100-pcie-16gb"):  # each shares Pascal with the other
-        fits = fit_without({held})
+        model = gv.gpu_model(fit_without({held}))
         out.setdefault("gpu-unseen-fitted-generation", []).extend(
-            c.error for c in gv.e2e_cases(data, lambda g: gv.gpu_model(fits), True)
+            c.error for c in gv.e2e_cases(data, lambda g, m=model: m, True)
             if c.device == held)
     for held in ({"a100-pcie-40gb"}, {"t4", "a100-pcie-40gb"}):
-        fits = fit_without(held)
+        model = gv.gpu_model(fit_without(held))
         out.setdefault("gpu-newer-architecture", []).extend(
-            c.error for c in gv.e2e_cases(data, lambda g: gv.gpu_model(fits), True)
+            c.error for c in gv.e2e_cases(data, lambda g, m=model: m, True)
             if c.device in held)
     catalog = load_catalog()
     roof = []
@@ -123,7 +123,9 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=600, help="rows per operator and GPU (0: all)")
     ap.add_argument("--write", action="store_true", help="write the package's bands.json")
     args = ap.parse_args()
-    say = (lambda s: print(f"  {s}", file=sys.stderr))
+    def say(text: str) -> None:
+        print(f"  {text}", file=sys.stderr)
+
     errors = gpu_strata(Path(args.data), args.sample or None, say)
     errors.update(published_strata())
     strata = {}

@@ -4,8 +4,10 @@
                                        [--write]   # store src/chipfit/hardware/data/gpu_model.json
 
 Prints: kernel MAPE per operator and held-out GPU, end-to-end MAPE per held-out GPU (models
-traced shape-only from their config.json), the band and its coverage. A pure data fit: no
-timing happens here.
+traced shape-only from their config.json), the band and its coverage, and per protocol
+(leave-one-GPU-out and the generation-out ones of ``gpu_validate.GENERATION_OUT``) and per
+model and mode: mean and median APE and band coverage. A pure data fit: no timing happens
+here.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_SOURCE  # noqa: E402
 from chipfit.pipelines import gpu_validate as gv  # noqa: E402
 
 
@@ -76,14 +79,17 @@ def print_tables(result: dict) -> None:
             print(f"  {name:62} {p['cases']:3d} cases  mean {p['mean_ape'] * 100:5.1f}%  "
                   f"median {p['median_ape'] * 100:5.1f}%  bias {p['median_error'] * 100:+5.1f}%  "
                   f"in band {p['coverage'] * 100:3.0f}%")
-    for name, cases in (result.get("protocol_cases") or {}).items():
-        by: dict[tuple[str, str], list[float]] = {}
-        for c in cases:
-            by.setdefault((c.model, c.mode), []).append(c.error)
-        for (model, mode), errs in sorted(by.items()):
-            print(f"    {name[:28]:28} {model:12} {mode:10} mean {np.mean(np.abs(errs)) * 100:5.1f}%"
-                  f"  median {np.median(np.abs(errs)) * 100:5.1f}%  ({len(errs)} cases)")
-
+    print("\nEnd to end by protocol, model and mode (mean / median APE, band coverage)")
+    for name, p in (result.get("protocols") or {}).items():
+        for group, q in (p.get("by_model_mode") or {}).items():
+            print(f"  {gv.protocol_short(name):24} {group:22} {q['cases']:3d} cases  "
+                  f"mean {q['mean_ape'] * 100:5.1f}%  median {q['median_ape'] * 100:5.1f}%  "
+                  f"in band {q['coverage'] * 100:3.0f}%")
+    model = result["model"]
+    print(f"\ndevice factors: gemm_single_issue {model.params['gemm_single_issue']:.3f} "
+          f"(calibrated: {SINGLE_ISSUE_SOURCE}); power_ref_w "
+          f"{model.params['power_ref_w']:.0f} W, power_beta {model.params['power_beta']:.2f} "
+          "(fitted)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

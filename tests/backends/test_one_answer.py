@@ -3,7 +3,7 @@
 they return the same seconds and the same band, on every route:
 
 - ``t4``: a catalog GPU with architecture figures (the fitted GPU kernel models);
-- ``rtx-5090``: a catalog GPU without them (roofline only);
+- ``apple-m3-max-gpu``: a catalog GPU without them (roofline only);
 - ``tpu-v5e``: a TPU (roofline, torch_xla eager for a torch-only model);
 - ``epyc-9654``: a catalog CPU (roofline, host and device on the same cores).
 
@@ -29,8 +29,8 @@ from chipfit.pipelines.advise import advise  # noqa: E402
 from chipfit.pipelines.predict import predict_workload  # noqa: E402
 from chipfit.workloads import all_workloads  # noqa: E402
 
-DEVICES = ("t4", "rtx-5090", "tpu-v5e", "epyc-9654")
-ROUTES = {"t4": "gpu-kernel-model", "rtx-5090": "roofline", "tpu-v5e": "roofline",
+DEVICES = ("t4", "apple-m3-max-gpu", "tpu-v5e", "epyc-9654")
+ROUTES = {"t4": "gpu-kernel-model", "apple-m3-max-gpu": "roofline", "tpu-v5e": "roofline",
           "epyc-9654": "roofline"}
 MODELS = sorted(w.name for w in all_workloads() if w.axis == "batch" and "torch" in w.backends()
                 and "inference" in w.modes)
@@ -81,7 +81,7 @@ def test_a_batch_one_eager_model_pays_the_same_host_cost_on_every_accelerator() 
     """The old roofline route gave TPUs and unmodelled GPUs no eager host cost, so a batch-1
     eager model went to a TPU (1.16 ms vs 3.40 ms on an H100 for a small ViT)."""
     rows = {r.target.key: r.prediction for r in
-            predict_workload("vit-base", ["1"], ("h100-sxm", "rtx-5090", "tpu-v5e"),
+            predict_workload("vit-base", ["1"], ("h100-sxm", "apple-m3-max-gpu", "tpu-v5e"),
                              measure=False)}  # torch only: torch_xla eager on the TPU
     hosts = {k: p.host_s for k, p in rows.items()}
     assert len({round(h, 12) for h in hosts.values()}) == 1, hosts
@@ -90,7 +90,7 @@ def test_a_batch_one_eager_model_pays_the_same_host_cost_on_every_accelerator() 
 
 
 def test_advise_first_line_choice_and_first_row_name_one_device() -> None:
-    advice = advise("cnn", batch=1, batches=[1], hardware=("l4", "tpu-v5e", "t4", "rtx-5090"),
+    advice = advise("cnn", batch=1, batches=[1], hardware=("l4", "tpu-v5e", "t4", "apple-m3-max-gpu"),
                     objective="cost", measure=False)
     rec = advice.recommendation
     assert rec.choice is advice.verdict.best is rec.ranked[0]
@@ -117,13 +117,13 @@ def make():
 
 
 def test_a_users_gru_gets_one_number_and_its_steps_on_every_route(tmp_path, monkeypatch):
-    """predict gave RTX 5090 0.03 ms for a GRU (its fused op priced by FLOPs alone, one
+    """predict gave RTX 5090 (then roofline-only) 0.03 ms for a GRU (its fused op priced by FLOPs alone, one
     launch) while advise said 33.1 ms on the same card (a CPU trace) and 1.27 ms on L4."""
     from chipfit.pipelines.model_predict import predict_model
 
     (tmp_path / "one_answer_gru.py").write_text(GRU_FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
-    keys = ("rtx-5090", "tpu-v5e", "l4")
+    keys = ("apple-m3-max-gpu", "tpu-v5e", "l4")
     rows = {r.target.key: r.prediction for r in
             predict_model("one_answer_gru:make", keys, inputs=("1x100x40",))}
     advice = advise("one_answer_gru:make", ("1x100x40:float32",), batch=1, batches=[1],
@@ -132,5 +132,5 @@ def test_a_users_gru_gets_one_number_and_its_steps_on_every_route(tmp_path, monk
     for key in keys:
         assert math.isclose(options[key].latency_s, rows[key].end_to_end_s, rel_tol=1e-12), key
     # 2 layers x 100 dependent steps, each at least the fitted step floor (6 us)
-    for key in ("rtx-5090", "tpu-v5e"):
+    for key in ("apple-m3-max-gpu", "tpu-v5e"):
         assert rows[key].seconds >= 2 * 100 * 6e-6, (key, rows[key].seconds)

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chipfit.analysis.ranking import rank
 from chipfit.analysis.evidence import Option
 from chipfit.analysis.gpu_kernels import (
     DEFAULTS,
@@ -20,6 +19,7 @@ from chipfit.analysis.gpu_kernels import (
     sustained_fraction,
 )
 from chipfit.analysis.gpu_precision import gpu_precision
+from chipfit.analysis.ranking import rank
 from chipfit.hardware.gpu_arch import gpu_figures
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gpu_kernels"
@@ -164,3 +164,157 @@ def test_sweep_slowdown_scales_measured_dense_kernels_only():
     relu = elementwise_seconds(dev, p, "relu", 8192.0 ** 2, 2 * 4 * 8192.0 ** 2)
     assert measured[2] == pytest.approx(float(relu), rel=1e-9)
     assert sweep_slowdown(np.array([0.0]), p)[0] == 1.0
+
+
+# ------------------------------------------ device features that transfer (issue 24)
+
+@pytest.mark.parametrize(("key", "share"), [
+    ("p4", 0.5), ("p100-pcie-16gb", 0.5), ("v100-pcie-32gb", 0.5), ("t4", 0.5),
+    ("a100-pcie-40gb", 0.5), ("a10", 1.0), ("rtx-4090", 1.0), ("l4", 1.0), ("h100-sxm", 1.0),
+    ("b200", 1.0), ("rtx-5090", 1.0), ("mi250", 0.25)])
+def test_fp32_issue_share_follows_the_whitepaper_sm_layout(key, share):
+    # Pascal dual-dispatches, Volta..GA100 have 16 FP32 lanes per scheduler: an FMA stream
+    # leaves half the issue slots free; GA10x/Ada/Hopper/Blackwell feed 32 lanes per slot
+    assert gpu_figures()[key].ffma_issue_share == share
+
+
+def test_registers_per_lane_halve_on_128_lane_sms():
+    figs = gpu_figures()
+    assert figs["v100-pcie-32gb"].regs_per_lane == 1024
+    assert figs["p4"].regs_per_lane == figs["h100-sxm"].regs_per_lane == 512
+
+
+def test_single_issue_factor_sits_between_its_published_microbenchmarks():
+    from chipfit.analysis.gpu_kernels import (
+        SINGLE_ISSUE_EVIDENCE,
+        single_issue_for,
+        single_issue_from_evidence,
+    )
+
+    factor = single_issue_from_evidence(P)
+    each = [single_issue_for(P, ev) for ev in SINGLE_ISSUE_EVIDENCE]
+    assert min(each) < factor < max(each)  # the geometric mean of what each figure implies
+    assert factor == pytest.approx(math.sqrt(each[0] * each[1]))
+    for ev, f in zip(SINGLE_ISSUE_EVIDENCE, each, strict=True):
+        # with its own factor the model reproduces each published figure
+        t = float(gemm_seconds(ev["gpu"], P.with_values(gemm_single_issue=f), 1,
+                               ev["m"], ev["n"], ev["k"]))
+        tflops = 2.0 * ev["m"] * ev["n"] * ev["k"] / t / 1e12
+        assert tflops == pytest.approx(ev["tflops"], rel=0.01), ev["source"]
+        assert ev["gpu"].ffma_issue_share == 1.0  # they are single-issue SMs
+
+
+def test_single_issue_sms_reach_a_lower_share_of_their_peak():
+    from chipfit.analysis.gpu_kernels import sgemm_efficiency
+
+    figs = gpu_figures()
+    # same power headroom, same kernels generation: only the SM's issue layout differs
+    assert sgemm_efficiency(figs["h100-sxm"], P) < sgemm_efficiency(figs["a100-sxm-80gb"], P)
+    assert sgemm_efficiency(figs["h100-sxm"], P) == pytest.approx(
+        P["gemm_e_max"] * P["gemm_single_issue"])
+
+
+def test_base_clocks_are_recorded_below_boost_for_the_power_capped_boards():
+    figs = gpu_figures()
+    for key in ("p4", "t4", "l4"):
+        assert 0.3 < figs[key].base_fraction < 1.0, key
+
+
+def test_the_shipped_fit_carries_its_calibrated_single_issue_factor():
+    from chipfit.analysis.gpu_kernels import single_issue_from_evidence
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    params = shipped_gpu_model().params
+    assert params["gemm_single_issue"] == pytest.approx(single_issue_from_evidence(params),
+                                                        rel=1e-6)
+
+
+def test_every_nvidia_catalog_gpu_has_architecture_figures():
+    from chipfit.hardware.catalog import load_catalog
+
+    figs = gpu_figures()
+    missing = [k for k, s in load_catalog().items()
+               if s.kind == "gpu" and s.vendor == "NVIDIA" and k not in figs]
+    assert missing == []
+
+
+def test_protocol_summary_breaks_errors_down_by_model_and_mode():
+    from chipfit.pipelines.gpu_validate import E2eCase, protocol_summary
+
+    def case(model: str, mode: str, error: float) -> E2eCase:
+        return E2eCase(model, 512, 8, "t4", mode, 1.0, 1.0 + error, True)
+
+    cases = [case("bert", "inference", 0.05), case("bert", "inference", -0.30),
+             case("gpt2", "train", 0.10)]
+    s = protocol_summary(cases, band=0.2)
+    assert s["cases"] == 3 and s["coverage"] == pytest.approx(2 / 3)
+    bert = s["by_model_mode"]["bert inference"]
+    assert bert["cases"] == 2 and bert["mean_ape"] == pytest.approx(0.175)
+    assert bert["coverage"] == 0.5
+    assert s["by_model_mode"]["gpt2 train"]["median_error"] == pytest.approx(0.10)
+    assert protocol_summary([], band=0.2) == {"cases": 0}
+
+
+def test_borrowed_efficiencies_and_single_issue_sms_are_stated_as_assumptions():
+    from chipfit.analysis.gpu_predict import GpuEstimate, device_assumptions
+
+    figs = gpu_figures()
+    assert gpu_precision(figs["mi210"], "float32", "matmul").assumption  # BF16 figure, FP32 use
+    assert gpu_precision(figs["t4"], "int8", "matmul").assumption
+    assert gpu_precision(figs["h100-sxm"], "bfloat16", "matmul").assumption == ""
+    assert gpu_precision(figs["t4"], "bfloat16", "matmul").assumption  # no bf16 peak
+    simt = (gpu_precision(figs["h100-sxm"], "float32", "matmul"),)
+    est = GpuEstimate(1.0, 1.0, 0.1, (), simt, "compute")
+    assert any("published" in a for a in device_assumptions(figs["h100-sxm"], est))
+    assert device_assumptions(figs["a100-sxm-80gb"], GpuEstimate(
+        1.0, 1.0, 0.1, (), (gpu_precision(figs["a100-sxm-80gb"], "float32", "matmul"),),
+        "compute")) == ()
+
+
+def test_roofline_rows_state_the_efficiencies_they_borrow():
+    from chipfit.analysis.roofline import catalog_roofs
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.predictors.core import assumption_notes
+
+    catalog = load_catalog()
+    tpu = assumption_notes(catalog_roofs(catalog["tpu-v5e"], "jax").efficiency)
+    assert any(n.startswith("assumption: matmul efficiency") for n in tpu)
+    assert assumption_notes((("matmul", 0.8, "measured: MAMF table"),)) == ()
+
+
+def test_a_host_bound_call_says_which_host_it_assumes():
+    from types import SimpleNamespace
+
+    from chipfit.analysis.gpu_predict import GpuEstimate, to_prediction
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    costs = SimpleNamespace(workload="w", size="1", dtype="float32", mode="inference", items=1,
+                            ops=(), notes=(), transfer_bytes=0)
+    dev = gpu_figures()["t4"]
+    for host_s, device_s, expected in ((2e-3, 1e-3, True), (1e-3, 2e-3, False)):
+        est = GpuEstimate(max(host_s, device_s), device_s, host_s, (), (), "launch")
+        pred = to_prediction(est, costs, dev, shipped_gpu_model(), key="t4", name=dev.name)
+        assert any("host CPU" in n for n in pred.notes) is expected
+
+
+def test_every_nvidia_rows_fp32_peak_matches_the_catalogs():
+    # SMs x lanes x 2 x boost: the rows whose clock is derived from the catalog's FP32 peak
+    # (B200, GB200, B300, RTX 5090, RTX PRO 6000) must stay consistent with it
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    for key, fig in gpu_figures().items():
+        peak = catalog[key].peak("fp32")
+        if fig.vendor == "NVIDIA" and peak:
+            assert fig.fp32_flops == pytest.approx(peak, rel=0.02), key
+
+
+def test_single_issue_fp32_rows_widen_their_band_by_the_calibration_spread():
+    from chipfit.analysis.gpu_kernels import single_issue_spread
+    from chipfit.predictors.core import widened_band
+
+    spread = single_issue_spread(P)
+    assert 0.0 < spread < 0.5
+    band, basis = widened_band(0.156, "measured", spread)
+    assert max(0.156, spread) < band < 0.156 + spread  # log errors add in quadrature
+    assert basis.startswith("measured") and "published SGEMM" in basis

@@ -147,8 +147,8 @@ def test_engine_rows_state_the_precision_they_are_priced_at():
 def test_the_gpu_kernel_route_flags_a_missing_tensor_peak_too():
     """A T4 has no BF16 tensor cores: the kernel models run bfloat16 on the FP32 lanes, a
     stand-in the row must show like the catalog route's."""
-    from chipfit.analysis.gpu_predict import missing_tensor_peak
     from chipfit.analysis.gpu_precision import gpu_precision
+    from chipfit.analysis.gpu_predict import missing_tensor_peak
     from chipfit.hardware.gpu_arch import gpu_figures
 
     t4, h100 = gpu_figures()["t4"], gpu_figures()["h100-sxm"]
@@ -156,3 +156,19 @@ def test_the_gpu_kernel_route_flags_a_missing_tensor_peak_too():
     assert missing_tensor_peak((gpu_precision(t4, "float16", "matmul"),)) == ""
     assert missing_tensor_peak((gpu_precision(h100, "bfloat16", "matmul"),)) == ""
     assert missing_tensor_peak((gpu_precision(t4, "float32", "matmul"),)) == ""  # FP32 as written
+
+
+def test_an_engine_row_for_a_sequence_model_states_its_token_basis():
+    from dataclasses import replace
+
+    from chipfit.predictors.engine import predict_engine
+
+    spec = load_catalog()["h100-sxm"]
+    plain = predict_engine(_eager("h100-sxm"), spec, "tensorrt", "int8")
+    assert not any(n.startswith("tokens:") for n in plain.notes)  # no attention: no note
+    eager = _eager("h100-sxm")
+    seq = replace(eager, size="8x384", breakdown=eager.breakdown + (
+        ClassTime("attention", 2, 2, 1e9, 4e6, 2e-4, 0.0, 2e-5),))
+    pred = predict_engine(seq, spec, "tensorrt", "int8")
+    note = next(n for n in pred.notes if n.startswith("tokens:"))
+    assert "8x384" in note and "real tokens" in note and "%" in note

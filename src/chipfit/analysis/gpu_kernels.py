@@ -18,6 +18,10 @@ The models (why each shape):
   the memory roofline (Williams et al., CACM 2009).
 - **Sustained clock** (``sustained_fraction``): low-power boards (T4, P4, L4 at 70-75 W)
   cannot hold the boost clock under dense FP32 math: ``min(1, (TDP / P) ** b)``, fitted.
+- **SM issue slots** (``_simt_e_max``): where one warp scheduler feeds 32 FP32 lanes with
+  one dispatch per clock (GA10x, Ada, Hopper, Blackwell), an SGEMM's loads and address
+  arithmetic take FMA issue slots; the factor is calibrated on published SGEMM figures of
+  an RTX A6000 and an RTX 4070 Ti (no such GPU is in the kernel data).
 - **Kernel benchmark vs model run**: the fit divides out the kernel sweep's slowdown of long
   dense kernels (``gpu_fit.sweep_slowdown``: back-to-back repetitions hold the board at its
   power limit); the models here give the time inside a model run.
@@ -50,9 +54,10 @@ import numpy as np
 
 from chipfit.hardware.gpu_arch import GpuFigures
 
-__all__ = ["GpuFigures", "GpuParams", "TILES", "attention_seconds", "conv_seconds",
-           "elementwise_seconds", "gemm_seconds", "memory_seconds", "rnn_seconds",
-           "rowwise_seconds", "sustained_fraction"]
+__all__ = ["SINGLE_ISSUE_EVIDENCE", "SINGLE_ISSUE_SOURCE", "GpuFigures", "GpuParams", "TILES",
+           "attention_seconds", "conv_seconds", "elementwise_seconds", "gemm_seconds", "memory_seconds",
+           "rnn_seconds", "rowwise_seconds", "sgemm_efficiency", "single_issue_for",
+           "single_issue_from_evidence", "single_issue_spread", "sustained_fraction"]
 
 #: Output tiles (rows x columns) the GEMM model chooses among: the SGEMM tile shapes cuBLAS
 #: kernels are named after in the kernel data (``*_sgemm_128x128_nn``, ``..._32x128_tn``, ...).
@@ -92,20 +97,18 @@ DEFAULTS: dict[str, float] = {
     "gemm_a": 6.0,            # tile-size penalty: e = e_max / (1 + a (1/tm + 1/tn))
     "gemm_k0": 24.0,          # fixed per-tile work in K columns (prologue/epilogue)
     "gemm_gran": 16.0,        # rows/columns of a partial tile are computed in groups of this
-    # SGEMM efficiency factor on SMs whose FP32 lanes share issue slots with INT32 (GA10x,
-    # Ada: half of the 128 lanes, NVIDIA GA102 and Ada whitepapers), so SGEMM's address
-    # arithmetic costs FP32 slots. Not fitted (no such GPU in the kernel data): an estimate.
-    "gemm_shared_lanes": 0.8,
-    # efficiency x (64 / lanes_per_sm) ** beta. Not fitted: the FP32 peak already counts
-    # the lanes, and only one GPU of the kernel data (P4) has 128 lanes per SM, so with it
-    # held out beta is unidentified (fits left it anywhere from 0 to 300); with all five
-    # GPUs it fits to 0.008, i.e. no effect beyond the peak.
-    "gemm_lanes_beta": 0.0,
+    # SGEMM efficiency factor on SMs where an FP32 FMA stream takes every issue slot
+    # (``GpuFigures.ffma_issue_share`` 1: GA10x, Ada, Hopper, Blackwell: 128 FP32 lanes per
+    # SM, so also half the registers per lane), so the loads and address arithmetic of the
+    # SGEMM loop take FMA slots. No such GPU is in the kernel data (the P4's 128-lane GP104
+    # SM dual-issues): calibrated after each fit on two published microbenchmarks
+    # (:data:`SINGLE_ISSUE_EVIDENCE`).
+    "gemm_single_issue": 0.65,
     "gemm_latency_us": 4.0,   # device-side latency of a GEMM kernel
     "gemm_prevolta": 0.8,     # efficiency factor of pre-Volta SGEMM kernels
     "splitk_us": 3.0,         # extra latency of a split-K reduction
     "power_ref_w": 150.0,     # board power above which the boost clock holds
-    "power_beta": 1.0,        # how fast the sustained clock falls below it
+    "power_beta": 1.0,        # how fast the sustained clock falls from boost towards base
     "mem_eff": 0.80,          # streaming efficiency of elementwise kernels
     "l2_gain": 0.8,           # bandwidth gain when operands fit in L2
     "ew_latency_us": 3.0,
@@ -128,11 +131,83 @@ def sustained_fraction(dev: GpuFigures, p: GpuParams) -> float:
     """Share of the boost clock a board holds under dense math: ``min(1, (TDP / P) ** b)``.
 
     Low-power boards (70-75 W: T4, P4, L4) cannot hold their boost clock under sustained
-    FP32 math; boards above ``P`` watts can. ``P`` and ``b`` are fitted.
+    FP32 math; boards above ``P`` watts can. ``P`` and ``b`` are fitted. (A floor at the
+    datasheet base clock was tried and rejected: docs/GPU_MODELS.md, "Device features".)
     """
     if not dev.tdp_w or not math.isfinite(dev.tdp_w):
         return 1.0
     return float(min(1.0, (dev.tdp_w / p["power_ref_w"]) ** p["power_beta"]))
+
+
+#: The published microbenchmarks the single-issue factor is calibrated on: cuBLAS FP32 SGEMM
+#: on two GPUs with single-issue SMs (none is in the kernel data).
+#: - RTX A6000 (GA102: 84 SMs of 128 FP32 lanes, 1800 MHz boost, 768 GB/s, 6 MB L2, 300 W;
+#:   NVIDIA GA102 whitepaper / RTX A6000 datasheet), 4096^3 at 23,270 GFLOP/s (abhik.ai
+#:   "CUDA matrix multiplication optimization", CUDA 12.x, retrieved 2026-12-07; the same
+#:   figure, 23,250, in S. Boehm "How to Optimize a CUDA Matmul Kernel", siboehm.com 2022):
+#:   60% of its boost-clock peak.
+#: - RTX 4070 Ti (AD104: 60 SMs of 128 lanes, 2610 MHz boost, 504 GB/s, 48 MB L2, 285 W;
+#:   NVIDIA Ada whitepaper and RTX 4070 Ti specifications), 5120 x 4096 x 4096 at 29.17
+#:   TFLOP/s (github.com/Yinghan-Li/YHs_Sample issue 4, 2023-11-28; the same table has the
+#:   A100 80GB PCIe at 18.88 of 19.49 TFLOP/s): 73% of its boost-clock peak.
+SINGLE_ISSUE_EVIDENCE = (
+    {"gpu": GpuFigures(key="rtx-a6000", name="NVIDIA RTX A6000", sms=84, lanes_per_sm=128,
+                       boost_mhz=1800.0, mem_bw_gbs=768.0, l2_mb=6.0, tdp_w=300.0,
+                       year=2020.0, shared_int32=True, architecture="ampere", tensor_gen=3),
+     "m": 4096, "n": 4096, "k": 4096, "tflops": 23.27,
+     "source": "cuBLAS SGEMM 4096^3 on an RTX A6000, 23.27 TFLOP/s (abhik.ai; siboehm.com "
+               "2022: 23.25)"},
+    {"gpu": GpuFigures(key="rtx-4070-ti", name="NVIDIA GeForce RTX 4070 Ti", sms=60,
+                       lanes_per_sm=128, boost_mhz=2610.0, mem_bw_gbs=504.0, l2_mb=48.0,
+                       tdp_w=285.0, year=2023.0, shared_int32=True, architecture="ada",
+                       tensor_gen=4),
+     "m": 5120, "n": 4096, "k": 4096, "tflops": 29.17,
+     "source": "cuBLAS SGEMM 5120x4096x4096 on an RTX 4070 Ti, 29.17 TFLOP/s "
+               "(github.com/Yinghan-Li/YHs_Sample issue 4)"},
+)
+SINGLE_ISSUE_SOURCE = ("the geometric mean of two published cuBLAS SGEMM figures on single-issue "
+                       "SMs: " + "; ".join(e["source"] for e in SINGLE_ISSUE_EVIDENCE))
+
+
+def single_issue_for(p: GpuParams, evidence: Mapping[str, Any]) -> float:
+    """``gemm_single_issue`` that makes the GEMM model reproduce one published figure under
+    parameters ``p`` (compute-bound there, so its time scales as 1 / factor)."""
+    q = p.with_values(gemm_single_issue=1.0)
+    latency = q["gemm_latency_us"] * 1e-6
+    m, n, k = evidence["m"], evidence["n"], evidence["k"]
+    t1 = float(gemm_seconds(evidence["gpu"], q, 1, m, n, k)) - latency
+    measured = 2.0 * m * n * k / (evidence["tflops"] * 1e12) - latency
+    return float(min(1.0, max(t1 / measured, 0.05)))
+
+
+def single_issue_from_evidence(p: GpuParams) -> float:
+    """The geometric mean over :data:`SINGLE_ISSUE_EVIDENCE` of :func:`single_issue_for`."""
+    factors = [single_issue_for(p, e) for e in SINGLE_ISSUE_EVIDENCE]
+    return float(math.exp(sum(math.log(f) for f in factors) / len(factors)))
+
+
+def single_issue_spread(p: GpuParams) -> float:
+    """How far the published figures' own factors lie from their geometric mean, as a
+    multiplicative band (the largest ``max(f / mean, mean / f) - 1``): the calibration's
+    uncertainty, which the bands of single-issue FP32 predictions add."""
+    mean = single_issue_from_evidence(p)
+    return float(max(max(f / mean, mean / f) for f in
+                     (single_issue_for(p, e) for e in SINGLE_ISSUE_EVIDENCE)) - 1.0)
+
+
+def sgemm_efficiency(dev: GpuFigures, p: GpuParams) -> float:
+    """Best-tile FP32 SIMT GEMM efficiency relative to the boost-clock peak, with every
+    device factor (sustained clock, issue slots, pre-Volta kernels)."""
+    return _simt_e_max(dev, p) * sustained_fraction(dev, p)
+
+
+def _simt_e_max(dev: GpuFigures, p: GpuParams) -> float:
+    e_max = p["gemm_e_max"]
+    if dev.ffma_issue_share > 0.75:
+        e_max *= p["gemm_single_issue"]
+    if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
+        e_max *= p["gemm_prevolta"]
+    return e_max
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -153,10 +228,7 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
     b, m, n, k = (np.maximum(_arr(x), 1.0) for x in (b, m, n, k))
     if peak is None:
         peak = dev.fp32_flops * sustained_fraction(dev, p)
-        e_max = p["gemm_e_max"] * (64.0 / dev.lanes_per_sm) ** p["gemm_lanes_beta"]
-        e_max *= p["gemm_shared_lanes"] if dev.shared_int32 else 1.0
-        if dev.vendor == "NVIDIA" and dev.year < PRE_VOLTA_YEAR:
-            e_max *= p["gemm_prevolta"]
+        e_max = _simt_e_max(dev, p)
     else:
         e_max = efficiency if efficiency is not None else p["gemm_e_max"]
     per_sm = peak / dev.sms

@@ -50,6 +50,8 @@ class PrecisionChoice:
     peak: float | None
     efficiency: float | None
     why: str
+    #: What this choice takes on assumption rather than measurement ("" where nothing).
+    assumption: str = ""
 
     def label(self) -> str:
         return f"{self.dtype} {self.op_class}: {self.unit}"
@@ -66,7 +68,15 @@ def _tensor(dev: GpuFigures, dtype: str, op_class: str, precision: str,
         return None
     eff, source = TENSOR_EFFICIENCY.get(dev.vendor, TENSOR_EFFICIENCY["NVIDIA"])
     unit = "FP32 matrix cores (MFMA)" if precision == "fp32m" else f"{precision.upper()} tensor cores"
-    return PrecisionChoice(dtype, op_class, unit, peak, eff, f"{why}; efficiency {eff}: {source}")
+    assumption = ""
+    if precision not in ("bf16", "fp16"):
+        # the efficiencies are BF16 measurements: another precision borrows them
+        assumption = (f"{dev.name} {precision} matrix efficiency {eff} borrowed from BF16 "
+                      f"measurements ({source.split(',')[0]}); no {precision} GEMM figure")
+    elif dev.vendor not in TENSOR_EFFICIENCY:
+        assumption = f"{dev.vendor} tensor efficiency borrowed from NVIDIA's"
+    return PrecisionChoice(dtype, op_class, unit, peak, eff, f"{why}; efficiency {eff}: {source}",
+                           assumption)
 
 
 def gpu_precision(dev: GpuFigures, dtype: str, op_class: str,
@@ -83,8 +93,10 @@ def gpu_precision(dev: GpuFigures, dtype: str, op_class: str,
                          f"{dtype} runs on tensor cores at the dense {precision} peak")
         if choice:
             return choice
-        return _simt(dtype, op_class, f"{dev.name} has no {precision} tensor peak: "
-                     "FP32 lanes assumed (an upper bound on time)")
+        return PrecisionChoice(dtype, op_class, "FP32 lanes (SIMT)", None, None,
+                               f"{dev.name} has no {precision} tensor peak: FP32 lanes assumed "
+                               "(an upper bound on time)",
+                               f"no {precision} tensor peak for {dev.name}: priced on FP32 lanes")
     return _simt(dtype, op_class, f"{dtype}: FP32 lanes assumed")
 
 

@@ -31,8 +31,8 @@ from chipfit.analysis.gpu_kernels import (
 )
 from chipfit.analysis.gpu_precision import MATRIX, TENSOR_DTYPES, PrecisionChoice, gpu_precision
 
-__all__ = ["GpuEstimate", "GpuModel", "HostCosts", "estimate", "missing_tensor_peak", "op_family",
-           "op_seconds"]
+__all__ = ["GpuEstimate", "GpuModel", "HostCosts", "device_assumptions", "estimate",
+           "missing_tensor_peak", "op_family", "op_seconds"]
 
 _DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "uint8": 1.0,
                 "float64": 8.0, "float8_e4m3fn": 1.0, "float8_e5m2": 1.0}
@@ -308,10 +308,19 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
     precision = tuple(f"{p.label()} ({p.why})" for p in est.precision)
     efficiency = tuple((f"{p.dtype}/{p.op_class} on {p.unit}", p.efficiency or 0.0, p.why)
                        for p in est.precision if p.efficiency)
+    assumptions = tuple(dict.fromkeys(
+        [f"assumption: {p.assumption}" for p in est.precision if p.assumption]
+        + [f"assumption: {a}" for a in device_assumptions(dev, est)]))
     model_note = (f"GPU kernel models fitted on measured kernels of 5 NVIDIA GPUs (leave-one-"
                   f"GPU-out band); {dev.name}: {dev.sms} SMs, {dev.boost_mhz:.0f} MHz, "
                   f"{dev.mem_bw_gbs:.0f} GB/s, {dev.l2_mb:g} MB L2; eager host "
                   f"{est.host_s * 1e3:.3g} ms vs device {est.device_s * 1e3:.3g} ms per call")
+    if est.host_s >= est.device_s:
+        # host-bound: the host, not this GPU, sets the time; say which host is assumed
+        assumptions = (*assumptions, "assumption: the host CPU is that of the kernel data's "
+                       f"measurement servers (eager dispatch per operator: {model.host.source}); "
+                       "this call is host-bound, so a faster or slower host moves it, the GPU "
+                       "does not")
     return Prediction(
         hardware=key, hardware_name=name, kind="gpu", workload=costs.workload, size=costs.size,
         dtype=costs.dtype, mode=costs.mode, seconds=est.seconds,
@@ -319,9 +328,27 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
         transfer_s=transfer_s, compute_s=compute, memory_s=memory, launch_s=launch,
         bound=max(parts, key=lambda k: parts[k]), basis="gpu-kernel-model", band=model.band,
         band_basis=model.band_basis, items=costs.items, breakdown=breakdown,
-        efficiency=efficiency, notes=(model_note, *notes, *costs.notes), precision=precision,
+        efficiency=efficiency, notes=(model_note, *assumptions, *notes, *costs.notes),
+        precision=precision,
         transfer_known=transfer_known or not costs.transfer_bytes,
         missing_peak=missing_tensor_peak(est.precision))
+
+
+def device_assumptions(dev: GpuFigures, est: GpuEstimate) -> tuple[str, ...]:
+    """What a prediction on ``dev`` takes from outside the kernel data's evidence (said in
+    the row's notes, prefixed "assumption:")."""
+    simt = any(p.peak is None and p.op_class in MATRIX for p in est.precision)
+    out = []
+    if simt and dev.ffma_issue_share > 0.75:
+        from chipfit.analysis.gpu_kernels import SINGLE_ISSUE_SOURCE
+
+        out.append(f"{dev.name}'s SMs issue one FP32 FMA per slot (no GPU of the kernel data "
+                   "does): its SGEMM efficiency is calibrated on "
+                   f"{SINGLE_ISSUE_SOURCE}")
+    if simt and not dev.base_mhz and dev.tdp_w < 150:
+        out.append(f"{dev.name} has no sourced base clock: its sustained clock under the "
+                   "power cap is the fitted power term alone")
+    return tuple(out)
 
 
 def missing_tensor_peak(choices: tuple[PrecisionChoice, ...]) -> str:

@@ -103,6 +103,16 @@ def run_gpu(args: argparse.Namespace) -> int:
                               f"{p['median_ape'] * 100:.1f}%", f"{p['median_error'] * 100:+.1f}%",
                               f"{p['coverage'] * 100:.0f}%")
         out.print(table)
+        detail = Table(title="End to end by protocol, model and mode", title_justify="left")
+        for col in ("protocol", "model, mode", "cases", "mean", "median", "in band"):
+            detail.add_column(col, justify="left" if col in ("protocol", "model, mode")
+                              else "right")
+        for name, p in protocols.items():
+            for group, q in (p.get("by_model_mode") or {}).items():
+                detail.add_row(gv.protocol_short(name), group, str(q["cases"]),
+                               f"{q['mean_ape'] * 100:.1f}%", f"{q['median_ape'] * 100:.1f}%",
+                               f"{q['coverage'] * 100:.0f}%")
+        out.print(detail)
     err.print(f"kept {saved}")
     return 0
 

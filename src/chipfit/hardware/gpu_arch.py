@@ -36,11 +36,49 @@ class GpuFigures:
     tensor_tflops: tuple[tuple[str, float], ...] = field(default=())
     shared_int32: bool = False  # half the FP32 lanes share issue slots with INT32 (GA10x, Ada)
     architecture: str = ""  # pascal, volta, turing, ampere, ada, hopper, cdna1 ...
+    #: Datasheet base clock: what the board guarantees at its power limit under heavy load
+    #: (0: not sourced). Recorded; the sustained-clock model does not use it (a floor at it
+    #: was tried and withdrawn, docs/GPU_MODELS.md "Device features").
+    base_mhz: float = 0.0
+    #: SM sub-partitions (warp schedulers) per SM and warp instructions each may dispatch per
+    #: clock (Pascal: 2 dispatch units per scheduler; Volta and later: 1), and the warp width.
+    partitions: int = 4
+    dispatch: int = 1
+    warp: int = 32
+    #: 32-bit registers per SM (64K on every NVIDIA SM from Maxwell to Blackwell).
+    regs_per_sm: int = 65536
+    #: Tensor-core generation (0: none; 1 Volta, 2 Turing, 3 Ampere, 4 Ada/Hopper, 5 Blackwell;
+    #: AMD: matrix-core generation of CDNA 1/2/3/4). Recorded, not used by the FP32 models.
+    tensor_gen: int = 0
 
     @property
     def fp32_flops(self) -> float:
         """Vector FP32 peak in FLOP/s: SMs x lanes x 2 (FMA) x boost clock."""
         return self.sms * self.lanes_per_sm * 2.0 * self.boost_mhz * 1e6
+
+    @property
+    def base_fraction(self) -> float:
+        """Base clock / boost clock (0 where the base clock is not sourced)."""
+        return min(1.0, self.base_mhz / self.boost_mhz) if self.base_mhz > 0 else 0.0
+
+    @property
+    def ffma_issue_share(self) -> float:
+        """Share of a scheduler's issue slots a stream of FP32 FMAs at full rate takes.
+
+        A warp instruction occupies a partition's ``lanes / partitions`` FP32 lanes for
+        ``warp / (lanes / partitions)`` clocks; the scheduler issues ``dispatch`` per clock.
+        0.5 (Pascal with its dual dispatch, Volta/Turing/GA100 with 16 lanes per partition):
+        every FMA leaves a free slot for the loads and address arithmetic of an SGEMM loop.
+        1.0 (GA10x, Ada, Hopper, Blackwell: 32 FP32 lanes per partition, one dispatch):
+        every other instruction takes an FMA's slot.
+        """
+        per_partition = self.lanes_per_sm / max(self.partitions, 1)
+        return per_partition / (self.warp * max(self.dispatch, 1))
+
+    @property
+    def regs_per_lane(self) -> float:
+        """32-bit registers per FP32 lane: 1024 on 64-lane SMs, 512 on 128-lane ones."""
+        return self.regs_per_sm / self.lanes_per_sm
 
     @property
     def bandwidth(self) -> float:
@@ -62,11 +100,16 @@ class GpuFigures:
 
         tensor = tuple((k, float(v["value"] if isinstance(v, Mapping) else v))
                        for k, v in (raw.get("tensor_tflops") or {}).items())
+        def opt(name: str, default: float) -> float:
+            return float(val(name)) if name in raw else default
+
         return cls(key, str(raw.get("name", key)), int(val("sms")), int(val("lanes_per_sm")),
                    float(val("boost_mhz")), float(val("mem_bw_gbs")), float(val("l2_mb")),
                    float(val("tdp_w")), float(val("year")), str(raw.get("vendor", "NVIDIA")),
                    tensor, bool(raw.get("fp32_shares_int32", False)),
-                   str(raw.get("architecture", "")))
+                   str(raw.get("architecture", "")), opt("base_mhz", 0.0),
+                   int(opt("partitions", 4)), int(opt("dispatch", 1)), int(opt("warp", 32)),
+                   int(opt("regs_per_sm", 65536)), int(opt("tensor_gen", 0)))
 
 
 @lru_cache(maxsize=1)

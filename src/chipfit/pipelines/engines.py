@@ -4,9 +4,11 @@ Orchestration for :mod:`chipfit.analysis.stacks`: the MLPerf rows of the shipped
 results (``hardware/data/reference_results.toml``) are predicted *eager* first (the
 architectures traced on the meta device, catalog roofs), then the engine layer is fitted on
 top. Prediction (:mod:`chipfit.predictors.engine`) reads the fit this module writes
-(``write_fit``, run by ``benchmarks/engine_fit.py``); the leave-one-out report is validation's. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``), single-stream rows
-the latency of batch 1. Fits are cached under the data directory, keyed by the chipfit version
-and the catalog and reference data, because tracing the models takes seconds.
+(``write_fit``, run by ``benchmarks/engine_fit.py``); the leave-one-out report is
+validation's. Offline rows are the throughput of a large batch (``OFFLINE_BATCH``),
+single-stream rows the latency of batch 1. Fits are cached under the data directory, keyed
+by the chipfit version and the catalog and reference data, because tracing the models takes
+seconds.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def _cache_key() -> str:
     from chipfit.analysis import stacks  # the model itself: a changed model is fitted again
 
     digest.update(Path(stacks.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())  # and the table this module writes
     return digest.hexdigest()[:16]
 
 
@@ -138,7 +141,8 @@ def _compute_fit() -> dict[str, Any]:
     rows = engine_rows()
     full = fit_engine(rows, f"fitted on {len(rows)} published MLPerf rows")
     pairs = leave_one_out(rows)
-    table = [{"id": r.id, "model": r.model, "family": r.family, "precision": r.precision,
+    table = [{"id": r.id, "model": r.model, "family": r.family, "device": r.hardware.key,
+              "precision": r.precision,
               "metric": r.metric, "published": r.published, "loo_predicted": r.predicted(f),
               "loo_error": r.error(f), "fit_error": r.error(full),
               "loo_fit": _fit_dict(f)} for r, f in pairs]

@@ -28,7 +28,8 @@ from typing import Any
 from chipfit.analysis.roofline import ClassTime, Prediction, Roofs, predict
 from chipfit.errors import UnknownNameError
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "band_for", "framework_for", "gpu_stratum",
+__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "assumption_notes", "band_for",
+           "framework_for", "gpu_stratum", "widened_band",
            "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]
 
 KERNEL_MODEL = "gpu-kernel-model"
@@ -145,8 +146,9 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
     roofs = catalog_roofs(spec, framework, dtypes=(costs.dtype,))
     route = route_for(key)
     eager_accel = spec.kind in ACCELERATOR_KINDS and framework == "torch"
+    calibration = 0.0  # the spread of a published calibration the row leans on
     if route == KERNEL_MODEL:
-        pred = _kernel_model(costs, key, framework, roofs)
+        pred, calibration = _kernel_model(costs, key, framework, roofs)
     elif eager_accel:
         pred = _roofline_eager(costs, roofs)
     else:
@@ -155,7 +157,11 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
     # without a shipped band, a kernel-model GPU keeps the model's own leave-one-GPU-out band
     band, basis = band_for(stratum, pred.band if route == KERNEL_MODEL else None,
                            pred.band_basis)
+    if calibration:
+        band, basis = widened_band(band, basis, calibration)
     notes = pred.notes
+    if route == ROOFLINE:
+        notes = (*assumption_notes(pred.efficiency), *notes)
     if route == ROOFLINE and spec.kind != "cpu":
         notes = (f"{ROOFLINE_LABEL}: {spec.name} is priced by catalog peaks x efficiencies",
                  *notes)
@@ -164,13 +170,36 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
                    notes=notes)
 
 
+def assumption_notes(efficiency: Any) -> tuple[str, ...]:
+    """``assumption: ...`` notes for the efficiencies a row borrows rather than measures
+    (the catalog's derivation says "assumption": a TPU's matmul efficiency is the GPU
+    median, for one), so a row says which of its numbers are assumed."""
+    return tuple(f"assumption: {name} efficiency {value:g} ({why})"
+                 for name, value, why in efficiency if "assumption" in str(why).lower())
+
+
 def predict_local(costs: Any, roofs: Roofs) -> Prediction:
     """Predict one call on this machine's calibrated roofs (its band: the last validate)."""
     pred = predict(costs, roofs)
     return replace(pred, route=CALIBRATED, stratum="local-calibrated")
 
 
-def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs) -> Prediction:
+def widened_band(band: float, basis: str, spread: float) -> tuple[float, str]:
+    """``band`` widened by an independent multiplicative ``spread`` (log errors added in
+    quadrature), its basis saying why."""
+    import math
+
+    wide = math.expm1(math.hypot(math.log1p(band), math.log1p(spread)))
+    return wide, (f"{basis}, widened by the +-{spread * 100:.0f}% spread of the published "
+                  "SGEMM figures the single-issue factor is calibrated on")
+
+
+def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs
+                  ) -> tuple[Prediction, float]:
+    """The kernel-model prediction and the calibration spread it leans on (0 where none:
+    the spread of the single-issue SGEMM factor where FP32 matrix work runs on such SMs)."""
+    from chipfit.analysis.gpu_kernels import single_issue_spread
+    from chipfit.analysis.gpu_precision import MATRIX
     from chipfit.analysis.gpu_predict import estimate, to_prediction
     from chipfit.analysis.roofline import transfer_seconds
     from chipfit.hardware.gpu_arch import gpu_figures
@@ -183,7 +212,9 @@ def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs) -> Predict
     pred = to_prediction(est, costs, dev, model, key=key, name=dev.name,
                          transfer_s=transfer_seconds(costs, roofs),
                          transfer_known=roofs.copy_known, notes=notes)
-    return replace(pred, host_s=est.host_s, device_s=est.device_s)
+    simt = any(p.peak is None and p.op_class in MATRIX for p in est.precision)
+    spread = single_issue_spread(model.params) if simt and dev.ffma_issue_share > 0.75 else 0.0
+    return replace(pred, host_s=est.host_s, device_s=est.device_s), spread
 
 
 def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:

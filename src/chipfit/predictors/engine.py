@@ -16,7 +16,7 @@ from chipfit.analysis.stacks import ENGINE_STACKS, engine_prediction, hardware_f
 from chipfit.errors import InvalidInputError, UnknownNameError
 
 __all__ = ["EAGER_ITEMSIZE", "ENGINE_PRECISIONS", "engine_precision", "predict_engine",
-           "resolve_stack"]
+           "resolve_stack", "token_basis_note"]
 
 EAGER_ITEMSIZE = 4  # the eager predictions an engine is layered on are float32
 ENGINE_PRECISIONS = ("int8", "float16", "bfloat16", "float8")
@@ -56,4 +56,18 @@ def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
     pred = engine_prediction(eager, hardware_from_spec(spec, precision, count), fit,
                              stack=stack, precision=precision, eager_itemsize=EAGER_ITEMSIZE,
                              band=band, band_basis=basis)
-    return replace(pred, stratum="engine", route=eager.route)
+    return replace(pred, stratum="engine", route=eager.route,
+                   notes=(*pred.notes, *token_basis_note(eager, fit.token_fraction)))
+
+
+def token_basis_note(eager: Prediction, fitted_fraction: float) -> tuple[str, ...]:
+    """What token count an engine row for a sequence model (one with attention) is priced
+    at: every token of its sequence (no padding skipped), while the published MLPerf BERT
+    rows the engine was fitted on carried only ``fitted_fraction`` real tokens of their
+    384-token window. Said in the row, so neither basis is silent."""
+    if not any(c.op_class == "attention" for c in eager.breakdown):
+        return ()
+    return (f"tokens: priced at every token of each sequence ({eager.size}: no padding "
+            f"skipped); the MLPerf BERT rows this engine fit comes from carried "
+            f"{fitted_fraction:.0%} real tokens of a 384-token window (the engine skips "
+            "padding), so padded inputs run faster than this row",)
