@@ -171,7 +171,7 @@ def test_sweep_slowdown_scales_measured_dense_kernels_only():
 @pytest.mark.parametrize(("key", "share"), [
     ("p4", 0.5), ("p100-pcie-16gb", 0.5), ("v100-pcie-32gb", 0.5), ("t4", 0.5),
     ("a100-pcie-40gb", 0.5), ("a10", 1.0), ("rtx-4090", 1.0), ("l4", 1.0), ("h100-sxm", 1.0),
-    ("b200", 1.0), ("rtx-5090", 1.0), ("mi250", 0.25)])
+    ("b200", 1.0), ("rtx-5090", 1.0), ("mi250-gcd", 0.25)])
 def test_fp32_issue_share_follows_the_whitepaper_sm_layout(key, share):
     # Pascal dual-dispatches, Volta..GA100 have 16 FP32 lanes per scheduler: an FMA stream
     # leaves half the issue slots free; GA10x/Ada/Hopper/Blackwell feed 32 lanes per slot
