@@ -55,41 +55,24 @@ def test_strong_scaling_with_simulate_and_no_xla_flags(cli, tmp_path):
     assert [p["per_device_batch"] for p in points] == [4, 2, 1]
 
 
-#: Runs each argument list through ``chipfit.cli.main`` in this one fresh process (with the
-#: XLA flags the test gives it) and prints [exit code, stderr] for each: every usage error of
-#: ``scale`` in one interpreter start instead of one each.
-_USAGE_ERRORS = textwrap.dedent("""
-    import contextlib, io, json, sys
-    from chipfit.cli import main
-
-    found = []
-    for args in json.loads(sys.argv[1]):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(args)
-        found.append([code, err.getvalue()])
-    print(json.dumps(found))
-""")
-
-
-def test_more_devices_than_present_an_uneven_batch_or_a_wrong_backend_are_usage_errors():
+def test_more_devices_than_present_an_uneven_batch_or_a_wrong_backend_are_usage_errors(
+        cli_batch):
+    """All in one fresh process with 4 XLA devices (conftest's ``run_cli_batch``): each is
+    refused before anything is measured, so they cannot disturb each other."""
     cases = [  # (arguments, what the one-line error says)
-        (["scale", "--devices", "8", "--quick"], ("JAX sees 4", "--simulate")),
-        (["scale", "--devices", "4", "--scaling", "strong", "--batch", "6"],
+        (("scale", "--devices", "8", "--quick"), ("JAX sees 4", "--simulate")),
+        (("scale", "--devices", "4", "--scaling", "strong", "--batch", "6"),
          ("does not split evenly",)),
-        (["scale", "--devices", "2", "--workload", "matmul"], ("mlp",)),
-        (["scale", "--backend", "torch", "--simulate", "--devices", "2"],
+        (("scale", "--devices", "2", "--workload", "matmul"), ("mlp",)),
+        (("scale", "--backend", "torch", "--simulate", "--devices", "2"),
          ("--simulate is for JAX",)),
     ]
-    proc = subprocess.run([sys.executable, "-c", _USAGE_ERRORS, json.dumps([a for a, _ in cases])],
-                          capture_output=True, text=True, env=dict(os.environ, **FOUR),
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    for (args, says), (code, stderr) in zip(cases, json.loads(proc.stdout), strict=True):
-        assert code == 2, (args, code, stderr)
-        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    found = cli_batch(*[args for args, _ in cases], env=FOUR)
+    for (args, says), proc in zip(cases, found, strict=True):
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         for words in says:
-            assert words in stderr, (args, stderr)
+            assert words in proc.stderr, (args, proc.stderr)
 
 
 _SHARDED_EQUALS_SINGLE = textwrap.dedent("""
