@@ -1,7 +1,9 @@
 """``chipfit scale``: data-parallel sharding over 4 simulated JAX CPU devices.
 
 XLA fixes the device count when JAX starts, so every test runs in a fresh process with
-``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``).
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``). The calls made
+with those flags share one (conftest's ``run_cli_batch``): the weak-scaling run, then the
+usage errors, each refused before anything is measured.
 """
 
 from __future__ import annotations
@@ -26,10 +28,30 @@ def _points(path):
     return data, data["points"]
 
 
-def test_weak_scaling_over_four_simulated_devices(cli, tmp_path):
-    out = tmp_path / "scale.json"
-    proc = cli("scale", "--backend", "jax", "--devices", "4", "--workload", "mlp", "--batch", "8",
-               "--quick", "--json", str(out), env=FOUR, check=True)
+#: (arguments, what the one-line error says): refused before anything is measured.
+USAGE_ERRORS = [
+    (("scale", "--devices", "8", "--quick"), ("JAX sees 4", "--simulate")),
+    (("scale", "--devices", "4", "--scaling", "strong", "--batch", "6"),
+     ("does not split evenly",)),
+    (("scale", "--devices", "2", "--workload", "matmul"), ("mlp",)),
+    (("scale", "--backend", "torch", "--simulate", "--devices", "2"), ("--simulate is for JAX",)),
+]
+
+
+@pytest.fixture(scope="module")
+def four(cli_batch, tmp_path_factory: pytest.TempPathFactory):
+    """One fresh process with 4 XLA CPU devices: (the weak-scaling run, its JSON file, the
+    usage errors' results)."""
+    out = tmp_path_factory.mktemp("scale") / "scale.json"
+    weak = ("scale", "--backend", "jax", "--devices", "4", "--workload", "mlp", "--batch", "8",
+            "--quick", "--json", str(out))
+    found = cli_batch(weak, *[args for args, _ in USAGE_ERRORS], env=FOUR)
+    return found[0], out, found[1:]
+
+
+def test_weak_scaling_over_four_simulated_devices(four):
+    proc, out, _ = four
+    assert proc.returncode == 0, proc.stderr
     data, points = _points(out)
     assert data["scaling"] == "weak" and data["simulated"] and data["source"] == "measured"
     assert [p["devices"] for p in points] == [1, 2, 4]
@@ -44,6 +66,14 @@ def test_weak_scaling_over_four_simulated_devices(cli, tmp_path):
     assert "efficiency" in proc.stdout and "Simulated CPU devices" in proc.stdout
 
 
+def test_more_devices_than_present_an_uneven_batch_or_a_wrong_backend_are_usage_errors(four):
+    for (args, says), proc in zip(USAGE_ERRORS, four[2], strict=True):
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        for words in says:
+            assert words in proc.stderr, (args, proc.stderr)
+
+
 def test_strong_scaling_with_simulate_and_no_xla_flags(cli, tmp_path):
     out = tmp_path / "scale.json"
     cli("scale", "--devices", "4", "--simulate", "--scaling", "strong", "--workload",
@@ -53,26 +83,6 @@ def test_strong_scaling_with_simulate_and_no_xla_flags(cli, tmp_path):
     assert data["scaling"] == "strong" and data["mode"] == "inference"
     assert [p["global_batch"] for p in points] == [4, 4, 4]
     assert [p["per_device_batch"] for p in points] == [4, 2, 1]
-
-
-def test_more_devices_than_present_an_uneven_batch_or_a_wrong_backend_are_usage_errors(
-        cli_batch):
-    """All in one fresh process with 4 XLA devices (conftest's ``run_cli_batch``): each is
-    refused before anything is measured, so they cannot disturb each other."""
-    cases = [  # (arguments, what the one-line error says)
-        (("scale", "--devices", "8", "--quick"), ("JAX sees 4", "--simulate")),
-        (("scale", "--devices", "4", "--scaling", "strong", "--batch", "6"),
-         ("does not split evenly",)),
-        (("scale", "--devices", "2", "--workload", "matmul"), ("mlp",)),
-        (("scale", "--backend", "torch", "--simulate", "--devices", "2"),
-         ("--simulate is for JAX",)),
-    ]
-    found = cli_batch(*[args for args, _ in cases], env=FOUR)
-    for (args, says), proc in zip(cases, found, strict=True):
-        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        for words in says:
-            assert words in proc.stderr, (args, proc.stderr)
 
 
 _SHARDED_EQUALS_SINGLE = textwrap.dedent("""
