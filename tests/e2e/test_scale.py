@@ -137,6 +137,18 @@ def test_torch_ddp_scaling_through_the_cli(cli, tmp_path):
         proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     data, points = _points(out)
+    assert (data["scaling"], data["mode"], data["source"]) == ("weak", "train", "measured")
     assert [p["devices"] for p in points] == [1, 2]
-    assert all(p["measurement"]["status"] == "ok" for p in points)
+    for p in points:  # 2 CPU processes trained in step over gloo, 16 items each
+        m = p["measurement"]
+        meta = dict(m["metadata"])
+        assert m["status"] == "ok" and m["source"] == "measured" and m["block_times_s"]
+        assert meta["comm_backend"] == "gloo" and meta["per_device_batch"] == "16"
+        assert p["global_batch"] == 16 * p["devices"] == m["items_per_call"]
+        assert m["first_call_s"] > 0 and m["flops"] > 0
+        expected = points[0]["median_s"] * (p["global_batch"] / 16) / (p["devices"] *
+                                                                        p["median_s"])
+        assert p["efficiency"] == pytest.approx(expected) and math.isfinite(p["efficiency"])
+    # Each rank trained on different data; DDP's gradient averaging kept the replicas equal.
+    assert float(dict(points[1]["measurement"]["metadata"])["replica_max_diff"]) == 0.0
     assert "on torch" in proc.stdout
