@@ -234,7 +234,9 @@ def run_cli_batch(*calls: tuple[str, ...] | tuple[tuple[str, ...], dict[str, str
     are refused before anything starts: one interpreter start and one import of torch and JAX
     instead of one per call. Each call is ``ARGS`` or ``(ARGS, ENV)``; ``ENV`` is set for that
     call alone, ``env`` for the whole process (what must be there before anything imports,
-    such as ``XLA_FLAGS``). Each result is a CompletedProcess, with ``.seconds`` the call took.
+    such as ``XLA_FLAGS``; ``$CHIPFIT_HOME`` is a fresh directory unless given: a module
+    fixture runs before a test's own isolated home exists). Each result is a
+    CompletedProcess, with ``.seconds`` the call took.
     """
     jobs = []
     for call in calls:
@@ -246,8 +248,9 @@ def run_cli_batch(*calls: tuple[str, ...] | tuple[tuple[str, ...], dict[str, str
         answer = Path(tmp) / "results.json"
         proc = subprocess.run([sys.executable, "-c", _BATCH_CHILD, str(Path(__file__).parent),
                                str(answer)], input=json.dumps(jobs), capture_output=True,
-                              text=True, env={**os.environ, **(env or {})},
-                              timeout=timeout * len(jobs))
+                              text=True, timeout=timeout * len(jobs),
+                              env={**os.environ, "CHIPFIT_HOME": str(Path(tmp) / "home"),
+                                   **(env or {})})
         if proc.returncode != 0 or not answer.exists():
             raise AssertionError(f"the batch of chipfit calls failed ({proc.returncode}):\n"
                                  f"{proc.stderr[-4000:]}")
