@@ -114,7 +114,8 @@ class NeighbourWatch:
         wall = now - start[0]
         if wall >= self.window_s * 0.8:  # a full window (a sample may come a little early)
             others = max(0.0, (sample[1] - start[1]) - (sample[2] - start[2]))
-            self.peak_share = max(self.peak_share, others / (wall * self.cpus))
+            # (the two counters are read a moment apart: a tick or two over 100% is that)
+            self.peak_share = max(self.peak_share, min(1.0, others / (wall * self.cpus)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
@@ -147,7 +148,7 @@ class NeighbourWatch:
     # -- verdict ---------------------------------------------------------------------------
     @property
     def mean_share(self) -> float:
-        return self.others_s / (self.wall_s * self.cpus) if self.wall_s > 0 else 0.0
+        return min(1.0, self.others_s / (self.wall_s * self.cpus)) if self.wall_s > 0 else 0.0
 
     @property
     def busy(self) -> bool:
