@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -208,6 +209,60 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     return proc
 
 
+#: The child of :func:`run_cli_batch`: each call through this conftest's in-process runner.
+_BATCH_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from conftest import _in_process_cli
+found = []
+for args, changed, timeout in json.loads(sys.stdin.read()):
+    start = time.monotonic()
+    proc = _in_process_cli(args, changed, timeout)
+    found.append([proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start])
+with open(sys.argv[2], "w", encoding="utf-8") as fh:  # not stdout: C code may print there
+    json.dump(found, fh)
+"""
+
+
+def run_cli_batch(*calls: tuple[str, ...] | tuple[tuple[str, ...], dict[str, str]],
+                  env: dict[str, str] | None = None,
+                  timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
+    """Several ``chipfit`` calls, one after another, in ONE fresh ``python -m``-like process.
+
+    For calls that each need a fresh interpreter only because of what they might start
+    (``scale``'s XLA devices, a Ray driver) or read at start-up (``$RAY_ADDRESS``), and that
+    are refused before anything starts: one interpreter start and one import of torch and JAX
+    instead of one per call. Each call is ``ARGS`` or ``(ARGS, ENV)``; ``ENV`` is set for that
+    call alone, ``env`` for the whole process (what must be there before anything imports,
+    such as ``XLA_FLAGS``; ``$CHIPFIT_HOME`` is a fresh directory unless given: a module
+    fixture runs before a test's own isolated home exists). Each result is a
+    CompletedProcess, with ``.seconds`` the call took.
+    """
+    jobs = []
+    for call in calls:
+        args, changed = (call[0], dict(call[1])) if call and isinstance(call[0], tuple) else (
+            call, {})
+        changed.setdefault("COLUMNS", "200")
+        jobs.append([list(args), changed, timeout])
+    with tempfile.TemporaryDirectory(prefix="chipfit-cli-batch-") as tmp:
+        answer = Path(tmp) / "results.json"
+        proc = subprocess.run([sys.executable, "-c", _BATCH_CHILD, str(Path(__file__).parent),
+                               str(answer)], input=json.dumps(jobs), capture_output=True,
+                              text=True, timeout=timeout * len(jobs),
+                              env={**os.environ, "CHIPFIT_HOME": str(Path(tmp) / "home"),
+                                   **(env or {})})
+        if proc.returncode != 0 or not answer.exists():
+            raise AssertionError(f"the batch of chipfit calls failed ({proc.returncode}):\n"
+                                 f"{proc.stderr[-4000:]}")
+        found = json.loads(answer.read_text(encoding="utf-8"))
+    results = []
+    for (args, _, _), (code, out, err, seconds) in zip(jobs, found, strict=True):
+        done = subprocess.CompletedProcess(["chipfit", *args], code, out, err)
+        done.seconds = seconds  # type: ignore[attr-defined]
+        results.append(done)
+    return results
+
+
 def _subprocess_cli(args: list[str], changed: dict[str, str],
                     timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "chipfit", *args], capture_output=True,
@@ -272,6 +327,13 @@ def one_torch_thread():
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def cli_batch():
+    """:func:`run_cli_batch`, for module-scoped fixtures that gather a file's fresh-process
+    calls into one process."""
+    return run_cli_batch
 
 
 def pytest_collection_modifyitems(config, items):

@@ -77,30 +77,6 @@ def _fleet(cluster, **options):
     return RayExecutor(address=cluster.address, fleet=True, timeout_s=120, **options)
 
 
-def test_every_node_type_measures_the_plan_pinned_to_its_nodes(cluster, probed,
-                                                               tmp_path: Path) -> None:
-    found, discovery = probed
-    nodes = {n.node_id: n for n in found}
-    assert sorted(n.node_type for n in nodes.values()) == ["cpu-big", "cpu-big", "cpu-small"]
-    assert sorted(n.cpus for n in nodes.values()) == [1.0, 2.0, 2.0]
-    assert all(n.cpu_model and n.devices == ("torch:cpu",) for n in nodes.values())
-    executor = _fleet(cluster, nodes=found)
-    with open_store(tmp_path / "h.sqlite3") as store:
-        run = bench(["matmul"], ["torch:cpu"], sizes=["64"], timing=TIMING, executor=executor,
-                    store=store, discovery=discovery)
-        stored = store.load_run(run.run_id)
-        planned = store.planned_jobs(run.run_id)
-    assert sorted(j.node_type for j in planned) == ["cpu-big", "cpu-small"]  # once per type
-    assert all(m.ok for m in run.measurements), [m.note for m in run.measurements]
-    by_type = {m.node_type: m for m in stored.measurements}
-    assert sorted(by_type) == ["cpu-big", "cpu-small"]  # stored with its node type
-    for node_type, m in by_type.items():
-        assert nodes[m.node_id].node_type == node_type  # ran on a node of that type
-        assert m.meta["node_id"] == m.node_id[:12]  # the worker's own view agrees
-    settings = dict(stored.settings)
-    assert settings["fleet"] == "node-type" and settings["node_types"] == "cpu-big,cpu-small"
-
-
 def test_every_node_plans_each_job_once_per_node(cluster, probed) -> None:
     from chipfit.pipelines.bench import place, plan
     from chipfit.spec import DeviceRef
@@ -130,8 +106,16 @@ def test_data_parallel_training_scales_across_two_nodes(cluster, probed) -> None
     assert two.node_type == "cpu-big" and 0 < result.efficiency(result.points[1])
 
 
-def test_cli_bench_on_a_fleet_prints_the_table_and_the_choice(cluster, tmp_path: Path,
-                                                             cli) -> None:
+def test_cli_bench_on_a_fleet_measures_each_type_on_its_nodes_and_prints_the_choice(
+        cluster, probed, tmp_path: Path, cli) -> None:
+    """One real ``chipfit bench`` process on the fleet (the API's bench on a fleet runs in the
+    node-loss test below): planned once per node type, each job on a node of its type, stored
+    with it, the fleet table and the cheapest choice printed at 80 columns."""
+    found, _ = probed
+    nodes = {n.node_id: n for n in found}
+    assert sorted(n.node_type for n in nodes.values()) == ["cpu-big", "cpu-big", "cpu-small"]
+    assert sorted(n.cpus for n in nodes.values()) == [1.0, 2.0, 2.0]
+    assert all(n.cpu_model and n.devices == ("torch:cpu",) for n in nodes.values())
     db = tmp_path / "h.sqlite3"
     proc = cli("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "64", "--quick", "--db",
                str(db), "--node-price", "cpu-small=0.05", "--node-price", "cpu-big=0.10",
@@ -144,8 +128,16 @@ def test_cli_bench_on_a_fleet_prints_the_table_and_the_choice(cluster, tmp_path:
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
     with open_store(db) as store:
         run = store.load_run("latest")
-    assert sorted(m.node_type for m in run.measurements) == ["cpu-big", "cpu-small"]
-    assert all(m.node_id for m in run.measurements)
+        planned = store.planned_jobs(run.run_id)
+    assert sorted(j.node_type for j in planned) == ["cpu-big", "cpu-small"]  # once per type
+    assert all(m.ok for m in run.measurements), [m.note for m in run.measurements]
+    by_type = {m.node_type: m for m in run.measurements}
+    assert sorted(by_type) == ["cpu-big", "cpu-small"]  # stored with its node type
+    for node_type, m in by_type.items():
+        assert nodes[m.node_id].node_type == node_type  # ran on a node of that type
+        assert m.meta["node_id"] == m.node_id[:12]  # the worker's own view agrees
+    settings = dict(run.settings)
+    assert settings["fleet"] == "node-type" and settings["node_types"] == "cpu-big,cpu-small"
 
 
 def _kill_when_marked(cluster, marker_dir: Path, doomed: dict[str, object]) -> threading.Thread:

@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from _neighbours import NeighbourWatch
 from chipfit.store import SCHEMA_VERSION, open_store
 from chipfit.store.runs import load_run
 
 BENCH = ("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "32,64", "--quick")
-#: Other processes' share of the machine's CPUs while a run was measured (this test's own
-#: reading, independent of chipfit's) above which a flagged change may be theirs.
-NEIGHBOUR_SHARE = 0.10
-_NEIGHBOURS: dict[str, float] = {}
-
-
-@contextlib.contextmanager
-def _neighbours(name: str) -> Iterator[None]:
-    """Record in _NEIGHBOURS[name] the share of every CPU that processes other than this one
-    and its children used while the block ran (/proc/stat busy jiffies minus our CPU time)."""
-    def busy_s() -> float:
-        with open("/proc/stat", encoding="ascii") as fh:
-            v = [float(x) for x in fh.readline().split()[1:8]]
-        return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
-
-    def own_s() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    if not os.path.exists("/proc/stat"):
-        yield
-        return
-    start, busy, own = time.monotonic(), busy_s(), own_s()
-    yield
-    wall = max(time.monotonic() - start, 1e-3)
-    others = max(0.0, (busy_s() - busy) - (own_s() - own))
-    _NEIGHBOURS[name] = max(_NEIGHBOURS.get(name, 0.0), others / (wall * (os.cpu_count() or 1)))
+#: Other processes' use of the CPUs while the two real runs were measured (this test's own
+#: reading, independent of chipfit's; see tests/_neighbours.py).
+WATCH = NeighbourWatch()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +28,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A database with one real run and a copy of it made twice as slow: (db, A, B)."""
     home = tmp_path_factory.mktemp("history-home")
     db = home / "h.sqlite3"
-    with _neighbours("A"):
+    with WATCH:
         proc = subprocess.run([sys.executable, "-m", "chipfit", *BENCH, "--db", str(db)],
                               capture_output=True, text=True, timeout=300,
                               env={**os.environ, "CHIPFIT_HOME": str(home)})
@@ -121,7 +95,7 @@ def test_compare_flags_an_injected_2x_slowdown(history, cli, tmp_path: Path) -> 
 
 def test_compare_of_two_real_back_to_back_runs_flags_nothing(history, cli, tmp_path: Path) -> None:
     db, a, _ = history
-    with _neighbours("B"):
+    with WATCH:
         cli(*BENCH, "--db", str(db), check=True)  # the same work again, right after
     proc = cli("compare", a, "latest", "--db", str(db), "--fail-on-regression", "--json", "-")
     data = json.loads(proc.stdout)
@@ -130,12 +104,15 @@ def test_compare_of_two_real_back_to_back_runs_flags_nothing(history, cli, tmp_p
     if data["busy"]:  # chipfit saw the neighbours: nothing flagged, and the verdict says why
         assert data["verdict"] == "inconclusive: machine busy"
         assert all(p["contended"] for p in data["points"])
-    neighbours = max(_NEIGHBOURS.get("A", 0.0), _NEIGHBOURS.get("B", 0.0))
-    if data["regressions"] and neighbours >= NEIGHBOUR_SHARE:
-        pytest.skip(f"other processes used {neighbours:.0%} of the CPUs while the runs were "
-                    "measured, which chipfit's evidence did not show: the flagged change may be "
-                    f"theirs ({[p['verdict'] for p in data['points']]})")
-    assert proc.returncode == 0, proc.stdout
+    if data["regressions"] and WATCH.busy:
+        # chipfit watches its own cores between its timing windows; a neighbour that came and
+        # went (or ran on another core and took the memory bandwidth) can slip past it. This
+        # test's own reading saw one: the flagged change may be theirs, so it cannot fail here.
+        pytest.skip(f"another process shared the machine: {WATCH.describe()}, which chipfit's "
+                    "evidence did not show; the flagged change may be theirs "
+                    f"({[p['verdict'] for p in data['points']]})")
+    # Nobody else ran (or chipfit saw them): two runs of the same work must not differ.
+    assert proc.returncode == 0, (WATCH.describe(), proc.stdout)
     assert data["regressions"] == 0
 
 

@@ -1,7 +1,9 @@
 """``chipfit scale``: data-parallel sharding over 4 simulated JAX CPU devices.
 
 XLA fixes the device count when JAX starts, so every test runs in a fresh process with
-``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``).
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``). The calls made
+with those flags share one (conftest's ``run_cli_batch``): the weak-scaling run, then the
+usage errors, each refused before anything is measured.
 """
 
 from __future__ import annotations
@@ -26,10 +28,30 @@ def _points(path):
     return data, data["points"]
 
 
-def test_weak_scaling_over_four_simulated_devices(cli, tmp_path):
-    out = tmp_path / "scale.json"
-    proc = cli("scale", "--backend", "jax", "--devices", "4", "--workload", "mlp", "--batch", "8",
-               "--quick", "--json", str(out), env=FOUR, check=True)
+#: (arguments, what the one-line error says): refused before anything is measured.
+USAGE_ERRORS = [
+    (("scale", "--devices", "8", "--quick"), ("JAX sees 4", "--simulate")),
+    (("scale", "--devices", "4", "--scaling", "strong", "--batch", "6"),
+     ("does not split evenly",)),
+    (("scale", "--devices", "2", "--workload", "matmul"), ("mlp",)),
+    (("scale", "--backend", "torch", "--simulate", "--devices", "2"), ("--simulate is for JAX",)),
+]
+
+
+@pytest.fixture(scope="module")
+def four(cli_batch, tmp_path_factory: pytest.TempPathFactory):
+    """One fresh process with 4 XLA CPU devices: (the weak-scaling run, its JSON file, the
+    usage errors' results)."""
+    out = tmp_path_factory.mktemp("scale") / "scale.json"
+    weak = ("scale", "--backend", "jax", "--devices", "4", "--workload", "mlp", "--batch", "8",
+            "--quick", "--json", str(out))
+    found = cli_batch(weak, *[args for args, _ in USAGE_ERRORS], env=FOUR)
+    return found[0], out, found[1:]
+
+
+def test_weak_scaling_over_four_simulated_devices(four):
+    proc, out, _ = four
+    assert proc.returncode == 0, proc.stderr
     data, points = _points(out)
     assert data["scaling"] == "weak" and data["simulated"] and data["source"] == "measured"
     assert [p["devices"] for p in points] == [1, 2, 4]
@@ -44,6 +66,14 @@ def test_weak_scaling_over_four_simulated_devices(cli, tmp_path):
     assert "efficiency" in proc.stdout and "Simulated CPU devices" in proc.stdout
 
 
+def test_more_devices_than_present_an_uneven_batch_or_a_wrong_backend_are_usage_errors(four):
+    for (args, says), proc in zip(USAGE_ERRORS, four[2], strict=True):
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        for words in says:
+            assert words in proc.stderr, (args, proc.stderr)
+
+
 def test_strong_scaling_with_simulate_and_no_xla_flags(cli, tmp_path):
     out = tmp_path / "scale.json"
     cli("scale", "--devices", "4", "--simulate", "--scaling", "strong", "--workload",
@@ -53,15 +83,6 @@ def test_strong_scaling_with_simulate_and_no_xla_flags(cli, tmp_path):
     assert data["scaling"] == "strong" and data["mode"] == "inference"
     assert [p["global_batch"] for p in points] == [4, 4, 4]
     assert [p["per_device_batch"] for p in points] == [4, 2, 1]
-
-
-def test_more_devices_than_present_or_an_uneven_batch_are_usage_errors(cli):
-    proc = cli("scale", "--devices", "8", "--quick", env=FOUR)
-    assert proc.returncode == 2 and "JAX sees 4" in proc.stderr and "--simulate" in proc.stderr
-    proc = cli("scale", "--devices", "4", "--scaling", "strong", "--batch", "6", env=FOUR)
-    assert proc.returncode == 2 and "does not split evenly" in proc.stderr
-    proc = cli("scale", "--devices", "2", "--workload", "matmul", env=FOUR)
-    assert proc.returncode == 2 and "mlp" in proc.stderr
 
 
 _SHARDED_EQUALS_SINGLE = textwrap.dedent("""
@@ -116,8 +137,18 @@ def test_torch_ddp_scaling_through_the_cli(cli, tmp_path):
         proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     data, points = _points(out)
+    assert (data["scaling"], data["mode"], data["source"]) == ("weak", "train", "measured")
     assert [p["devices"] for p in points] == [1, 2]
-    assert all(p["measurement"]["status"] == "ok" for p in points)
+    for p in points:  # 2 CPU processes trained in step over gloo, 16 items each
+        m = p["measurement"]
+        meta = dict(m["metadata"])
+        assert m["status"] == "ok" and m["source"] == "measured" and m["block_times_s"]
+        assert meta["comm_backend"] == "gloo" and meta["per_device_batch"] == "16"
+        assert p["global_batch"] == 16 * p["devices"] == m["items_per_call"]
+        assert m["first_call_s"] > 0 and m["flops"] > 0
+        expected = points[0]["median_s"] * (p["global_batch"] / 16) / (p["devices"] *
+                                                                        p["median_s"])
+        assert p["efficiency"] == pytest.approx(expected) and math.isfinite(p["efficiency"])
+    # Each rank trained on different data; DDP's gradient averaging kept the replicas equal.
+    assert float(dict(points[1]["measurement"]["metadata"])["replica_max_diff"]) == 0.0
     assert "on torch" in proc.stdout
-    bad = cli("scale", "--backend", "torch", "--simulate", "--devices", "2")
-    assert bad.returncode == 2 and "--simulate is for JAX" in bad.stderr

@@ -229,15 +229,35 @@ def _closed_port() -> int:
 BENCH_TINY = ["bench", "-w", "matmul", "-s", "16", "-d", "torch:cpu", "--quick", "--no-save"]
 
 
-@pytest.mark.parametrize("flags", [["--ray-address", "127.0.0.1:{port}"],
-                                   ["--executor", "ray", "--address", "127.0.0.1:{port}"]],
-                         ids=["ray-address", "executor-address"])
-def test_a_closed_ray_port_is_one_line_within_seconds(flags, cli) -> None:
-    port = _closed_port()
-    start = time.monotonic()
-    proc = cli(*BENCH_TINY, *[f.format(port=port) for f in flags], timeout=60)
+# ---- calls that need a process of their own, all in one ----------------------------------------
+@pytest.fixture(scope="module")
+def own_process(cli_batch, tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, subprocess.CompletedProcess[str]]:
+    """This file's calls that each need a fresh interpreter (``scale``, whose XLA devices are
+    fixed when JAX starts; a Ray driver; ``$RAY_ADDRESS``, read when Ray starts), run one after
+    another in ONE fresh process (conftest's ``run_cli_batch``): each is refused before
+    anything starts, which is what these tests check, so they cannot disturb each other; one
+    interpreter start and one torch and JAX import instead of thirteen. By name; ``.seconds``
+    is each call's own time."""
+    closed = f"127.0.0.1:{_closed_port()}"
+    calls: dict[str, object] = {
+        "ray-address": (*BENCH_TINY, "--ray-address", closed),
+        "executor-address": (*BENCH_TINY, "--executor", "ray", "--address", closed),
+        "stray-env": ((*BENCH_TINY, "--json", str(tmp_path_factory.mktemp("stray") / "run.json")),
+                      {"RAY_ADDRESS": closed}),
+        "env-executor": ((*BENCH_TINY, "--executor", "ray"), {"RAY_ADDRESS": closed}),
+        "scale-malformed-ray": ("scale", "--backend", "torch", "--ray-address",
+                                "nowhere:notaport"),
+        **{f"scale-{name}": ("scale", *args) for name, args, _ in SCALE},
+    }
+    return dict(zip(calls, cli_batch(*calls.values(), timeout=120), strict=True))
+
+
+@pytest.mark.parametrize("name", ["ray-address", "executor-address"])
+def test_a_closed_ray_port_is_one_line_within_seconds(name: str, own_process) -> None:
+    proc = own_process[name]
     assert_refused(proc, 2, "cannot reach the ray cluster")
-    assert time.monotonic() - start < 45  # ray.init alone retried past 90 s
+    assert proc.seconds < 45  # ray.init alone retried past 90 s
 
 
 def test_a_port_that_is_not_a_ray_cluster_is_one_line_within_seconds(cli) -> None:
@@ -251,18 +271,15 @@ def test_a_port_that_is_not_a_ray_cluster_is_one_line_within_seconds(cli) -> Non
     assert time.monotonic() - start < 45  # ray.init waited past 120 s
 
 
-def test_a_stray_ray_address_does_not_send_a_plain_bench_to_a_cluster(cli, tmp_path) -> None:
-    out = tmp_path / "run.json"
-    proc = cli(*BENCH_TINY, "--json", str(out), env={"RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"},
-               timeout=120)
+def test_a_stray_ray_address_does_not_send_a_plain_bench_to_a_cluster(own_process) -> None:
+    proc = own_process["stray-env"]
     assert proc.returncode == 0, proc.stderr
+    out = Path(proc.args[proc.args.index("--json") + 1])
     assert json.loads(out.read_text())["settings"]["executor"] == "inline"
 
 
-def test_ray_address_from_the_environment_with_executor_ray_is_checked_too(cli) -> None:
-    proc = cli(*BENCH_TINY, "--executor", "ray", env={"RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"},
-               timeout=60)
-    assert_refused(proc, 2, "cannot reach the ray cluster")
+def test_ray_address_from_the_environment_with_executor_ray_is_checked_too(own_process) -> None:
+    assert_refused(own_process["env-executor"], 2, "cannot reach the ray cluster")
 
 
 @pytest.mark.parametrize("address", ["::::", "127.0.0.1:99999", "127.0.0.1:0", "ray://",
@@ -272,9 +289,8 @@ def test_a_malformed_ray_address_is_one_line(address: str, cli) -> None:
     assert_refused(cli(*BENCH_TINY, "--ray-address", address), 2, "malformed ray address")
 
 
-def test_scale_refuses_a_malformed_ray_address(cli) -> None:
-    proc = cli("scale", "--backend", "torch", "--ray-address", "nowhere:notaport")
-    assert_refused(proc, 2, "malformed ray address")
+def test_scale_refuses_a_malformed_ray_address(own_process) -> None:
+    assert_refused(own_process["scale-malformed-ray"], 2, "malformed ray address")
 
 
 # ---- scaling requests the machine cannot hold -------------------------------------------------
@@ -292,12 +308,11 @@ SCALE = [
 ]
 
 
-@pytest.mark.parametrize("args,says", [(a, s) for _, a, s in SCALE], ids=[i for i, _, _ in SCALE])
-def test_scale_refuses_what_the_machine_cannot_hold_at_once(args, says, cli) -> None:
-    start = time.monotonic()
-    proc = cli("scale", *args, timeout=120)
+@pytest.mark.parametrize("name,says", [(i, s) for i, _, s in SCALE], ids=[i for i, _, _ in SCALE])
+def test_scale_refuses_what_the_machine_cannot_hold_at_once(name, says, own_process) -> None:
+    proc = own_process[f"scale-{name}"]  # (run in the fixture above, with the others)
     assert_refused(proc, 2, says)
-    assert time.monotonic() - start < 60  # refused, not started: 100000 devices took minutes
+    assert proc.seconds < 60  # refused, not started: 100000 devices took minutes
 
 
 # ---- GPU kernel data that is not what it claims -----------------------------------------------
