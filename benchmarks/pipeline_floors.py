@@ -13,7 +13,7 @@ import argparse
 import ast
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def main() -> int:
     args = ap.parse_args()
     graph = edges(args.package, sources(args.package, args.rev))
 
-    @lru_cache(maxsize=None)
+    @cache
     def depth(m: str, stack: tuple[str, ...] = ()) -> int:
         if m in stack:
             return 0

@@ -120,8 +120,8 @@ def test_a_large_config_is_traced_without_weights(tmp_path):
 def test_end_to_end_labels_of_the_three_configs(model):
     """The shipped fit against the data's end-to-end labels (in-sample for the fit's GPUs;
     the leave-one-GPU-out figures are in benchmarks/gpu_predictor.py)."""
-    from chipfit.pipelines.gpu_validate import _trace_label
     from chipfit.pipelines.gpu_data import load_e2e_labels
+    from chipfit.pipelines.gpu_validate import _trace_label
 
     labels = [r for r in load_e2e_labels(DATA) if r["model"] == model]
     errors = []

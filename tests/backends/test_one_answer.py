@@ -127,9 +127,9 @@ def make():
 
 
 def test_a_users_gru_gets_one_number_and_its_steps_on_every_route(tmp_path, monkeypatch):
-    """predict gave RTX 5090 (then roofline-only) 0.03 ms for a GRU of 100 steps (its fused op priced by FLOPs
-    alone, one launch) while advise said 33.1 ms on the same card (a CPU trace) and 1.27 ms
-    on L4. Here STEPS steps: the floor below (0.24 ms) is still 8x what that bug gave."""
+    """predict gave RTX 5090 (then roofline-only) 0.03 ms for a GRU of 100 steps (its fused
+    op priced by FLOPs alone, one launch) while advise said 33.1 ms on the same card (a CPU
+    trace) and 1.27 ms on L4. Here STEPS steps: the floor below (0.24 ms) is still 8x what that bug gave."""
     from chipfit.pipelines.model_predict import predict_model
 
     (tmp_path / "one_answer_gru.py").write_text(GRU_FACTORY)

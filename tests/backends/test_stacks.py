@@ -98,8 +98,8 @@ def custom_op_workload():
 
 
 def test_failed_export_is_recorded_and_the_suite_goes_on(custom_op_workload, tmp_path):
-    from chipfit.store.runs import load_run, save_run
     from chipfit.pipelines.bench import bench
+    from chipfit.store.runs import load_run, save_run
 
     run = bench([custom_op_workload, "mlp"], ["torch:cpu"], sizes=["2"],
                 stacks=["eager", "onnxruntime"], timing=FAST)

@@ -96,8 +96,8 @@ def test_the_loss_is_transformers_detr_loss_and_the_matching_is_optimal(tiny):
 
 
 def _cost_matrix(logits, boxes, target, config):
-    from transformers.loss.loss_for_object_detection import generalized_box_iou
     from transformers.image_transforms import center_to_corners_format
+    from transformers.loss.loss_for_object_detection import generalized_box_iou
 
     with torch.no_grad():
         prob = logits.softmax(-1)[:, target["class_labels"]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.hostile._support import Material, StoredRun, build_material, build_stored_run
 
 

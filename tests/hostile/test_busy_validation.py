@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.hostile._support import assert_refused
 
 from chipfit.analysis.calibration import Calibration
-from tests.hostile._support import assert_refused
 
 pytest.importorskip("torch")
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.hostile._support import assert_refused, copy_db, no_temp_files, sql
 
 

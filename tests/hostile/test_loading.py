@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.hostile._support import Payload, build_material
 
 from chipfit.errors import InvalidInputError, OutOfMemoryError, UnsafeFileError
 from chipfit.execute.probe import host_memory_limit
@@ -22,7 +23,6 @@ from chipfit.workloads.pickles import (
     surely_forbidden,
 )
 from chipfit.workloads.user import check_inputs, load_model, parse_input
-from tests.hostile._support import Payload, build_material
 
 
 @pytest.fixture(scope="module")

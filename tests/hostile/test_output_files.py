@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.hostile._support import assert_refused, no_temp_files
 
 from chipfit.errors import InvalidInputError
 from chipfit.paths import open_atomic, write_atomic, write_json_atomic
-from tests.hostile._support import assert_refused, no_temp_files
 
 
 def _small_disk() -> None:  # runs in the child before exec

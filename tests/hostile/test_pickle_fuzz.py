@@ -27,14 +27,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tests.conftest import run_cli
+from tests.hostile._support import Payload, _rewrite_zip, assert_refused, torch_save_bytes
 
 import chipfit
 from chipfit.errors import InvalidInputError, UnsafeFileError
 from chipfit.workloads import pickles
 from chipfit.workloads.pickles import PickleFinding, allowed_globals, refusal, scan_pickle
 from chipfit.workloads.user import load_model
-from tests.hostile._support import Payload, _rewrite_zip, assert_refused, torch_save_bytes
-from tests.conftest import run_cli
 
 
 # ---- pickles the old opcode scanner misread --------------------------------------------------

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from _store_peek import count as _count
 from _store_peek import rows as _rows
 

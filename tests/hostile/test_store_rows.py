@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.hostile._support import assert_refused, copy_db, sql
 
 from chipfit.errors import InvalidInputError
 from chipfit.results import Discovery, Measurement, Run
 from chipfit.spec import DeviceRef, Job, TimingConfig
 from chipfit.store import open_store
 from chipfit.store import sqlite as store_sqlite
-from tests.hostile._support import assert_refused, copy_db, sql
 
 RUN_ID = "20260101T000000Z-aaaaaa"
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.hostile._support import assert_refused
 
 # A tiny llama that both `llm` and `predict` accept (predict builds it on the meta device).

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from chipfit.analysis.calibration import Calibration, roofs_from_calibration
-from chipfit.pipelines import calibrate as cal_module
-from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 from chipfit.analysis.trust import MAX_CHECK_ERROR
 from chipfit.errors import UnreliableError
+from chipfit.pipelines import calibrate as cal_module
+from chipfit.pipelines.calibrate import calibrate, load_calibration, reusable, save_calibration
 
 
 def _cal(check_error: float, **extra) -> Calibration:

@@ -298,8 +298,8 @@ def test_a_contended_point_still_shows_what_fits_but_sets_no_best_rate():
 
 
 def test_a_sweep_bisects_a_gap_on_both_series_of_the_crossing():
-    from chipfit.spec import TimingConfig
     from chipfit.pipelines.sweep import bisection_jobs
+    from chipfit.spec import TimingConfig
 
     sizes = [16, 32, 64, 128, 256]
     ms = [_measured("torch:cpu@1t", x, cpu_like(x * 100)) for x in sizes]  # cross at 100

@@ -178,9 +178,9 @@ def test_fast_engine_seconds_match_the_full_prediction():
 
 
 def test_default_suite_measures_every_stack_of_three_models_on_the_unpinned_cpu():
-    from chipfit.results import DeviceInfo, Discovery
     from chipfit.analysis.suites import get_suite
     from chipfit.pipelines.suites import plan_suite
+    from chipfit.results import DeviceInfo, Discovery
 
     cpu = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "a CPU", 16 * 2**30, cores=2, threads=2)
     jax_cpu = DeviceInfo("jax:cpu:0", "jax", "cpu", "cpu", "a CPU")

@@ -8,10 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from chipfit.errors import UnknownNameError
-from chipfit.report.claims import claims_table, measured_text, verdict_text
-from chipfit.results import DeviceInfo, Discovery, Measurement, Run
-from chipfit.spec import DeviceRef
 from chipfit.analysis.suites import (
     FAILS,
     HOLDS,
@@ -22,7 +18,11 @@ from chipfit.analysis.suites import (
     check_claims,
     get_suite,
 )
+from chipfit.errors import UnknownNameError
 from chipfit.pipelines.suites import plan_suite
+from chipfit.report.claims import claims_table, measured_text, verdict_text
+from chipfit.results import DeviceInfo, Discovery, Measurement, Run
+from chipfit.spec import DeviceRef
 
 SEEDS = get_suite("seeds")
 CPU = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "a CPU", 16 * 2**30, cores=2, threads=2)

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from chipfit.analysis.ranking import recommend
 from chipfit.analysis.evidence import Evidence, ModelFacts, Option, Reason
+from chipfit.analysis.ranking import recommend
 from chipfit.analysis.verdict import CLEAR_GAIN, decide
 from chipfit.report.advise_view import display_name, verdict_text
 

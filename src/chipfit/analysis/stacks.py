@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-
 from typing import TYPE_CHECKING, Any
 
 from chipfit.analysis.roofline import ClassTime, Prediction, missing_peak_reason

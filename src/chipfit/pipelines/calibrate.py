@@ -36,7 +36,6 @@ peak is a one-line error, never a prediction.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -48,8 +47,8 @@ from chipfit.analysis.calibration import (
     MAX_BYTES_PER_S,
     MAX_FLOPS_PER_S,
     MAX_OVERHEAD_S,
-    CalPoint,
     Calibration,
+    CalPoint,
     contention_of,
     fit_curve,
     refusal,
