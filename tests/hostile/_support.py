@@ -226,8 +226,10 @@ def sql(db: Path, statement: str, *params: object) -> list[tuple]:
 # ---- what every refusal looks like -------------------------------------------------------------
 def assert_refused(proc: subprocess.CompletedProcess[str], code: int = 2,
                    says: str | None = None) -> None:
-    """Exit ``code``, exactly one line on stderr, no traceback anywhere."""
+    """Exit ``code``, exactly one message on stderr (a warning wrapped at the terminal's
+    width continues on indented lines: one message), no traceback anywhere."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for i, line in enumerate(lines) if i == 0 or not line.startswith(" ")]
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert len(lines) == 1, proc.stderr

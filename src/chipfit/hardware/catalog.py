@@ -857,7 +857,9 @@ def read_catalog_data(path: str | Path | None = None) -> dict[str, Any]:
     except toml.TOMLDecodeError as exc:
         first = str(exc).splitlines()[0][:200] if str(exc) else "parse error"
         raise InvalidInputError(f"{path or 'catalog.toml'} is not valid TOML: {first}") from None
-    except (RecursionError, ValueError, OverflowError):  # nested too deep, absurd numbers
+    except RecursionError:
+        raise InvalidInputError(f"{path} is not a catalog (TOML nested too deeply)") from None
+    except (ValueError, OverflowError):  # absurd numbers
         raise InvalidInputError(f"{path} is not a catalog (TOML the reader cannot hold)") from None
 
 
