@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ranked batch (compile, onnxruntime, int8, int8-torch, int8-static, or "
                         "all); tensorrt (catalog GPUs) and engine (every catalog device) are "
                         "predicted int8 engines fitted on published MLPerf results")
-    p.add_argument("--hardware", help="comma-separated catalog keys to predict (default: a "
+    p.add_argument("--hardware", "-H", help="comma-separated catalog keys to predict (default: a "
                    "spread of GPUs and TPUs; see chipfit catalog)")
     p.add_argument("--devices", help="local devices to measure (default: all found)")
     p.add_argument("--max-latency", type=finite_float, metavar="MS", help="latency limit per batch, ms")
@@ -262,9 +262,13 @@ def _advise_llm(args: argparse.Namespace) -> int:
 
 def _with_service(advice: object, args: argparse.Namespace, hardware: list[str]) -> object:
     """The service question answered first (docs/SERVING.md): ``--batch`` users (1 by
-    default) served with continuous batching under the default SLO, fewest devices."""
+    default) served with continuous batching under the default SLO, fewest devices. Not
+    when --max-latency or --budget is given: those limits bind the ranking below, and a
+    service answer that ignored them would contradict it."""
     from dataclasses import replace
 
+    if args.max_latency or args.budget:
+        return advice
     from chipfit.pipelines.serving import serve_report
 
     report = serve_report(args.model, [h for h in hardware if h != "local" and ":" not in h],

@@ -230,10 +230,13 @@ def llm_advice_renderable(advice: Any) -> Any:
                       p.stack)
     lines = [Text(f"- {r}") for r in llm_reasons(advice)]
     lines += [Text(f"excluded {h}: {w}", style="dim") for h, w in advice.excluded]
-    head = [Text(advice.service, style="bold")] if getattr(advice, "service", "") else []
+    service = getattr(advice, "service", "")
+    head = [Text(service, style="bold")] if service else []
+    verdict = Text(llm_verdict_line(advice, second=bool(service)),
+                   style="" if service else "bold")
     if not advice.ranked:  # no empty table: the verdict, then what was excluded and why
-        return Group(*head, Text(llm_verdict_line(advice), style="bold"), *lines)
-    return Group(*head, Text(llm_verdict_line(advice), style="bold"), table, *lines)
+        return Group(*head, verdict, *lines)
+    return Group(*head, verdict, table, *lines)
 
 
 def _objective(name: str) -> tuple[str, str, bool]:
