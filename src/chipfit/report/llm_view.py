@@ -95,7 +95,7 @@ def _html_rows(report: Any) -> list[tuple[Any, ...]]:
         fits = "?" if r.fits is None else ("yes" if r.fits else "no")
         rows.append((r.hardware, fits, "-" if r.devices_needed is None else r.devices_needed,
                      num(f"{r.memory.total / 1e9:.1f} GB", "predicted"),
-                     num(f"{r.memory_capacity / 1e9:.0f} GB", "catalog")
+                     num(f"{r.memory_capacity / 1e9:.0f} GB", r.capacity_source)
                      if r.memory_capacity else "-", r.max_batch,
                      num(fmt_seconds(p.ttft_s), "predicted") if p else "-",
                      num(_num(p.decode_tokens_per_s), "predicted") if p else "-",
@@ -122,7 +122,8 @@ def llm_html_section(report: Any, element_id: str = "llm") -> Any:
                    | set(report.notes))
     return _join([_el("h2", head, id=element_id), table,
                   _figure(f"{element_id}-memory", "Memory per device (estimated) against "
-                          "capacity (catalog).", memory_fit_plot(report)),
+                          "capacity (catalog; this machine's: measured).",
+                          memory_fit_plot(report)),
                   _figure(f"{element_id}-tokens", "Decode tokens/s vs batch (predicted).",
                           tokens_vs_batch_plot(report)),
                   _el("ul", _join(_el("li", n) for n in notes), class_="muted") if notes
@@ -134,16 +135,12 @@ def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
     serving section (answer, table, frontier plot) when ``service`` is given."""
     from pathlib import Path
 
-    from chipfit.report.html import _CSP, _STYLE, _el, _join, esc
+    from chipfit.report.html import _el, _join, page
 
     body = llm_html_section(report)
     if service is not None:
         body = _join([body, serve_html_section(service)])
-    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            f"<title>chipfit llm {esc(report.arch.name)}</title>"
-            f"<style>{_STYLE}</style></head><body>{_el('h1', 'chipfit llm')}{body}"
-            f"</body></html>\n")
+    text = page(f"chipfit llm {report.arch.name}", _join([_el("h1", "chipfit llm"), body]))
     from chipfit.paths import open_atomic
 
     with open_atomic(path, "--html") as fh:
@@ -327,13 +324,10 @@ def write_serve_html(report: Any, path: Any) -> Any:
     from pathlib import Path
 
     from chipfit.paths import open_atomic
-    from chipfit.report.html import _CSP, _STYLE, _el, esc
+    from chipfit.report.html import _el, _join, page
 
-    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            f"<title>chipfit llm {esc(report.arch.name)}</title>"
-            f"<style>{_STYLE}</style></head><body>{_el('h1', 'chipfit llm')}"
-            f"{serve_html_section(report)}</body></html>\n")
+    text = page(f"chipfit llm {report.arch.name}",
+                _join([_el("h1", "chipfit llm"), serve_html_section(report)]))
     with open_atomic(path, "--html") as fh:
         fh.write(text)
     return Path(path)
