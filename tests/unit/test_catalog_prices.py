@@ -5,6 +5,7 @@ stopping a command."""
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 
 import pytest
 
@@ -57,9 +58,10 @@ def _default_config():
 def test_median_cheapest_and_provider_bases():
     cat = load_catalog()
     points = sorted(p.usd_hr for p in cat["h100-sxm"].prices)
-    assert price("h100-sxm").usd_hr == pytest.approx(points[len(points) // 2])
+    assert len(points) == 4  # aws, lambda, runpod, hyperstack: an even count, two middles
+    assert price("h100-sxm").usd_hr == pytest.approx(statistics.median(points))
     cheap = price("h100-sxm", "cheapest")
-    assert cheap.usd_hr == points[0] and cheap.provider in {"lambda", "aws", "runpod"}
+    assert cheap.usd_hr == points[0] and cheap.provider == "hyperstack"
     aws = price("h100-sxm", "aws")
     assert aws.provider == "aws" and aws.date and "p5.48xlarge" in aws.note
     assert price("tpu-v5e", "aws") is None  # a provider that does not rent it: no price
@@ -68,12 +70,26 @@ def test_median_cheapest_and_provider_bases():
         price("h100-sxm", "nowhere-cloud")
 
 
-def test_spot_is_used_only_without_on_demand_and_says_so():
+SPOT_ONLY = """
+schema_version = 2
+
+[devices.b300]
+prices = [ { provider = "spheron", usd_hr = 2.97, date = "2026-12", term = "spot" } ]
+"""
+
+
+def test_spot_is_used_only_without_on_demand_and_says_so(tmp_path):
     cat = load_catalog()
-    assert cat.price("b300").provider == "spheron (spot)"
-    assert "interruptible" in cat.price("b300").note
+    # the B300 now has on-demand prices (hyperstack, akash): its spot price is not chosen
+    assert cat.price("b300").provider == "median of hyperstack, akash"
+    assert cat.price("b300").usd_hr == pytest.approx(statistics.median([7.4, 6.0]))
+    assert cat.price("b300", "spheron").provider == "spheron (spot)"
     assert "spot" not in cat.price("mi300x").provider  # on-demand prices exist: spot unused
     assert cat.price("mi300x", "crusoe").provider == "crusoe (spot)"
+    user = tmp_path / "spot.toml"  # a device with a spot price only uses it, labelled
+    user.write_text(SPOT_ONLY)
+    only = load_catalog(user=user).price("b300")
+    assert only.provider == "spheron (spot)" and "interruptible" in only.note
 
 
 def test_a_bought_device_is_amortised_under_stated_assumptions():
