@@ -28,9 +28,12 @@ The engine model, per call:
 So ``t = sum_c t_c + kernels * k``. The free parameters are ``e`` per (stack family,
 precision), ``k``, and, for the MLPerf BERT rows only, the share of the 384-token window that
 carries real tokens (the engines skip padding; SQuAD questions plus contexts are shorter than
-384 tokens): :func:`tokens_scaled` applies it. :func:`fit_engine` fits them to published
-results by least squares in log space; :func:`leave_one_out` scores each row with parameters
-fitted on the others. Everything here is pure arithmetic.
+384 tokens): :func:`tokens_scaled` applies it (prediction applies the same share to a token
+model's window: :func:`chipfit.predictors.engine.real_tokens`). :func:`fit_engine` fits them
+to published results by least squares in log space; :func:`leave_one_out` scores each row
+with parameters fitted on the others. Hardware without the precision's catalog peak has no
+engine time (:func:`unknown_engine_prediction`): no other precision's peak stands in.
+Everything here is pure arithmetic.
 """
 
 from __future__ import annotations

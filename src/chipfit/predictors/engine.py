@@ -4,6 +4,11 @@ device) predicted on top of an eager :class:`~chipfit.analysis.roofline.Predicti
 The engine parameters are the shipped fit (``hardware/data/engine_fit.json``), fitted on the
 published MLPerf rows by ``pipelines/engines.py`` and written by ``benchmarks/engine_fit.py``;
 prediction reads it and never fits. The band is the ``engine`` stratum's (``bands.json``).
+
+Two pricing rules live here, so that ``predict`` and ``advise`` apply them alike: a token
+model is priced at its real tokens (:func:`token_window`, :func:`real_tokens`: the user's
+``--seq-len`` as given, else the fitted real-token share of the window), and a device
+without the precision's peak gets an unknown row (no time, no band), never a stand-in peak.
 """
 
 from __future__ import annotations
