@@ -141,6 +141,13 @@ def test_the_unknown_row_has_no_number_and_no_band_in_the_table():
     assert set(map(str, unknown[3:7])) == {"-"}  # band, items/s, e2e, bound
     assert "ms" in str(known[2]) and "unknown" not in str(known[0])
     assert "unknown: no <precision> peak in the catalog" in table.caption
+    from chipfit.report.predict_view import breakdown_table
+
+    assert "(unknown: no int8 peak in the catalog)" in str(breakdown_table(rows[0].prediction))
+    from chipfit.pipelines.predict import PredictRow, Target
+
+    line = str(PredictRow(Target("v100-sxm2", False, "gpu", "V100"), rows[0].prediction))
+    assert line.endswith("(tensorrt int8 inference): unknown: no int8 peak in the catalog")
 
 
 def test_an_unknown_engine_option_is_excluded_with_its_reason_and_rests_no_reason():

@@ -193,13 +193,12 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
                   "".join(f" {flag}." for flag in flags))
 
 
-def breakdown_table(pred: Any) -> Table:
-    """Where one prediction's time goes, by operator class (all predicted); an unknown
-    prediction's table says why it has no rows."""
+def breakdown_table(pred: Any) -> Table | Text:
+    """Where one prediction's time goes, by operator class (all predicted); for an unknown
+    prediction, one line saying why there is none."""
     if pred.unknown:
-        return Table(title=f"{pred.workload} {pred.size} on {pred.hardware}: unknown "
-                           f"({pred.unknown}), so no time by operator class",
-                     title_justify="left")
+        return Text(f"{pred.workload} {pred.size} on {pred.hardware}: no time by operator "
+                    f"class (unknown: {pred.unknown})")
     table = Table(title=f"{pred.workload} {pred.size} on {pred.hardware}: time by operator "
                         "class (predicted)", title_justify="left",
                   caption="roof = max(compute, memory) per operator; overhead = dispatch/launch "
