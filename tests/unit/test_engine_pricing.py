@@ -23,6 +23,7 @@ from chipfit.analysis.rules import evaluate
 from chipfit.analysis.stacks import engine_prediction, hardware_from_spec, tokens_scaled
 from chipfit.hardware.catalog import load_catalog
 from chipfit.predictors.engine import (
+    NOT_TOKENS,
     TokenWindow,
     predict_engine,
     real_tokens,
@@ -75,8 +76,11 @@ def test_built_ins_and_configs_share_one_rule():
     fraction = shipped_engine_fit()[0].token_fraction
     assert real_tokens(builtin, fraction)[0] == real_tokens(config, fraction)[0] == 47
     assert token_window(seq_len=300, default_seq_len=128) == TokenWindow(300, given=True)
-    assert token_window(get_workload("resnet50")) is None  # images: no token rule
-    assert token_window(get_workload("vit-base")) is None  # patches are never padding
+    assert token_window(get_workload("resnet50")) == NOT_TOKENS  # images: no token rule
+    assert token_window(get_workload("vit-base")) == NOT_TOKENS  # patches are never padding
+    assert token_window(get_workload("gpt2-small")) == TokenWindow(128)
+    assert token_window(get_workload("mlp")) is None  # inputs chipfit cannot read as tokens
+    assert token_window(seq_len=None, default_seq_len=0) == NOT_TOKENS  # an image config
 
 
 def test_the_engine_prices_the_real_tokens_by_the_fit_scaling():
@@ -96,6 +100,9 @@ def test_the_engine_prices_the_real_tokens_by_the_fit_scaling():
     assert "cannot tell its padding" in untold.notes[0]
     plain = predict_engine(_eager(attention=False), spec, "tensorrt", "int8")
     assert not any(n.startswith("tokens:") for n in plain.notes)  # not a sequence model
+    image = predict_engine(_eager(), spec, "tensorrt", "int8", tokens=NOT_TOKENS)  # ViT
+    assert image.seconds == pytest.approx(full.seconds)
+    assert not any(n.startswith("tokens:") for n in image.notes)
 
 
 # ------------------------------------------------------------ a missing peak: unknown

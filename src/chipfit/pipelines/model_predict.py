@@ -144,18 +144,21 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1,
     if stack == "eager":
         return rows
     from chipfit.pipelines.predict import _engine_row
-    from chipfit.predictors.engine import token_window
+    from chipfit.predictors.engine import NOT_TOKENS, token_window
 
-    tokens = (token_window(seq_len=given_seq_len, default_seq_len=DEFAULT_SEQ_LEN,
-                           flag="--seq-len") if _takes_tokens(spec) else None)
+    if not spec.endswith(".json"):
+        tokens = None  # a factory: chipfit cannot tell its tensors' padding
+    elif not _takes_tokens(spec):
+        tokens = NOT_TOKENS  # an image model: no token rule, whatever --seq-len says
+    else:
+        tokens = token_window(seq_len=given_seq_len, default_seq_len=DEFAULT_SEQ_LEN,
+                              flag="--seq-len")
     return [_engine_row(r, stack, precision, costs, tokens) for r in rows]
 
 
 def _takes_tokens(spec: str) -> bool:
-    """Whether ``spec`` is a transformers config whose model reads token ids (not an image
-    model's pixels, nor a factory's tensors of its own)."""
-    if not spec.endswith(".json"):
-        return False
+    """Whether the transformers config ``spec`` describes a model that reads token ids (not
+    an image model's pixels)."""
     from chipfit.workloads.gpu_trace import read_config, takes_tokens
 
     return takes_tokens(read_config(spec))

@@ -25,7 +25,7 @@ from chipfit.analysis.stacks import (
 )
 from chipfit.errors import InvalidInputError, UnknownNameError
 
-__all__ = ["EAGER_ITEMSIZE", "ENGINE_PRECISIONS", "TokenWindow", "engine_precision",
+__all__ = ["EAGER_ITEMSIZE", "ENGINE_PRECISIONS", "NOT_TOKENS", "TokenWindow", "engine_precision",
            "predict_engine", "real_tokens", "resolve_stack", "token_window",
            "untold_tokens_note"]
 
@@ -66,20 +66,28 @@ class TokenWindow:
     flag: str = ""
 
 
+#: The window of a model whose inputs are no token sequences (images): no token rule.
+NOT_TOKENS = TokenWindow(0)
+
+
 def token_window(workload: Any = None, *, seq_len: int | None = None,
                  default_seq_len: int = 0, flag: str = "") -> TokenWindow | None:
-    """The :class:`TokenWindow` of a model an engine prices, or None for a model whose
-    inputs are not token sequences (an image model, a factory's tensors).
+    """The :class:`TokenWindow` of a model an engine prices: :data:`NOT_TOKENS` for one
+    whose inputs are no token sequences, None where chipfit cannot tell (a factory's
+    tensors).
 
-    A built-in token model (``workload`` with a ``seq`` attribute: bert-base, gpt2-small,
-    t5-small) has its own window; a transformers config (``workload`` None) the user's
-    ``seq_len`` when given, else ``default_seq_len``. Predict and advise both ask this."""
+    A workload says it with ``Workload.tokens`` (bert-base, gpt2-small, t5-small: their
+    128-token window; the image models 0). A transformers config (``workload`` None) has
+    the user's ``seq_len`` when given, else ``default_seq_len`` (0: an image config).
+    Predict and advise both ask this."""
     if workload is not None:
-        seq = getattr(workload, "seq", None)
-        return TokenWindow(int(seq)) if isinstance(seq, int) and seq > 0 else None
+        tokens = getattr(workload, "tokens", None)
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            return None
+        return TokenWindow(tokens)
     if seq_len is not None:
         return TokenWindow(int(seq_len), given=True, flag=flag)
-    return TokenWindow(int(default_seq_len), flag=flag) if default_seq_len > 0 else None
+    return TokenWindow(int(default_seq_len), flag=flag) if default_seq_len > 0 else NOT_TOKENS
 
 
 def real_tokens(tokens: TokenWindow, fitted_fraction: float) -> tuple[int, str]:
@@ -118,7 +126,7 @@ def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
                            f"leave-one-out median error over {rows} published MLPerf rows")
     hardware = hardware_from_spec(spec, precision, count)
     notes: tuple[str, ...] = ()
-    if tokens is not None and not hardware.missing_peak:
+    if tokens is not None and tokens.window and not hardware.missing_peak:
         real, note = real_tokens(tokens, fit.token_fraction)
         eager = tokens_scaled(eager, real / tokens.window)
         notes = (note,)
