@@ -375,3 +375,14 @@ def test_seq_len_for_a_built_in_workload_is_refused_not_ignored(cli) -> None:
 
     proc = cli("predict", "bert-base", "--seq-len", str(10**12), "-H", "t4", "--no-measure")
     assert_refused(proc, 2, "--seq-len applies to a config.json model")
+
+
+@pytest.mark.parametrize("seq_len", ["0", "-3", "abc", "1e3", str(10**30), "<b>9</b>"])
+def test_an_engine_seq_len_that_is_no_token_count_is_refused(cli, tmp_path, seq_len) -> None:
+    """--seq-len under an engine stack is the real tokens per sequence: anything but a
+    positive count of a sane size is one line and exit 2, before a model is built."""
+    path = tmp_path / "bert.json"
+    path.write_text('{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, '
+                    '"num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100}')
+    proc = cli("predict", str(path), "--stack", "tensorrt", "-H", "t4", f"--seq-len={seq_len}")
+    assert_refused(proc, 2, "seq-len")

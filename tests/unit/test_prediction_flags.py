@@ -91,14 +91,15 @@ def test_devices_with_the_peak_are_not_flagged(key, dtype):
 
 
 @pytest.mark.parametrize("key", ["v100-sxm2", "apple-m3-max-gpu"])
-def test_an_engine_without_its_int8_peak_is_flagged(key):
+def test_an_engine_without_its_int8_peak_is_flagged_and_unknown(key):
     spec = load_catalog()[key]
     assert spec.peak("int8") is None
     hw = hardware_from_spec(spec, "int8")
-    assert hw.missing_peak == "int8"
+    assert hw.missing_peak == "int8" and hw.peak == 0  # no other peak stands in
     fit = EngineFit((("gpu/int8", 0.5),), 10e-6, 1.0, ("r",), "test fit")
     pred = engine_prediction(_eager(key), hw, fit, stack="tensorrt", precision="int8")
-    assert pred.missing_peak == "int8"
+    assert pred.missing_peak == "int8" and pred.unknown == "no int8 peak in the catalog"
+    assert pred.seconds != pred.seconds  # NaN: no time
     assert any("no int8 peak in the catalog" in line for line in pred.precision)
 
 
@@ -169,6 +170,6 @@ def test_an_engine_row_for_a_sequence_model_states_its_token_basis():
     eager = _eager("h100-sxm")
     seq = replace(eager, size="8x384", breakdown=eager.breakdown + (
         ClassTime("attention", 2, 2, 1e9, 4e6, 2e-4, 0.0, 2e-5),))
-    pred = predict_engine(seq, spec, "tensorrt", "int8")
+    pred = predict_engine(seq, spec, "tensorrt", "int8")  # tensors of unknown padding
     note = next(n for n in pred.notes if n.startswith("tokens:"))
-    assert "8x384" in note and "real tokens" in note and "%" in note
+    assert "8x384" in note and "every token" in note and "padding" in note

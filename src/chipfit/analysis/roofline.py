@@ -180,6 +180,15 @@ class Prediction:
     # the time is priced at a stand-in peak, so the row is marked and kept out of verdicts
     # (:func:`missing_peak_reason`)
     missing_peak: str = ""
+    # Why no time is predicted at all ("" where one is): an engine at a precision whose peak
+    # the catalog lacks is not priced at another precision's peak. Its times are NaN here
+    # and null in :meth:`to_dict`; it takes no part in a ranking (:attr:`known`)
+    unknown: str = ""
+
+    @property
+    def known(self) -> bool:
+        """Whether a time was predicted (False: :attr:`unknown` says why)."""
+        return not self.unknown
 
     @property
     def fits(self) -> bool | None:
@@ -210,7 +219,14 @@ class Prediction:
         out["throughput"] = self.throughput
         out["end_to_end_s"] = self.end_to_end_s
         out["fits"] = self.fits
+        if self.unknown:  # no number, no band: null in JSON, with the reason beside it
+            out.update({name: None for name in _UNKNOWN_FIELDS})
         return out
+
+
+#: The figures an unknown prediction (``Prediction.unknown``) has none of.
+_UNKNOWN_FIELDS = ("seconds", "low_s", "high_s", "transfer_s", "compute_s", "memory_s",
+                   "launch_s", "band", "throughput", "end_to_end_s")
 
 
 def missing_peak_reason(precision: str) -> str:

@@ -187,5 +187,12 @@ RULES: tuple[Callable[[Evidence], Reason | None], ...] = (
 
 
 def evaluate(ev: Evidence) -> tuple[Reason, ...]:
-    """Every rule that applies to ``ev``, in a fixed order."""
+    """Every rule that applies to ``ev``, in a fixed order. Options priced without their
+    precision's peak (a stand-in, or no time at all) are left out: no reason rests on them,
+    as no verdict does (:mod:`chipfit.analysis.ranking`)."""
+    from dataclasses import replace
+
+    priced = tuple(o for o in ev.options if not o.missing_peak)
+    if len(priced) != len(ev.options):
+        ev = replace(ev, options=priced)
     return tuple(r for r in (rule(ev) for rule in RULES) if r is not None)

@@ -28,9 +28,12 @@ The engine model, per call:
 So ``t = sum_c t_c + kernels * k``. The free parameters are ``e`` per (stack family,
 precision), ``k``, and, for the MLPerf BERT rows only, the share of the 384-token window that
 carries real tokens (the engines skip padding; SQuAD questions plus contexts are shorter than
-384 tokens): :func:`tokens_scaled` applies it. :func:`fit_engine` fits them to published
-results by least squares in log space; :func:`leave_one_out` scores each row with parameters
-fitted on the others. Everything here is pure arithmetic.
+384 tokens): :func:`tokens_scaled` applies it (prediction applies the same share to a token
+model's window: :func:`chipfit.predictors.engine.real_tokens`). :func:`fit_engine` fits them
+to published results by least squares in log space; :func:`leave_one_out` scores each row
+with parameters fitted on the others. Hardware without the precision's catalog peak has no
+engine time (:func:`unknown_engine_prediction`): no other precision's peak stands in.
+Everything here is pure arithmetic.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ENGINE_STACKS", "FUSED_CLASSES", "EngineFit", "EngineHardware", "EngineRow",
            "engine_precision_lines", "engine_prediction", "fit_engine", "from_operators",
-           "leave_one_out", "precision_bytes", "stack_family", "tokens_scaled"]
+           "leave_one_out", "precision_bytes", "stack_family", "tokens_scaled",
+           "unknown_engine_prediction"]
 
 #: Predicted-only stacks (no local measurement): name -> what it stands for.
 ENGINE_STACKS = {
@@ -86,11 +90,12 @@ class EngineHardware:
     key: str
     name: str
     kind: str
-    peak: float  # dense op/s at the engine precision, all devices together
+    peak: float  # dense op/s at the engine precision, all devices together (0: missing)
     bandwidth: float  # achievable bytes/s, all devices together
     peak_note: str = ""
-    # The precision's catalog peak when the catalog lacks it ("int8"), and the peak that
-    # stands in ("fp32"): Prediction.missing_peak marks the row and keeps it out of verdicts
+    # The precision's catalog peak when the catalog lacks it ("int8"): no other precision's
+    # peak stands in, so the engine's time is unknown (Prediction.unknown) and the row takes
+    # no part in a verdict
     missing_peak: str = ""
     peak_used: str = ""
 
@@ -183,7 +188,10 @@ def _engine_classes(eager: Prediction, hw: EngineHardware, efficiency: float, ke
 
 def engine_seconds(eager: Prediction, hw: EngineHardware, fit: EngineFit, precision: str,
                    token_fraction: float = 1.0, eager_itemsize: int = 4) -> float:
-    """Seconds per call of the engine model: ``engine_prediction(...).seconds``, quickly."""
+    """Seconds per call of the engine model: ``engine_prediction(...).seconds``, quickly
+    (NaN where the hardware lacks the precision's peak)."""
+    if hw.missing_peak or not hw.peak:
+        return math.nan
     efficiency = fit.efficiency_for(stack_family("", hw.kind), precision)[0]
     byte_scale = precision_bytes(precision) / eager_itemsize
     total = 0.0
@@ -203,8 +211,13 @@ def engine_prediction(eager: Prediction, hw: EngineHardware, fit: EngineFit, *,
     """The fused-engine prediction of the call ``eager`` predicts (see the module docstring).
 
     ``eager_itemsize`` is the byte width of the eager prediction's tensors (float32: 4).
-    ``band`` defaults to the eager band.
+    ``band`` defaults to the eager band. Hardware without the precision's peak gets
+    :func:`unknown_engine_prediction`: no other precision's peak (FP32 lanes least of all)
+    stands in for it.
     """
+    if hw.missing_peak or not hw.peak:
+        return unknown_engine_prediction(eager, hw, stack=stack, precision=precision,
+                                         band_basis=band_basis)
     family = stack_family(stack, hw.kind)
     efficiency, note = fit.efficiency_for(family, precision)
     classes = _engine_classes(eager, hw, efficiency, fit.kernel_s,
@@ -233,16 +246,31 @@ def engine_prediction(eager: Prediction, hw: EngineHardware, fit: EngineFit, *,
     )
 
 
+def unknown_engine_prediction(eager: Prediction, hw: EngineHardware, *, stack: str,
+                              precision: str, band_basis: str = "") -> Prediction:
+    """The engine row of hardware whose catalog lacks ``precision``'s peak: no time (NaN,
+    null in JSON), no band, ``unknown`` saying why. A stand-in peak (FP32 lanes for int8,
+    say) would price another engine than the one asked for, several times off."""
+    wanted = peak_name(precision)
+    reason = missing_peak_reason(wanted)
+    nan = math.nan
+    note = (f"unknown: {reason}, so the {stack} {precision} engine on {hw.name} is not priced "
+            f"(no other precision's peak stands in); the row takes no part in a ranking")
+    lines = tuple(f"{precision} {c.op_class}: unknown: {reason} ({stack} engine, {precision} "
+                  "kernels)" for c in eager.breakdown if c.op_class in MATRIX_CLASSES)
+    return replace(
+        eager, hardware=hw.key, hardware_name=hw.name, dtype=precision, seconds=nan,
+        low_s=nan, high_s=nan, transfer_s=nan, compute_s=nan, memory_s=nan, launch_s=nan,
+        bound="unknown", basis=f"{eager.basis}+engine", band=nan,
+        band_basis=band_basis or eager.band_basis, breakdown=(), notes=(note,),
+        stack=stack, efficiency=(), precision=lines, missing_peak=wanted, unknown=reason)
+
+
 def engine_precision_lines(classes: Iterable[ClassTime], hw: EngineHardware, stack: str,
                            precision: str, efficiency: float) -> tuple[str, ...]:
     """What each matrix class of an engine row is priced at (never the eager float32
     policy the engine replaces): ``int8 conv: int8 peak x 0.49 (...)``."""
-    wanted = peak_name(precision)
-    if hw.missing_peak:
-        at = (f"{missing_peak_reason(wanted)}: the {hw.peak_used} peak x {efficiency:.2f} "
-              "stands in")
-    else:
-        at = f"{wanted} peak x {efficiency:.2f}"
+    at = f"{peak_name(precision)} peak x {efficiency:.2f}"
     return tuple(f"{precision} {c.op_class}: {at} ({stack} engine, {precision} kernels; "
                  "efficiency fitted on published MLPerf results)"
                  for c in classes if c.op_class in MATRIX_CLASSES)
@@ -369,23 +397,23 @@ def median(values: Iterable[float]) -> float:
 
 
 def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1) -> EngineHardware:
-    """An :class:`EngineHardware` from a catalog spec (``HardwareSpec``), ``count`` devices."""
+    """An :class:`EngineHardware` from a catalog spec (``HardwareSpec``), ``count`` devices.
+
+    A spec without ``precision``'s peak gets peak 0 and ``missing_peak`` set: its engine
+    time is unknown (:func:`unknown_engine_prediction`), never priced at another peak."""
     wanted = peak_name(precision)
-    used = next((p for p in (wanted, "fp16", "bf16", "fp32") if spec.peak(p)), "")
-    peak = spec.peak(used) if used else None
-    missing = wanted if used != wanted else ""
-    note = (f"{spec.key} has no {wanted} peak in the catalog: its {used} peak stands in"
-            if missing and used else "")
-    if not peak or not spec.memory_bw:
+    peak = spec.peak(wanted) or 0.0
+    if not spec.memory_bw:
         from chipfit.errors import UnsupportedError
 
-        raise UnsupportedError(f"{spec.key}: the catalog lacks the peak or bandwidth an "
+        raise UnsupportedError(f"{spec.key}: the catalog lacks the memory bandwidth an "
                                "engine prediction needs")
     bandwidth = spec.memory_bw * spec.efficiency("memory").value
     name = spec.name if count == 1 else f"{count}x {spec.name}"
     key = spec.key if count == 1 else f"{count}x {spec.key}"
-    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, note,
-                          missing, used)
+    missing = "" if peak else wanted
+    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, "", missing,
+                          "" if missing else wanted)
 
 
 def summary(pairs: Sequence[tuple[EngineRow, EngineFit]]) -> Mapping[str, float]:

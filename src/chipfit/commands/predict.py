@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "auto runs it unless it is large")
     p.add_argument("--seq-len", type=int, default=None,
                    help="sequence length for a config.json model (default 128; built-in "
-                        "workloads have their own, see chipfit workloads)")
+                        "workloads have their own, see chipfit workloads); with an engine "
+                        "--stack these are real tokens, while without it the engine prices "
+                        "the fitted real-token share of the window")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="a factory model's input with the batch first, e.g. 1x3x224x224")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -91,8 +93,7 @@ def _rows(args: argparse.Namespace) -> list:
     if len(sizes) != 1 or not sizes[0].isdigit() or len(sizes[0]) > 20 or int(sizes[0]) < 1:
         raise InvalidInputError("--batch takes one positive integer (of at most 20 digits) for "
                                 "a config or factory model")
-    args.seq_len = 128 if args.seq_len is None else args.seq_len
-    if args.seq_len < 1:
+    if args.seq_len is not None and args.seq_len < 1:
         raise InvalidInputError("--seq-len must be positive")
     hardware = csv_list(args.hardware)
     if hardware == ["local"]:

@@ -298,15 +298,24 @@ def _stack_precision(stack: str, dtype: str) -> str:
 
 
 def _engine_option(spec: Any, eager: Any, stack: str, batch: int, need: int | None,
-                   costs: Any, precision: str = "int8") -> Option:
+                   costs: Any, precision: str = "int8", tokens: Any = None) -> Option:
     """A catalog device running a fused inference engine (predicted on top of eager, on the
-    traced operators' work ``costs``)."""
+    traced operators' work ``costs``; a token model at the real tokens of ``tokens``, the
+    rule ``predict`` uses: :func:`chipfit.predictors.engine.token_window`). A device
+    without the precision's peak is an unknown option, which the ranking sets aside."""
     from dataclasses import replace
 
     from chipfit.analysis.stacks import from_operators
     from chipfit.predictors.engine import predict_engine
 
-    pred = predict_engine(from_operators(eager, costs.ops), spec, stack, precision)
+    pred = predict_engine(from_operators(eager, costs.ops), spec, stack, precision,
+                          tokens=tokens)
+    if pred.unknown:
+        return Option(device=spec.key, kind=spec.kind, name=spec.name, present=False,
+                      batch=batch, latency_s=math.nan, latency_source="unknown",
+                      bound="unknown", stack=stack, precision=precision,
+                      eager_latency_s=eager.end_to_end_s, route=pred.route,
+                      notes=tuple(pred.notes[:1]), missing_peak=pred.missing_peak)
     option = _catalog_option(spec, pred, None, batch, need)
     return replace(option, stack=stack, precision=precision,
                    eager_latency_s=eager.end_to_end_s,
@@ -363,6 +372,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     from chipfit.backends import all_backends
     from chipfit.discovery import backends_named, discover
     from chipfit.hardware.catalog import load_catalog
+    from chipfit.predictors.engine import token_window
 
     say = progress or (lambda text: None)
     dtype = parse_dtype(dtype)
@@ -423,7 +433,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
             say(f"not predicted: {exc} (chipfit catalog --check lists every gap)")
             continue  # set aside with the reason; the other devices are answered
         options.append(_catalog_option(spec, preds[target], train_pred, target, need))
-        options += [_engine_option(spec, preds[target], stack, target, need, costs[target])
+        options += [_engine_option(spec, preds[target], stack, target, need, costs[target],
+                                   tokens=token_window(workload))
                     for stack in engine_stacks if stack == "engine" or spec.kind == "gpu"]
         for ref in refs:
             if found.get(str(ref.base)) and found.get(str(ref.base)).kind == "cpu":

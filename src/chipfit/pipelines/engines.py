@@ -71,11 +71,14 @@ def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
         eager = from_operators(predict(costs, scaled(catalog_roofs(spec, "torch"), count)),
                                costs.ops)
         precision = _precision(row)
+        hardware = hardware_from_spec(spec, precision, count)
+        if hardware.missing_peak:
+            continue  # no catalog peak at the row's precision: nothing to fit it on
         value = float(row["value"])
         published = value if row["metric"] == "throughput" else value * _unit_s(row["unit"])
         rows.append(EngineRow(row["id"], "cpu" if spec.kind == "cpu" else "gpu", precision,
-                              eager, hardware_from_spec(spec, precision, count), row["metric"],
-                              published, padded=bool(row.get("seq_len")), model=row["model"]))
+                              eager, hardware, row["metric"], published,
+                              padded=bool(row.get("seq_len")), model=row["model"]))
     return rows
 
 

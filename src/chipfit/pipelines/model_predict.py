@@ -13,7 +13,10 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError, UsageError
 
-__all__ = ["check_model", "is_model_spec", "predict_model", "trace_model"]
+__all__ = ["DEFAULT_SEQ_LEN", "check_model", "is_model_spec", "predict_model", "trace_model"]
+
+#: Tokens per sequence of a config model when ``--seq-len`` is not given.
+DEFAULT_SEQ_LEN = 128
 
 
 def is_model_spec(text: str) -> bool:
@@ -87,14 +90,20 @@ def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequenc
                              mode="train-fwd-bwd", items=batch, tensors="fake", module=module)
 
 
-def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len: int = 128,
-                  mode: str = "inference", dtype: str = "float32", inputs: Sequence[str] = (),
-                  stack: str = "eager",
+def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1,
+                  seq_len: int | None = None, mode: str = "inference", dtype: str = "float32",
+                  inputs: Sequence[str] = (), stack: str = "eager",
                   progress: Callable[[str], None] | None = None) -> list[Any]:
     """Predict ``spec`` (config.json or factory) on catalog hardware; rows as ``predict``'s.
 
+    ``seq_len`` is a config's tokens per sequence (None: :data:`DEFAULT_SEQ_LEN`).
     ``stack`` other than eager predicts a fused engine at precision ``dtype`` on top of the
-    float32 eager prediction (:mod:`chipfit.analysis.stacks`)."""
+    float32 eager prediction (:mod:`chipfit.analysis.stacks`); a token model's engine row is
+    priced at the ``seq_len`` given as real tokens, or, with none given, at the fitted
+    real-token share of the default window (:func:`chipfit.predictors.engine.token_window`).
+    """
+    given_seq_len = seq_len
+    seq_len = DEFAULT_SEQ_LEN if seq_len is None else seq_len
     from chipfit.analysis.roofline import fit_checked
     from chipfit.hardware.catalog import load_catalog
     from chipfit.pipelines.predict import PredictRow, Target
@@ -135,5 +144,21 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1, seq_len
     if stack == "eager":
         return rows
     from chipfit.pipelines.predict import _engine_row
+    from chipfit.predictors.engine import NOT_TOKENS, token_window
 
-    return [_engine_row(r, stack, precision, costs) for r in rows]
+    if not spec.endswith(".json"):
+        tokens = None  # a factory: chipfit cannot tell its tensors' padding
+    elif not _takes_tokens(spec):
+        tokens = NOT_TOKENS  # an image model: no token rule, whatever --seq-len says
+    else:
+        tokens = token_window(seq_len=given_seq_len, default_seq_len=DEFAULT_SEQ_LEN,
+                              flag="--seq-len")
+    return [_engine_row(r, stack, precision, costs, tokens) for r in rows]
+
+
+def _takes_tokens(spec: str) -> bool:
+    """Whether the transformers config ``spec`` describes a model that reads token ids (not
+    an image model's pixels)."""
+    from chipfit.workloads.gpu_trace import read_config, takes_tokens
+
+    return takes_tokens(read_config(spec))

@@ -56,6 +56,9 @@ class PredictRow:
         from chipfit.timing.units import fmt_seconds
 
         p = self.prediction
+        if p.unknown:
+            return (f"{p.workload} {p.size} on {self.target.key} ({p.stack} {p.dtype} "
+                    f"{p.mode}): unknown: {p.unknown}")
         text = (f"{p.workload} {p.size} on {self.target.key} ({p.dtype} {p.mode}): "
                 f"{fmt_seconds(p.seconds)} per call predicted ({fmt_seconds(p.low_s)} to "
                 f"{fmt_seconds(p.high_s)}, {p.bound}-bound, {p.basis})")
@@ -155,7 +158,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     """
     from chipfit.discovery import backends_named, discover
     from chipfit.errors import InvalidInputError
-    from chipfit.predictors.engine import engine_precision, resolve_stack
+    from chipfit.predictors.engine import engine_precision, resolve_stack, token_window
     from chipfit.spec import parse_dtype
     from chipfit.workloads import get_workload
 
@@ -208,8 +211,8 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                                                 flavour == "gpu")
             row = _row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
                        progress)
-            rows.append(_engine_row(row, stack, precision, costs[size, flavour])
-                        if stack != "eager" else row)
+            rows.append(_engine_row(row, stack, precision, costs[size, flavour],
+                                    token_window(wl)) if stack != "eager" else row)
     if skipped and not rows:
         raise UsageError("; ".join(skipped))
     for why in skipped if progress else ():
@@ -239,17 +242,19 @@ def _extract(wl: Any, size: str, dtype: str, mode: str, backend: str, tensors: s
         return extract_costs(wl, size, dtype, mode, backend, tensors=tensors)
 
 
-def _engine_row(row: PredictRow, stack: str, precision: str,
-                costs: WorkloadCosts) -> PredictRow:
+def _engine_row(row: PredictRow, stack: str, precision: str, costs: WorkloadCosts,
+                tokens: Any = None) -> PredictRow:
     """``row``'s eager catalog prediction as a fused-engine stack (chipfit.pipelines.engines),
-    on the traced operators' work (``costs``)."""
+    on the traced operators' work (``costs``); a token model at the real tokens ``tokens``
+    (:func:`chipfit.predictors.engine.token_window`) says."""
     from chipfit.analysis.stacks import from_operators
     from chipfit.hardware.catalog import load_catalog
     from chipfit.predictors.engine import predict_engine
 
     spec = load_catalog()[row.target.key]
     eager = from_operators(row.prediction, costs.ops)
-    return replace(row, prediction=predict_engine(eager, spec, stack, precision))
+    return replace(row, prediction=predict_engine(eager, spec, stack, precision,
+                                                  tokens=tokens))
 
 
 def _row(wl: Any, target: Target, roofs: Roofs | None, costs: WorkloadCosts, measure: bool,

@@ -159,6 +159,12 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
         if p.fits is False:  # the time of a call that cannot run: said on the row
             hardware.append(f" (does not fit: {p.memory_need_bytes / 2**30:.1f} GiB > "
                             f"{p.memory_have_bytes / 2**30:.1f} GiB)", style="red")
+        if p.unknown:  # no number and no band: "unknown" and the reason, kept short
+            hardware.append(f" (no {p.missing_peak} peak)" if p.missing_peak
+                            else f" ({p.unknown})", style="red")
+            table_rows.append((hardware, p.size, Text("unknown", style="red"), "-", "-", "-",
+                               "-", p.basis, measured, "-"))
+            continue
         if p.missing_peak:
             hardware.append(f" (no {p.missing_peak} peak)", style="red")
         table_rows.append((hardware, p.size, fmt_seconds(p.seconds),
@@ -171,10 +177,13 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
                      "efficiencies alone, a weaker route with a wider band")
     if any(row.prediction.fits is False for row in rows):
         flags.append("does not fit: one call needs more memory than the device has")
-    if any(row.prediction.missing_peak for row in rows):
+    if any(row.prediction.missing_peak and not row.prediction.unknown for row in rows):
         flags.append("no <precision> peak: the catalog lacks the peak of the precision "
                      "asked for; the time shown is priced at a stand-in peak (see the "
                      "precision lines)")
+    if any(row.prediction.unknown for row in rows):
+        flags.append("unknown: no <precision> peak in the catalog, so an engine at that "
+                     "precision is not priced (no other peak stands in): no time, no band")
     return Fitted(cols, table_rows, wide=wide, title=title or "chipfit predict",
                   caption="predicted: per-operator models of each device (basis: calibrated "
                   "= rates measured here by chipfit calibrate; gpu-kernel-model = kernels "
@@ -184,8 +193,12 @@ def predictions_table(rows: Sequence[Any], title: str = "", wide: bool = False) 
                   "".join(f" {flag}." for flag in flags))
 
 
-def breakdown_table(pred: Any) -> Table:
-    """Where one prediction's time goes, by operator class (all predicted)."""
+def breakdown_table(pred: Any) -> Table | Text:
+    """Where one prediction's time goes, by operator class (all predicted); for an unknown
+    prediction, one line saying why there is none."""
+    if pred.unknown:
+        return Text(f"{pred.workload} {pred.size} on {pred.hardware}: no time by operator "
+                    f"class (unknown: {pred.unknown})")
     table = Table(title=f"{pred.workload} {pred.size} on {pred.hardware}: time by operator "
                         "class (predicted)", title_justify="left",
                   caption="roof = max(compute, memory) per operator; overhead = dispatch/launch "

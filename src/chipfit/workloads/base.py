@@ -70,6 +70,10 @@ class Workload(abc.ABC):
     modes: tuple[str, ...] = ("inference",)
     default_sizes: tuple[str, ...] = ()
     quick_sizes: tuple[str, ...] = ()
+    #: Tokens per input sequence of a token model (the window an engine prices at its real
+    #: tokens: chipfit.predictors.engine.token_window); 0: its inputs are no token sequences
+    #: (images); None: not known (an engine row then says it priced every traced token).
+    tokens: int | None = None
 
     def sizes(self, quick: bool = False) -> list[str]:
         return list(self.quick_sizes if quick else self.default_sizes)

@@ -24,7 +24,8 @@ from typing import Any
 
 from chipfit.errors import InvalidInputError, UnsupportedError
 
-__all__ = ["config_model", "memory_need", "trace_config", "trace_for_gpu"]
+__all__ = ["IMAGE_MODEL_TYPES", "config_model", "memory_need", "takes_tokens", "trace_config",
+           "trace_for_gpu"]
 
 
 @contextlib.contextmanager
@@ -309,9 +310,19 @@ def _attention_for(transformers: Any, cls: Any, config: Any, attention: str) -> 
     return attention if getattr(cls, "_supports_sdpa", True) else "eager"
 
 
+#: Config model types whose input is an image (pixel values), not token ids.
+IMAGE_MODEL_TYPES = ("vit", "deit", "beit", "resnet", "convnext", "swin", "mobilenet_v2",
+                     "efficientnet", "regnet")
+
+
+def takes_tokens(raw: dict[str, Any]) -> bool:
+    """Whether a config's model is traced on token ids (a sequence of ``seq_len`` tokens)
+    rather than an image."""
+    return raw.get("model_type", "") not in IMAGE_MODEL_TYPES
+
+
 def _inputs(torch: Any, config: Any, batch: int, seq_len: int) -> dict[str, Any]:
-    if getattr(config, "model_type", "") in ("vit", "deit", "beit", "resnet", "convnext",
-                                             "swin", "mobilenet_v2", "efficientnet", "regnet"):
+    if getattr(config, "model_type", "") in IMAGE_MODEL_TYPES:
         size = getattr(config, "image_size", 224) or 224
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
         channels = int(getattr(config, "num_channels", 3) or 3)

@@ -180,6 +180,7 @@ class _ImageClassifier(HFModel):
     side = 224
     classes = 1000
     input_note = "3x224x224 image"
+    tokens = 0  # pixels (ViT's patches are never padding)
 
     def make_inputs(self, batch: int, mode: str) -> tuple[Any, ...]:
         import torch
@@ -218,6 +219,7 @@ class ViTBase(_ImageClassifier):
 class _TokenModel(HFModel):
     family = "transformer"
     seq = 128
+    tokens = seq  # every input a window of seq tokens
     vocab = 0
 
     def _tokens(self, batch: int, gen: Any) -> Any:
