@@ -192,8 +192,9 @@ def test_a_traced_model_is_planned_data_parallel_only():
 def test_the_single_device_band_comes_from_the_published_single_device_rows():
     """train_fit.json's single-device band is the benchmark's, over the cited rows that are
     not excluded, and a traced model's one-device row shows it where it is the wider."""
-    import tomllib
     from importlib import resources
+
+    import tomllib
 
     from chipfit.pipelines.train import _traced_band, bands
 

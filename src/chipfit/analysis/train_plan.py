@@ -512,7 +512,10 @@ def step_time(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int,
                 fwd_bwd = max(device_s * scale, host_s) + rest * scale
             compute = fwd_bwd * factor * recompute / par.model_parallel
             notes.append("step time from the predictor's forward + backward of the traced "
-                         f"model at batch {traced_batch}")
+                         f"model at batch {traced_batch}"
+                         + (" (its device time scaled to the batch, its host launches once "
+                            "per step)" if traced_split is not None else
+                            ", scaled linearly to the batch"))
         else:
             compute = executed / dp / par.model_parallel / rate
     # optimizer update: read and write every trainable state once (bandwidth-bound)
