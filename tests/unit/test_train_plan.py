@@ -140,6 +140,14 @@ def test_a_traced_model_takes_the_predictors_step_time():
     setup = TrainSetup(batch=8, precision="fp32")
     s = step_time(CNN, setup, Parallel(), 1, DEV, 1.0, traced_step_s=0.1, traced_batch=2)
     assert s.compute_s == pytest.approx(0.4)
+    # with the predictor's split, the device's seconds grow with the batch and the host's
+    # launches do not (a launch-bound trace at a small batch is not multiplied out)
+    split = step_time(CNN, setup, Parallel(), 1, DEV, 1.0, traced_step_s=0.1, traced_batch=2,
+                      traced_split=(0.02, 0.09))
+    assert split.compute_s == pytest.approx(max(0.02 * 4, 0.09) + 0.01 * 4)
+    big = step_time(CNN, replace(setup, batch=64), Parallel(), 1, DEV, 1.0, traced_step_s=0.1,
+                    traced_batch=2, traced_split=(0.02, 0.09))
+    assert big.compute_s == pytest.approx(0.02 * 32 + 0.01 * 32)
     m = memory_plan(CNN, setup)
     assert m.activations == pytest.approx(8e8)
     assert memory_plan(CNN, replace(setup, checkpointing=True)).activations < m.activations
@@ -179,3 +187,26 @@ def test_a_traced_model_is_planned_data_parallel_only():
     with pytest.raises(InvalidInputError, match="tensor and pipeline"):
         memory_plan(CNN, TrainSetup(), Parallel("ddp", 2, 1), 2)
     assert memory_plan(CNN, TrainSetup(), Parallel("zero3"), 4).total > 0
+
+
+def test_the_single_device_band_comes_from_the_published_single_device_rows():
+    """train_fit.json's single-device band is the benchmark's, over the cited rows that are
+    not excluded, and a traced model's one-device row shows it where it is the wider."""
+    from importlib import resources
+
+    import tomllib
+
+    from chipfit.pipelines.train import _traced_band, bands
+
+    text = resources.files("chipfit.hardware.data").joinpath("train_results.toml").read_text()
+    rows = [r for r in tomllib.loads(text)["single_throughput"] if not r.get("excluded")]
+    band, basis = bands()["single"]
+    assert len(rows) >= 6 and all(r["source"] and r["samples_per_s"] > 0 for r in rows)
+    assert f"80th percentile of {len(rows)} out-of-fit errors" in basis
+    assert "assumption" not in basis and 0 < band < 1
+    one = plan(CNN, TrainSetup(batch=8, precision="fp32"), Parallel(), 1, DEV, samples=1e4,
+               efficiency=1.0, band=band, band_basis=basis, traced_step_s=0.1, traced_batch=2)
+    shown = _traced_band(one, {DEV.key: (0.1, 2, band / 2, "predictor", None)})
+    assert (shown.band, shown.band_basis) == (band, basis)
+    wide = _traced_band(one, {DEV.key: (0.1, 2, band * 2, "predictor", None)})
+    assert wide.band == band * 2 and "predictor" in wide.band_basis

@@ -472,12 +472,15 @@ def _ring(kind: str, nbytes: float, d: int) -> float:
 
 def step_time(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int,
               dev: TrainDevice, efficiency: float, *, traced_step_s: float | None = None,
-              traced_batch: int = 0) -> StepTime:
+              traced_batch: int = 0,
+              traced_split: tuple[float, float] | None = None) -> StepTime:
     """One optimizer step on ``devices`` x ``dev``. ``efficiency`` scales the catalog's
     achievable matmul rate for training (fitted on published results). A traced model passes
     the predictor's seconds for one forward + backward at ``traced_batch`` on one device
-    (``traced_step_s``), scaled linearly to the micro-batch (more batch than traced: a
-    conservative figure, the device is at least as busy)."""
+    (``traced_step_s``), scaled to the micro-batch: with ``traced_split`` (the predictor's
+    device seconds and host launch seconds at ``traced_batch``) the device time grows with
+    the batch and the host's launches do not (they overlap the kernels: the step takes the
+    longer of the two); without it, linearly."""
     _check_layout(par, devices, model)
     dp = devices // par.model_parallel
     prec = setup.prec
@@ -501,9 +504,18 @@ def step_time(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int,
         recompute = 4.0 / 3.0 if setup.checkpointing else 1.0
         executed = model_flops * recompute
         if traced_step_s is not None and traced_batch > 0:
-            compute = traced_step_s * b / traced_batch * factor * recompute / par.model_parallel
+            scale = b / traced_batch
+            fwd_bwd = traced_step_s * scale
+            if traced_split is not None:
+                device_s, host_s = traced_split
+                rest = max(traced_step_s - max(device_s, host_s), 0.0)
+                fwd_bwd = max(device_s * scale, host_s) + rest * scale
+            compute = fwd_bwd * factor * recompute / par.model_parallel
             notes.append("step time from the predictor's forward + backward of the traced "
-                         f"model at batch {traced_batch}")
+                         f"model at batch {traced_batch}"
+                         + (" (its device time scaled to the batch, its host launches once "
+                            "per step)" if traced_split is not None else
+                            ", scaled linearly to the batch"))
         else:
             compute = executed / dp / par.model_parallel / rate
     # optimizer update: read and write every trainable state once (bandwidth-bound)
@@ -609,11 +621,12 @@ class TrainPlan:
 
 def plan(model: TrainModel, setup: TrainSetup, par: Parallel, devices: int, dev: TrainDevice,
          *, samples: float, efficiency: float, band: float, band_basis: str,
-         traced_step_s: float | None = None, traced_batch: int = 0) -> TrainPlan:
+         traced_step_s: float | None = None, traced_batch: int = 0,
+         traced_split: tuple[float, float] | None = None) -> TrainPlan:
     """The plan for one layout: memory per device, step time, steps, $ and kWh."""
     mem = memory_plan(model, setup, par, devices, dev.overhead_bytes)
     step = step_time(model, setup, par, devices, dev, efficiency, traced_step_s=traced_step_s,
-                     traced_batch=traced_batch)
+                     traced_batch=traced_batch, traced_split=traced_split)
     dp = devices // par.model_parallel
     per_step = setup.batch * dp
     steps = max(1, math.ceil(samples / per_step))
@@ -691,7 +704,8 @@ def search(model: TrainModel, setup: TrainSetup, devs: Sequence[TrainDevice], *,
                 eff = (device_efficiency or {}).get(dev.key, efficiency)
                 p = plan(model, replace(setup, batch=b), par, n, dev, samples=samples,
                          efficiency=eff, band=band, band_basis=basis,
-                         traced_step_s=t[0] if t else None, traced_batch=t[1] if t else 0)
+                         traced_step_s=t[0] if t else None, traced_batch=t[1] if t else 0,
+                         traced_split=t[4] if t and len(t) > 4 else None)
                 found.append(p)
     return rank_plans(found, deadline_s, budget_usd)
 

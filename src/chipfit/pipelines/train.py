@@ -534,18 +534,25 @@ def _traced_seconds(traced: TracedModel, devs: Sequence[TrainDevice],
         except UnsupportedError as exc:
             notes.append(f"{d.key}: not predicted: {exc}")
             continue
-        out[d.key] = (pred.seconds, traced.batch, pred.band, pred.band_basis)
+        # (seconds, batch, band, basis, split): split is (device seconds, host launch
+        # seconds) where the route models them: the device's part grows with the batch, the
+        # host's launches do not (step_time); None scales the seconds linearly
+        split = ((float(pred.device_s), float(pred.host_s))
+                 if pred.device_s is not None and pred.host_s is not None else None)
+        out[d.key] = (pred.seconds, traced.batch, pred.band, pred.band_basis, split)
     return out
 
 
 def _traced_band(row: TrainPlan, traced_s: Mapping[str, tuple[Any, ...]]) -> TrainPlan:
-    """A traced model's row takes the predictor's band for its step on one device; across
-    devices the wider of it and the multi-device stratum's (the scaling is the plan's)."""
+    """A traced model's row takes the wider of the predictor's band for its step on one
+    device and the row's stratum band: on one device the single stratum's (published
+    single-device training throughput against this same path, benchmarks/train_plan.py),
+    across devices the node or multi stratum's (the scaling is the plan's)."""
     t = traced_s.get(row.hardware)
     if t is None:
         return row
     band, basis = float(t[2]), f"the predictor's band for {row.hardware} ({t[3]})"
-    if row.devices > 1 and row.band > band:
+    if row.band > band:
         band, basis = row.band, row.band_basis
     return replace(row, band=band, band_basis=basis)
 
@@ -609,7 +616,7 @@ def _fixed(tmodel: TrainModel, setup: TrainSetup, dev: TrainDevice, par: Paralle
     eff = device_efficiency().get(dev.key, eff)
     p = plan(tmodel, replace(setup, batch=b), par, n, dev, samples=total, efficiency=eff,
              band=band, band_basis=basis, traced_step_s=t[0] if t else None,
-             traced_batch=t[1] if t else 0)
+             traced_batch=t[1] if t else 0, traced_split=t[4] if t else None)
     if tmodel.arch is None and t is None:
         p = replace(p, step=None, usd=None, kwh=None, mfu=None)
     return p
