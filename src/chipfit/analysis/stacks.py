@@ -354,10 +354,11 @@ def fit_engine(rows: Sequence[EngineRow], basis: str = "", *, rounds: int = 12,
         for key in keys:
             fit = _fit_efficiency(rows, fit, key)
         if latency:
-            best = _golden(lambda k: _loss(rows, replace(fit, kernel_s=k)), *_BOUNDS["kernel_s"])
+            best = _golden(lambda k, f=fit: _loss(rows, replace(f, kernel_s=k)),
+                           *_BOUNDS["kernel_s"])
             fit = replace(fit, kernel_s=best)
         if padded:
-            best = _golden(lambda t: _loss(rows, replace(fit, token_fraction=t)),
+            best = _golden(lambda t, f=fit: _loss(rows, replace(f, token_fraction=t)),
                            *_BOUNDS["token_fraction"])
             fit = replace(fit, token_fraction=best)
         loss, before = _loss(rows, fit), loss

@@ -304,11 +304,11 @@ class RayExecutor(Executor):
         refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                     n["NodeID"], soft=False)).remote(self._omp, wanted) for n in alive]
         probes = ray.get(refs)
-        self._nodes = group_nodes(node_from_probe(n, p) for n, p in zip(alive, probes))
+        self._nodes = group_nodes(node_from_probe(n, p) for n, p in zip(alive, probes, strict=True))
         by_id = {n.node_id: n for n in self._nodes}
         self._probed[repr(wanted)] = merge_discoveries(
             (f"{by_id[n['NodeID']].hostname}/{by_id[n['NodeID']].node_type}", p["discovery"])
-            for n, p in zip(alive, probes))
+            for n, p in zip(alive, probes, strict=True))
         return self._probed[repr(wanted)]
 
     def nodes(self) -> list[Node]:

@@ -762,7 +762,7 @@ def _check_row(row: Sequence[Any], where: str) -> None:
     """A ``runs`` row's plain columns (run_id, command, started_at, finished_at,
     interrupted, chipfit_version first): SQLite stores any type in any column."""
     check_run_id(row[0], f"{where} is damaged: 'run_id'")
-    for name, value in zip(_TEXT_COLUMNS, (row[1], row[2], row[3], row[5])):
+    for name, value in zip(_TEXT_COLUMNS, (row[1], row[2], row[3], row[5]), strict=True):
         if not isinstance(value, str):
             raise InvalidInputError(f"{where} is damaged: {name!r} is {type(value).__name__}, "
                                     "not text")
