@@ -362,12 +362,13 @@ def cpu_calibration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, objec
                     save_calibration,
                 )
 
-                cal = calibrate(CALIBRATED_CPU)
-                measured.write_text(json.dumps(_to_dict(cal)), encoding="utf-8")
-                why = refusal(cal)
-                if why is None:
-                    save_calibration(cal, home / "calibration"
-                                     / calibration_path(CALIBRATED_CPU).name)
+                with pytest.MonkeyPatch.context() as patch:  # nothing in the user's home
+                    patch.setenv("CHIPFIT_HOME", str(home))
+                    cal = calibrate(CALIBRATED_CPU)
+                    measured.write_text(json.dumps(_to_dict(cal)), encoding="utf-8")
+                    why = refusal(cal)
+                    if why is None:
+                        save_calibration(cal, calibration_path(CALIBRATED_CPU))
                 done.write_text(json.dumps({"refused": why}), encoding="utf-8")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
