@@ -13,8 +13,9 @@ CPU1 = "torch:cpu@1t"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, cpu_calibration):
-    """One data directory for the module, calibrated by a real ``chipfit calibrate`` run once
-    per test run and shared with test_calibrate_predict.py (conftest's ``cpu_calibration``)."""
+    """One data directory for the module, holding a real calibration of this CPU (what
+    ``chipfit calibrate`` measures), measured once per test run and shared with
+    test_calibrate_predict.py (conftest's ``cpu_calibration``)."""
     from tests.conftest import calibrated_home
 
     path = calibrated_home(cpu_calibration, tmp_path_factory.mktemp("predict-home"))
