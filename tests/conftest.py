@@ -329,6 +329,67 @@ def cli():
     return run_cli
 
 
+#: The device the shared calibration below measures.
+CALIBRATED_CPU = "torch:cpu@1t"
+
+
+@pytest.fixture(scope="session")
+def cpu_calibration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A real calibration of this CPU (``torch:cpu@1t``, the settings ``chipfit calibrate``
+    uses), measured ONCE per test run.
+
+    It costs about 25 CPU-seconds (its streamed-weight probes allocate 128 MiB per width), and
+    ``tests/e2e/test_predict_cli.py`` and ``tests/backends/test_calibrate_predict.py`` both need
+    one. Under xdist they run on different workers: the first to ask measures under a file lock
+    in the run's shared temporary directory, the other reads the result. Returns ``measured``
+    (the calibration as a file, kept even when refused), ``refused`` (why chipfit would not
+    store it, or None) and ``home`` (a CHIPFIT_HOME holding it when stored: copy it before
+    writing, see :func:`calibrated_home`). The CLI's own wiring of ``chipfit calibrate`` is
+    checked with a stand-in measurement in tests/e2e/test_busy_machine.py."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by workers
+    home, measured = root / "cpu-calibration-home", root / "cpu-calibration.json"
+    done = root / "cpu-calibration.done"
+    with open(root / "cpu-calibration.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                from chipfit.analysis.calibration import refusal
+                from chipfit.pipelines.calibrate import (
+                    _to_dict,
+                    calibrate,
+                    calibration_path,
+                    save_calibration,
+                )
+
+                with pytest.MonkeyPatch.context() as patch:  # nothing in the user's home
+                    patch.setenv("CHIPFIT_HOME", str(home))
+                    cal = calibrate(CALIBRATED_CPU)
+                    measured.write_text(json.dumps(_to_dict(cal)), encoding="utf-8")
+                    why = refusal(cal)
+                    if why is None:
+                        save_calibration(cal, calibration_path(CALIBRATED_CPU))
+                done.write_text(json.dumps({"refused": why}), encoding="utf-8")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return {"home": home, "measured": measured, **json.loads(done.read_text())}
+
+
+def calibrated_home(cpu_calibration: dict[str, object], into: Path) -> Path:
+    """A private copy of the shared calibrated CHIPFIT_HOME (tests write into their home).
+    Skips, naming why, when chipfit refused the calibration because the machine was shared on
+    every attempt (right, and nothing that needs a stored calibration can run); fails when
+    it was refused for missing its own held-out checks on a quiet machine."""
+    import shutil
+
+    why = cpu_calibration["refused"]
+    if why and "measured while the machine was shared" in str(why):
+        pytest.skip(f"chipfit refused this run's calibration: {why}")
+    assert not why, f"chipfit refused this run's calibration: {why}"
+    shutil.copytree(Path(str(cpu_calibration["home"])), into, dirs_exist_ok=True)
+    return into
+
+
 @pytest.fixture(scope="session")
 def cli_batch():
     """:func:`run_cli_batch`, for module-scoped fixtures that gather a file's fresh-process

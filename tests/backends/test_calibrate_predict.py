@@ -28,8 +28,13 @@ TOLERANCE = 3.0  # predicted within a factor of 3 of measured
 
 
 @pytest.fixture(scope="module")
-def torch_cal():
-    return calibrate("torch:cpu@1t", timing=FAST)
+def torch_cal(cpu_calibration):
+    """This CPU's real calibration, measured once per test run and shared with
+    tests/e2e/test_predict_cli.py (conftest's ``cpu_calibration``: about 25 CPU-seconds);
+    read back here as measured, refused or not."""
+    from tests.conftest import CALIBRATED_CPU
+
+    return load_calibration(CALIBRATED_CPU, path=cpu_calibration["measured"])
 
 
 def within(pred: float, measured: float, factor: float = TOLERANCE) -> bool:

@@ -28,9 +28,10 @@ pytest.importorskip("transformers")
 import chipfit  # noqa: E402
 import chipfit.execute.costs as costs_module  # noqa: E402
 import chipfit.pipelines.predict as predict_module  # noqa: E402
+from _traces import costable_checks  # noqa: E402
 from chipfit.pipelines.advise import advise  # noqa: E402
 from chipfit.pipelines.predict import predict_workload  # noqa: E402
-from chipfit.workloads import all_workloads  # noqa: E402
+from chipfit.workloads import all_workloads, get_workload  # noqa: E402
 
 DEVICES = ("t4", "apple-m3-max-gpu", "tpu-v5e", "epyc-9654")
 ROUTES = {"t4": "gpu-kernel-model", "apple-m3-max-gpu": "roofline", "tpu-v5e": "roofline",
@@ -83,6 +84,12 @@ def test_predict_advise_and_the_api_give_one_number(name: str) -> None:
         assert math.isclose(option.latency_s, pred.end_to_end_s, rel_tol=1e-12), (
             f"{name} on {key}: advise {option.latency_s} s, predict {pred.end_to_end_s} s")
         assert option.band == pred.band, key
+    # the trace every route priced: counted work, every operator priced, FLOPs near the
+    # workload's formula (test_costs.py leaves the model workloads' checks to this file)
+    workload = get_workload(name)
+    size = workload.sizes(True)[0] if workload.sizes(True) else workload.sizes(False)[0]
+    assert size == "1" and workload.modes[0] == "inference", (name, size)
+    costable_checks(workload, costs_module.prediction_costs(name, "1"), "1")
 
 
 def test_a_batch_one_eager_model_pays_the_same_host_cost_on_every_accelerator() -> None:

@@ -12,18 +12,13 @@ CPU1 = "torch:cpu@1t"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """One data directory for the module, calibrated once (calibration takes seconds)."""
-    from tests.conftest import run_cli
+def home(tmp_path_factory, cpu_calibration):
+    """One data directory for the module, holding a real calibration of this CPU (what
+    ``chipfit calibrate`` measures), measured once per test run and shared with
+    test_calibrate_predict.py (conftest's ``cpu_calibration``)."""
+    from tests.conftest import calibrated_home
 
-    path = tmp_path_factory.mktemp("predict-home")
-    proc = run_cli("calibrate", "--devices", CPU1, env={"CHIPFIT_HOME": str(path)})
-    if proc.returncode == 1 and "measured while the machine was shared" in proc.stderr:
-        # chipfit refuses a calibration that times the neighbours (on every attempt): right,
-        # and nothing below can run without one
-        pytest.skip("the machine was shared on every calibration attempt: "
-                    + proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, proc.stderr
+    path = calibrated_home(cpu_calibration, tmp_path_factory.mktemp("predict-home"))
     return {"CHIPFIT_HOME": str(path)}
 
 

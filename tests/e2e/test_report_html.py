@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _chromium import CHROMIUM_MISSING, find_chromium, load_page
+from tests.conftest import run_cli
 
 from chipfit.results import Measurement, Run
 from chipfit.store.runs import load_run, save_run
@@ -74,7 +75,9 @@ def sweep_json(tmp_path_factory: pytest.TempPathFactory, whole_machine) -> Path:
 def report(tmp_path: Path, *inputs: Path, png: bool = True) -> tuple[Path, Path]:
     html, pngs = tmp_path / "report.html", tmp_path / "png"
     args = ["report", *map(str, inputs), "-o", str(html)] + (["--png", str(pngs)] if png else [])
-    proc = chipfit(*args, home=tmp_path)
+    # in this process when it can be (conftest.run_cli): a fresh interpreter with matplotlib
+    # cost seconds a call, and the report's code path is the same
+    proc = run_cli(*args, env={"CHIPFIT_HOME": str(tmp_path), "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert str(html) in proc.stdout
     return html, pngs
