@@ -16,7 +16,8 @@ A band is the multiplicative error e with 80% of a stratum's out-of-fit cases in
   model) predicting the same end-to-end labels on the five GPUs, as if they had no
   architecture figures.
 - engine: the fused-engine stack, leave-one-out over the published MLPerf rows.
-- llm: the LLM predictor, leave-one-out over the published LLM rows.
+- llm: the static LLM predictor, leave-one-out over the published static-batch LLM rows
+  (online-serving rows are the serving simulator's: pipelines/serving.stack_bands).
 Strata without out-of-fit evidence here (another vendor's GPUs, catalog CPUs) borrow the
 nearest stratum's band, widened, and say so in their basis.
 
@@ -105,8 +106,11 @@ def published_strata() -> dict[str, list[float]]:
 
     out = {"engine": [float(r["loo_error"]) for r in loo_report()["rows"]
                       if r.get("loo_error") is not None],
+           # the static LLM predictor's rows; online-serving rows (a concurrency sweep against
+           # a server) are the serving simulator's, banded per stratum in pipelines/serving
            "llm": [float(c.loo_error) for c in published_cases()
-                   if c.loo_error is not None and math.isfinite(c.loo_error)]}
+                   if c.loo_error is not None and math.isfinite(c.loo_error)
+                   and not c.concurrency]}
     return out
 
 
