@@ -71,6 +71,10 @@ def suite_counts() -> dict[str, object]:
     import pytest
 
     counter = _Count()
+    # the tests import each other as ``tests.*`` (as ``python -m pytest`` from the root lets
+    # them); run as a script, the root is not on the path and those modules went uncounted
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     with contextlib.redirect_stdout(io.StringIO()):  # one line per test: not the figures
         pytest.main(["--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider",
                      str(ROOT / "tests")], plugins=[counter])
