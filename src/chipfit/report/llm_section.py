@@ -43,22 +43,11 @@ def llm_row(row: Any) -> tuple[Any, ...]:
             p.decode_bound if p else (row.why or "-"), f"±{p.band:.0%}" if p else "-")
 
 
-def _measured(row: Any) -> str:
-    m, p = row.measured, row.prediction
-    text = (f"{row.hardware}: measured here ({m.dtype}, {m.threads} threads, {m.steps} decode "
-            f"steps): {_rate(m.decode_tokens_per_s)} tok/s per sequence, first token "
-            f"{fmt_seconds(m.ttft_s)}")
-    if p is not None:
-        text += f"; predicted {_rate(p.decode_tokens_per_s)} tok/s, {fmt_seconds(p.ttft_s)}"
-    if m.contended:
-        text += f" (from contended points: the machine was shared; {m.contention_note})"
-    return text + "."
-
-
 def llm_section(report: Any, element_id: str = "llm") -> Safe:
     """The report section of one language model at the run's own prompt, generation, batch
     and dtypes (inline SVG plots, no script)."""
     from chipfit.report.llm_plots import memory_fit_plot, tokens_vs_batch_plot
+    from chipfit.report.llm_view import measured_line
 
     a, r = report.arch, report.run
     head = f"Language model {a.name}"
@@ -68,7 +57,7 @@ def llm_section(report: Any, element_id: str = "llm") -> Safe:
     notes = sorted({n for row in report.rows if row.prediction for n in row.prediction.notes}
                    | {f"{row.hardware}: {row.why}" for row in report.rows if row.why}
                    | set(report.notes))
-    measured = [_measured(row) for row in report.rows if row.measured is not None]
+    measured = [measured_line(row) + "." for row in report.rows if row.measured is not None]
     return _join([
         _el("h2", head, id=element_id), _el("p", run),
         _table(_HEADERS, [llm_row(row) for row in report.rows], numeric=(1, 2, 3, 4, 5, 6, 7, 8)),

@@ -70,7 +70,7 @@ def measured_line(row: Any) -> str:
                  f"({p.decode_tokens_per_s / m.decode_tokens_per_s - 1:+.0%}), TTFT "
                  f"{fmt_seconds(p.ttft_s)} ({p.ttft_s / m.ttft_s - 1:+.0%})")
     if m.contended:
-        text += f" [machine busy while measuring: {m.contention_note}]"
+        text += f" (from contended points: the machine was shared; {m.contention_note})"
     return text
 
 
