@@ -269,9 +269,10 @@ def _with_service(advice: object, args: argparse.Namespace, hardware: list[str])
 
     if args.max_latency or args.budget:
         return advice
-    from chipfit.pipelines.serving import serve_report
+    from chipfit.pipelines.serving import static_service
 
-    report = serve_report(args.model, [h for h in hardware if h != "local" and ":" not in h],
-                          args.prompt_len, args.gen_len, args.dtype or "bfloat16",
-                          concurrency=args.batch or 1)
+    report = static_service(args.model, hardware, args.prompt_len, args.gen_len,
+                            args.dtype or "bfloat16", users=args.batch or 1)
+    if report is None:
+        return advice
     return replace(advice, service=report.answer(), service_report=report)

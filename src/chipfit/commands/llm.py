@@ -136,17 +136,14 @@ def _service(args: argparse.Namespace, pareto: bool = False) -> object | None:
     """The service question for a static run: ``--batch`` users served with continuous
     batching on the catalog targets, default SLO (None: no catalog target, or an eager
     stack, which serves no continuous batching)."""
-    from chipfit.pipelines.serving import SERVING_STACKS, serve_report
+    from chipfit.pipelines.serving import static_service
 
-    catalog = [h for h in csv_list(args.hardware) if h != "local" and ":" not in h]
-    if not catalog or (args.stack is not None and args.stack not in SERVING_STACKS):
-        return None
-    return serve_report(args.model, catalog, args.prompt_len, args.gen_len, args.dtype,
-                        args.kv_dtype, args.stack, concurrency=args.batch,
-                        lengths=args.lengths, requests=min(args.requests, 200) if
-                        args.requests > 0 else args.requests, seed=args.seed,
-                        slo_percentile=args.slo_percentile, max_seqs=args.max_seqs,
-                        pareto=pareto)
+    return static_service(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
+                          args.dtype, args.kv_dtype, args.stack, users=args.batch,
+                          lengths=args.lengths, requests=min(args.requests, 200)
+                          if args.requests > 0 else args.requests, seed=args.seed,
+                          slo_percentile=args.slo_percentile, max_seqs=args.max_seqs,
+                          pareto=pareto)
 
 
 def run(args: argparse.Namespace) -> int:

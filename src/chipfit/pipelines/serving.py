@@ -49,7 +49,8 @@ from chipfit.analysis.serving import (
 )
 from chipfit.errors import ChipfitError, InvalidInputError, UsageError
 
-__all__ = ["SERVING_STACKS", "ServeReport", "ServeRow", "serve_report", "stack_bands"]
+__all__ = ["SERVING_STACKS", "ServeReport", "ServeRow", "serve_report", "stack_bands",
+           "static_service"]
 
 #: --stack -> (published family whose factors are used, whether they are borrowed, what it is)
 SERVING_STACKS: dict[str, tuple[str, bool, str]] = {
@@ -321,6 +322,23 @@ def _pareto(option: Option, work: Workload) -> tuple[tuple[int, float, float], .
             points.append((users, 1.0 / tpot, res.output_tokens_per_s / option.per_replica))
         users *= 2
     return tuple(points)
+
+
+def static_service(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_len: int,
+                   gen_len: int, dtype: str = "bfloat16", kv_dtype: str | None = None,
+                   stack: str | None = None, users: int = 1,
+                   **kwargs: Any) -> ServeReport | None:
+    """The service answer beside a static LLM question (``chipfit llm`` without serving
+    flags, ``chipfit advise LLM``): ``users`` served with continuous batching on the catalog
+    keys among ``hardware`` under the default SLO. None where no catalog key is asked (only
+    ``local`` or local devices) or ``stack`` serves no continuous batching (eager)."""
+    from chipfit.pipelines.llm import LOCAL
+
+    catalog = [h for h in hardware if h != LOCAL and ":" not in h]
+    if not catalog or (stack is not None and stack not in SERVING_STACKS):
+        return None
+    return serve_report(model, catalog, prompt_len, gen_len, dtype, kv_dtype, stack,
+                        concurrency=users, **kwargs)
 
 
 def serve_report(model: str | Mapping[str, Any], hardware: Sequence[str],
