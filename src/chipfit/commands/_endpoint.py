@@ -2,26 +2,21 @@
 
 Kept apart from :mod:`chipfit.commands.llm` (which calls :func:`add_endpoint_flags` once):
 the flags, and the run that measures the server, stores each request as it ends and prints
-the measured percentiles beside chipfit's prediction. Flags another part of ``chipfit llm``
-may define too (``--rate``, ``--concurrency``, ``--slo-ttft``, ``--slo-tpot``, ``--seed``)
-are added only where they are not there yet, and read by their ``dest``.
+the measured percentiles beside chipfit's prediction. The workload and SLO flags it shares
+with the serving prediction (``--rate``, ``--concurrency``, ``--lengths``, ``--seed``,
+``--slo-ttft``, ``--slo-tpot``) are the serving group's (``commands/llm._serving_flags``),
+so one workload means the same thing measured and predicted.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
 
 from chipfit.commands._common import err, finite_float, note, open_db, out, print_json, show
 
 #: -H as `chipfit llm` has it by default: with --endpoint, no prediction unless -H is given.
 _DEFAULT_HARDWARE = "h100-sxm,l4,tpu-v5e,local"
-
-
-def _add_once(p: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
-    if flag not in p._option_string_actions:
-        p.add_argument(flag, **kwargs)
 
 
 def _whole(text: str) -> int:
@@ -44,12 +39,6 @@ def add_endpoint_flags(p: argparse.ArgumentParser,
                         "TTFT, TPOT/ITL and e2e percentiles beside the prediction on -H")
     g.add_argument("--model", dest="served_model", metavar="NAME",
                    help="with --endpoint: the model name sent in each request (default: MODEL)")
-    _add_once(g, "--rate", type=finite_float, metavar="QPS",
-              help="with --endpoint: Poisson arrivals at QPS requests/s (default: one client "
-                   "at a time)")
-    _add_once(g, "--concurrency", type=_whole, metavar="N",
-              help="with --endpoint: N clients, each sending its next request when the last "
-                   "ends")
     g.add_argument("--max-requests", type=_whole, default=32, metavar="N",
                    help="with --endpoint: send at most N requests (default 32)")
     g.add_argument("--duration", type=finite_float, default=30.0, metavar="SECONDS",
@@ -57,20 +46,9 @@ def add_endpoint_flags(p: argparse.ArgumentParser,
     g.add_argument("--request-timeout", type=finite_float, default=60.0, metavar="SECONDS",
                    help="with --endpoint: the longest one request may take, every socket "
                         "wait included (default 60)")
-    _add_once(g, "--lengths", choices=("fixed", "lognormal", "uniform", "exponential"),
-              default="fixed",
-              help="prompt and generated lengths fixed, lognormal, uniform over 0.5x-1.5x or "
-                   "exponential (capped at 4x) around --prompt-len/--gen-len")
-    _add_once(g, "--seed", type=_whole, default=0,
-              help="with --endpoint: seed of the lengths, the prompts and the arrivals")
     g.add_argument("--api-key-env", metavar="VAR",
                    help="with --endpoint: send the key in environment variable VAR as a "
                         "Bearer token (never printed or stored)")
-    _add_once(g, "--slo-ttft", type=finite_float, metavar="SECONDS",
-              help="with --endpoint: goodput counts requests whose first token came within "
-                   "this")
-    _add_once(g, "--slo-tpot", type=finite_float, metavar="SECONDS",
-              help="with --endpoint: ... and whose time per output token is within this")
     g.add_argument("--db", metavar="PATH", help="with --endpoint: the results database "
                    "(default: chipfit.sqlite3 under the chipfit data directory)")
     g.add_argument("--no-save", action="store_true",

@@ -71,8 +71,8 @@ def _serving_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lengths", choices=("fixed", "lognormal", "uniform", "exponential"),
                    default="fixed", metavar="DIST",
                    help="prompt/generated lengths: fixed, or lognormal around --prompt-len "
-                        "and --gen-len (ShareGPT-like spread; default fixed); uniform and "
-                        "exponential: with --endpoint only")
+                        "and --gen-len (ShareGPT-like spread; default fixed); with --endpoint "
+                        "also uniform (0.5x-1.5x) or exponential (capped at 4x)")
     g.add_argument("--requests", type=int, default=400,
                    help="requests simulated per configuration (default 400)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths")
