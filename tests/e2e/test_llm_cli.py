@@ -65,6 +65,9 @@ def test_llm_html_page_has_both_charts(cli, tmp_path):
     assert 'id="fig-llm-memory"' in text and 'id="fig-llm-tokens"' in text
     assert text.count("<svg") == 3 and "mem-capacity" in text and "tps-h100-sxm" in text
     assert 'id="fig-serving-pareto"' in text and "pareto-slo" in text  # the service frontier
+    # the same table as chipfit report's LLM section: priced, memory estimated, one band style
+    assert "$ per 1M tokens" in text and "<th>stack</th>" in text and "+-" not in text
+    assert "src-estimated" in text and "±" in text
 
 
 def test_advise_routes_a_language_model_to_the_llm_logic(cli):

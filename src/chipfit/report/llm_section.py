@@ -1,5 +1,6 @@
-"""The language-model section of ``chipfit report``: one :class:`~chipfit.pipelines.llm.LlmReport`
-as a table, a memory-fit chart and tokens/s against batch.
+"""The language-model section of ``chipfit report`` and of ``chipfit llm --html``: one
+:class:`~chipfit.pipelines.llm.LlmReport` as a table, a memory-fit chart and tokens/s against
+batch.
 
 Driven by the report's own run of the model (prompt, generation, batch and dtypes as given to
 ``chipfit report --llm-*``, never fixed defaults): the heading names them, the table prices
@@ -20,7 +21,7 @@ from chipfit.report.html import Safe, _el, _figure, _join, _table, num
 __all__ = ["llm_row", "llm_section", "llm_sections"]
 
 _HEADERS = ("hardware", "devices", "memory / device", "capacity", "max batch", "TTFT",
-            "tok/s per seq", "tok/s batch", "$ per 1M tokens", "bound", "band")
+            "tok/s per seq", "tok/s batch", "$ per 1M tokens", "bound", "band", "stack")
 
 
 def _rate(value: float | None) -> str:
@@ -40,7 +41,8 @@ def llm_row(row: Any) -> tuple[Any, ...]:
             num(_rate(p.decode_tokens_per_s), "predicted") if p else "-",
             num(_rate(p.aggregate_tokens_per_s), "predicted") if p else "-",
             num(f"${usd:,.3g}", "estimated") if usd is not None else "- (no price)",
-            p.decode_bound if p else (row.why or "-"), f"±{p.band:.0%}" if p else "-")
+            p.decode_bound if p else (row.why or "-"), f"±{p.band:.0%}" if p else "-",
+            p.stack if p else "-")
 
 
 def llm_section(report: Any, element_id: str = "llm") -> Safe:

@@ -86,48 +86,13 @@ def llm_published_table(cases: Sequence[Any]) -> Table:
     return table
 
 
-def _html_rows(report: Any) -> list[tuple[Any, ...]]:
-    from chipfit.report.html import num
-
-    rows = []
-    for r in report.rows:
-        p = r.prediction
-        fits = "?" if r.fits is None else ("yes" if r.fits else "no")
-        rows.append((r.hardware, fits, "-" if r.devices_needed is None else r.devices_needed,
-                     num(f"{r.memory.total / 1e9:.1f} GB", "predicted"),
-                     num(f"{r.memory_capacity / 1e9:.0f} GB", r.capacity_source)
-                     if r.memory_capacity else "-", r.max_batch,
-                     num(fmt_seconds(p.ttft_s), "predicted") if p else "-",
-                     num(_num(p.decode_tokens_per_s), "predicted") if p else "-",
-                     num(_num(p.aggregate_tokens_per_s), "predicted") if p else "-",
-                     p.decode_bound if p else (r.why or "-"),
-                     f"+-{p.band:.0%}" if p else "-", p.stack if p else "-"))
-    return rows
-
-
 def llm_html_section(report: Any, element_id: str = "llm") -> Any:
-    """The report section of one :class:`~chipfit.pipelines.llm.LlmReport`: a table, the
-    memory-fit chart and tokens/s vs batch (inline SVG)."""
-    from chipfit.report.html import Safe, _el, _figure, _join, _table
-    from chipfit.report.llm_plots import memory_fit_plot, tokens_vs_batch_plot
+    """The HTML section of one :class:`~chipfit.pipelines.llm.LlmReport`: the same section
+    ``chipfit report`` shows (:func:`chipfit.report.llm_section.llm_section`), so the two
+    pages never price or label a row differently."""
+    from chipfit.report.llm_section import llm_section
 
-    a, r = report.arch, report.run
-    head = (f"Language model {a.name}: {a.params / 1e9:.2f}B parameters, {r.weight_dtype} "
-            f"weights, {r.kv_dtype} KV cache, prompt {r.prompt_len}, generate {r.gen_len}, "
-            f"batch {r.batch}")
-    table = _table(("hardware", "fits 1 device", "devices needed", "memory/device",
-                    "capacity", "max batch", "TTFT", "tok/s per seq", "tok/s batch", "bound",
-                    "band", "stack"), _html_rows(report), numeric=(2, 3, 4, 5, 6, 7, 8))
-    notes = sorted({n for row in report.rows if row.prediction for n in row.prediction.notes}
-                   | set(report.notes))
-    return _join([_el("h2", head, id=element_id), table,
-                  _figure(f"{element_id}-memory", "Memory per device (estimated) against "
-                          "capacity (catalog; this machine's: measured).",
-                          memory_fit_plot(report)),
-                  _figure(f"{element_id}-tokens", "Decode tokens/s vs batch (predicted).",
-                          tokens_vs_batch_plot(report)),
-                  _el("ul", _join(_el("li", n) for n in notes), class_="muted") if notes
-                  else Safe("")])
+    return llm_section(report, element_id)
 
 
 def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
@@ -302,9 +267,9 @@ def serve_html_section(report: Any, element_id: str = "serving") -> Any:
                      num(fmt_seconds(r.p("ttft", q)), "predicted"),
                      num(fmt_seconds(r.p("tpot", q)), "predicted"),
                      num(_num(r.output_tokens_per_s / p.option.per_replica), "predicted"),
-                     num(_money(c["usd_per_million_tokens"]), "predicted")
-                     if c["usd_per_million_tokens"] is not None else "-",
-                     f"+-{p.option.band:.0%}"))
+                     num(_money(c["usd_per_million_tokens"]), "estimated")
+                     if c["usd_per_million_tokens"] is not None else "- (no price)",
+                     f"±{p.option.band:.0%}"))
     table = _table(("hardware", "config", "devices", "meets SLO", f"TTFT p{q:g}",
                     f"TPOT p{q:g}", "output tok/s per device", "$ per 1M tokens", "band"),
                    rows, numeric=(2, 4, 5, 6, 7))
