@@ -121,7 +121,10 @@ def test_cli_json_chat_rate_and_prediction(server, tmp_path, monkeypatch):
     assert data["measured"]["source"] == "measured" and data["measured"]["good"] == 4
     [pred] = data["predicted"]
     assert pred["hardware"] == "l4" and pred["source"] == "predicted" and pred["band"] > 0
-    assert any("static batch" in n for n in data["notes"])
+    # the serving simulator, fed the four requests sent and Poisson arrivals at 20/s
+    assert pred["devices"] == 1 and "TP1" in pred["basis"] and 0 < pred["ttft_s"] < pred["e2e_s"]
+    assert any("continuous batching (simulated)" in n and "the 4 requests' own lengths" in n
+               for n in data["notes"]), data["notes"]
     stored = json.dumps(rows(db, "SELECT * FROM runs")) + json.dumps(
         rows(db, "SELECT data_json FROM measurements"))
     assert "sk-secret" not in proc.stdout + proc.stderr + stored

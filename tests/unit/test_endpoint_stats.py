@@ -143,15 +143,26 @@ def test_any_endpoint_text_is_an_http_server_or_one_line_error(text):
     assert not any(c.isspace() for c in e.url)
 
 
-def test_prediction_beside_the_measurement_is_the_static_batch_of_the_workload():
+def test_prediction_beside_the_measurement_simulates_the_requests_sent():
     from chipfit.pipelines.endpoint import _predictions
 
-    load = EndpointLoad(prompt_len=64, gen_len=16, concurrency=2, max_requests=4)
-    stats = summarize([_rec(0, 0.0, 0.1, [0.01] * 3)])
+    load = EndpointLoad(prompt_len=64, gen_len=16, lengths="uniform", concurrency=2,
+                        max_requests=4)
+    stats = summarize([_rec(i, 0.0, 0.1, [0.01] * 3) for i in range(4)])
     [bf16], notes = _predictions("llama-3.2-1b", ["l4"], load, stats, {})
     [int8], _ = _predictions("llama-3.2-1b", ["l4"], load, stats, {"dtype": "int8"})
-    assert bf16.batch == 2 and bf16.source == "predicted" and bf16.band > 0
+    assert bf16.source == "predicted" and bf16.band > 0 and bf16.devices == 1
+    assert 1 <= bf16.batch <= 2  # two users' sequences decode together at most
     assert int8.tpot_s < bf16.tpot_s  # half the weight bytes per decode step
-    assert "static batch of 2 concurrent" in notes[0]
+    assert bf16.ttft_s < bf16.e2e_s and "medians" in bf16.basis
+    assert "continuous batching (simulated)" in notes[0] and "2 concurrent users" in notes[0]
+    # the four requests' own lengths, not the medians asked
+    shapes = load.shapes()
+    mean = round(sum(p for p, _ in shapes) / 4)
+    assert f"the 4 requests' own lengths (mean prompt {mean}," in notes[0]
+    # a local device or the eager stack has no continuous batching: the static batch
+    [local], why = _predictions("llama-3.2-1b", ["l4"], load, stats, {"stack": "eager"})
+    assert local.batch == 2 and "static batch of 2 concurrent" in why[0]
+    assert "--stack eager" in why[0]
     none, why = _predictions("no-such-model", ["l4"], load, stats, {})
     assert none == () and "no prediction" in why[0]

@@ -76,6 +76,10 @@ class Workload:
     requests: int = 400
     seed: int = 0
     max_context: int = 0  # 0: no cap
+    #: The (prompt, generated) tokens of each request when they are known (a measured
+    #: endpoint's own requests, in the order sent): replaces the distribution, and
+    #: ``requests`` is their number.
+    given: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.prompt_len <= 0 or self.gen_len <= 0:
@@ -92,9 +96,15 @@ class Workload:
                                     f"exponential are for --endpoint)")
         if not 1 <= self.requests <= MAX_REQUESTS:
             raise InvalidInputError(f"--requests must be between 1 and {MAX_REQUESTS}")
+        if self.given and (len(self.given) != self.requests
+                           or any(p < 1 or g < 1 for p, g in self.given)):
+            raise InvalidInputError("given request lengths must be one positive (prompt, "
+                                    "generated) pair per request")
 
     def lengths(self) -> list[tuple[int, int]]:
         """(prompt, generated) tokens of each request, reproducible from ``seed``."""
+        if self.given:
+            return list(self.given)
         if self.distribution == "fixed":
             return [(self.prompt_len, self.gen_len)] * self.requests
         rng = random.Random(self.seed * 7919 + 1)
@@ -109,7 +119,9 @@ class Workload:
         return out
 
     def describe(self) -> str:
-        lengths = (f"prompt {self.prompt_len}, generate {self.gen_len} tokens"
+        lengths = (f"the {self.requests} requests' own lengths (mean prompt {self.prompt_len}, "
+                   f"generate {self.gen_len} tokens)" if self.given else
+                   f"prompt {self.prompt_len}, generate {self.gen_len} tokens"
                    if self.distribution == "fixed" else
                    f"prompt and generated lengths lognormal (sigma {LOGNORMAL_SIGMA:g}, "
                    f"ShareGPT-like) around medians {self.prompt_len} and {self.gen_len}, "

@@ -48,7 +48,7 @@ class EndpointPrediction:
     """chipfit's prediction for the measured configuration on one hardware key."""
 
     hardware: str
-    batch: int
+    batch: int  # sequences decoding together (static: the batch; simulated: their mean)
     ttft_s: float | None
     tpot_s: float | None
     e2e_s: float | None
@@ -57,6 +57,7 @@ class EndpointPrediction:
     basis: str  # what the prediction models (static batch ...) and its band's basis
     why: str = ""  # why there is none
     source: str = "predicted"
+    devices: int | None = None  # per replica, where the simulator chose the configuration
 
 
 @dataclass(frozen=True)
@@ -228,15 +229,65 @@ def report_of_run(run: Run) -> EndpointStats:
 def _predictions(model: str | None, hardware: Sequence[str], load: EndpointLoad,
                  stats: EndpointStats, options: Mapping[str, Any]
                  ) -> tuple[tuple[EndpointPrediction, ...], list[str]]:
-    """The static-batch prediction (:func:`chipfit.pipelines.llm.llm_report`) of ``model``
-    on each of ``hardware``, for the measured workload: the mean prompt and generated
-    lengths, and as batch the concurrency (closed loop) or the mean number of requests in
-    flight measured (Little's law: achieved rate x mean e2e, --rate)."""
+    """chipfit's prediction of ``model`` on each of ``hardware`` for the workload the endpoint
+    was given: the continuous-batching simulator (:func:`chipfit.pipelines.serving.
+    serve_report`) fed the very requests sent (their prompt and generated lengths, in order)
+    and the same arrivals (Poisson at ``--rate``, or the closed loop of ``--concurrency``),
+    one replica on the fewest devices that hold the model; its median TTFT, TPOT and e2e
+    sit beside the measured ones. Where nothing serves with continuous batching (``local``,
+    ``--stack eager``) the static-batch prediction (:func:`chipfit.pipelines.llm.llm_report`)
+    is given instead, and the basis says so."""
     if not model or not hardware:
         return (), []
-    shapes = load.shapes()
+    sent = max(1, min(stats.requests or len(load.shapes()), len(load.shapes())))
+    shapes = load.shapes()[:sent]
     prompt = max(1, round(sum(p for p, _ in shapes) / len(shapes)))
     gen = max(1, round(sum(g for _, g in shapes) / len(shapes)))
+    from chipfit.pipelines.serving import SERVING_STACKS, serve_report
+
+    stack = options.get("stack")
+    served = [h for h in hardware if h != "local" and ":" not in h]
+    static = [h for h in hardware if h not in served]
+    out: dict[str, EndpointPrediction] = {}
+    notes: list[str] = []
+    if served and (stack is None or stack in SERVING_STACKS):
+        load_kw = ({"rate": load.rate} if load.rate is not None
+                   else {"concurrency": load.clients})
+        try:
+            report = serve_report(model, served, prompt, gen, options.get("dtype") or "bfloat16",
+                                  options.get("kv_dtype"), stack, seed=load.seed, replicas=1,
+                                  given_lengths=shapes, **load_kw)
+        except ChipfitError as exc:
+            return (), [f"no prediction for {model!r}: {exc}"]
+        for row in report.rows:
+            plan = min(row.tried, key=lambda p: p.option.per_replica, default=None)
+            if plan is None:
+                out[row.hardware] = EndpointPrediction(row.hardware, 0, None, None, None, None,
+                                                       None, "", row.why or "no prediction")
+                continue
+            o, r = plan.option, plan.result
+            out[row.hardware] = EndpointPrediction(
+                row.hardware, max(1, round(r.mean_running)), r.p("ttft", 50), r.p("tpot", 50),
+                r.p("e2e", 50), r.output_tokens_per_s, o.band,
+                f"{report.stack} stack, TP{o.tp}" + (f" PP{o.pp}" if o.pp > 1 else "")
+                + f", medians; band {o.band_basis}", devices=o.per_replica)
+        notes.append(f"prediction: continuous batching (simulated), one replica on the fewest "
+                     f"devices that hold the model; {report.workload.describe()}")
+    else:
+        static = list(hardware)
+    if static:
+        more, why = _static_predictions(model, static, load, stats, options, prompt, gen)
+        out.update({p.hardware: p for p in more})
+        notes += why
+    return tuple(out[h] for h in hardware if h in out), notes
+
+
+def _static_predictions(model: str, hardware: Sequence[str], load: EndpointLoad,
+                        stats: EndpointStats, options: Mapping[str, Any], prompt: int, gen: int
+                        ) -> tuple[list[EndpointPrediction], list[str]]:
+    """The static-batch prediction (:func:`chipfit.pipelines.llm.llm_report`): the mean
+    prompt and generated lengths, and as batch the concurrency (closed loop) or the mean
+    number of requests in flight measured (Little's law: achieved rate x median e2e)."""
     if load.rate is None:
         batch, how = load.clients, f"{load.clients} concurrent"
     else:
@@ -249,9 +300,11 @@ def _predictions(model: str | None, hardware: Sequence[str], load: EndpointLoad,
     try:
         report = llm_report(model, list(hardware), prompt, gen, batch, **options)
     except ChipfitError as exc:
-        return (), [f"no prediction for {model!r}: {exc}"]
-    basis = (f"static batch of {how} sequences, prompt {prompt}, {gen} generated: "
-             "no queueing, no continuous batching (no serving model in this build)")
+        return [], [f"no prediction for {model!r}: {exc}"]
+    basis = (f"static batch of {how} sequences, prompt {prompt}, {gen} generated: no "
+             "queueing, no continuous batching (" + ", ".join(hardware)
+             + (": --stack eager" if options.get("stack") == "eager" else
+                ": a local device") + " serves none)")
     out = []
     for row in report.rows:
         p = row.prediction
@@ -262,7 +315,7 @@ def _predictions(model: str | None, hardware: Sequence[str], load: EndpointLoad,
         out.append(EndpointPrediction(row.hardware, batch, p.ttft_s, p.step_s, p.total_s,
                                       p.throughput_tokens_per_s, p.band,
                                       f"{p.stack} stack, TP{p.tp}, band {p.band_basis}"))
-    return tuple(out), [f"prediction: {basis}"]
+    return out, [f"prediction: {basis}"]
 
 
 def measure_endpoint(url: str, model: str = "", *, prompt_len: int = 512, gen_len: int = 128,

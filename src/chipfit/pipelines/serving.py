@@ -350,7 +350,8 @@ def serve_report(model: str | Mapping[str, Any], hardware: Sequence[str],
                  per_user_tokens_per_s: float | None = None, slo_percentile: float = 90.0,
                  tp: int | None = None, pp: int = 1, replicas: int | None = None,
                  devices: int | None = None, token_budget: int = PREFILL_CHUNK_TOKENS,
-                 max_seqs: int = MAX_SEQS, pareto: bool = False) -> ServeReport:
+                 max_seqs: int = MAX_SEQS, pareto: bool = False,
+                 given_lengths: Sequence[tuple[int, int]] = ()) -> ServeReport:
     """Serve ``model`` on each of ``hardware`` (catalog keys) under a workload: either
     ``rate`` requests/s (Poisson) or ``concurrency`` users; lengths ``fixed`` or
     ``lognormal`` (ShareGPT-like, seeded). The SLO is ``slo_ttft`` / ``slo_tpot`` seconds
@@ -358,7 +359,9 @@ def serve_report(model: str | Mapping[str, Any], hardware: Sequence[str],
     MLPerf-Server-style TTFT <= 2 s, TPOT <= 200 ms. ``tp``/``pp``/``replicas``/``devices``
     fix the configuration; without them the fewest devices that meet the SLO are searched
     (TP up to 8, replicas as the load needs). ``pareto``: also sweep users 1, 2, 4 ... per
-    hardware for the tokens/s-per-device vs per-user frontier."""
+    hardware for the tokens/s-per-device vs per-user frontier. ``given_lengths``: each
+    request's own (prompt, generated) tokens (a measured endpoint's), instead of ``lengths``
+    and ``requests``."""
     from chipfit.pipelines.llm import _dedupe, parse_run
     from chipfit.workloads.llm import arch_from_config, load_config
 
@@ -400,8 +403,9 @@ def serve_report(model: str | Mapping[str, Any], hardware: Sequence[str],
     given = slo_ttft is not None or slo_tpot is not None
     slo = (Slo(slo_ttft, slo_tpot, slo_percentile) if given
            else Slo(DEFAULT_SLO[0], DEFAULT_SLO[1], slo_percentile))
-    work = Workload(run.prompt_len, run.gen_len, rate, concurrency, lengths, requests, seed,
-                    arch.max_context)
+    asked = tuple((int(p), int(g)) for p, g in given_lengths)
+    work = Workload(run.prompt_len, run.gen_len, rate, concurrency, lengths,
+                    len(asked) if asked else requests, seed, arch.max_context, asked)
     targets = _dedupe(t.strip() for t in hardware if t.strip())
     if not targets:
         raise UsageError("no hardware given: pass --hardware h100-sxm,l4 ...")
