@@ -99,7 +99,9 @@ def test_precision_policy(key, dtype, op_class, framework, unit):
     assert choice.unit == unit
     assert choice.why  # every choice says why
     if "tensor" in unit or "matrix" in unit:
-        assert choice.peak and choice.efficiency and "MAMF" in choice.why
+        # a sourced GEMM figure: BF16 MAMF tables, or a measured FP32 SGEMM on MFMA
+        assert choice.peak and choice.efficiency and ("MAMF" in choice.why
+                                                      or "SGEMM" in choice.why)
 
 
 def test_bf16_uses_the_tensor_peak_fp32_does_not():
@@ -259,7 +261,12 @@ def test_borrowed_efficiencies_and_single_issue_sms_are_stated_as_assumptions():
     from chipfit.analysis.gpu_predict import GpuEstimate, device_assumptions
 
     figs = gpu_figures()
-    assert gpu_precision(figs["mi210"], "float32", "matmul").assumption  # BF16 figure, FP32 use
+    mi210 = gpu_precision(figs["mi210"], "float32", "matmul")  # a measured FP32 SGEMM figure
+    assert mi210.assumption == "" and mi210.efficiency == pytest.approx(0.837)
+    assert "rocm-libraries issue #9453" in mi210.why
+    for key in ("mi100", "mi300x"):  # no FP32 GEMM figure: the BF16 one, said and searched
+        choice = gpu_precision(figs[key], "float32", "matmul")
+        assert "borrowed from BF16" in choice.assumption and "searched" in choice.assumption
     assert gpu_precision(figs["t4"], "int8", "matmul").assumption
     assert gpu_precision(figs["h100-sxm"], "bfloat16", "matmul").assumption == ""
     assert gpu_precision(figs["t4"], "bfloat16", "matmul").assumption  # no bf16 peak
@@ -277,8 +284,11 @@ def test_roofline_rows_state_the_efficiencies_they_borrow():
     from chipfit.predictors.core import assumption_notes
 
     catalog = load_catalog()
-    tpu = assumption_notes(catalog_roofs(catalog["tpu-v5e"], "jax").efficiency)
-    assert any(n.startswith("assumption: matmul efficiency") for n in tpu)
+    tpu = assumption_notes(catalog_roofs(catalog["tpu-v5p"], "jax").efficiency)
+    assert any(n.startswith("assumption: matmul efficiency") for n in tpu)  # no v5p GEMM figure
+    v5e = assumption_notes(catalog_roofs(catalog["tpu-v5e"], "jax").efficiency)
+    assert not any(n.startswith("assumption: matmul efficiency") for n in v5e)  # measured
+    assert any(n.startswith("assumption: memory efficiency") for n in v5e)  # no TPU HBM figure
     assert assumption_notes((("matmul", 0.8, "measured: MAMF table"),)) == ()
 
 
@@ -318,3 +328,64 @@ def test_single_issue_fp32_rows_widen_their_band_by_the_calibration_spread():
     band, basis = widened_band(0.156, "measured", spread)
     assert max(0.156, spread) < band < 0.156 + spread  # log errors add in quadrature
     assert basis.startswith("measured") and "published SGEMM" in basis
+
+
+def test_every_tpu_and_amd_matrix_efficiency_is_sourced_or_said_to_be_assumed():
+    """Issue 24: a TPU's or AMD GPU's efficiency either rests on a cited measurement (its
+    derivation does not say "assumption") or its rows say "assumption: ..." about it."""
+    from types import SimpleNamespace
+
+    from chipfit.analysis.gpu_predict import GpuEstimate, to_prediction
+    from chipfit.analysis.roofline import catalog_roofs
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.predictors.core import assumption_notes
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    catalog = load_catalog()
+    checked = 0
+    for key, spec in catalog.items():
+        if not (spec.kind == "tpu" or (spec.kind == "gpu" and spec.vendor == "AMD")):
+            continue
+        notes = assumption_notes(catalog_roofs(spec, "jax" if spec.kind == "tpu" else "torch")
+                                 .efficiency)
+        for e in spec.efficiencies:
+            if spec.kind != "tpu" and not e.name.startswith("matmul"):
+                continue  # an AMD GPU's memory/host figures are the GPU defaults' measurements
+            assert e.sources and e.derivation, (key, e.name)
+            if "assumption" in e.derivation.lower():
+                assert any(n.startswith(f"assumption: {e.name} efficiency") for n in notes), \
+                    (key, e.name)
+            else:
+                assert not any(s.startswith("a stated chipfit assumption") for s in e.sources), \
+                    (key, e.name)
+            checked += 1
+    assert checked >= 13
+    costs = SimpleNamespace(workload="w", size="1", dtype="float32", mode="inference", items=1,
+                            ops=(), notes=(), transfer_bytes=0)
+    for key, dev in gpu_figures().items():
+        if dev.vendor != "AMD":
+            continue
+        for dtype in ("float32", "bfloat16", "float16", "int8", "float8_e4m3fn"):
+            choice = gpu_precision(dev, dtype, "matmul")
+            if choice.efficiency is None:
+                continue
+            est = GpuEstimate(1.0, 1.0, 0.0, (), (choice,), "compute")
+            pred = to_prediction(est, costs, dev, shipped_gpu_model(), key=key, name=dev.name)
+            if choice.assumption:
+                assert f"assumption: {choice.assumption}" in pred.notes, (key, dtype)
+            else:
+                assert "assumption" not in choice.why.lower(), (key, dtype)
+
+
+def test_tpu_matmul_efficiencies_sit_above_the_published_mfu_lower_bounds():
+    """An MFU (model FLOPs / (step time x peak)) also spends time outside matmuls, so it bounds
+    the matmul efficiency from below: MaxText's best rows and PaLM's HFU on TPU v4."""
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    for key, mfu in (("tpu-v4", 0.589), ("tpu-v4", 0.578), ("tpu-v5e", 0.669),
+                     ("tpu-v5p", 0.715)):
+        assert catalog[key].efficiency("matmul").value > mfu, key
+    assert catalog["tpu-v5e"].efficiency("matmul").value == pytest.approx(181.8 / 197, abs=1e-3)
+    assert catalog["tpu-v7"].efficiency("matmul").value == pytest.approx(956.4 / 1153.5,
+                                                                         abs=1e-3)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from chipfit.analysis.gpu_kernels import GpuFigures
 
-__all__ = ["PrecisionChoice", "TENSOR_DTYPES", "TENSOR_EFFICIENCY", "gpu_precision"]
+__all__ = ["FP32M_EFFICIENCY", "FP32M_SEARCHED", "PrecisionChoice", "TENSOR_DTYPES",
+           "TENSOR_EFFICIENCY", "gpu_precision"]
 
 #: Fraction of a tensor-core peak that a large GEMM reaches, by vendor, with its source.
 TENSOR_EFFICIENCY = {
@@ -34,6 +35,21 @@ TENSOR_EFFICIENCY = {
     "AMD": (0.56, "mean BF16 MAMF/peak of AMD parts, stas00/ml-engineering MAMF table "
                   "(MI325X 0.604, MI300X 0.514)"),
 }
+#: Fraction of the FP32 matrix-core (MFMA, ``fp32m``) peak a large FP32 GEMM reaches, by AMD
+#: architecture, where an FP32 GEMM figure is published. CDNA2 is one GCD design (MI210, and
+#: each GCD of MI250/MI250X: gfx90a, the same rocBLAS/Tensile MFMA kernels), so its figure
+#: is the family's. Other CDNA generations fall back to the vendor's BF16 figure above, an
+#: assumption each row states (FP32M_SEARCHED: what was looked for and not found).
+FP32M_EFFICIENCY = {
+    "cdna2": (0.837, "rocBLAS SGEMM M=N=K=8192 NN on a bare-metal MI210 (gfx90a, MFMA kernel "
+                     "MT256x128x16_MI16x16x4): 37.9 TFLOPS / 45.3 FP32-matrix peak, measured "
+                     "by AMD in ROCm/rocm-libraries issue #9453 (2026-07-19; sweep 1024-8192: "
+                     "30.1, 34.6, 32.3, 37.9 TFLOPS)"),
+}
+FP32M_SEARCHED = ("no published FP32 GEMM (SGEMM on MFMA) figure was found for this CDNA "
+                  "generation (searched 2026-12-07: ROCm/rocBLAS/hipBLASLt issues, AMD's "
+                  "Max-Achievable-FLOPs blog, which gives FP16/BF16/FP8 only, CDNA "
+                  "microbenchmark papers); the only FP32 one is CDNA2's (MI210, 0.837)")
 TENSOR_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
 MATRIX = ("matmul", "conv", "attention", "recurrent")
@@ -69,7 +85,12 @@ def _tensor(dev: GpuFigures, dtype: str, op_class: str, precision: str,
     eff, source = TENSOR_EFFICIENCY.get(dev.vendor, TENSOR_EFFICIENCY["NVIDIA"])
     unit = "FP32 matrix cores (MFMA)" if precision == "fp32m" else f"{precision.upper()} tensor cores"
     assumption = ""
-    if precision not in ("bf16", "fp16"):
+    if precision == "fp32m" and dev.architecture in FP32M_EFFICIENCY:
+        eff, source = FP32M_EFFICIENCY[dev.architecture]  # a measured FP32 GEMM figure
+    elif precision == "fp32m":
+        assumption = (f"{dev.name} FP32 matrix (MFMA) efficiency {eff} borrowed from BF16 "
+                      f"measurements ({source.split(',')[0]}): {FP32M_SEARCHED}")
+    elif precision not in ("bf16", "fp16"):
         # the efficiencies are BF16 measurements: another precision borrows them
         assumption = (f"{dev.name} {precision} matrix efficiency {eff} borrowed from BF16 "
                       f"measurements ({source.split(',')[0]}); no {precision} GEMM figure")
