@@ -44,8 +44,9 @@ def torch_save_bytes(obj: object) -> bytes:
     return buf.getvalue()
 
 
-def _rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes], add: dict[str, bytes] = {}
-                 ) -> None:  # noqa: B006 - read-only default
+def _rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes],
+                 add: dict[str, bytes] | None = None) -> None:
+    add = add or {}
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             data = zin.read(info)

@@ -115,7 +115,7 @@ def test_a_scale_and_a_fixed_time_per_request_are_recovered():
     assert fit_scale_offset(shrinking, predicted)[1] == 0.0
     # too few rows for two parameters: the median ratio alone
     assert fit_scale_offset(published[:3], predicted[:3]) == (pytest.approx(
-        sorted(p / q for p, q in zip(published[:3], predicted[:3]))[1]), 0.0)
+        sorted(p / q for p, q in zip(published[:3], predicted[:3], strict=True))[1]), 0.0)
     assert fit_scale_offset([], []) == (1.0, 0.0)
 
 

@@ -57,7 +57,8 @@ def import_tensorflow() -> Any:
     """Import TensorFlow (and Keras 3) with its start-up log noise kept off the terminal.
 
     ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (warnings and info off) in this process and the
-    workers it starts, never in the user's shell; a value the user set is kept. The notices TensorFlow prints regardless are filtered out of
+    workers it starts, never in the user's shell; a value the user set is kept. The notices
+    TensorFlow prints regardless are filtered out of
     stderr while it imports; any other line it writes is passed on.
     """
     import sys

@@ -14,7 +14,8 @@ step time(N), where 1.0 means the gradient exchange costs nothing and 0.5 means 
 added hardware is lost to it.
 
 Steps are timed identically on every rank (collectives need every rank to take every step),
-fenced by the rank's backend session (its ``wait``, through :mod:`chipfit.timing.steps`), and a step's time is that of the slowest rank (gathered
+fenced by the rank's backend session (its ``wait``, through :mod:`chipfit.timing.steps`), and a
+step's time is that of the slowest rank (gathered
 with an all-reduce MAX), since the others wait for it at the next gradient exchange. Each
 process count runs in freshly spawned processes.
 """

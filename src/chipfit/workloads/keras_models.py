@@ -15,7 +15,8 @@ The size axis is the batch; the model runs in inference, as ``tf.function(jit_co
 FLOPs and bytes are *counted*, not guessed: from the optimized HLO of the XLA program
 TensorFlow compiles for the model on the CPU, with chipfit's convention
 (:mod:`chipfit.cost._hlo`; dots and convolutions from their shapes). As for every user model,
-the FLOPs stored on a measurement are the matrix classes only (``WorkloadCosts.matrix_flops``). A loop whose trip count XLA does not know (Keras RNN layers become a ``while`` loop
+the FLOPs stored on a measurement are the matrix classes only (``WorkloadCosts.matrix_flops``). A
+loop whose trip count XLA does not know (Keras RNN layers become a ``while`` loop
 of unknown length on TensorFlow) is counted once: the measurement's ``flops_source`` detail
 says so, and such a model's FLOP/s are an undercount.
 
