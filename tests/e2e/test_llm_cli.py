@@ -182,3 +182,17 @@ def test_advise_names_what_a_latency_limit_excluded_and_the_closest(cli):
     assert lines[0].startswith("No hardware meets the limits") and "closest" in proc.stdout
     assert "excluded h100-sxm:" in proc.stdout and "--max-latency 33 ms" in proc.stdout
     assert "no hardware has a prediction" not in proc.stdout
+
+
+def test_llm_and_advise_give_the_same_service_answer(cli):
+    """The service line beside a static question is one computation: chipfit llm and
+    chipfit advise simulate the same workload with the same request count."""
+    hw = ("-H", "l4,h100-sxm")
+    llm = json.loads(cli("llm", "llama-3.2-1b", *hw, "--batch", "4", "--json", check=True).stdout)
+    advise = json.loads(cli("advise", "llama-3.2-1b", *hw, "--batch", "4", "--json", "-",
+                            check=True).stdout)
+    assert llm["service"]["workload"]["requests"] == 200
+    assert llm["service"] == advise["service"]
+    more = json.loads(cli("llm", "llama-3.2-1b", *hw, "--batch", "4", "--requests", "50",
+                          "--json", check=True).stdout)
+    assert more["service"]["workload"]["requests"] == 50  # the user's count is honoured

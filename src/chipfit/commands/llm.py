@@ -73,8 +73,9 @@ def _serving_flags(p: argparse.ArgumentParser) -> None:
                    help="prompt/generated lengths: fixed, or lognormal around --prompt-len "
                         "and --gen-len (ShareGPT-like spread; default fixed); with --endpoint "
                         "also uniform (0.5x-1.5x) or exponential (capped at 4x)")
-    g.add_argument("--requests", type=int, default=400,
-                   help="requests simulated per configuration (default 400)")
+    g.add_argument("--requests", type=int, default=None,
+                   help="requests simulated per configuration (default 400; 200 for the "
+                        "service line of a static run, as chipfit advise)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths")
     g.add_argument("--slo-ttft", type=finite_float, default=None, metavar="SECONDS",
                    help="time-to-first-token target at the SLO percentile")
@@ -100,7 +101,7 @@ def _serving(args: argparse.Namespace) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from chipfit.pipelines.serving import serve_report
+    from chipfit.pipelines.serving import SERVE_REQUESTS, serve_report
 
     if args.measure:
         from chipfit.errors import UsageError
@@ -109,7 +110,9 @@ def _serve(args: argparse.Namespace) -> int:
                          "the serving flags")
     report = serve_report(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
                           args.dtype, args.kv_dtype, args.stack, args.rate, args.concurrency,
-                          args.lengths, args.requests, args.seed, args.slo_ttft, args.slo_tpot,
+                          args.lengths,
+                          SERVE_REQUESTS if args.requests is None else args.requests,
+                          args.seed, args.slo_ttft, args.slo_tpot,
                           args.per_user_tokens_per_s, args.slo_percentile, args.tp, args.pp,
                           args.replicas, args.devices, max_seqs=args.max_seqs,
                           pareto=bool(args.html))
@@ -140,8 +143,8 @@ def _service(args: argparse.Namespace, pareto: bool = False) -> object | None:
 
     return static_service(args.model, csv_list(args.hardware), args.prompt_len, args.gen_len,
                           args.dtype, args.kv_dtype, args.stack, users=args.batch,
-                          lengths=args.lengths, requests=min(args.requests, 200)
-                          if args.requests > 0 else args.requests, seed=args.seed,
+                          lengths=args.lengths, seed=args.seed,
+                          **({} if args.requests is None else {"requests": args.requests}),
                           slo_percentile=args.slo_percentile, max_seqs=args.max_seqs,
                           pareto=pareto)
 

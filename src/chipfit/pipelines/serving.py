@@ -65,6 +65,11 @@ SERVING_STACKS: dict[str, tuple[str, bool, str]] = {
 }
 #: the largest tensor-parallel group searched by default: one 8-device node (NVLink/ICI)
 MAX_TP = 8
+#: Requests simulated per configuration: the service question, and the service line beside
+#: a static question (chipfit llm without serving flags, chipfit advise on an LLM), which
+#: searches the same configurations at half the requests so the static answer stays quick.
+SERVE_REQUESTS = 400
+STATIC_SERVICE_REQUESTS = 200
 MAX_SEQS = 256  # vLLM's default max_num_seqs (pipelines.llm.SERVING_MAX_SEQS)
 #: when no SLO is given: MLPerf Inference's Llama-2-70B Server latency constraints (the
 #: benchmark rules' TTFT <= 2 s and TPOT <= 200 ms), applied at p90
@@ -327,7 +332,7 @@ def _pareto(option: Option, work: Workload) -> tuple[tuple[int, float, float], .
 def static_service(model: str | Mapping[str, Any], hardware: Sequence[str], prompt_len: int,
                    gen_len: int, dtype: str = "bfloat16", kv_dtype: str | None = None,
                    stack: str | None = None, users: int = 1,
-                   **kwargs: Any) -> ServeReport | None:
+                   requests: int = STATIC_SERVICE_REQUESTS, **kwargs: Any) -> ServeReport | None:
     """The service answer beside a static LLM question (``chipfit llm`` without serving
     flags, ``chipfit advise LLM``): ``users`` served with continuous batching on the catalog
     keys among ``hardware`` under the default SLO. None where no catalog key is asked (only
@@ -338,14 +343,14 @@ def static_service(model: str | Mapping[str, Any], hardware: Sequence[str], prom
     if not catalog or (stack is not None and stack not in SERVING_STACKS):
         return None
     return serve_report(model, catalog, prompt_len, gen_len, dtype, kv_dtype, stack,
-                        concurrency=users, **kwargs)
+                        concurrency=users, requests=requests, **kwargs)
 
 
 def serve_report(model: str | Mapping[str, Any], hardware: Sequence[str],
                  prompt_len: int = 512, gen_len: int = 128, dtype: str = "bfloat16",
                  kv_dtype: str | None = None, stack: str | None = None,
                  rate: float | None = None, concurrency: int | None = None,
-                 lengths: str = "fixed", requests: int = 400, seed: int = 0,
+                 lengths: str = "fixed", requests: int = SERVE_REQUESTS, seed: int = 0,
                  slo_ttft: float | None = None, slo_tpot: float | None = None,
                  per_user_tokens_per_s: float | None = None, slo_percentile: float = 90.0,
                  tp: int | None = None, pp: int = 1, replicas: int | None = None,
