@@ -576,7 +576,7 @@ def _kv() -> Any:
 
 
 def _probe_key(node_id: str, wanted: list[str] | None, omp: str | None) -> bytes:
-    from chipfit import __version__
+    from chipfit._version import __version__
 
     return f"probe/{node_id}/{json.dumps([__version__, wanted, omp])}".encode()
 
