@@ -116,6 +116,7 @@ def test_cli_bench_on_a_fleet_measures_each_type_on_its_nodes_and_prints_the_cho
     assert sorted(n.node_type for n in nodes.values()) == ["cpu-big", "cpu-big", "cpu-small"]
     assert sorted(n.cpus for n in nodes.values()) == [1.0, 2.0, 2.0]
     assert all(n.cpu_model and n.devices == ("torch:cpu",) for n in nodes.values())
+    assert all(_kept_probes(node_id) for node_id in nodes)  # so the process below probes none
     db = tmp_path / "h.sqlite3"
     proc = cli("bench", "-w", "matmul", "-d", "torch:cpu", "-s", "64", "--quick", "--db",
                str(db), "--node-price", "cpu-small=0.05", "--node-price", "cpu-big=0.10",
@@ -155,18 +156,28 @@ def _kill_when_marked(cluster, marker_dir: Path, doomed: dict[str, object]) -> t
     return thread
 
 
+def _kept_probes(node_id: str) -> list[bytes]:
+    """The probes of ``node_id`` kept in the cluster's KV (see RayExecutor._probe)."""
+    from ray.experimental import internal_kv
+
+    return internal_kv._internal_kv_list(f"probe/{node_id}/", namespace="chipfit")
+
+
 def test_a_node_lost_mid_run_moves_or_loses_its_jobs_and_resume_finishes(
-        cluster, tmp_path: Path) -> None:
+        cluster, probed, tmp_path: Path) -> None:
     """Runs last (it kills nodes). cpu-solo gets a single node; the first cpu-big node and
     the cpu-solo node are killed mid-job: cpu-big's job moves to the other cpu-big node,
     cpu-solo's is recorded lost, cpu-small's is kept, and --resume measures the lost one on
-    a new cpu-solo node."""
+    a new cpu-solo node. Each new executor probes only the node no executor probed before
+    (the others' probes are kept in the cluster's KV), and a dead node's kept probe goes."""
     solo = cluster.add_node(num_cpus=1, resources={"node_type:cpu-solo": 1})
     cluster.wait_for_nodes()
     markers = tmp_path / "markers"
     markers.mkdir()
     executor = _fleet(cluster)
     discovery = executor.discover(["torch"])
+    assert executor.probed_nodes == (solo.node_id,)  # the three others: kept by `probed`
+    assert len(executor.nodes()) == 4 and all(_kept_probes(n.node_id) for n in executor.nodes())
     first = {}
     for n in executor.nodes():  # the executor sends a type's jobs to its first node (by id)
         first.setdefault(n.node_type, n.node_id)
@@ -188,10 +199,14 @@ def test_a_node_lost_mid_run_moves_or_loses_its_jobs_and_resume_finishes(
         assert lost.status == "lost" and lost.note.startswith("lost: node ")
         assert "no other node of that type is alive" in lost.note
         # a new cpu-solo node joins; --resume measures only what was lost, there
-        cluster.add_node(num_cpus=1, resources={"node_type:cpu-solo": 1})
+        solo_again = cluster.add_node(num_cpus=1, resources={"node_type:cpu-solo": 1})
         cluster.wait_for_nodes()
         again = _fleet(cluster)
         again.discover(["torch"])
+        assert again.probed_nodes == (solo_again.node_id,)
+        assert sorted(n.node_type for n in again.nodes()) == [
+            "cpu-big", "cpu-small", "cpu-solo"]  # the dead nodes are not taken from the KV
+        assert not any(_kept_probes(node_id) for node_id in doomed)  # forgotten once dead
         resumed, todo = resume_run(store, run.run_id)
         assert [j.node_type for j in todo] == ["cpu-solo"]
         finished = run_jobs(todo, resumed, executor=again, store=store)

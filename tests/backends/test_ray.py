@@ -113,12 +113,16 @@ def test_a_hung_task_is_cancelled_and_recorded_as_timeout(local_ray, tmp_path: P
     from chipfit.discovery import discover
     from chipfit.execute.ray import RayExecutor
 
-    executor = RayExecutor(runner=partial(fault_runner, marker_dir=str(tmp_path)), timeout_s=8)
+    executor = RayExecutor(runner=partial(fault_runner, marker_dir=str(tmp_path)), timeout_s=2)
     jobs = [Job("matmul", s, DeviceRef("torch", "cpu", None, 1), timing=TIMING)
             for s in ("32", "16")]
-    outcomes = list(executor.run(jobs, discover(["torch"])))
+    run = executor.run(jobs, discover(["torch"]))
+    first = next(run)  # the hung one, cancelled after 2 s (the test sits through that only)
+    executor.timeout_s = 60  # read when a task is sent: the next job has time to start
+    outcomes = [first, *run]
     by_size = {job.size: m for job, m in outcomes}
-    assert by_size["32"].status == "timeout" and "8 s" in by_size["32"].note
+    assert [job.size for job, _ in outcomes] == ["32", "16"]
+    assert by_size["32"].status == "timeout" and "2 s" in by_size["32"].note
     assert by_size["16"].ok  # the lane went on after the cancelled task
 
 

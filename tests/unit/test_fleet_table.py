@@ -186,3 +186,47 @@ def test_fleet_flags_need_a_ray_address(monkeypatch: pytest.MonkeyPatch) -> None
         executor_from_args(parser.parse_args(["--ray-address", "x:1", "--executor", "subprocess"]))
     fleet = executor_from_args(parser.parse_args(["--every-node", "--executor", "ray"]))
     assert fleet.fleet and fleet.every_node and fleet.address == "10.0.0.1:6379"
+
+
+def test_a_node_probe_kept_in_the_cluster_kv_reads_back_and_a_damaged_one_is_probed_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KV cache of fleet probes (RayExecutor._probe), on a stand-in for Ray's internal KV:
+    keyed by node, backends and OMP_NUM_THREADS; damaged entries read as missing; a dead
+    node's entries go. (On a real cluster: tests/backends/test_fleet.py's node-lost test.)"""
+    from chipfit.execute import ray as ray_executor
+
+    class FakeKV:
+        def __init__(self) -> None:
+            self.data: dict[tuple[str, bytes], bytes] = {}
+
+        def _internal_kv_get(self, key: bytes, *, namespace: str) -> bytes | None:
+            return self.data.get((namespace, key))
+
+        def _internal_kv_put(self, key: bytes, value: bytes, overwrite: bool = True, *,
+                             namespace: str) -> bool:
+            self.data[(namespace, key)] = value
+            return True
+
+        def _internal_kv_del(self, key: bytes, *, del_by_prefix: bool = False,
+                             namespace: str) -> int:
+            gone = [k for k in self.data if k[0] == namespace and k[1].startswith(key)]
+            for k in gone:
+                del self.data[k]
+            return len(gone)
+
+    kv = FakeKV()
+    monkeypatch.setattr(ray_executor, "_kv", lambda: kv)
+    cpu = DeviceInfo("torch:cpu", "torch", "cpu", "cpu", "CPU", details=(("threads", "4"),))
+    probe = {"hostname": "h1", "cpu_model": "Xeon", "cores": 4, "memory_bytes": 16 * 1024**3,
+             "discovery": Discovery((cpu,))}
+    ray_executor._keep_probe("n1", ["torch"], None, probe)
+    assert ray_executor._kept_probe("n1", ["torch"], None) == probe
+    for other in (("n2", ["torch"], None), ("n1", None, None), ("n1", ["torch"], "1")):
+        assert ray_executor._kept_probe(*other) is None  # another node, backends or OMP
+    ray_executor._keep_probe("n2", ["torch"], None, probe)
+    key = next(k for k in kv.data if b"n2" in k[1])
+    kv.data[key] = b'{"hostname": "h2"}'  # damaged (or written by something else)
+    assert ray_executor._kept_probe("n2", ["torch"], None) is None
+    ray_executor._forget_probes(["n1"])
+    assert ray_executor._kept_probe("n1", ["torch"], None) is None
+    assert len(kv.data) == 1  # n2's entry stays

@@ -17,7 +17,10 @@ With ``fleet=True`` it is a fleet (``--ray-address``): every node is probed and 
 node types (:mod:`chipfit.execute.fleet`), the plan runs once per node type (``every_node``:
 once per node) with each job pinned to its node (``NodeAffinitySchedulingStrategy``,
 ``soft=False``), CPU jobs one at a time per node rather than cluster-wide, and a node lost
-mid-run hands its jobs to another node of its type or has them recorded as ``lost``.
+mid-run hands its jobs to another node of its type or has them recorded as ``lost``. Each
+node's probe is kept in the cluster's own key-value store (Ray's internal KV) for as long as
+its raylet lives, so a later run on the same cluster (another ``chipfit bench``) probes only
+the nodes that joined since; a restarted node has a new id and is probed again.
 
 Without ``address`` a local Ray instance is started (and stopped at the end); with one, the
 driver joins that cluster (``auto`` finds a running one). Ray itself is an optional
@@ -34,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chipfit.errors import BackendUnavailableError, InvalidInputError
@@ -231,6 +234,7 @@ class RayExecutor(Executor):
         self._nodes: list[Node] | None = list(nodes) if nodes is not None else None
         self._dead: set[str] = set()
         self._probed: dict[str, Discovery] = {}
+        self.probed_nodes: tuple[str, ...] = ()  # the node ids the last probe asked itself
 
         if address is not None:
             parse_address(address)  # malformed: refused now, not when the first job runs
@@ -291,7 +295,14 @@ class RayExecutor(Executor):
 
     # ---- the fleet's nodes ------------------------------------------------------------------
     def _probe(self, backends: Iterable[str] | None = None) -> Discovery:
-        """Probe every alive node (pinned), group them into types; the merged discovery."""
+        """Probe every alive node (pinned), group them into types; the merged discovery.
+
+        A node's probe is kept in the cluster's own key-value store (Ray's internal KV, keyed
+        by node id, chipfit version, backends and ``OMP_NUM_THREADS``): what a node is cannot
+        change while its raylet lives (a restarted node has a new id), so a later executor,
+        in this process or another (a second ``chipfit bench`` on the same cluster), probes
+        only the nodes no one has probed yet. ``probed_nodes``: the ids this call probed.
+        """
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         wanted = list(backends) if backends is not None else None
@@ -299,16 +310,24 @@ class RayExecutor(Executor):
         if cached is not None:  # probing imports every framework on every node: once is enough
             return cached
         ray = self._connect()
+        everyone = ray.nodes()
+        alive = [n for n in everyone if n.get("Alive")]
+        _forget_probes(n["NodeID"] for n in everyone if not n.get("Alive"))
+        probes = {n["NodeID"]: p for n in alive
+                  if (p := _kept_probe(n["NodeID"], wanted, self._omp)) is not None}
+        todo = [n for n in alive if n["NodeID"] not in probes]
         task = ray.remote(max_calls=1, max_retries=1, num_cpus=0)(ray_probe)
-        alive = [n for n in ray.nodes() if n.get("Alive")]
         refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    n["NodeID"], soft=False)).remote(self._omp, wanted) for n in alive]
-        probes = ray.get(refs)
-        self._nodes = group_nodes(node_from_probe(n, p) for n, p in zip(alive, probes, strict=True))
+                    n["NodeID"], soft=False)).remote(self._omp, wanted) for n in todo]
+        for n, p in zip(todo, ray.get(refs), strict=True):
+            probes[n["NodeID"]] = p
+            _keep_probe(n["NodeID"], wanted, self._omp, p)
+        self.probed_nodes = tuple(n["NodeID"] for n in todo)
+        self._nodes = group_nodes(node_from_probe(n, probes[n["NodeID"]]) for n in alive)
         by_id = {n.node_id: n for n in self._nodes}
         self._probed[repr(wanted)] = merge_discoveries(
-            (f"{by_id[n['NodeID']].hostname}/{by_id[n['NodeID']].node_type}", p["discovery"])
-            for n, p in zip(alive, probes, strict=True))
+            (f"{by_id[n['NodeID']].hostname}/{by_id[n['NodeID']].node_type}",
+             probes[n["NodeID"]]["discovery"]) for n in alive)
         return self._probed[repr(wanted)]
 
     def nodes(self) -> list[Node]:
@@ -540,6 +559,72 @@ class RayExecutor(Executor):
     @staticmethod
     def _node_alive(ray: Any, node_id: str) -> bool:
         return any(n["NodeID"] == node_id and n.get("Alive") for n in ray.nodes())
+
+
+# ---- probes kept in the cluster (Ray's internal KV) ------------------------------------------
+_KV_NAMESPACE = "chipfit"
+
+
+def _kv() -> Any:
+    """Ray's internal KV of the connected cluster, or None (not connected, or an older Ray)."""
+    try:
+        from ray.experimental import internal_kv
+
+        return internal_kv if internal_kv._internal_kv_initialized() else None
+    except Exception:  # noqa: BLE001 - the cache is a saving, never a reason to fail
+        return None
+
+
+def _probe_key(node_id: str, wanted: list[str] | None, omp: str | None) -> bytes:
+    from chipfit._version import __version__
+
+    return f"probe/{node_id}/{json.dumps([__version__, wanted, omp])}".encode()
+
+
+def _kept_probe(node_id: str, wanted: list[str] | None, omp: str | None) -> dict[str, Any] | None:
+    """A probe of this node kept in the cluster's KV by an earlier executor, or None."""
+    kv = _kv()
+    if kv is None:
+        return None
+    try:
+        raw = kv._internal_kv_get(_probe_key(node_id, wanted, omp), namespace=_KV_NAMESPACE)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        probe = {"hostname": str(data["hostname"]), "cpu_model": data["cpu_model"] and str(data["cpu_model"]),
+                 "cores": None if data["cores"] is None else int(data["cores"]),
+                 "memory_bytes": None if data["memory_bytes"] is None else int(data["memory_bytes"]),
+                 "discovery": Discovery.checked(data["discovery"], "a kept node probe")}
+    except Exception:  # noqa: BLE001 - damaged or from elsewhere: probe the node again
+        return None
+    return probe
+
+
+def _keep_probe(node_id: str, wanted: list[str] | None, omp: str | None,
+                probe: Mapping[str, Any]) -> None:
+    kv = _kv()
+    if kv is None:
+        return
+    discovery = probe["discovery"]
+    data = {**{k: probe.get(k) for k in ("hostname", "cpu_model", "cores", "memory_bytes")},
+            "discovery": {"devices": [asdict(d) for d in discovery.devices],
+                          "problems": [asdict(p) for p in discovery.problems]}}
+    try:
+        kv._internal_kv_put(_probe_key(node_id, wanted, omp), json.dumps(data).encode(),
+                            overwrite=True, namespace=_KV_NAMESPACE)
+    except Exception:  # noqa: BLE001 - not kept: the next executor probes it again
+        pass
+
+
+def _forget_probes(node_ids: Iterable[str]) -> None:
+    """Drop the kept probes of dead nodes (their ids never come back)."""
+    kv = _kv()
+    for node_id in node_ids if kv is not None else ():
+        try:
+            kv._internal_kv_del(f"probe/{node_id}/".encode(), del_by_prefix=True,
+                                namespace=_KV_NAMESPACE)
+        except Exception:  # noqa: BLE001
+            return
 
 
 def _fleet_lane(job: Job, node: Node) -> str:
