@@ -187,20 +187,24 @@ _OWN_PROCESS_ARGS = {"scale", "ray", "--address", "--trust-pickle"}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-            check: bool = False, isolated: bool = False) -> subprocess.CompletedProcess[str]:
+            check: bool = False, isolated: bool | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``chipfit ARGS`` as a user would, capturing output.
 
-    In a fresh ``python -m chipfit`` process when ``isolated`` (or the call changes the
-    environment beyond what chipfit reads per command, or starts process-wide machinery);
-    otherwise ``chipfit.cli.main`` runs in this process, with the same environment, streams and
-    warning filters a fresh process has, which saves the interpreter's start and torch's and
-    JAX's imports (seconds per call). Either way the result is a CompletedProcess.
+    In a fresh ``python -m chipfit`` process when ``isolated`` (or, left None, when the call
+    changes the environment beyond what chipfit reads per command, or starts process-wide
+    machinery); otherwise ``chipfit.cli.main`` runs in this process, with the same environment,
+    streams and warning filters a fresh process has, which saves the interpreter's start and
+    torch's and JAX's imports (seconds per call). ``isolated=False``: in this process even with
+    a flag of ``_OWN_PROCESS_ARGS``, where the caller knows nothing of it needs its own (a
+    ``--trust-pickle`` of a file that names only torch's own classes). Either way the result
+    is a CompletedProcess.
     """
     env = dict(env or {})
     columns = env.pop("COLUMNS", "200")  # never the caller's own: xdist's workers have 80
     changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
     changed["COLUMNS"] = columns
-    own = isolated or set(changed) - _IN_PROCESS_ENV or _OWN_PROCESS_ARGS & set(args)
+    own = isolated if isolated is not None else bool(
+        set(changed) - _IN_PROCESS_ENV or _OWN_PROCESS_ARGS & set(args))
     runner = _subprocess_cli if own else _in_process_cli
     proc = runner(list(args), changed, timeout)
     if check and proc.returncode != 0:

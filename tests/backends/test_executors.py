@@ -59,9 +59,13 @@ def faulty_runner(job: Job, discovery: Discovery) -> Measurement:
     return pid_runner(job, discovery)
 
 
-def test_each_device_group_runs_in_its_own_fresh_process() -> None:
+def test_each_device_group_runs_in_its_own_fresh_process_measuring_what_inline_does() -> None:
+    """One subprocess bench for both: its workers' pids (one per device group, in the
+    groups' order), and the same jobs run inline (the plan's order, every point ok, the same
+    FLOPs and sizes)."""
+    found = _torch()
     run = bench(["matmul"], ["torch:cpu", "torch:cpu@1t"], sizes=["16", "32"], timing=TIMING,
-                executor=SubprocessExecutor(runner=pid_runner), discovery=_torch())
+                executor=SubprocessExecutor(runner=pid_runner), discovery=found)
     assert [m.status for m in run.measurements] == ["ok"] * 4
     assert [m.device for m in run.measurements] == ["torch:cpu"] * 2 + ["torch:cpu@1t"] * 2
     pids = {d: {m.meta["pid"] for m in run.measurements if m.device == d}
@@ -72,17 +76,26 @@ def test_each_device_group_runs_in_its_own_fresh_process() -> None:
     assert all(m.meta["executor"] == "subprocess" for m in run.measurements)
     assert dict(run.settings)["executor"] == "subprocess"
 
+    jobs = plan(["matmul"], [DeviceRef("torch", "cpu"), DeviceRef("torch", "cpu", None, 1)],
+                sizes=["16", "32"], timing=TIMING)
+    inline = list(InlineExecutor().run(jobs, found))
+    assert [j.key for j, _ in inline] == [j.key for j in jobs]
+    assert [m.key for m in run.measurements] == [j.key for g in groups(jobs) for j in g]
+    assert all(m.ok for _, m in inline)
+    isolated = {m.key: (m.flops, m.size) for m in run.measurements}
+    assert [(m.flops, m.size) for _, m in inline] == [isolated[j.key] for j in jobs]
+
 
 def test_crashes_and_hangs_are_recorded_and_the_suite_goes_on() -> None:
     sizes = ["16", "24", "32", "40", "48", "56", "64"]
     run = bench(["matmul"], ["torch:cpu@1t"], sizes=sizes, timing=TIMING,
-                executor=SubprocessExecutor(timeout_s=5, runner=faulty_runner),
+                executor=SubprocessExecutor(timeout_s=3, runner=faulty_runner),
                 discovery=_torch())
     by_size = {m.size: m for m in run.measurements}
     assert [m.size for m in run.measurements] == sizes  # every job has a result, in order
     assert by_size["24"].status == "error" and "exit code 7" in by_size["24"].note
     assert by_size["40"].status == "error" and "SIGSEGV" in by_size["40"].note
-    assert by_size["56"].status == "timeout" and "5 s" in by_size["56"].note
+    assert by_size["56"].status == "timeout" and "3 s" in by_size["56"].note
     assert by_size["24"].flops > 0  # failed points keep their analytic cost
     for size in ("16", "32", "48", "64"):
         assert by_size[size].ok, by_size[size].note
@@ -94,17 +107,6 @@ def test_a_user_mistake_in_a_job_stops_the_suite_like_inline() -> None:
     job = Job("no-such-workload", "16", DeviceRef("torch", "cpu"), timing=TIMING)
     with pytest.raises(UsageError, match="no-such-workload"):
         list(SubprocessExecutor().run([job], Discovery(())))
-
-
-def test_inline_and_subprocess_measure_the_same_jobs() -> None:
-    found = _torch()
-    jobs = plan(["matmul"], [DeviceRef("torch", "cpu", None, 1)], sizes=["16", "64"],
-                timing=TIMING)
-    inline = list(InlineExecutor().run(jobs, found))
-    isolated = list(SubprocessExecutor().run(jobs, found))
-    assert [j.key for j, _ in inline] == [j.key for j, _ in isolated] == [j.key for j in jobs]
-    assert all(m.ok for _, m in inline + isolated)
-    assert [(m.flops, m.size) for _, m in inline] == [(m.flops, m.size) for _, m in isolated]
 
 
 def test_groups_keep_first_seen_order_and_split_thread_pins() -> None:

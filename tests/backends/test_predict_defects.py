@@ -108,6 +108,37 @@ def test_the_eager_fallback_traces_matmul_and_softmax(tmp_path):
     assert not any(o.op_class == "attention" for o in costs.ops)
 
 
+def test_a_gpu_trace_imports_no_switch_transformers_yet_routes_one_built_inside(monkeypatch):
+    """The experts' even routing needs transformers' Switch Transformers module, whose import
+    cost 4-5 CPU-seconds on every GPU trace (a user's MLP in advise included): it is patched
+    only once imported, before the trace or while inside it (a config's model built there)."""
+    import importlib
+    import sys
+
+    import transformers.models.switch_transformers as package
+
+    from chipfit.cost.torch import trace_torch
+    from chipfit.workloads.gpu_trace import _SWITCH_MODULE, gpu_kernels
+
+    monkeypatch.delitem(sys.modules, _SWITCH_MODULE, raising=False)  # as in a fresh process
+    if "modeling_switch_transformers" in vars(package):
+        monkeypatch.delattr(package, "modeling_switch_transformers")
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    with gpu_kernels():
+        costs = trace_torch(mlp, (torch.randn(1, 16),), tensors="fake")
+        assert costs.ops and _SWITCH_MODULE not in sys.modules
+        module = importlib.import_module(_SWITCH_MODULE)  # built inside: routed evenly
+        balanced = module.SwitchTransformersExperts.forward
+        assert "_balanced_experts" in balanced.__qualname__
+        assert module.__loader__.get_source(_SWITCH_MODULE)  # the loader answers as before
+    assert module.SwitchTransformersExperts.forward is not balanced
+    assert "_balanced_experts" not in module.SwitchTransformersExperts.forward.__qualname__
+    with gpu_kernels():  # imported before: patched at once
+        assert module.SwitchTransformersExperts.forward is not balanced
+        assert "_balanced_experts" in module.SwitchTransformersExperts.forward.__qualname__
+    assert not any(type(f).__name__ == "_OnImport" for f in sys.meta_path)
+
+
 # ------------------------------------------- (g) GPU breakdown rows carry FLOPs and bytes
 
 TINY_BERT = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 64,

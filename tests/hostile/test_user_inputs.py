@@ -502,17 +502,18 @@ def test_a_forward_that_returns_no_tensor_is_one_line(cli, factories: Path, comm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command, fn, code", [
-    (["advise", "{f}:{fn}", "--input", "1x16", "--hardware", "h100-sxm", "--batches", "1",
-      "--devices", "torch:cpu", "--quick", "--no-save"], "exits_zero", 0),
-    (["predict", "{f}:{fn}", "--input", "1x16", "--hardware", "h100-sxm"], "exits_three", 3),
-], ids=["advise-exit-0", "predict-exit-3"])
-def test_a_model_that_exits_is_not_blamed_on_memory(cli, factories: Path, command, fn: str,
-                                                   code: int) -> None:
-    # its own process: a factory that exits in this one would end the test run
-    proc = cli(*[a.format(f=factories, fn=fn) for a in command], isolated=True)
-    assert_refused(proc, 2, f"exited with code {code}")
-    assert "memory" not in proc.stderr
+def test_a_model_that_exits_is_not_blamed_on_memory(cli_batch, factories: Path) -> None:
+    # a fresh process, not this one: a factory that exits here would end the test run (both
+    # calls in one: each is refused once the probe's child has exited, before anything else)
+    calls = [(["advise", "{f}:{fn}", "--input", "1x16", "--hardware", "h100-sxm", "--batches",
+               "1", "--devices", "torch:cpu", "--quick", "--no-save"], "exits_zero", 0),
+             (["predict", "{f}:{fn}", "--input", "1x16", "--hardware", "h100-sxm"],
+              "exits_three", 3)]
+    procs = cli_batch(*[tuple(a.format(f=factories, fn=fn) for a in command)
+                        for command, fn, _ in calls])
+    for proc, (_, _, code) in zip(procs, calls, strict=True):
+        assert_refused(proc, 2, f"exited with code {code}")
+        assert "memory" not in proc.stderr
 
 
 def _scripted_loud(folder: Path) -> Path:

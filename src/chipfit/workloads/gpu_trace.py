@@ -125,34 +125,95 @@ def _fused_rnn(torch: Any, records: list[Any]) -> Iterator[None]:
                 cls.forward = orig
 
 
+#: Where transformers keeps the Switch Transformers experts :func:`_balanced_experts` routes.
+_SWITCH_MODULE = "transformers.models.switch_transformers.modeling_switch_transformers"
+
+
 @contextlib.contextmanager
 def _balanced_experts(torch: Any, capacity: int | None) -> Iterator[None]:
     """Mixture-of-experts layers routed evenly: which expert a token picks depends on the
     data, which a shape-only trace does not have, so each expert gets ``tokens / experts``
-    tokens (at most ``capacity``), the balanced routing that load-balancing losses aim at."""
-    try:
-        from transformers.models.switch_transformers import modeling_switch_transformers as st
-    except ImportError:  # transformers absent: no such layers to route
-        yield
-        return
+    tokens (at most ``capacity``), the balanced routing that load-balancing losses aim at.
 
-    original = st.SwitchTransformersExperts.forward
+    Only a model whose module is imported can hold such layers, so the patch goes on when
+    transformers' Switch Transformers module is imported: already, or while inside (a config's
+    model built in the trace). A trace of any other model never imports it (importing it
+    costs 4-5 CPU-seconds, more than torch)."""
+    import sys
 
-    def forward(self: Any, hidden: Any, selected: Any, weights: Any) -> Any:
-        tokens = int(hidden.shape[0])
-        share = -(-tokens // self.num_experts)
-        share = min(share, capacity) if capacity else share
-        out = torch.zeros_like(hidden)
-        for i in range(self.num_experts):
-            part = self[f"expert_{i}"](hidden[:share]) * weights[:share]
-            out.index_add_(0, torch.arange(share, device=hidden.device), part.to(hidden.dtype))
-        return out
+    patched: list[tuple[Any, Any]] = []
 
-    st.SwitchTransformersExperts.forward = forward
+    def patch(module: Any) -> None:
+        experts = module.SwitchTransformersExperts
+        original = experts.forward
+
+        def forward(self: Any, hidden: Any, selected: Any, weights: Any) -> Any:
+            tokens = int(hidden.shape[0])
+            share = -(-tokens // self.num_experts)
+            share = min(share, capacity) if capacity else share
+            out = torch.zeros_like(hidden)
+            for i in range(self.num_experts):
+                part = self[f"expert_{i}"](hidden[:share]) * weights[:share]
+                out.index_add_(0, torch.arange(share, device=hidden.device), part.to(hidden.dtype))
+            return out
+
+        experts.forward = forward
+        patched.append((experts, original))
+
+    hook = None
+    if _SWITCH_MODULE in sys.modules:
+        patch(sys.modules[_SWITCH_MODULE])
+    else:
+        hook = _OnImport(_SWITCH_MODULE, patch)
+        sys.meta_path.insert(0, hook)
     try:
         yield
     finally:
-        st.SwitchTransformersExperts.forward = original
+        if hook is not None and hook in sys.meta_path:
+            sys.meta_path.remove(hook)
+        for experts, original in reversed(patched):
+            experts.forward = original
+
+
+class _OnImport:
+    """A meta path finder that calls ``then(module)`` once the module ``name`` has run (found
+    and loaded by the finders after it, as without it)."""
+
+    def __init__(self, name: str, then: Callable[[Any], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        import sys
+
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _ThenLoader(spec.loader, self.then)
+                return spec
+        return None
+
+
+class _ThenLoader:
+    """``loader``, calling ``then(module)`` after the module's code ran."""
+
+    def __init__(self, loader: Any, then: Callable[[Any], None]) -> None:
+        self.loader, self.then = loader, then
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        self.then(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_data, ... as the loader has them
+        return getattr(self.loader, name)
 
 
 @contextlib.contextmanager
