@@ -46,7 +46,7 @@ def test_throughput_objective_ranks_and_costs_are_estimated():
     ranked = rec.ranked
     priced = [o for o in ranked if o.usd_per_million is not None]
     tied = {d: i for i, group in enumerate(rec.ties) for d in group}
-    for a, b in zip(priced, priced[1:]):  # cheaper first, except within a reported tie
+    for a, b in zip(priced, priced[1:], strict=False):  # cheaper first, except within a reported tie
         assert a.usd_per_million <= b.usd_per_million or tied.get(a.device, -1) == tied.get(
             b.device, -2)
     assert all(o.batch == 64 for o in ranked)

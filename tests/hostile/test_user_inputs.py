@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,10 +273,15 @@ CASES: list[Case] = [
     Case("predict-seq-len-huge", lambda c: ["predict", c.config(), "-H", "h100-sxm",
                                             "--seq-len", str(10**30)], "--seq-len"),
 ]
-CASES += [Case(f"llm-{name}", (lambda make: lambda c: ["llm", make(c), *LLM])(make), says)
+def _args(command: str, make: Callable[[Any], str], rest: Sequence[str]
+          ) -> Callable[[Any], list[str]]:
+    """``command``'s arguments for a defect: the defective config, then ``rest``."""
+    return lambda c: [command, make(c), *rest]
+
+
+CASES += [Case(f"llm-{name}", _args("llm", make, LLM), says) for name, make, says in DEFECTS]
+CASES += [Case(f"predict-{name}", _args("predict", make, PREDICT), says)
           for name, make, says in DEFECTS]
-CASES += [Case(f"predict-{name}", (lambda make: lambda c: ["predict", make(c), *PREDICT])(make),
-               says) for name, make, says in DEFECTS]
 CASES += [  # what only predict reads: the class to build, and the advise route to llm
     Case("predict-architectures-not-a-model", lambda c: [
         "predict", c.config(architectures=["AutoTokenizer"]), *PREDICT], "architectures"),
