@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
@@ -53,25 +52,35 @@ def test_cached_step_logits_equal_the_full_forward():
     assert prefill_ops > 0 and step_ops > 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status: Linux")
 def test_70b_builds_on_meta_under_a_small_memory_limit():
-    code = (
-        "import resource\n"
-        "resource.setrlimit(resource.RLIMIT_DATA, (3 * 2**30, 3 * 2**30))\n"
-        "import psutil\n"
-        "from chipfit.workloads.llm import build_model, load_config, load_arch, tiny_config\n"
-        "build_model(tiny_config('llama'), 'meta')  # imports done before measuring\n"
-        "before = psutil.Process().memory_info().rss\n"
-        "m = build_model(load_config('llama-3.1-70b'), 'meta', 'bfloat16')\n"
-        "delta = psutil.Process().memory_info().rss - before\n"
-        "n = sum(p.numel() for p in m.parameters())\n"
-        "assert all(p.is_meta for p in m.parameters())\n"
-        "assert n == load_arch('llama-3.1-70b').params, n\n"
-        "assert delta < 300e6, delta\n"
-        "print('ok', n, delta)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith("ok 70553706496")
+    """In this process (a fresh interpreter cost more than the build): the data segment may
+    grow by at most 3 GiB while the 70B model is built (RLIMIT_DATA over what this process
+    already holds, restored after), and its resident memory by under 300 MB."""
+    import resource
+
+    import psutil
+
+    from chipfit.workloads.llm import load_arch, load_config
+
+    build_model(tiny_config("llama"), "meta")  # imports done before measuring
+    with open("/proc/self/status") as f:
+        data = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+    old = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = data + 3 * 2**30
+    if old[1] != resource.RLIM_INFINITY:
+        limit = min(limit, old[1])
+    before = psutil.Process().memory_info().rss
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, old[1]))
+    try:
+        m = build_model(load_config("llama-3.1-70b"), "meta", "bfloat16")
+        delta = psutil.Process().memory_info().rss - before
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, old)
+    n = sum(p.numel() for p in m.parameters())
+    assert all(p.is_meta for p in m.parameters())
+    assert n == load_arch("llama-3.1-70b").params == 70553706496, n
+    assert delta < 300e6, delta
 
 
 def test_eager_op_count_per_layer_is_counted():

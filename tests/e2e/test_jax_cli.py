@@ -10,6 +10,16 @@ pytest.importorskip("jax")
 pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def _no_pause_before_remeasuring(monkeypatch):
+    """bench re-measures points taken beside a neighbour (under xdist, the other worker) after
+    a pause of 1 s, then 2 s. Re-measuring still happens here; only the pause is cut: nothing
+    these tests check depends on its length (``cli`` runs bench in this process)."""
+    from chipfit.execute import retry
+
+    monkeypatch.setattr(retry, "BACKOFF_S", 0.01)
+
+
 def _measurements(path):
     return json.loads(path.read_text())["measurements"]
 

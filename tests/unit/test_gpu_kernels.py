@@ -44,6 +44,71 @@ def test_gemm_time_steps_with_waves_of_tiles():
     assert two / one > 1.15
 
 
+def _gemm_one_candidate_at_a_time(dev, p, b, m, n, k, *, peak=None, efficiency=None,
+                                  elem_bytes=4.0):
+    """gemm_seconds as it was written before it priced every candidate at once: a loop over
+    the (tile, split-K) candidates, one numpy pass each."""
+    from chipfit.analysis.gpu_kernels import BATCHED_MIN_TILE, SPLIT_K, TILES, _simt_e_max
+
+    b, m, n, k = (np.maximum(np.asarray(x, dtype=float), 1.0) for x in (b, m, n, k))
+    if peak is None:
+        peak = dev.fp32_flops * sustained_fraction(dev, p)
+        e_max = _simt_e_max(dev, p)
+    else:
+        e_max = efficiency if efficiency is not None else p["gemm_e_max"]
+    per_sm, bw = peak / dev.sms, dev.bandwidth * p["mem_eff"]
+    best = np.full(np.broadcast(b, m, n, k).shape, np.inf)
+    batched = b > 1
+    for tm, tn in TILES:
+        eff = e_max / (1.0 + p["gemm_a"] * (1.0 / tm + 1.0 / tn))
+        tiles = b * np.ceil(m / tm) * np.ceil(n / tn)
+        work_m = np.minimum(tm, np.ceil(m / p["gemm_gran"]) * p["gemm_gran"])
+        work_n = np.minimum(tn, np.ceil(n / p["gemm_gran"]) * p["gemm_gran"])
+        allowed = ~batched | (tm * tn >= BATCHED_MIN_TILE)
+        for s in SPLIT_K:
+            ks = np.ceil(k / s)
+            if s > 1 and not np.any(ks >= 128):
+                continue
+            waves = np.ceil(tiles * s / dev.sms)
+            t = waves * 2.0 * work_m * work_n * (ks + p["gemm_k0"]) / (per_sm * eff)
+            t = np.where(allowed if s == 1 else allowed & ~batched, t, np.inf)
+            if s > 1:
+                t = t + (s * b * m * n * elem_bytes * 2.0) / bw + p["splitk_us"] * 1e-6
+                t = np.where(ks >= 128, t, np.inf)
+            best = np.minimum(best, t)
+    memory = elem_bytes * b * (m * k + k * n + m * n) / bw
+    return np.maximum(best, memory) + p["gemm_latency_us"] * 1e-6
+
+
+def test_gemm_prices_every_candidate_at_once_exactly_as_one_at_a_time():
+    """gemm_seconds evaluates all (tile, split-K) candidates in one pass (a fit calls it
+    thousands of times): bit for bit what the loop over candidates gave, on every catalog
+    GPU, batched or not, scalars, broadcast shapes and overridden peaks."""
+    rng = np.random.default_rng(7)
+    dims = [np.floor(2 ** rng.uniform(0, 14, 64)) for _ in range(3)]
+    batch = np.where(rng.random(64) < 0.3, np.floor(2 ** rng.uniform(1, 8, 64)), 1.0)
+    p = P.with_values(gemm_a=4.0, splitk_us=2.5)
+    cases = [((batch, *dims), {}), ((1, 4096, 4096, 4096), {}), ((8, 64, 64, 64), {}),
+             ((1, 7, 3, 100000), {}), ((1, dims[0][:, None], dims[1][None, :8], 512), {}),
+             ((batch, *dims), {"peak": 300e12, "efficiency": 0.7, "elem_bytes": 2.0}),
+             ((1, 300, 700, 2000), {"peak": 120e12})]
+    for dev in gpu_figures().values():
+        for args, kw in cases:
+            for params in (P, p):
+                new = gemm_seconds(dev, params, *args, **kw)
+                old = _gemm_one_candidate_at_a_time(dev, params, *args, **kw)
+                assert np.shape(new) == np.shape(old) and np.array_equal(new, old), (dev.key, kw)
+
+
+def test_params_read_through_their_cache_as_their_values():
+    p = P.with_values(gemm_a=3.0)
+    assert p["gemm_a"] == 3.0 and p["gemm_k0"] == DEFAULTS["gemm_k0"]
+    assert p == GpuParams(p.values) and hash(p) == hash(GpuParams(p.values))
+    assert "_lookup" not in repr(p)
+    with pytest.raises(KeyError):
+        p["no_such_parameter"]
+
+
 def test_gemm_is_bounded_by_the_roofline():
     dev = _gpu()
     m = n = k = 4096

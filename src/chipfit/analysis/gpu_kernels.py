@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,9 @@ __all__ = ["SINGLE_ISSUE_EVIDENCE", "SINGLE_ISSUE_SOURCE", "GpuFigures", "GpuPar
 #: kernels are named after in the kernel data (``*_sgemm_128x128_nn``, ``..._32x128_tn``, ...).
 TILES = ((128, 128), (128, 64), (64, 128), (64, 64), (32, 128), (128, 32), (32, 32))
 SPLIT_K = (1, 2, 4, 8, 16)
+_TILE_M = np.array([float(tm) for tm, _ in TILES])
+_TILE_N = np.array([float(tn) for _, tn in TILES])
+_SPLITS = np.array([float(s) for s in SPLIT_K])
 BATCHED_MIN_TILE = 64 * 64
 #: NVIDIA GPUs launched before Volta (compute capability < 7.0) run cuBLAS's Maxwell-era
 #: SGEMM kernels (``maxwell_sgemm_*`` on P100 and P4 in the kernel data), which reach a lower
@@ -79,7 +83,14 @@ class GpuParams:
     values: tuple[tuple[str, float], ...]
 
     def __getitem__(self, name: str) -> float:
-        return dict(self.values).get(name, DEFAULTS[name])
+        value = self._lookup.get(name)
+        return DEFAULTS[name] if value is None else value
+
+    @cached_property
+    def _lookup(self) -> dict[str, float]:
+        """``values`` as a dict, built once: a fit reads parameters tens of thousands of
+        times (not a field: equality, hashing and the repr stay the values')."""
+        return dict(self.values)
 
     def with_values(self, **kw: float) -> GpuParams:
         merged = dict(self.values)
@@ -233,26 +244,28 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
         e_max = efficiency if efficiency is not None else p["gemm_e_max"]
     per_sm = peak / dev.sms
     bw = dev.bandwidth * p["mem_eff"]
-    best = np.full(np.broadcast(b, m, n, k).shape, np.inf)
+    # Every (tile, split-K) candidate at once, on two leading axes (tile, split): the same
+    # arithmetic, element by element, as one candidate at a time, without 35 rounds of numpy
+    # calls on small arrays (a fit evaluates this thousands of times).
+    shape = np.broadcast(b, m, n, k).shape
+    lead = (1,) * len(shape)
+    tm = _TILE_M.reshape((-1, 1) + lead)
+    tn = _TILE_N.reshape((-1, 1) + lead)
+    s = _SPLITS.reshape((1, -1) + lead)
     gran = p["gemm_gran"]
     batched = b > 1
-    for tm, tn in TILES:
-        eff = e_max / (1.0 + p["gemm_a"] * (1.0 / tm + 1.0 / tn))
-        tiles = b * np.ceil(m / tm) * np.ceil(n / tn)
-        work_m = np.minimum(tm, np.ceil(m / gran) * gran)
-        work_n = np.minimum(tn, np.ceil(n / gran) * gran)
-        allowed = ~batched | (tm * tn >= BATCHED_MIN_TILE)
-        for s in SPLIT_K:
-            ks = np.ceil(k / s)
-            if s > 1 and not np.any(ks >= 128):
-                continue
-            waves = np.ceil(tiles * s / dev.sms)
-            t = waves * 2.0 * work_m * work_n * (ks + p["gemm_k0"]) / (per_sm * eff)
-            t = np.where(allowed if s == 1 else allowed & ~batched, t, np.inf)
-            if s > 1:
-                t = t + (s * b * m * n * elem_bytes * 2.0) / bw + p["splitk_us"] * 1e-6
-                t = np.where(ks >= 128, t, np.inf)
-            best = np.minimum(best, t)
+    eff = e_max / (1.0 + p["gemm_a"] * (1.0 / tm + 1.0 / tn))
+    tiles = b * np.ceil(m / tm) * np.ceil(n / tn)
+    work_m = np.minimum(tm, np.ceil(m / gran) * gran)
+    work_n = np.minimum(tn, np.ceil(n / gran) * gran)
+    allowed = ~batched | (tm * tn >= BATCHED_MIN_TILE)
+    ks = np.ceil(k / s)
+    waves = np.ceil(tiles * s / dev.sms)
+    t = waves * 2.0 * work_m * work_n * (ks + p["gemm_k0"]) / (per_sm * eff)
+    t = np.where(np.where(s == 1, allowed, allowed & ~batched), t, np.inf)
+    split = t[:, 1:] + (s[:, 1:] * b * m * n * elem_bytes * 2.0) / bw + p["splitk_us"] * 1e-6
+    t[:, 1:] = np.where(ks[:, 1:] >= 128, split, np.inf)
+    best = np.minimum(np.full(shape, np.inf), t.min(axis=(0, 1)))
     memory = elem_bytes * b * (m * k + k * n + m * n) / bw
     return np.maximum(best, memory) + p["gemm_latency_us"] * 1e-6
 
