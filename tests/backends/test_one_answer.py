@@ -36,11 +36,6 @@ from chipfit.workloads import all_workloads, get_workload  # noqa: E402
 DEVICES = ("t4", "apple-m3-max-gpu", "tpu-v5e", "epyc-9654")
 ROUTES = {"t4": "gpu-kernel-model", "apple-m3-max-gpu": "roofline", "tpu-v5e": "roofline",
           "epyc-9654": "roofline"}
-#: The local framework advise discovers. With measure=False nothing runs here, so discovery
-#: only names this host (its memory, the run's record); left to itself it starts every
-#: framework the model runs on (TensorFlow's start-up for the small nets: ~5 CPU-s and its
-#: thread pools), which the catalog predictions compared here never read.
-LOCAL = ["torch:cpu"]
 #: Tokens t5-small-generate generates in these tests (its own: 32); see the docstring.
 GEN_LEN = 4
 MODELS = sorted(w.name for w in all_workloads() if w.axis == "batch" and "torch" in w.backends()
@@ -76,8 +71,7 @@ def test_predict_advise_and_the_api_give_one_number(name: str) -> None:
             predict_workload(name, ["1"], DEVICES, measure=False)}
     api = {r.target.key: r.prediction for r in chipfit.predict(name, ["1"], DEVICES,
                                                                measure=False)}
-    advice = advise(name, batch=1, batches=[1], hardware=DEVICES, measure=False,
-                    devices=LOCAL)
+    advice = advise(name, batch=1, batches=[1], hardware=DEVICES, measure=False)
     options = {o.device: o for o in advice.recommendation.ranked if o.stack == "eager"}
     assert set(rows) == set(DEVICES)
     for key in DEVICES:
@@ -112,7 +106,7 @@ def test_a_batch_one_eager_model_pays_the_same_host_cost_on_every_accelerator() 
 
 def test_advise_first_line_choice_and_first_row_name_one_device() -> None:
     advice = advise("cnn", batch=1, batches=[1], hardware=("l4", "tpu-v5e", "t4", "apple-m3-max-gpu"),
-                    objective="cost", measure=False, devices=LOCAL)
+                    objective="cost", measure=False)
     rec = advice.recommendation
     assert rec.choice is advice.verdict.best is rec.ranked[0]
 
@@ -158,3 +152,16 @@ def test_a_users_gru_gets_one_number_and_its_steps_on_every_route(tmp_path, monk
     # 2 layers x STEPS dependent steps, each at least the fitted step floor (6 us)
     for key in ("apple-m3-max-gpu", "tpu-v5e"):
         assert rows[key].seconds >= 2 * STEPS * 6e-6, (key, rows[key].seconds)
+
+
+def test_advise_without_measuring_starts_one_framework(monkeypatch):
+    """--no-measure needs only the host's facts: advise discovers through one framework, not
+    every one the model runs on (TensorFlow's start-up alone is ~5 CPU-s)."""
+    import chipfit.discovery as discovery
+
+    asked = []
+    real = discovery.discover
+    monkeypatch.setattr(discovery, "discover", lambda backends=None: (
+        asked.append(backends), real(backends))[1])
+    advise("mlp", batch=1, batches=[1], hardware=["t4"], measure=False)
+    assert asked == [["torch"]]

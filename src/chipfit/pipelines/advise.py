@@ -391,8 +391,11 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     specs = [catalog[key] for key in hardware]
     # Only the frameworks that can run this model (or that --devices names) are started: a
     # torch model need not wait for JAX's or TensorFlow's start-up.
-    found = discover(backends_named(devices) or
-                     [b.name for b in all_backends() if b.name in workload.backends()] or None)
+    wanted = (backends_named(devices) or
+              [b.name for b in all_backends() if b.name in workload.backends()])
+    # measuring nothing (--no-measure) needs only the host's facts (its memory, the run's
+    # record) from one framework: starting TensorFlow's runtime for them costs seconds
+    found = discover((wanted[:1] if not measure else wanted) or None)
     refs = _local_devices(devices, found) if measure else []
     modes = [mode] + (["train"] if train_samples is not None and mode != "train" else [])
     run = _measure_local(workload, refs, [str(s) for s in sizes], dtype, modes,
