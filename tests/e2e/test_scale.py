@@ -4,8 +4,7 @@ XLA fixes the device count when JAX starts, so every test runs in a fresh proces
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``). The calls made
 with those flags share one (the ``four`` fixture, as conftest's ``run_cli_batch``): the
 sharded train-step check, the weak-scaling run, then the usage errors, each refused before
-anything is measured. The torch DDP run needs no XLA
-devices: it runs in this process, its ranks in processes of their own.
+anything is measured.
 """
 
 from __future__ import annotations
@@ -158,29 +157,19 @@ def test_a_sharded_train_step_computes_what_one_device_computes(four):
     assert data["shardings"] == [[1, True, 1], [4, True, 4]]
 
 
-def _in_this_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """``chipfit ARGS`` in this process (conftest's in-process runner). ``cli`` gives every
-    ``scale`` call a fresh interpreter for JAX's sake (XLA fixes its device count when it
-    starts); ``scale --backend torch`` starts nothing process-wide here, its ranks are spawned
-    processes of their own, so the interpreter and its torch and JAX imports are saved."""
-    from tests.conftest import _in_process_cli
-
-    return _in_process_cli(list(args), {"COLUMNS": "200"}, 300)
-
-
 @pytest.mark.slow
-def test_torch_ddp_scaling_through_the_cli(tmp_path):
+def test_torch_ddp_scaling_through_the_cli(cli, tmp_path):
     out = tmp_path / "scale.json"
     # a short budget per point: the steps are timed all the same (5 at least), and nothing
     # here depends on how many
     args = ("scale", "--backend", "torch", "--devices", "2", "--workload", "mlp", "--batch", "16",
             "--budget", "0.1", "--json", str(out))
-    proc = _in_this_process(*args)
+    proc = cli(*args)
     if proc.returncode == 1 and "a process died (exit code -6)" in proc.stderr:
         # Known flake (1 run in ~3 once, 2026-11-29): a gloo rank aborts at exit with
         # "terminate called without an active exception". Reported as a one-line error (as
         # it should be); the cause is not found yet, so the run is tried once more.
-        proc = _in_this_process(*args)
+        proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     data, points = _points(out)
     assert (data["scaling"], data["mode"], data["source"]) == ("weak", "train", "measured")
