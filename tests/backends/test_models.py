@@ -65,7 +65,9 @@ def _step(workload: HFModel, mode: str) -> tuple[object, object, dict[str, objec
     return fn(*workload.make_inputs(1, mode)), model, before
 
 
-@pytest.mark.parametrize("name", MODELS)
+# ResNet-50 last: chipfit keeps one model template per process (workloads.models._template),
+# and the tests after these measure ResNet-50 on it instead of initialising it again.
+@pytest.mark.parametrize("name", [*(m for m in MODELS if m != "resnet50"), "resnet50"])
 def test_every_model_runs_a_step_in_every_mode_and_finetune_trains_only_the_head(name):
     workload = get_workload(name)
     with get_backend("torch").session(CPU) as session:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHROMIUM_MISSING", "PageReport", "find_chromium", "load_page"]
+__all__ = ["CHROMIUM_MISSING", "Browser", "PageReport", "find_chromium", "load_page"]
 
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
           "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -141,8 +141,11 @@ def _start(executable: str, profile: str) -> _Pipe:
     return _Pipe(proc, cmd_w, ev_r)
 
 
-def _collect(report: PageReport, events: list[dict[str, Any]], page_url: str) -> None:
+def _collect(report: PageReport, events: list[dict[str, Any]], page_url: str,
+             session: str) -> None:
     for event in events:
+        if event.get("sessionId") != session:  # another tab of the same browser
+            continue
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             report.console_errors.append(json.dumps(params.get("args", []))[:300])
@@ -158,27 +161,30 @@ def _collect(report: PageReport, events: list[dict[str, Any]], page_url: str) ->
             report.dialogs.append(params.get("message", ""))
 
 
-def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
-              timeout: float = 60, width: int | None = None) -> PageReport:
-    """Open ``path`` in headless Chromium; return what it logged, requested and evaluated.
+class Browser:
+    """One headless Chromium for several page loads (a module-scoped fixture's): starting the
+    browser costs more than loading a report. Each :meth:`load` opens the page in a tab of its
+    own and closes that tab before it returns, so one page's events never reach another's
+    report."""
 
-    ``probes`` maps names to JavaScript expressions evaluated after the load event; their
-    values come back in ``PageReport.values``. A screenshot of the page is taken too.
-    ``width``: the viewport width in CSS pixels (default: the 1280-pixel window); below 700
-    the page is laid out as on a phone (``mobile``, so its viewport meta tag applies).
-    """
-    executable = executable or find_chromium()
-    if executable is None:
-        raise FileNotFoundError("no chromium executable on PATH")
-    url = Path(path).resolve().as_uri()
-    # Chromium's helper processes may still write to the profile for a moment after the
-    # browser exits: the whole process group is killed, and a late file cannot fail the test.
-    with tempfile.TemporaryDirectory(prefix="chipfit-chromium-",
-                                     ignore_cleanup_errors=True) as profile:
-        pipe = _start(executable, profile)
+    def __init__(self, executable: str | None = None) -> None:
+        executable = executable or find_chromium()
+        if executable is None:
+            raise FileNotFoundError("no chromium executable on PATH")
+        # Chromium's helper processes may still write to the profile for a moment after the
+        # browser exits: the whole process group is killed, and a late file cannot fail a test.
+        self._profile = tempfile.TemporaryDirectory(prefix="chipfit-chromium-",
+                                                    ignore_cleanup_errors=True)
+        self._pipe = _start(executable, self._profile.name)
+
+    def load(self, path: Path, probes: dict[str, str], timeout: float = 60,
+             width: int | None = None) -> PageReport:
+        """:func:`load_page` in this browser."""
+        return _drive(self._pipe, Path(path).resolve().as_uri(), probes, timeout, width)
+
+    def close(self) -> None:
+        pipe = self._pipe
         try:
-            return _drive(pipe, url, probes, timeout, width)
-        finally:
             os.close(pipe.out)
             pipe.proc.terminate()
             try:
@@ -189,13 +195,43 @@ def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pipe.proc.pid, signal.SIGKILL)
             os.close(pipe.inp)
+        finally:
+            self._profile.cleanup()
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_page(path: Path, probes: dict[str, str], executable: str | None = None,
+              timeout: float = 60, width: int | None = None) -> PageReport:
+    """Open ``path`` in a headless Chromium of its own; return what it logged, requested and
+    evaluated.
+
+    ``probes`` maps names to JavaScript expressions evaluated after the load event; their
+    values come back in ``PageReport.values``. A screenshot of the page is taken too.
+    ``width``: the viewport width in CSS pixels (default: the 1280-pixel window); below 700
+    the page is laid out as on a phone (``mobile``, so its viewport meta tag applies).
+    """
+    with Browser(executable) as browser:
+        return browser.load(path, probes, timeout, width)
 
 
 def _drive(pipe: _Pipe, url: str, probes: dict[str, str], timeout: float,
            width: int | None = None) -> PageReport:
     target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)
-    attached = pipe.send("Target.attachToTarget",
-                         {"targetId": target["targetId"], "flatten": True})
+    try:
+        return _drive_target(pipe, target["targetId"], url, probes, timeout, width)
+    finally:
+        pipe.send("Target.closeTarget", {"targetId": target["targetId"]}, timeout=timeout)
+        pipe.events.clear()  # what the closed tab sent last is no other page's
+
+
+def _drive_target(pipe: _Pipe, target: str, url: str, probes: dict[str, str], timeout: float,
+                  width: int | None) -> PageReport:
+    attached = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})
     session = attached["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
         pipe.send(f"{domain}.enable", session=session)
@@ -215,5 +251,5 @@ def _drive(pipe: _Pipe, url: str, probes: dict[str, str], timeout: float,
     shot = pipe.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
                      session=session, timeout=timeout)
     report.screenshot_png = base64.b64decode(shot["data"])
-    _collect(report, pipe.events, url)
+    _collect(report, pipe.events, url, session)
     return report

@@ -11,14 +11,13 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _chromium import CHROMIUM_MISSING, find_chromium, load_page
+from _chromium import CHROMIUM_MISSING, Browser, find_chromium
 from tests.conftest import run_cli
 
 from chipfit.results import Measurement, Run
@@ -44,30 +43,29 @@ PROBES = {
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium for the module's page loads (each in a tab of its own): starting
+    the browser costs more than loading a page."""
     path = find_chromium()
     if path is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is required in CI: .ci/run installs Debian's chromium")
         pytest.skip(CHROMIUM_MISSING)
-    return path
-
-
-def chipfit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, CHIPFIT_HOME=str(home), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "chipfit", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    with Browser(path) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
 def sweep_json(tmp_path_factory: pytest.TempPathFactory, whole_machine) -> Path:
-    """A real sweep: matmul on torch's CPU at 1 and 2 threads (two cores), short timing."""
+    """A real sweep: matmul on torch's CPU at 1 and 2 threads (two cores), short timing. In
+    this process (conftest.run_cli): a fresh interpreter would import torch again, and the
+    sweep's code path is the same."""
     home = tmp_path_factory.mktemp("home")
     out = home / "sweep.json"
     with whole_machine():
-        proc = chipfit("sweep", "matmul", "--from", "16", "--to", "64", "--devices",
+        proc = run_cli("sweep", "matmul", "--from", "16", "--to", "64", "--devices",
                        "torch:cpu@1t,torch:cpu@2t", "--budget", "0.2", "--target", "0.05",
-                       "--no-save", "--json", str(out), home=home)
+                       "--no-save", "--json", str(out), env={"CHIPFIT_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -106,7 +104,7 @@ def test_report_of_a_real_sweep_loads_offline_with_plots(chromium, sweep_json, t
     html, pngs = report(tmp_path, sweep_json)
     text = html.read_text(encoding="utf-8")
     assert_offline_markup(text)
-    page = load_page(html, {**PROBES, "layout": LAYOUT}, chromium)
+    page = chromium.load(html, {**PROBES, "layout": LAYOUT})
     assert page.console_errors == [] and page.requests == [] and page.dialogs == []
     values = page.values
     layout = values["layout"]  # real timings: the page fits and every axis is numbered
@@ -145,7 +143,7 @@ def crossing_run() -> Run:
 def test_a_crossover_is_marked_on_the_plot(chromium, tmp_path):
     path = save_run(crossing_run(), tmp_path / "crossing.json")
     html, _ = report(tmp_path, path, png=False)
-    page = load_page(html, PROBES, chromium)
+    page = chromium.load(html, PROBES)
     assert page.console_errors == [] and page.requests == []
     assert page.values["crossovers"] >= 1
     body = " ".join(page.values["text"].split())
@@ -177,7 +175,7 @@ def test_user_text_is_shown_as_text_and_runs_nothing(chromium, sweep_json, tmp_p
     text = html.read_text(encoding="utf-8")
     assert_offline_markup(text)
     assert "<img" not in text and "<svg onload" not in text  # only as escaped text
-    page = load_page(html, PROBES, chromium)
+    page = chromium.load(html, PROBES)
     assert page.dialogs == [] and page.console_errors == [] and page.requests == []
     assert page.values["scripts"] == 0 and page.values["images"] == 0
     body = page.values["text"]
@@ -328,8 +326,8 @@ def layout_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_report_fits_the_page_and_every_plot_reads(chromium, layout_page, width):
-    page = load_page(layout_page, {"layout": LAYOUT, "text": PROBES["text"]}, chromium,
-                     width=width)
+    page = chromium.load(layout_page, {"layout": LAYOUT, "text": PROBES["text"]},
+                          width=width)
     assert page.console_errors == [] and page.requests == []
     found = page.values["layout"]
     assert found["scroll"] <= width, "the page scrolls sideways"

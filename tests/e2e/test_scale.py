@@ -2,8 +2,9 @@
 
 XLA fixes the device count when JAX starts, so every test runs in a fresh process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (or ``--simulate``). The calls made
-with those flags share one (conftest's ``run_cli_batch``): the weak-scaling run, then the
-usage errors, each refused before anything is measured.
+with those flags share one (the ``four`` fixture, as conftest's ``run_cli_batch``): the
+sharded train-step check, the weak-scaling run, then the usage errors, each refused before
+anything is measured.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+from tests.conftest import _BATCH_CHILD
 
 pytest.importorskip("jax")
 
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+TESTS = str(Path(__file__).resolve().parents[1])  # where conftest.py is, for the child
 
 
 def _points(path):
@@ -39,18 +43,31 @@ USAGE_ERRORS = [
 
 
 @pytest.fixture(scope="module")
-def four(cli_batch, tmp_path_factory: pytest.TempPathFactory):
+def four(tmp_path_factory: pytest.TempPathFactory):
     """One fresh process with 4 XLA CPU devices: (the weak-scaling run, its JSON file, the
-    usage errors' results)."""
-    out = tmp_path_factory.mktemp("scale") / "scale.json"
+    usage errors' results, the sharded-step check's result). The process first runs
+    ``_SHARDED_EQUALS_SINGLE`` (its answer, or its traceback, into a file), then the CLI calls
+    one after another as conftest's ``run_cli_batch`` does: one interpreter start and one
+    import of JAX and torch for all of them."""
+    tmp = tmp_path_factory.mktemp("scale")
+    out, sharded, answer = tmp / "scale.json", tmp / "sharded.json", tmp / "calls.json"
     weak = ("scale", "--backend", "jax", "--devices", "4", "--workload", "mlp", "--batch", "8",
             "--quick", "--json", str(out))
-    found = cli_batch(weak, *[args for args, _ in USAGE_ERRORS], env=FOUR)
-    return found[0], out, found[1:]
+    calls = [weak, *[args for args, _ in USAGE_ERRORS]]
+    jobs = [[list(args), {"COLUMNS": "200"}, 300] for args in calls]
+    proc = subprocess.run([sys.executable, "-c", _sharded_child() + _BATCH_CHILD, TESTS,
+                           str(answer), str(sharded)], input=json.dumps(jobs),
+                          capture_output=True, text=True, timeout=300 * (len(jobs) + 1),
+                          env={**os.environ, "CHIPFIT_HOME": str(tmp / "home"), **FOUR})
+    assert proc.returncode == 0 and answer.exists(), proc.stderr[-4000:]
+    found = [subprocess.CompletedProcess(["chipfit", *args], code, stdout, stderr)
+             for args, (code, stdout, stderr, _) in zip(
+                 calls, json.loads(answer.read_text(encoding="utf-8")), strict=True)]
+    return found[0], out, found[1:], json.loads(sharded.read_text(encoding="utf-8"))
 
 
 def test_weak_scaling_over_four_simulated_devices(four):
-    proc, out, _ = four
+    proc, out, _, _ = four
     assert proc.returncode == 0, proc.stderr
     data, points = _points(out)
     assert data["scaling"] == "weak" and data["simulated"] and data["source"] == "measured"
@@ -111,12 +128,28 @@ _SHARDED_EQUALS_SINGLE = textwrap.dedent("""
 """)
 
 
-def test_a_sharded_train_step_computes_what_one_device_computes():
-    env = dict(os.environ, **FOUR)
-    proc = subprocess.run([sys.executable, "-c", _SHARDED_EQUALS_SINGLE], capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+def _sharded_child() -> str:
+    """``_SHARDED_EQUALS_SINGLE`` as the start of ``four``'s process: what it prints, or its
+    traceback, into the file named by ``sys.argv[3]``; the CLI calls run after it either way."""
+    body = textwrap.indent(_SHARDED_EQUALS_SINGLE, " " * 12)
+    return ("import contextlib, io, json, sys, traceback\n"
+            "def _sharded():\n"
+            "    printed = io.StringIO()\n"
+            "    try:\n"
+            "        with contextlib.redirect_stdout(printed):\n"
+            f"{body}\n"
+            "        answer = {'ok': True, 'stdout': printed.getvalue()}\n"
+            "    except BaseException:\n"
+            "        answer = {'ok': False, 'error': traceback.format_exc()}\n"
+            "    with open(sys.argv[3], 'w', encoding='utf-8') as fh:\n"
+            "        json.dump(answer, fh)\n"
+            "_sharded()\n")
+
+
+def test_a_sharded_train_step_computes_what_one_device_computes(four):
+    answer = four[3]
+    assert answer["ok"], answer["error"]
+    data = json.loads(answer["stdout"])
     one, four = data["losses"]
     assert one == pytest.approx(four, rel=1e-5)  # same data-parallel SGD steps
     assert data["head_rel_diff"] < 1e-5  # and the same updated weights
@@ -127,8 +160,10 @@ def test_a_sharded_train_step_computes_what_one_device_computes():
 @pytest.mark.slow
 def test_torch_ddp_scaling_through_the_cli(cli, tmp_path):
     out = tmp_path / "scale.json"
+    # a short budget per point: the steps are timed all the same (5 at least), and nothing
+    # here depends on how many
     args = ("scale", "--backend", "torch", "--devices", "2", "--workload", "mlp", "--batch", "16",
-            "--budget", "0.5", "--json", str(out))
+            "--budget", "0.1", "--json", str(out))
     proc = cli(*args)
     if proc.returncode == 1 and "a process died (exit code -6)" in proc.stderr:
         # Known flake (1 run in ~3 once, 2026-11-29): a gloo rank aborts at exit with
