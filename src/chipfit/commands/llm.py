@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
                         progress=progress_note, tp=args.tp)
     service = _service(args, pareto=bool(args.html))
     if args.html:
-        from chipfit.report.llm_view import write_llm_html
+        from chipfit.report.llm_section import write_llm_html
 
         write_llm_html(report, args.html, service)
     if args.json:

@@ -704,7 +704,7 @@ def render_report(runs: Sequence[Run], *, ceilings: Mapping[str, Any] | None = N
     ``ceilings`` maps device ids to :class:`chipfit.report.plots.Ceiling` (default: the
     catalog's peaks, where it knows the device; measured ceilings for the rest).
     ``claims="auto"`` asks :func:`load_claims`. ``sections``: more markup built by this
-    module's helpers (e.g. :func:`chipfit.report.llm_view.llm_html_section`), placed before
+    module's helpers (e.g. :func:`chipfit.report.llm_section.llm_section`), placed before
     the metadata.
     """
     data = data or prepare(runs, level=level, ceilings=ceilings)

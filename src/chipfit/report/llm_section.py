@@ -18,7 +18,7 @@ from typing import Any
 from chipfit.report.fmt import fmt_seconds
 from chipfit.report.html import Safe, _el, _figure, _join, _table, num
 
-__all__ = ["llm_row", "llm_section", "llm_sections"]
+__all__ = ["llm_row", "llm_section", "llm_sections", "write_llm_html"]
 
 _HEADERS = ("hardware", "devices", "memory / device", "capacity", "max batch", "TTFT",
             "tok/s per seq", "tok/s batch", "$ per 1M tokens", "bound", "band", "stack")
@@ -77,3 +77,22 @@ def llm_section(report: Any, element_id: str = "llm") -> Safe:
 def llm_sections(reports: Any) -> list[Safe]:
     """One section per language-model report, with element ids ``llm-0``, ``llm-1`` ..."""
     return [llm_section(r, f"llm-{i}") for i, r in enumerate(reports)]
+
+
+def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
+    """A self-contained HTML page of one LLM report (``chipfit llm --html``): the same section
+    ``chipfit report`` shows, so the two pages never price or label a row differently, and
+    the serving section (answer, table, frontier plot) when ``service`` is given."""
+    from pathlib import Path
+
+    from chipfit.paths import open_atomic
+    from chipfit.report.html import page
+    from chipfit.report.llm_view import serve_html_section
+
+    body = llm_section(report)
+    if service is not None:
+        body = _join([body, serve_html_section(service)])
+    text = page(f"chipfit llm {report.arch.name}", _join([_el("h1", "chipfit llm"), body]))
+    with open_atomic(path, "--html") as fh:
+        fh.write(text)
+    return Path(path)

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from chipfit.report.fmt import fmt_seconds
 
-__all__ = ["llm_advice_renderable", "llm_html_section", "llm_published_table", "llm_table",
-           "serve_html_section", "serve_table", "write_llm_html", "write_serve_html"]
+__all__ = ["llm_advice_renderable", "llm_published_table", "llm_table",
+           "serve_html_section", "serve_table", "write_serve_html"]
 
 
 def _num(value: float | None, digits: str = ".3g") -> str:
@@ -84,33 +84,6 @@ def llm_published_table(cases: Sequence[Any]) -> Table:
         table.add_row(c.id, f"{c.published:.4g} {c.unit}", f"{c.predicted:.4g}",
                       f"{c.loo_factor:.2f}", f"{c.loo_error:+.0%}")
     return table
-
-
-def llm_html_section(report: Any, element_id: str = "llm") -> Any:
-    """The HTML section of one :class:`~chipfit.pipelines.llm.LlmReport`: the same section
-    ``chipfit report`` shows (:func:`chipfit.report.llm_section.llm_section`), so the two
-    pages never price or label a row differently."""
-    from chipfit.report.llm_section import llm_section
-
-    return llm_section(report, element_id)
-
-
-def write_llm_html(report: Any, path: Any, service: Any = None) -> Any:
-    """A self-contained HTML page of one LLM report (same shell as chipfit report), with the
-    serving section (answer, table, frontier plot) when ``service`` is given."""
-    from pathlib import Path
-
-    from chipfit.report.html import _el, _join, page
-
-    body = llm_html_section(report)
-    if service is not None:
-        body = _join([body, serve_html_section(service)])
-    text = page(f"chipfit llm {report.arch.name}", _join([_el("h1", "chipfit llm"), body]))
-    from chipfit.paths import open_atomic
-
-    with open_atomic(path, "--html") as fh:
-        fh.write(text)
-    return Path(path)
 
 
 def llm_verdict_line(advice: Any, second: bool = False) -> str:
