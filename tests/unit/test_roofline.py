@@ -337,3 +337,30 @@ def test_curve_with_repeated_sizes_is_safe():
     assert [x for x, _ in curve] == [1e6, 4e6]
     assert curve[0][1] == pytest.approx(math.sqrt(1e10 * 2.5e9))  # geometric mean of rates
     assert curve_rate(((1.0, 2.0), (1.0, 3.0), (5.0, 4.0)), 1.0) == 2.0
+
+
+def test_a_call_larger_than_the_last_level_cache_reads_its_operands_from_memory():
+    """Beyond the LLC each operator's operands come back from memory in proportion to what
+    the cache cannot hold (the calibration times operators alone, operands cached)."""
+    from dataclasses import replace
+
+    from chipfit.analysis.roofline import Roofs, predict, spill_bandwidth
+    from chipfit.cost.records import OpCost, WorkloadCosts
+
+    curve = ((1e4, 50e9), (1e7, 150e9), (1e8, 10e9))
+    roofs = Roofs("cpu", "cpu", "cpu", "calibrated", (("float32", ((1e9, 1e11),)),), curve,
+                  llc_bytes=32e6)
+    assert spill_bandwidth(roofs, 16e6) is None  # fits: the cached rates stand
+    assert spill_bandwidth(replace(roofs, llc_bytes=None), 1e9) is None  # cache unknown
+    assert spill_bandwidth(roofs, None) is None  # working set unknown
+    half = spill_bandwidth(roofs, 64e6)  # half the bytes spill
+    assert half == pytest.approx(1 / (0.5 / 10e9 + 0.5 / 150e9))
+    assert spill_bandwidth(roofs, 1e12) == pytest.approx(10e9, rel=1e-3)  # all from memory
+    op = OpCost("add", "elementwise", "float32", 1e6, 4e6)
+    costs = WorkloadCosts("w", "1", "float32", "inference", "torch", "t", (op,))
+    cached = predict(costs, roofs)
+    spilled = predict(replace(costs, working_set_bytes=64e6), roofs)
+    assert spilled.memory_s == pytest.approx(4e6 / half)
+    assert spilled.memory_s > cached.memory_s
+    assert any("last-level cache" in n for n in spilled.notes)
+    assert not any("last-level cache" in n for n in cached.notes)

@@ -144,4 +144,5 @@ def roofs_from_calibration(cal: Calibration, band: float | None = None,
             (f"calibrated while the machine was shared ({cal.contention_note}); its held-out "
              "checks passed",) if cal.contended else ()),
         memory_bytes=cal.memory_bytes, class_bandwidth=cal.class_bandwidth, pool=cal.pool,
+        llc_bytes=cal.llc_bytes if cal.kind == "cpu" else None,
     )

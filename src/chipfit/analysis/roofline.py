@@ -93,6 +93,9 @@ class Roofs:
     copy_known: bool = True  # False: host link unsourced, so copy time is unknown (not 0)
     # The peak the predicted dtype needs and the catalog lacks (Prediction.missing_peak)
     missing_peak: str = ""
+    # The last-level cache of a calibrated CPU (bytes): a call whose working set exceeds it
+    # reads its operands at the measured rate for a stream that size (None: not applied)
+    llc_bytes: float | None = None
 
     def matmul_rate(self, dtype: str, flops: float, op_class: str = "matmul",
                     variant: str = "") -> float:
@@ -255,8 +258,26 @@ def bandwidth_kind(op: OpCost) -> str:
     return ""
 
 
-def _op_times(op: OpCost, roofs: Roofs) -> tuple[float, float]:
-    """(compute, memory) seconds of one occurrence of ``op``."""
+def spill_bandwidth(roofs: Roofs, working_set: float | None) -> float | None:
+    """The bandwidth every operand of a call gets once the call's working set exceeds the
+    last-level cache (the measured stream rate at that many bytes); None where it fits, or
+    where the cache or the working set is unknown. A calibration times each operator
+    alone, its operands cached between repeats; in a model that touches more than the
+    cache holds, each operator's weights and inputs come back from memory."""
+    if not roofs.llc_bytes or not working_set or working_set <= roofs.llc_bytes:
+        return None
+    inside = [r for n, r in roofs.bandwidth if n <= roofs.llc_bytes]
+    beyond = [r for n, r in roofs.bandwidth if n > 2 * roofs.llc_bytes]
+    if not inside or not beyond:  # the curve does not reach both sides of the cache
+        return None
+    # the share of the bytes the cache cannot hold come from memory, the rest from the cache
+    spilled = 1.0 - roofs.llc_bytes / working_set
+    return 1.0 / (spilled / beyond[-1] + (1.0 - spilled) / inside[-1])
+
+
+def _op_times(op: OpCost, roofs: Roofs, spill: float | None = None) -> tuple[float, float]:
+    """(compute, memory) seconds of one occurrence of ``op``; ``spill``: the bandwidth its
+    operands are capped at when the call does not fit the cache (:func:`spill_bandwidth`)."""
     if op.op_class in MATRIX_CLASSES and op.flops:
         rate = roofs.matmul_rate(op.dtype, op.flops, op.op_class, op.variant)
     elif op.op_class == "pool" and roofs.pool:
@@ -265,6 +286,8 @@ def _op_times(op: OpCost, roofs: Roofs) -> tuple[float, float]:
         rate = roofs.vector_flops or math.inf
     compute = op.flops / rate if rate and math.isfinite(rate) else 0.0
     bandwidth = roofs.bandwidth_at(op.bytes_moved, bandwidth_kind(op))
+    if spill is not None:
+        bandwidth = min(bandwidth, spill)
     memory = op.bytes_moved / bandwidth if op.bytes_moved else 0.0
     return compute, memory
 
@@ -307,7 +330,8 @@ def _recurrent_seconds(op: OpCost, roofs: Roofs, step_floor_s: float) -> float |
     return total
 
 
-def _class_times(ops: Iterable[OpCost], roofs: Roofs) -> list[ClassTime]:
+def _class_times(ops: Iterable[OpCost], roofs: Roofs,
+                 spill: float | None = None) -> list[ClassTime]:
     acc: dict[str, list[float]] = {}
     for op in ops:
         a = acc.setdefault(op.op_class, [0, 0, 0.0, 0.0, 0.0, 0.0, 0.0])
@@ -315,7 +339,7 @@ def _class_times(ops: Iterable[OpCost], roofs: Roofs) -> list[ClassTime]:
         if not op.kernels:
             a[6] += op.count * roofs.host_per_view_s
             continue
-        compute, memory = _op_times(op, roofs)
+        compute, memory = _op_times(op, roofs, spill)
         a[1] += op.count * op.kernels
         a[2] += op.total_flops
         a[3] += op.total_bytes
@@ -347,7 +371,8 @@ def transfer_seconds(costs: WorkloadCosts, roofs: Roofs) -> float:
 
 def predict(costs: WorkloadCosts, roofs: Roofs) -> Prediction:
     """Predict one call of ``costs`` on ``roofs`` (see the module docstring for the model)."""
-    classes = _class_times(costs.ops, roofs)
+    spill = spill_bandwidth(roofs, getattr(costs, "working_set_bytes", None))
+    classes = _class_times(costs.ops, roofs, spill)
     host, device = _host_device(costs, roofs, classes)
     seconds = max(host, device) if roofs.asynchronous else host + device
     compute = sum(c.compute_s for c in classes)
@@ -368,7 +393,11 @@ def predict(costs: WorkloadCosts, roofs: Roofs) -> Prediction:
         transfer_s=transfer, compute_s=compute, memory_s=memory, launch_s=launch, bound=bound,
         basis=roofs.basis, band=roofs.band, band_basis=roofs.band_basis, items=costs.items,
         breakdown=tuple(classes), efficiency=roofs.efficiency,
-        notes=roofs.notes + costs.notes, precision=roofs.precision,
+        notes=roofs.notes + costs.notes + ((
+            f"working set {costs.working_set_bytes / 1e6:,.0f} MB > last-level cache "
+            f"{roofs.llc_bytes / 1e6:,.0f} MB: operands at the measured "
+            f"{spill / 1e9:.3g} GB/s of a stream that size",) if spill else ()),
+        precision=roofs.precision,
         transfer_known=roofs.copy_known or not costs.transfer_bytes,
         missing_peak=roofs.missing_peak,
     )

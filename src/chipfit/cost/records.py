@@ -87,6 +87,10 @@ class WorkloadCosts:
     #: Device bytes one call needs (weights, inputs, that peak, with a margin), where the
     #: tracer knew the model (:func:`chipfit.workloads.gpu_trace.trace_for_gpu`); else None.
     memory_bytes: int | None = None
+    #: Bytes one call touches (its workload's memory estimate: weights, inputs, activations);
+    #: None where unknown. Beyond a CPU's last-level cache, operands do not stay cached
+    #: between operators (:func:`chipfit.analysis.roofline.predict`).
+    working_set_bytes: float | None = None
 
     @property
     def flops(self) -> float:

@@ -8,6 +8,7 @@ then uses fake tensors (shapes only).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -114,12 +115,29 @@ def _extract_costs(workload: Any, size: str, dtype: str, mode: str, backend: str
         raise UnsupportedError(f"{workload.name} has no {backend} implementation "
                                f"(it has: {', '.join(workload.backends()) or 'none'})")
     if backend == "jax":
-        return jax_costs(workload, size, dtype, mode)
-    if backend == "torch":
-        return torch_costs(workload, size, dtype, mode, tensors=tensors)
-    if backend == "tensorflow":
-        return tf_costs(workload, size, dtype, mode)
-    raise UnsupportedError(f"no cost extraction for backend {backend!r}")
+        costs = jax_costs(workload, size, dtype, mode)
+    elif backend == "torch":
+        costs = torch_costs(workload, size, dtype, mode, tensors=tensors)
+    elif backend == "tensorflow":
+        costs = tf_costs(workload, size, dtype, mode)
+    else:
+        raise UnsupportedError(f"no cost extraction for backend {backend!r}")
+    return _with_working_set(costs, workload, size, dtype, mode)
+
+
+def _with_working_set(costs: WorkloadCosts, workload: Any, size: str, dtype: str,
+                      mode: str) -> WorkloadCosts:
+    """``costs`` with the bytes one call touches: the workload's own memory estimate (left
+    unknown where it has none)."""
+    if costs.working_set_bytes is not None:
+        return costs
+    try:
+        estimate = workload.memory_estimate(size, dtype, mode)
+    except Exception:  # an estimate is a refinement: a workload without one keeps None
+        return costs
+    if estimate is None or not math.isfinite(float(estimate)) or float(estimate) <= 0:
+        return costs
+    return replace(costs, working_set_bytes=float(estimate))
 
 
 def prediction_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
