@@ -95,18 +95,21 @@ def tf_costs(workload: Any, size: str, dtype: str = "float32",
 
 
 def extract_costs(workload: Any, size: str, dtype: str = "float32", mode: str = "inference",
-                  backend: str = "torch", *, tensors: str = "auto") -> WorkloadCosts:
+                  backend: str = "torch", *, tensors: str = "auto",
+                  working_set: bool = True) -> WorkloadCosts:
     """Costs of ``workload`` (a name or a :class:`~chipfit.workloads.Workload`) on ``backend``.
     Building and tracing runs the workload's code (a user's model prints what it likes): its
-    output goes to stderr, never into stdout's JSON."""
+    output goes to stderr, never into stdout's JSON. ``working_set``: also the bytes one call
+    touches (``WorkloadCosts.working_set_bytes``, which only a calibrated CPU's roofs read;
+    a model workload's memory estimate is a second shape-only trace, ~0.3 CPU-s)."""
     from chipfit.workloads.user import user_output_to_stderr
 
     with user_output_to_stderr():
-        return _extract_costs(workload, size, dtype, mode, backend, tensors)
+        return _extract_costs(workload, size, dtype, mode, backend, tensors, working_set)
 
 
 def _extract_costs(workload: Any, size: str, dtype: str, mode: str, backend: str,
-                   tensors: str) -> WorkloadCosts:
+                   tensors: str, working_set: bool) -> WorkloadCosts:
     if isinstance(workload, str):
         from chipfit.workloads import get_workload
 
@@ -122,7 +125,7 @@ def _extract_costs(workload: Any, size: str, dtype: str, mode: str, backend: str
         costs = tf_costs(workload, size, dtype, mode)
     else:
         raise UnsupportedError(f"no cost extraction for backend {backend!r}")
-    return _with_working_set(costs, workload, size, dtype, mode)
+    return _with_working_set(costs, workload, size, dtype, mode) if working_set else costs
 
 
 def _with_working_set(costs: WorkloadCosts, workload: Any, size: str, dtype: str,
@@ -154,8 +157,9 @@ def prediction_costs(workload: Any, size: str, dtype: str = "float32", mode: str
             return extract_costs(workload, size, dtype, mode, backend, tensors=tensors)
         from chipfit.workloads.gpu_trace import gpu_kernels
 
-        with gpu_kernels():
-            return extract_costs(workload, size, dtype, mode, backend, tensors=tensors)
+        with gpu_kernels():  # priced by GPU kernel models or catalog roofs: no working set
+            return extract_costs(workload, size, dtype, mode, backend, tensors=tensors,
+                                 working_set=False)
 
     try:
         try:
