@@ -239,8 +239,8 @@ def _predictions(model: str | None, hardware: Sequence[str], load: EndpointLoad,
     is given instead, and the basis says so."""
     if not model or not hardware:
         return (), []
-    sent = max(1, min(stats.requests or len(load.shapes()), len(load.shapes())))
-    shapes = load.shapes()[:sent]
+    asked = load.shapes()
+    shapes = asked[:max(1, min(stats.requests or len(asked), len(asked)))]  # those sent
     prompt = max(1, round(sum(p for p, _ in shapes) / len(shapes)))
     gen = max(1, round(sum(g for _, g in shapes) / len(shapes)))
     from chipfit.pipelines.serving import SERVING_STACKS, serve_report
