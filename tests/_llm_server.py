@@ -74,6 +74,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
+    def _json(self, status: int, data: bytes) -> None:
+        """A whole (not streamed) JSON reply."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self._send(data)
+
     def _chunk(self, data: bytes) -> None:
         """One piece of a chunked body (b"" ends the body)."""
         self._send(b"%x\r\n" % len(data) + data + b"\r\n")
@@ -97,20 +105,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(400, "bad request body")
             return
         if mode == "fail500" and number % 2 == 0:  # a body with markup and a terminal escape
-            data = b'{"error": "[red]injected[/red] failure \x1b[2J"}'
-            self.send_response(500)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self._send(data)
+            self._json(500, b'{"error": "[red]injected[/red] failure \x1b[2J"}')
             return
         if mode == "json":
-            data = json.dumps({"choices": [{"text": "x"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self._send(data)
+            self._json(200, json.dumps({"choices": [{"text": "x"}]}).encode())
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
