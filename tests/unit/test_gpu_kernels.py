@@ -452,5 +452,78 @@ def test_tpu_matmul_efficiencies_sit_above_the_published_mfu_lower_bounds():
                      ("tpu-v5p", 0.715)):
         assert catalog[key].efficiency("matmul").value > mfu, key
     assert catalog["tpu-v5e"].efficiency("matmul").value == pytest.approx(181.8 / 197, abs=1e-3)
+    assert catalog["tpu-v6e"].efficiency("matmul").value == pytest.approx(727.7 / 918, abs=1e-3)
     assert catalog["tpu-v7"].efficiency("matmul").value == pytest.approx(956.4 / 1153.5,
                                                                          abs=1e-3)
+
+
+def _roof_fraction(spec, dtype: str) -> float:
+    """The fraction of the catalog peak the catalog roofs price ``dtype`` matmuls at."""
+    from chipfit.analysis.roofline import catalog_roofs
+
+    peak = spec.peak({"bfloat16": "bf16", "float8_e4m3fn": "fp8"}[dtype])
+    rate = dict(catalog_roofs(spec, "torch", dtypes=(dtype,)).matmul)[dtype][0][1]
+    return rate / peak
+
+
+def test_a_gpu_with_its_own_catalog_efficiency_gets_it_in_both_routes():
+    """One rule: a device's own catalog matmul row prices its tensor cores in the per-kernel
+    route as in the catalog roofs (the MI325X was 0.604 in one and the AMD mean 0.56 in the
+    other); FP8 takes the device's matmul_fp8 row where it has one."""
+    from chipfit.analysis.gpu_precision import device_efficiency
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog, figs = load_catalog(), gpu_figures()
+    for key, dtype, value in (("mi325x", "bfloat16", 0.604), ("mi300x", "bfloat16", 0.514),
+                              ("mi250x-gcd", "bfloat16", 0.768), ("h100-sxm", "bfloat16", 0.803),
+                              ("h100-sxm", "float8_e4m3fn", 0.709)):
+        choice = gpu_precision(figs[key], dtype, "matmul")
+        assert choice.efficiency == pytest.approx(value), (key, dtype)
+        assert _roof_fraction(catalog[key], dtype) == pytest.approx(value), (key, dtype)
+        assert choice.assumption == "" and f"catalog {key}" in choice.why, (key, dtype)
+    assert device_efficiency(figs["mi325x"])[0] == catalog["mi325x"].efficiency("matmul").value
+
+
+def test_a_gpu_without_a_measured_figure_says_its_efficiency_is_an_assumption():
+    """No row of its own: the vendor figure; a row that borrows (the MI100's AMD mean, the
+    MI210's CDNA2 family figure) says "an assumption" in both routes."""
+    from chipfit.analysis.gpu_precision import TENSOR_EFFICIENCY, device_efficiency
+    from chipfit.analysis.roofline import catalog_roofs
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.predictors.core import assumption_notes
+
+    catalog, figs = load_catalog(), gpu_figures()
+    assert device_efficiency(figs["l4"]) is None  # no catalog row: NVIDIA's median
+    assert gpu_precision(figs["l4"], "bfloat16", "matmul").efficiency == \
+        TENSOR_EFFICIENCY["NVIDIA"][0]
+    for key, value in (("mi100", TENSOR_EFFICIENCY["AMD"][0]), ("mi210", 0.768),
+                       ("mi250-gcd", 0.768)):
+        choice = gpu_precision(figs[key], "bfloat16", "matmul")
+        assert choice.efficiency == pytest.approx(value), key
+        assert "an assumption" in choice.assumption and "searched" in choice.assumption, key
+        notes = assumption_notes(catalog_roofs(catalog[key], "torch").efficiency)
+        assert any(n.startswith("assumption: matmul efficiency") for n in notes), key
+    # the CDNA2 family figure is the MI250X GCD's own measurement, not an assumption there
+    assert gpu_precision(figs["mi210"], "bfloat16", "matmul").efficiency == \
+        gpu_precision(figs["mi250x-gcd"], "bfloat16", "matmul").efficiency
+    # an FP8 GEMM on a device with no FP8 row borrows the BF16 figure, and says so
+    assert "borrowed from BF16" in gpu_precision(figs["mi300x"], "float8_e4m3fn",
+                                                 "matmul").assumption
+
+
+def test_measured_amd_and_tpu_gemm_fractions_are_the_published_ratios():
+    """Each new device figure is its source's TFLOP/s over this catalog's peak; the TPU
+    default for generations without a GEMM figure is the mean of the measured ones."""
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    for key, fraction in (("mi355x", 1565.0 / 2516.6), ("mi250x-gcd", 147.0 / 191.5),
+                          ("tpu-v6e", 727.7 / 918)):
+        row = catalog[key].efficiency("matmul")
+        assert row.basis == "device" and "assumption" not in row.derivation.lower(), key
+        assert row.value == pytest.approx(fraction, abs=1e-3), key
+    measured = [catalog[k].efficiency("matmul").value for k in ("tpu-v5e", "tpu-v6e", "tpu-v7")]
+    for key in ("tpu-v4", "tpu-v5p"):
+        row = catalog[key].efficiency("matmul")
+        assert row.basis == "default:tpu" and "assumption" in row.derivation.lower(), key
+        assert row.value == pytest.approx(sum(measured) / 3, abs=1e-3), key

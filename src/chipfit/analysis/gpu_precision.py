@@ -17,6 +17,10 @@ Framework defaults it encodes (each a documented default of that framework):
   the ``fp32m`` peak); there is no TF32 on CDNA1/2.
 - bfloat16/float16/int8: tensor (matrix) cores at their dense peak where the device has one;
   otherwise the FP32 lanes (the note says so).
+
+The efficiency of a tensor unit follows one rule shared with the catalog roofs: the device's
+own catalog row (``matmul``; ``matmul_fp8`` for FP8) where it has one, the vendor figure
+otherwise; a row whose derivation says "assumption" makes the choice say so.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from dataclasses import dataclass
 from chipfit.analysis.gpu_kernels import GpuFigures
 
 __all__ = ["FP32M_EFFICIENCY", "FP32M_SEARCHED", "PrecisionChoice", "TENSOR_DTYPES",
-           "TENSOR_EFFICIENCY", "gpu_precision"]
+           "TENSOR_EFFICIENCY", "device_efficiency", "gpu_precision"]
 
-#: Fraction of a tensor-core peak that a large GEMM reaches, by vendor, with its source.
+#: Fraction of a tensor-core peak that a large GEMM reaches, by vendor, with its source: the
+#: fallback for a GPU whose catalog entry has no matmul efficiency row of its own. Where the
+#: catalog has one (``[devices.KEY.efficiency]``), :func:`device_efficiency` uses it, so this
+#: route and the catalog-roof route price a device's tensor cores at the same fraction.
 TENSOR_EFFICIENCY = {
     "NVIDIA": (0.807, "median BF16 MAMF/peak of NVIDIA parts, stas00/ml-engineering MAMF "
                       "table (A100 SXM 0.869, GH200 0.836, A100 PCIe 0.811, H100 SXM 0.803)"),
@@ -38,8 +45,9 @@ TENSOR_EFFICIENCY = {
 #: Fraction of the FP32 matrix-core (MFMA, ``fp32m``) peak a large FP32 GEMM reaches, by AMD
 #: architecture, where an FP32 GEMM figure is published. CDNA2 is one GCD design (MI210, and
 #: each GCD of MI250/MI250X: gfx90a, the same rocBLAS/Tensile MFMA kernels), so its figure
-#: is the family's. Other CDNA generations fall back to the vendor's BF16 figure above, an
-#: assumption each row states (FP32M_SEARCHED: what was looked for and not found).
+#: is the family's. Other CDNA generations fall back to the device's BF16 figure (its catalog
+#: row, else the vendor's above), an assumption each row states (FP32M_SEARCHED: what was
+#: looked for and not found).
 FP32M_EFFICIENCY = {
     "cdna2": (0.837, "rocBLAS SGEMM M=N=K=8192 NN on a bare-metal MI210 (gfx90a, MFMA kernel "
                      "MT256x128x16_MI16x16x4): 37.9 TFLOPS / 45.3 FP32-matrix peak, measured "
@@ -82,22 +90,62 @@ def _tensor(dev: GpuFigures, dtype: str, op_class: str, precision: str,
     peak = dev.tensor_peak(precision)
     if peak is None:
         return None
-    eff, source = TENSOR_EFFICIENCY.get(dev.vendor, TENSOR_EFFICIENCY["NVIDIA"])
+    eff, source, assumed = _bf16_efficiency(dev)
     unit = "FP32 matrix cores (MFMA)" if precision == "fp32m" else f"{precision.upper()} tensor cores"
-    assumption = ""
+    assumption = assumed
+    own_fp8 = device_efficiency(dev, "matmul_fp8") if precision == "fp8" else None
     if precision == "fp32m" and dev.architecture in FP32M_EFFICIENCY:
         eff, source = FP32M_EFFICIENCY[dev.architecture]  # a measured FP32 GEMM figure
+        assumption = ""
     elif precision == "fp32m":
         assumption = (f"{dev.name} FP32 matrix (MFMA) efficiency {eff} borrowed from BF16 "
-                      f"measurements ({source.split(',')[0]}): {FP32M_SEARCHED}")
+                      f"measurements ({_short(source)}): {FP32M_SEARCHED}"
+                      + (f"; {assumed}" if assumed else ""))
+    elif own_fp8 is not None:
+        eff, source = own_fp8[0], own_fp8[1]
+        assumption = own_fp8[2]
     elif precision not in ("bf16", "fp16"):
         # the efficiencies are BF16 measurements: another precision borrows them
         assumption = (f"{dev.name} {precision} matrix efficiency {eff} borrowed from BF16 "
-                      f"measurements ({source.split(',')[0]}); no {precision} GEMM figure")
-    elif dev.vendor not in TENSOR_EFFICIENCY:
-        assumption = f"{dev.vendor} tensor efficiency borrowed from NVIDIA's"
+                      f"measurements ({_short(source)}); no {precision} GEMM figure"
+                      + (f"; {assumed}" if assumed else ""))
     return PrecisionChoice(dtype, op_class, unit, peak, eff, f"{why}; efficiency {eff}: {source}",
                            assumption)
+
+
+def _short(source: str) -> str:
+    """A source's first clause, for an assumption line."""
+    return source.split(" (")[0].split(",")[0].split(";")[0]
+
+
+def device_efficiency(dev: GpuFigures, name: str = "matmul") -> tuple[float, str, str] | None:
+    """The catalog's own ``name`` efficiency row for ``dev`` (``[devices.KEY.efficiency]``,
+    user catalogs included) as (value, source, assumption), or None where the entry has no
+    row of its own (then the vendor figure applies). ``assumption`` is the row's derivation
+    where it says it is one (the marker the catalog-roof route reads too), else ""."""
+    from chipfit.hardware.catalog import load_catalog
+
+    catalog = load_catalog()
+    if dev.key not in catalog:
+        return None
+    for row in catalog[dev.key].efficiencies:
+        if row.name == name and row.basis == "device":
+            source = f"catalog {dev.key} {name} row: {row.derivation}"
+            assumed = row.derivation if "assumption" in row.derivation.lower() else ""
+            return row.value, source, assumed
+    return None
+
+
+def _bf16_efficiency(dev: GpuFigures) -> tuple[float, str, str]:
+    """One rule for both routes: the device's own catalog matmul (BF16) row where it has one,
+    the vendor figure otherwise; with what of it is assumed."""
+    own = device_efficiency(dev, "matmul")
+    if own is not None:
+        return own
+    eff, source = TENSOR_EFFICIENCY.get(dev.vendor, TENSOR_EFFICIENCY["NVIDIA"])
+    assumed = ("" if dev.vendor in TENSOR_EFFICIENCY
+               else f"{dev.vendor} tensor efficiency borrowed from NVIDIA's")
+    return eff, source, assumed
 
 
 def gpu_precision(dev: GpuFigures, dtype: str, op_class: str,
