@@ -522,6 +522,8 @@ def test_measured_amd_and_tpu_gemm_fractions_are_the_published_ratios():
         row = catalog[key].efficiency("matmul")
         assert row.basis == "device" and "assumption" not in row.derivation.lower(), key
         assert row.value == pytest.approx(fraction, abs=1e-3), key
+    mi100 = catalog["mi100"].efficiency("memory")  # a roofline HBM run on the part itself
+    assert mi100.basis == "device" and mi100.value == pytest.approx(1041.0 / 1228.8, abs=1e-3)
     measured = [catalog[k].efficiency("matmul").value for k in ("tpu-v5e", "tpu-v6e", "tpu-v7")]
     for key in ("tpu-v4", "tpu-v5p"):
         row = catalog[key].efficiency("matmul")

@@ -55,9 +55,10 @@ FP32M_EFFICIENCY = {
                      "30.1, 34.6, 32.3, 37.9 TFLOPS)"),
 }
 FP32M_SEARCHED = ("no published FP32 GEMM (SGEMM on MFMA) figure was found for this CDNA "
-                  "generation (searched 2026-12-07: ROCm/rocBLAS/hipBLASLt issues, AMD's "
-                  "Max-Achievable-FLOPs blog, which gives FP16/BF16/FP8 only, CDNA "
-                  "microbenchmark papers); the only FP32 one is CDNA2's (MI210, 0.837)")
+                  "generation (searched 2026-12-07: ROCm/rocBLAS/hipBLASLt/Tensile issues, AMD's "
+                  "Max-Achievable-FLOPs and TAF blogs, which give FP16/BF16/FP8 only, CDNA "
+                  "microbenchmark papers, Chips and Cheese's MI300A article, whose FP32 figure "
+                  "is OpenCL vector throughput); the only FP32 one is CDNA2's (MI210, 0.837)")
 TENSOR_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
 MATRIX = ("matmul", "conv", "attention", "recurrent")
