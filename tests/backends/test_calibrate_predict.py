@@ -56,9 +56,36 @@ def test_calibration_measures_this_cpu(torch_cal):
     assert all(1e8 < rate < 1e13 for _, rate in curve)  # 0.1 GFLOP/s .. 10 TFLOP/s
     assert all(1e8 < bw < 1e13 for _, bw in cal.bandwidth)
     assert {p.probe for p in cal.points} >= {"dispatch", "view", "module", "matmul", "conv",
-                                             "stream"}
+                                             "stream", "recurrent"}
     assert len(cal.checks) == 4 and cal.check_mape is not None
     assert cal.h2d_bw is None  # host memory: nothing to copy
+
+
+def test_a_batch_1_lstm_is_priced_step_by_step_from_the_calibrated_floor(torch_cal):
+    """The calibration's one-layer LSTM probes count FLOPs as the tracer does and give a
+    step floor; the built-in LSTM (layers of another width than the probes') is priced by
+    the step model, not as one GEMM of its FLOPs."""
+    from chipfit.analysis.roofline import cpu_recurrent_seconds
+    from chipfit.cost.torch import trace_torch
+    from chipfit.pipelines.calibrate import RECURRENT_SHAPES
+
+    probes = {p.size: p for p in torch_cal.points if p.probe == "recurrent"}
+    assert set(probes) == {f"{h}h{s}" for h, s in RECURRENT_SHAPES}
+    hidden, steps = RECURRENT_SHAPES[0]
+    with torch.inference_mode():
+        traced = trace_torch(torch.nn.LSTM(hidden, hidden), (torch.rand(steps, 1, hidden),))
+    layer = [o for o in traced.ops if o.op == "mkldnn_rnn_layer"]
+    assert len(layer) == 1 and layer[0].flops == probes[f"{hidden}h{steps}"].work
+    roofs = roofs_from_calibration(torch_cal)
+    assert 0.0 <= roofs.rnn_step_s < 1e-3
+    costs = extract_costs("lstm", "1", "float32", "inference", "torch")
+    fused = [o for o in costs.ops if o.op == "mkldnn_rnn_layer"]
+    assert fused and all(int(o.shapes[2][1]) not in dict(RECURRENT_SHAPES) for o in fused)
+    stepped = sum(o.count * sum(cpu_recurrent_seconds(o, roofs)) for o in fused)
+    best = max(r for _, r in dict(roofs.matmul)["float32"])
+    assert stepped > sum(o.total_flops for o in fused) / best
+    recurrent = next(c for c in predict(costs, roofs).breakdown if c.op_class == "recurrent")
+    assert recurrent.compute_s + recurrent.memory_s == pytest.approx(stepped)
 
 
 def test_saved_calibration_is_used(torch_cal):

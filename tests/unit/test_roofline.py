@@ -364,3 +364,84 @@ def test_a_call_larger_than_the_last_level_cache_reads_its_operands_from_memory(
     assert spilled.memory_s > cached.memory_s
     assert any("last-level cache" in n for n in spilled.notes)
     assert not any("last-level cache" in n for n in cached.notes)
+
+
+def _lstm_layer(steps, batch, inputs, hidden, count=1, two_dim=False):
+    """A traced oneDNN LSTM layer: input, w_ih, w_hh, b_ih, b_hh, hx, cx (torch's order)."""
+    gated = 4 * hidden
+    x = (steps * batch, inputs) if two_dim else (steps, batch, inputs)
+    shapes = (x, (gated, inputs), (gated, hidden), (gated,), (gated,), (1, batch, hidden),
+              (1, batch, hidden))
+    flops = 2.0 * steps * batch * gated * (inputs + hidden)
+    return OpCost("mkldnn_rnn_layer", "recurrent", "float32", flops, 0.0, 1, count,
+                  shapes=shapes)
+
+
+def test_a_fused_cpu_lstm_layer_runs_its_steps_one_after_another():
+    """oneDNN's LSTM layer: the input projection as one GEMM, then every step streams the
+    recurrent weights (or computes at the best rate) and pays the calibrated step floor; its
+    FLOPs alone would price 300 dependent batch-1 steps as one large GEMM."""
+    from dataclasses import replace
+
+    from chipfit.analysis.roofline import cpu_recurrent_seconds
+
+    curve = ((1e6, 20 * GFLOP), (1e9, 200 * GFLOP))
+    r = roofs(matmul=(("float32", curve),), bandwidth=((1e3, 5e9), (1e7, 100e9)),
+              rnn_step_s=4e-6)
+    op = _lstm_layer(300, 1, 512, 512)
+    x_flops, h_flops, w_bytes = 2 * 300 * 2048 * 512, 2 * 2048 * 512, 2048 * 512 * 4
+    step = max(w_bytes / r.bandwidth_at(w_bytes), h_flops / 200e9) + 4e-6
+    expected = x_flops / r.matmul_rate("float32", x_flops) + 300 * step
+    compute, memory = cpu_recurrent_seconds(op, r)
+    assert compute == 0.0 and memory == pytest.approx(expected)  # streaming dominates
+    flops_only = op.flops / r.matmul_rate("float32", op.flops)
+    assert memory > 2 * flops_only
+    pred = predict(costs(op), r)
+    assert pred.seconds == pytest.approx(expected) and pred.bound == "memory"
+    # at batch 64 a step computes longer than it streams: the compute part carries it
+    wide = cpu_recurrent_seconds(_lstm_layer(300, 64, 512, 512), r)
+    assert wide[1] == 0.0 and wide[0] > memory
+    # the batch comes from the hidden state, not the input's layout
+    assert cpu_recurrent_seconds(_lstm_layer(300, 1, 512, 512, two_dim=True), r) == (
+        compute, memory)
+    # beyond the last-level cache only the weights' first read comes from memory
+    spilled = cpu_recurrent_seconds(op, r, spill=10e9)
+    assert sum(spilled) == pytest.approx(expected + w_bytes / 10e9)
+    # no floor measured: streaming and computing only
+    assert sum(cpu_recurrent_seconds(op, replace(r, rnn_step_s=0.0))) == pytest.approx(
+        expected - 300 * 4e-6)
+    # other operators, an accelerator's roofs and unreadable shapes keep the roofline
+    assert cpu_recurrent_seconds(mm(1e9, 1e6), r) is None
+    assert cpu_recurrent_seconds(op, replace(r, kind="gpu")) is None
+    assert cpu_recurrent_seconds(replace(op, shapes=((300,),)), r) is None
+    assert cpu_recurrent_seconds(replace(op, op="mkldnn_rnn_layer_backward"), r) is None
+
+
+def test_the_recurrent_step_floor_is_what_calibration_measured_beyond_the_model():
+    """The floor is the median over the calibration's LSTM points of (measured - modelled
+    without a floor) / steps, never negative; none measured: 0."""
+    from chipfit.analysis.calibration import recurrent_step_floor
+    from chipfit.analysis.roofline import cpu_recurrent_seconds
+
+    r = roofs(matmul=(("float32", ((1e6, 20 * GFLOP), (1e9, 200 * GFLOP))),),
+              bandwidth=((1e3, 5e9), (1e7, 100e9)))
+
+    def point(hidden, steps, extra_per_step):
+        op = _lstm_layer(steps, 1, hidden, hidden)
+        modelled = sum(cpu_recurrent_seconds(op, r))
+        return CalPoint("recurrent", "float32", f"{hidden}h{steps}", op.flops,
+                        modelled + steps * extra_per_step)
+
+    base = dict(device="torch:cpu", name="cpu", kind="cpu", backend="torch", created_at="t",
+                chipfit_version="0", machine=(), matmul=r.matmul, conv=(),
+                bandwidth=r.bandwidth)
+    cal = Calibration(points=(point(128, 64, 3e-6), point(256, 64, 5e-6),
+                              point(192, 32, 9e-6)), **base)
+    assert recurrent_step_floor(cal, r) == pytest.approx(5e-6)
+    assert roofs_from_calibration(cal).rnn_step_s == pytest.approx(5e-6)
+    assert any("recurrent step floor" in row[0] for row in roofs_from_calibration(cal).efficiency)
+    faster = Calibration(points=(point(128, 64, -2e-6),), **base)  # faster than the model
+    assert recurrent_step_floor(faster, r) == 0.0
+    assert recurrent_step_floor(Calibration(points=(), **base), r) == 0.0
+    odd = Calibration(points=(CalPoint("recurrent", "float32", "bad", 1.0, 1.0),), **base)
+    assert recurrent_step_floor(odd, r) == 0.0

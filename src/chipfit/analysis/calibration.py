@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from chipfit.analysis.roofline import Curve, Roofs
+from chipfit.analysis.roofline import Curve, Roofs, cpu_recurrent_seconds
+from chipfit.cost.records import OpCost
 from chipfit.timing.contention import judge
 
 __all__ = ["MAX_BYTES_PER_S", "MAX_FLOPS_PER_S", "MAX_OVERHEAD_S", "CalPoint", "Calibration",
-           "contention_of", "fit_curve", "net_rate", "refusal", "roofs_from_calibration"]
+           "contention_of", "fit_curve", "net_rate", "recurrent_step_floor", "refusal",
+           "roofs_from_calibration"]
 
 #: Rates no single device reaches: a calibration file claiming more was not measured (the
 #: largest accelerators of 2025 reach about 1e16 dense low-precision FLOP/s and 8e12 B/s of
@@ -122,6 +124,31 @@ def fit_curve(points: Iterable[CalPoint], overhead: float) -> Curve:
     return tuple((w, math.exp(sum(r) / len(r))) for w, r in sorted(by_work.items()))
 
 
+def recurrent_step_floor(cal: Calibration, roofs: Roofs) -> float:
+    """Seconds a fused recurrent layer's time step costs beyond streaming its weights or
+    computing (:func:`chipfit.analysis.roofline.cpu_recurrent_seconds` with no floor),
+    from the calibration's one-layer LSTM points: the median over them of
+    ``(measured - modelled) / steps``, at least 0. 0 where none was measured."""
+    floors = []
+    for p in cal.points:
+        if p.probe != "recurrent" or p.dtype != "float32":
+            continue
+        try:
+            hidden, steps = (int(v) for v in p.size.split("h"))
+        except ValueError:
+            continue
+        op = OpCost("mkldnn_rnn_layer", "recurrent", "float32", p.work, 0.0,
+                    shapes=((steps, 1, hidden), (4 * hidden, hidden), (4 * hidden, hidden)))
+        modelled = cpu_recurrent_seconds(op, replace(roofs, rnn_step_s=0.0))
+        if modelled is not None and steps > 0:
+            floors.append(max(0.0, (p.seconds - sum(modelled)) / steps))
+    if not floors:
+        return 0.0
+    floors.sort()
+    mid = len(floors) // 2
+    return floors[mid] if len(floors) % 2 else (floors[mid - 1] + floors[mid]) / 2
+
+
 def roofs_from_calibration(cal: Calibration, band: float | None = None,
                            band_basis: str = "") -> Roofs:
     """The predictor's view of a calibration. The band defaults to the held-out check error."""
@@ -133,7 +160,7 @@ def roofs_from_calibration(cal: Calibration, band: float | None = None,
     rows = tuple((f"matmul {d} best GFLOP/s", max(r for _, r in c) / 1e9, "measured")
                  for d, c in cal.matmul if c)
     rows += (("bandwidth best GB/s", max(r for _, r in cal.bandwidth) / 1e9, "measured"),)
-    return Roofs(
+    roofs = Roofs(
         key=cal.device, name=cal.name, kind=cal.kind, basis="calibrated", matmul=cal.matmul,
         conv=tuple((d, c) for d, c in cal.conv if c), bandwidth=cal.bandwidth,
         vector_flops=None, host_per_op_s=cal.host_per_op_s, host_per_view_s=cal.host_per_view_s,
@@ -146,3 +173,8 @@ def roofs_from_calibration(cal: Calibration, band: float | None = None,
         memory_bytes=cal.memory_bytes, class_bandwidth=cal.class_bandwidth, pool=cal.pool,
         llc_bytes=cal.llc_bytes if cal.kind == "cpu" else None,
     )
+    floor = recurrent_step_floor(cal, roofs) if cal.kind == "cpu" else 0.0
+    if floor:
+        roofs = replace(roofs, rnn_step_s=floor, efficiency=rows + (
+            ("recurrent step floor us", floor * 1e6, "measured"),))
+    return roofs

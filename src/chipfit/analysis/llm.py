@@ -40,6 +40,7 @@ from typing import Any
 
 from chipfit.analysis.roofline import curve_rate
 from chipfit.cost.llm_arch import LlmArch
+from chipfit.cost.records import rows_variant
 from chipfit.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
@@ -70,8 +71,6 @@ OBJECTIVES = {  # advice objective -> (what is ranked, unit, lower is better)
     "cost": ("dollars per 1M generated tokens", "USD", True),
     "energy": ("kWh per 1M generated tokens (at TDP)", "kWh", True),
 }
-# output rows up to which a matmul is matrix-vector-like / skinny (as chipfit.analysis.costs)
-GEMV_ROWS, SKINNY_ROWS = 8, 256
 
 
 def canonical_dtype(text: str, table: Mapping[str, float], what: str = "dtype") -> str:
@@ -303,7 +302,7 @@ class LlmDevice:
         """Achievable FLOP/s of one matmul; few-row products (decode) use the calibrated
         ``gemv``/``skinny`` curves where the device has them (their own kernel paths)."""
         curves = dict(self.matmul)
-        variant = "gemv" if rows <= GEMV_ROWS else ("skinny" if rows <= SKINNY_ROWS else "")
+        variant = rows_variant(rows)
         used = self.rate_dtype(dtype)
         curve = (curves.get(f"{used}/{variant}") if variant else None) or curves.get(used)
         return curve_rate(curve or ((1.0, math.nan),), max(flops, 1.0))

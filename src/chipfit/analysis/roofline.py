@@ -33,7 +33,7 @@ from typing import Any
 from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts
 from chipfit.errors import UnsupportedError
 
-__all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",
+__all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs", "cpu_recurrent_seconds",
            "curve_rate", "fit_checked", "missing_peak_reason", "predict"]
 
 BOUNDS = ("compute", "memory", "launch", "transfer")
@@ -96,6 +96,9 @@ class Roofs:
     # The last-level cache of a calibrated CPU (bytes): a call whose working set exceeds it
     # reads its operands at the measured rate for a stream that size (None: not applied)
     llc_bytes: float | None = None
+    # A calibrated CPU's per-step floor of a fused recurrent layer (seconds): what a time step
+    # costs beyond streaming its recurrent weights (gate arithmetic, threads meeting each step)
+    rnn_step_s: float = 0.0
 
     def matmul_rate(self, dtype: str, flops: float, op_class: str = "matmul",
                     variant: str = "") -> float:
@@ -275,9 +278,59 @@ def spill_bandwidth(roofs: Roofs, working_set: float | None) -> float | None:
     return 1.0 / (spilled / beyond[-1] + (1.0 - spilled) / inside[-1])
 
 
+_DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+
+
+def cpu_recurrent_seconds(op: OpCost, roofs: Roofs,
+                          spill: float | None = None) -> tuple[float, float] | None:
+    """(compute, memory) seconds of one fused CPU recurrent layer (oneDNN's
+    ``mkldnn_rnn_layer``: one direction of one LSTM layer) as it runs, or None for any other
+    operator; one of the two is zero, since the parts run in turn. The input projection of
+    every step is one GEMM at the measured rate for its size; then each time step multiplies
+    the hidden state by the recurrent weights and waits for the step before. A step streams
+    those weights from the cache (the measured bandwidth at their size; beyond the last-level
+    cache, ``spill``, only their first read) or computes at the best measured matmul rate,
+    whichever is slower, plus the calibrated per-step floor (``Roofs.rnn_step_s``). The
+    layer's FLOPs alone would price a batch-1 LSTM as one large GEMM: 300 dependent 2-MFLOP
+    steps at the rate of a 700-MFLOP matmul."""
+    if op.op != "mkldnn_rnn_layer" or len(op.shapes) < 3 or roofs.kind != "cpu":
+        return None
+    try:  # input (steps, batch, features) or (steps, features), w_ih, w_hh, b_ih, b_hh, hx
+        *lead, inputs = (int(v) for v in op.shapes[0])
+        gated, hidden = (int(v) for v in op.shapes[2][:2])
+        hx = op.shapes[5] if len(op.shapes) > 5 else ()
+        batch = int(hx[-2]) if len(hx) >= 2 else (lead[1] if len(lead) > 1 else 1)
+        steps = math.prod(lead) // max(batch, 1)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if min(steps, batch, inputs, gated, hidden) <= 0:
+        return None
+    curves = dict(roofs.matmul)
+    curve = curves.get(op.dtype) or curves.get("float32")
+    if not curve:
+        return None
+    best = max(r for _, r in curve)
+    x_flops = 2.0 * steps * batch * gated * inputs
+    h_flops = 2.0 * batch * gated * hidden
+    w_bytes = float(gated * hidden * _DTYPE_BYTES.get(op.dtype, 4))
+    # a step re-reads the weights the step before read: they stay in the cache whatever the
+    # model's working set (``spill``), so only their first read may come from memory
+    bandwidth = roofs.bandwidth_at(w_bytes)
+    first = w_bytes / spill if spill is not None else 0.0
+    compute = x_flops / roofs.matmul_rate(op.dtype, x_flops)
+    stream, math_s = w_bytes / bandwidth, h_flops / best
+    total = compute + first + steps * (max(stream, math_s) + roofs.rnn_step_s)
+    # the parts run one after another: the whole time goes to the part that dominates it
+    streamed = steps * stream if stream > math_s else 0.0
+    return (total, 0.0) if streamed <= total - streamed else (0.0, total)
+
+
 def _op_times(op: OpCost, roofs: Roofs, spill: float | None = None) -> tuple[float, float]:
     """(compute, memory) seconds of one occurrence of ``op``; ``spill``: the bandwidth its
     operands are capped at when the call does not fit the cache (:func:`spill_bandwidth`)."""
+    fused = cpu_recurrent_seconds(op, roofs, spill)
+    if fused is not None:
+        return fused
     if op.op_class in MATRIX_CLASSES and op.flops:
         rate = roofs.matmul_rate(op.dtype, op.flops, op.op_class, op.variant)
     elif op.op_class == "pool" and roofs.pool:

@@ -26,12 +26,25 @@ from typing import Any
 
 from chipfit.results import Cost
 
-__all__ = ["MATRIX_CLASSES", "OP_CLASSES", "OpCost", "WorkloadCosts", "host_nbytes", "merge_ops"]
+__all__ = ["GEMV_ROWS", "MATRIX_CLASSES", "OP_CLASSES", "SKINNY_ROWS", "OpCost", "WorkloadCosts",
+           "host_nbytes", "merge_ops", "rows_variant"]
 
 OP_CLASSES = ("matmul", "conv", "attention", "recurrent", "norm", "pool", "reduction",
               "elementwise", "memory", "other", "view")
 #: Classes whose FLOPs run on matrix units (tensor cores, MXUs, AMX) at the matmul peak.
 MATRIX_CLASSES = ("matmul", "conv", "attention", "recurrent")
+#: Output rows (the smaller output dimension) up to which a matmul is matrix-vector-like,
+#: and up to which it is "skinny": both run well below the square-matmul rate of the same
+#: FLOPs (less reuse per loaded weight), so calibration measures them as their own paths.
+GEMV_ROWS = 8
+SKINNY_ROWS = 256
+
+
+def rows_variant(rows: int) -> str:
+    """``gemv`` or ``skinny`` for a matmul with ``rows`` output rows, else ``""``."""
+    if rows <= GEMV_ROWS:
+        return "gemv"
+    return "skinny" if rows <= SKINNY_ROWS else ""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts, host_nbytes, merge_ops
+from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts, host_nbytes, merge_ops, rows_variant
 from chipfit.errors import InvalidInputError
 
 __all__ = ["classify", "matmul_variant", "op_bytes", "trace_torch", "tracer"]
@@ -342,20 +342,10 @@ def _make_mode(base: type, torch: Any, real: bool, registry: dict[str, Any],
     return Recorder()
 
 
-#: Output rows (the smaller output dimension) up to which a matmul is matrix-vector-like,
-#: and up to which it is "skinny": both run well below the square-matmul rate of the same
-#: FLOPs (less reuse per loaded weight), so calibration measures them as their own paths.
-GEMV_ROWS = 8
-SKINNY_ROWS = 256
-
-
 def matmul_variant(out: Any) -> str:
     """``gemv`` or ``skinny`` for a matmul whose output has few rows, else ``""``."""
     shape = tuple(getattr(out, "shape", ()))
-    rows = min(shape[-2:]) if len(shape) >= 2 else 1
-    if rows <= GEMV_ROWS:
-        return "gemv"
-    return "skinny" if rows <= SKINNY_ROWS else ""
+    return rows_variant(min(shape[-2:]) if len(shape) >= 2 else 1)
 
 
 def _variant(op_class: str, args: Any, out: Any = None) -> str:

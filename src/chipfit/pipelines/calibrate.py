@@ -88,6 +88,9 @@ KIND_SHAPES = {
     "softmax": ((64, 128), (512, 512), (4096, 512)),     # (rows, features)
     "pool": ((16, 48), (64, 96), (64, 160)),            # (channels, side); 3x3 stride 2
 }
+# One LSTM layer, batch 1: (hidden, steps). Weights of 0.26 and 1 MB (cache-resident), so a
+# step is its floor plus streaming them; the built-in workloads' layers (320-512) are not here
+RECURRENT_SHAPES = ((128, 64), (256, 64))
 STREAM_ELEMENTS = tuple(2**e for e in range(11, 26, 2))  # 2K .. 32M elements
 STREAM_ELEMENTS_QUICK = tuple(2**e for e in range(11, 26, 3))
 CHECKS = (("matmul", 320), ("matmul", 1100), ("elementwise", 2**20), ("elementwise", 2**14))
@@ -222,6 +225,19 @@ class _TorchProbes:
     def dispatch(self) -> Callable[[], Any]:
         x, y = self._rand(1, dtype="float32"), self._rand(1, dtype="float32")
         return lambda: self.torch.add(x, y)
+
+    def recurrent(self, hidden: int, steps: int) -> tuple[Callable[[], Any], float]:
+        """One LSTM layer (``hidden`` in and out) over ``steps`` steps of one sequence, as a
+        model in inference runs it (CPUs: oneDNN's fused layer); FLOPs as the tracer counts."""
+        torch = self.torch
+        lstm = torch.nn.LSTM(hidden, hidden).to(self.device).requires_grad_(False)
+        x = self._rand(steps, 1, hidden, dtype="float32")
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return lstm(x)[0]
+
+        return run, 2.0 * steps * 4 * hidden * (hidden + hidden)
 
     def view(self) -> Callable[[], Any]:
         x = self._rand(4, 4, dtype="float32")
@@ -475,6 +491,16 @@ def _measure_streamed(run: _Run, dtypes: Sequence[str], overhead: float,
     return curves
 
 
+def _measure_recurrent(run: _Run) -> None:
+    """Fused recurrent layers (torch CPUs): points from which
+    :func:`chipfit.analysis.calibration.recurrent_step_floor` derives a step's floor."""
+    if not hasattr(run.probes, "recurrent"):
+        return
+    for hidden, steps in RECURRENT_SHAPES:
+        thunk, flops = run.probes.recurrent(hidden, steps)
+        run.time("recurrent", "float32", f"{hidden}h{steps}", thunk, flops)
+
+
 def _measure_stream(run: _Run, quick: bool, overhead: float) -> Curve:
     sizes = STREAM_ELEMENTS_QUICK if quick else STREAM_ELEMENTS
     for n in sizes:
@@ -610,6 +636,8 @@ def _calibrate_once(device: str | DeviceRef, dtypes: Sequence[str], quick: bool,
             _measure_conv1x1(run, dtypes, quick, per_op, conv)
         bandwidth = _measure_stream(run, quick, per_op)
         kinds, pool = _measure_kinds(run, per_op) if ref.is_cpu else ({}, ())
+        if ref.is_cpu:
+            _measure_recurrent(run)
         caches = _caches() if ref.is_cpu else (None, None)
         streamed = (_measure_streamed(run, [d for d in dtypes if d in matmul], per_op, caches)
                     if ref.is_cpu else {})
