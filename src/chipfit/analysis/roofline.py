@@ -383,6 +383,12 @@ def _recurrent_seconds(op: OpCost, roofs: Roofs, step_floor_s: float) -> float |
     return total
 
 
+def _cached_in_loop(op: OpCost, roofs: Roofs) -> bool:
+    """A compiled loop's operator whose operands fit the last-level cache: it re-reads them
+    every iteration, so they stay cached whatever the whole program's working set."""
+    return op.in_loop and bool(roofs.llc_bytes) and op.bytes_moved <= roofs.llc_bytes
+
+
 def _class_times(ops: Iterable[OpCost], roofs: Roofs,
                  spill: float | None = None) -> list[ClassTime]:
     acc: dict[str, list[float]] = {}
@@ -392,7 +398,7 @@ def _class_times(ops: Iterable[OpCost], roofs: Roofs,
         if not op.kernels:
             a[6] += op.count * roofs.host_per_view_s
             continue
-        compute, memory = _op_times(op, roofs, spill)
+        compute, memory = _op_times(op, roofs, None if _cached_in_loop(op, roofs) else spill)
         a[1] += op.count * op.kernels
         a[2] += op.total_flops
         a[3] += op.total_bytes

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
-__all__ = ["HloKernel", "entry_kernels"]
+from chipfit.cost.records import OpCost, merge_ops
+
+__all__ = ["HloKernel", "entry_kernels", "op_costs"]
 
 _ITEMSIZE = {"pred": 1, "s4": 1, "u4": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2,
              "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
@@ -45,6 +48,7 @@ class HloKernel:
     bytes_moved: float
     out_elements: int
     count: int = 1
+    in_loop: bool = False  # inside a while body run more than once
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,12 @@ def _classify(instr: _Instr, comps: dict[str, list[_Instr]],
     return "elementwise", 0.0
 
 
+def op_costs(kernels: Iterable[HloKernel]) -> tuple[OpCost, ...]:
+    """The kernels as chipfit's operator records, identical ones merged."""
+    return merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count,
+                            in_loop=k.in_loop) for k in kernels)
+
+
 def entry_kernels(text: str) -> list[HloKernel]:
     """The kernels of the ENTRY computation of an optimized HLO module (loops unrolled)."""
     comps, entry = parse_computations(text)
@@ -215,7 +225,9 @@ def _kernels(name: str, comps: dict[str, list[_Instr]], times: int, depth: int) 
             continue
         body = re.search(r"body=%([\w.\-]+)", instr.attrs)
         if instr.opcode == "while" and body and body.group(1) in comps and depth < 8:
-            out += _kernels(body.group(1), comps, times * _trip_count(instr.attrs), depth + 1)
+            trips = _trip_count(instr.attrs)
+            inner = _kernels(body.group(1), comps, times * trips, depth + 1)
+            out += [replace(k, in_loop=True) for k in inner] if trips > 1 else inner
             continue
         called = re.search(r"to_apply=%([\w.\-]+)", instr.attrs)
         if instr.opcode == "call" and called and called.group(1) in comps and depth < 8:

@@ -62,6 +62,10 @@ class OpCost:
     #: Input then output tensor shapes (torch tracer; empty where unknown), so a predictor can
     #: read a matmul's M, N, K or a convolution's geometry. Merged ops share their shapes.
     shapes: tuple[tuple[int, ...], ...] = ()
+    #: Runs every iteration of a compiled loop (an XLA while body with a known trip count,
+    #: counted ``count`` times): the operands it does not change stay in the cache between
+    #: iterations, whatever the whole program touches.
+    in_loop: bool = False
 
     @property
     def total_flops(self) -> float:
@@ -169,7 +173,8 @@ def merge_ops(ops: Iterable[OpCost]) -> tuple[OpCost, ...]:
     counts: Counter[tuple[Any, ...]] = Counter()
     first: dict[tuple[Any, ...], OpCost] = {}
     for o in ops:
-        key = (o.op, o.op_class, o.dtype, o.flops, o.bytes_moved, o.kernels, o.variant, o.shapes)
+        key = (o.op, o.op_class, o.dtype, o.flops, o.bytes_moved, o.kernels, o.variant, o.shapes,
+               o.in_loop)
         counts[key] += o.count
         first.setdefault(key, o)
     return tuple(replace(o, count=counts[k]) for k, o in first.items())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from chipfit.cost.records import OpCost, WorkloadCosts, host_nbytes, merge_ops
+from chipfit.cost.records import WorkloadCosts, host_nbytes
 
 __all__ = ["trace_tf", "trace_xla", "unknown_trip_loops"]
 
@@ -39,8 +39,7 @@ def trace_xla(fn: Any, host_args: tuple[Any, ...], *, workload: str = "call", si
     if lead:  # a stateful step returns (new state ..., value): only the value comes back
         out = jax.tree_util.tree_leaves(out)[-1:]
     out_bytes = sum(math.prod(o.shape) * o.dtype.itemsize for o in jax.tree_util.tree_leaves(out))
-    ops = merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count)
-                    for k in kernels)
+    ops = _hlo.op_costs(kernels)
     note = (f"XLA cost_analysis: {float(analysis.get('flops', 0)):.4g} FLOPs, "
             f"{float(analysis.get('bytes accessed', 0)):.4g} bytes accessed (loop bodies once)")
     return WorkloadCosts(workload, size, dtype, mode, "jax", "xla-hlo", ops,
@@ -89,8 +88,7 @@ def trace_tf(fn: Any, host_args: tuple[Any, ...], *, workload: str = "call", siz
                                "unknown trip count (an RNN layer), which cannot be counted; "
                                "count it on torch or jax")
     out_bytes = sum(math.prod(o.shape) * o.dtype.size for o in outputs if o.shape.is_fully_defined())
-    ops = merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count)
-                    for k in _hlo.entry_kernels(text))
+    ops = _hlo.op_costs(_hlo.entry_kernels(text))
     return WorkloadCosts(workload, size, dtype, mode, "tensorflow", "xla-hlo", ops,
                          host_nbytes(host_args), float(out_bytes), items, 1, 0,
                          (f"TensorFlow {tf.__version__}, tf.function(jit_compile=True) on the CPU",))

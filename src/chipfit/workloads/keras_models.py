@@ -128,7 +128,7 @@ class KerasModel(Workload):
     def _count_hlo(self, batch: int, dtype: str) -> tuple[Cost, str]:
         from chipfit.backends.tensorflow import import_tensorflow
         from chipfit.cost import _hlo
-        from chipfit.cost.records import OpCost, WorkloadCosts, merge_ops
+        from chipfit.cost.records import WorkloadCosts
         from chipfit.cost.xla import unknown_trip_loops
 
         tf = import_tensorflow()  # cost() runs before any session: TensorFlow may start here
@@ -146,9 +146,7 @@ class KerasModel(Workload):
                 raise UnsupportedError(f"{self.name}: XLA could not compile the model: "
                                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
         costs = WorkloadCosts(self.name, str(batch), dtype, "inference", "tensorflow", "xla-hlo",
-                              merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops,
-                                               k.bytes_moved, 1, k.count)
-                                        for k in _hlo.entry_kernels(text)))
+                              _hlo.op_costs(_hlo.entry_kernels(text)))
         outputs = sum(int(math.prod(o.shape)) * o.dtype.size for o in tf.nest.flatten(out))
         transfer = batch * math.prod(self.input_shape) * itemsize("float32") + outputs
         unknown = unknown_trip_loops(text)
