@@ -109,9 +109,10 @@ STREAM_GAP_OPS = 8
 STREAM_TALL = 32
 FAST_QUANTILE = 0.2
 # Every probe is timed in this many passes over the whole probe list, each with its share of
-# the timing budget, and its blocks pooled: on a shared machine a burst of interference
-# lasting a second or two spoils a probe's one visit (rates 2x apart between two quick
-# calibrations on a quiet 2-core VM), not all of them. The curves come from the pooled blocks.
+# the timing budget and of the minimum blocks, and its blocks pooled: on a shared machine a
+# burst of interference lasting a second or two spoils one visit to a probe (rates 2x apart
+# between two quick single-pass calibrations on a quiet 2-core VM), not all of them. The
+# streamed-weight probes (seconds each) are timed once, in the last pass.
 CALIBRATION_PASSES = 2
 # ------------------------------------------------------------------------- measuring
 
@@ -381,6 +382,8 @@ class _Run:
     # pass's; ``samples``: this pass's
     earlier: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
     samples: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    # set on the last pass only: the whole timing, for probes timed in that pass alone
+    whole: TimingConfig | None = None
 
     def time(self, probe: str, dtype: str, size: str, thunk: Callable[[], Any],
              work: float = 0.0) -> float:
@@ -640,7 +643,8 @@ def _calibrate_once(device: str | DeviceRef, dtypes: Sequence[str], quick: bool,
     info = discovery.get(str(ref.base))
     dtypes = [parse_dtype(d) for d in dtypes]
     timing = timing or _calibration_timing(quick)
-    share = replace(timing, budget_s=timing.budget_s / CALIBRATION_PASSES)
+    share = replace(timing, budget_s=timing.budget_s / CALIBRATION_PASSES,
+                    min_samples=max(2, math.ceil(timing.min_samples / CALIBRATION_PASSES)))
     say = progress or (lambda s: None)
     backend = get_backend(ref.backend)
     with backend.session(ref, discovery) as session:
@@ -649,7 +653,7 @@ def _calibrate_once(device: str | DeviceRef, dtypes: Sequence[str], quick: bool,
         for visit in range(1, CALIBRATION_PASSES + 1):
             run = _Run(probes, session.wait, share,
                        lambda s, v=visit: say(f"pass {v}/{CALIBRATION_PASSES}: {s}"),
-                       earlier=earlier)
+                       earlier=earlier, whole=timing if visit == CALIBRATION_PASSES else None)
             cal = _measure_all(run, ref, info, dtypes, quick, session)
             earlier = {k: earlier.get(k, []) + v for k, v in run.samples.items()}
     return cal
@@ -672,8 +676,13 @@ def _measure_all(run: _Run, ref: DeviceRef, info: Any, dtypes: Sequence[str], qu
     if ref.is_cpu:
         _measure_recurrent(run)
     caches = _caches() if ref.is_cpu else (None, None)
-    streamed = (_measure_streamed(run, [d for d in dtypes if d in matmul], per_op, caches)
-                if ref.is_cpu else {})
+    streamed: dict[str, Curve] = {}
+    if ref.is_cpu and run.whole is not None:
+        # weights streamed from memory: seconds a probe, the same in every pass but for its
+        # own interference, so timed once, in the last pass, with the whole budget
+        run.timing, share = run.whole, run.timing
+        streamed = _measure_streamed(run, [d for d in dtypes if d in matmul], per_op, caches)
+        run.timing = share
     h2d, d2h = _measure_copies(session, run)
     cal = Calibration(
         device=str(ref), name=info.name if info else str(ref),
