@@ -468,3 +468,35 @@ def test_the_recurrent_step_floor_is_what_calibration_measured_beyond_the_model(
     assert recurrent_step_floor(Calibration(points=(), **base), r) == 0.0
     odd = Calibration(points=(CalPoint("recurrent", "float32", "bad", 1.0, 1.0),), **base)
     assert recurrent_step_floor(odd, r) == 0.0
+
+
+def test_a_few_row_matmul_reads_both_row_curves_for_its_own_weight_matrix():
+    """Calibration measures few-row products at 1 row (gemv) and 128 rows (skinny); a
+    64-row product lies between them for the same weights, on log rows, not at the 128-row
+    rate of its FLOPs (30% too fast for a batch-64 MLP)."""
+    from chipfit.analysis.roofline import few_rows_rate
+
+    gemv = ((1e5, 20 * GFLOP), (1e7, 30 * GFLOP))
+    skinny = ((1e7, 100 * GFLOP), (1e9, 200 * GFLOP))
+    r = roofs(matmul=(("float32", ((1.0, 300 * GFLOP),)), ("float32/gemv", gemv),
+                      ("float32/skinny", skinny)))
+
+    def linear(rows, k=1024, n=1024):
+        variant = "gemv" if rows <= 8 else "skinny"
+        return OpCost("addmm", "matmul", "float32", 2.0 * rows * k * n, 0.0, variant=variant,
+                      shapes=((n,), (rows, k), (k, n), (rows, n)))
+
+    one, full, half = linear(1), linear(128), linear(64)
+    assert few_rows_rate(one, r) == pytest.approx(curve_rate(gemv, one.flops))
+    assert few_rows_rate(full, r) == pytest.approx(curve_rate(skinny, full.flops))
+    low, high = curve_rate(gemv, half.flops / 64), curve_rate(skinny, half.flops * 2)
+    assert few_rows_rate(half, r) == pytest.approx(math.exp(
+        math.log(low) + 6 / 7 * (math.log(high) - math.log(low))))
+    assert few_rows_rate(half, r) < curve_rate(skinny, half.flops)  # slower than the old rule
+    assert few_rows_rate(linear(256), r) == pytest.approx(curve_rate(skinny, 2 ** 28))
+    assert predict(costs(half), r).compute_s == pytest.approx(half.flops / few_rows_rate(half, r))
+    # no curve for either path, no output shape, or not a few-row matmul: the old rule
+    assert few_rows_rate(half, roofs()) is None
+    assert few_rows_rate(OpCost("addmm", "matmul", "float32", 1e8, 0.0, variant="skinny"),
+                         r) is None
+    assert few_rows_rate(mm(1e9, 1e6), r) is None

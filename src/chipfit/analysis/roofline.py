@@ -30,11 +30,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chipfit.cost.records import MATRIX_CLASSES, OpCost, WorkloadCosts
+from chipfit.cost.records import MATRIX_CLASSES, PROBE_ROWS, OpCost, WorkloadCosts
 from chipfit.errors import UnsupportedError
 
-__all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs", "cpu_recurrent_seconds",
-           "curve_rate", "fit_checked", "missing_peak_reason", "predict"]
+__all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",
+           "cpu_recurrent_seconds", "curve_rate", "few_rows_rate", "fit_checked",
+           "missing_peak_reason", "predict"]
 
 BOUNDS = ("compute", "memory", "launch", "transfer")
 Curve = tuple[tuple[float, float], ...]  # (operation size, achievable rate) sorted by size
@@ -325,6 +326,26 @@ def cpu_recurrent_seconds(op: OpCost, roofs: Roofs,
     return (total, 0.0) if streamed <= total - streamed else (0.0, total)
 
 
+def few_rows_rate(op: OpCost, roofs: Roofs) -> float | None:
+    """FLOP/s of a few-row matmul (``gemv``/``skinny``) between the two rows calibration
+    measures (PROBE_ROWS: 1 and 128): each curve read for the same weight matrix (the
+    FLOPs over rows times the probe's rows), then interpolated on log rows. A 64-row product
+    reuses each loaded weight 64 times, not 128: the 128-row curve at its FLOPs alone made
+    it 30% too fast. None where a curve or the output shape is missing."""
+    if op.op_class != "matmul" or op.variant not in ("gemv", "skinny") or not op.shapes:
+        return None
+    curves = dict(roofs.matmul)
+    probes = [(rows, curves.get(f"{op.dtype}/{name}")) for name, rows in PROBE_ROWS]
+    out = op.shapes[-1]
+    if len(probes) != 2 or not all(c for _, c in probes) or not out:
+        return None
+    rows = max(1, min(out[-2:]) if len(out) >= 2 else 1)
+    (r0, c0), (r1, c1) = probes
+    low, high = (curve_rate(c, max(op.flops * r / rows, 1.0)) for r, c in probes)
+    share = min(max(math.log(rows / r0) / math.log(r1 / r0), 0.0), 1.0)
+    return math.exp(math.log(low) + share * (math.log(high) - math.log(low)))
+
+
 def _op_times(op: OpCost, roofs: Roofs, spill: float | None = None) -> tuple[float, float]:
     """(compute, memory) seconds of one occurrence of ``op``; ``spill``: the bandwidth its
     operands are capped at when the call does not fit the cache (:func:`spill_bandwidth`)."""
@@ -332,7 +353,8 @@ def _op_times(op: OpCost, roofs: Roofs, spill: float | None = None) -> tuple[flo
     if fused is not None:
         return fused
     if op.op_class in MATRIX_CLASSES and op.flops:
-        rate = roofs.matmul_rate(op.dtype, op.flops, op.op_class, op.variant)
+        rate = (few_rows_rate(op, roofs)
+                or roofs.matmul_rate(op.dtype, op.flops, op.op_class, op.variant))
     elif op.op_class == "pool" and roofs.pool:
         rate = curve_rate(roofs.pool, max(op.flops, 1.0))
     else:

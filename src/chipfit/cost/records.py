@@ -26,8 +26,8 @@ from typing import Any
 
 from chipfit.results import Cost
 
-__all__ = ["GEMV_ROWS", "MATRIX_CLASSES", "OP_CLASSES", "SKINNY_ROWS", "OpCost", "WorkloadCosts",
-           "host_nbytes", "merge_ops", "rows_variant"]
+__all__ = ["GEMV_ROWS", "MATRIX_CLASSES", "OP_CLASSES", "PROBE_ROWS", "SKINNY_ROWS", "OpCost",
+           "WorkloadCosts", "host_nbytes", "merge_ops", "rows_variant"]
 
 OP_CLASSES = ("matmul", "conv", "attention", "recurrent", "norm", "pool", "reduction",
               "elementwise", "memory", "other", "view")
@@ -38,6 +38,8 @@ MATRIX_CLASSES = ("matmul", "conv", "attention", "recurrent")
 #: FLOPs (less reuse per loaded weight), so calibration measures them as their own paths.
 GEMV_ROWS = 8
 SKINNY_ROWS = 256
+#: The rows at which calibration measures each few-row path (a weight of ``k x k``).
+PROBE_ROWS = (("gemv", 1), ("skinny", 128))
 
 
 def rows_variant(rows: int) -> str:

@@ -55,6 +55,7 @@ from chipfit.analysis.calibration import (
     roofs_from_calibration,
 )
 from chipfit.analysis.roofline import Curve
+from chipfit.cost.records import PROBE_ROWS
 from chipfit.errors import InvalidInputError, UnsupportedError
 from chipfit.paths import check_versioned, read_versioned_json, utc_now, write_json_atomic
 from chipfit.spec import DeviceRef, TimingConfig, parse_dtype
@@ -73,7 +74,7 @@ _UPGRADE = "upgrade chipfit or run chipfit calibrate again"
 
 MATMUL_SIDES = (48, 96, 192, 384, 768, 1536)
 # Few-row matmuls (rows x k @ k x k), per variant of chipfit.cost.torch.matmul_variant.
-MATMUL_ROWS = (("gemv", 1), ("skinny", 128))
+MATMUL_ROWS = PROBE_ROWS
 MATMUL_ROWS_K = (256, 768, 2048)
 MATMUL_SIDES_QUICK = (48, 96, 192, 384, 768)
 CONV_SHAPES = ((16, 24), (32, 24), (48, 40), (64, 48), (96, 64))  # (channels, height=width)
