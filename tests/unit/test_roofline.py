@@ -500,3 +500,31 @@ def test_a_few_row_matmul_reads_both_row_curves_for_its_own_weight_matrix():
     assert few_rows_rate(OpCost("addmm", "matmul", "float32", 1e8, 0.0, variant="skinny"),
                          r) is None
     assert few_rows_rate(mm(1e9, 1e6), r) is None
+
+
+def test_an_xla_dot_with_few_output_rows_takes_the_few_row_path():
+    """A dot with at most GEMV_ROWS output rows (a matrix-vector product's rank-1 output is
+    one row) is marked ``gemv`` with its output shape, so a calibrated CPU prices it between
+    its 1- and 128-row curves; wider dots keep the square curve."""
+    hlo = "\n".join([
+        "HloModule m",
+        "",
+        "ENTRY %main (v: f32[32], x: f32[4,32], y: f32[64,32], w: f32[32,16]) -> f32[16] {",
+        "  %v = f32[32]{0} parameter(0)",
+        "  %x = f32[4,32]{1,0} parameter(1)",
+        "  %y = f32[64,32]{1,0} parameter(2)",
+        "  %w = f32[32,16]{1,0} parameter(3)",
+        "  %one = f32[16]{0} dot(%v, %w), lhs_contracting_dims={0}, rhs_contracting_dims={0}",
+        "  %four = f32[4,16]{1,0} dot(%x, %w), lhs_contracting_dims={1}, "
+        "rhs_contracting_dims={0}",
+        "  ROOT %wide = f32[64,16]{1,0} dot(%y, %w), lhs_contracting_dims={1}, "
+        "rhs_contracting_dims={0}",
+        "}",
+    ])
+    kernels = {k.name: k for k in _hlo.entry_kernels(hlo)}
+    assert (kernels["one"].variant, kernels["one"].out_shape) == ("gemv", (1, 16))
+    assert (kernels["four"].variant, kernels["four"].out_shape) == ("gemv", (4, 16))
+    assert (kernels["wide"].variant, kernels["wide"].out_shape) == ("", ())
+    ops = {o.flops: o for o in _hlo.op_costs(kernels.values())}
+    assert ops[2 * 4 * 16 * 32].shapes == ((4, 16),) and ops[2 * 4 * 16 * 32].variant == "gemv"
+    assert ops[2 * 64 * 16 * 32].shapes == ()

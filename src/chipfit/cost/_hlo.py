@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from chipfit.cost.records import OpCost, merge_ops
+from chipfit.cost.records import GEMV_ROWS, OpCost, merge_ops
 
 __all__ = ["HloKernel", "entry_kernels", "op_costs"]
 
@@ -49,6 +49,10 @@ class HloKernel:
     out_elements: int
     count: int = 1
     in_loop: bool = False  # inside a while body run more than once
+    # a dot with at most GEMV_ROWS output rows: "gemv", and its output shape (the predictor
+    # reads the rows); other kernels ""/()
+    variant: str = ""
+    out_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,20 @@ def _conv_flops(instr: _Instr, types: dict[str, str]) -> float:
     return 2.0 * math.prod(out[0][1]) * taps * in_features
 
 
+def _gemv(kernel: HloKernel, instr: _Instr, body: list[_Instr] | None) -> HloKernel:
+    """``kernel`` marked ``gemv`` with its dot's output shape where the dot (alone or fused)
+    has at most GEMV_ROWS output rows (the smaller of its last two dimensions)."""
+    dots = [i for i in (body or [instr]) if i.opcode == "dot"]
+    if kernel.op_class != "matmul" or len(dots) != 1:
+        return kernel
+    out = _shapes(dots[0].type_text)
+    dims = tuple(out[0][1]) if out else ()
+    dims = (1, *dims) if len(dims) == 1 else dims  # a matrix-vector product: one row
+    if len(dims) < 2 or min(dims[-2:]) > GEMV_ROWS:
+        return kernel
+    return replace(kernel, variant="gemv", out_shape=dims)
+
+
 def _body_work(comp: list[_Instr]) -> tuple[str, float]:
     """The class of a fused body and the matrix FLOPs inside it."""
     types = {i.name: i.type_text for i in comp}
@@ -201,7 +219,8 @@ def _classify(instr: _Instr, comps: dict[str, list[_Instr]],
 def op_costs(kernels: Iterable[HloKernel]) -> tuple[OpCost, ...]:
     """The kernels as chipfit's operator records, identical ones merged."""
     return merge_ops(OpCost(k.opcode, k.op_class, k.dtype, k.flops, k.bytes_moved, 1, k.count,
-                            in_loop=k.in_loop) for k in kernels)
+                            k.variant, (k.out_shape,) if k.out_shape else (), k.in_loop)
+                     for k in kernels)
 
 
 def entry_kernels(text: str) -> list[HloKernel]:
@@ -273,4 +292,5 @@ def _kernel(instr: _Instr, comps: dict[str, list[_Instr]], types: dict[str, str]
     dtype = _DTYPE.get(shapes[0][0], shapes[0][0]) if shapes else "float32"
     if not flops and op_class != "memory":
         flops = float(elements)  # the one-FLOP-per-element convention
-    return HloKernel(instr.name, instr.opcode, op_class, dtype, flops, nbytes, elements, times)
+    return _gemv(HloKernel(instr.name, instr.opcode, op_class, dtype, flops, nbytes, elements,
+                           times), instr, body)
