@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from chipfit.analysis.roofline import Curve, Roofs, cpu_recurrent_seconds
 from chipfit.cost.records import OpCost
+from chipfit.timing import stats
 from chipfit.timing.contention import judge
 
 __all__ = ["MAX_BYTES_PER_S", "MAX_FLOPS_PER_S", "MAX_OVERHEAD_S", "CalPoint", "Calibration",
@@ -142,11 +143,7 @@ def recurrent_step_floor(cal: Calibration, roofs: Roofs) -> float:
         modelled = cpu_recurrent_seconds(op, replace(roofs, rnn_step_s=0.0))
         if modelled is not None and steps > 0:
             floors.append(max(0.0, (p.seconds - sum(modelled)) / steps))
-    if not floors:
-        return 0.0
-    floors.sort()
-    mid = len(floors) // 2
-    return floors[mid] if len(floors) % 2 else (floors[mid - 1] + floors[mid]) / 2
+    return stats.median(floors) if floors else 0.0
 
 
 def roofs_from_calibration(cal: Calibration, band: float | None = None,

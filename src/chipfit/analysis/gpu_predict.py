@@ -30,12 +30,11 @@ from chipfit.analysis.gpu_kernels import (
     rowwise_seconds,
 )
 from chipfit.analysis.gpu_precision import MATRIX, TENSOR_DTYPES, PrecisionChoice, gpu_precision
+from chipfit.cost.records import DTYPE_BYTES
 
 __all__ = ["GpuEstimate", "GpuModel", "HostCosts", "device_assumptions", "estimate",
            "missing_tensor_peak", "op_family", "op_seconds"]
 
-_DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "uint8": 1.0,
-                "float64": 8.0, "float8_e4m3fn": 1.0, "float8_e5m2": 1.0}
 _GEMM = {"mm", "addmm", "_addmm_activation", "linear", "matmul", "mv", "addmv", "dot", "vdot"}
 _BATCHED = {"bmm", "baddbmm"}
 _ATTENTION = {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
@@ -148,7 +147,7 @@ def _attention_dims(op: Any) -> tuple[float, float, float, float] | None:
 def op_seconds(op: Any, dev: GpuFigures, p: GpuParams,
                precision: Callable[[str, str], PrecisionChoice]) -> float:
     """Device seconds of one occurrence of ``op`` (all its kernels)."""
-    elem = _DTYPE_BYTES.get(op.dtype, 4.0)
+    elem = DTYPE_BYTES.get(op.dtype, 4.0)
     choice = precision(op.dtype, op.op_class)
     gemm_kw = {"peak": choice.peak, "efficiency": choice.efficiency, "elem_bytes": elem}
     if op.op in _GEMM or op.op in _BATCHED:

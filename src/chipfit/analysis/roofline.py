@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chipfit.cost.records import MATRIX_CLASSES, PROBE_ROWS, OpCost, WorkloadCosts
+from chipfit.cost.records import DTYPE_BYTES, MATRIX_CLASSES, PROBE_ROWS, OpCost, WorkloadCosts
 from chipfit.errors import UnsupportedError
 
 __all__ = ["BOUNDS", "ClassTime", "Curve", "Prediction", "Roofs", "catalog_roofs",
@@ -279,9 +279,6 @@ def spill_bandwidth(roofs: Roofs, working_set: float | None) -> float | None:
     return 1.0 / (spilled / beyond[-1] + (1.0 - spilled) / inside[-1])
 
 
-_DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
-
-
 def cpu_recurrent_seconds(op: OpCost, roofs: Roofs,
                           spill: float | None = None) -> tuple[float, float] | None:
     """(compute, memory) seconds of one fused CPU recurrent layer (oneDNN's
@@ -313,7 +310,7 @@ def cpu_recurrent_seconds(op: OpCost, roofs: Roofs,
     best = max(r for _, r in curve)
     x_flops = 2.0 * steps * batch * gated * inputs
     h_flops = 2.0 * batch * gated * hidden
-    w_bytes = float(gated * hidden * _DTYPE_BYTES.get(op.dtype, 4))
+    w_bytes = float(gated * hidden * DTYPE_BYTES.get(op.dtype, 4.0))
     # a step re-reads the weights the step before read: they stay in the cache whatever the
     # model's working set (``spill``), so only their first read may come from memory
     bandwidth = roofs.bandwidth_at(w_bytes)
@@ -337,10 +334,10 @@ def few_rows_rate(op: OpCost, roofs: Roofs) -> float | None:
     curves = dict(roofs.matmul)
     probes = [(rows, curves.get(f"{op.dtype}/{name}")) for name, rows in PROBE_ROWS]
     out = op.shapes[-1]
-    if len(probes) != 2 or not all(c for _, c in probes) or not out:
+    if not all(c for _, c in probes) or not out:
         return None
     rows = max(1, min(out[-2:]) if len(out) >= 2 else 1)
-    (r0, c0), (r1, c1) = probes
+    (r0, _), (r1, _) = probes
     low, high = (curve_rate(c, max(op.flops * r / rows, 1.0)) for r, c in probes)
     share = min(max(math.log(rows / r0) / math.log(r1 / r0), 0.0), 1.0)
     return math.exp(math.log(low) + share * (math.log(high) - math.log(low)))

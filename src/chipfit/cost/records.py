@@ -26,8 +26,8 @@ from typing import Any
 
 from chipfit.results import Cost
 
-__all__ = ["GEMV_ROWS", "MATRIX_CLASSES", "OP_CLASSES", "PROBE_ROWS", "SKINNY_ROWS", "OpCost",
-           "WorkloadCosts", "host_nbytes", "merge_ops", "rows_variant"]
+__all__ = ["DTYPE_BYTES", "GEMV_ROWS", "MATRIX_CLASSES", "OP_CLASSES", "PROBE_ROWS",
+           "SKINNY_ROWS", "OpCost", "WorkloadCosts", "host_nbytes", "merge_ops", "rows_variant"]
 
 OP_CLASSES = ("matmul", "conv", "attention", "recurrent", "norm", "pool", "reduction",
               "elementwise", "memory", "other", "view")
@@ -40,6 +40,9 @@ GEMV_ROWS = 8
 SKINNY_ROWS = 256
 #: The rows at which calibration measures each few-row path (a weight of ``k x k``).
 PROBE_ROWS = (("gemv", 1), ("skinny", 128))
+#: Bytes per element of the dtypes operators record (``OpCost.dtype``).
+DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "uint8": 1.0,
+               "float64": 8.0, "float8_e4m3fn": 1.0, "float8_e5m2": 1.0}
 
 
 def rows_variant(rows: int) -> str:

@@ -73,8 +73,8 @@ FORMAT = "chipfit-calibration"
 _UPGRADE = "upgrade chipfit or run chipfit calibrate again"
 
 MATMUL_SIDES = (48, 96, 192, 384, 768, 1536)
-# Few-row matmuls (rows x k @ k x k), per variant of chipfit.cost.torch.matmul_variant.
-MATMUL_ROWS = PROBE_ROWS
+# Few-row matmuls (rows x k @ k x k) at records.PROBE_ROWS, per variant of
+# chipfit.cost.records.rows_variant.
 MATMUL_ROWS_K = (256, 768, 2048)
 MATMUL_SIDES_QUICK = (48, 96, 192, 384, 768)
 CONV_SHAPES = ((16, 24), (32, 24), (48, 40), (64, 48), (96, 64))  # (channels, height=width)
@@ -436,7 +436,7 @@ def _measure_rows(run: _Run, dtype: str, overhead: float, matmul: dict[str, Curv
     """Curves for few-row matmuls (``<dtype>/gemv``, ``<dtype>/skinny``)."""
     if not hasattr(run.probes, "matmul_rows"):
         return
-    for variant, rows in MATMUL_ROWS:
+    for variant, rows in PROBE_ROWS:
         for k in MATMUL_ROWS_K:
             thunk, flops = run.probes.matmul_rows(rows, k, dtype)
             run.time(f"matmul_{variant}", dtype, f"{rows}x{k}", thunk, flops)
