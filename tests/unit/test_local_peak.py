@@ -147,3 +147,14 @@ def test_the_report_roof_of_a_cpu_is_never_below_its_measured_rate(monkeypatch) 
     plain = catalog_ceilings([Run("r", "bench", "2026-01-01", machine=(("fingerprint", "x"),),
                                   discovery=Discovery((device,)), measurements=(slow,))])
     assert plain["jax:cpu:0"].source == "catalog" and plain["jax:cpu:0"].flops == 166e9
+
+
+def test_int8_products_saturate_only_on_x86_without_vnni_or_amx():
+    from chipfit.hardware.cpu import INT8_DOT_FEATURES, int8_saturates
+
+    assert int8_saturates("x86_64", ("avx2", "fma"))
+    assert int8_saturates("AMD64", ())
+    for feature in INT8_DOT_FEATURES:
+        assert not int8_saturates("x86_64", ("avx2", feature))
+    assert not int8_saturates("aarch64", ("neon",))
+    assert not int8_saturates("arm64", ())

@@ -19,14 +19,15 @@ from dataclasses import dataclass
 
 from chipfit.results import Problem
 
-__all__ = ["ML_ISA_FEATURES", "Clock", "CpuFacts", "CpuInfo", "Peak", "best_peak", "cache_bytes",
-           "fp32_flops_per_cycle", "local_theoretical_peak", "max_clock", "parse_cpuinfo",
-           "probe_cpu", "theoretical_peak"]
+__all__ = ["INT8_DOT_FEATURES", "ML_ISA_FEATURES", "Clock", "CpuFacts", "CpuInfo", "Peak",
+           "best_peak", "cache_bytes", "fp32_flops_per_cycle", "int8_saturates",
+           "local_theoretical_peak", "max_clock", "parse_cpuinfo", "probe_cpu",
+           "theoretical_peak"]
 
 # ISA extensions that change what ML kernels a CPU can run fast, in display order.
 # Linux /proc/cpuinfo names; macOS and aarch64 names are mapped onto these below.
 ML_ISA_FEATURES = (
-    "sse4_2", "fma", "f16c", "avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16",
+    "sse4_2", "fma", "f16c", "avx", "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16",
     "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
     "neon", "asimddp", "bf16", "i8mm", "sve", "sve2", "sme",
 )
@@ -117,6 +118,20 @@ def probe_cpu() -> CpuFacts:
         arch=platform.machine(), cores=cores, threads=threads, memory_bytes=memory,
         isa=isa, problems=tuple(problems),
     )
+
+
+# Instructions that multiply int8 by int8 into int32 without an int16 intermediate: without
+# one, x86 int8 GEMMs (u8 x s8 through vpmaddubsw) saturate pairs of products in int16.
+INT8_DOT_FEATURES = ("avx_vnni", "avx512_vnni", "amx_int8")
+
+
+def int8_saturates(arch: str, isa: tuple[str, ...]) -> bool:
+    """Whether int8 matmuls on this CPU go through a saturating int16 step (x86 without
+    VNNI or AMX), where 8-bit weights lose accuracy and 7-bit ones (ONNX Runtime's
+    ``reduce_range``) do not. Pure: ``arch`` is ``platform.machine()``, ``isa`` what
+    :func:`probe_cpu` lists."""
+    x86 = arch.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+    return x86 and not any(f in isa for f in INT8_DOT_FEATURES)
 
 
 def maxrss_bytes() -> int:
