@@ -46,6 +46,11 @@ def test_catalog_lists_and_shows_sources(cli):
     (["predict", "matmul", "--hardware", "h100-sxm", "--batch", "7x"], "malformed"),
     (["validate", "--budget", "0"], "--budget must be positive"),
     (["calibrate", "--devices", "torch:cpux"], "did you mean 'torch:cpu'"),
+    (["predict", "mlp", "-H", "t4", "--no-measure", "--host-speed", "0"], "host speed must be"),
+    (["predict", "mlp", "-H", "t4", "--no-measure", "--host-speed", "nan"], "host speed must be"),
+    (["predict", "mlp", "-H", "t4", "--no-measure", "--host-speed", "1e999"], "host speed must"),
+    (["predict", "mlp", "-H", "t4", "--no-measure", "--host-speed", "fast"], "must be a number"),
+    (["advise", "mlp", "--no-measure", "--host-speed", "-2"], "host speed must be"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, args, expect):
     proc = cli(*args)
@@ -119,3 +124,25 @@ def test_validate_json_report(cli, home, tmp_path):
     pred = json.loads(cli("predict", "matmul", "--hardware", CPU1, "--batch", "64",
                           "--no-measure", "--json", env=home, check=True).stdout)
     assert "chipfit validate" in pred["rows"][0]["prediction"]["band_basis"]
+
+
+def test_a_host_bound_row_names_its_host_and_a_faster_host_is_faster(cli):
+    """Issue 24 item 5: batch-1 eager PyTorch on a GPU is set by the host CPU queueing it, so
+    the row says which host it assumes, its band holds the spread of the kernel data's hosts,
+    and --host-speed (the API's host_speed) prices the user's own host."""
+    import chipfit
+
+    def row(*extra: str) -> dict:
+        out = cli("predict", "mlp", "-H", "t4", "-s", "1", "--no-measure", "--json", *extra,
+                  check=True).stdout
+        return json.loads(out)["rows"][0]["prediction"]
+
+    slow, fast = row(), row("--host-speed", "4")
+    assert slow["host_s"] > slow["device_s"]  # host-bound at batch 1
+    assert any("the host CPU is the median host" in n for n in slow["notes"])
+    assert "spread of the kernel data's hosts" in slow["band_basis"]
+    assert fast["host_s"] == pytest.approx(slow["host_s"] / 4)
+    assert fast["device_s"] == pytest.approx(slow["device_s"])
+    assert fast["seconds"] < slow["seconds"]
+    api = chipfit.predict("mlp", 1, ["t4"], measure=False, host_speed=4)
+    assert api[0].prediction.seconds == pytest.approx(fast["seconds"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chipfit.analysis.gpu_kernels import (
@@ -56,17 +56,53 @@ class HostCosts:
 
     ``per_kernel`` comes from the fitted per-operator floors of the kernel data (dispatch +
     launch + synchronisation of one eager call) less ``sync`` (the synchronisation a queued
-    operator does not pay).
+    operator does not pay): the median over the kernel data's machines, the reference host.
+    ``machines`` is each of those machines' host relative to it (its floors over the median
+    floors, median over families: above 1 is a slower host), the evidence of how much a
+    host moves eager costs. ``speed`` is the host this prediction assumes, relative to the
+    reference (2: dispatches twice as fast); every cost is divided by it.
     """
 
     per_kernel: tuple[tuple[str, float], ...]
     view: float
     module: float
     source: str
+    machines: tuple[tuple[str, float], ...] = ()
+    speed: float = 1.0
 
     def kernel(self, family: str) -> float:
         table = dict(self.per_kernel)
-        return table.get(family, table.get("elementwise", 15e-6))
+        return table.get(family, table.get("elementwise", 15e-6)) / self.speed
+
+    @property
+    def view_s(self) -> float:
+        return self.view / self.speed
+
+    @property
+    def module_s(self) -> float:
+        return self.module / self.speed
+
+    def at_speed(self, speed: float) -> HostCosts:
+        """The same costs on a host ``speed`` times as fast as the reference."""
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"host speed must be a positive number, not {speed!r}")
+        return replace(self, speed=float(speed))
+
+    def machine_range(self) -> tuple[float, float]:
+        """(fastest, slowest) machine of the kernel data relative to the reference host;
+        (1, 1) when the fit kept none."""
+        factors = [f for _, f in self.machines] or [1.0]
+        return min(factors), max(factors)
+
+    def described(self) -> str:
+        """Which host the costs assume, in words (every host-bound note says it)."""
+        fast, slow = self.machine_range()
+        where = ("the median host of the kernel data's measurement servers"
+                 + (f" (theirs ranged {fast:.2f}-{slow:.2f}x its per-operator cost)"
+                    if self.machines else ""))
+        if self.speed == 1.0:
+            return where
+        return f"a host {self.speed:g}x as fast as {where}"
 
 
 @dataclass(frozen=True)
@@ -246,7 +282,7 @@ def eager_pipeline(costs: Any, host_costs: HostCosts, device_seconds: Callable[[
     kernels = [o for o in costs.ops if o.kernels]
     views = sum(o.count for o in costs.ops if not o.kernels)
     n_kernels = sum(o.count * o.kernels for o in kernels) or 1
-    spread = (views * host_costs.view + costs.module_calls * host_costs.module) / n_kernels
+    spread = (views * host_costs.view_s + costs.module_calls * host_costs.module_s) / n_kernels
     total = device = host = tail = 0.0
     by_class: dict[str, list[float]] = {}
     for o in kernels:
@@ -260,7 +296,7 @@ def eager_pipeline(costs: Any, host_costs: HostCosts, device_seconds: Callable[[
         acc[1] += o.count * o.kernels
     total += tail
     if not kernels:
-        host = views * host_costs.view + costs.module_calls * host_costs.module
+        host = views * host_costs.view_s + costs.module_calls * host_costs.module_s
         total = host
     return total, device, host, by_class
 
@@ -316,10 +352,10 @@ def to_prediction(est: GpuEstimate, costs: Any, dev: GpuFigures, model: GpuModel
                   f"{est.host_s * 1e3:.3g} ms vs device {est.device_s * 1e3:.3g} ms per call")
     if est.host_s >= est.device_s:
         # host-bound: the host, not this GPU, sets the time; say which host is assumed
-        assumptions = (*assumptions, "assumption: the host CPU is that of the kernel data's "
-                       f"measurement servers (eager dispatch per operator: {model.host.source}); "
-                       "this call is host-bound, so a faster or slower host moves it, the GPU "
-                       "does not")
+        assumptions = (*assumptions, f"assumption: the host CPU is {model.host.described()} "
+                       f"(eager dispatch per operator: {model.host.source}); this call is "
+                       "host-bound, so a faster or slower host moves it, the GPU does not "
+                       "(--host-speed says yours)")
     return Prediction(
         hardware=key, hardware_name=name, kind="gpu", workload=costs.workload, size=costs.size,
         dtype=costs.dtype, mode=costs.mode, seconds=est.seconds,

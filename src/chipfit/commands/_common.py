@@ -229,6 +229,25 @@ def add_catalog_flags(parser: argparse.ArgumentParser) -> None:
                         "providers, cheapest, or one provider (aws, gcp, lambda, runpod ...)")
 
 
+def _host_speed(text: str) -> float:
+    from chipfit.errors import InvalidInputError
+    from chipfit.predictors import check_host_speed
+
+    try:
+        return check_host_speed(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_host_speed_flag(parser: argparse.ArgumentParser) -> None:
+    """--host-speed: the host CPU that queues eager PyTorch on a catalog accelerator."""
+    parser.add_argument("--host-speed", type=_host_speed, default=1.0, metavar="X",
+                        help="your host CPU's eager PyTorch dispatch speed relative to the "
+                        "GPU kernel data's median server host (default 1; 2 = twice as fast, "
+                        "for example a current desktop CPU): it sets batch-1 eager times on "
+                        "accelerators, where the host, not the device, is the limit")
+
+
 def apply_catalog_flags(args: argparse.Namespace) -> None:
     """Make --catalog / --price-basis (or their absence) the catalog every layer loads, and
     read it now, so a bad file or basis is one line before any work."""

@@ -8,6 +8,7 @@ import contextlib
 from chipfit.commands._common import (
     Saver,
     add_catalog_flags,
+    add_host_speed_flag,
     add_ray_fleet_flags,
     csv_list,
     err,
@@ -72,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "--train-samples) or per 1M inferences")
     p.add_argument("--local-price", type=finite_float, metavar="USD", help="hourly price of this "
                    "machine, for the cost objective (the catalog prices only catalog devices)")
+    add_host_speed_flag(p)
     add_catalog_flags(p)
     p.add_argument("--train-samples", type=int, help="samples per epoch, for a time-to-train "
                    "estimate")
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                         progress=None if err.is_terminal else note,
                         stacks=csv_list(args.stacks),
                         timing=TimingConfig.quick() if args.quick else None,
-                        measure=not args.no_measure)
+                        measure=not args.no_measure, host_speed=args.host_speed)
     _print_notes(advice.workload)
     warn_if_busy(advice.run.measurements)
     train = (args.train_samples, args.epochs) if args.train_samples else None

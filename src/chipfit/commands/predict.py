@@ -6,6 +6,7 @@ import argparse
 
 from chipfit.commands._common import (
     add_catalog_flags,
+    add_host_speed_flag,
     csv_list,
     err,
     out,
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the fitted real-token share of the window")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
                    help="a factory model's input with the batch first, e.g. 1x3x224x224")
+    add_host_speed_flag(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--wide", action="store_true", help="every column, however narrow the "
                    "terminal")
@@ -86,7 +88,8 @@ def _rows(args: argparse.Namespace) -> list:
         return predict_workload(args.workload, csv_list(args.sizes or ""),
                                 csv_list(args.hardware), dtype=dtype, mode=args.mode,
                                 stack=args.stack, tensors=args.tensors,
-                                measure=not args.no_measure, progress=say)
+                                measure=not args.no_measure, host_speed=args.host_speed,
+                                progress=say)
     from chipfit.errors import InvalidInputError
 
     sizes = csv_list(args.sizes or "1")
@@ -101,7 +104,7 @@ def _rows(args: argparse.Namespace) -> list:
                                 "--hardware h100-sxm,t4 (chipfit catalog lists them)")
     return predict_model(args.workload, hardware, batch=int(sizes[0]), seq_len=args.seq_len,
                          mode=args.mode or "inference", dtype=dtype, inputs=args.input,
-                         stack=args.stack, progress=say)
+                         stack=args.stack, host_speed=args.host_speed, progress=say)
 
 
 def run(args: argparse.Namespace) -> int:

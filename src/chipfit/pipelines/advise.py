@@ -356,7 +356,7 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
            timing: TimingConfig | None = None, on_result: Any = None,
            local_price: float | None = None, store: Any = None,
            progress: Any = None, stacks: Sequence[str] = ("eager",),
-           measure: bool = True) -> Advice:
+           measure: bool = True, host_speed: float = 1.0) -> Advice:
     """Which processor should run ``model``, measured here and predicted elsewhere, and why.
 
     ``local_price`` (USD per hour) prices the local devices the catalog has no price for, so
@@ -367,14 +367,19 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     are measured on the local devices at the target batch; predicted ones (``tensorrt`` for
     catalog GPUs, ``engine`` for every catalog device) are fused int8 engines predicted on
     top of the eager prediction. ``measure=False`` (``--no-measure``) measures nothing here:
-    only catalog hardware is ranked, every figure predicted.
+    only catalog hardware is ranked, every figure predicted. ``host_speed`` is the host CPU
+    that queues eager PyTorch on a catalog accelerator, relative to the kernel data's median
+    host (:func:`chipfit.predictors.check_host_speed`).
     """
     from chipfit.backends import all_backends
     from chipfit.discovery import backends_named, discover
     from chipfit.hardware.catalog import load_catalog
     from chipfit.predictors.engine import token_window
 
+    from chipfit.predictors import check_host_speed
+
     say = progress or (lambda text: None)
+    host_speed = check_host_speed(host_speed)
     dtype = parse_dtype(dtype)
     local_stacks, engine_stacks = split_stacks(stacks, mode)
     workload = resolve_model(model, example_inputs, weights=weights, trust_pickle=trust_pickle)
@@ -431,7 +436,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     for spec in specs:
         try:
             preds, train_pred = _catalog_preds(spec, workload, sizes, target, dtype, mode,
-                                               train_samples, costs, train_costs, gpu_costs)
+                                               train_samples, costs, train_costs, gpu_costs,
+                                               host_speed)
         except UnsupportedError as exc:  # a catalog device without the figures it needs:
             say(f"not predicted: {exc} (chipfit catalog --check lists every gap)")
             continue  # set aside with the reason; the other devices are answered
@@ -461,7 +467,8 @@ def _shape_costs(workload: Workload, size: str, dtype: str, mode: str,
 
 def _catalog_preds(spec: Any, workload: Workload, sizes: Sequence[int], target: int,
                    dtype: str, mode: str, train_samples: int | None, cpu_costs: dict[int, Any],
-                   cpu_train: Any, gpu_cache: dict[Any, Any]) -> tuple[Any, Any]:
+                   cpu_train: Any, gpu_cache: dict[Any, Any], host_speed: float = 1.0
+                   ) -> tuple[Any, Any]:
     """Predictions of catalog device ``spec`` from the one predictor, in the framework and
     on the trace its kind needs (torch on accelerators: GPU-flavoured; a TPU: JAX where the
     workload has a JAX builder), each trace made once per size and shared by every device."""
@@ -480,9 +487,10 @@ def _catalog_preds(spec: Any, workload: Workload, sizes: Sequence[int], target: 
                                                        gpu=flavour == "gpu", backend=framework)
         return gpu_cache[flavour, size, m]
 
-    preds = {s: predict_catalog(costs(s, mode), spec.key, framework=framework) for s in sizes}
-    train = (predict_catalog(costs(target, "train"), spec.key, framework=framework)
-             if train_samples else None)
+    preds = {s: predict_catalog(costs(s, mode), spec.key, framework=framework,
+                                host_speed=host_speed) for s in sizes}
+    train = (predict_catalog(costs(target, "train"), spec.key, framework=framework,
+                             host_speed=host_speed) if train_samples else None)
     return preds, train
 
 

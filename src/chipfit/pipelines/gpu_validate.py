@@ -79,16 +79,24 @@ def fit_all(rows: Mapping[str, Any], exclude: str | None = None) -> dict[str, Fi
 
 
 def host_costs(fits: Mapping[str, FitResult]) -> HostCosts:
-    """Eager host cost per family: the median fitted floor over GPUs, less the sync."""
+    """Eager host cost per family: the median fitted floor over GPUs, less the sync; and each
+    GPU's machine relative to that median host (its floors over the family medians, median
+    over families: the five servers' hosts differ, not their GPUs' tiny kernels)."""
     per_op: dict[str, list[float]] = {}
+    per_gpu: dict[str, dict[str, list[float]]] = {}
     for fit in fits.values():
-        for (_, op), value in fit.floors.items():
+        for (gpu, op), value in fit.floors.items():
             family = op if op in ("linear", "bmm", "conv", "ln", "softmax") else "elementwise"
             per_op.setdefault(family, []).append(value)
-    table = tuple(sorted((f, max(float(np.median(v)) - SYNC_S, 1e-6)) for f, v in per_op.items()))
+            per_gpu.setdefault(str(gpu), {}).setdefault(family, []).append(value)
+    median = {f: float(np.median(v)) for f, v in per_op.items()}
+    table = tuple(sorted((f, max(m - SYNC_S, 1e-6)) for f, m in median.items()))
+    machines = tuple(sorted(
+        (gpu, round(float(np.median([v / median[f] for f, vs in fams.items() for v in vs])), 3))
+        for gpu, fams in per_gpu.items()))
     return HostCosts(table, VIEW_S, MODULE_S,
                      "median per-operator floor of synchronous eager calls in the NeuSight "
-                     f"kernel data, less {SYNC_S * 1e6:.0f} us of synchronisation")
+                     f"kernel data, less {SYNC_S * 1e6:.0f} us of synchronisation", machines)
 
 
 def kernel_logo(rows: Mapping[str, Any], fits_without: Mapping[str, Mapping[str, FitResult]]
@@ -285,7 +293,8 @@ def model_json(result: Mapping[str, Any], data_dir: str | Path) -> dict[str, Any
         },
         "params": dict(model.params.values),
         "host": {"per_kernel_s": dict(model.host.per_kernel), "view_s": model.host.view,
-                 "module_s": model.host.module, "source": model.host.source},
+                 "module_s": model.host.module, "source": model.host.source,
+                 "machines": dict(model.host.machines)},
         "band": model.band, "band_basis": model.band_basis,
         "errors": {
             "kernels_logo_mape": result["kernels_logo"],

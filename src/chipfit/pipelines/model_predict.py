@@ -92,9 +92,12 @@ def _trace_factory(spec: str, batch: int, mode: str, dtype: str, inputs: Sequenc
 
 def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1,
                   seq_len: int | None = None, mode: str = "inference", dtype: str = "float32",
-                  inputs: Sequence[str] = (), stack: str = "eager",
+                  inputs: Sequence[str] = (), stack: str = "eager", host_speed: float = 1.0,
                   progress: Callable[[str], None] | None = None) -> list[Any]:
     """Predict ``spec`` (config.json or factory) on catalog hardware; rows as ``predict``'s.
+
+    ``host_speed``: the host CPU queueing eager PyTorch on an accelerator, relative to the
+    kernel data's median host (:func:`chipfit.predictors.check_host_speed`).
 
     ``seq_len`` is a config's tokens per sequence (None: :data:`DEFAULT_SEQ_LEN`).
     ``stack`` other than eager predicts a fused engine at precision ``dtype`` on top of the
@@ -110,9 +113,11 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1,
 
     if mode not in ("inference", "train"):
         raise InvalidInputError(f"mode must be inference or train, not {mode!r}")
+    from chipfit.predictors import check_host_speed
     from chipfit.predictors.engine import engine_precision, resolve_stack
     from chipfit.workloads.config_schema import MAX_BATCH, MAX_TOKENS, check_run_size
 
+    host_speed = check_host_speed(host_speed)
     check_run_size("--batch", batch, MAX_BATCH)  # before anything is loaded or traced
     check_run_size("--seq-len", seq_len, MAX_TOKENS)
 
@@ -138,7 +143,7 @@ def predict_model(spec: str, hardware: Sequence[str], *, batch: int = 1,
 
     rows = []
     for key in hardware:
-        pred = fit_checked(predict_catalog(costs, key), costs.memory_bytes,
+        pred = fit_checked(predict_catalog(costs, key, host_speed=host_speed), costs.memory_bytes,
                            catalog[key].memory_bytes)
         rows.append(PredictRow(Target(key, False, catalog[key].kind, catalog[key].name), pred))
     if stack == "eager":

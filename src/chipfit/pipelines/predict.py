@@ -149,8 +149,12 @@ def backend_for(target: Target, workload: Any) -> str:
 def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str] = (LOCAL,), *,
                      dtype: str = "float32", mode: str | None = None, tensors: str = "auto",
                      measure: bool = True, timing: Any = None, stack: str = "eager",
+                     host_speed: float = 1.0,
                      progress: Callable[[str], None] | None = None) -> list[PredictRow]:
     """Predict ``workload`` at each size on each hardware target; measure the local ones.
+
+    ``host_speed``: the host CPU queueing eager PyTorch on a catalog accelerator, relative
+    to the kernel data's median host (:func:`chipfit.predictors.check_host_speed`).
 
     ``stack`` other than ``eager`` (``tensorrt``, ``engine``: :mod:`chipfit.analysis.stacks`)
     predicts a fused inference engine at precision ``dtype`` (``int8``, ``float16``) on top of
@@ -158,10 +162,12 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
     """
     from chipfit.discovery import backends_named, discover
     from chipfit.errors import InvalidInputError
+    from chipfit.predictors import check_host_speed
     from chipfit.predictors.engine import engine_precision, resolve_stack, token_window
     from chipfit.spec import parse_dtype
     from chipfit.workloads import get_workload
 
+    host_speed = check_host_speed(host_speed)
     wl = get_workload(workload)
     stack = resolve_stack(stack)
     precision = engine_precision(dtype) if stack != "eager" else ""
@@ -210,7 +216,7 @@ def predict_workload(workload: str, sizes: Sequence[str], hardware: Sequence[str
                 costs[size, flavour] = _extract(wl, size, dtype, mode, backend, tensors,
                                                 flavour == "gpu")
             row = _row(wl, target, roofs, costs[size, flavour], measure, timing, discovery,
-                       progress)
+                       progress, host_speed)
             rows.append(_engine_row(row, stack, precision, costs[size, flavour],
                                     token_window(wl)) if stack != "eager" else row)
     if skipped and not rows:
@@ -258,14 +264,16 @@ def _engine_row(row: PredictRow, stack: str, precision: str, costs: WorkloadCost
 
 
 def _row(wl: Any, target: Target, roofs: Roofs | None, costs: WorkloadCosts, measure: bool,
-         timing: Any, discovery: Any, progress: Callable[[str], None] | None) -> PredictRow:
+         timing: Any, discovery: Any, progress: Callable[[str], None] | None,
+         host_speed: float = 1.0) -> PredictRow:
     if target.local:
         pred = predict_local(costs, roofs)
         have = roofs.memory_bytes
     else:
         from chipfit.hardware.catalog import load_catalog
 
-        pred = predict_catalog(costs, target.key, framework=costs.backend)
+        pred = predict_catalog(costs, target.key, framework=costs.backend,
+                               host_speed=host_speed)
         have = load_catalog()[target.key].memory_bytes
     pred = fit_checked(pred, wl.memory_estimate(costs.size, costs.dtype, costs.mode), have)
     notes = []

@@ -2,10 +2,12 @@
 
 from chipfit.predictors.core import (
     CALIBRATED,
+    HOST_SPEEDS,
     KERNEL_MODEL,
     ROOFLINE,
     ROOFLINE_LABEL,
     band_for,
+    check_host_speed,
     framework_for,
     predict_catalog,
     predict_local,
@@ -14,5 +16,6 @@ from chipfit.predictors.core import (
     trace_flavour,
 )
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "ROOFLINE_LABEL", "band_for", "framework_for",
-           "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]
+__all__ = ["CALIBRATED", "HOST_SPEEDS", "KERNEL_MODEL", "ROOFLINE", "ROOFLINE_LABEL", "band_for",
+           "check_host_speed", "framework_for", "predict_catalog", "predict_local", "route_for",
+           "stratum_for", "trace_flavour"]

@@ -28,8 +28,8 @@ from typing import Any
 from chipfit.analysis.roofline import ClassTime, Prediction, Roofs, predict
 from chipfit.errors import UnknownNameError
 
-__all__ = ["CALIBRATED", "KERNEL_MODEL", "ROOFLINE", "assumption_notes", "band_for",
-           "framework_for", "gpu_stratum", "widened_band",
+__all__ = ["CALIBRATED", "HOST_SPEEDS", "KERNEL_MODEL", "ROOFLINE", "assumption_notes",
+           "band_for", "check_host_speed", "framework_for", "gpu_stratum", "widened_band",
            "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]
 
 KERNEL_MODEL = "gpu-kernel-model"
@@ -130,12 +130,16 @@ def band_for(stratum: str, fallback: float | None = None, fallback_basis: str = 
 
 
 def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
-                    stack: str = "eager") -> Prediction:
+                    stack: str = "eager", host_speed: float = 1.0) -> Prediction:
     """Predict one call of ``costs`` on catalog device ``key`` through its route.
 
     ``costs`` must be traced with :func:`trace_flavour` of the device (a torch model for an
-    accelerator: the ``gpu`` flavour). Raises :class:`~chipfit.errors.UnsupportedError`
-    when the catalog lacks the figures the route needs for this dtype.
+    accelerator: the ``gpu`` flavour). ``host_speed`` is the host CPU that queues eager
+    PyTorch for an accelerator, relative to the kernel data's median host (2: dispatches
+    twice as fast; :func:`check_host_speed`); where the call is host-bound its band also
+    holds the spread of the kernel data's hosts. Raises
+    :class:`~chipfit.errors.UnsupportedError` when the catalog lacks the figures the route
+    needs for this dtype.
     """
     from chipfit.analysis.roofline import catalog_roofs
 
@@ -147,10 +151,11 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
     route = route_for(key)
     eager_accel = spec.kind in ACCELERATOR_KINDS and framework == "torch"
     calibration = 0.0  # the spread of a published calibration the row leans on
+    host_speed = check_host_speed(host_speed)
     if route == KERNEL_MODEL:
-        pred, calibration = _kernel_model(costs, key, framework, roofs)
+        pred, calibration = _kernel_model(costs, key, framework, roofs, host_speed)
     elif eager_accel:
-        pred = _roofline_eager(costs, roofs)
+        pred = _roofline_eager(costs, roofs, host_speed)
     else:
         pred = predict(costs, roofs)  # a CPU (host + device on the same cores) or an XLA program
     stratum = stratum_for(key, stack)
@@ -159,6 +164,8 @@ def predict_catalog(costs: Any, key: str, *, framework: str = "torch",
                            pred.band_basis)
     if calibration:
         band, basis = widened_band(band, basis, calibration)
+    if eager_accel and pred.host_s >= pred.device_s > 0:
+        band, basis = _host_widened(band, basis)
     notes = pred.notes
     if route == ROOFLINE:
         notes = (*assumption_notes(pred.efficiency), *notes)
@@ -194,7 +201,42 @@ def widened_band(band: float, basis: str, spread: float) -> tuple[float, str]:
                   "SGEMM figures the single-issue factor is calibrated on")
 
 
-def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs
+#: The host speeds ``--host-speed`` accepts (relative to the kernel data's median host).
+HOST_SPEEDS = (0.1, 10.0)
+
+
+def check_host_speed(speed: Any) -> float:
+    """``speed`` as a host speed, or :class:`~chipfit.errors.InvalidInputError` (one line)."""
+    from chipfit.errors import InvalidInputError
+
+    low, high = HOST_SPEEDS
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"host speed must be a number, not {speed!r}") from None
+    if isinstance(speed, bool) or not low <= value <= high:  # NaN fails both comparisons
+        raise InvalidInputError(f"host speed must be between {low:g} and {high:g} times the "
+                                f"reference host, not {speed!r}")
+    return value
+
+
+def _host_widened(band: float, basis: str) -> tuple[float, str]:
+    """A host-bound eager call moves with its host, which the kernel data shows varying from
+    server to server: the band holds that spread too."""
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    fast, slow = shipped_gpu_model().host.machine_range()
+    spread = max(slow - 1.0, 1.0 / fast - 1.0)
+    if spread <= 0:
+        return band, basis
+    import math
+
+    wide = math.expm1(math.hypot(math.log1p(band), math.log1p(spread)))
+    return wide, (f"{basis}, widened by the {fast:.2f}-{slow:.2f}x spread of the kernel "
+                  "data's hosts (this call is host-bound)")
+
+
+def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs, host_speed: float = 1.0
                   ) -> tuple[Prediction, float]:
     """The kernel-model prediction and the calibration spread it leans on (0 where none:
     the spread of the single-issue SGEMM factor where FP32 matrix work runs on such SMs)."""
@@ -208,6 +250,8 @@ def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs
     dev = gpu_figures()[key]
     notes = tuple(n for n in roofs.notes if "host link" in n)
     model = shipped_gpu_model()
+    if host_speed != 1.0:
+        model = replace(model, host=model.host.at_speed(host_speed))
     est = estimate(costs, dev, model, framework)
     pred = to_prediction(est, costs, dev, model, key=key, name=dev.name,
                          transfer_s=transfer_seconds(costs, roofs),
@@ -217,7 +261,7 @@ def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs
     return replace(pred, host_s=est.host_s, device_s=est.device_s), spread
 
 
-def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
+def _roofline_eager(costs: Any, roofs: Roofs, host_speed: float = 1.0) -> Prediction:
     """Eager PyTorch on an accelerator without kernel models: the roofline prices each
     operator's device time, the fitted eager host model its dispatch (the same pipeline as
     the kernel-model route, so the two routes differ only in the device side)."""
@@ -226,7 +270,7 @@ def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
     from chipfit.predictors.fits import shipped_gpu_model
 
     model = shipped_gpu_model()
-    host_costs = model.host
+    host_costs = model.host.at_speed(host_speed)
     # a recurrent step's latency floor: the kernel models' fitted one (cuDNN on the five
     # GPUs of the kernel data); for other devices an assumption, stated in the note
     step = float(model.params["rnn_step_us"]) * 1e-6
@@ -253,7 +297,7 @@ def _roofline_eager(costs: Any, roofs: Roofs) -> Prediction:
     launch = max(total - compute - memory, 0.0)
     parts = {"compute": compute, "memory": memory, "launch": launch}
     note = (f"eager host {host * 1e3:.3g} ms vs device {device * 1e3:.3g} ms per call "
-            f"(host: {host_costs.source})")
+            f"(host: {host_costs.described()}; {host_costs.source})")
     if any(o.op_class == "recurrent" for o in costs.ops):
         note += (f"; recurrent steps at least {step * 1e6:.3g} us each (the kernel models' "
                  "fitted cuDNN step floor, assumed for this device)")

@@ -48,7 +48,9 @@ def load_gpu_model(text: str | None = None) -> GpuModel:
                  for k, v in data.get("provenance", {}).items())
     return GpuModel(GpuParams.of(data["params"]),
                     HostCosts(tuple(sorted(host["per_kernel_s"].items())), host["view_s"],
-                              host["module_s"], host["source"]),
+                              host["module_s"], host["source"],
+                              tuple(sorted((str(k), float(v))
+                                           for k, v in host.get("machines", {}).items()))),
                     float(data["band"]), str(data["band_basis"]), prov)
 
 
