@@ -74,7 +74,8 @@ def test_built_ins_and_configs_share_one_rule():
     config = token_window(seq_len=None, default_seq_len=DEFAULT_SEQ_LEN, flag="--seq-len")
     assert builtin == TokenWindow(128) and (config.window, config.given) == (128, False)
     fraction = shipped_engine_fit()[0].token_fraction
-    assert real_tokens(builtin, fraction)[0] == real_tokens(config, fraction)[0] == 47
+    assert real_tokens(builtin, fraction)[0] == real_tokens(config, fraction)[0] == round(
+        128 * fraction)
     assert token_window(seq_len=300, default_seq_len=128) == TokenWindow(300, given=True)
     assert token_window(get_workload("resnet50")) == NOT_TOKENS  # images: no token rule
     assert token_window(get_workload("vit-base")) == NOT_TOKENS  # patches are never padding
@@ -84,14 +85,17 @@ def test_built_ins_and_configs_share_one_rule():
 
 
 def test_the_engine_prices_the_real_tokens_by_the_fit_scaling():
+    from chipfit.predictors.core import sustained_share
+
     spec = load_catalog()["t4"]
     fit = shipped_engine_fit()[0]
     pred = predict_engine(_eager(), spec, "tensorrt", "int8", tokens=TokenWindow(128))
-    scaled = engine_prediction(tokens_scaled(_eager(), 47 / 128),
-                               hardware_from_spec(spec, "int8"), fit, stack="tensorrt",
-                               precision="int8")
+    real = round(128 * fit.token_fraction)
+    scaled = engine_prediction(tokens_scaled(_eager(), real / 128),
+                               hardware_from_spec(spec, "int8", sustained=sustained_share("t4")),
+                               fit, stack="tensorrt", precision="int8")
     assert pred.seconds == pytest.approx(scaled.seconds)
-    assert pred.notes[0].startswith("tokens: priced at 47 real tokens of the 128-token window")
+    assert pred.notes[0].startswith(f"tokens: priced at {real} real tokens of the 128-token")
     full = predict_engine(_eager(), spec, "tensorrt", "int8",
                           tokens=TokenWindow(128, given=True, flag="--seq-len"))
     assert full.seconds > pred.seconds and "as given" in full.notes[0]

@@ -230,7 +230,11 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
                  elem_bytes: float = 4.0) -> np.ndarray:
     """Device seconds of ``b`` GEMMs of (m x k)·(k x n) (arrays broadcast).
 
-    ``peak``/``efficiency`` override the FP32 SIMT rate (tensor-core precisions). A tile
+    ``peak``/``efficiency`` override the FP32 SIMT rate (tensor-core precisions); a board
+    under its power cap holds the same share of its boost clock for either
+    (:func:`sustained_fraction`: a 70 W T4 runs a 4096^3 FP16 cuBLAS GEMM at about 24 of its
+    65 TFLOP/s, NVIDIA developer forum thread 264462, "About GPU peak performance", where
+    NVIDIA's reply puts it down to power capping; this model: 26). A tile
     larger than the matrix only does the work of the rows and columns it covers, rounded up
     to ``gemm_gran`` (threads past the edge are predicated off in groups). Batched GEMMs
     (``b > 1``) run one large tile shape and no split-K, as cuBLAS's batched kernels do in
@@ -241,6 +245,9 @@ def gemm_seconds(dev: GpuFigures, p: GpuParams, b: Any, m: Any, n: Any, k: Any, 
         peak = dev.fp32_flops * sustained_fraction(dev, p)
         e_max = _simt_e_max(dev, p)
     else:
+        # tensor-core efficiencies are measured on boards above the power knee (MAMF: A100,
+        # H100, GH200), so the cap applies on top of them as it does to the FP32 lanes
+        peak = peak * sustained_fraction(dev, p)
         e_max = efficiency if efficiency is not None else p["gemm_e_max"]
     per_sm = peak / dev.sms
     bw = dev.bandwidth * p["mem_eff"]

@@ -397,13 +397,17 @@ def median(values: Iterable[float]) -> float:
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
-def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1) -> EngineHardware:
+def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1,
+                       sustained: float = 1.0) -> EngineHardware:
     """An :class:`EngineHardware` from a catalog spec (``HardwareSpec``), ``count`` devices.
 
+    ``sustained`` is the share of its boost clock the board holds under dense math (a 70 W
+    T4 about half: :func:`chipfit.analysis.gpu_kernels.sustained_fraction`, which the
+    caller evaluates): the peak an engine reaches a fraction of is the sustained one.
     A spec without ``precision``'s peak gets peak 0 and ``missing_peak`` set: its engine
     time is unknown (:func:`unknown_engine_prediction`), never priced at another peak."""
     wanted = peak_name(precision)
-    peak = spec.peak(wanted) or 0.0
+    peak = (spec.peak(wanted) or 0.0) * sustained
     if not spec.memory_bw:
         from chipfit.errors import UnsupportedError
 
@@ -413,7 +417,9 @@ def hardware_from_spec(spec: HardwareSpec, precision: str, count: int = 1) -> En
     name = spec.name if count == 1 else f"{count}x {spec.name}"
     key = spec.key if count == 1 else f"{count}x {spec.key}"
     missing = "" if peak else wanted
-    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, "", missing,
+    note = (f"the {wanted} peak x {sustained:.2f}: the clock {spec.name} sustains under its "
+            "power cap (the kernel models' fitted power term)" if peak and sustained < 1 else "")
+    return EngineHardware(key, name, spec.kind, peak * count, bandwidth * count, note, missing,
                           "" if missing else wanted)
 
 

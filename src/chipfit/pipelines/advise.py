@@ -374,9 +374,8 @@ def advise(model: Any, example_inputs: Any = None, *, objective: str = "latency"
     from chipfit.backends import all_backends
     from chipfit.discovery import backends_named, discover
     from chipfit.hardware.catalog import load_catalog
-    from chipfit.predictors.engine import token_window
-
     from chipfit.predictors import check_host_speed
+    from chipfit.predictors.engine import token_window
 
     say = progress or (lambda text: None)
     host_speed = check_host_speed(host_speed)

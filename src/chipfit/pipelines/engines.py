@@ -28,6 +28,7 @@ from chipfit.analysis.stacks import (
     leave_one_out,
     summary,
 )
+from chipfit.predictors.core import sustained_share
 from chipfit.predictors.engine import (  # the predictor side, re-exported for callers here
     engine_precision,
     predict_engine,
@@ -71,7 +72,7 @@ def engine_rows(models: tuple[str, ...] | None = None) -> list[EngineRow]:
         eager = from_operators(predict(costs, scaled(catalog_roofs(spec, "torch"), count)),
                                costs.ops)
         precision = _precision(row)
-        hardware = hardware_from_spec(spec, precision, count)
+        hardware = hardware_from_spec(spec, precision, count, sustained_share(spec.key))
         if hardware.missing_peak:
             continue  # no catalog peak at the row's precision: nothing to fit it on
         value = float(row["value"])

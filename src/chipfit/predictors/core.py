@@ -30,7 +30,8 @@ from chipfit.errors import UnknownNameError
 
 __all__ = ["CALIBRATED", "HOST_SPEEDS", "KERNEL_MODEL", "ROOFLINE", "assumption_notes",
            "band_for", "check_host_speed", "framework_for", "gpu_stratum", "widened_band",
-           "predict_catalog", "predict_local", "route_for", "stratum_for", "trace_flavour"]
+           "predict_catalog", "predict_local", "route_for", "stratum_for", "sustained_share",
+           "trace_flavour"]
 
 KERNEL_MODEL = "gpu-kernel-model"
 ROOFLINE = "roofline"
@@ -199,6 +200,17 @@ def widened_band(band: float, basis: str, spread: float) -> tuple[float, str]:
     wide = math.expm1(math.hypot(math.log1p(band), math.log1p(spread)))
     return wide, (f"{basis}, widened by the +-{spread * 100:.0f}% spread of the published "
                   "SGEMM figures the single-issue factor is calibrated on")
+
+
+def sustained_share(key: str) -> float:
+    """The share of its boost clock catalog GPU ``key`` holds under dense math (its power cap,
+    by the kernel models' fitted power term); 1 for devices without architecture figures."""
+    from chipfit.analysis.gpu_kernels import sustained_fraction
+    from chipfit.hardware.gpu_arch import gpu_figures
+    from chipfit.predictors.fits import shipped_gpu_model
+
+    dev = gpu_figures().get(key)
+    return 1.0 if dev is None else sustained_fraction(dev, shipped_gpu_model().params)
 
 
 #: The host speeds ``--host-speed`` accepts (relative to the kernel data's median host).

@@ -124,7 +124,9 @@ def predict_engine(eager: Prediction, spec: Any, stack: str, precision: str,
     fit, loo_median, rows = shipped_engine_fit()
     band, basis = band_for("engine", loo_median,
                            f"leave-one-out median error over {rows} published MLPerf rows")
-    hardware = hardware_from_spec(spec, precision, count)
+    from chipfit.predictors.core import sustained_share
+
+    hardware = hardware_from_spec(spec, precision, count, sustained_share(spec.key))
     notes: tuple[str, ...] = ()
     if tokens is not None and tokens.window and not hardware.missing_peak:
         real, note = real_tokens(tokens, fit.token_fraction)
