@@ -79,7 +79,13 @@ def test_compare_flags_an_injected_2x_slowdown(history, cli, tmp_path: Path) -> 
     # ("unsure" when its chunks overlap, "unchanged" when its own drift exceeds the change),
     # never flagged; every quiet point is flagged.
     quiet = [p for p in data["points"] if not p["contended"]]
-    assert data["regressions"] == len(quiet)
+    if data["regressions"] < len(quiet) and WATCH.busy:
+        # a neighbour chipfit did not see (it watches its own cores between timing windows)
+        # can widen a run's own drift past the 2x change: this test's reading saw one
+        pytest.skip(f"another process shared the machine: {WATCH.describe()}, which chipfit's "
+                    "evidence did not show; its drift may hide the change "
+                    f"({[p['verdict'] for p in data['points']]})")
+    assert data["regressions"] == len(quiet), WATCH.describe()
     assert proc.returncode == (1 if quiet else 0), proc.stderr
     assert f"{len(quiet)} regression(s)" in proc.stdout
     for point in data["points"]:
