@@ -277,12 +277,18 @@ def _eff(spec: Any, name: str, fallback: str = "matmul") -> float:
 
 
 def catalog_device(spec: Any) -> LlmDevice:
-    """A catalog entry as achievable rates: peaks x the catalog's documented efficiencies."""
-    mm = _eff(spec, "matmul")
+    """A catalog entry as achievable rates: peaks x the catalog's documented efficiencies x
+    the share of its boost clock a GPU holds under its power cap (as the kernel route and
+    the engine layer price it: ``predictors.sustained_share``)."""
+    from chipfit.predictors import sustained_share
+
+    held = sustained_share(spec.key)
+    mm = _eff(spec, "matmul") * held
     curves = {"float32": _flat(spec.peak("fp32") and spec.peak("fp32") * mm),
               "bfloat16": _flat(spec.peak("bf16") and spec.peak("bf16") * mm),
               "float16": _flat(spec.peak("fp16") and spec.peak("fp16") * mm),
-              "float8": _flat(spec.peak("fp8") and spec.peak("fp8") * _eff(spec, "matmul_fp8"))}
+              "float8": _flat(spec.peak("fp8") and spec.peak("fp8") * _eff(spec, "matmul_fp8")
+                              * held)}
     if spec.memory_bw is None:
         raise InvalidInputError(f"{spec.key}: memory bandwidth is not in the catalog")
     us = 1e-6
@@ -298,7 +304,10 @@ def catalog_device(spec: Any) -> LlmDevice:
         overlapped=spec.kind != "cpu", overhead_bytes=OVERHEAD_BYTES.get(spec.kind, 1e9),
         tdp_w=spec.tdp_w, price_usd_hr=spec.price_usd_hr, basis="catalog",
         notes=(() if link else (f"{spec.key}: no interconnect bandwidth in the catalog, so no "
-                                "multi-device prediction",)))
+                                "multi-device prediction",))
+        + ((f"{spec.key}: matrix peaks x {held:.2f}, the boost-clock share it holds under its "
+            f"{spec.tdp_w:.0f} W power cap (the GPU kernel models' fitted power term)",)
+           if held < 1 and spec.tdp_w else ()))
 
 
 #: a device-to-device link assumed where the catalog has none: PCIe 4.0 x16, ~25 GB/s per
