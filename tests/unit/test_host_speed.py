@@ -71,3 +71,24 @@ def test_a_faster_host_never_makes_a_call_slower_nor_faster_than_its_device(
     assert dev_fast == pytest.approx(dev_slow) and host_fast <= host_slow * (1 + 1e-12)
     assert t_fast >= dev_fast * (1 - 1e-12)  # the device's own time is never hidden
     assert t_slow >= host_slow * (1 - 1e-12) or not any(o.kernels for o in operators)
+
+
+def test_every_route_holds_a_power_capped_board_to_the_same_sustained_share():
+    """The kernel route, the engine layer and the LLM rates price a 70 W T4's matrix peaks
+    at one sustained-clock share, and a 700 W H100 at its full peak."""
+    from chipfit.analysis.stacks import hardware_from_spec
+    from chipfit.hardware.catalog import load_catalog
+    from chipfit.pipelines.llm import catalog_device
+    from chipfit.predictors import sustained_share
+
+    catalog = load_catalog()
+    t4, h100 = sustained_share("t4"), sustained_share("h100-sxm")
+    assert 0.3 < t4 < 0.8 and h100 == 1.0 and sustained_share("tpu-v5e") == 1.0
+    rate = dict(catalog_device(catalog["t4"]).matmul)["float16"][0][1]
+    assert rate == pytest.approx(catalog["t4"].peak("fp16")
+                                 * catalog["t4"].efficiency("matmul").value * t4)
+    assert any("power cap" in n for n in catalog_device(catalog["t4"]).notes)
+    assert not any("power cap" in n for n in catalog_device(catalog["h100-sxm"]).notes)
+    engine = hardware_from_spec(catalog["t4"], "int8", sustained=t4)
+    assert engine.peak == pytest.approx(catalog["t4"].peak("int8") * t4)
+    assert "power cap" in engine.peak_note
