@@ -192,14 +192,17 @@ def predict_local(costs: Any, roofs: Roofs) -> Prediction:
     return replace(pred, route=CALIBRATED, stratum="local-calibrated")
 
 
-def widened_band(band: float, basis: str, spread: float) -> tuple[float, str]:
+#: Why a band is widened, by default: the single-issue SGEMM calibration's spread.
+_SGEMM_SPREAD = "spread of the published SGEMM figures the single-issue factor is calibrated on"
+
+
+def widened_band(band: float, basis: str, spread: float, why: str = "") -> tuple[float, str]:
     """``band`` widened by an independent multiplicative ``spread`` (log errors added in
-    quadrature), its basis saying why."""
+    quadrature), its basis saying why (``why``: by default, :data:`_SGEMM_SPREAD`)."""
     import math
 
     wide = math.expm1(math.hypot(math.log1p(band), math.log1p(spread)))
-    return wide, (f"{basis}, widened by the +-{spread * 100:.0f}% spread of the published "
-                  "SGEMM figures the single-issue factor is calibrated on")
+    return wide, f"{basis}, widened by the {why or f'+-{spread * 100:.0f}% ' + _SGEMM_SPREAD}"
 
 
 def sustained_share(key: str) -> float:
@@ -241,11 +244,8 @@ def _host_widened(band: float, basis: str) -> tuple[float, str]:
     spread = max(slow - 1.0, 1.0 / fast - 1.0)
     if spread <= 0:
         return band, basis
-    import math
-
-    wide = math.expm1(math.hypot(math.log1p(band), math.log1p(spread)))
-    return wide, (f"{basis}, widened by the {fast:.2f}-{slow:.2f}x spread of the kernel "
-                  "data's hosts (this call is host-bound)")
+    return widened_band(band, basis, spread, f"{fast:.2f}-{slow:.2f}x spread of the kernel "
+                        "data's hosts (this call is host-bound)")
 
 
 def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs, host_speed: float = 1.0
@@ -262,8 +262,7 @@ def _kernel_model(costs: Any, key: str, framework: str, roofs: Roofs, host_speed
     dev = gpu_figures()[key]
     notes = tuple(n for n in roofs.notes if "host link" in n)
     model = shipped_gpu_model()
-    if host_speed != 1.0:
-        model = replace(model, host=model.host.at_speed(host_speed))
+    model = replace(model, host=model.host.at_speed(host_speed))
     est = estimate(costs, dev, model, framework)
     pred = to_prediction(est, costs, dev, model, key=key, name=dev.name,
                          transfer_s=transfer_seconds(costs, roofs),
